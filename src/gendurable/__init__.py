@@ -1,0 +1,62 @@
+"""gendurable: durable workflows as finite-state machines whose state lives in PostgreSQL.
+
+The public API is what `__all__` lists; everything else is private and may change.
+"""
+
+from .clock import Clock, ManualClock, SystemClock
+from .context import ChildResult, Context, Signal
+from .dsl import Job, await_signals, job, step, workflow
+from .errors import (
+    ConfigError,
+    DefinitionError,
+    DuplicateKey,
+    EngineError,
+    GenDurableError,
+    NoEngine,
+    NoTarget,
+    ResultTimeout,
+    StepTimeout,
+    ValidationError,
+    WorkflowFailed,
+)
+from .limit import Backoff, Limit
+from .outcome import Outcome, done, goto, reawait, retry, spawn, stop
+from .spec import WorkflowSpec
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Backoff",
+    "ChildResult",
+    "Clock",
+    "ConfigError",
+    "Context",
+    "DefinitionError",
+    "DuplicateKey",
+    "EngineError",
+    "GenDurableError",
+    "Job",
+    "Limit",
+    "ManualClock",
+    "NoEngine",
+    "NoTarget",
+    "Outcome",
+    "ResultTimeout",
+    "Signal",
+    "StepTimeout",
+    "SystemClock",
+    "ValidationError",
+    "WorkflowFailed",
+    "WorkflowSpec",
+    "__version__",
+    "await_signals",
+    "done",
+    "goto",
+    "job",
+    "reawait",
+    "retry",
+    "spawn",
+    "step",
+    "stop",
+    "workflow",
+]

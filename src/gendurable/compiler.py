@@ -1,0 +1,364 @@
+"""Turn a decorated class (or job function) into a `WorkflowSpec`, or fail at import.
+
+Pure: no engine, no database. Every check raises `DefinitionError` naming the workflow, the
+step and what to do about it.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+from .errors import DefinitionError
+from .limit import Backoff, Limit
+from .outcome import OUTCOME_TYPES, Done
+from .spec import END, AwaitSpec, RetryPolicy, StepSpec, WorkflowSpec
+
+RESERVED = frozenset(
+    {"start", "start_many", "signal", "get", "result", "cancel", "new", "spec", "handle"}
+)
+"""Names the class API takes; a step may not use them."""
+
+_TO_STEP = {"goto": 0}  # outcome constructor -> positional index of its step argument
+_TO_SELF = {"retry", "reawait"}
+_TO_END = {"done", "stop"}
+
+
+def compile_workflow(
+    cls: type,
+    *,
+    name: str | None,
+    queue: str,
+    priority: int,
+    max_attempts: int,
+    backoff: Backoff,
+    lease: timedelta,
+    state: type | None,
+    result: type | None,
+    step_mark: str,
+    await_mark: str,
+) -> WorkflowSpec:
+    """Compile the steps of `cls` into a frozen `WorkflowSpec`."""
+    wf = name or cls.__qualname__
+    where = f"workflow {wf!r}"
+    _check_policy(where, queue, max_attempts, lease)
+
+    state_type = state if state is not None else cls.__dict__.get("State")
+    if state_type is not None and not _is_struct(state_type):
+        raise DefinitionError(
+            f"{where}: State must be a msgspec.Struct subclass, got {state_type!r}; "
+            "declare `class State(msgspec.Struct): ...` inside the workflow"
+        )
+    result_type = result if result is not None else cls.__dict__.get("Result")
+    result_decoder = _decoder(where, "Result", result_type)
+
+    marked = [(n, f) for n, f in cls.__dict__.items() if callable(f)]
+    for attr, fn in marked:
+        if hasattr(fn, await_mark) and not hasattr(fn, step_mark):
+            raise DefinitionError(
+                f"{where}, {attr!r}: @await_signals is only allowed on a step; add @gd.step"
+            )
+    step_fns = [(n, f) for n, f in marked if hasattr(f, step_mark)]
+    if not step_fns:
+        raise DefinitionError(
+            f"{where} has no steps: mark at least one method with @gd.step"
+        )
+
+    starts = [n for n, f in step_fns if getattr(f, step_mark).start]
+    if len(starts) > 1:
+        raise DefinitionError(
+            f"{where} has two start steps ({', '.join(map(repr, starts))}): "
+            "mark exactly one with @gd.step(start=True)"
+        )
+    start_step = starts[0] if starts else step_fns[0][0]
+
+    names = [n for n, _ in step_fns]
+    rate_limits: dict[str, Limit] = {}
+    steps: dict[str, StepSpec] = {}
+    for step_name, fn in step_fns:
+        at = f"{where}, step {step_name!r}"
+        if step_name in RESERVED:
+            raise DefinitionError(
+                f"{at}: the name is taken by the class API ({', '.join(sorted(RESERVED))}); "
+                "rename the step"
+            )
+        _check_params(at, fn, ("self", "state", "ctx"), "async def step(self, state, ctx)")
+        opts = getattr(fn, step_mark)
+        awaits = _await_spec(at, getattr(fn, await_mark, None))
+        limit_name = _rate_limit(at, f"{wf}.{step_name}", opts.rate_limit, opts.weight, rate_limits)
+        _check_step_options(at, opts.max_attempts, opts.timeout)
+        edges = _edges(at, fn, step_name, tuple(opts.to), names)
+        steps[step_name] = StepSpec(
+            name=step_name,
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            start=step_name == start_step,
+            awaits=awaits,
+            rate_limit=limit_name,
+            weight=opts.weight,
+            max_attempts=opts.max_attempts,
+            timeout=opts.timeout,
+            edges=edges,
+        )
+
+    handler = cls.__dict__.get("handle")
+    if handler is not None:
+        _check_params(
+            f"{where}, handle", handler, ("self", "error", "state", "ctx"),
+            "def handle(self, error, state, ctx)",
+        )
+    return WorkflowSpec(
+        name=wf,
+        cls=cls,
+        queue=queue,
+        priority=priority,
+        steps=steps,
+        start_step=start_step,
+        state_type=state_type,
+        result_type=result_type,
+        retry=RetryPolicy(max_attempts, backoff),
+        lease=lease,
+        rate_limits=rate_limits,
+        handler=handler,
+        state_decoder=_decoder(where, "State", state_type),
+        result_decoder=result_decoder,
+    )
+
+
+def compile_job(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    queue: str,
+    priority: int,
+    max_attempts: int,
+    backoff: Backoff,
+    lease: timedelta,
+    timeout: timedelta | None,
+) -> WorkflowSpec:
+    """Compile `perform(args, ctx)` into a one-step workflow named after the function."""
+    wf = name or getattr(fn, "__qualname__", repr(fn))
+    where = f"job {wf!r}"
+    _check_policy(where, queue, max_attempts, lease)
+    if not callable(fn):
+        raise DefinitionError(f"{where}: @gd.job decorates a function, got {fn!r}")
+    _check_params(where, fn, ("args", "ctx"), "async def perform(args, ctx)")
+    _check_step_options(where, None, timeout)
+    args_type = _first_param_type(fn)
+    if args_type is not None and not _is_struct(args_type):
+        args_type = None  # only Struct annotations are enforced; others stay plain JSON
+    step = StepSpec(
+        name="perform",
+        fn=_job_step(fn),
+        is_async=inspect.iscoroutinefunction(fn),
+        start=True,
+        awaits=None,
+        rate_limit=None,
+        weight=1,
+        max_attempts=None,
+        timeout=timeout,
+        edges=(END,),
+    )
+    return WorkflowSpec(
+        name=wf,
+        cls=None,
+        queue=queue,
+        priority=priority,
+        steps={"perform": step},
+        start_step="perform",
+        state_type=args_type,
+        result_type=None,
+        retry=RetryPolicy(max_attempts, backoff),
+        lease=lease,
+        rate_limits={},
+        handler=None,
+        is_job=True,
+        state_decoder=_decoder(where, "args", args_type),
+    )
+
+
+def _job_step(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adapt `perform(args, ctx)` to a step: a returned value becomes `done(value)`."""
+
+    def as_outcome(value: Any) -> Any:
+        return value if isinstance(value, OUTCOME_TYPES) else Done(value)
+
+    if inspect.iscoroutinefunction(fn):
+
+        async def perform_async(_self: Any, args: Any, ctx: Any) -> Any:
+            return as_outcome(await fn(args, ctx))
+
+        return perform_async
+
+    def perform(_self: Any, args: Any, ctx: Any) -> Any:
+        return as_outcome(fn(args, ctx))
+
+    return perform
+
+
+def _check_policy(where: str, queue: str, max_attempts: int, lease: timedelta) -> None:
+    if not isinstance(queue, str) or not queue:
+        raise DefinitionError(f"{where}: queue must be a non-empty string, got {queue!r}")
+    if max_attempts < 1:
+        raise DefinitionError(f"{where}: max_attempts must be at least 1, got {max_attempts}")
+    if lease <= timedelta(0):
+        raise DefinitionError(f"{where}: lease must be a positive duration, got {lease}")
+
+
+def _check_step_options(where: str, max_attempts: int | None, timeout: timedelta | None) -> None:
+    if max_attempts is not None and max_attempts < 1:
+        raise DefinitionError(f"{where}: max_attempts must be at least 1, got {max_attempts}")
+    if timeout is not None and timeout <= timedelta(0):
+        raise DefinitionError(f"{where}: timeout must be a positive duration, got {timeout}")
+
+
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def _decoder(where: str, what: str, tp: Any) -> msgspec.json.Decoder[Any]:
+    if tp is None:
+        return msgspec.json.Decoder()
+    try:
+        return msgspec.json.Decoder(tp)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"{where}: {what} type {tp!r} cannot be decoded: {exc}") from None
+
+
+def _check_params(where: str, fn: Any, expected: tuple[str, ...], shape: str) -> None:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        raise DefinitionError(f"{where}: cannot read its signature; write it as `{shape}`") from None
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    extra = [p for p in params if p.kind in (p.KEYWORD_ONLY,) and p.default is p.empty]
+    if len(positional) != len(expected) or extra:
+        got = ", ".join(p.name for p in params)
+        raise DefinitionError(
+            f"{where}: takes ({got}) but must take {len(expected)} parameters "
+            f"({', '.join(expected)}); write it as `{shape}`"
+        )
+
+
+def _await_spec(where: str, options: Any) -> AwaitSpec | None:
+    if options is None:
+        return None
+    if not options.names:
+        raise DefinitionError(
+            f"{where}: @await_signals needs at least one signal name, "
+            'e.g. @gd.await_signals("approved", rejected=Rejection)'
+        )
+    if len(set(options.names)) != len(options.names):
+        raise DefinitionError(f"{where}: @await_signals names a signal twice: {options.names}")
+    for n in options.names:
+        if not isinstance(n, str) or not n:
+            raise DefinitionError(f"{where}: signal names must be non-empty strings, got {n!r}")
+    if options.timeout is not None and (
+        not isinstance(options.timeout, timedelta) or options.timeout <= timedelta(0)
+    ):
+        raise DefinitionError(
+            f"{where}: @await_signals timeout must be a positive timedelta, got {options.timeout!r}"
+        )
+    types = dict(options.types)
+    decoders = {n: _decoder(where, f"payload of signal {n!r}", t) for n, t in types.items() if t}
+    return AwaitSpec(tuple(options.names), types, options.timeout, decoders)
+
+
+def _rate_limit(
+    where: str, inline_name: str, limit: Any, weight: Any, found: dict[str, Limit]
+) -> str | None:
+    if not isinstance(weight, int) or weight < 1:
+        raise DefinitionError(f"{where}: weight must be a positive integer, got {weight!r}")
+    if limit is None:
+        return None
+    if isinstance(limit, Limit):
+        if weight > limit.capacity:
+            raise DefinitionError(
+                f"{where}: weight {weight} is above the burst {limit.capacity} of its rate "
+                "limit, so it could never run; lower the weight or raise the limit's burst"
+            )
+        found[inline_name] = limit
+        return inline_name
+    if isinstance(limit, str) and limit:
+        return limit
+    raise DefinitionError(
+        f"{where}: rate_limit must be a limit name or a gd.Limit, got {limit!r}"
+    )
+
+
+def _edges(
+    where: str, fn: Any, step: str, declared: tuple[str, ...], names: list[str]
+) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for target in (*_source_targets(fn, step), *declared):
+        if target != END and target not in names:
+            hint = difflib.get_close_matches(target, names, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise DefinitionError(
+                f"{where}: goes to unknown step {target!r}{suggestion} "
+                f"(steps: {', '.join(names)})"
+            )
+        found[target] = None
+    return tuple(found)
+
+
+def _source_targets(fn: Any, step: str) -> Iterator[str]:
+    """Targets of the outcome calls in `fn`'s source, in order of appearance."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return  # no source (REPL, exec): only `to=` declares edges
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    calls.sort(key=lambda n: (n.lineno, n.col_offset))
+    for call in calls:
+        func = call.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if called in _TO_END:
+            yield END
+        elif called in _TO_SELF:
+            yield step
+        elif called == "goto":
+            arg = _argument(call, 0, "step")
+            target = _target(arg)
+            if target:
+                yield target
+        elif called == "spawn":
+            target = _target(_argument(call, 1, "then"))
+            if target:
+                yield target
+
+
+def _argument(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == keyword:
+            return kw.value
+    return call.args[index] if len(call.args) > index else None
+
+
+def _target(node: ast.expr | None) -> str | None:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return node.attr if node.value.id in ("self", "cls") else None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _first_param_type(fn: Callable[..., Any]) -> Any:
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:  # noqa: BLE001 -- unresolvable annotations mean "untyped"
+        return None
+    params = list(inspect.signature(fn).parameters)
+    return hints.get(params[0]) if params else None

@@ -1,0 +1,298 @@
+"""The decorators users write: `@workflow`, `@step`, `@await_signals`, `@job`.
+
+Decorating only marks functions and hands the class to the compiler; the compiled
+`WorkflowSpec` is attached as `Flow.spec`, together with the class-level API
+(`start`, `start_many`, `signal`, `get`, `result`, `cancel`, `new`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, overload
+
+from . import routing
+from .compiler import compile_job, compile_workflow
+from .limit import Backoff, Limit
+from .outcome import ChildEntry
+from .spec import WorkflowSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+STEP_MARK = "__gd_step__"
+AWAIT_MARK = "__gd_await__"
+
+
+@dataclass(frozen=True, slots=True)
+class StepOptions:
+    """What `@step(...)` recorded on a function."""
+
+    start: bool = False
+    to: tuple[str, ...] = ()
+    rate_limit: str | Limit | None = None
+    weight: int = 1
+    max_attempts: int | None = None
+    timeout: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitOptions:
+    """What `@await_signals(...)` recorded on a function."""
+
+    names: tuple[str, ...]
+    types: tuple[tuple[str, Any], ...]
+    timeout: timedelta | None
+
+
+@overload
+def step(fn: F, /) -> F: ...
+@overload
+def step(
+    *,
+    start: bool = False,
+    to: str | Sequence[str] = (),
+    rate_limit: str | Limit | None = None,
+    weight: int = 1,
+    max_attempts: int | None = None,
+    timeout: timedelta | None = None,
+) -> Callable[[F], F]: ...
+def step(
+    fn: Any = None,
+    /,
+    *,
+    start: bool = False,
+    to: str | Sequence[str] = (),
+    rate_limit: str | Limit | None = None,
+    weight: int = 1,
+    max_attempts: int | None = None,
+    timeout: timedelta | None = None,
+) -> Any:
+    """Mark a method `(self, state, ctx) -> Outcome` as a step.
+
+    `to=` names targets the compiler cannot see in the source (computed `goto`s).
+    """
+    targets = (to,) if isinstance(to, str) else tuple(to)
+    options = StepOptions(start, targets, rate_limit, weight, max_attempts, timeout)
+
+    def mark(f: F) -> F:
+        setattr(f, STEP_MARK, options)
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+def await_signals(
+    *names: str, timeout: timedelta | None = None, **typed: Any
+) -> Callable[[F], F]:
+    """Make a step wait until one of the named signals arrives, or `timeout` passes.
+
+    `name=Type` decodes that signal's payload as `Type`; `name=None` or a positional name
+    leaves it as plain JSON.
+    """
+    options = AwaitOptions(
+        names=tuple(names) + tuple(typed),
+        types=tuple((n, None) for n in names) + tuple(typed.items()),
+        timeout=timeout,
+    )
+
+    def mark(f: F) -> F:
+        setattr(f, AWAIT_MARK, options)
+        return f
+
+    return mark
+
+
+@overload
+def workflow(cls: C, /) -> C: ...
+@overload
+def workflow(
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    priority: int = 0,
+    max_attempts: int = 5,
+    backoff: Backoff | None = None,
+    lease: timedelta = timedelta(seconds=30),
+    state: type | None = None,
+    result: type | None = None,
+) -> Callable[[C], C]: ...
+def workflow(
+    cls: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    priority: int = 0,
+    max_attempts: int = 5,
+    backoff: Backoff | None = None,
+    lease: timedelta = timedelta(seconds=30),
+    state: type | None = None,
+    result: type | None = None,
+) -> Any:
+    """Compile a class of steps into a workflow; bad definitions raise `DefinitionError`."""
+
+    def build(c: C) -> C:
+        spec = compile_workflow(
+            c,
+            name=name,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            backoff=backoff or Backoff(),
+            lease=lease,
+            state=state,
+            result=result,
+            step_mark=STEP_MARK,
+            await_mark=AWAIT_MARK,
+        )
+        _bind_class_api(c, spec)
+        return c
+
+    return build(cls) if cls is not None else build
+
+
+class Job:
+    """A one-step workflow made by `@gd.job`; `await job.enqueue(args, ...)` runs it."""
+
+    def __init__(self, spec: WorkflowSpec, fn: Callable[..., Any]) -> None:
+        self.spec = spec
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", spec.name)
+
+    async def enqueue(
+        self,
+        args: Any = None,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        on_conflict: Literal["return", "raise"] = "return",
+        engine: Any = None,
+    ) -> Any:
+        """Insert one run of the job; returns a `Handle` (`created=False` for a live key)."""
+        client = routing.resolve(self.spec.name, engine)
+        return await client.start_instance(
+            self.spec.name,
+            key=key,
+            state=args,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            on_conflict=on_conflict,
+        )
+
+    def new(self, args: Any = None, *, key: str | None = None, **options: Any) -> ChildEntry:
+        """An entry for `spawn` or `start_many`, not yet inserted."""
+        return ChildEntry(self.spec.name, key, args, **options)
+
+    async def get(self, key_or_id: str | int, *, engine: Any = None) -> Any:
+        """The `InstanceInfo` of one run."""
+        return await routing.resolve(self.spec.name, engine).get(self.spec.name, key_or_id)
+
+    async def result(
+        self, key_or_id: str | int, timeout: float | None = None, *, engine: Any = None
+    ) -> Any:
+        """Wait for the run to end and return its result (raises `WorkflowFailed`)."""
+        client = routing.resolve(self.spec.name, engine)
+        return await client.result(self.spec.name, key_or_id, timeout)
+
+
+def job(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    priority: int = 0,
+    max_attempts: int = 20,
+    backoff: Backoff | None = None,
+    lease: timedelta = timedelta(seconds=30),
+    timeout: timedelta | None = None,
+) -> Any:
+    """Turn `async def perform(args, ctx)` into a durable one-shot job with retries."""
+
+    def build(f: Callable[..., Any]) -> Job:
+        spec = compile_job(
+            f,
+            name=name,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            backoff=backoff or Backoff(),
+            lease=lease,
+            timeout=timeout,
+        )
+        return Job(spec, f)
+
+    return build(fn) if fn is not None else build
+
+
+def _bind_class_api(cls: type, spec: WorkflowSpec) -> None:
+    """Attach `spec` and the class-level API to a compiled workflow class."""
+    wf = spec.name
+
+    async def start(
+        key: str | None = None,
+        state: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: timedelta | None = None,
+        run_at: datetime | None = None,
+        concurrency_key: str | None = None,
+        scope: Iterable[str] | None = None,
+        on_conflict: Literal["return", "raise"] = "return",
+        engine: Any = None,
+    ) -> Any:
+        """Start an instance; returns `Handle(id, key, created)`."""
+        return await routing.resolve(wf, engine).start_instance(
+            wf,
+            key=key,
+            state=state,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            concurrency_key=concurrency_key,
+            scope=scope,
+            on_conflict=on_conflict,
+        )
+
+    async def start_many(entries: Iterable[ChildEntry], *, engine: Any = None) -> Any:
+        """Insert many entries (from `Flow.new`) in one statement; returns their handles."""
+        return await routing.resolve(wf, engine).start_many(list(entries))
+
+    async def signal(
+        key_or_id: str | int, name: str, payload: Any = None, *, engine: Any = None
+    ) -> Any:
+        """Deliver a durable signal to a live instance; `NoTarget` when there is none."""
+        return await routing.resolve(wf, engine).signal(wf, key_or_id, name, payload)
+
+    async def get(key_or_id: str | int, *, engine: Any = None) -> Any:
+        """The `InstanceInfo` of an instance, by key or id."""
+        return await routing.resolve(wf, engine).get(wf, key_or_id)
+
+    async def result(
+        key_or_id: str | int, timeout: float | None = None, *, engine: Any = None
+    ) -> Any:
+        """Wait until the instance ends; its result, or `WorkflowFailed`."""
+        return await routing.resolve(wf, engine).result(wf, key_or_id, timeout)
+
+    async def cancel(key_or_id: str | int, *, engine: Any = None) -> Any:
+        """Cancel a live instance."""
+        return await routing.resolve(wf, engine).cancel(wf, key_or_id)
+
+    def new(key: str | None = None, state: Any = None, **options: Any) -> ChildEntry:
+        """An entry for `spawn` or `start_many`, not yet inserted."""
+        return ChildEntry(wf, key, state, **options)
+
+    cls.spec = spec  # type: ignore[attr-defined]
+    for fn in (start, start_many, signal, get, result, cancel, new):
+        fn.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
+        setattr(cls, fn.__name__, staticmethod(fn))

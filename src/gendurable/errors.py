@@ -1,0 +1,90 @@
+"""The one error tree of gendurable.
+
+```
+GenDurableError
+├── DefinitionError        a workflow or job definition is invalid (raised at import)
+├── ConfigError            an engine, DSN, schema name or option is invalid
+├── ValidationError        a state, payload or result does not match its declared type
+├── NoTarget               a signal, cancel or lookup found no live instance
+├── DuplicateKey           start(on_conflict="raise") met a live instance with that key
+├── NoEngine               no running engine serves a workflow (or several do: pass engine=)
+├── WorkflowFailed         result() of an instance that ended failed or cancelled
+├── ResultTimeout          result(timeout=) passed before the instance ended
+├── StepTimeout            a step ran past its @step(timeout=...)
+└── EngineError            the engine could not do what was asked (stopped, not started)
+```
+
+Every error a user may catch derives from `GenDurableError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GenDurableError(Exception):
+    """Root of every error raised by gendurable."""
+
+
+class DefinitionError(GenDurableError):
+    """A workflow or job definition is invalid; raised when the class is decorated."""
+
+
+class ConfigError(GenDurableError):
+    """An engine option, DSN or schema name is invalid; raised before anything is written."""
+
+
+class ValidationError(GenDurableError):
+    """A state, payload or result does not match its declared type; nothing was written."""
+
+
+class NoTarget(GenDurableError):
+    """No live instance matches the key or id; nothing was stored."""
+
+
+class DuplicateKey(GenDurableError):
+    """`start(..., on_conflict="raise")` found a live instance with the same key."""
+
+    def __init__(self, message: str, *, existing_id: int) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
+class NoEngine(GenDurableError):
+    """No running engine serves the workflow, or several do and `engine=` was not given."""
+
+
+class EngineError(GenDurableError):
+    """The engine cannot do what was asked in its current state."""
+
+
+class ResultTimeout(GenDurableError, TimeoutError):
+    """`result(timeout=...)` passed before the instance reached a terminal status."""
+
+
+class StepTimeout(GenDurableError, TimeoutError):
+    """A step ran longer than its `@gd.step(timeout=...)`; routed to the error path."""
+
+
+class WorkflowFailed(GenDurableError):
+    """The instance ended `failed` or `cancelled`; `status` and `error` say how."""
+
+    def __init__(self, message: str, *, status: str, error: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+__all__ = [
+    "ConfigError",
+    "DefinitionError",
+    "DuplicateKey",
+    "EngineError",
+    "GenDurableError",
+    "NoEngine",
+    "NoTarget",
+    "ResultTimeout",
+    "StepTimeout",
+    "ValidationError",
+    "WorkflowFailed",
+]

@@ -1,0 +1,129 @@
+"""The compiled, immutable form of a workflow: its transition table.
+
+A `WorkflowSpec` is built once, at decoration time, by `gendurable.compiler`. The engine
+reads it and never changes it. It renders itself as a Mermaid state diagram and as Markdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+from .limit import Backoff, Limit
+
+END = "[*]"
+"""The edge target standing for a terminal outcome (`done` or `stop`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitSpec:
+    """What an awaiting step waits for: signal names, payload types, an optional timeout."""
+
+    names: tuple[str, ...]
+    types: Mapping[str, Any]
+    timeout: timedelta | None
+    decoders: Mapping[str, msgspec.json.Decoder[Any]] = field(repr=False, compare=False)
+
+    def decode(self, name: str, raw: bytes) -> Any:
+        """Decode a stored payload for signal `name` into its declared type."""
+        decoder = self.decoders.get(name)
+        if decoder is None:
+            return msgspec.json.decode(raw)
+        return decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One step: its function, options and outgoing edges."""
+
+    name: str
+    fn: Callable[..., Any] = field(repr=False, compare=False)
+    is_async: bool
+    start: bool
+    awaits: AwaitSpec | None
+    rate_limit: str | None
+    weight: int
+    max_attempts: int | None
+    timeout: timedelta | None
+    edges: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How failed steps are retried before the instance is marked failed."""
+
+    max_attempts: int
+    backoff: Backoff
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    """A compiled workflow: everything the engine needs to run its instances."""
+
+    name: str
+    cls: type | None = field(repr=False, compare=False)
+    queue: str
+    priority: int
+    steps: Mapping[str, StepSpec]
+    start_step: str
+    state_type: Any
+    result_type: Any
+    retry: RetryPolicy
+    lease: timedelta
+    rate_limits: Mapping[str, Limit]
+    handler: Callable[..., Any] | None = field(repr=False, compare=False)
+    is_job: bool = False
+    state_decoder: msgspec.json.Decoder[Any] = field(
+        default_factory=lambda: msgspec.json.Decoder(), repr=False, compare=False
+    )
+    result_decoder: msgspec.json.Decoder[Any] = field(
+        default_factory=lambda: msgspec.json.Decoder(), repr=False, compare=False
+    )
+
+    def step(self, name: str) -> StepSpec:
+        """The step called `name`; `KeyError` when there is none."""
+        return self.steps[name]
+
+    def edges(self) -> list[tuple[str, str]]:
+        """Every (source, target) edge, in step order; `END` stands for a terminal outcome."""
+        return [(s.name, t) for s in self.steps.values() for t in s.edges]
+
+    def signal_names(self) -> tuple[str, ...]:
+        """Every signal name some step awaits, in step order, without repeats."""
+        seen: dict[str, None] = {}
+        for s in self.steps.values():
+            if s.awaits:
+                seen.update(dict.fromkeys(s.awaits.names))
+        return tuple(seen)
+
+    def to_mermaid(self) -> str:
+        """Render the transition table as a Mermaid `stateDiagram-v2`."""
+        lines = ["stateDiagram-v2", f"    [*] --> {self.start_step}"]
+        for s in self.steps.values():
+            if s.awaits:
+                label = ", ".join(s.awaits.names)
+                if s.awaits.timeout is not None:
+                    label += f" (timeout {s.awaits.timeout})"
+                lines.append(f"    {s.name} : awaits {label}")
+        for source, target in self.edges():
+            lines.append(f"    {source} --> {target}")
+        return "\n".join(lines) + "\n"
+
+    def to_markdown(self) -> str:
+        """Render a Markdown page: the diagram and a table of steps."""
+        out = [f"## {self.name}", "", f"Queue `{self.queue}`, start step `{self.start_step}`.", ""]
+        out += ["```mermaid", self.to_mermaid().rstrip(), "```", ""]
+        out += ["| step | awaits | timeout | rate limit | max attempts | goes to |"]
+        out += ["| --- | --- | --- | --- | --- | --- |"]
+        for s in self.steps.values():
+            awaits = ", ".join(s.awaits.names) if s.awaits else ""
+            timeout = str(s.awaits.timeout) if s.awaits and s.awaits.timeout else ""
+            limit = f"{s.rate_limit} x{s.weight}" if s.rate_limit else ""
+            attempts = s.max_attempts or self.retry.max_attempts
+            targets = ", ".join("end" if t == END else t for t in s.edges)
+            out.append(f"| {s.name} | {awaits} | {timeout} | {limit} | {attempts} | {targets} |")
+        return "\n".join(out) + "\n"
