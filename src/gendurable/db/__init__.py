@@ -1,0 +1,1 @@
+"""The database seam: the only package that imports asyncpg."""

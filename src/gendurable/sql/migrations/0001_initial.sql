@@ -1,0 +1,118 @@
+-- Schema v1 of gendurable. Pre-1.0 this file is edited in place; it is idempotent so that
+-- applying it twice changes nothing. `__schema__` is replaced by the validated, quoted schema
+-- name before it runs, under an advisory lock keyed by the schema (see db/migrator.py).
+
+CREATE SCHEMA IF NOT EXISTS __schema__;
+
+DO $$
+BEGIN
+    CREATE TYPE __schema__.status AS ENUM (
+        'available', 'executing', 'awaiting', 'waiting', 'done', 'failed', 'cancelled'
+    );
+EXCEPTION WHEN duplicate_object THEN NULL;
+END
+$$;
+
+CREATE TABLE IF NOT EXISTS __schema__.meta (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version int NOT NULL,
+    migrated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS __schema__.instances (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow text NOT NULL,
+    queue text NOT NULL,
+    step text NOT NULL,
+    state jsonb,
+    status __schema__.status NOT NULL DEFAULT 'available',
+    attempt int NOT NULL DEFAULT 0,
+    max_attempts int NOT NULL DEFAULT 5,
+    priority smallint NOT NULL DEFAULT 0,
+    run_at timestamptz NOT NULL,
+    key text,
+    -- The statuses in which this row keeps its key reserved (uniqueness scope).
+    scope __schema__.status[] NOT NULL
+        DEFAULT '{available,executing,awaiting,waiting}'::text[]::__schema__.status[],
+    concurrency_key text,
+    rate_limit text,
+    rate_partition text,
+    weight int NOT NULL DEFAULT 1,
+    locked_by text,
+    locked_until timestamptz,
+    -- Crash count: claims that expired without an outcome (the reaper counts them).
+    rescued int NOT NULL DEFAULT 0,
+    await_names text[],
+    await_deadline timestamptz,
+    -- Highest signal id a re-await already saw; only newer matching signals wake it.
+    await_seen bigint NOT NULL DEFAULT 0,
+    timed_out boolean NOT NULL DEFAULT false,
+    parent_id bigint,
+    pending_children int NOT NULL DEFAULT 0,
+    result jsonb,
+    error jsonb,
+    inserted_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    finished_at timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS __schema__.signals (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_id bigint NOT NULL REFERENCES __schema__.instances (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    payload jsonb,
+    received_at timestamptz NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS __schema__.rate_configs (
+    name text PRIMARY KEY,
+    allowed int NOT NULL CHECK (allowed > 0),
+    per_ms bigint NOT NULL CHECK (per_ms > 0),
+    burst int NOT NULL CHECK (burst > 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS __schema__.rate_buckets (
+    name text NOT NULL,
+    partition text NOT NULL DEFAULT '',
+    tokens double precision NOT NULL,
+    refreshed_at timestamptz NOT NULL,
+    PRIMARY KEY (name, partition)
+);
+
+-- The pick index: the claim reads it in this exact order (most urgent first).
+CREATE INDEX IF NOT EXISTS instances_pick
+    ON __schema__.instances (queue, priority DESC, run_at, id)
+    WHERE status = 'available';
+
+-- One instance per (workflow, key) among the statuses of each row's scope.
+CREATE UNIQUE INDEX IF NOT EXISTS instances_key
+    ON __schema__.instances (workflow, key)
+    WHERE key IS NOT NULL AND status = ANY (scope);
+
+-- Which concurrency keys are busy right now.
+CREATE INDEX IF NOT EXISTS instances_concurrency_active
+    ON __schema__.instances (concurrency_key)
+    WHERE status = 'executing' AND concurrency_key IS NOT NULL;
+
+CREATE INDEX IF NOT EXISTS instances_await_deadline
+    ON __schema__.instances (await_deadline)
+    WHERE status = 'awaiting' AND await_deadline IS NOT NULL;
+
+CREATE INDEX IF NOT EXISTS instances_lease
+    ON __schema__.instances (locked_until)
+    WHERE status = 'executing';
+
+CREATE INDEX IF NOT EXISTS instances_terminal
+    ON __schema__.instances (finished_at, id)
+    WHERE status IN ('done', 'failed', 'cancelled');
+
+CREATE INDEX IF NOT EXISTS instances_parent
+    ON __schema__.instances (parent_id)
+    WHERE parent_id IS NOT NULL;
+
+CREATE INDEX IF NOT EXISTS signals_inbox
+    ON __schema__.signals (instance_id, id);
+
+INSERT INTO __schema__.meta (version) VALUES (1)
+ON CONFLICT (singleton) DO NOTHING;
