@@ -6,6 +6,7 @@ The public API is what `__all__` lists; everything else is private and may chang
 from .clock import Clock, ManualClock, SystemClock
 from .context import ChildResult, Context, Signal
 from .dsl import Job, await_signals, job, step, workflow
+from .engine.engine import Engine
 from .errors import (
     ConfigError,
     DefinitionError,
@@ -21,7 +22,9 @@ from .errors import (
 )
 from .limit import Backoff, Limit
 from .outcome import Outcome, done, goto, reawait, retry, spawn, stop
+from .records import Handle, InstanceInfo
 from .spec import WorkflowSpec
+from .telemetry import Telemetry, logging_handler
 
 __version__ = "0.1.0.dev0"
 
@@ -33,8 +36,11 @@ __all__ = [
     "Context",
     "DefinitionError",
     "DuplicateKey",
+    "Engine",
     "EngineError",
     "GenDurableError",
+    "Handle",
+    "InstanceInfo",
     "Job",
     "Limit",
     "ManualClock",
@@ -45,6 +51,7 @@ __all__ = [
     "Signal",
     "StepTimeout",
     "SystemClock",
+    "Telemetry",
     "ValidationError",
     "WorkflowFailed",
     "WorkflowSpec",
@@ -53,6 +60,7 @@ __all__ = [
     "done",
     "goto",
     "job",
+    "logging_handler",
     "reawait",
     "retry",
     "spawn",

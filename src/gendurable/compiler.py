@@ -12,9 +12,11 @@ import inspect
 import textwrap
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 
 from .errors import DefinitionError
 from .limit import Backoff, Limit
@@ -67,9 +69,7 @@ def compile_workflow(
             )
     step_fns = [(n, f) for n, f in marked if hasattr(f, step_mark)]
     if not step_fns:
-        raise DefinitionError(
-            f"{where} has no steps: mark at least one method with @gd.step"
-        )
+        raise DefinitionError(f"{where} has no steps: mark at least one method with @gd.step")
 
     starts = [n for n, f in step_fns if getattr(f, step_mark).start]
     if len(starts) > 1:
@@ -89,6 +89,7 @@ def compile_workflow(
                 f"{at}: the name is taken by the class API ({', '.join(sorted(RESERVED))}); "
                 "rename the step"
             )
+        _check_own_name(at, fn, step_name)
         _check_params(at, fn, ("self", "state", "ctx"), "async def step(self, state, ctx)")
         opts = getattr(fn, step_mark)
         awaits = _await_spec(at, getattr(fn, await_mark, None))
@@ -111,7 +112,9 @@ def compile_workflow(
     handler = cls.__dict__.get("handle")
     if handler is not None:
         _check_params(
-            f"{where}, handle", handler, ("self", "error", "state", "ctx"),
+            f"{where}, handle",
+            handler,
+            ("self", "error", "state", "ctx"),
             "def handle(self, error, state, ctx)",
         )
     return WorkflowSpec(
@@ -119,13 +122,13 @@ def compile_workflow(
         cls=cls,
         queue=queue,
         priority=priority,
-        steps=steps,
+        steps=MappingProxyType(steps),
         start_step=start_step,
         state_type=state_type,
         result_type=result_type,
         retry=RetryPolicy(max_attempts, backoff),
         lease=lease,
-        rate_limits=rate_limits,
+        rate_limits=MappingProxyType(rate_limits),
         handler=handler,
         state_decoder=_decoder(where, "State", state_type),
         result_decoder=result_decoder,
@@ -144,7 +147,7 @@ def compile_job(
     timeout: timedelta | None,
 ) -> WorkflowSpec:
     """Compile `perform(args, ctx)` into a one-step workflow named after the function."""
-    wf = name or getattr(fn, "__qualname__", repr(fn))
+    wf = name or str(getattr(fn, "__qualname__", repr(fn)))
     where = f"job {wf!r}"
     _check_policy(where, queue, max_attempts, lease)
     if not callable(fn):
@@ -171,13 +174,13 @@ def compile_job(
         cls=None,
         queue=queue,
         priority=priority,
-        steps={"perform": step},
+        steps=MappingProxyType({"perform": step}),
         start_step="perform",
         state_type=args_type,
         result_type=None,
         retry=RetryPolicy(max_attempts, backoff),
         lease=lease,
-        rate_limits={},
+        rate_limits=MappingProxyType({}),
         handler=None,
         is_job=True,
         state_decoder=_decoder(where, "args", args_type),
@@ -206,17 +209,39 @@ def _job_step(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _check_policy(where: str, queue: str, max_attempts: int, lease: timedelta) -> None:
     if not isinstance(queue, str) or not queue:
         raise DefinitionError(f"{where}: queue must be a non-empty string, got {queue!r}")
-    if max_attempts < 1:
-        raise DefinitionError(f"{where}: max_attempts must be at least 1, got {max_attempts}")
-    if lease <= timedelta(0):
-        raise DefinitionError(f"{where}: lease must be a positive duration, got {lease}")
+    if not _is_int(max_attempts) or max_attempts < 1:
+        raise DefinitionError(f"{where}: max_attempts must be at least 1, got {max_attempts!r}")
+    if not isinstance(lease, timedelta) or lease <= timedelta(0):
+        raise DefinitionError(f"{where}: lease must be a positive timedelta, got {lease!r}")
 
 
 def _check_step_options(where: str, max_attempts: int | None, timeout: timedelta | None) -> None:
-    if max_attempts is not None and max_attempts < 1:
-        raise DefinitionError(f"{where}: max_attempts must be at least 1, got {max_attempts}")
-    if timeout is not None and timeout <= timedelta(0):
-        raise DefinitionError(f"{where}: timeout must be a positive duration, got {timeout}")
+    if max_attempts is not None and (not _is_int(max_attempts) or max_attempts < 1):
+        raise DefinitionError(f"{where}: max_attempts must be at least 1, got {max_attempts!r}")
+    if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
+        raise DefinitionError(f"{where}: timeout must be a positive timedelta, got {timeout!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_own_name(where: str, fn: Any, attr: str) -> None:
+    """Reject a step bound under a name other than its function's: `goto(self.x)` resolves
+    a target by `__name__`, so the engine would look for a step that does not exist."""
+    own = getattr(fn, "__name__", attr)
+    if own == attr:
+        return
+    if own.startswith("__") and attr.endswith(own):
+        raise DefinitionError(
+            f"{where}: Python mangles names starting with two underscores, so the step "
+            f"{own!r} is stored as {attr!r}; rename it to {own[1:]!r}"
+        )
+    raise DefinitionError(
+        f"{where}: is bound to the function {own!r}, and goto(self.{attr}) would go to "
+        f"{own!r}; define it as `def {attr}(self, state, ctx)` under its own name "
+        "(a wrapping decorator needs functools.wraps)"
+    )
 
 
 def _is_struct(tp: Any) -> bool:
@@ -227,16 +252,25 @@ def _decoder(where: str, what: str, tp: Any) -> msgspec.json.Decoder[Any]:
     if tp is None:
         return msgspec.json.Decoder()
     try:
-        return msgspec.json.Decoder(tp)
+        decoder = msgspec.json.Decoder(tp)
+        info = msgspec.inspect.type_info(tp)
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"{where}: {what} type {tp!r} cannot be decoded: {exc}") from None
+    if isinstance(info, msgspec.inspect.CustomType):  # accepted here, fails on every decode
+        raise DefinitionError(
+            f"{where}: {what} type {tp!r} cannot be decoded: msgspec does not know the class; "
+            "make it a msgspec.Struct (or a dataclass)"
+        )
+    return decoder
 
 
 def _check_params(where: str, fn: Any, expected: tuple[str, ...], shape: str) -> None:
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
-        raise DefinitionError(f"{where}: cannot read its signature; write it as `{shape}`") from None
+        raise DefinitionError(
+            f"{where}: cannot read its signature; write it as `{shape}`"
+        ) from None
     positional = [
         p
         for p in params
@@ -272,13 +306,15 @@ def _await_spec(where: str, options: Any) -> AwaitSpec | None:
         )
     types = dict(options.types)
     decoders = {n: _decoder(where, f"payload of signal {n!r}", t) for n, t in types.items() if t}
-    return AwaitSpec(tuple(options.names), types, options.timeout, decoders)
+    return AwaitSpec(
+        tuple(options.names), MappingProxyType(types), options.timeout, MappingProxyType(decoders)
+    )
 
 
 def _rate_limit(
     where: str, inline_name: str, limit: Any, weight: Any, found: dict[str, Limit]
 ) -> str | None:
-    if not isinstance(weight, int) or weight < 1:
+    if not _is_int(weight) or weight < 1:
         raise DefinitionError(f"{where}: weight must be a positive integer, got {weight!r}")
     if limit is None:
         return None
@@ -292,9 +328,7 @@ def _rate_limit(
         return inline_name
     if isinstance(limit, str) and limit:
         return limit
-    raise DefinitionError(
-        f"{where}: rate_limit must be a limit name or a gd.Limit, got {limit!r}"
-    )
+    raise DefinitionError(f"{where}: rate_limit must be a limit name or a gd.Limit, got {limit!r}")
 
 
 def _edges(
@@ -306,8 +340,7 @@ def _edges(
             hint = difflib.get_close_matches(target, names, n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             raise DefinitionError(
-                f"{where}: goes to unknown step {target!r}{suggestion} "
-                f"(steps: {', '.join(names)})"
+                f"{where}: goes to unknown step {target!r}{suggestion} (steps: {', '.join(names)})"
             )
         found[target] = None
     return tuple(found)
@@ -358,7 +391,7 @@ def _target(node: ast.expr | None) -> str | None:
 def _first_param_type(fn: Callable[..., Any]) -> Any:
     try:
         hints = inspect.get_annotations(fn, eval_str=True)
-    except Exception:  # noqa: BLE001 -- unresolvable annotations mean "untyped"
+    except Exception:
         return None
     params = list(inspect.signature(fn).parameters)
     return hints.get(params[0]) if params else None

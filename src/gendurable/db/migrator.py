@@ -23,7 +23,9 @@ async def migrate(dsn: str | None = None, *, schema: str = "gendurable") -> int:
         await conn.close()
 
 
-async def migrate_connection(conn: asyncpg.Connection, *, schema: str) -> int:
+async def migrate_connection(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, *, schema: str
+) -> int:
     """`migrate` on an open connection (the engine uses its own pool's connection)."""
     named = statements(schema)
     steps = migrations(schema)

@@ -1,0 +1,245 @@
+"""The Store: one typed method per named statement; the only place queries run.
+
+JSON travels as bytes both ways: msgspec encodes on the client and jsonb is sent in binary
+form, so values are stored as real jsonb objects and never as a jsonb string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from ..sql import schema_hash, statements
+from .connect import check_dsn
+
+JSONB_VERSION = b"\x01"
+
+
+def _encode_jsonb(value: bytes | str) -> bytes:
+    return JSONB_VERSION + (value.encode() if isinstance(value, str) else value)
+
+
+def _decode_jsonb(data: bytes) -> bytes:
+    return data[1:]
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Make jsonb travel as raw JSON bytes (binary format, no str round trip)."""
+    for typename in ("jsonb",):
+        await conn.set_type_codec(
+            typename,
+            schema="pg_catalog",
+            encoder=_encode_jsonb,
+            decoder=_decode_jsonb,
+            format="binary",
+        )
+
+
+class Store:
+    """Typed access to the instances of one schema through an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str, *, timeout: float = 30.0) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.timeout = timeout
+        self.sql = statements(schema)
+        self.channel = f"gendurable_{schema_hash(schema)}"
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        schema: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepare: bool = True,
+        timeout: float = 30.0,
+    ) -> Store:
+        """Open a pool on `dsn`; `prepare=False` disables the statement cache (poolers)."""
+        check_dsn(dsn)
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=init_connection,
+            statement_cache_size=100 if prepare else 0,
+            command_timeout=timeout,
+        )
+        return cls(pool, schema, timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the pool, waiting for connections in use to be released."""
+        await self.pool.close()
+
+    async def instance_insert(
+        self,
+        *,
+        workflow: str,
+        queue: str,
+        step: str,
+        state: bytes,
+        max_attempts: int,
+        priority: int,
+        run_at: datetime | None,
+        delay: timedelta | None,
+        key: str | None,
+        scope: Sequence[str],
+        concurrency_key: str | None,
+        now: datetime | None,
+    ) -> asyncpg.Record:
+        """Insert one instance or return the live one holding the key."""
+        row = await self.pool.fetchrow(
+            self.sql["instance_insert"],
+            workflow,
+            queue,
+            step,
+            state,
+            max_attempts,
+            priority,
+            run_at,
+            delay,
+            key,
+            list(scope),
+            concurrency_key,
+            now,
+            self.channel,
+            timeout=self.timeout,
+        )
+        assert row is not None
+        return row
+
+    async def instance_insert_many(
+        self, columns: Sequence[Sequence[Any]], now: datetime | None
+    ) -> list[asyncpg.Record]:
+        """Insert a batch given as parallel columns (see the statement for their order)."""
+        return list(
+            await self.pool.fetch(
+                self.sql["instance_insert_many"],
+                *columns,
+                now,
+                self.channel,
+                timeout=self.timeout,
+            )
+        )
+
+    async def instance_claim(
+        self,
+        queue: str,
+        limit: int,
+        locked_by: str,
+        lease: timedelta,
+        now: datetime | None,
+        workflows: Sequence[str],
+        steps: Sequence[str],
+    ) -> list[asyncpg.Record]:
+        """Claim up to `limit` due instances of `queue` whose (workflow, step) is known."""
+        return list(
+            await self.pool.fetch(
+                self.sql["instance_claim"],
+                queue,
+                limit,
+                locked_by,
+                lease,
+                now,
+                workflows,
+                steps,
+                timeout=self.timeout,
+            )
+        )
+
+    async def outcome_goto(
+        self,
+        id: int,
+        locked_by: str,
+        step: str,
+        state: bytes | None,
+        delay: timedelta | None,
+        now: datetime | None,
+    ) -> bool:
+        """Commit a move to `step`; False when the claim was no longer ours (stale)."""
+        return await self._guarded("outcome_goto", id, locked_by, step, state, delay, now)
+
+    async def outcome_continue(
+        self,
+        id: int,
+        locked_by: str,
+        step: str,
+        state: bytes,
+        lease: timedelta,
+        now: datetime | None,
+    ) -> bool:
+        """Commit a move to `step` keeping the claim; False when stale."""
+        return await self._guarded("outcome_continue", id, locked_by, step, state, lease, now)
+
+    async def outcome_retry(
+        self,
+        id: int,
+        locked_by: str,
+        state: bytes | None,
+        delay: timedelta,
+        error: bytes | None,
+        now: datetime | None,
+    ) -> bool:
+        """Commit a retry of the same step; False when stale."""
+        return await self._guarded("outcome_retry", id, locked_by, state, delay, error, now)
+
+    async def outcome_finish(
+        self,
+        id: int,
+        locked_by: str,
+        status: str,
+        state: bytes | None,
+        result: bytes | None,
+        error: bytes | None,
+        now: datetime | None,
+    ) -> bool:
+        """Commit a terminal outcome (`done` or `failed`); False when stale."""
+        row = await self.pool.fetchrow(
+            self.sql["outcome_finish"],
+            id,
+            locked_by,
+            status,
+            state,
+            result,
+            error,
+            now,
+            self.channel,
+            timeout=self.timeout,
+        )
+        return row is not None
+
+    async def instance_cancel(self, id: int, now: datetime | None) -> bool:
+        """Cancel a live instance; False when it was not live."""
+        row = await self.pool.fetchrow(
+            self.sql["instance_cancel"], id, now, self.channel, timeout=self.timeout
+        )
+        return row is not None
+
+    async def instance_by_id(self, id: int) -> asyncpg.Record | None:
+        """The row with this id, or None."""
+        return await self.pool.fetchrow(self.sql["instance_by_id"], id, timeout=self.timeout)
+
+    async def instance_by_key(self, workflow: str, key: str) -> asyncpg.Record | None:
+        """The live row holding the key, else the latest that had it, else None."""
+        return await self.pool.fetchrow(
+            self.sql["instance_by_key"], workflow, key, timeout=self.timeout
+        )
+
+    async def instance_status(self, id: int) -> asyncpg.Record | None:
+        """Status, result and error of one row."""
+        return await self.pool.fetchrow(self.sql["instance_status"], id, timeout=self.timeout)
+
+    async def queue_due_count(self, queue: str, now: datetime | None) -> int:
+        """How many rows of `queue` are available and due."""
+        count = await self.pool.fetchval(
+            self.sql["queue_due_count"], queue, now, timeout=self.timeout
+        )
+        return int(count)
+
+    async def _guarded(self, name: str, *args: Any) -> bool:
+        row = await self.pool.fetchrow(self.sql[name], *args, timeout=self.timeout)
+        return row is not None

@@ -1,0 +1,1 @@
+"""The engine: scheduler, executor, decide, committer, client, notifier."""

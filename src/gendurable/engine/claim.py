@@ -1,0 +1,44 @@
+"""A claimed instance: what the scheduler hands the executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One row this worker owns while `locked_by` holds it."""
+
+    id: int
+    workflow: str
+    step: str
+    state: bytes | None
+    attempt: int
+    priority: int
+    key: str | None
+    queue: str
+    timed_out: bool
+    await_seen: int
+    locked_by: str
+
+    @classmethod
+    def from_row(cls, row: Any, locked_by: str) -> Claimed:
+        """Build from an `instance_claim` row."""
+        return cls(
+            id=row["id"],
+            workflow=row["workflow"],
+            step=row["step"],
+            state=row["state"],
+            attempt=row["attempt"],
+            priority=row["priority"],
+            key=row["key"],
+            queue=row["queue"],
+            timed_out=row["timed_out"],
+            await_seen=row["await_seen"],
+            locked_by=locked_by,
+        )
+
+    def moved(self, step: str, state: bytes) -> Claimed:
+        """The same claim after a kept-claim move to `step`."""
+        return replace(self, step=step, state=state, attempt=0, timed_out=False, await_seen=0)

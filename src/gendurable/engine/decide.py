@@ -1,0 +1,173 @@
+"""The transition rules, as one pure function: what a step's result commits.
+
+`decide()` takes the compiled spec, the step that ran, its attempt, the (mutated) state and
+what the step produced (an outcome or an exception) and returns a `Decision` value. It does
+no I/O; the committer applies the decision in one guarded statement. Every rule is tested as
+a table in `tests/unit/test_decide.py`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeAlias
+
+from ..errors import GenDurableError
+from ..outcome import Done, Goto, Reawait, Retry, Spawn, Stop
+from ..spec import StepSpec, WorkflowSpec
+from .codec import encode_json, encode_typed, error_record
+
+
+class InvalidOutcome(GenDurableError):
+    """A step returned something that cannot be committed (unknown step, bad value...)."""
+
+
+class RetriesExhausted(GenDurableError):
+    """`retry()` was returned on the last allowed attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTo:
+    """Commit `state` and go to `step`; `keep_claim` runs it at once on the same worker."""
+
+    step: str
+    state: bytes
+    delay: timedelta | None
+    keep_claim: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Run the same step again after `delay`, attempt + 1 (`state` None keeps the stored one)."""
+
+    state: bytes | None
+    delay: timedelta
+    error: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """End the instance as `done` or `failed`."""
+
+    status: str
+    state: bytes | None
+    result: bytes | None
+    error: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Park:
+    """Wait for signals: `reawait` keeps the signals seen up to `seen`."""
+
+    state: bytes
+    seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """Let the workflow's `handle(error, state, ctx)` choose; then decide again."""
+
+    error: BaseException
+
+
+Decision: TypeAlias = MoveTo | RetryLater | Finish | Park | HandOff
+
+
+def decide(
+    spec: WorkflowSpec,
+    step: StepSpec,
+    attempt: int,
+    state: Any,
+    produced: Any,
+    *,
+    handled: bool = False,
+    seen: int = 0,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Turn what `step` produced on `attempt` into a Decision.
+
+    `produced` is an outcome or an exception. Exceptions, and outcomes that cannot be
+    committed, go to the workflow's handler once (`HandOff`) unless `handled`, then to the
+    default policy: retry with backoff until the attempts run out, then `failed`.
+    """
+    if not isinstance(produced, BaseException):
+        try:
+            return _commit(spec, step, attempt, state, produced, handled, seen, rng)
+        except GenDurableError as exc:
+            produced = exc
+    if spec.handler is not None and not handled:
+        return HandOff(produced)
+    return _failure(spec, step, attempt, produced, rng)
+
+
+def max_attempts(spec: WorkflowSpec, step: StepSpec) -> int:
+    """The attempts a step may use: its own `max_attempts`, else the workflow's."""
+    return step.max_attempts or spec.retry.max_attempts
+
+
+def _commit(
+    spec: WorkflowSpec,
+    step: StepSpec,
+    attempt: int,
+    state: Any,
+    outcome: Any,
+    handled: bool,
+    seen: int,
+    rng: random.Random | None,
+) -> Decision:
+    if isinstance(outcome, Goto):
+        target = spec.steps.get(outcome.step)
+        if target is None:
+            raise InvalidOutcome(
+                f"step {step.name!r} went to unknown step {outcome.step!r} "
+                f"(steps: {', '.join(spec.steps)})"
+            )
+        data = _state(spec, outcome.state, state)
+        plain = target.awaits is None and target.rate_limit is None and outcome.rate_limit is None
+        keep = plain and outcome.delay is None
+        return MoveTo(outcome.step, data, outcome.delay, keep)
+    if isinstance(outcome, Retry):
+        if attempt + 1 >= max_attempts(spec, step):
+            raise RetriesExhausted(
+                f"step {step.name!r} asked to retry on its last attempt "
+                f"({attempt + 1} of {max_attempts(spec, step)})"
+            )
+        delay = outcome.delay
+        if delay is None:
+            delay = spec.retry.backoff.delay(attempt + 1, rng)
+        return RetryLater(_state(spec, outcome.state, state), delay, None)
+    if isinstance(outcome, Done):
+        result = encode_typed(outcome.result, spec.result_type, spec.result_decoder, "result")
+        return Finish("done", _state(spec, None, state), result, None)
+    if isinstance(outcome, Stop):
+        error = {"type": "stop", "message": str(outcome.reason), "step": step.name}
+        return Finish("failed", _state(spec, None, state), None, encode_json(error))
+    if isinstance(outcome, Reawait):
+        if step.awaits is None:
+            raise InvalidOutcome(f"step {step.name!r} returned reawait() but awaits no signals")
+        return Park(_state(spec, outcome.state, state), seen)
+    if isinstance(outcome, Spawn):
+        raise InvalidOutcome(f"step {step.name!r} returned spawn(), not supported yet")
+    raise InvalidOutcome(
+        f"step {step.name!r} returned {outcome!r}, not an outcome "
+        "(return gd.goto/retry/reawait/spawn/done/stop)"
+    )
+
+
+def _state(spec: WorkflowSpec, override: Any, current: Any) -> bytes:
+    value = current if override is None else override
+    return encode_typed(value, spec.state_type, spec.state_decoder, "state")
+
+
+def _failure(
+    spec: WorkflowSpec,
+    step: StepSpec,
+    attempt: int,
+    error: BaseException,
+    rng: random.Random | None,
+) -> Decision:
+    record = encode_json(error_record(error, step=step.name, attempt=attempt))
+    if isinstance(error, RetriesExhausted) or attempt + 1 >= max_attempts(spec, step):
+        return Finish("failed", None, None, record)
+    return RetryLater(None, spec.retry.backoff.delay(attempt + 1, rng), record)

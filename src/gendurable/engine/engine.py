@@ -1,0 +1,293 @@
+"""The engine: the composition root that runs workflows on one PostgreSQL schema.
+
+`async with gd.Engine(dsn, workflows=[...], queues={...}):` opens a pool, applies the schema
+(`migrate="auto"`), listens for notifications and runs one scheduler per queue. With no
+queues it is a client only (start, signal, get, result, cancel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from .. import routing
+from ..clock import Clock, SystemClock
+from ..db.connect import resolve_dsn
+from ..db.listener import Listener
+from ..db.migrator import migrate_connection
+from ..db.store import Store
+from ..errors import ConfigError, EngineError
+from ..limit import Limit
+from ..outcome import ChildEntry
+from ..records import Handle, InstanceInfo
+from ..spec import WorkflowSpec
+from ..sql import quote_schema
+from ..telemetry import Telemetry
+from .client import Client
+from .committer import Committer
+from .executor import Executor
+from .notifier import Notifier
+from .scheduler import Scheduler
+
+_log = logging.getLogger("gendurable.engine")
+
+
+class Engine:
+    """Runs the steps of `workflows` on the `queues` it is given, durably, in PostgreSQL.
+
+    `dsn` falls back to `$GENDURABLE_DSN`, then to the embedded server (extra `embedded`).
+    `queues` maps a queue name to its concurrency; none makes a client-only engine.
+    `clock=ManualClock()` makes time move only by hand (tests: `await engine.drain()`).
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        workflows: Sequence[Any],
+        name: str = "default",
+        schema: str = "gendurable",
+        queues: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, Limit] | None = None,
+        clock: Clock | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        poll_interval: timedelta = timedelta(seconds=1),
+        min_demand: int = 1,
+        reap_interval: timedelta = timedelta(seconds=5),
+        gc_retention: timedelta = timedelta(days=1),
+        migrate: Literal["auto"] | bool = "auto",
+        prepare: bool = True,
+        pool_size: int | None = None,
+        statement_timeout: timedelta = timedelta(seconds=30),
+    ) -> None:
+        quote_schema(schema)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"engine name must be a non-empty string, got {name!r}")
+        if migrate not in ("auto", True, False):
+            raise ConfigError(f"migrate must be 'auto', True or False, got {migrate!r}")
+        if lease <= timedelta(0) or poll_interval <= timedelta(0):
+            raise ConfigError("lease and poll_interval must be positive durations")
+        self.name = name
+        self.schema = schema
+        self.dsn = dsn
+        self.queues = dict(queues or {})
+        for queue, concurrency in self.queues.items():
+            if not isinstance(concurrency, int) or concurrency < 1:
+                raise ConfigError(f"queue {queue!r}: concurrency must be a positive int")
+        self.specs = _specs(workflows)
+        self.rate_limits = dict(rate_limits or {})
+        self.clock: Clock = clock or SystemClock()
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.min_demand = min_demand
+        self.reap_interval = reap_interval
+        self.gc_retention = gc_retention
+        self.migrate_mode = migrate
+        self.prepare = prepare
+        self.pool_size = pool_size or min(20, max(4, sum(self.queues.values()) + 2))
+        self.statement_timeout = statement_timeout.total_seconds()
+        self.telemetry = Telemetry()
+        self.schedulers: dict[str, Scheduler] = {}
+        self._objects = {n: s.cls() for n, s in self.specs.items() if s.cls is not None}
+        self._store: Store | None = None
+        self._client: Client | None = None
+        self._listener: Listener | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._embedded: Any = None
+        self._executor: Executor | None = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect, migrate (when `migrate` is on), listen and start the schedulers."""
+        if self._started:
+            raise EngineError(f"engine {self.name!r} is already running")
+        routing.register(self)
+        try:
+            await self._open()
+        except BaseException:
+            routing.unregister(self)
+            await self._close()
+            raise
+        self._started = True
+
+    async def _open(self) -> None:
+        dsn = resolve_dsn(self.dsn)
+        if dsn is None:
+            dsn = await self._start_embedded()
+        store = await Store.open(
+            dsn,
+            self.schema,
+            max_size=self.pool_size,
+            prepare=self.prepare,
+            timeout=self.statement_timeout,
+        )
+        self._store = store
+        if self.migrate_mode:
+            async with store.pool.acquire() as conn:
+                await migrate_connection(conn, schema=self.schema)
+        self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
+        notifier = Notifier(self._listener, self._wake_queue)
+        await self._listener.start()
+        self._client = Client(self.specs, store, self.clock, notifier)
+        committer = Committer(store, self.clock, self.telemetry, self.lease)
+        executor = Executor(self.specs, self._objects, committer, self.telemetry, self)
+        self._executor = executor
+        known = [(w, s) for w, spec in self.specs.items() for s in spec.steps]
+        for queue, concurrency in self.queues.items():
+            scheduler = Scheduler(
+                engine_name=self.name,
+                queue=queue,
+                concurrency=concurrency,
+                min_demand=self.min_demand,
+                poll_interval=self.poll_interval,
+                lease=self.lease,
+                store=store,
+                clock=self.clock,
+                executor=executor,
+                known=known,
+            )
+            self.schedulers[queue] = scheduler
+            self._loops.append(asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}"))
+
+    async def _start_embedded(self) -> str:
+        from ..embedded import EmbeddedPostgres
+
+        self._embedded = EmbeddedPostgres()
+        await self._embedded.astart()
+        return str(self._embedded.dsn)
+
+    async def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop claiming, let running steps finish within `timeout`, release the rest."""
+        if not self._started:
+            return
+        self._started = False
+        for scheduler in self.schedulers.values():
+            await scheduler.stop_claiming()
+        if self._executor is not None:
+            self._executor.keep_claims = False
+        idle = [asyncio.create_task(s.idle()) for s in self.schedulers.values()]
+        if idle:
+            _, pending = await asyncio.wait(idle, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            for scheduler in self.schedulers.values():
+                tasks = scheduler.cancel_running()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        routing.unregister(self)
+        await self._close()
+
+    async def _close(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+        self.schedulers.clear()
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        if self._embedded is not None:
+            await self._embedded.astop()
+            self._embedded = None
+
+    def _wake_queue(self, queue: str) -> None:
+        if not queue:
+            for scheduler in self.schedulers.values():
+                scheduler.wake()
+        elif queue in self.schedulers:
+            self.schedulers[queue].wake()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def drain(self, *, max_rounds: int = 100_000) -> None:
+        """Run everything due until nothing is, and no step of this engine is in flight."""
+        self._require()
+        for _ in range(max_rounds):
+            before = sum(s.claimed_total for s in self.schedulers.values())
+            for scheduler in self.schedulers.values():
+                await scheduler.run_once()
+            await asyncio.gather(*(s.idle() for s in self.schedulers.values()))
+            after = sum(s.claimed_total for s in self.schedulers.values())
+            if after == before:
+                return
+        raise EngineError(f"drain() did not settle within {max_rounds} rounds")
+
+    # -- the client API (the class-level API routes here) -------------------------------
+
+    def serves(self, workflow: str) -> bool:
+        """True when `workflow` is one this engine was given."""
+        return workflow in self.specs
+
+    async def start_instance(self, workflow: str, **options: Any) -> Handle:
+        """Start one instance of `workflow` (see `Flow.start`)."""
+        return await self._require().start(workflow, **options)
+
+    async def start_many(self, entries: Iterable[ChildEntry]) -> list[Handle]:
+        """Insert many entries (from `Flow.new`) in one statement; handles in entry order."""
+        return await self._require().start_many(list(entries))
+
+    async def signal(
+        self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
+    ) -> Any:
+        """Deliver a signal (see `Flow.signal`)."""
+        raise NotImplementedError("signals arrive with the signals feature")
+
+    async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
+        """A snapshot of one instance."""
+        return await self._require().get(workflow, key_or_id)
+
+    async def result(self, workflow: str, key_or_id: str | int, timeout: float | None) -> Any:
+        """Wait for the instance to end; its result, or `WorkflowFailed`."""
+        return await self._require().result(workflow, key_or_id, timeout)
+
+    async def cancel(self, workflow: str, key_or_id: str | int) -> None:
+        """Cancel a live instance."""
+        await self._require().cancel(workflow, key_or_id)
+
+    def _require(self) -> Client:
+        if self._client is None:
+            raise EngineError(
+                f"engine {self.name!r} is not running: use `async with engine:` first"
+            )
+        return self._client
+
+    @property
+    def store(self) -> Store:
+        """The engine's database access (for tests and tools)."""
+        if self._store is None:
+            raise EngineError(f"engine {self.name!r} is not running")
+        return self._store
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.name!r} schema={self.schema!r} queues={self.queues}>"
+
+
+def _specs(workflows: Sequence[Any]) -> dict[str, WorkflowSpec]:
+    specs: dict[str, WorkflowSpec] = {}
+    for wf in workflows:
+        spec = getattr(wf, "spec", None)
+        if not isinstance(spec, WorkflowSpec):
+            raise ConfigError(
+                f"{wf!r} is not a workflow: decorate the class with @gd.workflow "
+                "or the function with @gd.job"
+            )
+        if spec.name in specs and specs[spec.name] is not spec:
+            raise ConfigError(f"two workflows are named {spec.name!r}; give one a name=")
+        specs[spec.name] = spec
+    if not specs:
+        raise ConfigError("an engine needs at least one workflow in workflows=[...]")
+    return specs

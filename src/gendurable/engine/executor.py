@@ -1,0 +1,137 @@
+"""Run claimed steps: build the context, call the step, decide, commit.
+
+A plain `def` step runs in a worker thread. A step that raises, times out, or returns
+something that cannot be committed goes to the error path (the workflow's `handle`, then the
+retry policy), never to the reaper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from ..context import Context
+from ..errors import StepTimeout
+from ..spec import StepSpec, WorkflowSpec
+from ..telemetry import Telemetry
+from .claim import Claimed
+from .committer import Committer
+from .decide import Decision, HandOff, MoveTo, decide
+
+MAX_CHAIN = 100
+"""Steps one claim may run back to back before it goes through the queue again."""
+
+
+class Executor:
+    """Executes claims of the workflows it knows and commits their outcomes."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, WorkflowSpec],
+        objects: Mapping[str, Any],
+        committer: Committer,
+        telemetry: Telemetry,
+        engine: Any,
+    ) -> None:
+        self.specs = specs
+        self.objects = objects
+        self.committer = committer
+        self.telemetry = telemetry
+        self.engine = engine
+        self.rng = random.Random()
+        self.keep_claims = True
+
+    async def run(self, claim: Claimed) -> None:
+        """Run `claim` and the steps it may chain into, committing each outcome."""
+        spec = self.specs[claim.workflow]
+        for _ in range(MAX_CHAIN):
+            step = spec.steps[claim.step]
+            decision = await self._run_step(spec, step, claim)
+            if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
+                decision = MoveTo(decision.step, decision.state, None, keep_claim=False)
+            committed = await self.committer.apply(claim, decision)
+            if not (committed and isinstance(decision, MoveTo) and decision.keep_claim):
+                return
+            claim = claim.moved(decision.step, decision.state)
+        # The chain is long: let the queue's order decide what runs next.
+        await self.committer.release(claim)
+
+    async def _run_step(self, spec: WorkflowSpec, step: StepSpec, claim: Claimed) -> Decision:
+        meta = {
+            "id": claim.id,
+            "workflow": claim.workflow,
+            "step": claim.step,
+            "attempt": claim.attempt,
+            "key": claim.key,
+            "queue": claim.queue,
+        }
+        self.telemetry.emit(("step", "start"), {}, meta)
+        started = time.perf_counter()
+        state: Any = None
+        produced: Any = None
+        try:
+            state = spec.state_decoder.decode(claim.state) if claim.state is not None else None
+        except Exception as exc:  # stored state no longer decodes (a deploy changed State)
+            produced = exc
+        ctx = self._context(spec, claim)
+        if not isinstance(produced, BaseException):
+            produced = await self._call(step, step.fn, (self.objects.get(spec.name), state, ctx))
+        decision = decide(spec, step, claim.attempt, state, produced, rng=self.rng)
+        if isinstance(decision, HandOff):
+            assert spec.handler is not None
+            error = decision.error
+            handled = await self._call(
+                step, spec.handler, (self.objects.get(spec.name), error, state, ctx)
+            )
+            decision = decide(spec, step, claim.attempt, state, handled, handled=True, rng=self.rng)
+        duration = time.perf_counter() - started
+        if isinstance(produced, BaseException):
+            self.telemetry.emit(
+                ("step", "exception"),
+                {"duration": duration},
+                {**meta, "error": produced, "decision": type(decision).__name__},
+            )
+        else:
+            self.telemetry.emit(
+                ("step", "stop"),
+                {"duration": duration},
+                {**meta, "decision": type(decision).__name__},
+            )
+        return decision
+
+    def _context(self, spec: WorkflowSpec, claim: Claimed) -> Context:
+        return Context(
+            id=claim.id,
+            key=claim.key,
+            workflow=spec.name,
+            step=claim.step,
+            attempt=claim.attempt,
+            queue=claim.queue,
+            priority=claim.priority,
+            timed_out=claim.timed_out,
+            engine=self.engine,
+        )
+
+    async def _call(self, step: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Call a step (or the handler); return its outcome or the exception it raised."""
+        timeout = step.timeout.total_seconds() if step.timeout else None
+        try:
+            async with asyncio.timeout(timeout):
+                if inspect.iscoroutinefunction(fn):
+                    return await fn(*args)
+                return await asyncio.to_thread(fn, *args)
+        except TimeoutError as exc:
+            if timeout is not None and not isinstance(exc, StepTimeout):
+                return StepTimeout(
+                    f"step {step.name!r} ran longer than its timeout {timedelta(seconds=timeout)}"
+                )
+            return exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return exc

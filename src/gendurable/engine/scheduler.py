@@ -1,0 +1,150 @@
+"""One scheduler per queue: claim due instances in batches and keep `concurrency` in flight.
+
+It claims only when at least `min_demand` slots are free (fewer, larger claims under load),
+wakes on NOTIFY or on local progress, and polls every `poll_interval` as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+from ..clock import Clock
+from ..db.store import Store
+from .claim import Claimed
+from .executor import Executor
+
+_log = logging.getLogger("gendurable.scheduler")
+
+
+def worker_id(engine: str, queue: str) -> str:
+    """`<engine>:<queue>@<host>-<pid>-<unique>`: stored in `locked_by` of every claim."""
+    return f"{engine}:{queue}@{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Scheduler:
+    """Claims and runs the due instances of one queue."""
+
+    def __init__(
+        self,
+        *,
+        engine_name: str,
+        queue: str,
+        concurrency: int,
+        min_demand: int,
+        poll_interval: timedelta,
+        lease: timedelta,
+        store: Store,
+        clock: Clock,
+        executor: Executor,
+        known: Sequence[tuple[str, str]],
+    ) -> None:
+        self.queue = queue
+        self.concurrency = concurrency
+        self.min_demand = max(1, min(min_demand, concurrency))
+        self.poll_interval = poll_interval.total_seconds()
+        self.lease = lease
+        self.store = store
+        self.clock = clock
+        self.executor = executor
+        self.locked_by = worker_id(engine_name, queue)
+        self.known_workflows = [w for w, _ in known]
+        self.known_steps = [s for _, s in known]
+        self.claimed_total = 0
+        self.claiming = True
+        self._running: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._claim_lock = asyncio.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """Steps of this queue running now."""
+        return len(self._running)
+
+    def wake(self) -> None:
+        """Ask the loop to claim now (new work was announced)."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim as many due instances as there are free slots and start them."""
+        async with self._claim_lock:
+            free = self.concurrency - len(self._running)
+            if not self.claiming or free < self.min_demand:
+                return 0
+            rows = await self.store.instance_claim(
+                self.queue,
+                free,
+                self.locked_by,
+                self.lease,
+                self.clock.now(),
+                self.known_workflows,
+                self.known_steps,
+            )
+            for row in rows:
+                self._start(Claimed.from_row(row, self.locked_by))
+            self.claimed_total += len(rows)
+            return len(rows)
+
+    async def idle(self) -> None:
+        """Wait until no step of this queue is in flight."""
+        await self._idle.wait()
+
+    async def loop(self) -> None:
+        """Claim whenever there may be work, until cancelled."""
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception(
+                    "claim on queue %r failed; retrying after the poll interval", self.queue
+                )
+                claimed = 0
+            if claimed and len(self._running) < self.concurrency:
+                continue  # the queue may hold more than this batch
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def stop_claiming(self) -> None:
+        """Claim nothing more; running steps go on."""
+        async with self._claim_lock:
+            self.claiming = False
+
+    def cancel_running(self) -> list[asyncio.Task[None]]:
+        """Cancel the running steps (their claims are then released by the caller)."""
+        tasks = list(self._running)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    def _start(self, claim: Claimed) -> None:
+        task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
+        self._running.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._finished)
+
+    async def _execute(self, claim: Claimed) -> None:
+        try:
+            await self.executor.run(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A commit that failed (database gone): the lease expires and the reaper
+            # returns the instance; nothing was half-applied.
+            _log.exception("instance %s: committing its outcome failed", claim.id)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not self._running:
+            self._idle.set()
+        self._wake.set()

@@ -1,0 +1,201 @@
+-- Instances: start, claim, outcome commits, lookups.
+-- Every statement takes `now` as a nullable parameter: NULL lets PostgreSQL own time
+-- (production); the manual clock passes its own time (tests).
+
+-- name: instance_insert
+-- One start. ON CONFLICT DO UPDATE (a no-op assignment) rather than DO NOTHING so that the
+-- existing row is returned even when it committed after this statement's snapshot; `created`
+-- tells a fresh insert (xmax = 0) from the live instance that already held the key.
+WITH now AS (SELECT coalesce($12::timestamptz, now()) AS t),
+ins AS (
+    INSERT INTO __schema__.instances AS i (
+        workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
+        concurrency_key, parent_id, inserted_at, updated_at)
+    SELECT $1, $2, $3, $4::jsonb, $5, $6,
+           coalesce($7::timestamptz, now.t + coalesce($8::interval, interval '0')),
+           $9, $10::text[]::__schema__.status[], $11, NULL, now.t, now.t
+    FROM now
+    ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
+    DO UPDATE SET key = excluded.key
+    RETURNING i.id, i.key, i.queue, i.run_at, (i.xmax = 0) AS created
+)
+SELECT ins.id, ins.key, ins.created,
+       CASE WHEN ins.created AND ins.run_at <= now.t
+            THEN pg_notify($13, 'q:' || ins.queue) END AS notified
+FROM ins, now;
+
+-- name: instance_insert_many
+-- A batch of starts as parallel arrays. Rows go in ordered by (workflow, key) in the C
+-- collation: two nodes racing over the same new keys take the unique-index locks in the same
+-- order, so they cannot deadlock. Keys must be unique within the batch (the caller dedupes).
+WITH now AS (SELECT coalesce($11::timestamptz, now()) AS t),
+rows AS (
+    SELECT u.*
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
+                $7::timestamptz[], $8::interval[], $9::text[], $10::text[])
+         WITH ORDINALITY AS u(workflow, queue, step, state, max_attempts, priority,
+                              run_at, delay, key, concurrency_key, ord)
+),
+ins AS (
+    INSERT INTO __schema__.instances AS i (
+        workflow, queue, step, state, max_attempts, priority, run_at, key,
+        concurrency_key, inserted_at, updated_at)
+    SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
+           coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
+           r.key, r.concurrency_key, now.t, now.t
+    FROM rows r, now
+    ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
+    ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
+    DO UPDATE SET key = excluded.key
+    RETURNING i.id, i.workflow, i.key, i.queue, i.run_at, (i.xmax = 0) AS created
+),
+woken AS (
+    SELECT pg_notify($12, 'q:' || q.queue)
+    FROM (SELECT DISTINCT ins.queue FROM ins, now
+          WHERE ins.created AND ins.run_at <= now.t) q
+)
+SELECT ins.id, ins.workflow, ins.key, ins.created, (SELECT count(*) FROM woken) AS notified
+FROM ins
+ORDER BY ins.id;
+
+-- name: instance_claim
+-- The pick: the most urgent due rows of a queue, skipping rows other claims hold. Only
+-- (workflow, step) pairs this deploy knows are taken: rows of other deploys stay untouched.
+WITH now AS (SELECT coalesce($5::timestamptz, now()) AS t),
+picked AS (
+    SELECT id
+    FROM __schema__.instances, now
+    WHERE status = 'available' AND queue = $1 AND run_at <= now.t
+      AND (workflow, step) IN (SELECT * FROM unnest($6::text[], $7::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE __schema__.instances i
+SET status = 'executing', locked_by = $3, locked_until = now.t + $4::interval,
+    updated_at = now.t
+FROM picked, now
+WHERE i.id = picked.id
+RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
+          i.timed_out, i.await_seen;
+
+-- name: outcome_goto
+-- Move to another step (attempt resets). Guarded by ownership: zero rows means stale.
+WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t)
+UPDATE __schema__.instances i
+SET step = $3, state = $4::jsonb, status = 'available', attempt = 0,
+    run_at = now.t + coalesce($5::interval, interval '0'),
+    locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
+    await_names = NULL, await_deadline = NULL, updated_at = now.t
+FROM now
+WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+RETURNING i.id;
+
+-- name: outcome_continue
+-- Move to the next step and keep the claim: the worker runs it at once, saving a claim
+-- round trip. Only for steps with nothing to wait for (no delay, await or rate limit).
+WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t)
+UPDATE __schema__.instances i
+SET step = $3, state = $4::jsonb, attempt = 0,
+    locked_until = now.t + $5::interval, timed_out = false, await_seen = 0,
+    updated_at = now.t
+FROM now
+WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+RETURNING i.id;
+
+-- name: outcome_retry
+-- Redo the same step later with attempt + 1; `error` keeps the last failure, if any.
+WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t)
+UPDATE __schema__.instances i
+SET state = coalesce($3::jsonb, i.state), status = 'available', attempt = i.attempt + 1,
+    run_at = now.t + $4::interval, error = $5::jsonb,
+    locked_by = NULL, locked_until = NULL, updated_at = now.t
+FROM now
+WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+RETURNING i.id;
+
+-- name: outcome_finish
+-- A terminal outcome (done or failed): store result or error, purge the inbox, tell the
+-- parent one child fewer is pending, and notify result() waiters. All or nothing: when the
+-- ownership guard fails no CTE below touches anything.
+WITH now AS (SELECT coalesce($7::timestamptz, now()) AS t),
+fin AS (
+    UPDATE __schema__.instances i
+    SET status = $3::text::__schema__.status, state = coalesce($4::jsonb, i.state),
+        result = $5::jsonb, error = $6::jsonb,
+        locked_by = NULL, locked_until = NULL, await_names = NULL, await_deadline = NULL,
+        finished_at = now.t, updated_at = now.t
+    FROM now
+    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    RETURNING i.id, i.parent_id
+),
+purged AS (
+    DELETE FROM __schema__.signals s USING fin WHERE s.instance_id = fin.id
+),
+parent AS (
+    UPDATE __schema__.instances p
+    SET pending_children = p.pending_children - 1,
+        status = CASE WHEN p.status = 'waiting' AND p.pending_children = 1
+                      THEN 'available'::__schema__.status ELSE p.status END,
+        run_at = CASE WHEN p.status = 'waiting' AND p.pending_children = 1
+                      THEN now.t ELSE p.run_at END,
+        updated_at = now.t
+    FROM fin, now
+    WHERE p.id = fin.parent_id
+)
+SELECT fin.id, pg_notify($8, 't:' || fin.id) AS notified FROM fin;
+
+-- name: instance_cancel
+-- Cancel a live instance (an executing one too: its worker's late commit is then stale).
+WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+target AS (
+    SELECT id FROM __schema__.instances
+    WHERE id = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
+    FOR UPDATE
+),
+fin AS (
+    UPDATE __schema__.instances i
+    SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
+        await_names = NULL, await_deadline = NULL, finished_at = now.t, updated_at = now.t
+    FROM target, now
+    WHERE i.id = target.id
+    RETURNING i.id, i.parent_id
+),
+purged AS (
+    DELETE FROM __schema__.signals s USING fin WHERE s.instance_id = fin.id
+),
+parent AS (
+    UPDATE __schema__.instances p
+    SET pending_children = p.pending_children - 1,
+        status = CASE WHEN p.status = 'waiting' AND p.pending_children = 1
+                      THEN 'available'::__schema__.status ELSE p.status END,
+        updated_at = now.t
+    FROM fin, now
+    WHERE p.id = fin.parent_id
+)
+SELECT fin.id, pg_notify($3, 't:' || fin.id) AS notified FROM fin;
+
+-- name: instance_by_id
+SELECT id, workflow, key, status::text, step, attempt, state, result, error, queue,
+       priority, run_at, locked_by, locked_until, await_names, await_deadline,
+       pending_children, inserted_at, updated_at, finished_at
+FROM __schema__.instances
+WHERE id = $1;
+
+-- name: instance_by_key
+-- The live instance holding the key, else the most recent one that had it.
+SELECT id, workflow, key, status::text, step, attempt, state, result, error, queue,
+       priority, run_at, locked_by, locked_until, await_names, await_deadline,
+       pending_children, inserted_at, updated_at, finished_at
+FROM __schema__.instances
+WHERE workflow = $1 AND key = $2
+ORDER BY (status IN ('available', 'executing', 'awaiting', 'waiting')) DESC, id DESC
+LIMIT 1;
+
+-- name: instance_status
+SELECT status::text, result, error FROM __schema__.instances WHERE id = $1;
+
+-- name: queue_due_count
+-- How many rows of a queue are due now (drain() uses it to decide whether to go on).
+SELECT count(*) FROM __schema__.instances
+WHERE status = 'available' AND queue = $1 AND run_at <= coalesce($2::timestamptz, now());

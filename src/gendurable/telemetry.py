@@ -1,0 +1,69 @@
+"""Telemetry: named events with measurements and metadata, delivered to attached handlers.
+
+Events (each a tuple of names): `("step", "start")`, `("step", "stop")`,
+`("step", "exception")`, `("outcome", "stale")`, `("await", "timeout")`,
+`("signal", "delivered")`, `("reaper", "rescued")`, `("scheduler", "reclaimed")`,
+`("gc", "swept")`, and more as features land. A handler that raises is detached after
+being logged, so a broken handler never breaks the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Event = tuple[str, ...]
+Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
+
+_log = logging.getLogger("gendurable.telemetry")
+
+
+@dataclass
+class _Attached:
+    handler: Handler
+    events: frozenset[Event] | None
+
+
+@dataclass
+class Telemetry:
+    """The event bus of one engine: `attach` handlers, the engine `emit`s."""
+
+    _handlers: dict[str, _Attached] = field(default_factory=dict)
+
+    def attach(self, name: str, handler: Handler, events: Iterable[Event] | None = None) -> None:
+        """Call `handler(event, measurements, metadata)` for `events` (all when None)."""
+        if name in self._handlers:
+            raise ValueError(f"a telemetry handler named {name!r} is already attached")
+        self._handlers[name] = _Attached(handler, frozenset(events) if events else None)
+
+    def detach(self, name: str) -> None:
+        """Remove the handler attached under `name` (no error when absent)."""
+        self._handlers.pop(name, None)
+
+    def emit(
+        self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> None:
+        """Deliver one event to every handler that wants it."""
+        for name, attached in list(self._handlers.items()):
+            if attached.events is not None and event not in attached.events:
+                continue
+            try:
+                attached.handler(event, measurements, metadata)
+            except Exception:
+                _log.exception("telemetry handler %r failed; detaching it", name)
+                self._handlers.pop(name, None)
+
+
+def logging_handler(logger: logging.Logger | None = None, level: int = logging.INFO) -> Handler:
+    """A handler that logs each event as one line: `step.stop workflow=... duration=...`."""
+    target = logger or logging.getLogger("gendurable")
+
+    def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        if not target.isEnabledFor(level):
+            return
+        fields = " ".join(f"{k}={v}" for k, v in {**metadata, **measurements}.items())
+        target.log(level, "%s %s", ".".join(event), fields)
+
+    return handle
