@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from . import routing
 from .compiler import compile_job, compile_workflow
+from .errors import DefinitionError
 from .limit import Backoff, Limit
 from .outcome import ChildEntry
 from .spec import WorkflowSpec
@@ -83,14 +84,18 @@ def step(
     return mark(fn) if fn is not None else mark
 
 
-def await_signals(
-    *names: str, timeout: timedelta | None = None, **typed: Any
-) -> Callable[[F], F]:
+def await_signals(*names: str, timeout: timedelta | None = None, **typed: Any) -> Callable[[F], F]:
     """Make a step wait until one of the named signals arrives, or `timeout` passes.
 
     `name=Type` decodes that signal's payload as `Type`; `name=None` or a positional name
     leaves it as plain JSON.
     """
+    for n in names:
+        if callable(n):  # bare `@gd.await_signals` received the method itself
+            raise DefinitionError(
+                f"{getattr(n, '__qualname__', n)!r}: @gd.await_signals needs signal names; "
+                'write @gd.await_signals("approved", ...)'
+            )
     options = AwaitOptions(
         names=tuple(names) + tuple(typed),
         types=tuple((n, None) for n in names) + tuple(typed.items()),

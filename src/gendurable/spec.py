@@ -103,13 +103,17 @@ class WorkflowSpec:
     def to_mermaid(self) -> str:
         """Render the transition table as a Mermaid `stateDiagram-v2`."""
         lines = ["stateDiagram-v2", f"    [*] --> {self.start_step}"]
+        edges = self.edges()
+        named = {self.start_step} | {n for edge in edges for n in edge}
         for s in self.steps.values():
             if s.awaits:
                 label = ", ".join(s.awaits.names)
                 if s.awaits.timeout is not None:
-                    label += f" (timeout {s.awaits.timeout})"
+                    label += f" (timeout {_duration(s.awaits.timeout)})"
                 lines.append(f"    {s.name} : awaits {label}")
-        for source, target in self.edges():
+            elif s.name not in named:
+                lines.append(f"    {s.name}")  # no edge names it (computed gotos): declare it
+        for source, target in edges:
             lines.append(f"    {source} --> {target}")
         return "\n".join(lines) + "\n"
 
@@ -127,3 +131,14 @@ class WorkflowSpec:
             targets = ", ".join("end" if t == END else t for t in s.edges)
             out.append(f"| {s.name} | {awaits} | {timeout} | {limit} | {attempts} | {targets} |")
         return "\n".join(out) + "\n"
+
+
+def _duration(d: timedelta) -> str:
+    """`2d`, `1h30m`, `0.25s`: a duration without colons, which Mermaid reads as separators."""
+    minutes, seconds = divmod(d.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{n}{unit}" for n, unit in ((d.days, "d"), (hours, "h"), (minutes, "m")) if n]
+    if seconds or d.microseconds or not parts:
+        fraction = f".{d.microseconds:06d}".rstrip("0") if d.microseconds else ""
+        parts.append(f"{seconds}{fraction}s")
+    return "".join(parts)
