@@ -92,6 +92,17 @@ class WorkflowSpec:
         """Every (source, target) edge, in step order; `END` stands for a terminal outcome."""
         return [(s.name, t) for s in self.steps.values() for t in s.edges]
 
+    def signal_type(self, name: str) -> tuple[bool, Any, msgspec.json.Decoder[Any] | None]:
+        """(awaited by some step, declared payload type or None, its decoder or None)."""
+        found = False
+        for s in self.steps.values():
+            if s.awaits and name in s.awaits.names:
+                tp = s.awaits.types.get(name)
+                if tp is not None:
+                    return True, tp, s.awaits.decoders.get(name)
+                found = True
+        return found, None, None
+
     def signal_names(self) -> tuple[str, ...]:
         """Every signal name some step awaits, in step order, without repeats."""
         seen: dict[str, None] = {}

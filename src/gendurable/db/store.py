@@ -159,9 +159,12 @@ class Store:
         state: bytes | None,
         delay: timedelta | None,
         now: datetime | None,
+        consumed: Sequence[int] = (),
     ) -> bool:
         """Commit a move to `step`; False when the claim was no longer ours (stale)."""
-        return await self._guarded("outcome_goto", id, locked_by, step, state, delay, now)
+        return await self._guarded(
+            "outcome_goto", id, locked_by, step, state, delay, now, list(consumed)
+        )
 
     async def outcome_continue(
         self,
@@ -171,9 +174,89 @@ class Store:
         state: bytes,
         lease: timedelta,
         now: datetime | None,
+        consumed: Sequence[int] = (),
     ) -> bool:
         """Commit a move to `step` keeping the claim; False when stale."""
-        return await self._guarded("outcome_continue", id, locked_by, step, state, lease, now)
+        return await self._guarded(
+            "outcome_continue", id, locked_by, step, state, lease, now, list(consumed)
+        )
+
+    async def outcome_park(
+        self,
+        id: int,
+        locked_by: str,
+        step: str,
+        state: bytes | None,
+        names: Sequence[str],
+        timeout: timedelta | None,
+        seen: int,
+        consumed: Sequence[int],
+        keep_deadline: bool,
+        now: datetime | None,
+    ) -> tuple[bool, str | None]:
+        """Park in an awaiting step, then recheck the inbox under the same row lock.
+
+        Returns (committed, queue woken at once or None). Two statements in one transaction:
+        the second runs in a fresh snapshot, so a signal that committed after the first one
+        started is seen (see `park_recheck`).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            parked = await conn.fetchrow(
+                self.sql["outcome_park"],
+                id,
+                locked_by,
+                step,
+                state,
+                list(names),
+                timeout,
+                seen,
+                list(consumed),
+                keep_deadline,
+                now,
+                timeout=self.timeout,
+            )
+            if parked is None:
+                return False, None
+            woke = await conn.fetchrow(self.sql["park_recheck"], id, now, timeout=self.timeout)
+            return True, (woke["queue"] if woke is not None else None)
+
+    async def instance_release(self, id: int, locked_by: str, now: datetime | None) -> bool:
+        """Give a claim back untouched; False when it was no longer ours."""
+        return await self._guarded("instance_release", id, locked_by, now)
+
+    async def signal_deliver(
+        self,
+        workflow: str,
+        id: int | None,
+        key: str | None,
+        name: str,
+        payload: bytes,
+        now: datetime | None,
+    ) -> asyncpg.Record | None:
+        """Store a signal for a live instance (waking it if it awaits `name`); None if none."""
+        return await self.pool.fetchrow(
+            self.sql["signal_deliver"],
+            workflow,
+            id,
+            key,
+            name,
+            payload,
+            now,
+            self.channel,
+            timeout=self.timeout,
+        )
+
+    async def inbox_load(self, ids: Sequence[int]) -> list[asyncpg.Record]:
+        """Pending signals of the given instances, by instance then arrival."""
+        return list(await self.pool.fetch(self.sql["inbox_load"], list(ids), timeout=self.timeout))
+
+    async def await_expire(self, now: datetime | None, limit: int) -> list[asyncpg.Record]:
+        """Wake up to `limit` awaiting instances whose deadline passed."""
+        return list(
+            await self.pool.fetch(
+                self.sql["await_expire"], now, limit, self.channel, timeout=self.timeout
+            )
+        )
 
     async def outcome_retry(
         self,
@@ -239,6 +322,31 @@ class Store:
             self.sql["queue_due_count"], queue, now, timeout=self.timeout
         )
         return int(count)
+
+    async def lease_extend(self, locked_by: str, lease: timedelta, now: datetime | None) -> int:
+        """Extend every running claim of `locked_by`; returns how many were extended."""
+        status = await self.pool.execute(
+            self.sql["lease_extend"], locked_by, lease, now, timeout=self.timeout
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def lease_rescue(self, now: datetime | None, limit: int) -> list[asyncpg.Record]:
+        """Return up to `limit` expired claims to their queue (or fail them when spent)."""
+        return list(
+            await self.pool.fetch(
+                self.sql["lease_rescue"], now, limit, self.channel, timeout=self.timeout
+            )
+        )
+
+    async def claims_reclaim(
+        self, prefix: str, now: datetime | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Release expired claims whose `locked_by` starts with `prefix`."""
+        return list(
+            await self.pool.fetch(
+                self.sql["claims_reclaim"], prefix, now, limit, timeout=self.timeout
+            )
+        )
 
     async def _guarded(self, name: str, *args: Any) -> bool:
         row = await self.pool.fetchrow(self.sql[name], *args, timeout=self.timeout)

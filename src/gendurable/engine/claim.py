@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSignal:
+    """A signal as loaded with a claim; its payload is still JSON bytes."""
+
+    id: int
+    name: str
+    payload: bytes | None
+    received_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +32,10 @@ class Claimed:
     timed_out: bool
     await_seen: int
     locked_by: str
+    inbox: tuple[StoredSignal, ...] = ()
 
     @classmethod
-    def from_row(cls, row: Any, locked_by: str) -> Claimed:
+    def from_row(cls, row: Any, locked_by: str, inbox: tuple[StoredSignal, ...] = ()) -> Claimed:
         """Build from an `instance_claim` row."""
         return cls(
             id=row["id"],
@@ -37,8 +49,11 @@ class Claimed:
             timed_out=row["timed_out"],
             await_seen=row["await_seen"],
             locked_by=locked_by,
+            inbox=inbox,
         )
 
     def moved(self, step: str, state: bytes) -> Claimed:
         """The same claim after a kept-claim move to `step`."""
-        return replace(self, step=step, state=state, attempt=0, timed_out=False, await_seen=0)
+        return replace(
+            self, step=step, state=state, attempt=0, timed_out=False, await_seen=0, inbox=()
+        )

@@ -17,7 +17,7 @@ from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, Wor
 from ..outcome import ChildEntry
 from ..records import ALL_STATUSES, LIVE_STATUSES, TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
-from .codec import decode_json, encode_typed
+from .codec import decode_json, encode_json, encode_typed
 from .notifier import Notifier
 
 
@@ -187,6 +187,41 @@ class Client:
                     continue  # recheck once, then raise above
             finally:
                 waiter.cancel()
+
+    async def signal(
+        self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
+    ) -> int:
+        """Deliver a durable signal in one statement; returns the signal id.
+
+        The payload is validated against the type some step declares for `name` before
+        anything is written. Raises `NoTarget` (storing nothing) when no live instance has
+        that key or id.
+        """
+        spec = self.spec(workflow)
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"signal name must be a non-empty string, got {name!r}")
+        awaited, tp, decoder = spec.signal_type(name)
+        if not awaited:
+            raise ValidationError(
+                f"{workflow} awaits no signal named {name!r} "
+                f"(it awaits: {', '.join(spec.signal_names()) or 'none'})"
+            )
+        if tp is not None and decoder is not None:
+            data = encode_typed(payload, tp, decoder, f"payload of signal {name!r}")
+        else:
+            data = encode_json(payload)
+        if isinstance(key_or_id, bool) or not isinstance(key_or_id, str | int):
+            raise ValidationError(
+                f"address an instance by key (str) or id (int), not {key_or_id!r}"
+            )
+        id, key = (key_or_id, None) if isinstance(key_or_id, int) else (None, key_or_id)
+        row = await self.store.signal_deliver(workflow, id, key, name, data, self.clock.now())
+        if row is None:
+            raise NoTarget(
+                f"no live {workflow} instance with {_address(key_or_id)}; signal {name!r} "
+                "was not stored"
+            )
+        return int(row["signal_id"])
 
     async def cancel(self, workflow: str, key_or_id: str | int) -> None:
         """Cancel a live instance; `NoTarget` when none is live."""

@@ -29,12 +29,16 @@ class RetriesExhausted(GenDurableError):
 
 @dataclass(frozen=True, slots=True)
 class MoveTo:
-    """Commit `state` and go to `step`; `keep_claim` runs it at once on the same worker."""
+    """Commit `state` and go to `step`; `keep_claim` runs it at once on the same worker.
+
+    `consumed` are the ids of the signals the step saw; they leave the inbox.
+    """
 
     step: str
     state: bytes
     delay: timedelta | None
     keep_claim: bool
+    consumed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +62,17 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class Park:
-    """Wait for signals: `reawait` keeps the signals seen up to `seen`."""
+    """Enter the awaiting `step`: wake on a matching signal newer than `seen`, or the deadline.
 
+    `reawait` keeps the current deadline and the signals already seen (the accumulate
+    pattern); otherwise the deadline starts now. `consumed` leave the inbox.
+    """
+
+    step: str
     state: bytes
     seen: int
+    reawait: bool
+    consumed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,7 @@ def decide(
     produced: Any,
     *,
     handled: bool = False,
+    awaited: tuple[int, ...] = (),
     seen: int = 0,
     rng: random.Random | None = None,
 ) -> Decision:
@@ -90,10 +102,12 @@ def decide(
     `produced` is an outcome or an exception. Exceptions, and outcomes that cannot be
     committed, go to the workflow's handler once (`HandOff`) unless `handled`, then to the
     default policy: retry with backoff until the attempts run out, then `failed`.
+    `awaited` are the ids of the matched signals the step saw (consumed on progress) and
+    `seen` the highest signal id an earlier `reawait` already saw.
     """
     if not isinstance(produced, BaseException):
         try:
-            return _commit(spec, step, attempt, state, produced, handled, seen, rng)
+            return _commit(spec, step, attempt, state, produced, awaited, seen, rng)
         except GenDurableError as exc:
             produced = exc
     if spec.handler is not None and not handled:
@@ -112,7 +126,7 @@ def _commit(
     attempt: int,
     state: Any,
     outcome: Any,
-    handled: bool,
+    awaited: tuple[int, ...],
     seen: int,
     rng: random.Random | None,
 ) -> Decision:
@@ -124,9 +138,11 @@ def _commit(
                 f"(steps: {', '.join(spec.steps)})"
             )
         data = _state(spec, outcome.state, state)
+        if target.awaits is not None and outcome.delay is None:
+            return Park(outcome.step, data, 0, reawait=False, consumed=awaited)
         plain = target.awaits is None and target.rate_limit is None and outcome.rate_limit is None
         keep = plain and outcome.delay is None
-        return MoveTo(outcome.step, data, outcome.delay, keep)
+        return MoveTo(outcome.step, data, outcome.delay, keep, consumed=awaited)
     if isinstance(outcome, Retry):
         if attempt + 1 >= max_attempts(spec, step):
             raise RetriesExhausted(
@@ -146,7 +162,8 @@ def _commit(
     if isinstance(outcome, Reawait):
         if step.awaits is None:
             raise InvalidOutcome(f"step {step.name!r} returned reawait() but awaits no signals")
-        return Park(_state(spec, outcome.state, state), seen)
+        last_seen = max((seen, *awaited))
+        return Park(step.name, _state(spec, outcome.state, state), last_seen, reawait=True)
     if isinstance(outcome, Spawn):
         raise InvalidOutcome(f"step {step.name!r} returned spawn(), not supported yet")
     raise InvalidOutcome(

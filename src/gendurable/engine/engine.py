@@ -21,6 +21,8 @@ from ..db.migrator import migrate_connection
 from ..db.store import Store
 from ..errors import ConfigError, EngineError
 from ..limit import Limit
+from ..maintenance.loop import every
+from ..maintenance.reaper import Reaper
 from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo
 from ..spec import WorkflowSpec
@@ -98,6 +100,7 @@ class Engine:
         self._loops: list[asyncio.Task[None]] = []
         self._embedded: Any = None
         self._executor: Executor | None = None
+        self.reaper: Reaper | None = None
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -141,10 +144,13 @@ class Engine:
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
         self._client = Client(self.specs, store, self.clock, notifier)
-        committer = Committer(store, self.clock, self.telemetry, self.lease)
+        committer = Committer(store, self.clock, self.telemetry, self.lease, self.specs)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self)
         self._executor = executor
         known = [(w, s) for w, spec in self.specs.items() for s in spec.steps]
+        awaiting = frozenset(
+            (w, s.name) for w, spec in self.specs.items() for s in spec.steps.values() if s.awaits
+        )
         for queue, concurrency in self.queues.items():
             scheduler = Scheduler(
                 engine_name=self.name,
@@ -157,9 +163,32 @@ class Engine:
                 clock=self.clock,
                 executor=executor,
                 known=known,
+                awaiting=awaiting,
             )
             self.schedulers[queue] = scheduler
+            reclaimed = await scheduler.reclaim()
+            if reclaimed:
+                self.telemetry.emit(
+                    ("scheduler", "reclaimed"),
+                    {"count": reclaimed},
+                    {"queue": queue, "locked_by": scheduler.locked_by},
+                )
             self._loops.append(asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}"))
+            self._loops.append(
+                asyncio.create_task(
+                    every(self.lease / 3, scheduler.heartbeat, f"heartbeat {queue}"),
+                    name=f"gendurable:{queue}:heartbeat",
+                )
+            )
+        self.reaper = Reaper(store, self.clock, self.telemetry)
+        if self.queues and not self.clock.manual:
+            # With a manual clock time moves only by hand: drain() runs the reaper.
+            self._loops.append(
+                asyncio.create_task(
+                    every(self.reap_interval, self.reaper.run_once, "reaper"),
+                    name="gendurable:reaper",
+                )
+            )
 
     async def _start_embedded(self) -> str:
         from ..embedded import EmbeddedPostgres
@@ -217,14 +246,20 @@ class Engine:
         """Run everything due until nothing is, and no step of this engine is in flight."""
         self._require()
         for _ in range(max_rounds):
-            before = sum(s.claimed_total for s in self.schedulers.values())
+            before = self._progress()
+            reaped = await self.reaper.run_once() if self.reaper and self.schedulers else None
             for scheduler in self.schedulers.values():
                 await scheduler.run_once()
             await asyncio.gather(*(s.idle() for s in self.schedulers.values()))
-            after = sum(s.claimed_total for s in self.schedulers.values())
-            if after == before:
+            after = self._progress()
+            if after == before and not (reaped and (reaped.rescued or reaped.timed_out)):
                 return
         raise EngineError(f"drain() did not settle within {max_rounds} rounds")
+
+    def _progress(self) -> tuple[int, int]:
+        """Claims made and steps finished so far: drain goes on while either moves."""
+        schedulers = self.schedulers.values()
+        return sum(s.claimed_total for s in schedulers), sum(s.finished_total for s in schedulers)
 
     # -- the client API (the class-level API routes here) -------------------------------
 
@@ -243,8 +278,14 @@ class Engine:
     async def signal(
         self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
     ) -> Any:
-        """Deliver a signal (see `Flow.signal`)."""
-        raise NotImplementedError("signals arrive with the signals feature")
+        """Deliver a signal (see `Flow.signal`); returns the stored signal's id."""
+        signal_id = await self._require().signal(workflow, key_or_id, name, payload)
+        self.telemetry.emit(
+            ("signal", "delivered"),
+            {},
+            {"workflow": workflow, "target": key_or_id, "name": name, "signal_id": signal_id},
+        )
+        return signal_id
 
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
         """A snapshot of one instance."""

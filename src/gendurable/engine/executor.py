@@ -8,20 +8,23 @@ retry policy), never to the reaper.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from ..context import Context
+from ..context import Context, Signal
 from ..errors import StepTimeout
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
-from .claim import Claimed
+from .claim import Claimed, StoredSignal
+from .codec import decode_json
 from .committer import Committer
-from .decide import Decision, HandOff, MoveTo, decide
+from .decide import Decision, HandOff, MoveTo, Park, decide
 
 MAX_CHAIN = 100
 """Steps one claim may run back to back before it goes through the queue again."""
@@ -45,15 +48,38 @@ class Executor:
         self.engine = engine
         self.rng = random.Random()
         self.keep_claims = True
+        self._current: dict[int, Claimed] = {}
 
     async def run(self, claim: Claimed) -> None:
-        """Run `claim` and the steps it may chain into, committing each outcome."""
+        """Run `claim` and the steps it may chain into, committing each outcome.
+
+        Cancelled (engine stop past its timeout), it releases the claim so that another
+        node takes the instance at once instead of waiting out the lease.
+        """
+        try:
+            await self._run(claim)
+        except asyncio.CancelledError:
+            current = self._current.pop(claim.id, claim)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.committer.release(current))
+            raise
+        finally:
+            self._current.pop(claim.id, None)
+
+    async def _run(self, claim: Claimed) -> None:
         spec = self.specs[claim.workflow]
         for _ in range(MAX_CHAIN):
+            self._current[claim.id] = claim
             step = spec.steps[claim.step]
-            decision = await self._run_step(spec, step, claim)
+            if step.awaits is not None and not claim.timed_out and not _fresh(step, claim):
+                # Entered without a matching signal yet (a start or a delayed goto): park.
+                decision: Decision = Park(
+                    claim.step, claim.state or b"null", claim.await_seen, reawait=False
+                )
+            else:
+                decision = await self._run_step(spec, step, claim)
             if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
-                decision = MoveTo(decision.step, decision.state, None, keep_claim=False)
+                decision = replace(decision, keep_claim=False)
             committed = await self.committer.apply(claim, decision)
             if not (committed and isinstance(decision, MoveTo) and decision.keep_claim):
                 return
@@ -78,17 +104,37 @@ class Executor:
             state = spec.state_decoder.decode(claim.state) if claim.state is not None else None
         except Exception as exc:  # stored state no longer decodes (a deploy changed State)
             produced = exc
-        ctx = self._context(spec, claim)
+        ctx = self._context(spec, step, claim)
+        awaited = tuple(s.id for s in ctx.awaited)
         if not isinstance(produced, BaseException):
             produced = await self._call(step, step.fn, (self.objects.get(spec.name), state, ctx))
-        decision = decide(spec, step, claim.attempt, state, produced, rng=self.rng)
+        decision = decide(
+            spec,
+            step,
+            claim.attempt,
+            state,
+            produced,
+            awaited=awaited,
+            seen=claim.await_seen,
+            rng=self.rng,
+        )
         if isinstance(decision, HandOff):
             assert spec.handler is not None
             error = decision.error
             handled = await self._call(
                 step, spec.handler, (self.objects.get(spec.name), error, state, ctx)
             )
-            decision = decide(spec, step, claim.attempt, state, handled, handled=True, rng=self.rng)
+            decision = decide(
+                spec,
+                step,
+                claim.attempt,
+                state,
+                handled,
+                handled=True,
+                awaited=awaited,
+                seen=claim.await_seen,
+                rng=self.rng,
+            )
         duration = time.perf_counter() - started
         if isinstance(produced, BaseException):
             self.telemetry.emit(
@@ -104,8 +150,12 @@ class Executor:
             )
         return decision
 
-    def _context(self, spec: WorkflowSpec, claim: Claimed) -> Context:
+    def _context(self, spec: WorkflowSpec, step: StepSpec, claim: Claimed) -> Context:
+        inbox = tuple(_signal(spec, s) for s in claim.inbox)
+        names = step.awaits.names if step.awaits else ()
         return Context(
+            awaited=tuple(s for s in inbox if s.name in names),
+            inbox=inbox,
             id=claim.id,
             key=claim.key,
             workflow=spec.name,
@@ -135,3 +185,17 @@ class Executor:
             raise
         except Exception as exc:
             return exc
+
+
+def _fresh(step: StepSpec, claim: Claimed) -> bool:
+    """True when the inbox holds a matching signal newer than those a reawait already saw."""
+    assert step.awaits is not None
+    names = step.awaits.names
+    return any(s.name in names and s.id > claim.await_seen for s in claim.inbox)
+
+
+def _signal(spec: WorkflowSpec, stored: StoredSignal) -> Signal:
+    """Decode a stored signal's payload with its declared type (plain JSON otherwise)."""
+    _, _, decoder = spec.signal_type(stored.name)
+    payload = decode_json(stored.payload, decoder)
+    return Signal(stored.id, stored.name, payload, stored.received_at)

@@ -14,10 +14,11 @@ import socket
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from ..clock import Clock
 from ..db.store import Store
-from .claim import Claimed
+from .claim import Claimed, StoredSignal
 from .executor import Executor
 
 _log = logging.getLogger("gendurable.scheduler")
@@ -44,6 +45,7 @@ class Scheduler:
         clock: Clock,
         executor: Executor,
         known: Sequence[tuple[str, str]],
+        awaiting: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -56,7 +58,9 @@ class Scheduler:
         self.locked_by = worker_id(engine_name, queue)
         self.known_workflows = [w for w, _ in known]
         self.known_steps = [s for _, s in known]
+        self.awaiting = awaiting
         self.claimed_total = 0
+        self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -88,10 +92,24 @@ class Scheduler:
                 self.known_workflows,
                 self.known_steps,
             )
+            inboxes = await self._inboxes(rows)
             for row in rows:
-                self._start(Claimed.from_row(row, self.locked_by))
+                inbox = inboxes.get(row["id"], ())
+                self._start(Claimed.from_row(row, self.locked_by, inbox))
             self.claimed_total += len(rows)
             return len(rows)
+
+    async def _inboxes(self, rows: Sequence[Any]) -> dict[int, tuple[StoredSignal, ...]]:
+        """Load the inboxes of the claimed rows that sit at an awaiting step, in one query."""
+        ids = [r["id"] for r in rows if (r["workflow"], r["step"]) in self.awaiting]
+        if not ids:
+            return {}
+        grouped: dict[int, list[StoredSignal]] = {}
+        for sig in await self.store.inbox_load(ids):
+            grouped.setdefault(sig["instance_id"], []).append(
+                StoredSignal(sig["id"], sig["name"], sig["payload"], sig["received_at"])
+            )
+        return {id: tuple(sigs) for id, sigs in grouped.items()}
 
     async def idle(self) -> None:
         """Wait until no step of this queue is in flight."""
@@ -115,6 +133,18 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
+    async def reclaim(self) -> int:
+        """Release, at once, expired claims a dead predecessor on this host left behind."""
+        prefix = self.locked_by.rsplit("-", 2)[0] + "-"
+        rows = await self.store.claims_reclaim(prefix, self.clock.now(), 1000)
+        return len(rows)
+
+    async def heartbeat(self) -> int:
+        """Extend all running claims of this scheduler by a lease; how many were extended."""
+        if not self._running:
+            return 0
+        return await self.store.lease_extend(self.locked_by, self.lease, self.clock.now())
+
     async def stop_claiming(self) -> None:
         """Claim nothing more; running steps go on."""
         async with self._claim_lock:
@@ -136,8 +166,6 @@ class Scheduler:
     async def _execute(self, claim: Claimed) -> None:
         try:
             await self.executor.run(claim)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # A commit that failed (database gone): the lease expires and the reaper
             # returns the instance; nothing was half-applied.
@@ -145,6 +173,7 @@ class Scheduler:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self.finished_total += 1
         if not self._running:
             self._idle.set()
         self._wake.set()

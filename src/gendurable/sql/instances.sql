@@ -80,24 +80,91 @@ RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.que
           i.timed_out, i.await_seen;
 
 -- name: outcome_goto
--- Move to another step (attempt resets). Guarded by ownership: zero rows means stale.
-WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t)
-UPDATE __schema__.instances i
-SET step = $3, state = $4::jsonb, status = 'available', attempt = 0,
-    run_at = now.t + coalesce($5::interval, interval '0'),
-    locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
-    await_names = NULL, await_deadline = NULL, updated_at = now.t
-FROM now
-WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
-RETURNING i.id;
+-- Move to another step (attempt resets), consuming exactly the signals the step saw.
+-- Guarded by ownership: zero rows means the claim was lost (stale) and nothing changes.
+WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t),
+upd AS (
+    UPDATE __schema__.instances i
+    SET step = $3, state = $4::jsonb, status = 'available', attempt = 0,
+        run_at = now.t + coalesce($5::interval, interval '0'),
+        locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
+        await_names = NULL, await_deadline = NULL, updated_at = now.t
+    FROM now
+    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    RETURNING i.id
+),
+consumed AS (
+    DELETE FROM __schema__.signals s USING upd
+    WHERE s.instance_id = upd.id AND s.id = ANY ($7::bigint[])
+)
+SELECT id FROM upd;
 
 -- name: outcome_continue
 -- Move to the next step and keep the claim: the worker runs it at once, saving a claim
 -- round trip. Only for steps with nothing to wait for (no delay, await or rate limit).
-WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t)
+WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t),
+upd AS (
+    UPDATE __schema__.instances i
+    SET step = $3, state = $4::jsonb, attempt = 0,
+        locked_until = now.t + $5::interval, timed_out = false, await_seen = 0,
+        await_names = NULL, await_deadline = NULL, updated_at = now.t
+    FROM now
+    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    RETURNING i.id
+),
+consumed AS (
+    DELETE FROM __schema__.signals s USING upd
+    WHERE s.instance_id = upd.id AND s.id = ANY ($7::bigint[])
+)
+SELECT id FROM upd;
+
+-- name: outcome_park
+-- First statement of the park transaction: enter (or re-enter) an awaiting step. Takes the
+-- row lock that signal delivery also takes; `park_recheck` then looks at the inbox again in
+-- a fresh snapshot under that lock, so a signal racing the park is never stranded.
+-- $6 is the await timeout (NULL: none); $9 true keeps the current deadline (reawait).
+WITH now AS (SELECT coalesce($10::timestamptz, now()) AS t),
+upd AS (
+    UPDATE __schema__.instances i
+    SET step = $3, state = $4::jsonb, status = 'awaiting', attempt = 0,
+        await_names = $5::text[],
+        await_deadline = CASE WHEN $9::boolean THEN i.await_deadline
+                              ELSE now.t + $6::interval END,
+        await_seen = $7, timed_out = false,
+        locked_by = NULL, locked_until = NULL, updated_at = now.t
+    FROM now
+    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    RETURNING i.id
+),
+consumed AS (
+    DELETE FROM __schema__.signals s USING upd
+    WHERE s.instance_id = upd.id AND s.id = ANY ($8::bigint[])
+)
+SELECT id FROM upd;
+
+-- name: park_recheck
+-- Second statement of the park transaction (fresh snapshot, row lock held): wake at once
+-- when a matching signal newer than the ones already seen is in the inbox, or when the
+-- deadline has already passed.
+WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t)
 UPDATE __schema__.instances i
-SET step = $3, state = $4::jsonb, attempt = 0,
-    locked_until = now.t + $5::interval, timed_out = false, await_seen = 0,
+SET status = 'available', run_at = now.t, updated_at = now.t,
+    timed_out = NOT EXISTS (
+        SELECT 1 FROM __schema__.signals s
+        WHERE s.instance_id = i.id AND s.name = ANY (i.await_names) AND s.id > i.await_seen)
+FROM now
+WHERE i.id = $1 AND i.status = 'awaiting'
+  AND (EXISTS (SELECT 1 FROM __schema__.signals s
+               WHERE s.instance_id = i.id AND s.name = ANY (i.await_names)
+                 AND s.id > i.await_seen)
+       OR i.await_deadline <= now.t)
+RETURNING i.id, i.queue;
+
+-- name: instance_release
+-- Give a claim back untouched (drain, long chains): available again at once.
+WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t)
+UPDATE __schema__.instances i
+SET status = 'available', locked_by = NULL, locked_until = NULL, run_at = now.t,
     updated_at = now.t
 FROM now
 WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'

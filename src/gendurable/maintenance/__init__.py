@@ -1,0 +1,1 @@
+"""Background services the engine composes; each has a `run_once()` tests call by hand."""

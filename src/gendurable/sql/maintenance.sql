@@ -1,0 +1,85 @@
+-- Maintenance: heartbeat, reaper, startup reclaim. Every multi-row statement claims its rows
+-- with ordered FOR UPDATE SKIP LOCKED in bounded batches, so maintenance on many nodes never
+-- deadlocks with itself or with the claim.
+
+-- name: lease_extend
+-- Heartbeat: extend every running claim of one scheduler in one statement.
+WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t)
+UPDATE __schema__.instances i
+SET locked_until = now.t + $2::interval
+FROM now
+WHERE i.locked_by = $1 AND i.status = 'executing';
+
+-- name: lease_rescue
+-- Return expired claims to `available`, counting the attempt the crash used. An instance that
+-- has crashed its worker on every allowed attempt ends `failed` (with the terminal effects of
+-- outcome_finish) instead of cycling through the reaper forever.
+WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
+expired AS (
+    SELECT id FROM __schema__.instances, now
+    WHERE status = 'executing' AND locked_until < now.t
+    ORDER BY locked_until, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE __schema__.instances i
+    SET status = CASE WHEN i.attempt + 1 >= i.max_attempts
+                      THEN 'failed'::__schema__.status
+                      ELSE 'available'::__schema__.status END,
+        error = CASE WHEN i.attempt + 1 >= i.max_attempts
+                     THEN jsonb_build_object(
+                         'type', 'crashed',
+                         'message', format('step %s lost its worker on every one of %s attempts '
+                                           '(last claim %s expired)', i.step, i.max_attempts,
+                                           i.locked_by),
+                         'step', i.step, 'attempt', i.attempt)
+                     ELSE i.error END,
+        finished_at = CASE WHEN i.attempt + 1 >= i.max_attempts THEN now.t END,
+        attempt = i.attempt + 1, rescued = i.rescued + 1, run_at = now.t,
+        locked_by = NULL, locked_until = NULL, updated_at = now.t
+    FROM expired, now
+    WHERE i.id = expired.id
+    RETURNING i.id, i.workflow, i.step, i.queue, i.status::text AS status, i.parent_id,
+              i.attempt
+),
+purged AS (
+    DELETE FROM __schema__.signals s USING rescued
+    WHERE s.instance_id = rescued.id AND rescued.status = 'failed'
+),
+parent AS (
+    UPDATE __schema__.instances p
+    SET pending_children = p.pending_children - f.n,
+        status = CASE WHEN p.status = 'waiting' AND p.pending_children = f.n
+                      THEN 'available'::__schema__.status ELSE p.status END,
+        updated_at = now.t
+    FROM (SELECT parent_id, count(*)::int AS n FROM rescued
+          WHERE status = 'failed' AND parent_id IS NOT NULL GROUP BY parent_id) f, now
+    WHERE p.id = f.parent_id
+),
+notified AS (
+    SELECT pg_notify($3, CASE WHEN r.status = 'failed' THEN 't:' || r.id
+                              ELSE 'q:' || r.queue END)
+    FROM rescued r
+)
+SELECT r.*, (SELECT count(*) FROM notified) AS notified FROM rescued r;
+
+-- name: claims_reclaim
+-- Startup reclaim: release, at once, the claims a dead predecessor of this scheduler left
+-- (same engine, queue and host: `locked_by` prefix $1). The lease must have expired, so a
+-- live process that happens to share the prefix (same hostname and pid in two containers)
+-- never loses its work.
+WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+stale AS (
+    SELECT id FROM __schema__.instances, now
+    WHERE status = 'executing' AND starts_with(locked_by, $1) AND locked_until < now.t
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE __schema__.instances i
+SET status = 'available', attempt = i.attempt + 1, rescued = i.rescued + 1,
+    locked_by = NULL, locked_until = NULL, run_at = now.t, updated_at = now.t
+FROM stale, now
+WHERE i.id = stale.id AND i.attempt + 1 < i.max_attempts
+RETURNING i.id, i.workflow, i.step;
