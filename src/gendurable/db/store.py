@@ -6,7 +6,9 @@ form, so values are stored as real jsonb objects and never as a jsonb string.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +18,24 @@ from ..sql import schema_hash, statements
 from .connect import check_dsn
 
 JSONB_VERSION = b"\x01"
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+"""Failures of the connection, not of the statement: worth trying again."""
+
+NOT_IDEMPOTENT = frozenset(
+    {"instance_insert", "instance_insert_many", "signal_deliver", "instance_cancel"}
+)
+"""Statements a repeat could apply twice: retried only when they were never sent."""
+
+_log = logging.getLogger("gendurable.store")
 
 
 def _encode_jsonb(value: bytes | str) -> bytes:
@@ -41,8 +61,11 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 class Store:
     """Typed access to the instances of one schema through an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, schema: str, *, timeout: float = 30.0, retry_for: float = 60.0
+    ) -> None:
         self.pool = pool
+        self.retry_for = retry_for
         self.schema = schema
         self.timeout = timeout
         self.sql = statements(schema)
@@ -68,6 +91,7 @@ class Store:
             init=init_connection,
             statement_cache_size=100 if prepare else 0,
             command_timeout=timeout,
+            timeout=timeout,
         )
         return cls(pool, schema, timeout=timeout)
 
@@ -92,8 +116,8 @@ class Store:
         now: datetime | None,
     ) -> asyncpg.Record:
         """Insert one instance or return the live one holding the key."""
-        row = await self.pool.fetchrow(
-            self.sql["instance_insert"],
+        row = await self._fetchrow(
+            "instance_insert",
             workflow,
             queue,
             step,
@@ -107,7 +131,6 @@ class Store:
             concurrency_key,
             now,
             self.channel,
-            timeout=self.timeout,
         )
         assert row is not None
         return row
@@ -116,15 +139,7 @@ class Store:
         self, columns: Sequence[Sequence[Any]], now: datetime | None
     ) -> list[asyncpg.Record]:
         """Insert a batch given as parallel columns (see the statement for their order)."""
-        return list(
-            await self.pool.fetch(
-                self.sql["instance_insert_many"],
-                *columns,
-                now,
-                self.channel,
-                timeout=self.timeout,
-            )
-        )
+        return list(await self._run("fetch", "instance_insert_many", *columns, now, self.channel))
 
     async def instance_claim(
         self,
@@ -138,16 +153,8 @@ class Store:
     ) -> list[asyncpg.Record]:
         """Claim up to `limit` due instances of `queue` whose (workflow, step) is known."""
         return list(
-            await self.pool.fetch(
-                self.sql["instance_claim"],
-                queue,
-                limit,
-                locked_by,
-                lease,
-                now,
-                workflows,
-                steps,
-                timeout=self.timeout,
+            await self._run(
+                "fetch", "instance_claim", queue, limit, locked_by, lease, now, workflows, steps
             )
         )
 
@@ -200,7 +207,28 @@ class Store:
         the second runs in a fresh snapshot, so a signal that committed after the first one
         started is seen (see `park_recheck`).
         """
-        async with self.pool.acquire() as conn, conn.transaction():
+        parked: tuple[bool, str | None] = await self._retrying(
+            lambda: self._park(
+                id, locked_by, step, state, names, timeout, seen, consumed, keep_deadline, now
+            ),
+            idempotent=True,
+        )
+        return parked
+
+    async def _park(
+        self,
+        id: int,
+        locked_by: str,
+        step: str,
+        state: bytes | None,
+        names: Sequence[str],
+        timeout: timedelta | None,
+        seen: int,
+        consumed: Sequence[int],
+        keep_deadline: bool,
+        now: datetime | None,
+    ) -> tuple[bool, str | None]:
+        async with self.pool.acquire(timeout=self.timeout) as conn, conn.transaction():
             parked = await conn.fetchrow(
                 self.sql["outcome_park"],
                 id,
@@ -234,29 +262,17 @@ class Store:
         now: datetime | None,
     ) -> asyncpg.Record | None:
         """Store a signal for a live instance (waking it if it awaits `name`); None if none."""
-        return await self.pool.fetchrow(
-            self.sql["signal_deliver"],
-            workflow,
-            id,
-            key,
-            name,
-            payload,
-            now,
-            self.channel,
-            timeout=self.timeout,
+        return await self._fetchrow(
+            "signal_deliver", workflow, id, key, name, payload, now, self.channel
         )
 
     async def inbox_load(self, ids: Sequence[int]) -> list[asyncpg.Record]:
         """Pending signals of the given instances, by instance then arrival."""
-        return list(await self.pool.fetch(self.sql["inbox_load"], list(ids), timeout=self.timeout))
+        return list(await self._run("fetch", "inbox_load", list(ids)))
 
     async def await_expire(self, now: datetime | None, limit: int) -> list[asyncpg.Record]:
         """Wake up to `limit` awaiting instances whose deadline passed."""
-        return list(
-            await self.pool.fetch(
-                self.sql["await_expire"], now, limit, self.channel, timeout=self.timeout
-            )
-        )
+        return list(await self._run("fetch", "await_expire", now, limit, self.channel))
 
     async def outcome_retry(
         self,
@@ -281,8 +297,9 @@ class Store:
         now: datetime | None,
     ) -> bool:
         """Commit a terminal outcome (`done` or `failed`); False when stale."""
-        row = await self.pool.fetchrow(
-            self.sql["outcome_finish"],
+        row = await self._run(
+            "fetchrow",
+            "outcome_finish",
             id,
             locked_by,
             status,
@@ -291,63 +308,92 @@ class Store:
             error,
             now,
             self.channel,
-            timeout=self.timeout,
         )
         return row is not None
 
     async def instance_cancel(self, id: int, now: datetime | None) -> bool:
         """Cancel a live instance; False when it was not live."""
-        row = await self.pool.fetchrow(
-            self.sql["instance_cancel"], id, now, self.channel, timeout=self.timeout
-        )
+        row = await self._fetchrow("instance_cancel", id, now, self.channel)
         return row is not None
 
     async def instance_by_id(self, id: int) -> asyncpg.Record | None:
         """The row with this id, or None."""
-        return await self.pool.fetchrow(self.sql["instance_by_id"], id, timeout=self.timeout)
+        return await self._fetchrow("instance_by_id", id)
 
     async def instance_by_key(self, workflow: str, key: str) -> asyncpg.Record | None:
         """The live row holding the key, else the latest that had it, else None."""
-        return await self.pool.fetchrow(
-            self.sql["instance_by_key"], workflow, key, timeout=self.timeout
-        )
+        return await self._fetchrow("instance_by_key", workflow, key)
 
     async def instance_status(self, id: int) -> asyncpg.Record | None:
         """Status, result and error of one row."""
-        return await self.pool.fetchrow(self.sql["instance_status"], id, timeout=self.timeout)
+        return await self._fetchrow("instance_status", id)
 
     async def queue_due_count(self, queue: str, now: datetime | None) -> int:
         """How many rows of `queue` are available and due."""
-        count = await self.pool.fetchval(
-            self.sql["queue_due_count"], queue, now, timeout=self.timeout
-        )
+        count = await self._run("fetchval", "queue_due_count", queue, now)
         return int(count)
 
     async def lease_extend(self, locked_by: str, lease: timedelta, now: datetime | None) -> int:
         """Extend every running claim of `locked_by`; returns how many were extended."""
-        status = await self.pool.execute(
-            self.sql["lease_extend"], locked_by, lease, now, timeout=self.timeout
-        )
+        status = await self._run("execute", "lease_extend", locked_by, lease, now)
         return int(status.rsplit(" ", 1)[-1])
 
     async def lease_rescue(self, now: datetime | None, limit: int) -> list[asyncpg.Record]:
         """Return up to `limit` expired claims to their queue (or fail them when spent)."""
-        return list(
-            await self.pool.fetch(
-                self.sql["lease_rescue"], now, limit, self.channel, timeout=self.timeout
-            )
-        )
+        return list(await self._run("fetch", "lease_rescue", now, limit, self.channel))
 
     async def claims_reclaim(
         self, prefix: str, now: datetime | None, limit: int
     ) -> list[asyncpg.Record]:
         """Release expired claims whose `locked_by` starts with `prefix`."""
-        return list(
-            await self.pool.fetch(
-                self.sql["claims_reclaim"], prefix, now, limit, timeout=self.timeout
-            )
-        )
+        return list(await self._run("fetch", "claims_reclaim", prefix, now, limit))
+
+    async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._run("fetchrow", name, *args)
+        return row
+
+    async def _run(self, method: str, name: str, *args: Any) -> Any:
+        """Run statement `name` with `method` (fetch, fetchrow, fetchval, execute).
+
+        Statements whose repeat is harmless are retried through connection failures (a
+        restarting server) for up to `retry_for`; the others only when the failure came
+        before the statement was sent.
+        """
+        sql = self.sql[name]
+        call_timeout = self.timeout
+
+        async def once(conn: Any) -> Any:
+            return await getattr(conn, method)(sql, *args, timeout=call_timeout)
+
+        return await self._retrying(once, idempotent=name not in NOT_IDEMPOTENT, with_conn=True)
+
+    async def _retrying(
+        self, action: Callable[..., Awaitable[Any]], *, idempotent: bool, with_conn: bool = False
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        delay = 0.05
+        while True:
+            sent = False
+            try:
+                if not with_conn:
+                    sent = True
+                    return await action()
+                async with self.pool.acquire(timeout=self.timeout) as conn:
+                    sent = True
+                    return await action(conn)
+            except TRANSIENT as exc:
+                if (sent and not idempotent) or loop.time() + delay > deadline:
+                    raise
+                _log.warning(
+                    "database unavailable (%s: %s); retrying in %.2fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _guarded(self, name: str, *args: Any) -> bool:
-        row = await self.pool.fetchrow(self.sql[name], *args, timeout=self.timeout)
+        row = await self._fetchrow(name, *args)
         return row is not None
