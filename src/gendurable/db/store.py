@@ -333,6 +333,14 @@ class Store:
         count = await self._run("fetchval", "queue_due_count", queue, now)
         return int(count)
 
+    async def instances_unknown(
+        self, queue: str, workflows: Sequence[str], steps: Sequence[str], now: datetime | None
+    ) -> list[asyncpg.Record]:
+        """Due rows of `queue` whose (workflow, step) is not among the known pairs."""
+        return list(
+            await self._run("fetch", "instances_unknown", queue, list(workflows), list(steps), now)
+        )
+
     async def lease_extend(self, locked_by: str, lease: timedelta, now: datetime | None) -> int:
         """Extend every running claim of `locked_by`; returns how many were extended."""
         status = await self._run("execute", "lease_extend", locked_by, lease, now)

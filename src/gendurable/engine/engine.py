@@ -173,6 +173,7 @@ class Engine:
                     {"count": reclaimed},
                     {"queue": queue, "locked_by": scheduler.locked_by},
                 )
+            await self.report_unknown(scheduler)
             self._loops.append(asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}"))
             self._loops.append(
                 asyncio.create_task(
@@ -253,8 +254,38 @@ class Engine:
             await asyncio.gather(*(s.idle() for s in self.schedulers.values()))
             after = self._progress()
             if after == before and not (reaped and (reaped.rescued or reaped.timed_out)):
+                for scheduler in self.schedulers.values():
+                    await self.report_unknown(scheduler)
                 return
         raise EngineError(f"drain() did not settle within {max_rounds} rounds")
+
+    async def report_unknown(self, scheduler: Scheduler) -> int:
+        """Report (log and telemetry `workflow.unknown`) due rows this deploy cannot run.
+
+        Such rows are never claimed: they wait, untouched, for a deploy that knows them.
+        """
+        found = await scheduler.unknown()
+        for workflow, step, count, first_id in found:
+            _log.warning(
+                "queue %r holds %d due instance(s) of %s at step %r (first id %d) that this "
+                "deploy does not know; they are left untouched",
+                scheduler.queue,
+                count,
+                workflow,
+                step,
+                first_id,
+            )
+            self.telemetry.emit(
+                ("workflow", "unknown"),
+                {"count": count},
+                {
+                    "queue": scheduler.queue,
+                    "workflow": workflow,
+                    "step": step,
+                    "first_id": first_id,
+                },
+            )
+        return sum(c for _, _, c, _ in found)
 
     def _progress(self) -> tuple[int, int]:
         """Claims made and steps finished so far: drain goes on while either moves."""

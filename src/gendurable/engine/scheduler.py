@@ -139,6 +139,13 @@ class Scheduler:
         rows = await self.store.claims_reclaim(prefix, self.clock.now(), 1000)
         return len(rows)
 
+    async def unknown(self) -> list[tuple[str, str, int, int]]:
+        """(workflow, step, count, first id) of due rows this deploy cannot run."""
+        rows = await self.store.instances_unknown(
+            self.queue, self.known_workflows, self.known_steps, self.clock.now()
+        )
+        return [(r["workflow"], r["step"], r["n"], r["first_id"]) for r in rows]
+
     async def heartbeat(self) -> int:
         """Extend all running claims of this scheduler by a lease; how many were extended."""
         if not self._running:

@@ -266,3 +266,13 @@ SELECT status::text, result, error FROM __schema__.instances WHERE id = $1;
 -- How many rows of a queue are due now (drain() uses it to decide whether to go on).
 SELECT count(*) FROM __schema__.instances
 WHERE status = 'available' AND queue = $1 AND run_at <= coalesce($2::timestamptz, now());
+
+-- name: instances_unknown
+-- Due rows of a queue whose (workflow, step) this deploy does not know: left untouched by
+-- the claim, and counted here so the engine can report them.
+SELECT workflow, step, count(*) AS n, min(id) AS first_id
+FROM __schema__.instances
+WHERE status = 'available' AND queue = $1 AND run_at <= coalesce($4::timestamptz, now())
+  AND (workflow, step) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))
+GROUP BY workflow, step
+ORDER BY workflow, step;
