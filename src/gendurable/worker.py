@@ -1,0 +1,68 @@
+"""`gendurable worker MODULE:ENGINE`: run an engine until SIGTERM or SIGINT, then drain.
+
+On the first SIGTERM/SIGINT the worker stops claiming, lets running steps finish within the
+drain timeout, and releases the claims of the rest so another node takes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import sys
+from typing import Any
+
+from .engine.engine import Engine
+from .errors import ConfigError
+
+READY = "gendurable worker ready"
+"""Printed (and flushed) on stdout once the engine runs; supervisors and tests wait for it."""
+
+
+def load_engine(target: str) -> Engine:
+    """Import `module:attribute` and return the Engine it names (or a factory's result)."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"expected MODULE:ENGINE (e.g. app.workers:engine), got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if callable(obj) and not isinstance(obj, Engine):
+        obj = obj()
+    if not isinstance(obj, Engine):
+        raise ConfigError(f"{target!r} is {obj!r}, not a gendurable Engine")
+    return obj
+
+
+async def serve(engine: Engine, *, drain_timeout: float = 30.0) -> None:
+    """Run `engine` until SIGTERM/SIGINT, then stop it gracefully within `drain_timeout`."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        async with engine:
+            print(READY, flush=True)
+            await stopping.wait()
+            print("gendurable worker draining", flush=True)
+            await engine.stop(timeout=drain_timeout)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    print("gendurable worker stopped", flush=True)
+
+
+def run(target: str, *, drain_timeout: float = 30.0) -> int:
+    """Load and serve the engine named by `target`; the process exit code."""
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules of the working directory import
+    engine = load_engine(target)
+    asyncio.run(serve(engine, drain_timeout=drain_timeout))
+    return 0
