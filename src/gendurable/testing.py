@@ -1,0 +1,120 @@
+"""The gendurable pytest plugin, loaded automatically once gendurable is installed.
+
+Fixtures:
+
+- `gendurable_dsn` (session): `$GENDURABLE_TEST_DSN` if set, else one embedded PostgreSQL for
+  the whole session (the `gendurable[embedded]` extra), stopped when the session ends.
+- `gendurable_schema`: a fresh schema name per test (`t_<hex>`); the schema is dropped with
+  everything in it after the test. Nothing is created: migrate it, or let an engine do so.
+- `manual_clock`: a `ManualClock`, for time travel on real PostgreSQL.
+- `no_task_leaks` (opt-in, needs pytest-asyncio): fails a test that leaves asyncio tasks
+  running. Request it before the fixtures that own tasks, so it is torn down after them.
+
+One server per session, one schema per test: parallel first starts of embedded servers race
+(as root the package creates an OS user), and a schema is much cheaper than a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from .clock import ManualClock
+
+__all__ = ["TEST_DSN_ENV", "ManualClock"]
+
+TEST_DSN_ENV = "GENDURABLE_TEST_DSN"
+
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    from pytest_asyncio import fixture as _asyncio_fixture
+else:
+    try:
+        from pytest_asyncio import fixture as _asyncio_fixture
+    except ImportError:  # pytest-asyncio is optional: only no_task_leaks needs it
+        _asyncio_fixture = pytest.fixture
+
+
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run `coro` to completion on a private loop in a thread.
+
+    Sync fixtures must not touch the test's event loop: asyncio.run() in this thread would
+    replace (and then clear) the loop pytest-asyncio installed.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="gendurable-fixture")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: _T = box["result"]
+    return result
+
+
+@pytest.fixture(scope="session")
+def gendurable_dsn() -> Iterator[str]:
+    """The test database: `$GENDURABLE_TEST_DSN`, else one embedded server per session."""
+    given = os.environ.get(TEST_DSN_ENV)
+    if given:
+        yield given
+        return
+    from .embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gendurable_schema(gendurable_dsn: str) -> Iterator[str]:
+    """A schema name no other test uses; dropped (CASCADE) after the test."""
+    from .db.schema_admin import drop_schema
+
+    schema = f"t_{secrets.token_hex(6)}"
+    yield schema
+    _run(drop_schema(gendurable_dsn, schema))
+
+
+@pytest.fixture
+def manual_clock() -> ManualClock:
+    """A `ManualClock` at its default start time; move it with `advance()` or `set()`."""
+    return ManualClock()
+
+
+@_asyncio_fixture
+async def no_task_leaks() -> AsyncIterator[None]:
+    """Fail the test if asyncio tasks it started are still running when it ends.
+
+    Leaked tasks are cancelled before the failure is reported, so they cannot disturb the
+    next test. Only the test's own event loop is checked.
+    """
+    before = asyncio.all_tasks()
+    yield
+    # Tasks cancelled at the very end of the test need a few loop turns to finish.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    if not leaked:
+        return
+    for task in leaked:
+        task.cancel()
+    await asyncio.gather(*leaked, return_exceptions=True)
+    names = ", ".join(sorted(f"{t.get_name()} ({t.get_coro()!r})" for t in leaked))
+    pytest.fail(f"the test left {len(leaked)} asyncio task(s) running: {names}", pytrace=False)
