@@ -44,7 +44,8 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
-                await asyncio.wait_for(conn.close(), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await conn.close()
             except (OSError, TimeoutError, asyncpg.PostgresError):
                 conn.terminate()
 

@@ -182,7 +182,8 @@ class Client:
                         f"(status {row['status']})"
                     )
                 try:
-                    await asyncio.wait_for(asyncio.shield(waiter), remaining)
+                    async with asyncio.timeout(remaining):
+                        await asyncio.shield(waiter)
                 except TimeoutError:
                     continue  # recheck once, then raise above
             finally:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 from ..clock import Clock
 from ..db.store import Store
@@ -11,6 +12,7 @@ from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from .claim import Claimed
 from .decide import Decision, Finish, MoveTo, Park, RetryLater
+from .group_commit import BatchItem, GroupCommit
 
 
 class Committer:
@@ -26,6 +28,7 @@ class Committer:
     ) -> None:
         self.specs = specs
         self.store = store
+        self.group = GroupCommit(self._flush)
         self.clock = clock
         self.telemetry = telemetry
         self.lease = lease
@@ -38,27 +41,8 @@ class Committer:
         """Commit `decision` for `claim`; False (and `outcome.stale`) if the claim was lost."""
         now = self.clock.now()
         store = self.store
-        if isinstance(decision, MoveTo):
-            if decision.keep_claim:
-                ok = await store.outcome_continue(
-                    claim.id,
-                    claim.locked_by,
-                    decision.step,
-                    decision.state,
-                    self.lease,
-                    now,
-                    decision.consumed,
-                )
-            else:
-                ok = await store.outcome_goto(
-                    claim.id,
-                    claim.locked_by,
-                    decision.step,
-                    decision.state,
-                    decision.delay,
-                    now,
-                    decision.consumed,
-                )
+        if isinstance(decision, MoveTo | RetryLater | Finish):
+            ok = await self.group.submit(_batch_item(claim, decision, self.lease))
         elif isinstance(decision, Park):
             awaits = self.specs[claim.workflow].steps[decision.step].awaits
             assert awaits is not None
@@ -78,20 +62,6 @@ class Committer:
                 keep_deadline,
                 now,
             )
-        elif isinstance(decision, RetryLater):
-            ok = await store.outcome_retry(
-                claim.id, claim.locked_by, decision.state, decision.delay, decision.error, now
-            )
-        elif isinstance(decision, Finish):
-            ok = await store.outcome_finish(
-                claim.id,
-                claim.locked_by,
-                decision.status,
-                decision.state,
-                decision.result,
-                decision.error,
-                now,
-            )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
         if not ok:
@@ -107,3 +77,60 @@ class Committer:
                 },
             )
         return ok
+
+    async def _flush(self, items: Sequence[BatchItem]) -> set[int]:
+        columns: list[list[Any]] = [[] for _ in range(10)]
+        consumed: tuple[list[int], list[int]] = ([], [])
+        for it in items:
+            values = (
+                it.id,
+                it.locked_by,
+                it.kind,
+                it.step,
+                it.state,
+                it.delay,
+                it.status,
+                it.result,
+                it.error,
+                it.lease,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+            consumed[0].extend([it.id] * len(it.consumed))
+            consumed[1].extend(it.consumed)
+        return await self.store.outcome_batch(columns, consumed, self.clock.now())
+
+
+def _batch_item(
+    claim: Claimed, decision: MoveTo | RetryLater | Finish, lease: timedelta
+) -> BatchItem:
+    """The group-commit form of a goto, continue, retry or terminal outcome."""
+    if isinstance(decision, MoveTo):
+        return BatchItem(
+            claim.id,
+            claim.locked_by,
+            "continue" if decision.keep_claim else "goto",
+            step=decision.step,
+            state=decision.state,
+            delay=decision.delay,
+            lease=lease,
+            consumed=decision.consumed,
+        )
+    if isinstance(decision, RetryLater):
+        return BatchItem(
+            claim.id,
+            claim.locked_by,
+            "retry",
+            state=decision.state,
+            delay=decision.delay,
+            error=decision.error,
+        )
+    return BatchItem(
+        claim.id,
+        claim.locked_by,
+        "finish",
+        state=decision.state,
+        status=decision.status,
+        result=decision.result,
+        error=decision.error,
+    )

@@ -130,8 +130,11 @@ class Scheduler:
                 claimed = 0
             if claimed and len(self._running) < self.concurrency:
                 continue  # the queue may hold more than this batch
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races the wake-up, and stop() would then wait on this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
 
     async def reclaim(self) -> int:
         """Release, at once, expired claims a dead predecessor on this host left behind."""

@@ -79,45 +79,6 @@ WHERE i.id = picked.id
 RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
           i.timed_out, i.await_seen;
 
--- name: outcome_goto
--- Move to another step (attempt resets), consuming exactly the signals the step saw.
--- Guarded by ownership: zero rows means the claim was lost (stale) and nothing changes.
-WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t),
-upd AS (
-    UPDATE __schema__.instances i
-    SET step = $3, state = $4::jsonb, status = 'available', attempt = 0,
-        run_at = now.t + coalesce($5::interval, interval '0'),
-        locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
-        await_names = NULL, await_deadline = NULL, updated_at = now.t
-    FROM now
-    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
-    RETURNING i.id
-),
-consumed AS (
-    DELETE FROM __schema__.signals s USING upd
-    WHERE s.instance_id = upd.id AND s.id = ANY ($7::bigint[])
-)
-SELECT id FROM upd;
-
--- name: outcome_continue
--- Move to the next step and keep the claim: the worker runs it at once, saving a claim
--- round trip. Only for steps with nothing to wait for (no delay, await or rate limit).
-WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t),
-upd AS (
-    UPDATE __schema__.instances i
-    SET step = $3, state = $4::jsonb, attempt = 0,
-        locked_until = now.t + $5::interval, timed_out = false, await_seen = 0,
-        await_names = NULL, await_deadline = NULL, updated_at = now.t
-    FROM now
-    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
-    RETURNING i.id
-),
-consumed AS (
-    DELETE FROM __schema__.signals s USING upd
-    WHERE s.instance_id = upd.id AND s.id = ANY ($7::bigint[])
-)
-SELECT id FROM upd;
-
 -- name: outcome_park
 -- First statement of the park transaction: enter (or re-enter) an awaiting step. Takes the
 -- row lock that signal delivery also takes; `park_recheck` then looks at the inbox again in
@@ -169,48 +130,6 @@ SET status = 'available', locked_by = NULL, locked_until = NULL, run_at = now.t,
 FROM now
 WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
 RETURNING i.id;
-
--- name: outcome_retry
--- Redo the same step later with attempt + 1; `error` keeps the last failure, if any.
-WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t)
-UPDATE __schema__.instances i
-SET state = coalesce($3::jsonb, i.state), status = 'available', attempt = i.attempt + 1,
-    run_at = now.t + $4::interval, error = $5::jsonb,
-    locked_by = NULL, locked_until = NULL, updated_at = now.t
-FROM now
-WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
-RETURNING i.id;
-
--- name: outcome_finish
--- A terminal outcome (done or failed): store result or error, purge the inbox, tell the
--- parent one child fewer is pending, and notify result() waiters. All or nothing: when the
--- ownership guard fails no CTE below touches anything.
-WITH now AS (SELECT coalesce($7::timestamptz, now()) AS t),
-fin AS (
-    UPDATE __schema__.instances i
-    SET status = $3::text::__schema__.status, state = coalesce($4::jsonb, i.state),
-        result = $5::jsonb, error = $6::jsonb,
-        locked_by = NULL, locked_until = NULL, await_names = NULL, await_deadline = NULL,
-        finished_at = now.t, updated_at = now.t
-    FROM now
-    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
-    RETURNING i.id, i.parent_id
-),
-purged AS (
-    DELETE FROM __schema__.signals s USING fin WHERE s.instance_id = fin.id
-),
-parent AS (
-    UPDATE __schema__.instances p
-    SET pending_children = p.pending_children - 1,
-        status = CASE WHEN p.status = 'waiting' AND p.pending_children = 1
-                      THEN 'available'::__schema__.status ELSE p.status END,
-        run_at = CASE WHEN p.status = 'waiting' AND p.pending_children = 1
-                      THEN now.t ELSE p.run_at END,
-        updated_at = now.t
-    FROM fin, now
-    WHERE p.id = fin.parent_id
-)
-SELECT fin.id, pg_notify($8, 't:' || fin.id) AS notified FROM fin;
 
 -- name: instance_cancel
 -- Cancel a live instance (an executing one too: its worker's late commit is then stale).
@@ -276,3 +195,77 @@ WHERE status = 'available' AND queue = $1 AND run_at <= coalesce($4::timestamptz
   AND (workflow, step) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))
 GROUP BY workflow, step
 ORDER BY workflow, step;
+
+-- name: outcome_batch
+-- Group commit: the goto / continue / retry / finish outcomes of many steps in one statement,
+-- each row guarded by ownership exactly as in its single-row statement. Rows are locked in id
+-- order first, so concurrent batches (and any other multi-row writer) cannot deadlock.
+-- kind: 'goto' | 'continue' | 'retry' | 'finish'. Consumed signals ride in as the parallel
+-- arrays $13 (instance ids) and $14 (signal ids).
+WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
+b AS (
+    SELECT *
+    FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+                $7::interval[], $8::text[], $9::jsonb[], $10::jsonb[], $11::interval[])
+         AS b(id, locked_by, kind, step, state, delay, status, result, error, lease)
+),
+locked AS (
+    SELECT i.id
+    FROM __schema__.instances i JOIN b ON b.id = i.id
+    WHERE i.locked_by = b.locked_by AND i.status = 'executing'
+    ORDER BY i.id
+    FOR UPDATE OF i
+),
+upd AS (
+    UPDATE __schema__.instances i
+    SET step = CASE WHEN b.kind IN ('goto', 'continue') THEN b.step ELSE i.step END,
+        state = coalesce(b.state, i.state),
+        status = CASE b.kind WHEN 'continue' THEN 'executing'::__schema__.status
+                             WHEN 'finish' THEN b.status::__schema__.status
+                             ELSE 'available'::__schema__.status END,
+        attempt = CASE b.kind WHEN 'retry' THEN i.attempt + 1
+                              WHEN 'finish' THEN i.attempt ELSE 0 END,
+        run_at = CASE WHEN b.kind IN ('goto', 'retry')
+                      THEN now.t + coalesce(b.delay, interval '0') ELSE i.run_at END,
+        locked_by = CASE WHEN b.kind = 'continue' THEN i.locked_by END,
+        locked_until = CASE WHEN b.kind = 'continue' THEN now.t + b.lease END,
+        timed_out = CASE WHEN b.kind IN ('goto', 'continue') THEN false ELSE i.timed_out END,
+        await_seen = CASE WHEN b.kind IN ('goto', 'continue') THEN 0 ELSE i.await_seen END,
+        await_names = CASE WHEN b.kind = 'retry' THEN i.await_names END,
+        await_deadline = CASE WHEN b.kind = 'retry' THEN i.await_deadline END,
+        result = CASE WHEN b.kind = 'finish' THEN b.result ELSE i.result END,
+        error = CASE WHEN b.kind IN ('finish', 'retry') THEN b.error ELSE i.error END,
+        finished_at = CASE WHEN b.kind = 'finish' THEN now.t END,
+        updated_at = now.t
+    FROM b, now, locked
+    WHERE i.id = b.id AND locked.id = i.id
+      AND i.locked_by = b.locked_by AND i.status = 'executing'
+    RETURNING i.id, i.parent_id, b.kind
+),
+consumed AS (
+    DELETE FROM __schema__.signals s
+    USING upd, unnest($13::bigint[], $14::bigint[]) AS c(instance_id, signal_id)
+    WHERE upd.kind IN ('goto', 'continue') AND c.instance_id = upd.id
+      AND s.id = c.signal_id AND s.instance_id = upd.id
+),
+purged AS (
+    DELETE FROM __schema__.signals s USING upd
+    WHERE upd.kind = 'finish' AND s.instance_id = upd.id
+),
+parent AS (
+    UPDATE __schema__.instances p
+    SET pending_children = p.pending_children - f.n,
+        status = CASE WHEN p.status = 'waiting' AND p.pending_children = f.n
+                      THEN 'available'::__schema__.status ELSE p.status END,
+        run_at = CASE WHEN p.status = 'waiting' AND p.pending_children = f.n
+                      THEN now.t ELSE p.run_at END,
+        updated_at = now.t
+    FROM (SELECT parent_id, count(*)::int AS n FROM upd
+          WHERE kind = 'finish' AND parent_id IS NOT NULL
+          GROUP BY parent_id ORDER BY parent_id) f, now
+    WHERE p.id = f.parent_id
+),
+notified AS (
+    SELECT pg_notify($12, 't:' || upd.id) FROM upd WHERE upd.kind = 'finish'
+)
+SELECT upd.id, (SELECT count(*) FROM notified) AS notified FROM upd;
