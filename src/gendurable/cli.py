@@ -19,6 +19,7 @@ from .db.migrator import migrate
 from .embedded import EmbeddedPostgres
 from .errors import ConfigError
 from .sql import quote_schema
+from .worker import run as run_worker
 
 Option = Callable[[argparse.ArgumentParser], None]
 Handler = Callable[[argparse.Namespace], int]
@@ -104,6 +105,23 @@ def dev_command(args: argparse.Namespace) -> int:
         _wait_for_stop_signal()
     print("stopped")
     return 0
+
+
+def _target_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="MODULE:ENGINE", help="where the Engine is defined")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running steps get to finish after SIGTERM/SIGINT (default: 30)",
+    )
+
+
+@command("worker", _target_option)
+def worker_command(args: argparse.Namespace) -> int:
+    """Run an engine's queues until SIGTERM/SIGINT, then drain gracefully."""
+
+    return run_worker(args.target, drain_timeout=args.drain_timeout)
 
 
 def _wait_for_stop_signal() -> None:
