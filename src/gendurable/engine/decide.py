@@ -69,7 +69,7 @@ class Park:
     """
 
     step: str
-    state: bytes
+    state: bytes | None
     seen: int
     reawait: bool
     consumed: tuple[int, ...] = ()

@@ -73,9 +73,7 @@ class Executor:
             step = spec.steps[claim.step]
             if step.awaits is not None and not claim.timed_out and not _fresh(step, claim):
                 # Entered without a matching signal yet (a start or a delayed goto): park.
-                decision: Decision = Park(
-                    claim.step, claim.state or b"null", claim.await_seen, reawait=False
-                )
+                decision: Decision = Park(claim.step, claim.state, claim.await_seen, reawait=False)
             else:
                 decision = await self._run_step(spec, step, claim)
             if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
@@ -102,9 +100,10 @@ class Executor:
         produced: Any = None
         try:
             state = spec.state_decoder.decode(claim.state) if claim.state is not None else None
-        except Exception as exc:  # stored state no longer decodes (a deploy changed State)
-            produced = exc
-        ctx = self._context(spec, step, claim)
+            ctx = self._context(spec, step, claim)
+        except Exception as exc:  # stored state or a payload no longer decodes (a deploy
+            produced = exc  # changed its type): the error path decides, not the reaper
+            ctx = self._context(spec, step, replace(claim, inbox=()))
         awaited = tuple(s.id for s in ctx.awaited)
         if not isinstance(produced, BaseException):
             produced = await self._call(step, step.fn, (self.objects.get(spec.name), state, ctx))
