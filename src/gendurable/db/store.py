@@ -202,46 +202,30 @@ class Store:
         the second runs in a fresh snapshot, so a signal that committed after the first one
         started is seen (see `park_recheck`).
         """
-        parked: tuple[bool, str | None] = await self._retrying(
-            lambda: self._park(
-                id, locked_by, step, state, names, timeout, seen, consumed, keep_deadline, now
-            ),
-            idempotent=True,
-        )
-        return parked
 
-    async def _park(
-        self,
-        id: int,
-        locked_by: str,
-        step: str,
-        state: bytes | None,
-        names: Sequence[str],
-        timeout: timedelta | None,
-        seen: int,
-        consumed: Sequence[int],
-        keep_deadline: bool,
-        now: datetime | None,
-    ) -> tuple[bool, str | None]:
-        async with self.pool.acquire(timeout=self.timeout) as conn, conn.transaction():
-            parked = await conn.fetchrow(
-                self.sql["outcome_park"],
-                id,
-                locked_by,
-                step,
-                state,
-                list(names),
-                timeout,
-                seen,
-                list(consumed),
-                keep_deadline,
-                now,
-                timeout=self.timeout,
-            )
-            if parked is None:
-                return False, None
-            woke = await conn.fetchrow(self.sql["park_recheck"], id, now, timeout=self.timeout)
-            return True, (woke["queue"] if woke is not None else None)
+        async def park(conn: Any) -> tuple[bool, str | None]:
+            async with conn.transaction():
+                parked = await conn.fetchrow(
+                    self.sql["outcome_park"],
+                    id,
+                    locked_by,
+                    step,
+                    state,
+                    list(names),
+                    timeout,
+                    seen,
+                    list(consumed),
+                    keep_deadline,
+                    now,
+                    timeout=self.timeout,
+                )
+                if parked is None:
+                    return False, None
+                woke = await conn.fetchrow(self.sql["park_recheck"], id, now, timeout=self.timeout)
+                return True, (woke["queue"] if woke is not None else None)
+
+        result: tuple[bool, str | None] = await self._retrying(park, idempotent=True)
+        return result
 
     async def instance_release(self, id: int, locked_by: str, now: datetime | None) -> bool:
         """Give a claim back untouched; False when it was no longer ours."""
@@ -331,20 +315,15 @@ class Store:
         async def once(conn: Any) -> Any:
             return await getattr(conn, method)(sql, *args, timeout=call_timeout)
 
-        return await self._retrying(once, idempotent=name not in NOT_IDEMPOTENT, with_conn=True)
+        return await self._retrying(once, idempotent=name not in NOT_IDEMPOTENT)
 
-    async def _retrying(
-        self, action: Callable[..., Awaitable[Any]], *, idempotent: bool, with_conn: bool = False
-    ) -> Any:
+    async def _retrying(self, action: Callable[[Any], Awaitable[Any]], *, idempotent: bool) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for
         delay = 0.05
         while True:
             sent = False
             try:
-                if not with_conn:
-                    sent = True
-                    return await action()
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
                     return await action(conn)
