@@ -40,6 +40,7 @@ PUBLIC_API = [
     "goto",
     "job",
     "logging_handler",
+    "migrate",
     "reawait",
     "retry",
     "spawn",

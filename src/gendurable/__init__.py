@@ -5,6 +5,7 @@ The public API is what `__all__` lists; everything else is private and may chang
 
 from .clock import Clock, ManualClock, SystemClock
 from .context import ChildResult, Context, Signal
+from .db.migrator import migrate
 from .dsl import Job, await_signals, job, step, workflow
 from .engine.engine import Engine
 from .errors import (
@@ -61,6 +62,7 @@ __all__ = [
     "goto",
     "job",
     "logging_handler",
+    "migrate",
     "reawait",
     "retry",
     "spawn",

@@ -12,7 +12,7 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """Where the engine gets `now` for its statements and how it waits."""
+    """Where the engine gets `now` for its statements."""
 
     def now(self) -> datetime | None:
         """The time to pass to SQL, or None to let PostgreSQL use its own `now()`."""

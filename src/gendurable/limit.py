@@ -34,7 +34,8 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Exponential backoff with full jitter: attempt n waits about `base * factor**n`."""
+    """Exponential backoff: retry n waits `base * factor**(n-1)`, capped at `max`, then
+    spread by up to +/- `jitter` (a fraction) so that retries of many instances scatter."""
 
     base: timedelta = timedelta(seconds=1)
     factor: float = 2.0

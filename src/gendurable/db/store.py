@@ -229,7 +229,7 @@ class Store:
 
     async def instance_release(self, id: int, locked_by: str, now: datetime | None) -> bool:
         """Give a claim back untouched; False when it was no longer ours."""
-        return await self._guarded("instance_release", id, locked_by, now)
+        return await self._guarded("instance_release", id, locked_by, now, self.channel)
 
     async def signal_deliver(
         self,

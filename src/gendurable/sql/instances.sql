@@ -122,14 +122,18 @@ WHERE i.id = $1 AND i.status = 'awaiting'
 RETURNING i.id, i.queue;
 
 -- name: instance_release
--- Give a claim back untouched (drain, long chains): available again at once.
-WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t)
-UPDATE __schema__.instances i
-SET status = 'available', locked_by = NULL, locked_until = NULL, run_at = now.t,
-    updated_at = now.t
-FROM now
-WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
-RETURNING i.id;
+-- Give a claim back untouched (drain, long chains): available again at once, and announced
+-- so that another node takes it now rather than at its next poll.
+WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t),
+released AS (
+    UPDATE __schema__.instances i
+    SET status = 'available', locked_by = NULL, locked_until = NULL, run_at = now.t,
+        updated_at = now.t
+    FROM now
+    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    RETURNING i.id, i.queue
+)
+SELECT id, pg_notify($4, 'q:' || queue) AS notified FROM released;
 
 -- name: instance_cancel
 -- Cancel a live instance (an executing one too: its worker's late commit is then stale).
@@ -174,7 +178,7 @@ SELECT id, workflow, key, status::text, step, attempt, state, result, error, que
        priority, run_at, locked_by, locked_until, await_names, await_deadline,
        pending_children, inserted_at, updated_at, finished_at
 FROM __schema__.instances
-WHERE workflow = $1 AND key = $2
+WHERE workflow = $1 AND key = $2 AND key IS NOT NULL
 ORDER BY (status IN ('available', 'executing', 'awaiting', 'waiting')) DESC, id DESC
 LIMIT 1;
 

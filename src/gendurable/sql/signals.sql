@@ -11,7 +11,8 @@ target AS (
     SELECT id, status, await_names, queue
     FROM __schema__.instances
     WHERE workflow = $1
-      AND (($2::bigint IS NOT NULL AND id = $2) OR ($2::bigint IS NULL AND key = $3))
+      AND (($2::bigint IS NOT NULL AND id = $2)
+           OR ($2::bigint IS NULL AND key = $3 AND key IS NOT NULL))
       AND status IN ('available', 'executing', 'awaiting', 'waiting')
     FOR UPDATE
 ),

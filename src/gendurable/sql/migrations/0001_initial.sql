@@ -90,6 +90,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS instances_key
     ON __schema__.instances (workflow, key)
     WHERE key IS NOT NULL AND status = ANY (scope);
 
+-- Lookups by key (get, result, signal, cancel), live or ended: the unique index above only
+-- covers rows inside their scope.
+CREATE INDEX IF NOT EXISTS instances_lookup
+    ON __schema__.instances (workflow, key, id)
+    WHERE key IS NOT NULL;
+
 -- Which concurrency keys are busy right now.
 CREATE INDEX IF NOT EXISTS instances_concurrency_active
     ON __schema__.instances (concurrency_key)
