@@ -41,7 +41,7 @@ def compile_workflow(
     priority: int,
     max_attempts: int,
     backoff: Backoff,
-    lease: timedelta,
+    lease: timedelta | None,
     state: type | None,
     result: type | None,
     step_mark: str,
@@ -143,7 +143,7 @@ def compile_job(
     priority: int,
     max_attempts: int,
     backoff: Backoff,
-    lease: timedelta,
+    lease: timedelta | None,
     timeout: timedelta | None,
 ) -> WorkflowSpec:
     """Compile `perform(args, ctx)` into a one-step workflow named after the function."""
@@ -206,12 +206,12 @@ def _job_step(fn: Callable[..., Any]) -> Callable[..., Any]:
     return perform
 
 
-def _check_policy(where: str, queue: str, max_attempts: int, lease: timedelta) -> None:
+def _check_policy(where: str, queue: str, max_attempts: int, lease: timedelta | None) -> None:
     if not isinstance(queue, str) or not queue:
         raise DefinitionError(f"{where}: queue must be a non-empty string, got {queue!r}")
     if not _is_int(max_attempts) or max_attempts < 1:
         raise DefinitionError(f"{where}: max_attempts must be at least 1, got {max_attempts!r}")
-    if not isinstance(lease, timedelta) or lease <= timedelta(0):
+    if lease is not None and (not isinstance(lease, timedelta) or lease <= timedelta(0)):
         raise DefinitionError(f"{where}: lease must be a positive timedelta, got {lease!r}")
 
 

@@ -119,7 +119,7 @@ def workflow(
     priority: int = 0,
     max_attempts: int = 5,
     backoff: Backoff | None = None,
-    lease: timedelta = timedelta(seconds=30),
+    lease: timedelta | None = None,
     state: type | None = None,
     result: type | None = None,
 ) -> Callable[[C], C]: ...
@@ -132,7 +132,7 @@ def workflow(
     priority: int = 0,
     max_attempts: int = 5,
     backoff: Backoff | None = None,
-    lease: timedelta = timedelta(seconds=30),
+    lease: timedelta | None = None,
     state: type | None = None,
     result: type | None = None,
 ) -> Any:
@@ -217,7 +217,7 @@ def job(
     priority: int = 0,
     max_attempts: int = 20,
     backoff: Backoff | None = None,
-    lease: timedelta = timedelta(seconds=30),
+    lease: timedelta | None = None,
     timeout: timedelta | None = None,
 ) -> Any:
     """Turn `async def perform(args, ctx)` into a durable one-shot job with retries."""

@@ -73,7 +73,7 @@ class WorkflowSpec:
     state_type: Any
     result_type: Any
     retry: RetryPolicy
-    lease: timedelta
+    lease: timedelta | None
     rate_limits: Mapping[str, Limit]
     handler: Callable[..., Any] | None = field(repr=False, compare=False)
     is_job: bool = False

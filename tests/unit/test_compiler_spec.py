@@ -315,7 +315,7 @@ def test_workflow_options_recorded() -> None:
 def test_workflow_defaults() -> None:
     spec = Small.spec
     assert (spec.queue, spec.priority, spec.retry.max_attempts) == ("default", 0, 5)
-    assert spec.lease == timedelta(seconds=30)
+    assert spec.lease is None  # the engine's lease applies
     assert (spec.state_type, spec.result_type) == (None, None)
     assert spec.state_decoder.decode(b'{"any": [1]}') == {"any": [1]}
 

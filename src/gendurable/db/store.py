@@ -155,15 +155,26 @@ class Store:
         queue: str,
         limit: int,
         locked_by: str,
-        lease: timedelta,
+        leases: Sequence[timedelta],
         now: datetime | None,
         workflows: Sequence[str],
         steps: Sequence[str],
     ) -> list[asyncpg.Record]:
-        """Claim up to `limit` due instances of `queue` whose (workflow, step) is known."""
+        """Claim up to `limit` due instances of `queue` whose (workflow, step) is known.
+
+        `workflows`, `steps` and `leases` are parallel: each claim lasts its pair's lease.
+        """
         return list(
             await self._run(
-                "fetch", "instance_claim", queue, limit, locked_by, lease, now, workflows, steps
+                "fetch",
+                "instance_claim",
+                queue,
+                limit,
+                locked_by,
+                list(leases),
+                now,
+                list(workflows),
+                list(steps),
             )
         )
 
@@ -283,9 +294,17 @@ class Store:
             await self._run("fetch", "instances_unknown", queue, list(workflows), list(steps), now)
         )
 
-    async def lease_extend(self, locked_by: str, lease: timedelta, now: datetime | None) -> int:
-        """Extend every running claim of `locked_by`; returns how many were extended."""
-        status = await self._run("execute", "lease_extend", locked_by, lease, now)
+    async def lease_extend(
+        self,
+        locked_by: str,
+        workflows: Sequence[str],
+        leases: Sequence[timedelta],
+        now: datetime | None,
+    ) -> int:
+        """Extend every running claim of `locked_by` by its workflow's lease; how many."""
+        status = await self._run(
+            "execute", "lease_extend", locked_by, list(workflows), now, list(leases)
+        )
         return int(status.rsplit(" ", 1)[-1])
 
     async def lease_rescue(self, now: datetime | None, limit: int) -> list[asyncpg.Record]:

@@ -23,7 +23,7 @@ class Committer:
         store: Store,
         clock: Clock,
         telemetry: Telemetry,
-        lease: timedelta,
+        leases: Mapping[str, timedelta],
         specs: Mapping[str, WorkflowSpec],
     ) -> None:
         self.specs = specs
@@ -31,7 +31,7 @@ class Committer:
         self.group = GroupCommit(self._flush)
         self.clock = clock
         self.telemetry = telemetry
-        self.lease = lease
+        self.leases = leases
 
     async def release(self, claim: Claimed) -> bool:
         """Give the claim back untouched: the instance is available again at once."""
@@ -42,7 +42,7 @@ class Committer:
         now = self.clock.now()
         store = self.store
         if isinstance(decision, MoveTo | RetryLater | Finish):
-            ok = await self.group.submit(_batch_item(claim, decision, self.lease))
+            ok = await self.group.submit(_batch_item(claim, decision, self.leases[claim.workflow]))
         elif isinstance(decision, Park):
             awaits = self.specs[claim.workflow].steps[decision.step].awaits
             assert awaits is not None

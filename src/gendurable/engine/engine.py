@@ -43,6 +43,9 @@ class Engine:
     `dsn` falls back to `$GENDURABLE_DSN`, then to the embedded server (extra `embedded`).
     `queues` maps a queue name to its concurrency; none makes a client-only engine.
     `clock=ManualClock()` makes time move only by hand (tests: `await engine.drain()`).
+    `lease` is how long a claim lasts without a heartbeat (every lease/3), for workflows that
+    set no `lease=` of their own; past it the reaper hands the instance to another worker.
+    `rate_limits` and `gc_retention` are accepted but not enforced yet.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Engine:
         self.rate_limits = dict(rate_limits or {})
         self.clock: Clock = clock or SystemClock()
         self.lease = lease
+        self.leases = {name: spec.lease or lease for name, spec in self.specs.items()}
         self.poll_interval = poll_interval
         self.min_demand = min_demand
         self.reap_interval = reap_interval
@@ -144,10 +148,10 @@ class Engine:
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
         self._client = Client(self.specs, store, self.clock, notifier)
-        committer = Committer(store, self.clock, self.telemetry, self.lease, self.specs)
+        committer = Committer(store, self.clock, self.telemetry, self.leases, self.specs)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self)
         self._executor = executor
-        known = [(w, s) for w, spec in self.specs.items() for s in spec.steps]
+        known = [(w, s, self.leases[w]) for w, spec in self.specs.items() for s in spec.steps]
         awaiting = frozenset(
             (w, s.name) for w, spec in self.specs.items() for s in spec.steps.values() if s.awaits
         )
@@ -158,7 +162,6 @@ class Engine:
                 concurrency=concurrency,
                 min_demand=self.min_demand,
                 poll_interval=self.poll_interval,
-                lease=self.lease,
                 store=store,
                 clock=self.clock,
                 executor=executor,
@@ -177,7 +180,7 @@ class Engine:
             self._loops.append(asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}"))
             self._loops.append(
                 asyncio.create_task(
-                    every(self.lease / 3, scheduler.heartbeat, f"heartbeat {queue}"),
+                    every(min(self.leases.values()) / 3, scheduler.heartbeat, f"heartbeat {queue}"),
                     name=f"gendurable:{queue}:heartbeat",
                 )
             )

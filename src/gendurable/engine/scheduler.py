@@ -40,24 +40,26 @@ class Scheduler:
         concurrency: int,
         min_demand: int,
         poll_interval: timedelta,
-        lease: timedelta,
         store: Store,
         clock: Clock,
         executor: Executor,
-        known: Sequence[tuple[str, str]],
+        known: Sequence[tuple[str, str, timedelta]],
         awaiting: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
         self.min_demand = max(1, min(min_demand, concurrency))
         self.poll_interval = poll_interval.total_seconds()
-        self.lease = lease
         self.store = store
         self.clock = clock
         self.executor = executor
         self.locked_by = worker_id(engine_name, queue)
-        self.known_workflows = [w for w, _ in known]
-        self.known_steps = [s for _, s in known]
+        self.known_workflows = [w for w, _, _ in known]
+        self.known_steps = [s for _, s, _ in known]
+        self.known_leases = [lease for _, _, lease in known]
+        leases = dict((w, lease) for w, _, lease in known)
+        self.lease_workflows = list(leases)
+        self.lease_values = list(leases.values())
         self.awaiting = awaiting
         self.claimed_total = 0
         self.finished_total = 0
@@ -87,7 +89,7 @@ class Scheduler:
                 self.queue,
                 free,
                 self.locked_by,
-                self.lease,
+                self.known_leases,
                 self.clock.now(),
                 self.known_workflows,
                 self.known_steps,
@@ -150,10 +152,12 @@ class Scheduler:
         return [(r["workflow"], r["step"], r["n"], r["first_id"]) for r in rows]
 
     async def heartbeat(self) -> int:
-        """Extend all running claims of this scheduler by a lease; how many were extended."""
+        """Extend all running claims of this scheduler by their leases; how many."""
         if not self._running:
             return 0
-        return await self.store.lease_extend(self.locked_by, self.lease, self.clock.now())
+        return await self.store.lease_extend(
+            self.locked_by, self.lease_workflows, self.lease_values, self.clock.now()
+        )
 
     async def stop_claiming(self) -> None:
         """Claim nothing more; running steps go on."""

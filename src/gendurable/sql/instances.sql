@@ -61,18 +61,22 @@ ORDER BY ins.id;
 -- name: instance_claim
 -- The pick: the most urgent due rows of a queue, skipping rows other claims hold. Only
 -- (workflow, step) pairs this deploy knows are taken: rows of other deploys stay untouched.
+-- Each claim lasts its workflow's lease ($4 lists them, parallel to the known pairs).
 WITH now AS (SELECT coalesce($5::timestamptz, now()) AS t),
+known AS (
+    SELECT * FROM unnest($6::text[], $7::text[], $4::interval[]) AS k(workflow, step, lease)
+),
 picked AS (
-    SELECT id
-    FROM __schema__.instances, now
-    WHERE status = 'available' AND queue = $1 AND run_at <= now.t
-      AND (workflow, step) IN (SELECT * FROM unnest($6::text[], $7::text[]))
-    ORDER BY priority DESC, run_at, id
+    SELECT i.id, k.lease
+    FROM __schema__.instances i
+    JOIN known k ON k.workflow = i.workflow AND k.step = i.step, now
+    WHERE i.status = 'available' AND i.queue = $1 AND i.run_at <= now.t
+    ORDER BY i.priority DESC, i.run_at, i.id
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF i SKIP LOCKED
 )
 UPDATE __schema__.instances i
-SET status = 'executing', locked_by = $3, locked_until = now.t + $4::interval,
+SET status = 'executing', locked_by = $3, locked_until = now.t + picked.lease,
     updated_at = now.t
 FROM picked, now
 WHERE i.id = picked.id

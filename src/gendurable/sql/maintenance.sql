@@ -3,12 +3,13 @@
 -- deadlocks with itself or with the claim.
 
 -- name: lease_extend
--- Heartbeat: extend every running claim of one scheduler in one statement.
+-- Heartbeat: extend every running claim of one scheduler in one statement, each by its
+-- workflow's lease ($2 workflows, $4 leases, parallel arrays).
 WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t)
 UPDATE __schema__.instances i
-SET locked_until = now.t + $2::interval
-FROM now
-WHERE i.locked_by = $1 AND i.status = 'executing';
+SET locked_until = now.t + l.lease
+FROM now, unnest($2::text[], $4::interval[]) AS l(workflow, lease)
+WHERE i.locked_by = $1 AND i.status = 'executing' AND i.workflow = l.workflow;
 
 -- name: lease_rescue
 -- Return expired claims to `available`, counting the attempt the crash used. An instance that
