@@ -73,7 +73,10 @@ SELECT r.*, (SELECT count(*) FROM notified) AS notified FROM rescued r;
 WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
 stale AS (
     SELECT id FROM __schema__.instances, now
-    WHERE status = 'executing' AND starts_with(locked_by, $1) AND locked_until < now.t
+    WHERE status = 'executing' AND locked_until < now.t
+      -- exactly "<prefix><pid>-<unique>": host "vm" must not match the claims of "vm-2"
+      AND starts_with(locked_by, $1)
+      AND substr(locked_by, length($1) + 1) ~ '^[0-9]+-[^-]+$'
     ORDER BY id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
