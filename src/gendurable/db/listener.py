@@ -35,8 +35,8 @@ class Listener:
         await self._connect()
         self._task = asyncio.create_task(self._watch(), name="gendurable:listener")
 
-    async def stop(self) -> None:
-        """Stop listening and close the connection."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop listening and close the connection (terminated after `grace` seconds)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -44,7 +44,7 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(grace if grace is not None else self.timeout):
                     await conn.close()
             except (OSError, TimeoutError, asyncpg.PostgresError):
                 conn.terminate()

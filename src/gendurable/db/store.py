@@ -104,9 +104,13 @@ class Store:
         )
         return cls(pool, schema, timeout=timeout)
 
-    async def close(self) -> None:
-        """Close the pool, waiting for connections in use to be released."""
-        await self.pool.close()
+    async def close(self, grace: float | None = None) -> None:
+        """Close the pool; after `grace` seconds (an unreachable server), terminate it."""
+        try:
+            async with asyncio.timeout(grace):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()
 
     async def instance_insert(
         self,

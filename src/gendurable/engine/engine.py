@@ -36,6 +36,9 @@ from .scheduler import Scheduler
 
 _log = logging.getLogger("gendurable.engine")
 
+CLOSE_GRACE = 2.0
+"""Seconds `stop()` gives releases, and then connections, to finish before giving up."""
+
 
 class Engine:
     """Runs the steps of `workflows` on the `queues` it is given, durably, in PostgreSQL.
@@ -202,7 +205,12 @@ class Engine:
         return str(self._embedded.dsn)
 
     async def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop claiming, let running steps finish within `timeout`, release the rest."""
+        """Stop claiming, let running steps finish within `timeout`, release the rest.
+
+        Releasing and closing get a short grace on top of `timeout`; when the database is
+        unreachable they give up then, and the leases of what could not be released expire
+        as after a crash. So `stop()` returns within about `timeout` + 2 x `CLOSE_GRACE`.
+        """
         if not self._started:
             return
         self._started = False
@@ -211,15 +219,19 @@ class Engine:
         if self._executor is not None:
             self._executor.keep_claims = False
         idle = [asyncio.create_task(s.idle()) for s in self.schedulers.values()]
+        running: list[asyncio.Task[None]] = []
         if idle:
             _, pending = await asyncio.wait(idle, timeout=timeout)
             for task in pending:
                 task.cancel()
             for scheduler in self.schedulers.values():
-                tasks = scheduler.cancel_running()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                running += scheduler.cancel_running()
+            if running:
+                await asyncio.wait(running, timeout=CLOSE_GRACE)
         routing.unregister(self)
         await self._close()
+        if running:  # releases still waiting on an unreachable database fail fast now
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _close(self) -> None:
         for task in self._loops:
@@ -228,10 +240,10 @@ class Engine:
         self._loops.clear()
         self.schedulers.clear()
         if self._listener is not None:
-            await self._listener.stop()
+            await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
         if self._store is not None:
-            await self._store.close()
+            await self._store.close(grace=CLOSE_GRACE)
             self._store = None
         if self._embedded is not None:
             await self._embedded.astop()
