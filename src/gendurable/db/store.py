@@ -210,15 +210,17 @@ class Store:
         consumed: Sequence[int],
         keep_deadline: bool,
         now: datetime | None,
-    ) -> tuple[bool, str | None]:
+    ) -> tuple[bool, bool | None]:
         """Park in an awaiting step, then recheck the inbox under the same row lock.
 
-        Returns (committed, queue woken at once or None). Two statements in one transaction:
+        Returns (committed, woken): `woken` is None when the instance stays parked, else
+        whether the deadline (True) or a signal (False) woke it. Two statements in one
+        transaction:
         the second runs in a fresh snapshot, so a signal that committed after the first one
         started is seen (see `park_recheck`).
         """
 
-        async def park(conn: Any) -> tuple[bool, str | None]:
+        async def park(conn: Any) -> tuple[bool, bool | None]:
             async with conn.transaction():
                 parked = await conn.fetchrow(
                     self.sql["outcome_park"],
@@ -236,10 +238,12 @@ class Store:
                 )
                 if parked is None:
                     return False, None
-                woke = await conn.fetchrow(self.sql["park_recheck"], id, now, timeout=self.timeout)
-                return True, (woke["queue"] if woke is not None else None)
+                woke = await conn.fetchrow(
+                    self.sql["park_recheck"], id, now, self.channel, timeout=self.timeout
+                )
+                return True, (bool(woke["timed_out"]) if woke is not None else None)
 
-        result: tuple[bool, str | None] = await self._retrying(park, idempotent=True)
+        result: tuple[bool, bool | None] = await self._retrying(park, idempotent=True)
         return result
 
     async def instance_release(self, id: int, locked_by: str, now: datetime | None) -> bool:

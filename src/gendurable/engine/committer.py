@@ -50,7 +50,7 @@ class Committer:
             # otherwise wake it again at once, a busy loop.
             keep_deadline = decision.reawait and not claim.timed_out
             timeout = None if decision.reawait and claim.timed_out else awaits.timeout
-            ok, _ = await store.outcome_park(
+            ok, woken = await store.outcome_park(
                 claim.id,
                 claim.locked_by,
                 decision.step,
@@ -62,6 +62,18 @@ class Committer:
                 keep_deadline,
                 now,
             )
+            if woken:
+                self.telemetry.emit(
+                    ("await", "timeout"),
+                    {},
+                    {
+                        "id": claim.id,
+                        "workflow": claim.workflow,
+                        "step": decision.step,
+                        "key": claim.key,
+                        "queue": claim.queue,
+                    },
+                )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
         if not ok:

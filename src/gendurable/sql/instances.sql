@@ -110,8 +110,9 @@ SELECT id FROM upd;
 -- name: park_recheck
 -- Second statement of the park transaction (fresh snapshot, row lock held): wake at once
 -- when a matching signal newer than the ones already seen is in the inbox, or when the
--- deadline has already passed.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t)
+-- deadline has already passed. The wake is announced like a delivery's.
+WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+woke AS (
 UPDATE __schema__.instances i
 SET status = 'available', run_at = now.t, updated_at = now.t,
     timed_out = NOT EXISTS (
@@ -123,7 +124,9 @@ WHERE i.id = $1 AND i.status = 'awaiting'
                WHERE s.instance_id = i.id AND s.name = ANY (i.await_names)
                  AND s.id > i.await_seen)
        OR i.await_deadline <= now.t)
-RETURNING i.id, i.queue;
+RETURNING i.id, i.queue, i.timed_out
+)
+SELECT id, queue, timed_out, pg_notify($3, 'q:' || queue) AS notified FROM woke;
 
 -- name: instance_release
 -- Give a claim back untouched (drain, long chains): available again at once, and announced
