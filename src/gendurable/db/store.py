@@ -215,9 +215,8 @@ class Store:
 
         Returns (committed, woken): `woken` is None when the instance stays parked, else
         whether the deadline (True) or a signal (False) woke it. Two statements in one
-        transaction:
-        the second runs in a fresh snapshot, so a signal that committed after the first one
-        started is seen (see `park_recheck`).
+        transaction: the second runs in a fresh snapshot, so a signal that committed after
+        the first one started is seen (see `park_recheck`).
         """
 
         async def park(conn: Any) -> tuple[bool, bool | None]:
