@@ -1,0 +1,229 @@
+"""End-to-end fixtures: real engines on real PostgreSQL, real worker processes.
+
+- `make_engine(workflows=..., queues=..., start=True, **options)`: engines on the test's
+  schema with unique names and, unless `clock=` is given, the system clock; every engine
+  made is stopped at teardown, before the schema is dropped.
+- `recorder(engine)`: a `Recorder` of the engine's telemetry (`await rec.wait(event)`).
+- `marks`: where `e2e_app` steps record each execution (`$E2E_MARKS`, set here too).
+- `spawn_worker(**env)`: a `gendurable worker e2e_app:engine` process on the test's schema,
+  returned once it printed READY; killed at teardown.
+- `db`: a plain connection for checking rows with SQL; `other_schema`: a second schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from e2e_support import (
+    MakeEngine,
+    Marks,
+    Recorder,
+    RecorderFactory,
+    SpawnWorker,
+    Unretrieved,
+    Worker,
+    unique_name,
+)
+
+import gendurable as gd
+from gendurable.db.schema_admin import drop_schema
+from gendurable.worker import READY
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+async def make_engine(
+    gendurable_dsn: str, gendurable_schema: str, extra_schemas: list[str]
+) -> AsyncIterator[MakeEngine]:
+    """A factory of engines on the test's schema (or `schema=`), stopped at teardown.
+
+    `queues` defaults to `{"default": 4}` (None: a client-only engine) and `name` to a
+    unique one. `start=False` returns the engine unstarted, to attach telemetry first.
+    """
+    engines: list[gd.Engine] = []
+    default: Any = object()
+
+    async def make(
+        *,
+        workflows: Sequence[Any],
+        queues: Mapping[str, int] | None = default,
+        name: str | None = None,
+        start: bool = True,
+        **options: Any,
+    ) -> gd.Engine:
+        options.setdefault("schema", gendurable_schema)
+        engine = gd.Engine(
+            gendurable_dsn,
+            workflows=workflows,
+            queues={"default": 4} if queues is default else queues,
+            name=name or unique_name(),
+            **options,
+        )
+        engines.append(engine)
+        if start:
+            await engine.start()
+        return engine
+
+    yield make
+    hung = []
+    for engine in reversed(engines):
+        try:
+            async with asyncio.timeout(20):
+                await engine.stop(timeout=2)
+        except TimeoutError:
+            hung.append(engine.name)
+    if hung:
+        pytest.fail(f"engine.stop() hung for {hung}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+async def unretrieved_errors() -> AsyncIterator[Unretrieved]:
+    """Fails a test that leaves futures or tasks whose exception nobody retrieved.
+
+    asyncio reports those only when they are garbage collected, at some random later point
+    (and on CPython 3.11 a report landing inside `ast.parse` crashes pytest's summary), so
+    the test's objects are collected here, while the loop and its handler are still ours.
+    A test may check them itself with `unretrieved_errors.take()`.
+    """
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    errors = Unretrieved()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if "never retrieved" in message:
+            errors.found.append(f"{message}: {context.get('exception')!r}")
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    yield errors
+    found = errors.take()
+    loop.set_exception_handler(previous)
+    if found:
+        pytest.fail(
+            f"{len(found)} asyncio future(s)/task(s) ended with an exception nobody retrieved, "
+            f"e.g. {found[0]}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def recorder() -> RecorderFactory:
+    """`recorder(engine)` attaches a fresh `Recorder` to `engine` and returns it."""
+    return lambda engine: Recorder().attach(engine)
+
+
+@pytest.fixture
+async def db(gendurable_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection, to check rows with SQL (`"<schema>".instances`)."""
+    conn = await asyncpg.connect(gendurable_dsn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def extra_schemas(gendurable_dsn: str) -> Iterator[list[str]]:
+    """Schemas a test adds beside its own; dropped after every engine of the test stopped.
+
+    `make_engine` depends on this fixture, so this teardown runs after the engines' one.
+    """
+    schemas: list[str] = []
+    yield schemas
+    # A private loop in a thread: a sync fixture must not touch the test's event loop.
+    errors: list[BaseException] = []
+
+    def drop() -> None:
+        for schema in schemas:
+            try:
+                asyncio.run(drop_schema(gendurable_dsn, schema))
+            except BaseException as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=drop)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def other_schema(extra_schemas: list[str]) -> str:
+    """A second schema for the test (multi-engine tests), dropped at teardown."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    extra_schemas.append(schema)
+    return schema
+
+
+@pytest.fixture
+def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Marks:
+    """Where `e2e_app` steps record their executions, in this process and in workers."""
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    monkeypatch.setenv("E2E_MARKS", str(folder))
+    return Marks(folder)
+
+
+@pytest.fixture
+async def spawn_worker(
+    gendurable_dsn: str, gendurable_schema: str, marks: Marks, tmp_path: Path
+) -> AsyncIterator[SpawnWorker]:
+    """`await spawn_worker(E2E_LEASE="2", ...)`: a worker process that printed READY.
+
+    `env` entries configure `e2e_app` (see its docstring); `E2E_DRAIN_TIMEOUT` becomes the
+    worker's `--drain-timeout`. Workers still alive at teardown are SIGKILLed (before the
+    schema is dropped).
+    """
+    workers: list[Worker] = []
+
+    async def spawn(**env: str) -> Worker:
+        full = dict(os.environ)
+        full.update(
+            E2E_DSN=gendurable_dsn,
+            E2E_SCHEMA=gendurable_schema,
+            E2E_MARKS=str(marks.folder),
+            PYTHONPATH=os.pathsep.join(p for p in (str(HERE), full.get("PYTHONPATH")) if p),
+            PYTHONUNBUFFERED="1",
+        )
+        full.update(env)
+        stderr_path = tmp_path / f"worker-{len(workers)}.stderr"
+        with stderr_path.open("wb") as stderr:
+            # `gendurable worker MODULE:ENGINE`, run as `python -m gendurable` so that the
+            # worker uses this interpreter (and its virtualenv) whatever PATH says.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gendurable",
+                "worker",
+                "e2e_app:engine",
+                "--drain-timeout",
+                full.get("E2E_DRAIN_TIMEOUT", "30"),
+                cwd=str(HERE),
+                env=full,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+            )
+        worker = Worker(proc, stderr_path)
+        workers.append(worker)
+        await worker.wait_line(READY)
+        return worker
+
+    yield spawn
+    for worker in workers:
+        with contextlib.suppress(ProcessLookupError):
+            await worker.close()
+        print(worker.describe())  # shown by pytest when the test failed
