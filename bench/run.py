@@ -36,9 +36,7 @@ async def floor(dsn: str, seconds: float = 3.0, connections: int = 8) -> float:
     table = f"bench_floor_{uuid.uuid4().hex[:8]}"
     setup = await asyncpg.connect(dsn)
     await setup.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, n bigint NOT NULL)")
-    await setup.execute(
-        f"INSERT INTO {table} SELECT g, 0 FROM generate_series(1, 10000) g"
-    )
+    await setup.execute(f"INSERT INTO {table} SELECT g, 0 FROM generate_series(1, 10000) g")
     conns = [await asyncpg.connect(dsn) for _ in range(connections)]
     stop_at = time.perf_counter() + seconds
     done = 0
@@ -89,7 +87,10 @@ async def w1(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
     """Run ThreeSteps over `instances` instances; steps per second end to end."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     engine = gd.Engine(
-        dsn, workflows=[ThreeSteps], schema=schema, queues={"bench": concurrency},
+        dsn,
+        workflows=[ThreeSteps],
+        schema=schema,
+        queues={"bench": concurrency},
         name=f"bench-{schema}",
     )
     steps = 0
@@ -100,7 +101,7 @@ async def w1(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
 
     engine.telemetry.attach("count", count, [("step", "stop")])
     async with engine:
-        await engine.schedulers["bench"].stop_claiming()  # insert first, then run
+        engine.schedulers["bench"].stop_claiming()  # insert first, then run
         await ThreeSteps.start_many(
             [ThreeSteps.new(key=f"i{i}") for i in range(instances)], engine=engine
         )

@@ -104,7 +104,8 @@ class Engine:
         self._store: Store | None = None
         self._client: Client | None = None
         self._listener: Listener | None = None
-        self._loops: list[asyncio.Task[None]] = []
+        self._loops: list[asyncio.Task[None]] = []  # heartbeats and the reaper
+        self._claim_loops: list[asyncio.Task[None]] = []
         self._embedded: Any = None
         self._executor: Executor | None = None
         self.reaper: Reaper | None = None
@@ -180,7 +181,9 @@ class Engine:
                     {"queue": queue, "locked_by": scheduler.locked_by},
                 )
             await self.report_unknown(scheduler)
-            self._loops.append(asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}"))
+            self._claim_loops.append(
+                asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}")
+            )
             self._loops.append(
                 asyncio.create_task(
                     every(min(self.leases.values()) / 3, scheduler.heartbeat, f"heartbeat {queue}"),
@@ -215,7 +218,10 @@ class Engine:
             return
         self._started = False
         for scheduler in self.schedulers.values():
-            await scheduler.stop_claiming()
+            scheduler.stop_claiming()
+        for task in self._claim_loops:
+            task.cancel()
+        await asyncio.gather(*self._claim_loops, return_exceptions=True)
         if self._executor is not None:
             self._executor.keep_claims = False
         idle = [asyncio.create_task(s.idle()) for s in self.schedulers.values()]
@@ -234,10 +240,12 @@ class Engine:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _close(self) -> None:
-        for task in self._loops:
+        loops = self._claim_loops + self._loops
+        for task in loops:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*loops, return_exceptions=True)
         self._loops.clear()
+        self._claim_loops.clear()
         self.schedulers.clear()
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)

@@ -49,6 +49,9 @@ class GroupCommit:
     async def submit(self, item: BatchItem) -> bool:
         """Commit `item` with whatever else is pending; True when its guard held."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        # A submitter cancelled while its batch is in flight never reads the outcome: mark a
+        # failure as retrieved so it is not reported as "never retrieved".
+        fut.add_done_callback(_retrieve)
         self._pending.append((item, fut))
         if self._in_flight < self.max_in_flight:
             self._in_flight += 1
@@ -76,3 +79,8 @@ class GroupCommit:
                         fut.set_result(item.id in done)
         finally:
             self._in_flight -= 1
+
+
+def _retrieve(fut: asyncio.Future[bool]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -159,10 +159,13 @@ class Scheduler:
             self.locked_by, self.lease_workflows, self.lease_values, self.clock.now()
         )
 
-    async def stop_claiming(self) -> None:
-        """Claim nothing more; running steps go on."""
-        async with self._claim_lock:
-            self.claiming = False
+    def stop_claiming(self) -> None:
+        """Claim nothing more; running steps go on.
+
+        Not under the claim lock: a claim may be retrying against an unreachable database,
+        and stop() must not wait for it (the engine cancels the claim loop right after).
+        """
+        self.claiming = False
 
     def cancel_running(self) -> list[asyncio.Task[None]]:
         """Cancel the running steps (their claims are then released by the caller)."""
