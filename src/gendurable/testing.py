@@ -9,6 +9,10 @@ Fixtures:
 - `manual_clock`: a `ManualClock`, for time travel on real PostgreSQL.
 - `no_task_leaks` (opt-in, needs pytest-asyncio): fails a test that leaves asyncio tasks
   running. Request it before the fixtures that own tasks, so it is torn down after them.
+- `make_engine` (needs pytest-asyncio): a factory of running engines on the test's schema,
+  `await make_engine(workflows=[...], queues={...}, **options)`, with the test's
+  `gendurable_clock` (the `manual_clock` unless a conftest overrides `gendurable_clock`) and a
+  unique name; every engine is stopped at teardown, and one whose `stop()` hangs fails the test.
 
 One server per session, one schema per test: parallel first starts of embedded servers race
 (as root the package creates an OS user), and a schema is much cheaper than a server.
@@ -17,17 +21,27 @@ One server per session, one schema per test: parallel first starts of embedded s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .clock import ManualClock
+from .clock import Clock, ManualClock
+from .engine.engine import Engine
 
-__all__ = ["TEST_DSN_ENV", "ManualClock"]
+__all__ = ["STOP_LIMIT", "TEST_DSN_ENV", "MakeEngine", "ManualClock"]
 
 TEST_DSN_ENV = "GENDURABLE_TEST_DSN"
 
@@ -118,3 +132,72 @@ async def no_task_leaks() -> AsyncIterator[None]:
     await asyncio.gather(*leaked, return_exceptions=True)
     names = ", ".join(sorted(f"{t.get_name()} ({t.get_coro()!r})" for t in leaked))
     pytest.fail(f"the test left {len(leaked)} asyncio task(s) running: {names}", pytrace=False)
+
+
+MakeEngine = Callable[..., Awaitable[Engine]]
+"""The type of the `make_engine` fixture."""
+
+STOP_LIMIT = 15.0
+"""Seconds an engine's `stop()` may take at teardown before the test fails."""
+
+_serial = itertools.count()
+
+
+@pytest.fixture
+def gendurable_clock(manual_clock: ManualClock) -> Clock | None:
+    """The clock `make_engine` gives engines: the test's `manual_clock`.
+
+    Override it in a conftest to return None for the system clock (real-time tests).
+    """
+    return manual_clock
+
+
+@_asyncio_fixture
+async def make_engine(
+    no_task_leaks: None,
+    gendurable_dsn: str,
+    gendurable_schema: str,
+    gendurable_clock: Clock | None,
+) -> AsyncIterator[MakeEngine]:
+    """A factory: `await make_engine(workflows=[...], queues={...}, **options)`.
+
+    Defaults: the test's schema, `queues={"default": 4}` (`queues=None` makes a client-only
+    engine), the `gendurable_clock`, a name no other engine of the process has.
+    `start=False` returns the engine unstarted (to attach telemetry first). Every engine is
+    stopped at teardown; a `stop()` that does not return within `STOP_LIMIT` fails the test.
+    """
+    engines: list[Engine] = []
+    default: Any = object()
+
+    async def make(
+        *,
+        workflows: Sequence[Any],
+        queues: Mapping[str, int] | None = default,
+        name: str | None = None,
+        start: bool = True,
+        **options: Any,
+    ) -> Engine:
+        options.setdefault("schema", gendurable_schema)
+        options.setdefault("clock", gendurable_clock)
+        engine = Engine(
+            gendurable_dsn,
+            workflows=workflows,
+            queues={"default": 4} if queues is default else queues,
+            name=name or f"test-{next(_serial)}-{secrets.token_hex(3)}",
+            **options,
+        )
+        engines.append(engine)
+        if start:
+            await engine.start()
+        return engine
+
+    yield make
+    hung = []
+    for engine in reversed(engines):
+        try:
+            async with asyncio.timeout(STOP_LIMIT):
+                await engine.stop(timeout=5)
+        except TimeoutError:
+            hung.append(engine.name)
+    if hung:
+        pytest.fail(f"engine.stop() did not return within {STOP_LIMIT}s for {hung}", pytrace=False)

@@ -18,24 +18,20 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from e2e_support import (
-    MakeEngine,
     Marks,
     Recorder,
     RecorderFactory,
     SpawnWorker,
     Unretrieved,
     Worker,
-    unique_name,
 )
 
-import gendurable as gd
 from gendurable.db.schema_admin import drop_schema
 from gendurable.worker import READY
 
@@ -43,48 +39,13 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-async def make_engine(
-    gendurable_dsn: str, gendurable_schema: str, extra_schemas: list[str]
-) -> AsyncIterator[MakeEngine]:
-    """A factory of engines on the test's schema (or `schema=`), stopped at teardown.
+def gendurable_clock(extra_schemas: list[str]) -> None:
+    """End-to-end engines run on the system clock (the plugin's `make_engine` reads this).
 
-    `queues` defaults to `{"default": 4}` (None: a client-only engine) and `name` to a
-    unique one. `start=False` returns the engine unstarted, to attach telemetry first.
+    It depends on `extra_schemas` so that those schemas are dropped only after every engine
+    `make_engine` made has stopped.
     """
-    engines: list[gd.Engine] = []
-    default: Any = object()
-
-    async def make(
-        *,
-        workflows: Sequence[Any],
-        queues: Mapping[str, int] | None = default,
-        name: str | None = None,
-        start: bool = True,
-        **options: Any,
-    ) -> gd.Engine:
-        options.setdefault("schema", gendurable_schema)
-        engine = gd.Engine(
-            gendurable_dsn,
-            workflows=workflows,
-            queues={"default": 4} if queues is default else queues,
-            name=name or unique_name(),
-            **options,
-        )
-        engines.append(engine)
-        if start:
-            await engine.start()
-        return engine
-
-    yield make
-    hung = []
-    for engine in reversed(engines):
-        try:
-            async with asyncio.timeout(20):
-                await engine.stop(timeout=2)
-        except TimeoutError:
-            hung.append(engine.name)
-    if hung:
-        pytest.fail(f"engine.stop() hung for {hung}", pytrace=False)
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -125,14 +86,6 @@ async def unretrieved_errors() -> AsyncIterator[Unretrieved]:
 def recorder() -> RecorderFactory:
     """`recorder(engine)` attaches a fresh `Recorder` to `engine` and returns it."""
     return lambda engine: Recorder().attach(engine)
-
-
-@pytest.fixture
-async def db(gendurable_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """A plain connection, to check rows with SQL (`"<schema>".instances`)."""
-    conn = await asyncpg.connect(gendurable_dsn)
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture
