@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .. import routing
 from ..clock import Clock, SystemClock
-from ..db.connect import resolve_dsn
+from ..db.connect import check_dsn, resolve_dsn
 from ..db.listener import Listener
 from ..db.migrator import migrate_connection
 from ..db.store import Store
@@ -72,6 +72,8 @@ class Engine:
         statement_timeout: timedelta = timedelta(seconds=30),
     ) -> None:
         quote_schema(schema)
+        if dsn is not None:
+            check_dsn(dsn)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"engine name must be a non-empty string, got {name!r}")
         if migrate not in ("auto", True, False):
@@ -100,7 +102,7 @@ class Engine:
         self.statement_timeout = statement_timeout.total_seconds()
         self.telemetry = Telemetry()
         self.schedulers: dict[str, Scheduler] = {}
-        self._objects = {n: s.cls() for n, s in self.specs.items() if s.cls is not None}
+        self._objects = {n: _instantiate(s) for n, s in self.specs.items() if s.cls is not None}
         self._store: Store | None = None
         self._client: Client | None = None
         self._listener: Listener | None = None
@@ -386,3 +388,15 @@ def _specs(workflows: Sequence[Any]) -> dict[str, WorkflowSpec]:
     if not specs:
         raise ConfigError("an engine needs at least one workflow in workflows=[...]")
     return specs
+
+
+def _instantiate(spec: WorkflowSpec) -> Any:
+    """The object whose methods are the steps: the workflow class, built with no arguments."""
+    assert spec.cls is not None
+    try:
+        return spec.cls()
+    except TypeError as exc:
+        raise ConfigError(
+            f"workflow {spec.name!r}: the engine builds {spec.cls.__qualname__}() with no "
+            f"arguments to run its steps, which failed: {exc}"
+        ) from None
