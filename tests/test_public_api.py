@@ -32,6 +32,7 @@ PUBLIC_API = [
     "SystemClock",
     "Telemetry",
     "ValidationError",
+    "Workflow",
     "WorkflowFailed",
     "WorkflowSpec",
     "__version__",

@@ -6,7 +6,7 @@ The public API is what `__all__` lists; everything else is private and may chang
 from .clock import Clock, ManualClock, SystemClock
 from .context import ChildResult, Context, Signal
 from .db.migrator import migrate
-from .dsl import Job, await_signals, job, step, workflow
+from .dsl import Job, Workflow, await_signals, job, step, workflow
 from .engine.engine import Engine
 from .errors import (
     ConfigError,
@@ -54,6 +54,7 @@ __all__ = [
     "SystemClock",
     "Telemetry",
     "ValidationError",
+    "Workflow",
     "WorkflowFailed",
     "WorkflowSpec",
     "__version__",

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from . import routing
 from .compiler import compile_job, compile_workflow
 from .errors import DefinitionError
 from .limit import Backoff, Limit
 from .outcome import ChildEntry
+from .records import Handle, InstanceInfo
 from .spec import WorkflowSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -238,11 +239,18 @@ def job(
     return build(fn) if fn is not None else build
 
 
-def _bind_class_api(cls: type, spec: WorkflowSpec) -> None:
-    """Attach `spec` and the class-level API to a compiled workflow class."""
-    wf = spec.name
+class Workflow:
+    """Optional base class of a workflow: the class-level API, visible to type checkers.
 
+    `@gd.workflow` gives every decorated class these methods; subclassing `gd.Workflow`
+    only lets mypy and editors see them (`Expense.start(...)` type-checks).
+    """
+
+    spec: ClassVar[WorkflowSpec]
+
+    @classmethod
     async def start(
+        cls,
         key: str | None = None,
         state: Any = None,
         *,
@@ -254,9 +262,10 @@ def _bind_class_api(cls: type, spec: WorkflowSpec) -> None:
         scope: Iterable[str] | None = None,
         on_conflict: Literal["return", "raise"] = "return",
         engine: Any = None,
-    ) -> Any:
-        """Start an instance; returns `Handle(id, key, created)`."""
-        return await routing.resolve(wf, engine).start_instance(
+    ) -> Handle:
+        """Start an instance; returns `Handle(id, key, created)` (`created=False`: it was live)."""
+        wf = cls.spec.name
+        handle: Handle = await routing.resolve(wf, engine).start_instance(
             wf,
             key=key,
             state=state,
@@ -268,36 +277,58 @@ def _bind_class_api(cls: type, spec: WorkflowSpec) -> None:
             scope=scope,
             on_conflict=on_conflict,
         )
+        return handle
 
-    async def start_many(entries: Iterable[ChildEntry], *, engine: Any = None) -> Any:
-        """Insert many entries (from `Flow.new`) in one statement; returns their handles."""
-        return await routing.resolve(wf, engine).start_many(list(entries))
+    @classmethod
+    async def start_many(cls, entries: Iterable[ChildEntry], *, engine: Any = None) -> list[Handle]:
+        """Insert many entries (from `Flow.new`) in one statement; handles in entry order."""
+        handles: list[Handle] = await routing.resolve(cls.spec.name, engine).start_many(
+            list(entries)
+        )
+        return handles
 
+    @classmethod
     async def signal(
-        key_or_id: str | int, name: str, payload: Any = None, *, engine: Any = None
-    ) -> Any:
-        """Deliver a durable signal to a live instance; `NoTarget` when there is none."""
-        return await routing.resolve(wf, engine).signal(wf, key_or_id, name, payload)
+        cls, key_or_id: str | int, name: str, payload: Any = None, *, engine: Any = None
+    ) -> int:
+        """Deliver a durable signal to a live instance (its id); `NoTarget` when none is."""
+        wf = cls.spec.name
+        signal_id: int = await routing.resolve(wf, engine).signal(wf, key_or_id, name, payload)
+        return signal_id
 
-    async def get(key_or_id: str | int, *, engine: Any = None) -> Any:
-        """The `InstanceInfo` of an instance, by key or id."""
-        return await routing.resolve(wf, engine).get(wf, key_or_id)
+    @classmethod
+    async def get(cls, key_or_id: str | int, *, engine: Any = None) -> InstanceInfo:
+        """The `InstanceInfo` of an instance, by key (the live one first) or id."""
+        wf = cls.spec.name
+        info: InstanceInfo = await routing.resolve(wf, engine).get(wf, key_or_id)
+        return info
 
+    @classmethod
     async def result(
-        key_or_id: str | int, timeout: float | None = None, *, engine: Any = None
+        cls, key_or_id: str | int, timeout: float | None = None, *, engine: Any = None
     ) -> Any:
-        """Wait until the instance ends; its result, or `WorkflowFailed`."""
+        """Wait until the instance ends; its result, or `WorkflowFailed`/`ResultTimeout`."""
+        wf = cls.spec.name
         return await routing.resolve(wf, engine).result(wf, key_or_id, timeout)
 
-    async def cancel(key_or_id: str | int, *, engine: Any = None) -> Any:
-        """Cancel a live instance."""
-        return await routing.resolve(wf, engine).cancel(wf, key_or_id)
+    @classmethod
+    async def cancel(cls, key_or_id: str | int, *, engine: Any = None) -> None:
+        """Cancel a live instance; `NoTarget` when none is live."""
+        wf = cls.spec.name
+        await routing.resolve(wf, engine).cancel(wf, key_or_id)
 
-    def new(key: str | None = None, state: Any = None, **options: Any) -> ChildEntry:
+    @classmethod
+    def new(cls, key: str | None = None, state: Any = None, **options: Any) -> ChildEntry:
         """An entry for `spawn` or `start_many`, not yet inserted."""
-        return ChildEntry(wf, key, state, **options)
+        return ChildEntry(cls.spec.name, key, state, **options)
 
+
+CLASS_API = ("start", "start_many", "signal", "get", "result", "cancel", "new")
+
+
+def _bind_class_api(cls: type, spec: WorkflowSpec) -> None:
+    """Attach `spec` and the class-level API (the methods of `Workflow`) to `cls`."""
     cls.spec = spec  # type: ignore[attr-defined]
-    for fn in (start, start_many, signal, get, result, cancel, new):
-        fn.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
-        setattr(cls, fn.__name__, staticmethod(fn))
+    if not issubclass(cls, Workflow):
+        for name in CLASS_API:
+            setattr(cls, name, Workflow.__dict__[name])

@@ -369,7 +369,8 @@ def test_flow_class_api_bound() -> None:
     for name in ("start", "start_many", "signal", "get", "result", "cancel", "new"):
         fn = getattr(Expense, name)
         assert callable(fn), name
-        assert fn.__qualname__ == f"Expense.{name}"
+        assert fn.__self__ is Expense, name  # bound to the decorated class
+        assert fn.__func__ is gd.Workflow.__dict__[name].__func__, name
 
 
 # -- immutability ------------------------------------------------------------------------
