@@ -106,7 +106,7 @@ async def w1(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
             [ThreeSteps.new(key=f"i{i}") for i in range(instances)], engine=engine
         )
         started = time.perf_counter()
-        engine.schedulers["bench"].claiming = True
+        engine.schedulers["bench"].resume_claiming()
         await engine.drain()
         elapsed = time.perf_counter() - started
     conn = await asyncpg.connect(dsn)

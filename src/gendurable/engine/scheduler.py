@@ -167,6 +167,11 @@ class Scheduler:
         """
         self.claiming = False
 
+    def resume_claiming(self) -> None:
+        """Claim again after `stop_claiming()` (the loop picks up at its next wake)."""
+        self.claiming = True
+        self.wake()
+
     def cancel_running(self) -> list[asyncio.Task[None]]:
         """Cancel the running steps (their claims are then released by the caller)."""
         tasks = list(self._running)
