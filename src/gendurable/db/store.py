@@ -288,11 +288,6 @@ class Store:
         """Status, result and error of one row."""
         return await self._fetchrow("instance_status", id)
 
-    async def queue_due_count(self, queue: str, now: datetime | None) -> int:
-        """How many rows of `queue` are available and due."""
-        count = await self._run("fetchval", "queue_due_count", queue, now)
-        return int(count)
-
     async def instances_unknown(
         self, queue: str, workflows: Sequence[str], steps: Sequence[str], now: datetime | None
     ) -> list[asyncpg.Record]:

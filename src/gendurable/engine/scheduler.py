@@ -70,11 +70,6 @@ class Scheduler:
         self._idle.set()
         self._claim_lock = asyncio.Lock()
 
-    @property
-    def in_flight(self) -> int:
-        """Steps of this queue running now."""
-        return len(self._running)
-
     def wake(self) -> None:
         """Ask the loop to claim now (new work was announced)."""
         self._wake.set()

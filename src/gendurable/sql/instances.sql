@@ -192,11 +192,6 @@ LIMIT 1;
 -- name: instance_status
 SELECT status::text, result, error FROM __schema__.instances WHERE id = $1;
 
--- name: queue_due_count
--- How many rows of a queue are due now (drain() uses it to decide whether to go on).
-SELECT count(*) FROM __schema__.instances
-WHERE status = 'available' AND queue = $1 AND run_at <= coalesce($2::timestamptz, now());
-
 -- name: instances_unknown
 -- Due rows of a queue whose (workflow, step) this deploy does not know: left untouched by
 -- the claim, and counted here so the engine can report them.
