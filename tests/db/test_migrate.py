@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+import gendurable as gd
 from gendurable.db.connect import connect
 from gendurable.db.migrator import migrate, migrate_connection
 from gendurable.db.schema_admin import drop_schema
@@ -145,3 +146,20 @@ async def test_drop_schema_removes_schema_with_its_tables(
 async def test_drop_schema_refuses_bad_name(gendurable_dsn: str) -> None:
     with pytest.raises(ConfigError):
         await drop_schema(gendurable_dsn, 'x"; DROP SCHEMA public; --')
+
+
+async def test_migrate_engine_without_migrate_refuses_a_missing_schema(
+    gendurable_dsn: str, gendurable_schema: str
+) -> None:
+    @gd.job(name="migrate.noop")
+    async def noop(args: object, ctx: gd.Context) -> None:
+        return None
+
+    engine = gd.Engine(
+        gendurable_dsn, workflows=[noop], schema=gendurable_schema, migrate=False, name="nomig"
+    )
+    with pytest.raises(gd.ConfigError, match="does not exist, this gendurable needs version 1"):
+        await engine.start()
+    await gd.migrate(gendurable_dsn, schema=gendurable_schema)
+    async with engine:
+        assert (await noop.enqueue(None, key="k", engine=engine)).created

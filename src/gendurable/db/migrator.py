@@ -41,3 +41,21 @@ async def migrate_connection(
                 await conn.execute(step.sql)
                 current = step.version
     return int(current)
+
+
+async def check_version(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, *, schema: str
+) -> int:
+    """The schema's version; `ConfigError` saying what to run when it is missing or behind."""
+    named = statements(schema)
+    latest = max(m.version for m in migrations(schema))
+    current = 0
+    if await conn.fetchval(named["meta_exists"]):
+        current = await conn.fetchval(named["meta_version"]) or 0
+    if current < latest:
+        state = "does not exist" if current == 0 else f"is at version {current}"
+        raise ConfigError(
+            f"schema {schema!r} {state}, this gendurable needs version {latest}: run "
+            f"`gendurable migrate --schema {schema}` or start the engine with migrate='auto'"
+        )
+    return int(current)

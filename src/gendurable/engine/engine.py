@@ -17,7 +17,7 @@ from .. import routing
 from ..clock import Clock, SystemClock
 from ..db.connect import check_dsn, resolve_dsn
 from ..db.listener import Listener
-from ..db.migrator import migrate_connection
+from ..db.migrator import check_version, migrate_connection
 from ..db.store import Store
 from ..errors import ConfigError, EngineError
 from ..limit import Limit
@@ -147,9 +147,11 @@ class Engine:
             timeout=self.statement_timeout,
         )
         self._store = store
-        if self.migrate_mode:
-            async with store.pool.acquire() as conn:
+        async with store.pool.acquire() as conn:
+            if self.migrate_mode:
                 await migrate_connection(conn, schema=self.schema)
+            else:
+                await check_version(conn, schema=self.schema)
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
