@@ -1,4 +1,10 @@
-"""Apply a `Decision` to the database: one guarded statement per outcome."""
+"""Apply a `Decision` to the database, guarded by ownership of the claim.
+
+Goto, continue, retry and terminal outcomes go through group commit (one guarded statement
+per batch of outcomes that finished together); a park is its own two-statement transaction
+(see `Store.outcome_park`). A guard that no longer holds means the claim was lost: the
+outcome is dropped and reported as `outcome.stale`.
+"""
 
 from __future__ import annotations
 
