@@ -6,6 +6,8 @@ workload's figure and its ratio to the floor. Timings never go in tests; they li
 - floor: single-row `UPDATE ... WHERE id = $1` transactions per second from 8 asyncpg
   connections (the cheapest durable write a step could possibly cost).
 - w1: a 3-step workflow over N instances (default 2,000) in one worker process.
+- w2: N instances parked on a signal; the figure is signals delivered and acted on per
+  second (delivery from 8 concurrent senders, wake-up, the awaiting step, its commit).
 """
 
 from __future__ import annotations
@@ -117,9 +119,55 @@ async def w1(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
     return {"steps": steps, "seconds": round(elapsed, 3), "steps_per_s": steps / elapsed}
 
 
+@gd.workflow(name="bench.await_one", queue="bench")
+class AwaitOne:
+    """Parks at start until "go" arrives, then finishes with the payload."""
+
+    @gd.step(start=True)
+    @gd.await_signals("go")
+    async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done(ctx.awaited[0].payload)
+
+
+async def w2(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
+    """Park `instances` instances, then signal each once; signals acted on per second."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    engine = gd.Engine(
+        dsn,
+        workflows=[AwaitOne],
+        schema=schema,
+        queues={"bench": concurrency},
+        name=f"bench-{schema}",
+    )
+    async with engine:
+        await AwaitOne.start_many(
+            [AwaitOne.new(key=f"i{i}") for i in range(instances)], engine=engine
+        )
+        await engine.drain()  # every instance is parked now
+        keys = [f"i{i}" for i in range(instances)]
+
+        async def send(part: list[str]) -> None:
+            for key in part:
+                await AwaitOne.signal(key, "go", 1, engine=engine)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(send(keys[k::8]) for k in range(8)))
+        await engine.drain()
+        elapsed = time.perf_counter() - started
+        done = await engine.store.pool.fetchval(
+            f"SELECT count(*) FROM \"{schema}\".instances WHERE status = 'done'"
+        )
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await conn.close()
+    if done != instances:
+        raise RuntimeError(f"expected {instances} instances done, found {done}")
+    return {"signals": instances, "seconds": round(elapsed, 3), "per_s": instances / elapsed}
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("workload", choices=["w1"])
+    parser.add_argument("workload", choices=["w1", "w2"])
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--dsn", default=os.environ.get("GENDURABLE_DSN"))
@@ -135,16 +183,28 @@ async def main(argv: list[str]) -> None:
     try:
         base = await floor(dsn)
         emit(bench="floor", what="single-row UPDATE tx/s, 8 connections", per_s=round(base))
-        result = await w1(dsn, args.instances, args.concurrency)
-        emit(
-            bench="w1",
-            instances=args.instances,
-            concurrency=args.concurrency,
-            steps=result["steps"],
-            seconds=result["seconds"],
-            steps_per_s=round(result["steps_per_s"]),
-            ratio_to_floor=round(result["steps_per_s"] / base, 3),
-        )
+        if args.workload == "w1":
+            result = await w1(dsn, args.instances, args.concurrency)
+            emit(
+                bench="w1",
+                instances=args.instances,
+                concurrency=args.concurrency,
+                steps=result["steps"],
+                seconds=result["seconds"],
+                steps_per_s=round(result["steps_per_s"]),
+                ratio_to_floor=round(result["steps_per_s"] / base, 3),
+            )
+        else:
+            result = await w2(dsn, args.instances, args.concurrency)
+            emit(
+                bench="w2",
+                instances=args.instances,
+                concurrency=args.concurrency,
+                signals=result["signals"],
+                seconds=result["seconds"],
+                signals_per_s=round(result["per_s"]),
+                ratio_to_floor=round(result["per_s"] / base, 3),
+            )
     finally:
         if embedded is not None:
             await embedded.astop()
