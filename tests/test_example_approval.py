@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import sys
@@ -17,9 +16,9 @@ import asyncpg
 import pytest
 
 import gendurable as gd
+from example_runner import run_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "approval.py"
-TIMEOUT = 90.0
 
 
 def _load_example() -> ModuleType:
@@ -34,28 +33,6 @@ def _load_example() -> ModuleType:
 
 approval = _load_example()
 Expense: Any = approval.Expense
-
-
-async def _run_script(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SCRIPT),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        out, err = await proc.communicate()
-        raise AssertionError(
-            f"approval.py did not finish within {TIMEOUT}s\n"
-            f"stdout:\n{out.decode()}\nstderr:\n{err.decode()}"
-        ) from None
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture
@@ -80,7 +57,7 @@ async def test_example_approval_script_prints_approved_rejected_and_timed_out(
 ) -> None:
     env = {**os.environ, "GENDURABLE_DSN": gendurable_dsn}
 
-    code, out, err = await _run_script("--schema", gendurable_schema, env=env)
+    code, out, err = await run_script(SCRIPT, "--schema", gendurable_schema, env=env)
 
     assert code == 0, err
     assert out.splitlines() == [

@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
-from pathlib import Path
 
 import asyncpg
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TIMEOUT = 90.0
-
-
-async def _run_script(path: Path, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(path),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        out, err = await proc.communicate()
-        raise AssertionError(
-            f"{path.name} did not finish within {TIMEOUT}s\n"
-            f"stdout:\n{out.decode()}\nstderr:\n{err.decode()}"
-        ) from None
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from example_runner import EXAMPLES, run_script
 
 
 async def test_examples_hello_runs_three_steps_to_completion(
@@ -40,9 +14,7 @@ async def test_examples_hello_runs_three_steps_to_completion(
 ) -> None:
     env = {**os.environ, "GENDURABLE_DSN": gendurable_dsn}
 
-    code, out, err = await _run_script(
-        EXAMPLES / "hello.py", "--schema", gendurable_schema, env=env
-    )
+    code, out, err = await run_script(EXAMPLES / "hello.py", "--schema", gendurable_schema, env=env)
 
     assert code == 0, err
     lines = out.splitlines()
@@ -75,7 +47,7 @@ async def test_examples_hello_runs_three_steps_to_completion(
 async def test_examples_hello_runs_on_the_embedded_server_without_a_dsn() -> None:
     env = {k: v for k, v in os.environ.items() if k != "GENDURABLE_DSN"}
 
-    code, out, err = await _run_script(EXAMPLES / "hello.py", env=env)
+    code, out, err = await run_script(EXAMPLES / "hello.py", env=env)
 
     assert code == 0, err
     assert out.splitlines()[-1] == "Hello, world!"
