@@ -251,6 +251,9 @@ class Engine:
         self._loops.clear()
         self._claim_loops.clear()
         self.schedulers.clear()
+        self._client = None
+        self._executor = None
+        self.reaper = None
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
