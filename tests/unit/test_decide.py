@@ -187,7 +187,10 @@ def test_decide_goto_awaiting_target_parks_instead_of_keeping_the_claim() -> Non
     assert decision.step == "awaiting"
     assert decision.state == b'{"n":3,"tags":[]}'
     assert decision.seen == 0
-    assert decision.reawait is False
+    assert decision.keep_deadline is False  # a fresh await: the deadline starts now
+    awaits = TYPED.steps["awaiting"].awaits
+    assert awaits is not None
+    assert (decision.names, decision.timeout) == (awaits.names, awaits.timeout)
 
 
 def test_decide_goto_commits_the_given_state_over_the_mutated_one() -> None:
@@ -439,7 +442,22 @@ def test_decide_reawait_in_an_awaiting_step_parks_with_the_seen_mark(
     assert decision.step == "awaiting"
     assert decision.state == b'{"n":2,"tags":[]}'
     assert decision.seen == expected
-    assert decision.reawait is True
+    assert decision.keep_deadline is True
+
+
+@pytest.mark.parametrize(("timed_out", "keep_deadline"), [(False, True), (True, False)])
+def test_decide_reawait_after_its_deadline_waits_for_signals_only(
+    timed_out: bool, keep_deadline: bool
+) -> None:
+    step = TYPED.steps["awaiting"]
+    assert step.awaits is not None
+
+    decision = decide(TYPED, step, 0, Typed.State(n=2), gd.reawait(), timed_out=timed_out)
+
+    assert isinstance(decision, Park)
+    assert decision.keep_deadline is keep_deadline
+    # Past the deadline a reawait gets none: the passed one would wake it at once, forever.
+    assert decision.timeout == (None if timed_out else step.awaits.timeout)
 
 
 def test_decide_reawait_in_a_step_that_awaits_nothing_takes_the_error_path() -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 from ..clock import Clock
 from ..db.store import Store
-from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from .claim import Claimed
 from .decide import Decision, Finish, MoveTo, Park, RetryLater
@@ -30,9 +29,7 @@ class Committer:
         clock: Clock,
         telemetry: Telemetry,
         leases: Mapping[str, timedelta],
-        specs: Mapping[str, WorkflowSpec],
     ) -> None:
-        self.specs = specs
         self.store = store
         self.group = GroupCommit(self._flush)
         self.clock = clock
@@ -50,22 +47,16 @@ class Committer:
         if isinstance(decision, MoveTo | RetryLater | Finish):
             ok = await self.group.submit(_batch_item(claim, decision, self.leases[claim.workflow]))
         elif isinstance(decision, Park):
-            awaits = self.specs[claim.workflow].steps[decision.step].awaits
-            assert awaits is not None
-            # After a timeout a reawait waits for signals only: the passed deadline would
-            # otherwise wake it again at once, a busy loop.
-            keep_deadline = decision.reawait and not claim.timed_out
-            timeout = None if decision.reawait and claim.timed_out else awaits.timeout
             ok, woken = await store.outcome_park(
                 claim.id,
                 claim.locked_by,
                 decision.step,
                 decision.state,
-                awaits.names,
-                timeout,
+                decision.names,
+                decision.timeout,
                 decision.seen,
                 decision.consumed,
-                keep_deadline,
+                decision.keep_deadline,
                 now,
             )
             if woken:

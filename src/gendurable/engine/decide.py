@@ -62,17 +62,39 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class Park:
-    """Enter the awaiting `step`: wake on a matching signal newer than `seen`, or the deadline.
+    """Enter the awaiting `step`: wake on one of `names` newer than `seen`, or the deadline.
 
-    `reawait` keeps the current deadline and the signals already seen (the accumulate
-    pattern); otherwise the deadline starts now. `consumed` leave the inbox.
+    The deadline is now + `timeout` (none when None), or the current one when
+    `keep_deadline` (a reawait). `consumed` leave the inbox.
     """
 
     step: str
     state: bytes | None
+    names: tuple[str, ...]
+    timeout: timedelta | None
+    keep_deadline: bool
     seen: int
-    reawait: bool
     consumed: tuple[int, ...] = ()
+
+
+def park(
+    step: StepSpec,
+    state: bytes | None,
+    *,
+    seen: int = 0,
+    consumed: tuple[int, ...] = (),
+    reawait: bool = False,
+    timed_out: bool = False,
+) -> Park:
+    """Park in the awaiting `step`: entered afresh (deadline from now) or by a reawait.
+
+    A reawait keeps the deadline it had; after that deadline passed it waits for signals
+    only, since the passed deadline would otherwise wake it again at once (a busy loop).
+    """
+    assert step.awaits is not None
+    if reawait and timed_out:
+        return Park(step.name, state, step.awaits.names, None, False, seen, consumed)
+    return Park(step.name, state, step.awaits.names, step.awaits.timeout, reawait, seen, consumed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +117,7 @@ def decide(
     handled: bool = False,
     awaited: tuple[int, ...] = (),
     seen: int = 0,
+    timed_out: bool = False,
     rng: random.Random | None = None,
 ) -> Decision:
     """Turn what `step` produced on `attempt` into a Decision.
@@ -103,11 +126,12 @@ def decide(
     committed, go to the workflow's handler once (`HandOff`) unless `handled`, then to the
     default policy: retry with backoff until the attempts run out, then `failed`.
     `awaited` are the ids of the matched signals the step saw (consumed on progress) and
-    `seen` the highest signal id an earlier `reawait` already saw.
+    `seen` the highest signal id an earlier `reawait` already saw; `timed_out` whether the
+    await deadline woke this run.
     """
     if not isinstance(produced, BaseException):
         try:
-            return _commit(spec, step, attempt, state, produced, awaited, seen, rng)
+            return _commit(spec, step, attempt, state, produced, awaited, seen, timed_out, rng)
         except GenDurableError as exc:
             produced = exc
     if spec.handler is not None and not handled:
@@ -128,6 +152,7 @@ def _commit(
     outcome: Any,
     awaited: tuple[int, ...],
     seen: int,
+    timed_out: bool,
     rng: random.Random | None,
 ) -> Decision:
     if isinstance(outcome, Goto):
@@ -139,7 +164,7 @@ def _commit(
             )
         data = _state(spec, outcome.state, state)
         if target.awaits is not None and outcome.delay is None:
-            return Park(outcome.step, data, 0, reawait=False, consumed=awaited)
+            return park(target, data, consumed=awaited)
         plain = target.awaits is None and target.rate_limit is None and outcome.rate_limit is None
         keep = plain and outcome.delay is None
         return MoveTo(outcome.step, data, outcome.delay, keep, consumed=awaited)
@@ -162,8 +187,8 @@ def _commit(
     if isinstance(outcome, Reawait):
         if step.awaits is None:
             raise InvalidOutcome(f"step {step.name!r} returned reawait() but awaits no signals")
-        last_seen = max((seen, *awaited))
-        return Park(step.name, _state(spec, outcome.state, state), last_seen, reawait=True)
+        data = _state(spec, outcome.state, state)
+        return park(step, data, seen=max((seen, *awaited)), reawait=True, timed_out=timed_out)
     if isinstance(outcome, Spawn):
         raise InvalidOutcome(f"step {step.name!r} returned spawn(), not supported yet")
     raise InvalidOutcome(

@@ -156,7 +156,7 @@ class Engine:
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
         self._client = Client(self.specs, store, self.clock, notifier)
-        committer = Committer(store, self.clock, self.telemetry, self.leases, self.specs)
+        committer = Committer(store, self.clock, self.telemetry, self.leases)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self)
         self._executor = executor
         known = [(w, s, self.leases[w]) for w, spec in self.specs.items() for s in spec.steps]

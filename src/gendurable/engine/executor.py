@@ -24,7 +24,7 @@ from ..telemetry import Telemetry
 from .claim import Claimed, StoredSignal
 from .codec import decode_json
 from .committer import Committer
-from .decide import Decision, HandOff, MoveTo, Park, decide
+from .decide import Decision, HandOff, MoveTo, decide, park
 
 MAX_CHAIN = 100
 """Steps one claim may run back to back before it goes through the queue again."""
@@ -73,7 +73,7 @@ class Executor:
             step = spec.steps[claim.step]
             if step.awaits is not None and not claim.timed_out and not _fresh(step, claim):
                 # Entered without a matching signal yet (a start or a delayed goto): park.
-                decision: Decision = Park(claim.step, claim.state, claim.await_seen, reawait=False)
+                decision: Decision = park(step, claim.state, seen=claim.await_seen)
             else:
                 decision = await self._run_step(spec, step, claim)
             if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
@@ -115,6 +115,7 @@ class Executor:
             produced,
             awaited=awaited,
             seen=claim.await_seen,
+            timed_out=claim.timed_out,
             rng=self.rng,
         )
         if isinstance(decision, HandOff):
@@ -132,6 +133,7 @@ class Executor:
                 handled=True,
                 awaited=awaited,
                 seen=claim.await_seen,
+                timed_out=claim.timed_out,
                 rng=self.rng,
             )
         duration = time.perf_counter() - started
