@@ -28,7 +28,6 @@ class Listener:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
-        self.connected = asyncio.Event()
 
     async def start(self) -> None:
         """Connect and listen; raises when the first connection fails."""
@@ -55,13 +54,11 @@ class Listener:
         await conn.add_listener(self.channel, self._notified)
         self._conn = conn
         self._lost.clear()
-        self.connected.set()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         self.on_payload(str(payload))
 
     def _terminated(self, _conn: Any) -> None:
-        self.connected.clear()
         self._lost.set()
 
     async def _watch(self) -> None:

@@ -7,6 +7,7 @@ state is refused with nothing written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -148,13 +149,6 @@ class Client:
             handles[i] = Handle(handles[first].id, handles[first].key, False)
         return [handles[i] for i in range(len(entries))]
 
-    async def resolve_id(self, workflow: str, key_or_id: str | int) -> int:
-        """The id of the instance addressed by key (live first) or id; `NoTarget` if none."""
-        row = await self._row(workflow, key_or_id)
-        if row is None:
-            raise NoTarget(f"no {workflow} instance with {_address(key_or_id)}")
-        return int(row["id"])
-
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
         """A snapshot of one instance; `NoTarget` when there is none."""
         row = await self._row(workflow, key_or_id)
@@ -164,30 +158,33 @@ class Client:
 
     async def result(self, workflow: str, key_or_id: str | int, timeout: float | None) -> Any:
         """Wait (on notifications) until the instance ends; its result or `WorkflowFailed`."""
-        id = await self.resolve_id(workflow, key_or_id)
+        row = await self._row(workflow, key_or_id)
+        if row is None:
+            raise NoTarget(f"no {workflow} instance with {_address(key_or_id)}")
+        id = int(row["id"])
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while True:
+        while row["status"] not in TERMINAL_STATUSES:
+            # Listen first, then look again: an end committed in between is not missed.
             waiter = self.notifier.waiter(id)
             try:
                 row = await self.store.instance_status(id)
                 if row is None:
                     raise NoTarget(f"{workflow} instance {id} no longer exists")
                 if row["status"] in TERMINAL_STATUSES:
-                    return self._outcome(workflow, id, row)
+                    break
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise ResultTimeout(
                         f"{workflow} instance {id} did not end within {timeout}s "
                         f"(status {row['status']})"
                     )
-                try:
+                with contextlib.suppress(TimeoutError):  # recheck once, then raise above
                     async with asyncio.timeout(remaining):
                         await asyncio.shield(waiter)
-                except TimeoutError:
-                    continue  # recheck once, then raise above
             finally:
                 waiter.cancel()
+        return self._outcome(workflow, id, row)
 
     async def signal(
         self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
@@ -211,11 +208,7 @@ class Client:
             data = encode_typed(payload, tp, decoder, f"payload of signal {name!r}")
         else:
             data = encode_json(payload)
-        if isinstance(key_or_id, bool) or not isinstance(key_or_id, str | int):
-            raise ValidationError(
-                f"address an instance by key (str) or id (int), not {key_or_id!r}"
-            )
-        id, key = (key_or_id, None) if isinstance(key_or_id, int) else (None, key_or_id)
+        id, key = _id_or_key(key_or_id)
         row = await self.store.signal_deliver(workflow, id, key, name, data, self.clock.now())
         if row is None:
             raise NoTarget(
@@ -231,14 +224,11 @@ class Client:
             raise NoTarget(f"no live {workflow} instance with {_address(key_or_id)}")
 
     async def _row(self, workflow: str, key_or_id: str | int) -> Any:
-        if isinstance(key_or_id, bool) or not isinstance(key_or_id, str | int):
-            raise ValidationError(
-                f"address an instance by key (str) or id (int), not {key_or_id!r}"
-            )
-        if isinstance(key_or_id, int):
-            row = await self.store.instance_by_id(key_or_id)
+        id, key = _id_or_key(key_or_id)
+        if key is None:
+            row = await self.store.instance_by_id(id)
             return row if row is not None and row["workflow"] == workflow else None
-        return await self.store.instance_by_key(workflow, key_or_id)
+        return await self.store.instance_by_key(workflow, key)
 
     def _outcome(self, workflow: str, id: int, row: Any) -> Any:
         spec = self.specs[workflow]
@@ -273,6 +263,13 @@ class Client:
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
         )
+
+
+def _id_or_key(key_or_id: Any) -> tuple[Any, str | None]:
+    """(id, None) for an int, (None, key) for a str; anything else is refused."""
+    if isinstance(key_or_id, bool) or not isinstance(key_or_id, str | int):
+        raise ValidationError(f"address an instance by key (str) or id (int), not {key_or_id!r}")
+    return (key_or_id, None) if isinstance(key_or_id, int) else (None, key_or_id)
 
 
 def _address(key_or_id: str | int) -> str:

@@ -41,8 +41,6 @@ class GroupCommit:
         self.flush = flush
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self.batches = 0
-        self.committed = 0
         self._pending: list[tuple[BatchItem, asyncio.Future[bool]]] = []
         self._in_flight = 0
 
@@ -72,8 +70,6 @@ class GroupCommit:
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                self.batches += 1
-                self.committed += len(batch)
                 for item, fut in batch:
                     if not fut.done():
                         fut.set_result(item.id in done)

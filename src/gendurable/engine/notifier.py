@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from ..db.listener import Listener
 
@@ -54,7 +53,7 @@ class Notifier:
                 if not fut.done():
                     fut.set_result(None)
 
-    def _wake_all(self, _: Any = None) -> None:
+    def _wake_all(self) -> None:
         """After a reconnect anything may have happened: every waiter rechecks."""
         for waiters in list(self._waiters.values()):
             for fut in list(waiters):
