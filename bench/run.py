@@ -20,12 +20,16 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
 
 import gendurable as gd
+from gendurable.db.schema_admin import drop_schema
 
 
 def emit(**fields: Any) -> None:
@@ -85,24 +89,42 @@ class ThreeSteps:
         return gd.done(state.n)
 
 
-async def w1(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
-    """Run ThreeSteps over `instances` instances; steps per second end to end."""
+@dataclass(frozen=True)
+class Figure:
+    """What a workload did: `count` `unit`s in `seconds`."""
+
+    count: int
+    unit: str
+    seconds: float
+
+
+@asynccontextmanager
+async def bench_engine(
+    dsn: str, workflow: Any, concurrency: int
+) -> AsyncIterator[tuple[gd.Engine, list[Any]]]:
+    """A running engine on a fresh schema (dropped afterwards) and the steps it finished."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     engine = gd.Engine(
         dsn,
-        workflows=[ThreeSteps],
+        workflows=[workflow],
         schema=schema,
         queues={"bench": concurrency},
         name=f"bench-{schema}",
     )
-    steps = 0
+    finished: list[Any] = []
+    engine.telemetry.attach(
+        "finished", lambda event, m, meta: finished.append(meta["decision"]), [("step", "stop")]
+    )
+    try:
+        async with engine:
+            yield engine, finished
+    finally:
+        await drop_schema(dsn, schema)
 
-    def count(event: Any, measurements: Any, metadata: Any) -> None:
-        nonlocal steps
-        steps += 1
 
-    engine.telemetry.attach("count", count, [("step", "stop")])
-    async with engine:
+async def w1(dsn: str, instances: int, concurrency: int) -> Figure:
+    """Run ThreeSteps over `instances` instances: steps end to end."""
+    async with bench_engine(dsn, ThreeSteps, concurrency) as (engine, finished):
         engine.schedulers["bench"].stop_claiming()  # insert first, then run
         await ThreeSteps.start_many(
             [ThreeSteps.new(key=f"i{i}") for i in range(instances)], engine=engine
@@ -111,12 +133,9 @@ async def w1(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
         engine.schedulers["bench"].resume_claiming()
         await engine.drain()
         elapsed = time.perf_counter() - started
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    await conn.close()
-    if steps != instances * 3:
-        raise RuntimeError(f"expected {instances * 3} steps, ran {steps}")
-    return {"steps": steps, "seconds": round(elapsed, 3), "steps_per_s": steps / elapsed}
+    if len(finished) != instances * 3:
+        raise RuntimeError(f"expected {instances * 3} steps, ran {len(finished)}")
+    return Figure(len(finished), "steps", elapsed)
 
 
 @gd.workflow(name="bench.await_one", queue="bench")
@@ -129,17 +148,9 @@ class AwaitOne:
         return gd.done(ctx.awaited[0].payload)
 
 
-async def w2(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
-    """Park `instances` instances, then signal each once; signals acted on per second."""
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    engine = gd.Engine(
-        dsn,
-        workflows=[AwaitOne],
-        schema=schema,
-        queues={"bench": concurrency},
-        name=f"bench-{schema}",
-    )
-    async with engine:
+async def w2(dsn: str, instances: int, concurrency: int) -> Figure:
+    """Park `instances` instances, then signal each once: signals acted on."""
+    async with bench_engine(dsn, AwaitOne, concurrency) as (engine, finished):
         await AwaitOne.start_many(
             [AwaitOne.new(key=f"i{i}") for i in range(instances)], engine=engine
         )
@@ -154,20 +165,18 @@ async def w2(dsn: str, instances: int, concurrency: int) -> dict[str, Any]:
         await asyncio.gather(*(send(keys[k::8]) for k in range(8)))
         await engine.drain()
         elapsed = time.perf_counter() - started
-        done = await engine.store.pool.fetchval(
-            f"SELECT count(*) FROM \"{schema}\".instances WHERE status = 'done'"
-        )
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    await conn.close()
+    done = finished.count("Finish")
     if done != instances:
         raise RuntimeError(f"expected {instances} instances done, found {done}")
-    return {"signals": instances, "seconds": round(elapsed, 3), "per_s": instances / elapsed}
+    return Figure(done, "signals", elapsed)
+
+
+WORKLOADS = {"w1": w1, "w2": w2}
 
 
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("workload", choices=["w1", "w2"])
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--dsn", default=os.environ.get("GENDURABLE_DSN"))
@@ -183,28 +192,16 @@ async def main(argv: list[str]) -> None:
     try:
         base = await floor(dsn)
         emit(bench="floor", what="single-row UPDATE tx/s, 8 connections", per_s=round(base))
-        if args.workload == "w1":
-            result = await w1(dsn, args.instances, args.concurrency)
-            emit(
-                bench="w1",
-                instances=args.instances,
-                concurrency=args.concurrency,
-                steps=result["steps"],
-                seconds=result["seconds"],
-                steps_per_s=round(result["steps_per_s"]),
-                ratio_to_floor=round(result["steps_per_s"] / base, 3),
-            )
-        else:
-            result = await w2(dsn, args.instances, args.concurrency)
-            emit(
-                bench="w2",
-                instances=args.instances,
-                concurrency=args.concurrency,
-                signals=result["signals"],
-                seconds=result["seconds"],
-                signals_per_s=round(result["per_s"]),
-                ratio_to_floor=round(result["per_s"] / base, 3),
-            )
+        figure = await WORKLOADS[args.workload](dsn, args.instances, args.concurrency)
+        per_s = figure.count / figure.seconds
+        emit(
+            bench=args.workload,
+            instances=args.instances,
+            concurrency=args.concurrency,
+            **{figure.unit: figure.count, f"{figure.unit}_per_s": round(per_s)},
+            seconds=round(figure.seconds, 3),
+            ratio_to_floor=round(per_s / base, 3),
+        )
     finally:
         if embedded is not None:
             await embedded.astop()
