@@ -144,18 +144,15 @@ SELECT id, pg_notify($4, 'q:' || queue) AS notified FROM released;
 
 -- name: instance_cancel
 -- Cancel a live instance (an executing one too: its worker's late commit is then stale).
+-- The UPDATE rechecks the status on the row's latest version once it holds the lock, so an
+-- instance that ended meanwhile is left alone.
 WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
-target AS (
-    SELECT id FROM __schema__.instances
-    WHERE id = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
-    FOR UPDATE
-),
 fin AS (
     UPDATE __schema__.instances i
     SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
         await_names = NULL, await_deadline = NULL, finished_at = now.t, updated_at = now.t
-    FROM target, now
-    WHERE i.id = target.id
+    FROM now
+    WHERE i.id = $1 AND i.status IN ('available', 'executing', 'awaiting', 'waiting')
     RETURNING i.id, i.parent_id
 ),
 purged AS (
