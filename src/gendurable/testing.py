@@ -9,6 +9,8 @@ Fixtures:
 - `manual_clock`: a `ManualClock`, for time travel on real PostgreSQL.
 - `no_task_leaks` (opt-in, needs pytest-asyncio): fails a test that leaves asyncio tasks
   running. Request it before the fixtures that own tasks, so it is torn down after them.
+- `recorder`: `recorder(engine)` attaches a `TelemetryRecorder` to the engine and returns
+  it: `rec.of(("step", "stop"), workflow="x")`, `await rec.wait(("await", "timeout"))`.
 - `make_engine` (needs pytest-asyncio): a factory of running engines on the test's schema,
   `await make_engine(workflows=[...], queues={...}, **options)`, with the test's
   `gendurable_clock` (the `manual_clock` unless a conftest overrides `gendurable_clock`) and a
@@ -40,8 +42,16 @@ import pytest
 
 from .clock import Clock, ManualClock
 from .engine.engine import Engine
+from .telemetry import Event
 
-__all__ = ["STOP_LIMIT", "TEST_DSN_ENV", "MakeEngine", "ManualClock"]
+__all__ = [
+    "STOP_LIMIT",
+    "TEST_DSN_ENV",
+    "MakeEngine",
+    "ManualClock",
+    "RecorderFactory",
+    "TelemetryRecorder",
+]
 
 TEST_DSN_ENV = "GENDURABLE_TEST_DSN"
 
@@ -201,3 +211,60 @@ async def make_engine(
             hung.append(engine.name)
     if hung:
         pytest.fail(f"engine.stop() did not return within {STOP_LIMIT}s for {hung}", pytrace=False)
+
+
+class TelemetryRecorder:
+    """Records every telemetry event of the engines it is attached to, for assertions."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Event, dict[str, Any], dict[str, Any]]] = []
+        self._changed: asyncio.Event | None = None
+
+    def attach(self, engine: Engine) -> TelemetryRecorder:
+        """Record `engine`'s events from now on; returns self."""
+        engine.telemetry.attach(f"test-recorder-{id(self)}", self)
+        return self
+
+    def __call__(
+        self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> None:
+        self.events.append((event, dict(measurements), dict(metadata)))
+        if self._changed is not None:
+            self._changed.set()
+
+    def of(self, event: Event, **where: Any) -> list[dict[str, Any]]:
+        """Metadata and measurements of each recorded `event` whose metadata matches `where`."""
+        return [
+            {**meta, **measures}
+            for name, measures, meta in self.events
+            if name == event and all(meta.get(k) == v for k, v in where.items())
+        ]
+
+    async def wait(
+        self, event: Event, *, count: int = 1, timeout: float = 10.0, **where: Any
+    ) -> list[dict[str, Any]]:
+        """Wait until `event` (matching `where`) was recorded `count` times, at most `timeout`."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.of(event, **where)) < count:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            seen = sorted({".".join(name) for name, _, _ in self.events})
+            pytest.fail(
+                f"{'.'.join(event)} {where or ''} was not recorded {count} time(s) within "
+                f"{timeout}s (got {len(self.of(event, **where))}; events seen: {seen})"
+            )
+        return self.of(event, **where)
+
+
+RecorderFactory = Callable[[Engine], TelemetryRecorder]
+"""The type of the `recorder` fixture."""
+
+
+@pytest.fixture
+def recorder() -> RecorderFactory:
+    """`recorder(engine)` attaches a fresh `TelemetryRecorder` to `engine` and returns it."""
+    return lambda engine: TelemetryRecorder().attach(engine)

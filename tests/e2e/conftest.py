@@ -3,7 +3,6 @@
 - `make_engine(workflows=..., queues=..., start=True, **options)`: engines on the test's
   schema with unique names and, unless `clock=` is given, the system clock; every engine
   made is stopped at teardown, before the schema is dropped.
-- `recorder(engine)`: a `Recorder` of the engine's telemetry (`await rec.wait(event)`).
 - `marks`: where `e2e_app` steps record each execution (`$E2E_MARKS`, set here too).
 - `spawn_worker(**env)`: a `gendurable worker e2e_app:engine` process on the test's schema,
   returned once it printed READY; killed at teardown.
@@ -25,8 +24,6 @@ from typing import Any
 import pytest
 from e2e_support import (
     Marks,
-    Recorder,
-    RecorderFactory,
     SpawnWorker,
     Unretrieved,
     Worker,
@@ -80,12 +77,6 @@ async def unretrieved_errors() -> AsyncIterator[Unretrieved]:
             f"e.g. {found[0]}",
             pytrace=False,
         )
-
-
-@pytest.fixture
-def recorder() -> RecorderFactory:
-    """`recorder(engine)` attaches a fresh `Recorder` to `engine` and returns it."""
-    return lambda engine: Recorder().attach(engine)
 
 
 @pytest.fixture

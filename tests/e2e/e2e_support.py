@@ -1,4 +1,4 @@
-"""Helpers of the end-to-end tests: telemetry recorder, marker files, worker processes, polls.
+"""Helpers of the end-to-end tests: marker files, worker processes, polls.
 
 Nothing here sleeps to synchronise: every wait is on a telemetry event, a line a worker
 printed, a marker file or a database poll, each with a bounded deadline.
@@ -12,17 +12,11 @@ import gc
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import gendurable as gd
-
-Event = tuple[str, ...]
-MakeEngine = Callable[..., Awaitable[gd.Engine]]
-"""The `make_engine` fixture: `await make_engine(workflows=[...], queues=..., **options)`."""
 
 _serial = itertools.count()
 
@@ -68,55 +62,6 @@ class Unretrieved:
         gc.collect()
         found, self.found = self.found, []
         return found
-
-
-# --- telemetry -------------------------------------------------------------------------------
-
-
-class Recorder:
-    """Records every telemetry event of the engines it is attached to."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Event, Mapping[str, Any], Mapping[str, Any]]] = []
-        self._changed: asyncio.Event | None = None
-
-    def attach(self, engine: gd.Engine) -> Recorder:
-        engine.telemetry.attach(f"e2e-recorder-{id(self)}", self)
-        return self
-
-    def __call__(
-        self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
-    ) -> None:
-        self.events.append((event, dict(measurements), dict(metadata)))
-        if self._changed is not None:
-            self._changed.set()
-
-    def of(self, event: Event, **where: Any) -> list[dict[str, Any]]:
-        """Metadata and measurements of each recorded `event` whose metadata matches `where`."""
-        return [
-            {**meta, **measures}
-            for name, measures, meta in self.events
-            if name == event and all(meta.get(k) == v for k, v in where.items())
-        ]
-
-    async def wait(
-        self, event: Event, *, count: int = 1, timeout: float = 10.0, **where: Any
-    ) -> list[dict[str, Any]]:
-        """Wait until `event` (matching `where`) was recorded at least `count` times."""
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.of(event, **where)) < count:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            seen = sorted({".".join(name) for name, _, _ in self.events})
-            pytest.fail(
-                f"{'.'.join(event)} {where or ''} was not recorded {count} time(s) within "
-                f"{timeout}s (got {len(self.of(event, **where))}; events seen: {seen})"
-            )
-        return self.of(event, **where)
 
 
 # --- marker files written by the e2e_app steps -----------------------------------------------
@@ -217,5 +162,4 @@ class Worker:
 SpawnWorker = Callable[..., Awaitable[Worker]]
 """The `spawn_worker` fixture: `await spawn_worker(**env)`."""
 
-RecorderFactory = Callable[[gd.Engine], Recorder]
 """The `recorder` fixture: `recorder(engine)`."""

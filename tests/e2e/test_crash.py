@@ -12,7 +12,9 @@ from datetime import timedelta
 
 import asyncpg
 from e2e_app import QUEUE, Chore
-from e2e_support import MakeEngine, Marks, RecorderFactory, SpawnWorker, eventually, row
+from e2e_support import Marks, SpawnWorker, eventually, row
+
+from gendurable.testing import MakeEngine, RecorderFactory
 
 LEASE = 1.5
 

@@ -24,10 +24,11 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import msgspec
 import pytest
-from e2e_support import Recorder, Unretrieved, eventually, unique_name
+from e2e_support import Unretrieved, eventually, unique_name
 
 import gendurable as gd
 from gendurable.embedded import EmbeddedPostgres
+from gendurable.testing import TelemetryRecorder
 
 COUNT = 120
 SCHEMA = "restart"
@@ -177,10 +178,10 @@ async def underway() -> bool:
     return len(BODIES) >= COUNT // 2
 
 
-async def run_through(server: Server, disrupt: Callable[[], Awaitable[None]]) -> Recorder:
+async def run_through(server: Server, disrupt: Callable[[], Awaitable[None]]) -> TelemetryRecorder:
     """Run COUNT instances on a fresh engine, `disrupt()` the server midway, await all done."""
     engine = counter_engine(server)
-    events = Recorder().attach(engine)
+    events = TelemetryRecorder().attach(engine)
     await engine.start()
     try:
         await Counter.start_many([Counter.new(key=f"c{i}") for i in range(COUNT)])
@@ -198,7 +199,7 @@ async def run_through(server: Server, disrupt: Callable[[], Awaitable[None]]) ->
     return events
 
 
-async def assert_all_done_once(server: Server, events: Recorder) -> None:
+async def assert_all_done_once(server: Server, events: TelemetryRecorder) -> None:
     conn = await asyncpg.connect(server.dsn)
     try:
         rows = await conn.fetch(

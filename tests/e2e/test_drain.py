@@ -16,9 +16,10 @@ from typing import Any
 import asyncpg
 import pytest
 from e2e_app import QUEUE, Chore
-from e2e_support import MakeEngine, Marks, RecorderFactory, SpawnWorker, row
+from e2e_support import Marks, SpawnWorker, row
 
 import gendurable as gd
+from gendurable.testing import MakeEngine, RecorderFactory
 from gendurable.worker import READY
 
 DRAIN_TIMEOUT = 1.0

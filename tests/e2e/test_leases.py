@@ -16,11 +16,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from e2e_support import MakeEngine, RecorderFactory, eventually, row
+from e2e_support import eventually, row
 
 import gendurable as gd
 from gendurable.maintenance.reaper import Reaper
 from gendurable.telemetry import Telemetry
+from gendurable.testing import MakeEngine, RecorderFactory
 
 LEASE = timedelta(minutes=5)
 BRIEF = timedelta(minutes=1)

@@ -8,9 +8,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from e2e_support import MakeEngine, eventually
+from e2e_support import eventually
 
 import gendurable as gd
+from gendurable.testing import MakeEngine
 
 RUNS: list[tuple[str | None, str]] = []
 

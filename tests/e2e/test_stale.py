@@ -15,9 +15,10 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from e2e_support import MakeEngine, RecorderFactory, row
+from e2e_support import row
 
 import gendurable as gd
+from gendurable.testing import MakeEngine, RecorderFactory
 
 LEASE = timedelta(minutes=10)  # the heartbeat (every lease/3 of real time) never fires here
 

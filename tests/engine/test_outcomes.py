@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -14,8 +14,7 @@ import msgspec
 import pytest
 
 import gendurable as gd
-
-MakeEngine = Callable[..., Awaitable[gd.Engine]]
+from gendurable.testing import MakeEngine
 
 threads_seen: list[threading.Thread] = []
 attempts: list[int] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,8 +11,7 @@ import pytest
 
 import gendurable as gd
 from gendurable.records import TERMINAL_STATUSES
-
-MakeEngine = Callable[..., Awaitable[gd.Engine]]
+from gendurable.testing import MakeEngine
 
 GATES: dict[str, asyncio.Event] = {}
 SENT: list[tuple[str, int]] = []

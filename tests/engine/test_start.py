@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,8 +13,7 @@ import pytest
 
 import gendurable as gd
 from gendurable.records import LIVE_STATUSES
-
-MakeEngine = Callable[..., Awaitable[gd.Engine]]
+from gendurable.testing import MakeEngine
 
 RAN: list[str] = []
 

@@ -4,42 +4,8 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
-
 import asyncpg
 import pytest
-
-import gendurable as gd
-
-
-class Recorder:
-    """Telemetry events of one engine, in emission order."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]] = []
-
-    def __call__(
-        self, event: tuple[str, ...], measurements: Mapping[str, Any], metadata: Mapping[str, Any]
-    ) -> None:
-        self.events.append((event, dict(measurements), dict(metadata)))
-
-    def of(self, *event: str) -> list[dict[str, Any]]:
-        """Metadata of every recorded `event`."""
-        return [meta for name, _, meta in self.events if name == event]
-
-
-@pytest.fixture
-def telemetry() -> Callable[[gd.Engine], Recorder]:
-    """`telemetry(engine)` attaches a recorder for every event of `engine` and returns it."""
-
-    def attach(engine: gd.Engine) -> Recorder:
-        recorder = Recorder()
-        engine.telemetry.attach(f"test-recorder-{uuid.uuid4().hex[:6]}", recorder)
-        return recorder
-
-    return attach
 
 
 class Rows:

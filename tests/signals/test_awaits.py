@@ -7,7 +7,6 @@ with `manual_clock.advance(...)`, and `engine.drain()` runs everything due.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +14,7 @@ import msgspec
 import pytest
 
 import gendurable as gd
-
-MakeEngine = Callable[..., Awaitable[gd.Engine]]
+from gendurable.testing import MakeEngine, RecorderFactory
 
 SEEN: dict[str, list[gd.Context]] = {}
 
@@ -309,10 +307,10 @@ async def test_await_failed_or_cancelled_instance_purges_the_inbox(
 
 
 async def test_await_start_step_that_awaits_parks_at_start(
-    make_engine: MakeEngine, rows: Any, telemetry: Any, manual_clock: gd.ManualClock
+    make_engine: MakeEngine, rows: Any, recorder: RecorderFactory, manual_clock: gd.ManualClock
 ) -> None:
     engine = await make_engine(workflows=[Pack])
-    recorder = telemetry(engine)
+    recorder = recorder(engine)
     handle = await Pack.start(key="k-park", state=Pack.State(want=2))
 
     await engine.drain()
@@ -321,7 +319,7 @@ async def test_await_start_step_that_awaits_parks_at_start(
     assert (row["status"], row["step"], row["attempt"]) == ("awaiting", "collect", 0)
     assert row["await_names"] == ["item"]
     assert row["await_deadline"] == manual_clock.now() + timedelta(days=2)
-    assert recorder.of("step", "start") == []  # parking does not run the step
+    assert recorder.of(("step", "start")) == []  # parking does not run the step
     assert "k-park" not in SEEN
     assert (await Pack.get("k-park")).state == Pack.State(want=2)
 
@@ -398,10 +396,10 @@ async def test_await_reawait_wakes_only_on_a_new_matching_signal(
 
 
 async def test_await_two_day_timeout_wakes_the_step_with_timed_out_and_attempt_untouched(
-    make_engine: MakeEngine, rows: Any, telemetry: Any, manual_clock: gd.ManualClock
+    make_engine: MakeEngine, rows: Any, recorder: RecorderFactory, manual_clock: gd.ManualClock
 ) -> None:
     engine = await make_engine(workflows=[Decide])
-    recorder = telemetry(engine)
+    recorder = recorder(engine)
     handle = await Decide.start(key="d-1")
     await engine.drain()
     assert (await rows.instance(handle.id))["status"] == "awaiting"
@@ -414,17 +412,17 @@ async def test_await_two_day_timeout_wakes_the_step_with_timed_out_and_attempt_u
     assert (ctx.timed_out, ctx.awaited, ctx.inbox) == (True, (), ())
     info = await Decide.get("d-1")
     assert (info.status, info.attempt, info.error) == ("done", 0, None)
-    timeouts = recorder.of("await", "timeout")
+    timeouts = recorder.of(("await", "timeout"))
     assert [(m["id"], m["step"], m["workflow"], m["key"]) for m in timeouts] == [
         (handle.id, "decide", "awaits.decide", "d-1")
     ]
 
 
 async def test_await_timeout_does_not_fire_before_the_deadline(
-    make_engine: MakeEngine, rows: Any, telemetry: Any, manual_clock: gd.ManualClock
+    make_engine: MakeEngine, rows: Any, recorder: RecorderFactory, manual_clock: gd.ManualClock
 ) -> None:
     engine = await make_engine(workflows=[Decide])
-    recorder = telemetry(engine)
+    recorder = recorder(engine)
     handle = await Decide.start(key="d-2")
     await engine.drain()
     deadline = manual_clock.now() + timedelta(days=2)
@@ -434,11 +432,11 @@ async def test_await_timeout_does_not_fire_before_the_deadline(
     await engine.drain()
 
     assert (await rows.instance(handle.id))["status"] == "awaiting"
-    assert recorder.of("await", "timeout") == []
+    assert recorder.of(("await", "timeout")) == []
     await Decide.signal("d-2", "rejected")
     await engine.drain()
     assert await Decide.result("d-2", timeout=5) == {"timed_out": False, "by": "rejected"}
-    assert recorder.of("await", "timeout") == []
+    assert recorder.of(("await", "timeout")) == []
 
 
 async def test_await_partial_pack_proceeds_at_the_original_deadline(
@@ -496,7 +494,7 @@ async def test_await_reawait_after_a_timeout_waits_for_signals_only(
 
 
 async def test_await_reaper_run_once_resolves_a_passed_deadline(
-    make_engine: MakeEngine, rows: Any, telemetry: Any, manual_clock: gd.ManualClock
+    make_engine: MakeEngine, rows: Any, recorder: RecorderFactory, manual_clock: gd.ManualClock
 ) -> None:
     worker = await make_engine(workflows=[Reaped], queues={"awaits-reaped": 1})
     handle = await Reaped.start(key="r-1", engine=worker)
@@ -504,7 +502,7 @@ async def test_await_reaper_run_once_resolves_a_passed_deadline(
     assert (await rows.instance(handle.id))["status"] == "awaiting"
     await worker.stop()  # nothing runs steps now: only the reaper acts
     client = await make_engine(workflows=[Reaped], queues=None)
-    recorder = telemetry(client)
+    recorder = recorder(client)
     manual_clock.advance(timedelta(hours=1))
     assert client.reaper is not None
 
@@ -513,7 +511,7 @@ async def test_await_reaper_run_once_resolves_a_passed_deadline(
     assert report.timed_out == 1
     row = await rows.instance(handle.id)
     assert (row["status"], row["timed_out"], row["attempt"]) == ("available", True, 0)
-    assert [m["id"] for m in recorder.of("await", "timeout")] == [handle.id]
+    assert [m["id"] for m in recorder.of(("await", "timeout"))] == [handle.id]
     assert (await client.reaper.run_once()).timed_out == 0  # resolved once
     runner = await make_engine(workflows=[Reaped], queues={"awaits-reaped": 1})
     await runner.drain()
@@ -524,7 +522,7 @@ async def test_await_reaper_run_once_resolves_a_passed_deadline(
 
 
 async def test_await_timeout_is_resolved_by_the_background_reaper_on_the_system_clock(
-    make_engine: MakeEngine, telemetry: Any
+    make_engine: MakeEngine, recorder: RecorderFactory
 ) -> None:
     # PostgreSQL's clock, no drain: the engine's own reaper loop must expire the await,
     # and its NOTIFY (not the hour-long poll) must bring the scheduler to run the step.
@@ -534,11 +532,11 @@ async def test_await_timeout_is_resolved_by_the_background_reaper_on_the_system_
         reap_interval=timedelta(milliseconds=100),
         poll_interval=timedelta(hours=1),
     )
-    recorder = telemetry(engine)
+    recorder = recorder(engine)
     handle = await Quick.start(key="q-1")
 
     assert await Quick.result("q-1", timeout=10) == {"timed_out": True, "attempt": 0}
-    assert [m["id"] for m in recorder.of("await", "timeout")] == [handle.id]
+    assert [m["id"] for m in recorder.of(("await", "timeout"))] == [handle.id]
 
 
 async def test_await_retry_consumes_nothing_and_the_next_attempt_sees_the_same_signals(
@@ -579,12 +577,12 @@ async def test_await_reawait_past_the_original_deadline_wakes_at_once_as_timed_o
 
 
 async def test_await_timeout_found_when_parking_emits_await_timeout(
-    make_engine: MakeEngine, telemetry: Any
+    make_engine: MakeEngine, recorder: RecorderFactory
 ) -> None:
     # Every await timeout is reported, also one the park finds already passed (a reawait
     # after the deadline) rather than the reaper.
     engine = await make_engine(workflows=[Slow])
-    recorder = telemetry(engine)
+    recorder = recorder(engine)
     handle = await Slow.start(key="slow-2")
     await engine.drain()
     await Slow.signal("slow-2", "item", "a")
@@ -592,4 +590,4 @@ async def test_await_timeout_found_when_parking_emits_await_timeout(
     await engine.drain()
 
     assert SEEN["slow-2"][-1].timed_out is True
-    assert [m["id"] for m in recorder.of("await", "timeout")] == [handle.id]
+    assert [m["id"] for m in recorder.of(("await", "timeout"))] == [handle.id]

@@ -7,7 +7,6 @@ counts the rows of `"<schema>".signals`. Time only moves with the manual clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +14,7 @@ import msgspec
 import pytest
 
 import gendurable as gd
-
-MakeEngine = Callable[..., Awaitable[gd.Engine]]
+from gendurable.testing import MakeEngine, RecorderFactory
 
 # Steps of `Hold.first` block on these events (by instance key) until the test lets them go.
 STARTED: dict[str, asyncio.Event] = {}
@@ -303,11 +301,11 @@ async def test_signal_to_executing_instance_is_kept_for_the_next_await(
 
 
 async def test_signal_delivered_emits_telemetry_only_when_stored(
-    make_engine: MakeEngine, telemetry: Any
+    make_engine: MakeEngine, recorder: RecorderFactory
 ) -> None:
     engine = await make_engine(workflows=[Expense])
     handle = await Expense.start(key="exp-tel", delay=timedelta(hours=1))  # stays live
-    recorder = telemetry(engine)
+    recorder = recorder(engine)
 
     first = await Expense.signal("exp-tel", "approved", Approved(by="fa"))
     second = await Expense.signal(handle.id, "rejected", {"why": "late"})
@@ -316,7 +314,7 @@ async def test_signal_delivered_emits_telemetry_only_when_stored(
     with pytest.raises(gd.ValidationError):
         await Expense.signal("exp-tel", "approved", "not a struct")
 
-    assert recorder.of("signal", "delivered") == [
+    assert recorder.of(("signal", "delivered")) == [
         {"workflow": "sigdeliv.expense", "target": "exp-tel", "name": "approved",
          "signal_id": first},
         {"workflow": "sigdeliv.expense", "target": handle.id, "name": "rejected",

@@ -15,14 +15,12 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 import gendurable as gd
-
-MakeEngine = Callable[..., Awaitable[gd.Engine]]
+from gendurable.testing import MakeEngine
 
 PARK_RACES = 1000
 PACKS = 5
