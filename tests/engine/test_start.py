@@ -579,3 +579,28 @@ async def test_start_many_racing_engines_over_overlapping_keys_never_deadlock(
     )
     assert len(per_key) == rounds * width
     assert {r["n"] for r in per_key} == {1}
+
+
+async def test_start_racing_engines_on_one_key_create_exactly_one_instance(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # Guarantee 5 under real concurrency: separate pools start the same key at once; the
+    # loser must get the winner's id even though the winner committed after its snapshot.
+    engines = [await make_engine(workflows=[Order], queues=None) for _ in range(3)]
+    rounds = 200
+
+    for n in range(rounds):
+        handles = await asyncio.gather(
+            *(
+                Order.start(key=f"same-{n}", state=Order.State(amount=i), engine=engine)
+                for i, engine in enumerate(engines)
+            )
+        )
+        assert len({h.id for h in handles}) == 1, handles
+        assert sum(h.created for h in handles) == 1, handles
+
+    per_key = await db.fetch(
+        f'SELECT key, count(*) AS n FROM "{gendurable_schema}".instances GROUP BY key'
+    )
+    assert len(per_key) == rounds
+    assert {r["n"] for r in per_key} == {1}
