@@ -14,6 +14,7 @@ import msgspec
 from ..errors import ValidationError
 
 _encoder = msgspec.json.Encoder()
+_plain: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 def encode_typed(value: Any, tp: Any, decoder: msgspec.json.Decoder[Any], what: str) -> bytes:
@@ -52,9 +53,6 @@ def decode_json(data: bytes | None, decoder: msgspec.json.Decoder[Any] | None = 
     if data is None:
         return None
     return (decoder or _plain).decode(data)
-
-
-_plain: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 def error_record(exc: BaseException, *, step: str, attempt: int) -> dict[str, Any]:
