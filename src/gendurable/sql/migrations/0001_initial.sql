@@ -48,7 +48,14 @@ CREATE TABLE IF NOT EXISTS __schema__.instances (
     await_seen bigint NOT NULL DEFAULT 0,
     timed_out boolean NOT NULL DEFAULT false,
     parent_id bigint,
+    -- Position of this child in its parent's spawn (ctx.children comes back in this order).
+    spawn_index int,
     pending_children int NOT NULL DEFAULT 0,
+    -- Id of the first child of this instance's latest spawn: ctx.children are its children
+    -- from this id on. Cleared when the instance moves to another step.
+    children_from bigint,
+    -- True while the rate limiter holds the row back: run_at is then when its tokens come.
+    throttled boolean NOT NULL DEFAULT false,
     result jsonb,
     error jsonb,
     inserted_at timestamptz NOT NULL,
@@ -77,6 +84,8 @@ CREATE TABLE IF NOT EXISTS __schema__.rate_buckets (
     partition text NOT NULL DEFAULT '',
     tokens double precision NOT NULL,
     refreshed_at timestamptz NOT NULL,
+    -- Tokens the last claim took from this bucket (the claim reads it back in one statement).
+    granted double precision NOT NULL DEFAULT 0,
     PRIMARY KEY (name, partition)
 );
 
@@ -96,8 +105,9 @@ CREATE INDEX IF NOT EXISTS instances_lookup
     ON __schema__.instances (workflow, key, id)
     WHERE key IS NOT NULL;
 
--- Which concurrency keys are busy right now.
-CREATE INDEX IF NOT EXISTS instances_concurrency_active
+-- Which concurrency keys are busy right now. Unique: two instances sharing a key can never
+-- be executing at once, whatever a claim's snapshot saw (guarantee 6 held by PostgreSQL).
+CREATE UNIQUE INDEX IF NOT EXISTS instances_concurrency_active
     ON __schema__.instances (concurrency_key)
     WHERE status = 'executing' AND concurrency_key IS NOT NULL;
 
@@ -114,7 +124,7 @@ CREATE INDEX IF NOT EXISTS instances_terminal
     WHERE status IN ('done', 'failed', 'cancelled');
 
 CREATE INDEX IF NOT EXISTS instances_parent
-    ON __schema__.instances (parent_id)
+    ON __schema__.instances (parent_id, id)
     WHERE parent_id IS NOT NULL;
 
 CREATE INDEX IF NOT EXISTS signals_inbox
