@@ -94,6 +94,7 @@ def compile_workflow(
         opts = getattr(fn, step_mark)
         awaits = _await_spec(at, getattr(fn, await_mark, None))
         limit_name = _rate_limit(at, f"{wf}.{step_name}", opts.rate_limit, opts.weight, rate_limits)
+        _check_partition(at, opts.partition, limit_name)
         _check_step_options(at, opts.max_attempts, opts.timeout)
         edges = _edges(at, fn, step_name, tuple(opts.to), names)
         steps[step_name] = StepSpec(
@@ -107,6 +108,7 @@ def compile_workflow(
             max_attempts=opts.max_attempts,
             timeout=opts.timeout,
             edges=edges,
+            partition=opts.partition,
         )
 
     handler = cls.__dict__.get("handle")
@@ -329,6 +331,21 @@ def _rate_limit(
     if isinstance(limit, str) and limit:
         return limit
     raise DefinitionError(f"{where}: rate_limit must be a limit name or a gd.Limit, got {limit!r}")
+
+
+def _check_partition(where: str, partition: Any, limit: str | None) -> None:
+    if partition is None:
+        return
+    if not callable(partition):
+        raise DefinitionError(
+            f"{where}: partition must be a function of the state (lambda state: state.tenant), "
+            f"got {partition!r}"
+        )
+    if limit is None:
+        raise DefinitionError(
+            f"{where}: partition= splits a rate limit into buckets, but the step has no "
+            "rate_limit=; add one or drop partition="
+        )
 
 
 def _edges(

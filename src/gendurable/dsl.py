@@ -37,6 +37,7 @@ class StepOptions:
     weight: int = 1
     max_attempts: int | None = None
     timeout: timedelta | None = None
+    partition: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ def step(
     to: str | Sequence[str] = (),
     rate_limit: str | Limit | None = None,
     weight: int = 1,
+    partition: Callable[[Any], Any] | None = None,
     max_attempts: int | None = None,
     timeout: timedelta | None = None,
 ) -> Callable[[F], F]: ...
@@ -68,15 +70,20 @@ def step(
     to: str | Sequence[str] = (),
     rate_limit: str | Limit | None = None,
     weight: int = 1,
+    partition: Callable[[Any], Any] | None = None,
     max_attempts: int | None = None,
     timeout: timedelta | None = None,
 ) -> Any:
     """Mark a method `(self, state, ctx) -> Outcome` as a step.
 
     `to=` names targets the compiler cannot see in the source (computed `goto`s).
+    `rate_limit=` (a limit name the engine configures, or an inline `gd.Limit`) makes every
+    entry into the step (a start, a goto, a retry) take `weight` tokens from the bucket of
+    (limit, `partition(state)`): `partition` is a function of the state, such as
+    `lambda s: s.tenant`, computed when the move is committed.
     """
     targets = (to,) if isinstance(to, str) else tuple(to)
-    options = StepOptions(start, targets, rate_limit, weight, max_attempts, timeout)
+    options = StepOptions(start, targets, rate_limit, weight, max_attempts, timeout, partition)
 
     def mark(f: F) -> F:
         setattr(f, STEP_MARK, options)

@@ -6,7 +6,7 @@ GenDurableError
 ├── ConfigError            an engine, DSN, schema name or option is invalid
 ├── ValidationError        a state, payload or result does not match its declared type
 ├── NoTarget               a signal, cancel or lookup found no live instance
-├── DuplicateKey           start(on_conflict="raise") met a live instance with that key
+├── DuplicateKey           a start (on_conflict="raise") or a spawn met a key held already
 ├── NoEngine               no running engine serves a workflow (or several do: pass engine=)
 ├── WorkflowFailed         result() of an instance that ended failed or cancelled
 ├── ResultTimeout          result(timeout=) passed before the instance ended
@@ -43,9 +43,12 @@ class NoTarget(GenDurableError):
 
 
 class DuplicateKey(GenDurableError):
-    """`start(..., on_conflict="raise")` found a live instance with the same key."""
+    """A key is held already: `start(..., on_conflict="raise")`, or a `spawn` child's key.
 
-    def __init__(self, message: str, *, existing_id: int) -> None:
+    `existing_id` is the instance holding it, when known.
+    """
+
+    def __init__(self, message: str, *, existing_id: int | None = None) -> None:
         super().__init__(message)
         self.existing_id = existing_id
 

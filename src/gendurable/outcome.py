@@ -33,6 +33,7 @@ class Goto:
     delay: timedelta | None = None
     rate_limit: str | None = None
     weight: int | None = None
+    partition: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,11 @@ class Reawait:
 
 @dataclass(frozen=True, slots=True)
 class ChildEntry:
-    """An instance to insert: built by `Flow.new(...)` for `spawn` or `start_many`."""
+    """An instance to insert: built by `Flow.new(...)` for `spawn` or `start_many`.
+
+    `scope` lists the statuses in which the instance keeps its key reserved (default: the
+    live ones), as for `Flow.start(scope=...)`.
+    """
 
     workflow: str
     key: str | None
@@ -61,6 +66,7 @@ class ChildEntry:
     priority: int | None = None
     delay: timedelta | None = None
     concurrency_key: str | None = None
+    scope: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +103,14 @@ def goto(
     delay: timedelta | None = None,
     rate_limit: str | None = None,
     weight: int | None = None,
+    partition: str | None = None,
 ) -> Goto:
-    """Move to `step`, committing `state` (or the mutated state when None)."""
-    return Goto(step_name(step), state, delay, rate_limit, weight)
+    """Move to `step`, committing `state` (or the mutated state when None).
+
+    `rate_limit`, `weight` and `partition` override, for this move only, the rate limit the
+    target step declares: the move takes `weight` tokens from the bucket (limit, partition).
+    """
+    return Goto(step_name(step), state, delay, rate_limit, weight, partition)
 
 
 def retry(delay: timedelta | None = None, state: Any = None) -> Retry:
@@ -113,7 +124,14 @@ def reawait(state: Any = None) -> Reawait:
 
 
 def spawn(children: Sequence[ChildEntry], then: StepRef, state: Any = None) -> Spawn:
-    """Start `children`, wait until every one is terminal, then run `then` with `ctx.children`."""
+    """Start `children`, wait until every one is terminal, then run `then` with `ctx.children`.
+
+    The children (entries from `Flow.new(...)` or `job.new(...)`, any mix of workflows this
+    engine serves) are inserted in the same transaction as this outcome. A failed child does
+    not fail the parent: `then` sees every child's status, result and error, in spawn order.
+    A child key held by a live instance raises `DuplicateKey` on the error path, and nothing
+    of the spawn is inserted.
+    """
     return Spawn(tuple(children), step_name(then), state)
 
 

@@ -50,6 +50,7 @@ class StepSpec:
     max_attempts: int | None
     timeout: timedelta | None
     edges: tuple[str, ...]
+    partition: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

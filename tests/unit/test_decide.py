@@ -21,6 +21,7 @@ from gendurable.engine.decide import (
     decide,
     max_attempts,
 )
+from gendurable.engine.entries import NO_LIMIT, StepLimit
 from gendurable.errors import ValidationError
 
 BACKOFF = gd.Backoff(base=timedelta(seconds=10), factor=3.0, jitter=0.5)
@@ -150,15 +151,33 @@ def _backoff_bounds(backoff: gd.Backoff, retry_number: int) -> tuple[timedelta, 
 
 
 @pytest.mark.parametrize(
-    ("outcome", "step", "delay", "keep_claim"),
+    ("outcome", "step", "delay", "keep_claim", "limit"),
     [
-        (gd.goto("plain"), "plain", None, True),
-        (gd.goto("plain", delay=timedelta(seconds=5)), "plain", timedelta(seconds=5), False),
-        (gd.goto("plain", delay=timedelta(0)), "plain", timedelta(0), False),
-        (gd.goto("awaiting", delay=timedelta(hours=2)), "awaiting", timedelta(hours=2), False),
-        (gd.goto("limited"), "limited", None, False),
-        (gd.goto("limited_inline"), "limited_inline", None, False),
-        (gd.goto("plain", rate_limit="bank"), "plain", None, False),
+        (gd.goto("plain"), "plain", None, True, NO_LIMIT),
+        (
+            gd.goto("plain", delay=timedelta(seconds=5)),
+            "plain",
+            timedelta(seconds=5),
+            False,
+            NO_LIMIT,
+        ),
+        (gd.goto("plain", delay=timedelta(0)), "plain", timedelta(0), False, NO_LIMIT),
+        (
+            gd.goto("awaiting", delay=timedelta(hours=2)),
+            "awaiting",
+            timedelta(hours=2),
+            False,
+            NO_LIMIT,
+        ),
+        (gd.goto("limited"), "limited", None, False, StepLimit("bank", None, 1)),
+        (
+            gd.goto("limited_inline"),
+            "limited_inline",
+            None,
+            False,
+            StepLimit("decide-typed.limited_inline", None, 1),
+        ),
+        (gd.goto("plain", rate_limit="bank"), "plain", None, False, StepLimit("bank", None, 1)),
     ],
     ids=[
         "plain",
@@ -171,13 +190,13 @@ def _backoff_bounds(backoff: gd.Backoff, retry_number: int) -> tuple[timedelta, 
     ],
 )
 def test_decide_goto_moves_and_keeps_claim_only_when_nothing_to_wait_for(
-    outcome: Any, step: str, delay: timedelta | None, keep_claim: bool
+    outcome: Any, step: str, delay: timedelta | None, keep_claim: bool, limit: StepLimit
 ) -> None:
     state = Typed.State(n=3, tags=["a"])
 
     decision = _run(TYPED, "first", outcome, state=state)
 
-    assert decision == MoveTo(step, b'{"n":3,"tags":["a"]}', delay, keep_claim)
+    assert decision == MoveTo(step, b'{"n":3,"tags":["a"]}', delay, keep_claim, limit=limit)
 
 
 def test_decide_goto_awaiting_target_parks_instead_of_keeping_the_claim() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from ..errors import DuplicateKey
 from ..sql import schema_hash, statements
 from .connect import check_dsn
 
@@ -33,9 +34,23 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 NOT_IDEMPOTENT = frozenset(
     {"instance_insert", "instance_insert_many", "signal_deliver", "instance_cancel"}
 )
+# A spawn is retried through connection failures: its transaction either committed, and the
+# repeat finds the claim gone (stale), or it did not, and the repeat is the first attempt.
 """Statements a repeat could apply twice: retried only when they were never sent."""
 
 _log = logging.getLogger("gendurable.store")
+
+
+class _Stale(Exception):
+    """The spawning parent's claim was lost: roll the spawn back."""
+
+
+class _Held(Exception):
+    """Children keys already held: roll the spawn back."""
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__(keys)
+        self.keys = keys
 
 
 def _encode_jsonb(value: bytes | str) -> bytes:
@@ -78,6 +93,8 @@ class Store:
         self.timeout = timeout
         self.sql = statements(schema)
         self.channel = f"gendurable_{schema_hash(schema)}"
+        # Advisory locks are database-wide: concurrency keys get a namespace of their own.
+        self.key_lock_namespace = f"gendurable:ck:{schema}:"
 
     @classmethod
     async def open(
@@ -112,47 +129,49 @@ class Store:
         except TimeoutError:
             self.pool.terminate()
 
-    async def instance_insert(
-        self,
-        *,
-        workflow: str,
-        queue: str,
-        step: str,
-        state: bytes,
-        max_attempts: int,
-        priority: int,
-        run_at: datetime | None,
-        delay: timedelta | None,
-        key: str | None,
-        scope: Sequence[str],
-        concurrency_key: str | None,
-        now: datetime | None,
-    ) -> asyncpg.Record:
-        """Insert one instance or return the live one holding the key."""
-        row = await self._fetchrow(
+    async def instance_insert(self, row: Any, *, now: datetime | None) -> asyncpg.Record:
+        """Insert one instance (a `NewRow`) or return the live one holding its key."""
+        inserted = await self._fetchrow(
             "instance_insert",
-            workflow,
-            queue,
-            step,
-            state,
-            max_attempts,
-            priority,
-            run_at,
-            delay,
-            key,
-            list(scope),
-            concurrency_key,
+            row.workflow,
+            row.queue,
+            row.step,
+            row.state,
+            row.max_attempts,
+            row.priority,
+            row.run_at,
+            row.delay,
+            row.key,
+            list(row.scope),
+            row.concurrency_key,
             now,
             self.channel,
+            row.limit.name,
+            row.limit.partition,
+            row.limit.weight,
         )
-        assert row is not None
-        return row
+        assert inserted is not None
+        return inserted
 
     async def instance_insert_many(
-        self, columns: Sequence[Sequence[Any]], now: datetime | None
+        self, columns: Sequence[Sequence[Any]], parent: int | None, now: datetime | None
     ) -> list[asyncpg.Record]:
-        """Insert a batch given as parallel columns (see the statement for their order)."""
-        return list(await self._run("fetch", "instance_insert_many", *columns, now, self.channel))
+        """Insert a batch given as parallel columns (`entries.columns`); the rows created.
+
+        Rows whose key another instance holds are skipped (see `instances_holding_keys`).
+        """
+        return list(
+            await self._run("fetch", "instance_insert_many", *columns, parent, now, self.channel)
+        )
+
+    async def instances_holding_keys(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The id of the instance holding each (workflow, key)."""
+        rows = await self._run(
+            "fetch", "instances_holding_keys", [w for w, _ in keys], [k for _, k in keys]
+        )
+        return {(r["workflow"], r["key"]): int(r["id"]) for r in rows}
 
     async def instance_claim(
         self,
@@ -163,24 +182,36 @@ class Store:
         now: datetime | None,
         workflows: Sequence[str],
         steps: Sequence[str],
+        unknown_limit_wait: timedelta = timedelta(seconds=5),
     ) -> list[asyncpg.Record]:
         """Claim up to `limit` due instances of `queue` whose (workflow, step) is known.
 
         `workflows`, `steps` and `leases` are parallel: each claim lasts its pair's lease.
+        Every returned row has `go`: True for a claim, False for a row the rate limiter
+        deferred (still available, `throttled`). A claim that met a concurrency key another
+        claim took after this one's snapshot is retried at once (the unique index refused it).
         """
-        return list(
-            await self._run(
-                "fetch",
-                "instance_claim",
-                queue,
-                limit,
-                locked_by,
-                list(leases),
-                now,
-                list(workflows),
-                list(steps),
-            )
-        )
+        for attempt in range(3):
+            try:
+                return list(
+                    await self._run(
+                        "fetch",
+                        "instance_claim",
+                        queue,
+                        limit,
+                        locked_by,
+                        list(leases),
+                        now,
+                        list(workflows),
+                        list(steps),
+                        self.key_lock_namespace,
+                        unknown_limit_wait,
+                    )
+                )
+            except asyncpg.UniqueViolationError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def outcome_batch(
         self,
@@ -191,10 +222,18 @@ class Store:
         """Commit many outcomes in one statement (group commit); the ids whose guard held.
 
         `columns` are the parallel arrays id, locked_by, kind, step, state, delay, status,
-        result, error, lease; `consumed` the (instance id, signal id) pairs to delete.
+        result, error, lease, rate_limit, rate_partition, weight; `consumed` the
+        (instance id, signal id) pairs to delete.
         """
         rows = await self._run(
-            "fetch", "outcome_batch", now, *columns, self.channel, consumed[0], consumed[1]
+            "fetch",
+            "outcome_batch",
+            now,
+            *columns[:10],
+            self.channel,
+            consumed[0],
+            consumed[1],
+            *columns[10:],
         )
         return {int(r["id"]) for r in rows}
 
@@ -210,6 +249,8 @@ class Store:
         consumed: Sequence[int],
         keep_deadline: bool,
         now: datetime | None,
+        limit: Any,
+        keep_children: bool,
     ) -> tuple[bool, bool | None]:
         """Park in an awaiting step, then recheck the inbox under the same row lock.
 
@@ -233,6 +274,10 @@ class Store:
                     list(consumed),
                     keep_deadline,
                     now,
+                    limit.name,
+                    limit.partition,
+                    limit.weight,
+                    keep_children,
                     timeout=self.timeout,
                 )
                 if parked is None:
@@ -244,6 +289,84 @@ class Store:
 
         result: tuple[bool, bool | None] = await self._retrying(park, idempotent=True)
         return result
+
+    async def outcome_spawn(
+        self,
+        id: int,
+        locked_by: str,
+        children: Sequence[Sequence[Any]],
+        keys: Sequence[tuple[str, str]],
+        then: str,
+        state: bytes | None,
+        consumed: Sequence[int],
+        limit: Any,
+        now: datetime | None,
+    ) -> bool:
+        """Insert the children and make the parent wait for them, in one transaction.
+
+        The children go in first (key locks), then the parent's guarded update (row lock):
+        the order every writer keeps. False when the claim was lost (nothing is inserted);
+        `DuplicateKey` naming the key when a child's key is held (nothing is inserted).
+        `keys` are the children's (workflow, key) pairs, to name the one held.
+        """
+        count = len(children[0]) if children else 0
+
+        async def spawn(conn: Any) -> tuple[bool, list[tuple[str, str]]]:
+            async with conn.transaction():
+                first: int | None = None
+                if count:
+                    rows = await conn.fetch(
+                        self.sql["instance_insert_many"],
+                        *children,
+                        id,
+                        now,
+                        self.channel,
+                        timeout=self.timeout,
+                    )
+                    if len(rows) < count:
+                        made = {(r["workflow"], r["key"]) for r in rows}
+                        raise _Held([k for k in keys if k not in made])
+                    first = min(int(r["id"]) for r in rows)
+                parked = await conn.fetchrow(
+                    self.sql["outcome_spawn"],
+                    id,
+                    locked_by,
+                    then,
+                    state,
+                    count,
+                    first,
+                    list(consumed),
+                    self.channel,
+                    now,
+                    limit.name,
+                    limit.partition,
+                    limit.weight,
+                    timeout=self.timeout,
+                )
+                if parked is None:
+                    raise _Stale()
+                return True, []
+
+        try:
+            await self._retrying(spawn, idempotent=True)
+        except _Stale:
+            return False
+        except _Held as held:
+            holders = await self.instances_holding_keys(held.keys)
+            (workflow, key), *_ = held.keys
+            raise DuplicateKey(
+                f"spawn: {workflow} key {key!r} is held by instance {holders.get((workflow, key))}"
+                + (f" (and {len(held.keys) - 1} more keys)" if len(held.keys) > 1 else "")
+                + "; nothing of the spawn was inserted",
+                existing_id=holders.get((workflow, key)),
+            ) from None
+        return True
+
+    async def children_load(
+        self, parents: Sequence[int], firsts: Sequence[int]
+    ) -> list[asyncpg.Record]:
+        """The children of each parent's latest spawn, in spawn order."""
+        return list(await self._run("fetch", "children_load", list(parents), list(firsts)))
 
     async def instance_release(self, id: int, locked_by: str, now: datetime | None) -> bool:
         """Give a claim back untouched; False when it was no longer ours."""
@@ -271,10 +394,11 @@ class Store:
         """Wake up to `limit` awaiting instances whose deadline passed."""
         return list(await self._run("fetch", "await_expire", now, limit, self.channel))
 
-    async def instance_cancel(self, id: int, now: datetime | None) -> bool:
-        """Cancel a live instance; False when it was not live."""
+    async def instance_cancel(self, id: int, now: datetime | None) -> int | None:
+        """Cancel a live instance with its live descendants; how many descendants, or None
+        when it was not live."""
         row = await self._fetchrow("instance_cancel", id, now, self.channel)
-        return row is not None
+        return None if row is None else int(row["cascaded"] or 0)
 
     async def instance_by_id(self, id: int) -> asyncpg.Record | None:
         """The row with this id, or None."""

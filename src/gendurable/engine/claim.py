@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from .entries import NO_LIMIT, StepLimit
+
 
 @dataclass(frozen=True, slots=True)
 class StoredSignal:
@@ -15,6 +17,18 @@ class StoredSignal:
     name: str
     payload: bytes | None
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChild:
+    """A child of the claim's latest spawn; its result and error are still JSON bytes."""
+
+    id: int
+    key: str | None
+    workflow: str
+    status: str
+    result: bytes | None
+    error: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +47,17 @@ class Claimed:
     await_seen: int
     locked_by: str
     inbox: tuple[StoredSignal, ...] = ()
+    children: tuple[StoredChild, ...] = ()
+    limit: StepLimit = NO_LIMIT
 
     @classmethod
-    def from_row(cls, row: Any, locked_by: str, inbox: tuple[StoredSignal, ...] = ()) -> Claimed:
+    def from_row(
+        cls,
+        row: Any,
+        locked_by: str,
+        inbox: tuple[StoredSignal, ...] = (),
+        children: tuple[StoredChild, ...] = (),
+    ) -> Claimed:
         """Build from an `instance_claim` row."""
         return cls(
             id=row["id"],
@@ -50,10 +72,22 @@ class Claimed:
             await_seen=row["await_seen"],
             locked_by=locked_by,
             inbox=inbox,
+            children=children,
+            limit=StepLimit(row["rate_limit"], row["rate_partition"], row["weight"])
+            if row["rate_limit"] is not None
+            else NO_LIMIT,
         )
 
     def moved(self, step: str, state: bytes) -> Claimed:
         """The same claim after a kept-claim move to `step`."""
         return replace(
-            self, step=step, state=state, attempt=0, timed_out=False, await_seen=0, inbox=()
+            self,
+            step=step,
+            state=state,
+            attempt=0,
+            timed_out=False,
+            await_seen=0,
+            inbox=(),
+            children=(),
+            limit=NO_LIMIT,
         )

@@ -16,9 +16,10 @@ from ..clock import Clock
 from ..db.store import Store
 from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, WorkflowFailed
 from ..outcome import ChildEntry
-from ..records import ALL_STATUSES, LIVE_STATUSES, TERMINAL_STATUSES, Handle, InstanceInfo
+from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from .codec import decode_json, encode_json, encode_typed
+from .entries import NewRow, columns, new_row
 from .notifier import Notifier
 
 
@@ -41,12 +42,6 @@ class Client:
         """The spec of a served workflow."""
         return self.specs[workflow]
 
-    def encode_state(self, spec: WorkflowSpec, state: Any) -> bytes:
-        """Validate and encode a start state; a State with all defaults may be omitted."""
-        if state is None and spec.state_type is not None:
-            state = {}
-        return encode_typed(state, spec.state_type, spec.state_decoder, f"{spec.name} state")
-
     async def start(
         self,
         workflow: str,
@@ -63,35 +58,34 @@ class Client:
     ) -> Handle:
         """Start one instance (see `Flow.start`)."""
         spec = self.spec(workflow)
-        _check_timing(delay, run_at)
-        _check_key(key)
         if on_conflict not in ("return", "raise"):
             raise ValidationError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
-        data = self.encode_state(spec, state)
-        row = await self.store.instance_insert(
-            workflow=workflow,
-            queue=queue or spec.queue,
-            step=spec.start_step,
-            state=data,
-            max_attempts=spec.retry.max_attempts,
-            priority=spec.priority if priority is None else _priority(priority),
-            run_at=run_at,
+        entry = ChildEntry(
+            workflow,
+            key,
+            state,
+            queue=queue,
+            priority=priority,
             delay=delay,
-            key=key,
-            scope=_scope(scope),
             concurrency_key=concurrency_key,
-            now=self.clock.now(),
+            scope=None if scope is None else tuple(scope),
         )
-        if not row["created"] and on_conflict == "raise":
+        row = new_row(spec, entry, run_at=run_at)
+        inserted = await self.store.instance_insert(row, now=self.clock.now())
+        if not inserted["created"] and on_conflict == "raise":
             raise DuplicateKey(
-                f"{workflow} already has a live instance with key {key!r} (id {row['id']})",
-                existing_id=row["id"],
+                f"{workflow} already has a live instance with key {key!r} (id {inserted['id']})",
+                existing_id=inserted["id"],
             )
-        return Handle(row["id"], row["key"], row["created"])
+        return Handle(inserted["id"], inserted["key"], inserted["created"])
 
     async def start_many(self, entries: Sequence[ChildEntry]) -> list[Handle]:
-        """Insert entries in one statement; handles come back in entry order."""
-        columns: list[list[Any]] = [[] for _ in range(10)]
+        """Insert entries in one statement; handles come back in entry order.
+
+        An entry whose key another instance holds (or an earlier entry of the same batch)
+        gets that instance's handle with `created=False`.
+        """
+        rows: list[NewRow] = []
         first_of: dict[tuple[str, str], int] = {}
         duplicate_of: dict[int, int] = {}
         sent: list[int] = []
@@ -103,48 +97,40 @@ class Client:
             spec = self.specs.get(entry.workflow)
             if spec is None:
                 raise ValidationError(f"entry {i}: workflow {entry.workflow!r} is not served")
-            _check_key(entry.key)
             if entry.key is not None:
                 ident = (entry.workflow, entry.key)
                 if ident in first_of:
                     duplicate_of[i] = first_of[ident]
                     continue
                 first_of[ident] = i
-            data = self.encode_state(spec, entry.state)
-            values = (
-                entry.workflow,
-                entry.queue or spec.queue,
-                spec.start_step,
-                data,
-                spec.retry.max_attempts,
-                spec.priority if entry.priority is None else _priority(entry.priority),
-                None,
-                entry.delay,
-                entry.key,
-                entry.concurrency_key,
-            )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
+            rows.append(new_row(spec, entry))
             sent.append(i)
         if not sent:
             return []
-        rows = await self.store.instance_insert_many(columns, self.clock.now())
-        by_key = {(r["workflow"], r["key"]): r for r in rows if r["key"] is not None}
-        # Rows go in ordered by (workflow, key, entry order), unkeyed last: within one
-        # workflow the unkeyed rows' ids ascend in entry order (rows come back by id).
-        unkeyed: dict[str, list[Any]] = {}
-        for r in rows:
+        inserted = await self.store.instance_insert_many(columns(rows), None, self.clock.now())
+        created = {(r["workflow"], r["key"]): int(r["id"]) for r in inserted if r["key"]}
+        held: list[tuple[str, str]] = []
+        for i in sent:
+            key = entries[i].key
+            if key is not None and (entries[i].workflow, key) not in created:
+                held.append((entries[i].workflow, key))
+        holders = await self.store.instances_holding_keys(held) if held else {}
+        # Unkeyed rows go in after the keyed ones of their workflow, in entry order, and
+        # come back by id: within one workflow their ids ascend in entry order.
+        unkeyed: dict[str, list[int]] = {}
+        for r in inserted:
             if r["key"] is None:
-                unkeyed.setdefault(r["workflow"], []).append(r)
-        pending = {wf: iter(rs) for wf, rs in unkeyed.items()}
+                unkeyed.setdefault(r["workflow"], []).append(int(r["id"]))
+        pending = {wf: iter(ids) for wf, ids in unkeyed.items()}
         handles: dict[int, Handle] = {}
         for i in sent:
             entry = entries[i]
-            if entry.key is not None:
-                r = by_key[(entry.workflow, entry.key)]
+            if entry.key is None:
+                handles[i] = Handle(next(pending[entry.workflow]), None, True)
+            elif (entry.workflow, entry.key) in created:
+                handles[i] = Handle(created[(entry.workflow, entry.key)], entry.key, True)
             else:
-                r = next(pending[entry.workflow])
-            handles[i] = Handle(r["id"], r["key"], r["created"])
+                handles[i] = Handle(holders[(entry.workflow, entry.key)], entry.key, False)
         for i, first in duplicate_of.items():
             handles[i] = Handle(handles[first].id, handles[first].key, False)
         return [handles[i] for i in range(len(entries))]
@@ -217,11 +203,18 @@ class Client:
             )
         return int(row["signal_id"])
 
-    async def cancel(self, workflow: str, key_or_id: str | int) -> None:
-        """Cancel a live instance; `NoTarget` when none is live."""
+    async def cancel(self, workflow: str, key_or_id: str | int) -> int:
+        """Cancel a live instance and its live descendants; how many descendants.
+
+        `NoTarget` when no instance with that key or id is live.
+        """
         row = await self._row(workflow, key_or_id)
-        if row is None or not await self.store.instance_cancel(row["id"], self.clock.now()):
+        cascaded = (
+            None if row is None else await self.store.instance_cancel(row["id"], self.clock.now())
+        )
+        if cascaded is None:
             raise NoTarget(f"no live {workflow} instance with {_address(key_or_id)}")
+        return cascaded
 
     async def _row(self, workflow: str, key_or_id: str | int) -> Any:
         id, key = _id_or_key(key_or_id)
@@ -274,39 +267,3 @@ def _id_or_key(key_or_id: Any) -> tuple[Any, str | None]:
 
 def _address(key_or_id: str | int) -> str:
     return f"id {key_or_id}" if isinstance(key_or_id, int) else f"key {key_or_id!r}"
-
-
-def _check_timing(delay: timedelta | None, run_at: datetime | None) -> None:
-    if delay is not None and run_at is not None:
-        raise ValidationError("pass delay= or run_at=, not both")
-    if delay is not None and (not isinstance(delay, timedelta) or delay < timedelta(0)):
-        raise ValidationError(f"delay must be a non-negative timedelta, got {delay!r}")
-    if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
-        raise ValidationError(f"run_at must be a timezone-aware datetime, got {run_at!r}")
-
-
-def _check_key(key: Any) -> None:
-    if key is not None and (not isinstance(key, str) or not key):
-        raise ValidationError(f"key must be a non-empty string or None, got {key!r}")
-
-
-def _priority(priority: int) -> int:
-    if not isinstance(priority, int) or not -32768 <= priority <= 32767:
-        raise ValidationError(f"priority must be an int in [-32768, 32767], got {priority!r}")
-    return priority
-
-
-def _scope(scope: Iterable[str] | None) -> list[str]:
-    if scope is None:
-        return list(LIVE_STATUSES)
-    chosen = list(dict.fromkeys(scope))
-    unknown = [s for s in chosen if s not in ALL_STATUSES]
-    if unknown:
-        raise ValidationError(f"scope has unknown statuses {unknown}; choose from {ALL_STATUSES}")
-    missing = [s for s in LIVE_STATUSES if s not in chosen]
-    if missing:
-        raise ValidationError(
-            f"scope must include every live status; missing {missing} "
-            "(a key is always reserved while its instance runs)"
-        )
-    return chosen

@@ -2,8 +2,9 @@
 
 Goto, continue, retry and terminal outcomes go through group commit (one guarded statement
 per batch of outcomes that finished together); a park is its own two-statement transaction
-(see `Store.outcome_park`). A guard that no longer holds means the claim was lost: the
-outcome is dropped and reported as `outcome.stale`.
+(see `Store.outcome_park`), and so is a spawn (children first, then the parent). A guard that
+no longer holds means the claim was lost: the outcome is dropped and reported as
+`outcome.stale`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ..clock import Clock
 from ..db.store import Store
 from ..telemetry import Telemetry
 from .claim import Claimed
-from .decide import Decision, Finish, MoveTo, Park, RetryLater
+from .decide import Decision, Finish, MoveTo, Park, RetryLater, SpawnChildren
+from .entries import columns
 from .group_commit import BatchItem, GroupCommit
 
 
@@ -58,6 +60,8 @@ class Committer:
                 decision.consumed,
                 decision.keep_deadline,
                 now,
+                decision.limit,
+                decision.keep_children,
             )
             if woken:
                 self.telemetry.emit(
@@ -71,6 +75,19 @@ class Committer:
                         "queue": claim.queue,
                     },
                 )
+        elif isinstance(decision, SpawnChildren):
+            children = decision.children
+            ok = await store.outcome_spawn(
+                claim.id,
+                claim.locked_by,
+                columns(children) if children else [],
+                [(c.workflow, c.key) for c in children if c.key is not None],
+                decision.then,
+                decision.state,
+                decision.consumed,
+                decision.limit,
+                now,
+            )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
         if not ok:
@@ -88,7 +105,7 @@ class Committer:
         return ok
 
     async def _flush(self, items: Sequence[BatchItem]) -> set[int]:
-        columns: list[list[Any]] = [[] for _ in range(10)]
+        arrays: list[list[Any]] = [[] for _ in range(13)]
         consumed: tuple[list[int], list[int]] = ([], [])
         for it in items:
             values = (
@@ -102,12 +119,15 @@ class Committer:
                 it.result,
                 it.error,
                 it.lease,
+                it.limit.name,
+                it.limit.partition,
+                it.limit.weight,
             )
-            for column, value in zip(columns, values, strict=True):
+            for column, value in zip(arrays, values, strict=True):
                 column.append(value)
             consumed[0].extend([it.id] * len(it.consumed))
             consumed[1].extend(it.consumed)
-        return await self.store.outcome_batch(columns, consumed, self.clock.now())
+        return await self.store.outcome_batch(arrays, consumed, self.clock.now())
 
 
 def _batch_item(
@@ -124,6 +144,7 @@ def _batch_item(
             delay=decision.delay,
             lease=lease,
             consumed=decision.consumed,
+            limit=decision.limit,
         )
     if isinstance(decision, RetryLater):
         return BatchItem(

@@ -9,14 +9,17 @@ a table in `tests/unit/test_decide.py`.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeAlias
 
 from ..errors import GenDurableError
+from ..limit import Limit
 from ..outcome import Done, Goto, Reawait, Retry, Spawn, Stop
 from ..spec import StepSpec, WorkflowSpec
 from .codec import encode_json, encode_typed, error_record
+from .entries import NO_LIMIT, NewRow, StepLimit, new_rows, step_limit
 
 
 class InvalidOutcome(GenDurableError):
@@ -39,6 +42,21 @@ class MoveTo:
     delay: timedelta | None
     keep_claim: bool
     consumed: tuple[int, ...] = ()
+    limit: StepLimit = NO_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnChildren:
+    """Insert `children` and wait until every one is terminal, then run `then`.
+
+    `limit` is the rate limit `then` takes when it runs; `consumed` leave the inbox.
+    """
+
+    then: str
+    state: bytes
+    children: tuple[NewRow, ...]
+    consumed: tuple[int, ...] = ()
+    limit: StepLimit = NO_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +93,8 @@ class Park:
     keep_deadline: bool
     seen: int
     consumed: tuple[int, ...] = ()
+    limit: StepLimit = NO_LIMIT
+    keep_children: bool = True
 
 
 def park(
@@ -85,16 +105,30 @@ def park(
     consumed: tuple[int, ...] = (),
     reawait: bool = False,
     timed_out: bool = False,
+    limit: StepLimit = NO_LIMIT,
+    keep_children: bool = True,
 ) -> Park:
     """Park in the awaiting `step`: entered afresh (deadline from now) or by a reawait.
 
     A reawait keeps the deadline it had; after that deadline passed it waits for signals
     only, since the passed deadline would otherwise wake it again at once (a busy loop).
+    `keep_children` is False when a goto enters the step (ctx.children belong to the step a
+    spawn went to).
     """
     assert step.awaits is not None
-    if reawait and timed_out:
-        return Park(step.name, state, step.awaits.names, None, False, seen, consumed)
-    return Park(step.name, state, step.awaits.names, step.awaits.timeout, reawait, seen, consumed)
+    timeout = None if reawait and timed_out else step.awaits.timeout
+    keep_deadline = reawait and not timed_out
+    return Park(
+        step.name,
+        state,
+        step.awaits.names,
+        timeout,
+        keep_deadline,
+        seen,
+        consumed,
+        limit,
+        keep_children,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +138,19 @@ class HandOff:
     error: BaseException
 
 
-Decision: TypeAlias = MoveTo | RetryLater | Finish | Park | HandOff
+Decision: TypeAlias = MoveTo | RetryLater | Finish | Park | SpawnChildren | HandOff
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """What a decision may need beyond the step's own workflow: the other workflows this
+    engine serves (spawned children) and the configured rate limits (weights above burst)."""
+
+    specs: Mapping[str, WorkflowSpec]
+    limits: Mapping[str, Limit]
+
+
+NO_CATALOG = Catalog({}, {})
 
 
 def decide(
@@ -119,6 +165,7 @@ def decide(
     seen: int = 0,
     timed_out: bool = False,
     rng: random.Random | None = None,
+    catalog: Catalog = NO_CATALOG,
 ) -> Decision:
     """Turn what `step` produced on `attempt` into a Decision.
 
@@ -127,11 +174,13 @@ def decide(
     default policy: retry with backoff until the attempts run out, then `failed`.
     `awaited` are the ids of the matched signals the step saw (consumed on progress) and
     `seen` the highest signal id an earlier `reawait` already saw; `timed_out` whether the
-    await deadline woke this run.
+    await deadline woke this run; `catalog` the served workflows and configured limits.
     """
     if not isinstance(produced, BaseException):
         try:
-            return _commit(spec, step, attempt, state, produced, awaited, seen, timed_out, rng)
+            return _commit(
+                spec, step, attempt, state, produced, awaited, seen, timed_out, rng, catalog
+            )
         except GenDurableError as exc:
             produced = exc
     if spec.handler is not None and not handled:
@@ -154,20 +203,25 @@ def _commit(
     seen: int,
     timed_out: bool,
     rng: random.Random | None,
+    catalog: Catalog,
 ) -> Decision:
     if isinstance(outcome, Goto):
-        target = spec.steps.get(outcome.step)
-        if target is None:
-            raise InvalidOutcome(
-                f"step {step.name!r} went to unknown step {outcome.step!r} "
-                f"(steps: {', '.join(spec.steps)})"
-            )
+        target = _target(spec, step, outcome.step, "went to")
+        value = state if outcome.state is None else outcome.state
         data = _state(spec, outcome.state, state)
+        limit = step_limit(
+            spec,
+            target,
+            value if outcome.state is None else data,
+            name=outcome.rate_limit,
+            weight=outcome.weight,
+            partition=outcome.partition,
+            limits=catalog.limits,
+        )
         if target.awaits is not None and outcome.delay is None:
-            return park(target, data, consumed=awaited)
-        plain = target.awaits is None and target.rate_limit is None and outcome.rate_limit is None
-        keep = plain and outcome.delay is None
-        return MoveTo(outcome.step, data, outcome.delay, keep, consumed=awaited)
+            return park(target, data, consumed=awaited, limit=limit, keep_children=False)
+        keep = target.awaits is None and limit.name is None and outcome.delay is None
+        return MoveTo(outcome.step, data, outcome.delay, keep, consumed=awaited, limit=limit)
     if isinstance(outcome, Retry):
         if attempt + 1 >= max_attempts(spec, step):
             raise RetriesExhausted(
@@ -190,11 +244,24 @@ def _commit(
         data = _state(spec, outcome.state, state)
         return park(step, data, seen=max((seen, *awaited)), reawait=True, timed_out=timed_out)
     if isinstance(outcome, Spawn):
-        raise InvalidOutcome(f"step {step.name!r} returned spawn(), not supported yet")
+        then = _target(spec, step, outcome.then, "spawned with then=")
+        data = _state(spec, outcome.state, state)
+        children = new_rows(catalog.specs or {spec.name: spec}, outcome.children, what="spawn")
+        limit = step_limit(spec, then, data, limits=catalog.limits)
+        return SpawnChildren(outcome.then, data, tuple(children), awaited, limit)
     raise InvalidOutcome(
         f"step {step.name!r} returned {outcome!r}, not an outcome "
         "(return gd.goto/retry/reawait/spawn/done/stop)"
     )
+
+
+def _target(spec: WorkflowSpec, step: StepSpec, name: str, verb: str) -> StepSpec:
+    target = spec.steps.get(name)
+    if target is None:
+        raise InvalidOutcome(
+            f"step {step.name!r} {verb} unknown step {name!r} (steps: {', '.join(spec.steps)})"
+        )
+    return target
 
 
 def _state(spec: WorkflowSpec, override: Any, current: Any) -> bytes:

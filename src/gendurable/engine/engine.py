@@ -30,6 +30,7 @@ from ..sql import quote_schema
 from ..telemetry import Telemetry
 from .client import Client
 from .committer import Committer
+from .decide import Catalog
 from .executor import Executor
 from .notifier import Notifier
 from .scheduler import Scheduler
@@ -89,6 +90,11 @@ class Engine:
                 raise ConfigError(f"queue {queue!r}: concurrency must be a positive int")
         self.specs = _specs(workflows)
         self.rate_limits = dict(rate_limits or {})
+        # Every limit a deploy knows: configured by name, and inline ones named after steps.
+        self.limits: dict[str, Limit] = {
+            **{n: lim for spec in self.specs.values() for n, lim in spec.rate_limits.items()},
+            **self.rate_limits,
+        }
         self.clock: Clock = clock or SystemClock()
         self.lease = lease
         self.leases = {name: spec.lease or lease for name, spec in self.specs.items()}
@@ -157,7 +163,8 @@ class Engine:
         await self._listener.start()
         self._client = Client(self.specs, store, self.clock, notifier)
         committer = Committer(store, self.clock, self.telemetry, self.leases)
-        executor = Executor(self.specs, self._objects, committer, self.telemetry, self)
+        catalog = Catalog(self.specs, self.limits)
+        executor = Executor(self.specs, self._objects, committer, self.telemetry, self, catalog)
         self._executor = executor
         known = [(w, s, self.leases[w]) for w, spec in self.specs.items() for s in spec.steps]
         awaiting = frozenset(
@@ -175,6 +182,7 @@ class Engine:
                 executor=executor,
                 known=known,
                 awaiting=awaiting,
+                telemetry=self.telemetry,
             )
             self.schedulers[queue] = scheduler
             reclaimed = await scheduler.reclaim()
@@ -317,10 +325,15 @@ class Engine:
             )
         return sum(c for _, _, c, _ in found)
 
-    def _progress(self) -> tuple[int, int]:
-        """Claims made and steps finished so far: drain goes on while either moves."""
+    def _progress(self) -> tuple[int, int, int]:
+        """Claims made, rows deferred and steps finished so far: drain goes on while any
+        moves."""
         schedulers = self.schedulers.values()
-        return sum(s.claimed_total for s in schedulers), sum(s.finished_total for s in schedulers)
+        return (
+            sum(s.claimed_total for s in schedulers),
+            sum(s.deferred_total for s in schedulers),
+            sum(s.finished_total for s in schedulers),
+        )
 
     # -- the client API (the class-level API routes here) -------------------------------
 
@@ -357,7 +370,7 @@ class Engine:
         return await self._require().result(workflow, key_or_id, timeout)
 
     async def cancel(self, workflow: str, key_or_id: str | int) -> None:
-        """Cancel a live instance."""
+        """Cancel a live instance and its live descendants (see `Flow.cancel`)."""
         await self._require().cancel(workflow, key_or_id)
 
     def _require(self) -> Client:

@@ -17,14 +17,14 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from ..context import Context, Signal
-from ..errors import StepTimeout
+from ..context import ChildResult, Context, Signal
+from ..errors import DuplicateKey, StepTimeout
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
-from .claim import Claimed, StoredSignal
+from .claim import Claimed, StoredChild, StoredSignal
 from .codec import decode_json
 from .committer import Committer
-from .decide import Decision, HandOff, MoveTo, decide, park
+from .decide import NO_CATALOG, Catalog, Decision, HandOff, MoveTo, SpawnChildren, decide, park
 
 MAX_CHAIN = 100
 """Steps one claim may run back to back before it goes through the queue again."""
@@ -40,8 +40,10 @@ class Executor:
         committer: Committer,
         telemetry: Telemetry,
         engine: Any,
+        catalog: Catalog = NO_CATALOG,
     ) -> None:
         self.specs = specs
+        self.catalog = catalog if catalog.specs else Catalog(specs, catalog.limits)
         self.objects = objects
         self.committer = committer
         self.telemetry = telemetry
@@ -72,20 +74,72 @@ class Executor:
             self._current[claim.id] = claim
             step = spec.steps[claim.step]
             if step.awaits is not None and not claim.timed_out and not _fresh(step, claim):
-                # Entered without a matching signal yet (a start or a delayed goto): park.
-                decision: Decision = park(step, claim.state, seen=claim.await_seen)
+                # Entered without a matching signal yet (a start, a delayed goto, a spawn's
+                # children all ended): park, keeping what the entry set.
+                decision: Decision = park(
+                    step, claim.state, seen=claim.await_seen, limit=claim.limit
+                )
+                state: Any = None
             else:
-                decision = await self._run_step(spec, step, claim)
+                decision, state = await self._run_step(spec, step, claim)
             if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
                 decision = replace(decision, keep_claim=False)
-            committed = await self.committer.apply(claim, decision)
+            try:
+                committed = await self.committer.apply(claim, decision)
+            except DuplicateKey as exc:
+                # A spawn met a key held by a live instance: nothing was inserted, and the
+                # error path decides what happens to the parent.
+                assert isinstance(decision, SpawnChildren)
+                decision = await self._on_error(spec, step, claim, state, exc)
+                committed = await self.committer.apply(claim, decision)
             if not (committed and isinstance(decision, MoveTo) and decision.keep_claim):
                 return
             claim = claim.moved(decision.step, decision.state)
         # The chain is long: let the queue's order decide what runs next.
         await self.committer.release(claim)
 
-    async def _run_step(self, spec: WorkflowSpec, step: StepSpec, claim: Claimed) -> Decision:
+    async def _on_error(
+        self, spec: WorkflowSpec, step: StepSpec, claim: Claimed, state: Any, exc: Exception
+    ) -> Decision:
+        """The decision for an error found at commit: the handler, else the retry policy."""
+        decision = self._decide(spec, step, claim, state, exc)
+        if isinstance(decision, HandOff):
+            assert spec.handler is not None
+            ctx = self._context(spec, step, claim)
+            handled = await self._call(
+                step, spec.handler, (self.objects.get(spec.name), decision.error, state, ctx)
+            )
+            decision = self._decide(spec, step, claim, state, handled, handled=True)
+        return decision
+
+    def _decide(
+        self,
+        spec: WorkflowSpec,
+        step: StepSpec,
+        claim: Claimed,
+        state: Any,
+        produced: Any,
+        *,
+        handled: bool = False,
+        awaited: tuple[int, ...] = (),
+    ) -> Decision:
+        return decide(
+            spec,
+            step,
+            claim.attempt,
+            state,
+            produced,
+            handled=handled,
+            awaited=awaited,
+            seen=claim.await_seen,
+            timed_out=claim.timed_out,
+            rng=self.rng,
+            catalog=self.catalog,
+        )
+
+    async def _run_step(
+        self, spec: WorkflowSpec, step: StepSpec, claim: Claimed
+    ) -> tuple[Decision, Any]:
         meta = {
             "id": claim.id,
             "workflow": claim.workflow,
@@ -103,38 +157,19 @@ class Executor:
             ctx = self._context(spec, step, claim)
         except Exception as exc:  # stored state or a payload no longer decodes (a deploy
             produced = exc  # changed its type): the error path decides, not the reaper
-            ctx = self._context(spec, step, replace(claim, inbox=()))
+            ctx = self._context(spec, step, replace(claim, inbox=(), children=()))
         awaited = tuple(s.id for s in ctx.awaited)
         if not isinstance(produced, BaseException):
             produced = await self._call(step, step.fn, (self.objects.get(spec.name), state, ctx))
-        decision = decide(
-            spec,
-            step,
-            claim.attempt,
-            state,
-            produced,
-            awaited=awaited,
-            seen=claim.await_seen,
-            timed_out=claim.timed_out,
-            rng=self.rng,
-        )
+        decision = self._decide(spec, step, claim, state, produced, awaited=awaited)
         if isinstance(decision, HandOff):
             assert spec.handler is not None
             error = decision.error
             handled = await self._call(
                 step, spec.handler, (self.objects.get(spec.name), error, state, ctx)
             )
-            decision = decide(
-                spec,
-                step,
-                claim.attempt,
-                state,
-                handled,
-                handled=True,
-                awaited=awaited,
-                seen=claim.await_seen,
-                timed_out=claim.timed_out,
-                rng=self.rng,
+            decision = self._decide(
+                spec, step, claim, state, handled, handled=True, awaited=awaited
             )
         duration = time.perf_counter() - started
         if isinstance(produced, BaseException):
@@ -149,11 +184,12 @@ class Executor:
                 {"duration": duration},
                 {**meta, "decision": type(decision).__name__},
             )
-        return decision
+        return decision, state
 
     def _context(self, spec: WorkflowSpec, step: StepSpec, claim: Claimed) -> Context:
         inbox = tuple(_signal(spec, s) for s in claim.inbox)
         names = step.awaits.names if step.awaits else ()
+        children = tuple(self._child(c) for c in claim.children)
         return Context(
             awaited=tuple(s for s in inbox if s.name in names),
             inbox=inbox,
@@ -165,7 +201,21 @@ class Executor:
             queue=claim.queue,
             priority=claim.priority,
             timed_out=claim.timed_out,
+            children=children,
             engine=self.engine,
+        )
+
+    def _child(self, stored: StoredChild) -> ChildResult:
+        """A child's outcome, its result decoded with the child workflow's Result type."""
+        spec = self.catalog.specs.get(stored.workflow)
+        result = decode_json(stored.result, spec.result_decoder if spec else None)
+        return ChildResult(
+            stored.id,
+            stored.key,
+            stored.workflow,
+            stored.status,
+            result,
+            decode_json(stored.error),
         )
 
     async def _call(self, step: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from .entries import NO_LIMIT, StepLimit
+
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
@@ -29,6 +31,7 @@ class BatchItem:
     error: bytes | None = None
     lease: timedelta | None = None
     consumed: tuple[int, ...] = field(default=())
+    limit: StepLimit = NO_LIMIT
 
 
 Flush = Callable[[Sequence[BatchItem]], Awaitable[set[int]]]

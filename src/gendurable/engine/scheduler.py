@@ -18,7 +18,8 @@ from typing import Any
 
 from ..clock import Clock
 from ..db.store import Store
-from .claim import Claimed, StoredSignal
+from ..telemetry import Telemetry
+from .claim import Claimed, StoredChild, StoredSignal
 from .executor import Executor
 
 _log = logging.getLogger("gendurable.scheduler")
@@ -45,6 +46,7 @@ class Scheduler:
         executor: Executor,
         known: Sequence[tuple[str, str, timedelta]],
         awaiting: frozenset[tuple[str, str]] = frozenset(),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -53,6 +55,7 @@ class Scheduler:
         self.store = store
         self.clock = clock
         self.executor = executor
+        self.telemetry = telemetry or Telemetry()
         self.locked_by = worker_id(engine_name, queue)
         self.known_workflows = [w for w, _, _ in known]
         self.known_steps = [s for _, s, _ in known]
@@ -62,6 +65,7 @@ class Scheduler:
         self.lease_values = list(leases.values())
         self.awaiting = awaiting
         self.claimed_total = 0
+        self.deferred_total = 0
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
@@ -75,7 +79,11 @@ class Scheduler:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """Claim as many due instances as there are free slots and start them."""
+        """Claim as many due instances as there are free slots and start them.
+
+        Returns how many due rows the claim took off the front of the queue: the claimed
+        ones plus those the rate limiter deferred (more may be due behind them).
+        """
         async with self._claim_lock:
             free = self.concurrency - len(self._running)
             if not self.claiming or free < self.min_demand:
@@ -89,12 +97,81 @@ class Scheduler:
                 self.known_workflows,
                 self.known_steps,
             )
-            inboxes = await self._inboxes(rows)
-            for row in rows:
-                inbox = inboxes.get(row["id"], ())
-                self._start(Claimed.from_row(row, self.locked_by, inbox))
-            self.claimed_total += len(rows)
+            claimed = [r for r in rows if r["go"]]
+            self._report(rows, claimed)
+            inboxes = await self._inboxes(claimed)
+            children = await self._children(claimed)
+            for row in claimed:
+                self._start(
+                    Claimed.from_row(
+                        row,
+                        self.locked_by,
+                        inboxes.get(row["id"], ()),
+                        children.get(row["id"], ()),
+                    )
+                )
+            self.claimed_total += len(claimed)
+            self.deferred_total += len(rows) - len(claimed)
             return len(rows)
+
+    def _report(self, rows: Sequence[Any], claimed: Sequence[Any]) -> None:
+        """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
+        if rows and rows[0]["contended"]:
+            self.telemetry.emit(
+                ("concurrency", "contended"),
+                {"count": rows[0]["contended"]},
+                {"queue": self.queue},
+            )
+        if len(claimed) == len(rows):
+            return
+        buckets: dict[tuple[str, str | None], list[int]] = {}
+        for row in rows:
+            if row["rate_limit"] is not None:
+                tally = buckets.setdefault((row["rate_limit"], row["rate_partition"]), [0, 0, 0])
+                tally[0 if row["go"] else 1] += 1
+                tally[2] |= bool(row["unknown_limit"])
+        for (limit, partition), (granted, denied, unknown) in buckets.items():
+            if not denied:
+                continue
+            waiting = [
+                r
+                for r in rows
+                if not r["go"] and (r["rate_limit"], r["rate_partition"]) == (limit, partition)
+            ]
+            meta = {
+                "queue": self.queue,
+                "limit": limit,
+                "partition": partition,
+                "first_id": min(r["id"] for r in waiting),
+                "retry_at": min(r["run_at"] for r in waiting),
+            }
+            if unknown:
+                _log.warning(
+                    "queue %r: %d instance(s) wait on rate limit %r, which no engine "
+                    "configures (first id %d); add it to Engine(rate_limits=...)",
+                    self.queue,
+                    denied,
+                    limit,
+                    meta["first_id"],
+                )
+                self.telemetry.emit(("rate_limit", "unknown"), {"count": denied}, meta)
+            else:
+                self.telemetry.emit(
+                    ("rate_limit", "throttled"), {"granted": granted, "denied": denied}, meta
+                )
+
+    async def _children(self, rows: Sequence[Any]) -> dict[int, tuple[StoredChild, ...]]:
+        """Load the children of the claimed rows that come back from a spawn, in one query."""
+        parents = [(r["id"], r["children_from"]) for r in rows if r["children_from"] is not None]
+        if not parents:
+            return {}
+        grouped: dict[int, list[StoredChild]] = {}
+        loaded = await self.store.children_load([p for p, _ in parents], [f for _, f in parents])
+        for c in loaded:
+            grouped.setdefault(c["parent_id"], []).append(
+                StoredChild(c["id"], c["key"], c["workflow"], c["status"], c["result"], c["error"])
+            )
+        return {id: tuple(cs) for id, cs in grouped.items()}
 
     async def _inboxes(self, rows: Sequence[Any]) -> dict[int, tuple[StoredSignal, ...]]:
         """Load the inboxes of the claimed rows that sit at an awaiting step, in one query."""

@@ -5,15 +5,17 @@
 -- name: instance_insert
 -- One start. ON CONFLICT DO UPDATE (a no-op assignment) rather than DO NOTHING so that the
 -- existing row is returned even when it committed after this statement's snapshot; `created`
--- tells a fresh insert (xmax = 0) from the live instance that already held the key.
+-- tells a fresh insert (xmax = 0) from the live instance that already held the key. A single
+-- start holds no other lock, so waiting for that row's lock can close no cycle.
+-- $14-$16: the start step's rate limit, partition and weight.
 WITH now AS (SELECT coalesce($12::timestamptz, now()) AS t),
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
-        concurrency_key, parent_id, inserted_at, updated_at)
+        concurrency_key, rate_limit, rate_partition, weight, inserted_at, updated_at)
     SELECT $1, $2, $3, $4::jsonb, $5, $6,
            coalesce($7::timestamptz, now.t + coalesce($8::interval, interval '0')),
-           $9, $10::text[]::__schema__.status[], $11, NULL, now.t, now.t
+           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t
     FROM now
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO UPDATE SET key = excluded.key
@@ -25,69 +27,173 @@ SELECT ins.id, ins.key, ins.created,
 FROM ins, now;
 
 -- name: instance_insert_many
--- A batch of starts as parallel arrays. Rows go in ordered by (workflow, key) in the C
--- collation: two nodes racing over the same new keys take the unique-index locks in the same
--- order, so they cannot deadlock. Keys must be unique within the batch (the caller dedupes).
-WITH now AS (SELECT coalesce($11::timestamptz, now()) AS t),
+-- A batch of starts, or the children of one spawn ($15 the parent, NULL for start_many), as
+-- parallel arrays. Rows go in ordered by (workflow, key) in the C collation: two writers
+-- racing over the same new keys take the unique-index locks in the same order, so they
+-- cannot deadlock. ON CONFLICT DO NOTHING takes no row lock on an instance that holds a key
+-- already (it is returned by `instances_holding_keys` afterwards): a batch waits only on
+-- key locks, never on rows, so it closes no cycle with writers that lock rows (cancel,
+-- commits). Keys must be unique within the batch (the caller dedupes). A child's
+-- `spawn_index` is its position in the spawn.
+WITH now AS (SELECT coalesce($16::timestamptz, now()) AS t),
 rows AS (
     SELECT u.*
     FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
-                $7::timestamptz[], $8::interval[], $9::text[], $10::text[])
+                $7::timestamptz[], $8::interval[], $9::text[], $10::text[], $11::text[],
+                $12::text[], $13::text[], $14::int[])
          WITH ORDINALITY AS u(workflow, queue, step, state, max_attempts, priority,
-                              run_at, delay, key, concurrency_key, ord)
+                              run_at, delay, key, scope, concurrency_key, rate_limit,
+                              rate_partition, weight, ord)
 ),
 ins AS (
     INSERT INTO __schema__.instances AS i (
-        workflow, queue, step, state, max_attempts, priority, run_at, key,
-        concurrency_key, inserted_at, updated_at)
+        workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
+        concurrency_key, rate_limit, rate_partition, weight, parent_id, spawn_index,
+        inserted_at, updated_at)
     SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
            coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
-           r.key, r.concurrency_key, now.t, now.t
+           r.key, r.scope::__schema__.status[], r.concurrency_key, r.rate_limit,
+           r.rate_partition, r.weight, $15::bigint,
+           CASE WHEN $15::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t
     FROM rows r, now
     ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
-    DO UPDATE SET key = excluded.key
-    RETURNING i.id, i.workflow, i.key, i.queue, i.run_at, (i.xmax = 0) AS created
+    DO NOTHING
+    RETURNING i.id, i.workflow, i.key, i.queue, i.run_at
 ),
 woken AS (
-    SELECT pg_notify($12, 'q:' || q.queue)
-    FROM (SELECT DISTINCT ins.queue FROM ins, now
-          WHERE ins.created AND ins.run_at <= now.t) q
+    SELECT pg_notify($17, 'q:' || q.queue)
+    FROM (SELECT DISTINCT ins.queue FROM ins, now WHERE ins.run_at <= now.t) q
 )
-SELECT ins.id, ins.workflow, ins.key, ins.created, (SELECT count(*) FROM woken) AS notified
+SELECT ins.id, ins.workflow, ins.key, (SELECT count(*) FROM woken) AS notified
 FROM ins
 ORDER BY ins.id;
+
+-- name: instances_holding_keys
+-- Who holds each of these keys after a batch insert skipped them: the instance in its scope
+-- (a fresh snapshot sees one that committed while the insert waited), else the latest one.
+SELECT DISTINCT ON (k.workflow, k.key) k.workflow, k.key, i.id
+FROM unnest($1::text[], $2::text[]) AS k(workflow, key)
+JOIN __schema__.instances i ON i.workflow = k.workflow AND i.key = k.key
+ORDER BY k.workflow, k.key, (i.status = ANY (i.scope)) DESC, i.id DESC;
 
 -- name: instance_claim
 -- The pick: the most urgent due rows of a queue, skipping rows other claims hold. Only
 -- (workflow, step) pairs this deploy knows are taken: rows of other deploys stay untouched.
 -- Each claim lasts its workflow's lease ($4 lists them, parallel to the known pairs).
+--
+-- Concurrency keys: a row whose key is executing elsewhere is passed over in the scan (so
+-- it blocks nothing behind it), and an advisory lock per key ($8 namespaces it by schema)
+-- makes two claims running at once pass over each other's keys. The batch keeps the most
+-- urgent row of each key. The unique index `instances_concurrency_active` is the guarantee
+-- itself: a claim whose snapshot predates another's commit fails with a unique violation
+-- rather than run a second row of the key (the store retries it).
+--
+-- Rate limits: rows with a `rate_limit` take `weight` tokens from the bucket (limit,
+-- partition). Buckets are created (a swept one recreated) and locked in key order by one
+-- INSERT ... ON CONFLICT DO UPDATE, which refills them from `now` up to burst and grants the
+-- urgency-ordered prefix of their rows whose cumulative weight fits. A row left out is
+-- deferred (`throttled`) to the moment its tokens will be there, so it stops occupying the
+-- front of the queue; a row whose limit no engine configured waits $9 and is reported.
+-- A batch without rate-limited rows leaves the bucket CTEs with no input.
 WITH now AS (SELECT coalesce($5::timestamptz, now()) AS t),
 known AS (
     SELECT * FROM unnest($6::text[], $7::text[], $4::interval[]) AS k(workflow, step, lease)
 ),
 picked AS (
-    SELECT i.id, k.lease
+    SELECT i.id, k.lease, i.concurrency_key, i.rate_limit, i.rate_partition, i.weight,
+           i.priority, i.run_at
     FROM __schema__.instances i
     JOIN known k ON k.workflow = i.workflow AND k.step = i.step, now
     WHERE i.status = 'available' AND i.queue = $1 AND i.run_at <= now.t
+      AND (i.concurrency_key IS NULL
+           OR (NOT EXISTS (SELECT 1 FROM __schema__.instances e
+                           WHERE e.concurrency_key = i.concurrency_key
+                             AND e.status = 'executing')
+               AND pg_try_advisory_xact_lock(hashtextextended($8 || i.concurrency_key, 0))))
     ORDER BY i.priority DESC, i.run_at, i.id
     LIMIT $2
     FOR UPDATE OF i SKIP LOCKED
+),
+first_of_key AS (
+    SELECT DISTINCT ON (p.concurrency_key) p.id
+    FROM picked p
+    WHERE p.concurrency_key IS NOT NULL
+    ORDER BY p.concurrency_key, p.priority DESC, p.run_at, p.id
+),
+chosen AS (
+    SELECT p.* FROM picked p
+    WHERE p.concurrency_key IS NULL OR p.id IN (SELECT id FROM first_of_key)
+),
+demand AS (
+    SELECT c.id, c.rate_limit AS name, coalesce(c.rate_partition, '') AS part,
+           sum(c.weight) OVER (PARTITION BY c.rate_limit, coalesce(c.rate_partition, '')
+                               ORDER BY c.priority DESC, c.run_at, c.id) AS cum
+    FROM chosen c
+    WHERE c.rate_limit IS NOT NULL
+),
+buckets AS (
+    INSERT INTO __schema__.rate_buckets AS b (name, partition, tokens, refreshed_at, granted)
+    SELECT n.name, n.part, cfg.burst - g.granted, now.t, g.granted
+    FROM (SELECT DISTINCT name, part FROM demand) n
+    JOIN __schema__.rate_configs cfg ON cfg.name = n.name
+    CROSS JOIN now
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(d.cum), 0) AS granted FROM demand d
+        WHERE d.name = n.name AND d.part = n.part AND d.cum <= cfg.burst) g
+    ORDER BY n.name, n.part
+    ON CONFLICT (name, partition) DO UPDATE
+    SET (tokens, granted, refreshed_at) = (
+        SELECT f.avail - g.granted, g.granted, greatest(b.refreshed_at, excluded.refreshed_at)
+        FROM (SELECT least(c.burst::float8,
+                           b.tokens + greatest(0, extract(epoch FROM excluded.refreshed_at
+                                                                 - b.refreshed_at))
+                                      * 1000 * c.allowed / c.per_ms) AS avail
+              FROM __schema__.rate_configs c WHERE c.name = b.name) f
+        CROSS JOIN LATERAL (
+            SELECT coalesce(max(d.cum), 0) AS granted FROM demand d
+            WHERE d.name = b.name AND d.part = b.partition AND d.cum <= f.avail) g)
+    RETURNING b.name, b.partition, b.tokens, b.granted
+),
+verdict AS (
+    SELECT c.id, c.lease,
+           (c.rate_limit IS NULL OR coalesce(d.cum <= b.granted, false)) AS go,
+           (c.rate_limit IS NOT NULL AND b.name IS NULL) AS unknown_limit,
+           CASE WHEN b.name IS NULL THEN now.t + $9::interval
+                ELSE now.t + make_interval(
+                    secs => (d.cum - b.granted - b.tokens) * cfg.per_ms / cfg.allowed / 1000.0)
+           END AS wake_at
+    FROM chosen c
+    LEFT JOIN demand d ON d.id = c.id
+    LEFT JOIN buckets b ON b.name = d.name AND b.partition = d.part
+    LEFT JOIN __schema__.rate_configs cfg ON cfg.name = d.name
+    CROSS JOIN now
+),
+claimed AS (
+    UPDATE __schema__.instances i
+    SET status = CASE WHEN v.go THEN 'executing'::__schema__.status
+                      ELSE 'available'::__schema__.status END,
+        locked_by = CASE WHEN v.go THEN $3 END,
+        locked_until = CASE WHEN v.go THEN now.t + v.lease END,
+        run_at = CASE WHEN v.go THEN i.run_at ELSE v.wake_at END,
+        throttled = NOT v.go,
+        updated_at = now.t
+    FROM verdict v, now
+    WHERE i.id = v.id
+    RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
+              i.timed_out, i.await_seen, i.children_from, v.go, v.unknown_limit,
+              i.rate_limit, i.rate_partition, i.weight, i.run_at
 )
-UPDATE __schema__.instances i
-SET status = 'executing', locked_by = $3, locked_until = now.t + picked.lease,
-    updated_at = now.t
-FROM picked, now
-WHERE i.id = picked.id
-RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
-          i.timed_out, i.await_seen;
+SELECT claimed.*, (SELECT count(*) FROM picked) - (SELECT count(*) FROM chosen) AS contended
+FROM claimed;
 
 -- name: outcome_park
 -- First statement of the park transaction: enter (or re-enter) an awaiting step. Takes the
 -- row lock that signal delivery also takes; `park_recheck` then looks at the inbox again in
 -- a fresh snapshot under that lock, so a signal racing the park is never stranded.
--- $6 is the await timeout (NULL: none); $9 true keeps the current deadline (reawait).
+-- $6 is the await timeout (NULL: none); $9 true keeps the current deadline (reawait);
+-- $11-$13 the step's rate limit, partition and weight; $14 true keeps ctx.children (the
+-- step was entered by its spawn finishing, not by a goto).
 WITH now AS (SELECT coalesce($10::timestamptz, now()) AS t),
 upd AS (
     UPDATE __schema__.instances i
@@ -96,6 +202,8 @@ upd AS (
         await_deadline = CASE WHEN $9::boolean THEN i.await_deadline
                               ELSE now.t + $6::interval END,
         await_seen = $7, timed_out = false,
+        rate_limit = $11, rate_partition = $12, weight = $13,
+        children_from = CASE WHEN $14::boolean THEN i.children_from END,
         locked_by = NULL, locked_until = NULL, updated_at = now.t
     FROM now
     WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
@@ -143,31 +251,36 @@ released AS (
 SELECT id, pg_notify($4, 'q:' || queue) AS notified FROM released;
 
 -- name: instance_cancel
--- Cancel a live instance (an executing one too: its worker's late commit is then stale).
--- The UPDATE rechecks the status on the row's latest version once it holds the lock, so an
--- instance that ended meanwhile is left alone.
+-- Cancel a live instance (an executing one too: its worker's late commit is then stale),
+-- with its live descendants (see `instances_ended`). The row and its parent are locked in
+-- id order first, like every writer that ends instances; the UPDATE rechecks the status on
+-- the row's latest version, so an instance that ended meanwhile is left alone.
 WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+target AS (
+    SELECT id, parent_id FROM __schema__.instances WHERE id = $1
+),
+locked AS (
+    SELECT i.id FROM __schema__.instances i
+    WHERE i.id IN (SELECT id FROM target
+                   UNION ALL SELECT parent_id FROM target WHERE parent_id IS NOT NULL)
+    ORDER BY i.id
+    FOR UPDATE OF i
+),
 fin AS (
     UPDATE __schema__.instances i
-    SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
+    SET status = 'cancelled', locked_by = NULL, locked_until = NULL, throttled = false,
         await_names = NULL, await_deadline = NULL, finished_at = now.t, updated_at = now.t
-    FROM now
-    WHERE i.id = $1 AND i.status IN ('available', 'executing', 'awaiting', 'waiting')
-    RETURNING i.id, i.parent_id
+    FROM now, locked
+    WHERE i.id = $1 AND locked.id = i.id
+      AND i.status IN ('available', 'executing', 'awaiting', 'waiting')
+    RETURNING i.id
 ),
-purged AS (
-    DELETE FROM __schema__.signals s USING fin WHERE s.instance_id = fin.id
-),
-parent AS (
-    UPDATE __schema__.instances p
-    SET pending_children = p.pending_children - 1,
-        status = CASE WHEN p.status = 'waiting' AND p.pending_children = 1
-                      THEN 'available'::__schema__.status ELSE p.status END,
-        updated_at = now.t
+ended AS (
+    SELECT __schema__.instances_ended(array_agg(fin.id), min(now.t), $3) AS cascaded
     FROM fin, now
-    WHERE p.id = fin.parent_id
+    HAVING count(*) > 0
 )
-SELECT fin.id, pg_notify($3, 't:' || fin.id) AS notified FROM fin;
+SELECT fin.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded FROM fin;
 
 -- name: instance_by_id
 SELECT id, workflow, key, status::text, step, attempt, state, result, error, queue,
@@ -201,21 +314,29 @@ ORDER BY workflow, step;
 
 -- name: outcome_batch
 -- Group commit: the goto / continue / retry / finish outcomes of many steps in one statement,
--- each row guarded by ownership exactly as in its single-row statement. Rows are locked in id
--- order first, so concurrent batches (and any other multi-row writer) cannot deadlock.
+-- each row guarded by ownership exactly as in its single-row statement. The rows, and the
+-- parents that finishing rows count down, are locked in id order first, so concurrent
+-- batches (and every other writer that ends instances) cannot deadlock. Terminal effects
+-- are `instances_ended`'s, called once for the rows that finished here.
 -- kind: 'goto' | 'continue' | 'retry' | 'finish'. Consumed signals ride in as the parallel
--- arrays $13 (instance ids) and $14 (signal ids).
+-- arrays $13 (instance ids) and $14 (signal ids); $15-$17 are the rate limit, partition and
+-- weight of the step a goto or continue enters.
 WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
 b AS (
     SELECT *
     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
-                $7::interval[], $8::text[], $9::jsonb[], $10::jsonb[], $11::interval[])
-         AS b(id, locked_by, kind, step, state, delay, status, result, error, lease)
+                $7::interval[], $8::text[], $9::jsonb[], $10::jsonb[], $11::interval[],
+                $15::text[], $16::text[], $17::int[])
+         AS b(id, locked_by, kind, step, state, delay, status, result, error, lease,
+              rate_limit, rate_partition, weight)
 ),
 locked AS (
     SELECT i.id
-    FROM __schema__.instances i JOIN b ON b.id = i.id
-    WHERE i.locked_by = b.locked_by AND i.status = 'executing'
+    FROM __schema__.instances i
+    WHERE i.id IN (SELECT b.id FROM b
+                   UNION ALL
+                   SELECT c.parent_id FROM __schema__.instances c JOIN b ON b.id = c.id
+                   WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL)
     ORDER BY i.id
     FOR UPDATE OF i
 ),
@@ -236,6 +357,13 @@ upd AS (
         await_seen = CASE WHEN b.kind IN ('goto', 'continue') THEN 0 ELSE i.await_seen END,
         await_names = CASE WHEN b.kind = 'retry' THEN i.await_names END,
         await_deadline = CASE WHEN b.kind = 'retry' THEN i.await_deadline END,
+        rate_limit = CASE WHEN b.kind IN ('goto', 'continue') THEN b.rate_limit
+                          ELSE i.rate_limit END,
+        rate_partition = CASE WHEN b.kind IN ('goto', 'continue') THEN b.rate_partition
+                              ELSE i.rate_partition END,
+        weight = CASE WHEN b.kind IN ('goto', 'continue') THEN b.weight ELSE i.weight END,
+        children_from = CASE WHEN b.kind IN ('goto', 'continue') THEN NULL
+                             ELSE i.children_from END,
         result = CASE WHEN b.kind = 'finish' THEN b.result ELSE i.result END,
         error = CASE WHEN b.kind IN ('finish', 'retry') THEN b.error ELSE i.error END,
         finished_at = CASE WHEN b.kind = 'finish' THEN now.t END,
@@ -243,7 +371,7 @@ upd AS (
     FROM b, now, locked
     WHERE i.id = b.id AND locked.id = i.id
       AND i.locked_by = b.locked_by AND i.status = 'executing'
-    RETURNING i.id, i.parent_id, b.kind
+    RETURNING i.id, b.kind
 ),
 consumed AS (
     DELETE FROM __schema__.signals s
@@ -251,24 +379,46 @@ consumed AS (
     WHERE upd.kind IN ('goto', 'continue') AND c.instance_id = upd.id
       AND s.id = c.signal_id AND s.instance_id = upd.id
 ),
-purged AS (
-    DELETE FROM __schema__.signals s USING upd
-    WHERE upd.kind = 'finish' AND s.instance_id = upd.id
-),
-parent AS (
-    UPDATE __schema__.instances p
-    SET pending_children = p.pending_children - f.n,
-        status = CASE WHEN p.status = 'waiting' AND p.pending_children = f.n
-                      THEN 'available'::__schema__.status ELSE p.status END,
-        run_at = CASE WHEN p.status = 'waiting' AND p.pending_children = f.n
-                      THEN now.t ELSE p.run_at END,
-        updated_at = now.t
-    FROM (SELECT parent_id, count(*)::int AS n FROM upd
-          WHERE kind = 'finish' AND parent_id IS NOT NULL
-          GROUP BY parent_id ORDER BY parent_id) f, now
-    WHERE p.id = f.parent_id
-),
-notified AS (
-    SELECT pg_notify($12, 't:' || upd.id) FROM upd WHERE upd.kind = 'finish'
+ended AS (
+    SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), $12) AS cascaded
+    FROM upd, now
+    WHERE upd.kind = 'finish'
+    HAVING count(*) > 0
 )
-SELECT upd.id, (SELECT count(*) FROM notified) AS notified FROM upd;
+SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded FROM upd;
+
+-- name: outcome_spawn
+-- Second statement of the spawn transaction, after `instance_insert_many` put the children
+-- in (key locks first, then this row lock: the order every writer keeps). The parent waits
+-- for $5 children from id $6 on, or, with none, is due at once at `then`.
+-- $10-$12: the rate limit, partition and weight of `then`.
+WITH now AS (SELECT coalesce($9::timestamptz, now()) AS t),
+upd AS (
+    UPDATE __schema__.instances i
+    SET step = $3, state = coalesce($4::jsonb, i.state),
+        status = CASE WHEN $5::int = 0 THEN 'available'::__schema__.status
+                      ELSE 'waiting'::__schema__.status END,
+        pending_children = $5, children_from = $6, attempt = 0, run_at = now.t,
+        locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
+        await_names = NULL, await_deadline = NULL,
+        rate_limit = $10, rate_partition = $11, weight = $12, updated_at = now.t
+    FROM now
+    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    RETURNING i.id, i.queue, i.status
+),
+consumed AS (
+    DELETE FROM __schema__.signals s USING upd
+    WHERE s.instance_id = upd.id AND s.id = ANY ($7::bigint[])
+)
+SELECT upd.id,
+       CASE WHEN upd.status = 'available' THEN pg_notify($8, 'q:' || upd.queue) END AS notified
+FROM upd;
+
+-- name: children_load
+-- The children of the latest spawn of each claimed parent ($1 parents, $2 the first child
+-- id of their spawn), in spawn order: what `ctx.children` shows.
+SELECT c.parent_id, c.id, c.key, c.workflow, c.status::text AS status, c.result, c.error
+FROM unnest($1::bigint[], $2::bigint[]) AS p(id, from_id)
+JOIN __schema__.instances c ON c.parent_id = p.id AND c.id >= p.from_id
+ORDER BY c.parent_id, c.spawn_index;
+

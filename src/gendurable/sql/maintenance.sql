@@ -4,23 +4,41 @@
 
 -- name: lease_extend
 -- Heartbeat: extend every running claim of one scheduler in one statement, each by its
--- workflow's lease ($2 workflows, $4 leases, parallel arrays).
-WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t)
+-- workflow's lease ($2 workflows, $4 leases, parallel arrays). The rows are locked in id
+-- order first, like every multi-row writer, so a heartbeat never deadlocks with a cancel
+-- that ends several of them.
+WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t),
+mine AS (
+    SELECT i.id FROM __schema__.instances i
+    WHERE i.locked_by = $1 AND i.status = 'executing'
+    ORDER BY i.id
+    FOR UPDATE
+)
 UPDATE __schema__.instances i
 SET locked_until = now.t + l.lease
-FROM now, unnest($2::text[], $4::interval[]) AS l(workflow, lease)
-WHERE i.locked_by = $1 AND i.status = 'executing' AND i.workflow = l.workflow;
+FROM now, mine, unnest($2::text[], $4::interval[]) AS l(workflow, lease)
+WHERE i.id = mine.id AND i.locked_by = $1 AND i.status = 'executing'
+  AND i.workflow = l.workflow;
 
 -- name: lease_rescue
 -- Return expired claims to `available`, counting the attempt the crash used. An instance that
 -- has crashed its worker on every allowed attempt ends `failed` (with the terminal effects of
--- outcome_finish) instead of cycling through the reaper forever.
+-- `instances_ended`) instead of cycling through the reaper forever. Everything is taken
+-- with SKIP LOCKED, the rows and then the parents such a failure counts down: a reaper never
+-- waits, so it can close no cycle, and a row whose parent is busy waits for the next round.
 WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
 expired AS (
-    SELECT id FROM __schema__.instances, now
+    SELECT id, parent_id, attempt + 1 >= max_attempts AS dying
+    FROM __schema__.instances, now
     WHERE status = 'executing' AND locked_until < now.t
     ORDER BY locked_until, id
     LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+parents AS (
+    SELECT p.id FROM __schema__.instances p
+    WHERE p.id IN (SELECT parent_id FROM expired WHERE dying AND parent_id IS NOT NULL)
+    ORDER BY p.id
     FOR UPDATE SKIP LOCKED
 ),
 rescued AS (
@@ -41,29 +59,24 @@ rescued AS (
         locked_by = NULL, locked_until = NULL, updated_at = now.t
     FROM expired, now
     WHERE i.id = expired.id
+      AND (NOT expired.dying OR expired.parent_id IS NULL
+           OR expired.parent_id IN (SELECT id FROM parents))
     RETURNING i.id, i.workflow, i.step, i.queue, i.status::text AS status, i.parent_id,
               i.attempt
 ),
-purged AS (
-    DELETE FROM __schema__.signals s USING rescued
-    WHERE s.instance_id = rescued.id AND rescued.status = 'failed'
-),
-parent AS (
-    UPDATE __schema__.instances p
-    SET pending_children = p.pending_children - f.n,
-        status = CASE WHEN p.status = 'waiting' AND p.pending_children = f.n
-                      THEN 'available'::__schema__.status ELSE p.status END,
-        updated_at = now.t
-    FROM (SELECT parent_id, count(*)::int AS n FROM rescued
-          WHERE status = 'failed' AND parent_id IS NOT NULL GROUP BY parent_id) f, now
-    WHERE p.id = f.parent_id
+ended AS (
+    SELECT __schema__.instances_ended(array_agg(r.id), min(now.t), $3) AS cascaded
+    FROM rescued r, now
+    WHERE r.status = 'failed'
+    HAVING count(*) > 0
 ),
 notified AS (
-    SELECT pg_notify($3, CASE WHEN r.status = 'failed' THEN 't:' || r.id
-                              ELSE 'q:' || r.queue END)
-    FROM rescued r
+    SELECT pg_notify($3, 'q:' || q.queue)
+    FROM (SELECT DISTINCT queue FROM rescued WHERE status <> 'failed') q
 )
-SELECT r.*, (SELECT count(*) FROM notified) AS notified FROM rescued r;
+SELECT r.*, (SELECT count(*) FROM notified) AS notified,
+       (SELECT cardinality(cascaded) FROM ended) AS cascaded
+FROM rescued r;
 
 -- name: claims_reclaim
 -- Startup reclaim: release, at once, the claims a dead predecessor of this scheduler left

@@ -130,5 +130,90 @@ CREATE INDEX IF NOT EXISTS instances_parent
 CREATE INDEX IF NOT EXISTS signals_inbox
     ON __schema__.signals (instance_id, id);
 
+-- The terminal effects, written once: every statement that ends instances (group commit,
+-- reaper, cancel) calls this with the ids it has just set done, failed or cancelled, so a
+-- new terminal path cannot forget one and none runs twice (the caller's guarded UPDATE
+-- returns each id once). In order:
+--   1. live descendants are cancelled with their ancestor (their late commits are stale);
+--   2. the inboxes of every ended instance are purged;
+--   3. each ended child counts its live parent down once; a waiting parent whose count
+--      reaches zero becomes due at `t` and its queue is announced;
+--   4. every ended instance is announced ('t:<id>') for result() waiters.
+-- Lock order: callers lock what they end, and the parents of it, in ascending id order
+-- first; a child's id is always above its parent's, so the descendants locked here (in id
+-- order) come after everything the caller holds. Being VOLATILE, each statement below runs
+-- in a fresh snapshot: children that a spawn committed while the caller waited for a row
+-- lock are seen and cancelled too. Returns the ids cancelled by cascade.
+CREATE OR REPLACE FUNCTION __schema__.instances_ended(
+    ended bigint[], t timestamptz, channel text
+) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    cascaded bigint[];
+    everything bigint[];
+    announced bigint;
+BEGIN
+    IF ended IS NULL OR cardinality(ended) = 0 THEN
+        RETURN '{}';
+    END IF;
+    WITH RECURSIVE tree AS (
+        SELECT c.id FROM __schema__.instances c
+        WHERE c.parent_id = ANY (ended)
+          AND c.status IN ('available', 'executing', 'awaiting', 'waiting')
+        UNION
+        SELECT c.id FROM __schema__.instances c JOIN tree ON c.parent_id = tree.id
+        WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')
+    ),
+    locked AS (
+        SELECT i.id FROM __schema__.instances i JOIN tree ON tree.id = i.id
+        WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')
+        ORDER BY i.id
+        FOR UPDATE OF i
+    ),
+    cancelled AS (
+        UPDATE __schema__.instances i
+        SET status = 'cancelled', locked_by = NULL, locked_until = NULL, await_names = NULL,
+            await_deadline = NULL, throttled = false, finished_at = t, updated_at = t
+        FROM locked
+        WHERE i.id = locked.id
+        RETURNING i.id
+    )
+    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO cascaded FROM cancelled;
+    everything := ended || cascaded;
+
+    DELETE FROM __schema__.signals WHERE instance_id = ANY (everything);
+
+    WITH counted AS (
+        SELECT parent_id, count(*)::int AS n FROM __schema__.instances
+        WHERE id = ANY (everything) AND parent_id IS NOT NULL
+        GROUP BY parent_id
+    ),
+    parents AS (
+        SELECT p.id, counted.n FROM __schema__.instances p JOIN counted ON counted.parent_id = p.id
+        WHERE p.status IN ('available', 'executing', 'awaiting', 'waiting')
+        ORDER BY p.id
+        FOR UPDATE OF p
+    ),
+    woke AS (
+        UPDATE __schema__.instances p
+        SET pending_children = p.pending_children - parents.n,
+            status = CASE WHEN p.status = 'waiting' AND p.pending_children <= parents.n
+                          THEN 'available'::__schema__.status ELSE p.status END,
+            run_at = CASE WHEN p.status = 'waiting' AND p.pending_children <= parents.n
+                          THEN t ELSE p.run_at END,
+            updated_at = t
+        FROM parents
+        WHERE p.id = parents.id
+        RETURNING p.queue, p.status, p.pending_children
+    )
+    SELECT count(pg_notify(channel, 'q:' || q.queue)) INTO announced
+    FROM (SELECT DISTINCT queue FROM woke
+          WHERE status = 'available' AND pending_children <= 0) q;
+
+    PERFORM pg_notify(channel, 't:' || e) FROM unnest(everything) AS e;
+    RETURN cascaded;
+END
+$fn$;
+
 INSERT INTO __schema__.meta (version) VALUES (1)
 ON CONFLICT (singleton) DO NOTHING;
