@@ -105,7 +105,8 @@ async def test_spawn_runs_children_and_then_sees_them_in_spawn_order(
     parent = await db.fetchrow(
         f'SELECT pending_children FROM "{gendurable_schema}".instances WHERE id = $1', handle.id
     )
-    assert parent is not None and parent["pending_children"] == 0
+    assert parent is not None
+    assert parent["pending_children"] == 0
 
 
 async def test_a_failed_child_does_not_fail_its_parent(make_engine: MakeEngine) -> None:
