@@ -134,7 +134,7 @@ def _check_steps(spec: WorkflowSpec, limits: Mapping[str, Limit]) -> None:
             raise ConfigError(
                 f"{at} uses rate limit {step.rate_limit!r}, which this engine does not "
                 f"configure{hint}: add it to Engine(rate_limits={{{step.rate_limit!r}: "
-                "gd.Limit(...)}})"
+                "gd.Limit(...)})"
             )
         if step.weight > limit.capacity:
             raise ConfigError(
