@@ -308,7 +308,10 @@ class Engine:
     # -- running -----------------------------------------------------------------------
 
     async def drain(self, *, max_rounds: int = 100_000) -> None:
-        """Run everything due until nothing is, and no step of this engine is in flight."""
+        """Run everything due until nothing is, and no step of this engine is in flight.
+
+        Then collect garbage once (terminal rows older than `gc_retention` by the clock).
+        """
         self._require()
         for _ in range(max_rounds):
             before = self._progress()
