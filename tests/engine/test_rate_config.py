@@ -47,8 +47,9 @@ async def stored(db: asyncpg.Connection, schema: str) -> dict[str, tuple[int, in
 
 def test_rate_config_unknown_named_limit_fails_naming_workflow_step_and_limit() -> None:
     with pytest.raises(gd.ConfigError) as raised:
-        gd.Engine(DSN, workflows=[Billing], queues={"default": 1},
-                  rate_limits={"banks": gd.Limit(10)})  # fmt: skip
+        gd.Engine(
+            DSN, workflows=[Billing], queues={"default": 1}, rate_limits={"banks": gd.Limit(10)}
+        )
     message = str(raised.value)
     assert "workflow 'rc.billing', step 'pay' uses rate limit 'bank'" in message
     assert "did you mean 'banks'?" in message
@@ -57,8 +58,12 @@ def test_rate_config_unknown_named_limit_fails_naming_workflow_step_and_limit() 
 
 def test_rate_config_weight_above_burst_fails() -> None:
     with pytest.raises(gd.ConfigError) as raised:
-        gd.Engine(DSN, workflows=[Billing], queues={"default": 1},
-                  rate_limits={"bank": gd.Limit(10, burst=2)})  # fmt: skip
+        gd.Engine(
+            DSN,
+            workflows=[Billing],
+            queues={"default": 1},
+            rate_limits={"bank": gd.Limit(10, burst=2)},
+        )
     assert str(raised.value) == (
         "workflow 'rc.billing', step 'pay': weight 3 is above the burst 2 of rate limit "
         "'bank', so it could never run; lower the weight or raise the limit's burst"
@@ -66,8 +71,12 @@ def test_rate_config_weight_above_burst_fails() -> None:
 
 
 def test_rate_config_weight_up_to_burst_and_inline_limits_pass() -> None:
-    engine = gd.Engine(DSN, workflows=[Billing, Plain], queues={"default": 1},
-                       rate_limits={"bank": gd.Limit(1, burst=3)})  # fmt: skip
+    engine = gd.Engine(
+        DSN,
+        workflows=[Billing, Plain],
+        queues={"default": 1},
+        rate_limits={"bank": gd.Limit(1, burst=3)},
+    )
     assert set(engine.rate_configs.limits) == {"bank", "rc.billing.audit"}
 
 
@@ -128,14 +137,18 @@ def test_rate_config_refuses_bad_gc_options(options: dict[str, Any], message: st
 
 
 async def test_rate_config_written_at_start_with_inline_limits(
-    make_engine: MakeEngine, manual_clock: ManualClock, db: asyncpg.Connection,
+    make_engine: MakeEngine,
+    manual_clock: ManualClock,
+    db: asyncpg.Connection,
     gendurable_schema: str,
-) -> None:  # fmt: skip
+) -> None:
     await make_engine(
         workflows=[Billing],
-        rate_limits={"bank": gd.Limit(100, per=timedelta(minutes=1)),
-                     "fx": gd.Limit(3, per=timedelta(milliseconds=250), burst=12)},
-    )  # fmt: skip
+        rate_limits={
+            "bank": gd.Limit(100, per=timedelta(minutes=1)),
+            "fx": gd.Limit(3, per=timedelta(milliseconds=250), burst=12),
+        },
+    )
     assert await stored(db, gendurable_schema) == {
         "bank": (100, 60_000, 100),
         "fx": (3, 250, 12),
@@ -146,10 +159,14 @@ async def test_rate_config_written_at_start_with_inline_limits(
 
 
 async def test_rate_config_last_start_wins_and_warns(
-    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str,
+    make_engine: MakeEngine,
+    db: asyncpg.Connection,
+    gendurable_schema: str,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
-    first = await make_engine(workflows=[Plain], rate_limits={"bank": gd.Limit(100), "fx": gd.Limit(1)})  # fmt: skip
+) -> None:
+    first = await make_engine(
+        workflows=[Plain], rate_limits={"bank": gd.Limit(100), "fx": gd.Limit(1)}
+    )
     with caplog.at_level(logging.WARNING, logger="gendurable.engine"):
         await make_engine(workflows=[Plain], rate_limits={"fx": gd.Limit(1)})  # the same: quiet
         assert [r for r in caplog.records if "rate limit" in r.getMessage()] == []
@@ -186,7 +203,8 @@ async def test_rate_config_engines_starting_together_never_deadlock(
         ]
         await asyncio.gather(*(e.start() for e in engines))
         values = set((await stored(db, gendurable_schema)).values())
-        assert len(values) == 1 and values <= {(n + 1, 1000, n + 1) for n in range(6)}
+        assert len(values) == 1  # one engine's numbers for every limit: the last start's
+        assert values <= {(n + 1, 1000, n + 1) for n in range(6)}
         await asyncio.gather(*(e.stop() for e in engines))
 
 
