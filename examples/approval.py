@@ -97,7 +97,14 @@ async def outcome(key: str) -> Expense.Result | gd.WorkflowFailed:
 async def main(dsn: str | None = None, schema: str = "gendurable") -> dict[str, str]:
     """Run the three expenses; returns (and prints) one line per expense."""
     clock = gd.ManualClock()  # for this demo only: see the module docstring
-    engine = gd.Engine(dsn, workflows=[Expense], schema=schema, queues={"expenses": 4}, clock=clock)
+    engine = gd.Engine(
+        dsn,
+        workflows=[Expense],
+        schema=schema,
+        queues={"expenses": 4},
+        clock=clock,
+        gc_retention=timedelta(days=30),  # ended expenses stay queryable (the default is a day)
+    )
     lines: dict[str, str] = {}
     async with engine:
         for key, amount, submitter in [("exp-1", 120, "ann"), ("exp-2", 900, "bo"),

@@ -3,8 +3,8 @@
 Events (each a tuple of names): `("step", "start")`, `("step", "stop")`,
 `("step", "exception")`, `("outcome", "stale")`, `("await", "timeout")`,
 `("signal", "delivered")`, `("reaper", "rescued")`, `("scheduler", "reclaimed")`,
-`("workflow", "unknown")`, and more as features land. A handler that raises is detached after
-being logged, so a broken handler never breaks the engine.
+`("workflow", "unknown")`, `("gc", "swept")`, and more as features land. A handler that
+raises is detached after being logged, so a broken handler never breaks the engine.
 """
 
 from __future__ import annotations

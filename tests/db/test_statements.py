@@ -27,6 +27,11 @@ def test_statements_are_found() -> None:
         "lease_rescue",
         "await_expire",
         "claims_reclaim",
+        "rate_config_write",
+        "rate_config_refresh",
+        "terminal_sweep",
+        "bucket_sweep",
+        "rate_config_sweep",
     ):
         assert name in NAMES
 

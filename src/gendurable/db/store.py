@@ -443,6 +443,42 @@ class Store:
         """Release expired claims whose `locked_by` starts with `prefix`."""
         return list(await self._run("fetch", "claims_reclaim", prefix, now, limit))
 
+    async def rate_config_write(
+        self, columns: tuple[list[str], list[int], list[int], list[int]], now: datetime | None
+    ) -> list[asyncpg.Record]:
+        """Store limits given as parallel (name, allowed, per_ms, burst); the old values."""
+        return list(await self._run("fetch", "rate_config_write", *columns, now))
+
+    async def rate_config_refresh(
+        self, columns: tuple[list[str], list[int], list[int], list[int]], now: datetime | None
+    ) -> None:
+        """Mark limits as still configured, writing again any that was removed."""
+        await self._run("execute", "rate_config_refresh", *columns, now)
+
+    async def terminal_sweep(
+        self,
+        now: datetime | None,
+        retention: timedelta,
+        after: tuple[datetime | None, int | None],
+        limit: int,
+    ) -> asyncpg.Record:
+        """Delete old terminal rows among the next `limit` after `after`; counts and cursor."""
+        row = await self._fetchrow("terminal_sweep", now, retention, *after, limit)
+        assert row is not None
+        return row
+
+    async def bucket_sweep(
+        self, now: datetime | None, after: tuple[str | None, str | None], limit: int
+    ) -> asyncpg.Record:
+        """Delete idle or unconfigured buckets among the next `limit`; counts and cursor."""
+        row = await self._fetchrow("bucket_sweep", now, *after, limit)
+        assert row is not None
+        return row
+
+    async def rate_config_sweep(self, now: datetime | None, ttl: timedelta, limit: int) -> int:
+        """Delete up to `limit` configs not refreshed for `ttl`; how many."""
+        return len(await self._run("fetch", "rate_config_sweep", now, ttl, limit))
+
     async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run("fetchrow", name, *args)
         return row

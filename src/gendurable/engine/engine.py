@@ -21,6 +21,7 @@ from ..db.migrator import check_version, migrate_connection
 from ..db.store import Store
 from ..errors import ConfigError, EngineError
 from ..limit import Limit
+from ..maintenance.collector import Collector, check_gc_options
 from ..maintenance.loop import every
 from ..maintenance.reaper import Reaper
 from ..outcome import ChildEntry
@@ -33,6 +34,7 @@ from .committer import Committer
 from .decide import Catalog
 from .executor import Executor
 from .notifier import Notifier
+from .rate_config import RateConfigs
 from .scheduler import Scheduler
 
 _log = logging.getLogger("gendurable.engine")
@@ -49,7 +51,12 @@ class Engine:
     `clock=ManualClock()` makes time move only by hand (tests: `await engine.drain()`).
     `lease` is how long a claim lasts without a heartbeat (every lease/3), for workflows that
     set no `lease=` of their own; past it the reaper hands the instance to another worker.
-    `rate_limits` and `gc_retention` are accepted but not enforced yet.
+    `rate_limits` maps limit names to `gd.Limit`s, written to the database at start with the
+    inline limits of the workflows (the last engine to start wins); an engine with queues
+    refuses, with `ConfigError`, a step whose named limit it lacks or whose weight is above
+    the limit's burst. Every engine with queues collects garbage every `gc_interval`:
+    terminal instances older than `gc_retention` (None keeps them), idle rate buckets and
+    configs no running engine holds, `gc_batch` rows per statement.
     """
 
     def __init__(
@@ -66,11 +73,13 @@ class Engine:
         poll_interval: timedelta = timedelta(seconds=1),
         min_demand: int = 1,
         reap_interval: timedelta = timedelta(seconds=5),
-        gc_retention: timedelta = timedelta(days=1),
+        gc_retention: timedelta | None = timedelta(days=1),
         migrate: Literal["auto"] | bool = "auto",
         prepare: bool = True,
         pool_size: int | None = None,
         statement_timeout: timedelta = timedelta(seconds=30),
+        gc_interval: timedelta = timedelta(minutes=1),
+        gc_batch: int = 1000,
     ) -> None:
         quote_schema(schema)
         if dsn is not None:
@@ -89,12 +98,13 @@ class Engine:
             if not isinstance(concurrency, int) or concurrency < 1:
                 raise ConfigError(f"queue {queue!r}: concurrency must be a positive int")
         self.specs = _specs(workflows)
+        check_gc_options(gc_retention, gc_interval, gc_batch)
         self.rate_limits = dict(rate_limits or {})
-        # Every limit a deploy knows: configured by name, and inline ones named after steps.
-        self.limits: dict[str, Limit] = {
-            **{n: lim for spec in self.specs.values() for n, lim in spec.rate_limits.items()},
-            **self.rate_limits,
-        }
+        self.rate_configs = RateConfigs.build(
+            rate_limits, self.specs, check_steps=bool(self.queues)
+        )
+        # Every limit this deploy knows (by name, and inline ones named after their steps).
+        self.limits = self.rate_configs.limits
         self.clock: Clock = clock or SystemClock()
         self.lease = lease
         self.leases = {name: spec.lease or lease for name, spec in self.specs.items()}
@@ -102,6 +112,8 @@ class Engine:
         self.min_demand = min_demand
         self.reap_interval = reap_interval
         self.gc_retention = gc_retention
+        self.gc_interval = gc_interval
+        self.gc_batch = gc_batch
         self.migrate_mode = migrate
         self.prepare = prepare
         self.pool_size = pool_size or min(20, max(4, sum(self.queues.values()) + 2))
@@ -117,6 +129,7 @@ class Engine:
         self._embedded: Any = None
         self._executor: Executor | None = None
         self.reaper: Reaper | None = None
+        self.collector: Collector | None = None
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -158,6 +171,7 @@ class Engine:
                 await migrate_connection(conn, schema=self.schema)
             else:
                 await check_version(conn, schema=self.schema)
+        await self.rate_configs.write(store, self.clock.now())
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
@@ -211,6 +225,22 @@ class Engine:
                     name="gendurable:reaper",
                 )
             )
+        self.collector = Collector(
+            store,
+            self.clock,
+            self.telemetry,
+            retention=self.gc_retention,
+            batch=self.gc_batch,
+            configs=self.rate_configs,
+        )
+        if self.queues and not self.clock.manual:
+            # With a manual clock time moves only by hand: drain() runs the collector.
+            self._loops.append(
+                asyncio.create_task(
+                    every(self.gc_interval, self.collector.run_once, "collector"),
+                    name="gendurable:collector",
+                )
+            )
 
     async def _start_embedded(self) -> str:
         from ..embedded import EmbeddedPostgres
@@ -262,6 +292,7 @@ class Engine:
         self._client = None
         self._executor = None
         self.reaper = None
+        self.collector = None
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
@@ -282,7 +313,10 @@ class Engine:
     # -- running -----------------------------------------------------------------------
 
     async def drain(self, *, max_rounds: int = 100_000) -> None:
-        """Run everything due until nothing is, and no step of this engine is in flight."""
+        """Run everything due until nothing is, and no step of this engine is in flight.
+
+        Then collect garbage once (terminal rows older than `gc_retention` by the clock).
+        """
         self._require()
         for _ in range(max_rounds):
             before = self._progress()
@@ -294,6 +328,8 @@ class Engine:
             if after == before and not (reaped and (reaped.rescued or reaped.timed_out)):
                 for scheduler in self.schedulers.values():
                     await self.report_unknown(scheduler)
+                if self.collector and self.schedulers:  # deletes only: nothing becomes due
+                    await self.collector.run_once()
                 return
         raise EngineError(f"drain() did not settle within {max_rounds} rounds")
 

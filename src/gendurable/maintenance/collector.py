@@ -1,0 +1,126 @@
+"""The collector (GC): deletes what no one will read again.
+
+- Terminal instances (`done`, `failed`, `cancelled`) that finished more than `retention` ago,
+  with their inbox, except children whose parent is still live (its next step reads them).
+- Rate buckets that are full again by now (the claim recreates a missing bucket full, so
+  such a row holds no information) and buckets of limits no longer configured.
+- Rate configs no running engine refreshed for `config_ttl`: each run first refreshes the
+  configs of this engine, so a config some running engine holds is never removed.
+
+It runs on every engine that has queues. Every statement reads one bounded batch through an
+index and deletes with ordered `FOR UPDATE SKIP LOCKED`, so collectors on many nodes neither
+wait on one another nor delete a row twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..clock import Clock
+from ..db.store import Store
+from ..engine.rate_config import CONFIG_TTL, RateConfigs
+from ..errors import ConfigError
+from ..telemetry import Telemetry
+
+MAX_INTERVAL = CONFIG_TTL / 24
+"""The longest `gc_interval`: engines refresh their configs every interval, well within the TTL."""
+
+
+def check_gc_options(retention: timedelta | None, interval: timedelta, batch: int) -> None:
+    """Raise `ConfigError` for a bad `gc_retention`, `gc_interval` or `gc_batch`."""
+    if retention is not None and (not isinstance(retention, timedelta) or retention < _ZERO):
+        raise ConfigError(f"gc_retention must be None or a duration >= 0, got {retention!r}")
+    if not isinstance(interval, timedelta) or not _ZERO < interval <= MAX_INTERVAL:
+        raise ConfigError(
+            f"gc_interval must be a positive duration of at most {MAX_INTERVAL} (engines "
+            "refresh their rate-limit configs every gc_interval, and configs no engine "
+            f"refreshed for {CONFIG_TTL} are removed), got {interval!r}"
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"gc_batch must be a positive int, got {batch!r}")
+
+
+_ZERO = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What one `run_once()` deleted."""
+
+    instances: int
+    buckets: int
+    configs: int
+
+
+class Collector:
+    """Garbage-collects one schema; `run_once()` sweeps everything due, batch by batch."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        telemetry: Telemetry,
+        *,
+        retention: timedelta | None,
+        batch: int = 1000,
+        configs: RateConfigs | None = None,
+        config_ttl: timedelta = CONFIG_TTL,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.telemetry = telemetry
+        self.retention = retention
+        self.batch = batch
+        self.configs = configs or RateConfigs({})
+        self.config_ttl = config_ttl
+
+    async def run_once(self) -> SweepReport:
+        """Refresh this engine's configs, then sweep instances, configs and buckets.
+
+        Emits `gc.swept` with the counts when anything was deleted.
+        """
+        if self.configs.limits:
+            await self.store.rate_config_refresh(self.configs.columns(), self.clock.now())
+        instances = await self._sweep_instances() if self.retention is not None else 0
+        configs = await self._sweep_configs()
+        buckets = await self._sweep_buckets()  # after the configs: their buckets go now
+        report = SweepReport(instances, buckets, configs)
+        if instances or buckets or configs:
+            self.telemetry.emit(
+                ("gc", "swept"),
+                {"instances": instances, "buckets": buckets, "configs": configs},
+                {},
+            )
+        return report
+
+    async def _sweep_instances(self) -> int:
+        assert self.retention is not None
+        deleted = 0
+        after: tuple[datetime | None, int | None] = (None, None)
+        while True:
+            row = await self.store.terminal_sweep(
+                self.clock.now(), self.retention, after, self.batch
+            )
+            deleted += int(row["deleted"])
+            if row["scanned"] < self.batch:
+                return deleted
+            after = (row["last_finished_at"], row["last_id"])
+
+    async def _sweep_configs(self) -> int:
+        deleted = 0
+        while True:
+            n = await self.store.rate_config_sweep(self.clock.now(), self.config_ttl, self.batch)
+            deleted += n
+            if n < self.batch:
+                return deleted
+
+    async def _sweep_buckets(self) -> int:
+        deleted = 0
+        after: tuple[str | None, str | None] = (None, None)
+        while True:
+            row = await self.store.bucket_sweep(self.clock.now(), after, self.batch)
+            deleted += int(row["deleted"])
+            if row["scanned"] < self.batch:
+                return deleted
+            after = (row["last_name"], row["last_partition"])
