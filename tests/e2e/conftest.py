@@ -128,8 +128,8 @@ async def spawn_worker(
     """`await spawn_worker(E2E_LEASE="2", ...)`: a worker process that printed READY.
 
     `env` entries configure `e2e_app` (see its docstring); `E2E_DRAIN_TIMEOUT` becomes the
-    worker's `--drain-timeout`. Workers still alive at teardown are SIGKILLed (before the
-    schema is dropped).
+    worker's `--drain-timeout`; `E2E_TARGET` serves another `MODULE:ENGINE` of this folder.
+    Workers still alive at teardown are SIGKILLed (before the schema is dropped).
     """
     workers: list[Worker] = []
 
@@ -152,7 +152,7 @@ async def spawn_worker(
                 "-m",
                 "gendurable",
                 "worker",
-                "e2e_app:engine",
+                full.get("E2E_TARGET", "e2e_app:engine"),
                 "--drain-timeout",
                 full.get("E2E_DRAIN_TIMEOUT", "30"),
                 cwd=str(HERE),
