@@ -52,3 +52,37 @@ async def test_examples_hello_runs_on_the_embedded_server_without_a_dsn() -> Non
     assert code == 0, err
     assert out.splitlines()[-1] == "Hello, world!"
     assert "is done at step 'finish'" in out
+
+
+async def test_examples_tenants_throttles_the_big_tenant_and_not_the_small_ones(
+    gendurable_dsn: str, gendurable_schema: str
+) -> None:
+    env = {**os.environ, "GENDURABLE_DSN": gendurable_dsn}
+
+    code, out, err = await run_script(
+        EXAMPLES / "tenants.py", "--schema", gendurable_schema, env=env
+    )
+
+    assert code == 0, err
+    finished = [line.split(None, 1)[1].split() for line in out.splitlines()]
+    tenants = [f[0] for f in finished]
+    assert sorted(tenants) == ["big"] * 8 + ["small-a", "small-b"]
+    # The burst (4 tokens) covers two export pages; the lookups of the other tenants come
+    # from their own buckets and do not wait behind the big tenant's throttled pages.
+    assert set(tenants[:4]) == {"big", "small-a", "small-b"}
+    conn = await asyncpg.connect(gendurable_dsn)
+    try:
+        buckets = await conn.fetch(
+            f'SELECT name, partition FROM "{gendurable_schema}".rate_buckets ORDER BY partition'
+        )
+        done = await conn.fetchval(
+            f"SELECT count(*) FROM \"{gendurable_schema}\".instances WHERE status = 'done'"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(b) for b in buckets] == [
+        ("partner_api", "big"),
+        ("partner_api", "small-a"),
+        ("partner_api", "small-b"),
+    ]
+    assert done == 10

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import math
 import logging
 import os
 import socket
@@ -73,6 +75,8 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
         self._claim_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._wakes: list[float] = []  # loop times at which deferred rows become due
 
     def wake(self) -> None:
         """Ask the loop to claim now (new work was announced)."""
@@ -99,6 +103,10 @@ class Scheduler:
             )
             claimed = [r for r in rows if r["go"]]
             self._report(rows, claimed)
+            if len(claimed) < len(rows):
+                # Deferred rows are due when their tokens come: claim again then, rather
+                # than at the next poll.
+                self._wake_at({r["wait"] for r in rows if not r["go"]})
             inboxes = await self._inboxes(claimed)
             children = await self._children(claimed)
             for row in claimed:
@@ -113,6 +121,31 @@ class Scheduler:
             self.claimed_total += len(claimed)
             self.deferred_total += len(rows) - len(claimed)
             return len(rows)
+
+    def _wake_at(self, waits: set[float]) -> None:
+        """Wake the loop after each of these delays (seconds), rounded up to 10 ms (a wake a
+        little early would find nothing due and set no new wake)."""
+        now = asyncio.get_running_loop().time()
+        for at in {math.ceil((now + max(wait, 0.0)) * 100) / 100 for wait in waits}:
+            heapq.heappush(self._wakes, at)
+        self._arm()
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._wakes and self._wakes[0] <= loop.time():
+            heapq.heappop(self._wakes)
+        if not self._wakes or not self.claiming:
+            return
+        if self._timer is not None:
+            if self._timer.when() == self._wakes[0] and not self._timer.cancelled():
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(self._wakes[0], self._timed_wake)
+
+    def _timed_wake(self) -> None:
+        self._timer = None
+        self.wake()
+        self._arm()
 
     def _report(self, rows: Sequence[Any], claimed: Sequence[Any]) -> None:
         """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
@@ -238,6 +271,8 @@ class Scheduler:
         and stop() must not wait for it (the engine cancels the claim loop right after).
         """
         self.claiming = False
+        if self._timer is not None:
+            self._timer.cancel()
 
     def resume_claiming(self) -> None:
         """Claim again after `stop_claiming()` (the loop picks up at its next wake)."""

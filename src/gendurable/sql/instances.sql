@@ -182,7 +182,8 @@ claimed AS (
     WHERE i.id = v.id
     RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
               i.timed_out, i.await_seen, i.children_from, v.go, v.unknown_limit,
-              i.rate_limit, i.rate_partition, i.weight, i.run_at
+              i.rate_limit, i.rate_partition, i.weight, i.run_at,
+              extract(epoch FROM i.run_at - now.t)::float8 AS wait
 )
 SELECT claimed.*, (SELECT count(*) FROM picked) - (SELECT count(*) FROM chosen) AS contended
 FROM claimed;
