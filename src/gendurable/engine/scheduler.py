@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import math
 import logging
+import math
 import os
 import socket
 import uuid
