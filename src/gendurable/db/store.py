@@ -319,6 +319,26 @@ class Store:
         """Release expired claims whose `locked_by` starts with `prefix`."""
         return list(await self._run("fetch", "claims_reclaim", prefix, now, limit))
 
+    # -- deploy check (read-only) ----------------------------------------------------------
+
+    async def check_live_steps(self) -> list[asyncpg.Record]:
+        """(workflow, step, n, example_id) of the live rows."""
+        return list(await self._run("fetch", "check_live_steps"))
+
+    async def check_awaited_names(self) -> list[asyncpg.Record]:
+        """(workflow, step, name, n, example_id) of the signal names parked rows await."""
+        return list(await self._run("fetch", "check_awaited_names"))
+
+    async def check_states_oldest(self, workflow: str, limit: int) -> list[asyncpg.Record]:
+        """(id, state) of the `limit` live rows of `workflow` updated longest ago."""
+        return list(await self._run("fetch", "check_states_oldest", workflow, limit))
+
+    async def check_states_page(
+        self, workflow: str, after: int, limit: int
+    ) -> list[asyncpg.Record]:
+        """(id, state) of up to `limit` live rows of `workflow` with id above `after`."""
+        return list(await self._run("fetch", "check_states_page", workflow, after, limit))
+
     async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run("fetchrow", name, *args)
         return row
