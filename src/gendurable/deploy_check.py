@@ -240,8 +240,7 @@ async def check_store(
     sample: int = DEFAULT_SAMPLE,
 ) -> CheckReport:
     """Run every check of `specs` against the live rows behind `store`."""
-    if sample < 1:
-        raise ConfigError(f"sample must be at least 1, got {sample}")
+    _check_sample(sample)
     live = _Live(specs, store, await store.check_live_steps(), full, sample)
     problems: list[Problem] = []
     for check in CHECKS:
@@ -263,6 +262,7 @@ async def check_engine(
     its own for the check (on `dsn`, else the engine's, else `$GENDURABLE_DSN`) and never
     starts the engine, so no step runs. A missing or outdated schema raises `ConfigError`.
     """
+    _check_sample(sample)
     if dsn is None:
         try:
             return await check_store(engine.specs, engine.store, full=full, sample=sample)
@@ -283,3 +283,8 @@ async def check_engine(
         return await check_store(engine.specs, store, full=full, sample=sample)
     finally:
         await store.close(grace=2.0)
+
+
+def _check_sample(sample: int) -> None:
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ConfigError(f"sample must be an int of at least 1, got {sample!r}")
