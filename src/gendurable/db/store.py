@@ -127,6 +127,7 @@ class Store:
         scope: Sequence[str],
         concurrency_key: str | None,
         now: datetime | None,
+        trace_context: str | None = None,
     ) -> asyncpg.Record:
         """Insert one instance or return the live one holding the key."""
         row = await self._fetchrow(
@@ -144,15 +145,23 @@ class Store:
             concurrency_key,
             now,
             self.channel,
+            trace_context,
         )
         assert row is not None
         return row
 
     async def instance_insert_many(
-        self, columns: Sequence[Sequence[Any]], now: datetime | None
+        self,
+        columns: Sequence[Sequence[Any]],
+        now: datetime | None,
+        trace_context: str | None = None,
     ) -> list[asyncpg.Record]:
         """Insert a batch given as parallel columns (see the statement for their order)."""
-        return list(await self._run("fetch", "instance_insert_many", *columns, now, self.channel))
+        return list(
+            await self._run(
+                "fetch", "instance_insert_many", *columns, now, self.channel, trace_context
+            )
+        )
 
     async def instance_claim(
         self,
@@ -257,10 +266,11 @@ class Store:
         name: str,
         payload: bytes,
         now: datetime | None,
+        trace_context: str | None = None,
     ) -> asyncpg.Record | None:
         """Store a signal for a live instance (waking it if it awaits `name`); None if none."""
         return await self._fetchrow(
-            "signal_deliver", workflow, id, key, name, payload, now, self.channel
+            "signal_deliver", workflow, id, key, name, payload, now, self.channel, trace_context
         )
 
     async def inbox_load(self, ids: Sequence[int]) -> list[asyncpg.Record]:

@@ -15,6 +15,7 @@ class StoredSignal:
     name: str
     payload: bytes | None
     received_at: datetime
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,9 @@ class Claimed:
     await_seen: int
     locked_by: str
     inbox: tuple[StoredSignal, ...] = ()
+    trace_context: str | None = None
+    waited: float | None = None
+    """Seconds the row was due before this claim took it (None for a chained step)."""
 
     @classmethod
     def from_row(cls, row: Any, locked_by: str, inbox: tuple[StoredSignal, ...] = ()) -> Claimed:
@@ -50,10 +54,19 @@ class Claimed:
             await_seen=row["await_seen"],
             locked_by=locked_by,
             inbox=inbox,
+            trace_context=row["trace_context"],
+            waited=row["waited"],
         )
 
     def moved(self, step: str, state: bytes) -> Claimed:
         """The same claim after a kept-claim move to `step`."""
         return replace(
-            self, step=step, state=state, attempt=0, timed_out=False, await_seen=0, inbox=()
+            self,
+            step=step,
+            state=state,
+            attempt=0,
+            timed_out=False,
+            await_seen=0,
+            inbox=(),
+            waited=None,
         )

@@ -18,6 +18,7 @@ from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, Wor
 from ..outcome import ChildEntry
 from ..records import ALL_STATUSES, LIVE_STATUSES, TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
+from ..telemetry import Telemetry
 from .codec import decode_json, encode_json, encode_typed
 from .notifier import Notifier
 
@@ -31,11 +32,13 @@ class Client:
         store: Store,
         clock: Clock,
         notifier: Notifier,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.specs = specs
         self.store = store
         self.clock = clock
         self.notifier = notifier
+        self.telemetry = telemetry or Telemetry()
 
     def spec(self, workflow: str) -> WorkflowSpec:
         """The spec of a served workflow."""
@@ -81,6 +84,7 @@ class Client:
             scope=_scope(scope),
             concurrency_key=concurrency_key,
             now=self.clock.now(),
+            trace_context=self.telemetry.trace_context("start", {"workflow": workflow, "key": key}),
         )
         if not row["created"] and on_conflict == "raise":
             raise DuplicateKey(
@@ -128,7 +132,10 @@ class Client:
             sent.append(i)
         if not sent:
             return []
-        rows = await self.store.instance_insert_many(columns, self.clock.now())
+        trace = self.telemetry.trace_context(
+            "start_many", {"workflow": ",".join(sorted(set(columns[0]))), "count": len(sent)}
+        )
+        rows = await self.store.instance_insert_many(columns, self.clock.now(), trace)
         by_key = {(r["workflow"], r["key"]): r for r in rows if r["key"] is not None}
         # Rows go in ordered by (workflow, key, entry order), unkeyed last: within one
         # workflow the unkeyed rows' ids ascend in entry order (rows come back by id).
@@ -209,7 +216,12 @@ class Client:
         else:
             data = encode_json(payload)
         id, key = _id_or_key(key_or_id)
-        row = await self.store.signal_deliver(workflow, id, key, name, data, self.clock.now())
+        trace = self.telemetry.trace_context(
+            "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
+        )
+        row = await self.store.signal_deliver(
+            workflow, id, key, name, data, self.clock.now(), trace
+        )
         if row is None:
             raise NoTarget(
                 f"no live {workflow} instance with {_address(key_or_id)}; signal {name!r} "

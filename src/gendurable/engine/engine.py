@@ -156,7 +156,7 @@ class Engine:
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
-        self._client = Client(self.specs, store, self.clock, notifier)
+        self._client = Client(self.specs, store, self.clock, notifier, self.telemetry)
         committer = Committer(store, self.clock, self.telemetry, self.leases)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self)
         self._executor = executor

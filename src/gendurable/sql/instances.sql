@@ -10,10 +10,10 @@ WITH now AS (SELECT coalesce($12::timestamptz, now()) AS t),
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
-        concurrency_key, parent_id, inserted_at, updated_at)
+        concurrency_key, parent_id, inserted_at, updated_at, trace_context)
     SELECT $1, $2, $3, $4::jsonb, $5, $6,
            coalesce($7::timestamptz, now.t + coalesce($8::interval, interval '0')),
-           $9, $10::text[]::__schema__.status[], $11, NULL, now.t, now.t
+           $9, $10::text[]::__schema__.status[], $11, NULL, now.t, now.t, $14::text
     FROM now
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO UPDATE SET key = excluded.key
@@ -39,10 +39,10 @@ rows AS (
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key,
-        concurrency_key, inserted_at, updated_at)
+        concurrency_key, inserted_at, updated_at, trace_context)
     SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
            coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
-           r.key, r.concurrency_key, now.t, now.t
+           r.key, r.concurrency_key, now.t, now.t, $13::text
     FROM rows r, now
     ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
@@ -81,7 +81,8 @@ SET status = 'executing', locked_by = $3, locked_until = now.t + picked.lease,
 FROM picked, now
 WHERE i.id = picked.id
 RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
-          i.timed_out, i.await_seen;
+          i.timed_out, i.await_seen, i.trace_context,
+          extract(epoch FROM now.t - i.run_at)::float8 AS waited;
 
 -- name: outcome_park
 -- First statement of the park transaction: enter (or re-enter) an awaiting step. Takes the
