@@ -45,6 +45,8 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare an engine's workflows with the live rows: exit 1 if a deploy would strand any."""
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules of the working directory import
     engine = load_engine(args.target)
     dsn = resolve_dsn(args.dsn or engine.dsn)
     try:

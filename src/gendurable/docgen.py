@@ -47,6 +47,9 @@ def load_module(target: str) -> types.ModuleType:
         if not path.is_file():
             raise ConfigError(f"no such file: {target}")
         name = path.stem
+        loaded = getattr(sys.modules.get(name), "__file__", None)
+        if loaded is not None and Path(loaded).resolve() != path.resolve():
+            name = f"gendurable_docs_{name}"  # never shadow another module of that name
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise ConfigError(f"cannot import {target}: not a Python module")

@@ -16,18 +16,20 @@ HERE = Path(__file__).resolve().parent
 
 
 async def gendurable(
-    *args: str, schema: str = "gendurable", dsn_env: str | None = None
+    *args: str, schema: str = "gendurable", dsn_env: str | None = None, script: bool = False
 ) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `python -m gendurable.cli args...` run in this folder,
-    with `$GENDURABLE_DSN` set to `dsn_env` (unset by default) and the engines' schema."""
+    """(exit code, stdout, stderr) of `python -m gendurable.cli args...` (or of the installed
+    `gendurable` script) run in this folder, with `$GENDURABLE_DSN` set to `dsn_env` (unset
+    by default) and the engines' schema."""
     env = {k: v for k, v in os.environ.items() if k != "GENDURABLE_DSN"}
     env["CHECK_SCHEMA"] = schema
     if dsn_env is not None:
         env["GENDURABLE_DSN"] = dsn_env
+    command = [str(Path(sys.executable).with_name("gendurable"))] if script else [
+        sys.executable, "-m", "gendurable.cli",
+    ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gendurable.cli",
+        *command,
         *args,
         cwd=HERE,
         env=env,
@@ -72,9 +74,10 @@ async def test_check_command_exits_0_when_nothing_would_strand(
 ) -> None:
     await old_rows(make_engine)
 
+    # The installed script, like `python -m`, imports modules of the working directory.
     code, out, err = await gendurable(
         "check", "deploy_flows:engine_same", "--full", "--dsn", gendurable_dsn,
-        schema=gendurable_schema,
+        schema=gendurable_schema, script=True,
     )  # fmt: skip
 
     assert (code, err) == (0, "")

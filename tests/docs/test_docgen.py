@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 from datetime import timedelta
 from pathlib import Path
@@ -271,3 +272,14 @@ def test_docgen_payload_struct_fields_once_even_when_two_steps_await_it() -> Non
         "| `first` | `ping` | `Ping` | none |",
         "| `second` | `ping` | `Ping` | none |",
     ]
+
+
+def test_docgen_load_module_by_path_never_shadows_another_module(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "json.py").write_text("import gendurable as gd\n")
+
+    module = load_module(str(tmp_path / "json.py"))
+
+    assert module.__name__ == "gendurable_docs_json"
+    assert sys.modules["json"] is json
