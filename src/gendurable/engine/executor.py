@@ -204,9 +204,14 @@ def _fresh(step: StepSpec, claim: Claimed) -> bool:
 
 
 def _signal_trace_contexts(step: StepSpec, claim: Claimed) -> tuple[str, ...]:
-    """Trace contexts of the awaited signals in the inbox: the sends that woke this step."""
+    """Trace contexts of the awaited signals newer than a reawait saw: the sends that woke
+    this step."""
     names = step.awaits.names if step.awaits else ()
-    return tuple(s.trace_context for s in claim.inbox if s.name in names and s.trace_context)
+    return tuple(
+        s.trace_context
+        for s in claim.inbox
+        if s.name in names and s.id > claim.await_seen and s.trace_context
+    )
 
 
 def _outcome(decision: Decision) -> str:
