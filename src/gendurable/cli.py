@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from . import check_command, docs_command
 from .db.connect import DSN_ENV, resolve_dsn
 from .db.migrator import migrate
 from .embedded import EmbeddedPostgres
@@ -122,6 +123,10 @@ def worker_command(args: argparse.Namespace) -> int:
     """Run an engine's queues until SIGTERM/SIGINT, then drain gracefully."""
 
     return run_worker(args.target, drain_timeout=args.drain_timeout)
+
+
+command("docs", docs_command.options)(docs_command.run)
+command("check", check_command.options)(check_command.run)
 
 
 def _wait_for_stop_signal() -> None:

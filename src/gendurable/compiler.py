@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import inspect
 import textwrap
 from collections.abc import Callable, Iterator
@@ -96,7 +97,8 @@ def compile_workflow(
         limit_name = _rate_limit(at, f"{wf}.{step_name}", opts.rate_limit, opts.weight, rate_limits)
         _check_partition(at, opts.partition, limit_name)
         _check_step_options(at, opts.max_attempts, opts.timeout)
-        edges = _edges(at, fn, step_name, tuple(opts.to), names)
+        tree = _source_tree(fn)
+        edges = _edges(at, tree, step_name, tuple(opts.to), names)
         steps[step_name] = StepSpec(
             name=step_name,
             fn=fn,
@@ -109,6 +111,7 @@ def compile_workflow(
             timeout=opts.timeout,
             edges=edges,
             partition=opts.partition,
+            spawns=_source_spawns(tree),
         )
 
     handler = cls.__dict__.get("handle")
@@ -195,13 +198,16 @@ def _job_step(fn: Callable[..., Any]) -> Callable[..., Any]:
     def as_outcome(value: Any) -> Any:
         return value if isinstance(value, OUTCOME_TYPES) else Done(value)
 
+    # wraps: the step keeps the job's name, module and docstring (the generated docs read them).
     if inspect.iscoroutinefunction(fn):
 
+        @functools.wraps(fn)
         async def perform_async(_self: Any, args: Any, ctx: Any) -> Any:
             return as_outcome(await fn(args, ctx))
 
         return perform_async
 
+    @functools.wraps(fn)
     def perform(_self: Any, args: Any, ctx: Any) -> Any:
         return as_outcome(fn(args, ctx))
 
@@ -349,10 +355,10 @@ def _check_partition(where: str, partition: Any, limit: str | None) -> None:
 
 
 def _edges(
-    where: str, fn: Any, step: str, declared: tuple[str, ...], names: list[str]
+    where: str, tree: ast.AST | None, step: str, declared: tuple[str, ...], names: list[str]
 ) -> tuple[str, ...]:
     found: dict[str, None] = {}
-    for target in (*_source_targets(fn, step), *declared):
+    for target in (*_source_targets(tree, step), *declared):
         if target != END and target not in names:
             hint = difflib.get_close_matches(target, names, n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -363,18 +369,32 @@ def _edges(
     return tuple(found)
 
 
-def _source_targets(fn: Any, step: str) -> Iterator[str]:
-    """Targets of the outcome calls in `fn`'s source, in order of appearance."""
+def _source_tree(fn: Any) -> ast.AST | None:
+    """The parsed source of `fn`; None without source (REPL, exec): only `to=` declares edges."""
     try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        tree = ast.parse(source)
+        return ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError):
-        return  # no source (REPL, exec): only `to=` declares edges
+        return None
+
+
+def _calls(tree: ast.AST) -> list[ast.Call]:
+    """Every call in `tree`, in order of appearance."""
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     calls.sort(key=lambda n: (n.lineno, n.col_offset))
-    for call in calls:
-        func = call.func
-        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return calls
+
+
+def _called(call: ast.Call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+
+
+def _source_targets(tree: ast.AST | None, step: str) -> Iterator[str]:
+    """Targets of the outcome calls in a step's source, in order of appearance."""
+    if tree is None:
+        return
+    for call in _calls(tree):
+        called = _called(call)
         if called in _TO_END:
             yield END
         elif called in _TO_SELF:
@@ -388,6 +408,60 @@ def _source_targets(fn: Any, step: str) -> Iterator[str]:
             target = _target(_argument(call, 1, "then"))
             if target:
                 yield target
+
+
+def _source_spawns(tree: ast.AST | None) -> tuple[str, ...]:
+    """The workflows a step spawns, as written: `X` of each `X.new(...)` inside a `spawn(...)`.
+
+    The children may also be built before the call, in the variable `spawn` receives
+    (`kids = [X.new(...) ...]`, `kids.append(X.new(...))`). References stay as written
+    (`Child`, `jobs.send_mail`): the class may be defined after the step that spawns it.
+    """
+    if tree is None:
+        return ()
+    found: dict[str, None] = {}
+    for call in _calls(tree):
+        if _called(call) != "spawn":
+            continue
+        scopes: list[ast.AST] = [call]
+        children = _argument(call, 0, "children")
+        if isinstance(children, ast.Name):
+            scopes += _built_in(tree, children.id)
+        inner = [c for scope in scopes for c in _calls(scope)]
+        for c in sorted(inner, key=lambda n: (n.lineno, n.col_offset)):
+            ref = _dotted(c.func.value) if isinstance(c.func, ast.Attribute) else None
+            if _called(c) == "new" and ref:
+                found[ref] = None
+    return tuple(found)
+
+
+def _built_in(tree: ast.AST, variable: str) -> list[ast.AST]:
+    """The expressions that fill `variable`: assigned to it, or appended or extended to it."""
+    built: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign) and node.value:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == variable for t in targets):
+                built.append(node.value)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("append", "extend", "insert")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == variable
+        ):
+            built.append(node)
+    return built
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """`a.b.c` for a chain of names and attributes; None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
 
 
 def _argument(call: ast.Call, index: int, keyword: str) -> ast.expr | None:

@@ -1,7 +1,8 @@
 """The compiled, immutable form of a workflow: its transition table.
 
 A `WorkflowSpec` is built once, at decoration time, by `gendurable.compiler`. The engine
-reads it and never changes it. It renders itself as a Mermaid state diagram and as Markdown.
+reads it and never changes it. It renders itself as a Mermaid state diagram and as a Markdown
+page (`gendurable.docgen`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class StepSpec:
     timeout: timedelta | None
     edges: tuple[str, ...]
     partition: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
+    spawns: tuple[str, ...] = ()
+    """The workflows this step's `spawn(...)` calls start, as written in its source (`Child`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,9 @@ class WorkflowSpec:
                 label = ", ".join(s.awaits.names)
                 if s.awaits.timeout is not None:
                     label += f" (timeout {_duration(s.awaits.timeout)})"
+                # With one description Mermaid draws it instead of the name; with two it draws
+                # the first as a title over the rest, so the step keeps its name.
+                lines.append(f"    {s.name} : {s.name}")
                 lines.append(f"    {s.name} : awaits {label}")
             elif s.name not in named:
                 lines.append(f"    {s.name}")  # no edge names it (computed gotos): declare it
@@ -129,20 +135,12 @@ class WorkflowSpec:
             lines.append(f"    {source} --> {target}")
         return "\n".join(lines) + "\n"
 
-    def to_markdown(self) -> str:
-        """Render a Markdown page: the diagram and a table of steps."""
-        out = [f"## {self.name}", "", f"Queue `{self.queue}`, start step `{self.start_step}`.", ""]
-        out += ["```mermaid", self.to_mermaid().rstrip(), "```", ""]
-        out += ["| step | awaits | timeout | rate limit | max attempts | goes to |"]
-        out += ["| --- | --- | --- | --- | --- | --- |"]
-        for s in self.steps.values():
-            awaits = ", ".join(s.awaits.names) if s.awaits else ""
-            timeout = str(s.awaits.timeout) if s.awaits and s.awaits.timeout else ""
-            limit = f"{s.rate_limit} x{s.weight}" if s.rate_limit else ""
-            attempts = s.max_attempts or self.retry.max_attempts
-            targets = ", ".join("end" if t == END else t for t in s.edges)
-            out.append(f"| {s.name} | {awaits} | {timeout} | {limit} | {attempts} | {targets} |")
-        return "\n".join(out) + "\n"
+    def to_markdown(self, *, level: int = 1) -> str:
+        """Render the page `gendurable docs` writes: docstring, diagram, steps, signals,
+        children, State and Result fields; its title is a heading of `level`."""
+        from .docgen import workflow_page  # the renderer needs this module: imported late
+
+        return workflow_page(self, level=level)
 
 
 def _duration(d: timedelta) -> str:

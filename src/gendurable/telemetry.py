@@ -5,6 +5,10 @@ Events (each a tuple of names): `("step", "start")`, `("step", "stop")`,
 `("signal", "delivered")`, `("reaper", "rescued")`, `("scheduler", "reclaimed")`,
 `("workflow", "unknown")`, `("gc", "swept")`, and more as features land. A handler that
 raises is detached after being logged, so a broken handler never breaks the engine.
+
+Trace context: a `tracer` (set by `gendurable.otel.instrument`) is asked for a context to
+store with each start and signal; the steps those cause get it back in the metadata of
+`("step", "start")` (`trace_context`, `signal_trace_contexts`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 
 Event = tuple[str, ...]
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
+Tracer = Callable[[str, Mapping[str, Any]], "str | None"]
+"""`tracer(operation, metadata)`: the trace context to store with a start or signal, or None."""
 
 _log = logging.getLogger("gendurable.telemetry")
 
@@ -31,6 +37,7 @@ class Telemetry:
     """The event bus of one engine: `attach` handlers, the engine `emit`s."""
 
     _handlers: dict[str, _Attached] = field(default_factory=dict)
+    tracer: Tracer | None = None
 
     def attach(self, name: str, handler: Handler, events: Iterable[Event] | None = None) -> None:
         """Call `handler(event, measurements, metadata)` for `events` (all when None)."""
@@ -54,6 +61,20 @@ class Telemetry:
             except Exception:
                 _log.exception("telemetry handler %r failed; detaching it", name)
                 self._handlers.pop(name, None)
+
+    def trace_context(self, operation: str, metadata: Mapping[str, Any]) -> str | None:
+        """The context to store with a row `operation` ("start", "signal") writes, or None.
+
+        None without a `tracer`, and when the tracer fails (logged): tracing never stops a
+        start or a signal.
+        """
+        if self.tracer is None:
+            return None
+        try:
+            return self.tracer(operation, metadata)
+        except Exception:
+            _log.exception("telemetry tracer failed for %s; storing no trace context", operation)
+            return None
 
 
 def logging_handler(logger: logging.Logger | None = None, level: int = logging.INFO) -> Handler:

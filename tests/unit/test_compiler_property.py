@@ -31,6 +31,7 @@ CLASS_BODY_NAMES = frozenset({"gd", "timedelta"})
 
 EDGE_LINE = re.compile(r" {4}(\S+) --> (\S+)")
 AWAIT_LINE = re.compile(r" {4}(\S+) : awaits [^:;\n]+")  # Mermaid ends a description at ':'
+TITLE_LINE = re.compile(r" {4}(\S+) : \1")  # an awaiting step's name, kept as its title
 STATE_LINE = re.compile(r" {4}(\S+)")
 
 _module_ids = itertools.count()
@@ -173,7 +174,9 @@ def mermaid_states(diagram: str) -> Iterator[str]:
         if match:
             yield from match.groups()
             continue
-        match = AWAIT_LINE.fullmatch(line) or STATE_LINE.fullmatch(line)
+        match = (
+            AWAIT_LINE.fullmatch(line) or TITLE_LINE.fullmatch(line) or STATE_LINE.fullmatch(line)
+        )
         assert match, f"not a Mermaid state line: {line!r}"
         yield match.group(1)
 

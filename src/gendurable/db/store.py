@@ -129,7 +129,9 @@ class Store:
         except TimeoutError:
             self.pool.terminate()
 
-    async def instance_insert(self, row: Any, *, now: datetime | None) -> asyncpg.Record:
+    async def instance_insert(
+        self, row: Any, *, now: datetime | None, trace_context: str | None = None
+    ) -> asyncpg.Record:
         """Insert one instance (a `NewRow`) or return the live one holding its key."""
         inserted = await self._fetchrow(
             "instance_insert",
@@ -149,19 +151,32 @@ class Store:
             row.limit.name,
             row.limit.partition,
             row.limit.weight,
+            trace_context,
         )
         assert inserted is not None
         return inserted
 
     async def instance_insert_many(
-        self, columns: Sequence[Sequence[Any]], parent: int | None, now: datetime | None
+        self,
+        columns: Sequence[Sequence[Any]],
+        parent: int | None,
+        now: datetime | None,
+        trace_context: str | None = None,
     ) -> list[asyncpg.Record]:
         """Insert a batch given as parallel columns (`entries.columns`); the rows created.
 
         Rows whose key another instance holds are skipped (see `instances_holding_keys`).
         """
         return list(
-            await self._run("fetch", "instance_insert_many", *columns, parent, now, self.channel)
+            await self._run(
+                "fetch",
+                "instance_insert_many",
+                *columns,
+                parent,
+                now,
+                self.channel,
+                trace_context,
+            )
         )
 
     async def instances_holding_keys(
@@ -301,13 +316,15 @@ class Store:
         consumed: Sequence[int],
         limit: Any,
         now: datetime | None,
+        trace_context: str | None = None,
     ) -> bool:
         """Insert the children and make the parent wait for them, in one transaction.
 
         The children go in first (key locks), then the parent's guarded update (row lock):
         the order every writer keeps. False when the claim was lost (nothing is inserted);
         `DuplicateKey` naming the key when a child's key is held (nothing is inserted).
-        `keys` are the children's (workflow, key) pairs, to name the one held.
+        `keys` are the children's (workflow, key) pairs, to name the one held;
+        `trace_context` the parent's, so that the children join its trace.
         """
         count = len(children[0]) if children else 0
 
@@ -321,6 +338,7 @@ class Store:
                         id,
                         now,
                         self.channel,
+                        trace_context,
                         timeout=self.timeout,
                     )
                     if len(rows) < count:
@@ -380,10 +398,11 @@ class Store:
         name: str,
         payload: bytes,
         now: datetime | None,
+        trace_context: str | None = None,
     ) -> asyncpg.Record | None:
         """Store a signal for a live instance (waking it if it awaits `name`); None if none."""
         return await self._fetchrow(
-            "signal_deliver", workflow, id, key, name, payload, now, self.channel
+            "signal_deliver", workflow, id, key, name, payload, now, self.channel, trace_context
         )
 
     async def inbox_load(self, ids: Sequence[int]) -> list[asyncpg.Record]:
@@ -478,6 +497,26 @@ class Store:
     async def rate_config_sweep(self, now: datetime | None, ttl: timedelta, limit: int) -> int:
         """Delete up to `limit` configs not refreshed for `ttl`; how many."""
         return len(await self._run("fetch", "rate_config_sweep", now, ttl, limit))
+
+    # -- deploy check (read-only) ----------------------------------------------------------
+
+    async def check_live_steps(self) -> list[asyncpg.Record]:
+        """(workflow, step, n, example_id) of the live rows."""
+        return list(await self._run("fetch", "check_live_steps"))
+
+    async def check_awaited_names(self) -> list[asyncpg.Record]:
+        """(workflow, step, name, n, example_id) of the signal names parked rows await."""
+        return list(await self._run("fetch", "check_awaited_names"))
+
+    async def check_states_oldest(self, workflow: str, limit: int) -> list[asyncpg.Record]:
+        """(id, state) of the `limit` live rows of `workflow` updated longest ago."""
+        return list(await self._run("fetch", "check_states_oldest", workflow, limit))
+
+    async def check_states_page(
+        self, workflow: str, after: int, limit: int
+    ) -> list[asyncpg.Record]:
+        """(id, state) of up to `limit` live rows of `workflow` with id above `after`."""
+        return list(await self._run("fetch", "check_states_page", workflow, after, limit))
 
     async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run("fetchrow", name, *args)

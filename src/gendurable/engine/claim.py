@@ -17,6 +17,7 @@ class StoredSignal:
     name: str
     payload: bytes | None
     received_at: datetime
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class Claimed:
     inbox: tuple[StoredSignal, ...] = ()
     children: tuple[StoredChild, ...] = ()
     limit: StepLimit = NO_LIMIT
+    trace_context: str | None = None
+    waited: float | None = None
+    """Seconds the row was due before this claim took it (None for a chained step)."""
 
     @classmethod
     def from_row(
@@ -76,6 +80,8 @@ class Claimed:
             limit=StepLimit(row["rate_limit"], row["rate_partition"], row["weight"])
             if row["rate_limit"] is not None
             else NO_LIMIT,
+            trace_context=row["trace_context"],
+            waited=row["waited"],
         )
 
     def moved(self, step: str, state: bytes) -> Claimed:
@@ -90,4 +96,5 @@ class Claimed:
             inbox=(),
             children=(),
             limit=NO_LIMIT,
+            waited=None,
         )

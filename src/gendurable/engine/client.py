@@ -18,6 +18,7 @@ from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, Wor
 from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
+from ..telemetry import Telemetry
 from .codec import decode_json, encode_json, encode_typed
 from .entries import NewRow, columns, new_row
 from .notifier import Notifier
@@ -32,11 +33,13 @@ class Client:
         store: Store,
         clock: Clock,
         notifier: Notifier,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.specs = specs
         self.store = store
         self.clock = clock
         self.notifier = notifier
+        self.telemetry = telemetry or Telemetry()
 
     def spec(self, workflow: str) -> WorkflowSpec:
         """The spec of a served workflow."""
@@ -71,7 +74,11 @@ class Client:
             scope=None if scope is None else tuple(scope),
         )
         row = new_row(spec, entry, run_at=run_at)
-        inserted = await self.store.instance_insert(row, now=self.clock.now())
+        inserted = await self.store.instance_insert(
+            row,
+            now=self.clock.now(),
+            trace_context=self.telemetry.trace_context("start", {"workflow": workflow, "key": key}),
+        )
         if not inserted["created"] and on_conflict == "raise":
             raise DuplicateKey(
                 f"{workflow} already has a live instance with key {key!r} (id {inserted['id']})",
@@ -107,7 +114,13 @@ class Client:
             sent.append(i)
         if not sent:
             return []
-        inserted = await self.store.instance_insert_many(columns(rows), None, self.clock.now())
+        trace = self.telemetry.trace_context(
+            "start_many",
+            {"workflow": ",".join(sorted({r.workflow for r in rows})), "count": len(sent)},
+        )
+        inserted = await self.store.instance_insert_many(
+            columns(rows), None, self.clock.now(), trace
+        )
         created = {(r["workflow"], r["key"]): int(r["id"]) for r in inserted if r["key"]}
         held: list[tuple[str, str]] = []
         for i in sent:
@@ -195,7 +208,12 @@ class Client:
         else:
             data = encode_json(payload)
         id, key = _id_or_key(key_or_id)
-        row = await self.store.signal_deliver(workflow, id, key, name, data, self.clock.now())
+        trace = self.telemetry.trace_context(
+            "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
+        )
+        row = await self.store.signal_deliver(
+            workflow, id, key, name, data, self.clock.now(), trace
+        )
         if row is None:
             raise NoTarget(
                 f"no live {workflow} instance with {_address(key_or_id)}; signal {name!r} "

@@ -87,6 +87,7 @@ class Committer:
                 decision.consumed,
                 decision.limit,
                 now,
+                claim.trace_context,
             )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")

@@ -19,6 +19,7 @@ from ..db.connect import check_dsn, resolve_dsn
 from ..db.listener import Listener
 from ..db.migrator import check_version, migrate_connection
 from ..db.store import Store
+from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
 from ..limit import Limit
 from ..maintenance.collector import Collector, check_gc_options
@@ -175,7 +176,7 @@ class Engine:
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
-        self._client = Client(self.specs, store, self.clock, notifier)
+        self._client = Client(self.specs, store, self.clock, notifier, self.telemetry)
         committer = Committer(store, self.clock, self.telemetry, self.leases)
         catalog = Catalog(self.specs, self.limits)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self, catalog)
@@ -408,6 +409,16 @@ class Engine:
     async def cancel(self, workflow: str, key_or_id: str | int) -> None:
         """Cancel a live instance and its live descendants (see `Flow.cancel`)."""
         await self._require().cancel(workflow, key_or_id)
+
+    async def check(self, *, full: bool = False, sample: int = 1000) -> CheckReport:
+        """Would deploying this engine's code strand live rows? (see `gendurable.deploy_check`)
+
+        Compares the workflows this engine was given with the live rows of its schema: rows
+        of workflows it does not serve, at steps that no longer exist, awaiting signals no
+        longer declared, and states (the oldest `sample` of each workflow, all with
+        `full=True`) that no longer decode. Works on a stopped engine without starting it.
+        """
+        return await check_engine(self, full=full, sample=sample)
 
     def _require(self) -> Client:
         if self._client is None:

@@ -24,7 +24,19 @@ from ..telemetry import Telemetry
 from .claim import Claimed, StoredChild, StoredSignal
 from .codec import decode_json
 from .committer import Committer
-from .decide import NO_CATALOG, Catalog, Decision, HandOff, MoveTo, SpawnChildren, decide, park
+from .decide import (
+    NO_CATALOG,
+    Catalog,
+    Decision,
+    Finish,
+    HandOff,
+    MoveTo,
+    Park,
+    RetryLater,
+    SpawnChildren,
+    decide,
+    park,
+)
 
 MAX_CHAIN = 100
 """Steps one claim may run back to back before it goes through the queue again."""
@@ -147,8 +159,11 @@ class Executor:
             "attempt": claim.attempt,
             "key": claim.key,
             "queue": claim.queue,
+            "trace_context": claim.trace_context,
+            "signal_trace_contexts": _signal_trace_contexts(step, claim),
         }
-        self.telemetry.emit(("step", "start"), {}, meta)
+        waited = {} if claim.waited is None else {"waited": claim.waited}
+        self.telemetry.emit(("step", "start"), waited, meta)
         started = time.perf_counter()
         state: Any = None
         produced: Any = None
@@ -176,13 +191,18 @@ class Executor:
             self.telemetry.emit(
                 ("step", "exception"),
                 {"duration": duration},
-                {**meta, "error": produced, "decision": type(decision).__name__},
+                {
+                    **meta,
+                    "error": produced,
+                    "decision": type(decision).__name__,
+                    "outcome": _outcome(decision),
+                },
             )
         else:
             self.telemetry.emit(
                 ("step", "stop"),
                 {"duration": duration},
-                {**meta, "decision": type(decision).__name__},
+                {**meta, "decision": type(decision).__name__, "outcome": _outcome(decision)},
             )
         return decision, state
 
@@ -243,6 +263,25 @@ def _fresh(step: StepSpec, claim: Claimed) -> bool:
     assert step.awaits is not None
     names = step.awaits.names
     return any(s.name in names and s.id > claim.await_seen for s in claim.inbox)
+
+
+def _signal_trace_contexts(step: StepSpec, claim: Claimed) -> tuple[str, ...]:
+    """Trace contexts of the awaited signals newer than a reawait saw: the sends that woke
+    this step."""
+    names = step.awaits.names if step.awaits else ()
+    return tuple(
+        s.trace_context
+        for s in claim.inbox
+        if s.name in names and s.id > claim.await_seen and s.trace_context
+    )
+
+
+def _outcome(decision: Decision) -> str:
+    """The outcome a decision commits, as telemetry names it: goto, park, retry, done, failed."""
+    if isinstance(decision, Finish):
+        return decision.status
+    names = {MoveTo: "goto", Park: "park", RetryLater: "retry", SpawnChildren: "spawn"}
+    return names.get(type(decision), type(decision).__name__)
 
 
 def _signal(spec: WorkflowSpec, stored: StoredSignal) -> Signal:

@@ -214,7 +214,9 @@ class Scheduler:
         grouped: dict[int, list[StoredSignal]] = {}
         for sig in await self.store.inbox_load(ids):
             grouped.setdefault(sig["instance_id"], []).append(
-                StoredSignal(sig["id"], sig["name"], sig["payload"], sig["received_at"])
+                StoredSignal(
+                    sig["id"], sig["name"], sig["payload"], sig["received_at"], sig["trace_context"]
+                )
             )
         return {id: tuple(sigs) for id, sigs in grouped.items()}
 

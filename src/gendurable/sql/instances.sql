@@ -12,10 +12,11 @@ WITH now AS (SELECT coalesce($12::timestamptz, now()) AS t),
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
-        concurrency_key, rate_limit, rate_partition, weight, inserted_at, updated_at)
+        concurrency_key, rate_limit, rate_partition, weight, inserted_at, updated_at,
+        trace_context)
     SELECT $1, $2, $3, $4::jsonb, $5, $6,
            coalesce($7::timestamptz, now.t + coalesce($8::interval, interval '0')),
-           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t
+           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t, $17::text
     FROM now
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO UPDATE SET key = excluded.key
@@ -49,12 +50,12 @@ ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
         concurrency_key, rate_limit, rate_partition, weight, parent_id, spawn_index,
-        inserted_at, updated_at)
+        inserted_at, updated_at, trace_context)
     SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
            coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
            r.key, r.scope::__schema__.status[], r.concurrency_key, r.rate_limit,
            r.rate_partition, r.weight, $15::bigint,
-           CASE WHEN $15::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t
+           CASE WHEN $15::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t, $18::text
     FROM rows r, now
     ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
@@ -156,7 +157,7 @@ buckets AS (
     RETURNING b.name, b.partition, b.tokens, b.granted
 ),
 verdict AS (
-    SELECT c.id, c.lease,
+    SELECT c.id, c.lease, c.run_at AS due_at,
            (c.rate_limit IS NULL OR coalesce(d.cum <= b.granted, false)) AS go,
            (c.rate_limit IS NOT NULL AND b.name IS NULL) AS unknown_limit,
            CASE WHEN b.name IS NULL THEN now.t + $9::interval
@@ -183,7 +184,8 @@ claimed AS (
     RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
               i.timed_out, i.await_seen, i.children_from, v.go, v.unknown_limit,
               i.rate_limit, i.rate_partition, i.weight, i.run_at,
-              extract(epoch FROM i.run_at - now.t)::float8 AS wait
+              extract(epoch FROM i.run_at - now.t)::float8 AS wait, i.trace_context,
+              extract(epoch FROM now.t - v.due_at)::float8 AS waited
 )
 SELECT claimed.*, (SELECT count(*) FROM picked) - (SELECT count(*) FROM chosen) AS contended
 FROM claimed;

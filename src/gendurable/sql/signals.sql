@@ -17,8 +17,8 @@ target AS (
     FOR UPDATE
 ),
 ins AS (
-    INSERT INTO __schema__.signals (instance_id, name, payload, received_at)
-    SELECT target.id, $4, $5::jsonb, now.t FROM target, now
+    INSERT INTO __schema__.signals (instance_id, name, payload, received_at, trace_context)
+    SELECT target.id, $4, $5::jsonb, now.t, $8::text FROM target, now
     RETURNING id, instance_id
 ),
 flip AS (
@@ -35,7 +35,7 @@ FROM ins;
 
 -- name: inbox_load
 -- The pending signals of a claimed batch, in arrival order (one round trip per batch).
-SELECT id, instance_id, name, payload, received_at
+SELECT id, instance_id, name, payload, received_at, trace_context
 FROM __schema__.signals
 WHERE instance_id = ANY ($1::bigint[])
 ORDER BY instance_id, id;

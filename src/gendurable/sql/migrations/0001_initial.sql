@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS __schema__.instances (
     error jsonb,
     inserted_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
-    finished_at timestamptz
+    finished_at timestamptz,
+    -- W3C traceparent of the span that started this instance (OpenTelemetry), or NULL.
+    trace_context text
 );
 
 CREATE TABLE IF NOT EXISTS __schema__.signals (
@@ -68,7 +70,9 @@ CREATE TABLE IF NOT EXISTS __schema__.signals (
     instance_id bigint NOT NULL REFERENCES __schema__.instances (id) ON DELETE CASCADE,
     name text NOT NULL,
     payload jsonb,
-    received_at timestamptz NOT NULL
+    received_at timestamptz NOT NULL,
+    -- W3C traceparent of the span that sent this signal (OpenTelemetry), or NULL.
+    trace_context text
 );
 
 CREATE TABLE IF NOT EXISTS __schema__.rate_configs (

@@ -1,0 +1,290 @@
+"""The deploy check: would this engine's code strand any live row?
+
+Run before a deploy with the *new* code (`gendurable check app.module:engine`, or
+`await engine.check()`): it compares the compiled workflows with the live rows of the
+engine's schema and reports each kind of row the new code could not carry on:
+
+- `workflow_not_served`: live rows of a workflow the engine does not serve;
+- `step_removed`: live rows at a step the workflow no longer has;
+- `signal_removed`: parked rows awaiting a signal their step no longer declares;
+- `state_undecodable`: stored states that no longer decode into the State type (the oldest
+  `sample` rows of each workflow, or every row with `full=True`), naming the field.
+
+Each check is one function from the live rows to problems (`CHECKS`), so a new kind of
+problem is one more function. The check only reads: nothing is written or locked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from .db.connect import check_dsn, resolve_dsn
+from .db.migrator import check_version
+from .db.store import Store
+from .errors import ConfigError, EngineError
+from .spec import WorkflowSpec
+
+ProblemKind = Literal["workflow_not_served", "step_removed", "signal_removed", "state_undecodable"]
+
+DEFAULT_SAMPLE = 1000
+"""States decoded per workflow unless `full=True`."""
+
+PAGE = 500
+"""Rows read per statement when every state is decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One kind of row the checked code would strand, with how many and an example id."""
+
+    kind: ProblemKind
+    workflow: str
+    count: int
+    example_id: int
+    step: str | None = None
+    signal: str | None = None
+    field: str | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        rows = f"{self.count} live row{'s' if self.count != 1 else ''} of {self.workflow!r}"
+        example = f"(example id {self.example_id})"
+        if self.kind == "workflow_not_served":
+            return f"{self.kind}: {rows} {example}: this engine does not serve the workflow"
+        if self.kind == "step_removed":
+            return f"{self.kind}: {rows} at step {self.step!r} {example}: no such step any more"
+        if self.kind == "signal_removed":
+            return (
+                f"{self.kind}: {rows} await signal {self.signal!r} at step {self.step!r} "
+                f"{example}: the step no longer declares it"
+            )
+        where = f" (field {self.field!r})" if self.field else ""
+        return f"{self.kind}: {rows} hold a state that no longer decodes{where} {example}: " + (
+            self.detail
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem as a JSON-ready dict (`gendurable check --json`)."""
+        return {
+            "kind": self.kind,
+            "workflow": self.workflow,
+            "count": self.count,
+            "example_id": self.example_id,
+            "step": self.step,
+            "signal": self.signal,
+            "field": self.field,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What `engine.check()` found: `ok` when no live row would be stranded."""
+
+    problems: tuple[Problem, ...]
+    live_rows: int
+    states_decoded: int
+    full: bool
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing would strand."""
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line: how much was checked and the verdict."""
+        scope = "every live state" if self.full else "a sample of live states"
+        verdict = "nothing would strand" if self.ok else f"{len(self.problems)} problem(s)"
+        return (
+            f"checked {self.live_rows} live row(s) and decoded {self.states_decoded} "
+            f"({scope}): {verdict}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
+        return {
+            "ok": self.ok,
+            "live_rows": self.live_rows,
+            "states_decoded": self.states_decoded,
+            "full": self.full,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+@dataclass
+class _Live:
+    """What the checks share: the served specs, the store and the live (workflow, step) rows."""
+
+    specs: Mapping[str, WorkflowSpec]
+    store: Store
+    steps: list[Any]
+    full: bool
+    sample: int
+    states_decoded: int = field(default=0)
+
+
+Check = Callable[[_Live], Awaitable[list[Problem]]]
+
+
+async def _workflows_not_served(live: _Live) -> list[Problem]:
+    totals: dict[str, list[int]] = {}
+    for r in live.steps:
+        if r["workflow"] not in live.specs:
+            count, first = totals.setdefault(r["workflow"], [0, r["example_id"]])
+            totals[r["workflow"]] = [count + r["n"], min(first, r["example_id"])]
+    return [
+        Problem("workflow_not_served", wf, count, first) for wf, (count, first) in totals.items()
+    ]
+
+
+async def _steps_removed(live: _Live) -> list[Problem]:
+    return [
+        Problem("step_removed", r["workflow"], r["n"], r["example_id"], step=r["step"])
+        for r in live.steps
+        if r["workflow"] in live.specs and r["step"] not in live.specs[r["workflow"]].steps
+    ]
+
+
+async def _signals_removed(live: _Live) -> list[Problem]:
+    problems = []
+    for r in await live.store.check_awaited_names():
+        spec = live.specs.get(r["workflow"])
+        step = spec.steps.get(r["step"]) if spec else None
+        if step is None:
+            continue  # reported as a missing workflow or step already
+        if step.awaits is None or r["name"] not in step.awaits.names:
+            problems.append(
+                Problem(
+                    "signal_removed",
+                    r["workflow"],
+                    r["n"],
+                    r["example_id"],
+                    step=r["step"],
+                    signal=r["name"],
+                )
+            )
+    return problems
+
+
+async def _states_undecodable(live: _Live) -> list[Problem]:
+    problems = []
+    served = {r["workflow"] for r in live.steps if r["workflow"] in live.specs}
+    for workflow in sorted(served):
+        spec = live.specs[workflow]
+        if spec.state_type is None:
+            continue  # untyped state: any JSON decodes
+        failures: dict[str, tuple[int, int, str | None]] = {}
+        async for id, raw in _states(live, workflow):
+            live.states_decoded += 1
+            try:
+                spec.state_decoder.decode(raw)
+            except msgspec.DecodeError as exc:
+                message = str(exc)
+                count, first, name = failures.get(message, (0, id, field_of(message)))
+                failures[message] = (count + 1, min(first, id), name)
+        problems += [
+            Problem("state_undecodable", workflow, count, first, field=name, detail=message)
+            for message, (count, first, name) in failures.items()
+        ]
+    return problems
+
+
+async def _states(live: _Live, workflow: str) -> AsyncIterator[tuple[int, bytes]]:
+    """(id, raw state) of the rows to decode: the oldest `sample`, or all, page by page."""
+    if not live.full:
+        for r in await live.store.check_states_oldest(workflow, live.sample):
+            yield r["id"], r["state"]
+        return
+    after = 0
+    while True:
+        page = await live.store.check_states_page(workflow, after, PAGE)
+        for r in page:
+            yield r["id"], r["state"]
+        if len(page) < PAGE:
+            return
+        after = page[-1]["id"]
+
+
+CHECKS: tuple[Check, ...] = (
+    _workflows_not_served,
+    _steps_removed,
+    _signals_removed,
+    _states_undecodable,
+)
+"""Every check, in report order; a new kind of problem is one more function here."""
+
+_PATH = re.compile(r"at `\$((?:\.\w+|\[\d+\])*)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def field_of(message: str) -> str | None:
+    """The field a msgspec validation message names (`amount`, `items[0].sku`), if any."""
+    path = _PATH.search(message)
+    missing = _MISSING.search(message)
+    parts = path.group(1).lstrip(".") if path else ""
+    if missing:
+        return f"{parts}.{missing.group(1)}" if parts else missing.group(1)
+    return parts or None
+
+
+async def check_store(
+    specs: Mapping[str, WorkflowSpec],
+    store: Store,
+    *,
+    full: bool = False,
+    sample: int = DEFAULT_SAMPLE,
+) -> CheckReport:
+    """Run every check of `specs` against the live rows behind `store`."""
+    _check_sample(sample)
+    live = _Live(specs, store, await store.check_live_steps(), full, sample)
+    problems: list[Problem] = []
+    for check in CHECKS:
+        problems += await check(live)
+    return CheckReport(
+        problems=tuple(problems),
+        live_rows=sum(r["n"] for r in live.steps),
+        states_decoded=live.states_decoded,
+        full=full,
+    )
+
+
+async def check_engine(
+    engine: Any, *, full: bool = False, sample: int = DEFAULT_SAMPLE, dsn: str | None = None
+) -> CheckReport:
+    """Check `engine`'s workflows against its schema; `engine.check()` calls this.
+
+    A running engine is checked through its own pool; a stopped one opens a small pool of
+    its own for the check (on `dsn`, else the engine's, else `$GENDURABLE_DSN`) and never
+    starts the engine, so no step runs. A missing or outdated schema raises `ConfigError`.
+    """
+    _check_sample(sample)
+    if dsn is None:
+        try:
+            return await check_store(engine.specs, engine.store, full=full, sample=sample)
+        except EngineError:
+            pass  # not running: check through a pool of our own
+    target = resolve_dsn(dsn or engine.dsn)
+    if target is None:
+        raise ConfigError(
+            "no database to check: pass --dsn, set GENDURABLE_DSN or give the engine a dsn"
+        )
+    check_dsn(target)
+    store = await Store.open(
+        target, engine.schema, min_size=1, max_size=1, timeout=engine.statement_timeout
+    )
+    try:
+        async with store.pool.acquire() as conn:
+            await check_version(conn, schema=engine.schema)
+        return await check_store(engine.specs, store, full=full, sample=sample)
+    finally:
+        await store.close(grace=2.0)
+
+
+def _check_sample(sample: int) -> None:
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ConfigError(f"sample must be an int of at least 1, got {sample!r}")

@@ -1,0 +1,37 @@
+-- Deploy check: read-only questions about the live rows, asked before a deploy to find what
+-- the new code would strand. Nothing here writes or locks rows.
+
+-- name: check_live_steps
+-- Live rows by (workflow, step): the compiled workflows must still know every pair.
+SELECT workflow, step, count(*) AS n, min(id) AS example_id
+FROM __schema__.instances
+WHERE status IN ('available', 'executing', 'awaiting', 'waiting')
+GROUP BY workflow, step
+ORDER BY workflow, step;
+
+-- name: check_awaited_names
+-- The signal names parked rows wait for, by (workflow, step, name).
+SELECT i.workflow, i.step, a.name, count(*) AS n, min(i.id) AS example_id
+FROM __schema__.instances i, unnest(i.await_names) AS a(name)
+WHERE i.status = 'awaiting'
+GROUP BY i.workflow, i.step, a.name
+ORDER BY i.workflow, i.step, a.name;
+
+-- name: check_states_oldest
+-- A sample: the live states of one workflow written longest ago, the likeliest to have been
+-- written by older code.
+SELECT id, state
+FROM __schema__.instances
+WHERE workflow = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
+  AND state IS NOT NULL
+ORDER BY updated_at, id
+LIMIT $2;
+
+-- name: check_states_page
+-- Every live state of one workflow, one page at a time (keyset on id: O(page) per call).
+SELECT id, state
+FROM __schema__.instances
+WHERE workflow = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
+  AND state IS NOT NULL AND id > $2
+ORDER BY id
+LIMIT $3;

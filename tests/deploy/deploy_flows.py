@@ -1,0 +1,78 @@
+"""Two versions of the same workflows: the code running now (v1) and the code to deploy (v2).
+
+v2 removes the step `legacy`, stops declaring the signal `rejected`, makes `amount` an int
+only and adds a required `currency`, and no longer serves `report`. `engine_v1`,
+`engine_v2` and `engine_same` are what `gendurable check deploy_flows:engine_v2` loads; they
+read their schema from `$CHECK_SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+import gendurable as gd
+
+DAYS = timedelta(days=2)
+
+
+@gd.workflow(name="expense")
+class ExpenseV1:
+    class State(msgspec.Struct):
+        amount: int | str
+        note: str = ""
+
+    @gd.step(start=True)
+    async def submit(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        if isinstance(state.amount, int) and state.amount > 1000:
+            return gd.goto(self.legacy)
+        return gd.goto(self.decide)
+
+    @gd.step
+    @gd.await_signals("approved", "rejected", timeout=DAYS)
+    async def decide(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+    @gd.step
+    @gd.await_signals("manual", timeout=DAYS)
+    async def legacy(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="expense")
+class ExpenseV2:
+    class State(msgspec.Struct):
+        amount: int
+        currency: str
+        note: str = ""
+
+    @gd.step(start=True)
+    async def submit(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        return gd.goto(self.decide)
+
+    @gd.step
+    @gd.await_signals("approved", timeout=DAYS)
+    async def decide(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="report")
+class Report:
+    @gd.step
+    async def build(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        if state and state.get("wait"):
+            return gd.goto(self.publish, delay=DAYS)
+        return gd.done()
+
+    @gd.step
+    async def publish(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+_schema = os.environ.get("CHECK_SCHEMA", "gendurable")
+engine_v1 = gd.Engine(workflows=[ExpenseV1, Report], schema=_schema, queues={"default": 2})
+engine_v2 = gd.Engine(workflows=[ExpenseV2], schema=_schema, queues={"default": 2})
+engine_same = gd.Engine(workflows=[ExpenseV1, Report], schema=_schema, queues={"default": 2})

@@ -1,0 +1,285 @@
+"""The pages `gendurable docs` writes, rendered from compiled specs (no database)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import flows
+import msgspec
+import pytest
+
+import gendurable as gd
+from gendurable.docgen import (
+    load_module,
+    module_page,
+    page_name,
+    type_label,
+    workflow_page,
+    workflows_of,
+    write_pages,
+)
+from gendurable.errors import ConfigError
+from gendurable.spec import StepSpec
+
+
+def section(page: str, title: str) -> list[str]:
+    """The lines of the section `title` (any heading level), up to the next heading."""
+    lines = page.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip("#") == f" {title}")
+    end = next(
+        (i for i, line in enumerate(lines[start + 1 :], start + 1) if line.startswith("#")),
+        len(lines),
+    )
+    return [line for line in lines[start + 1 : end] if line]
+
+
+def test_docgen_workflows_of_lists_what_the_module_defines_in_order() -> None:
+    assert [s.name for s in workflows_of(flows)] == ["order", "item", "notify"]
+
+
+def test_docgen_page_opens_with_title_summary_and_docstring() -> None:
+    page = workflow_page(flows.Order.spec)
+
+    assert page.splitlines()[:7] == [
+        "# order",
+        "",
+        "Workflow `order`, defined as `Order`, queue `orders`, priority 2, max attempts 4, "
+        "lease 5 min, starts at `take`.",
+        "",
+        "Take an order, wait for payment, ship every line.",
+        "",
+        "Lines ship as child workflows, one per line.",
+    ]
+
+
+def test_docgen_page_holds_the_mermaid_diagram_of_the_spec() -> None:
+    page = workflow_page(flows.Order.spec)
+
+    assert f"## Diagram\n\n```mermaid\n{flows.Order.spec.to_mermaid()}```\n" in page
+
+
+def test_docgen_steps_table_has_timeouts_attempts_limits_awaits_and_edges() -> None:
+    rows = section(workflow_page(flows.Order.spec), "Steps")
+
+    assert rows == [
+        "| step | timeout | max attempts | rate limit | awaits | goes to |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| `take` (start) | 30 s | 4 |  |  | `wait_payment` |",
+        "| `wait_payment` |  | 4 |  | `cancel`, `paid` | end, `ship` |",
+        "| `ship` |  | 9 | `carrier`, weight 2 |  | `close` |",
+        "| `close` |  | 4 | inline (10 per 1 min, burst 20), weight 1 |  | end |",
+    ]
+
+
+def test_docgen_signals_table_has_payload_types_and_timeouts() -> None:
+    page = workflow_page(flows.Order.spec)
+
+    assert section(page, "Signals")[2:] == [
+        "| `wait_payment` | `cancel` | any JSON | 3 days |",
+        "| `wait_payment` | `paid` | `Paid` | 3 days |",
+    ]
+    assert section(page, "`Paid`")[2:] == [
+        "| `amount` | `int` | required |",
+        "| `currency` | `Literal['EUR', 'USD']` | `'EUR'` |",
+    ]
+
+
+def test_docgen_children_names_the_spawned_workflows_and_jobs() -> None:
+    # `Item.new` inside a comprehension assigned to the spawned list, `notify.new` appended
+    # to it later: both resolve to the workflow names, not the Python names.
+    assert flows.Order.spec.step("ship").spawns == ("Item", "notify")
+    assert section(workflow_page(flows.Order.spec), "Children") == [
+        "| step | spawns |",
+        "| --- | --- |",
+        "| `ship` | `item`, `notify` |",
+    ]
+
+
+def test_docgen_state_and_result_fields_with_types_and_defaults() -> None:
+    page = workflow_page(flows.Order.spec)
+
+    assert section(page, "State")[2:] == [
+        "| `customer` | `str` | required |",
+        "| `lines` | `list[Line]` | `list()` |",
+        "| `paid` | `int | None` | `None` |",
+        "| `tags` | `dict[str, str]` | `dict()` |",
+    ]
+    assert section(page, "Result")[2:] == ["| `shipped` | `int` | required |"]
+
+
+def test_docgen_sections_without_content_are_left_out() -> None:
+    page = workflow_page(flows.Item.spec)
+
+    assert "## Signals" not in page
+    assert "## Children" not in page
+    assert section(page, "State")[2:] == [
+        "| `sku` | `str` | required |",
+        "| `quantity` | `int` | `1` |",
+    ]
+    assert section(page, "Result") == [
+        "Untyped: any JSON value (declare a nested `Result` Struct to type it)."
+    ]
+
+
+def test_docgen_job_page_has_arguments_and_no_result() -> None:
+    page = workflow_page(flows.notify.spec)
+
+    assert page.startswith(
+        "# notify\n\nJob `notify`, queue `mail`, priority 0, max attempts 20.\n\n"
+        "Tell the customer the order shipped.\n"
+    )
+    assert section(page, "Steps")[2:] == ["| `perform` | 2 min | 20 |  |  | end |"]
+    assert section(page, "Arguments") == [
+        "Untyped: any JSON value (annotate `args` with a msgspec Struct to type it)."
+    ]
+    assert "## Result" not in page
+
+
+def test_docgen_heading_level_shifts_every_heading() -> None:
+    page = workflow_page(flows.Order.spec, level=2)
+
+    headings = [line.split(" ")[0] for line in page.splitlines() if line.startswith("#")]
+    assert headings == ["##", "###", "###", "###", "####", "###", "###", "###"]
+
+
+def test_docgen_shows_the_partition_of_a_step_that_has_one() -> None:
+    # `partition=` arrives on StepSpec with per-tenant rate limits; the page shows it as soon
+    # as the spec carries it.
+    @dataclasses.dataclass(frozen=True)
+    class PartitionedStep(StepSpec):
+        partition: Any = None
+
+    def by_customer(state: Any) -> str:
+        return str(state.customer)
+
+    spec = flows.Order.spec
+    old = spec.step("ship")
+    fields = {f.name: getattr(old, f.name) for f in dataclasses.fields(StepSpec)}
+    ship = PartitionedStep(**fields, partition=by_customer)
+    partitioned = dataclasses.replace(spec, steps={**spec.steps, "ship": ship})
+
+    row = next(r for r in section(workflow_page(partitioned), "Steps") if r.startswith("| `ship`"))
+    assert row.endswith(
+        " | `carrier`, weight 2, partition by `" + by_customer.__qualname__ + "` |  | `close` |"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tp", "label"),
+    [
+        (int, "int"),
+        (None, "None"),
+        (Any, "Any"),
+        (int | None, "int | None"),
+        (list[flows.Line], "list[Line]"),
+        (dict[str, list[int]], "dict[str, list[int]]"),
+        (tuple[int, ...], "tuple[int, ...]"),
+        (Literal["a", 1], "Literal['a', 1]"),
+        (flows.Order.State, "State"),
+        (timedelta, "timedelta"),
+    ],
+)
+def test_docgen_type_label(tp: Any, label: str) -> None:
+    assert type_label(tp) == label
+
+
+def test_docgen_write_pages_writes_one_page_per_workflow(tmp_path: Path) -> None:
+    written = write_pages(flows, tmp_path / "out")
+
+    assert [p.name for p in written] == ["order.md", "item.md", "notify.md"]
+    assert (tmp_path / "out" / "order.md").read_text() == workflow_page(flows.Order.spec)
+
+
+def test_docgen_write_pages_refuses_a_module_without_workflows(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="defines no workflow"):
+        write_pages(types.ModuleType("empty"), tmp_path)
+    assert not tmp_path.joinpath("empty").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "file"),
+    [("order", "order"), ("Outer.Inner", "Outer.Inner"), ("a/b c", "a_b_c"), ("..", "workflow")],
+)
+def test_docgen_page_name_is_safe_as_a_file_name(name: str, file: str) -> None:
+    assert page_name(name) == file
+
+
+def test_docgen_module_page_keeps_the_docstring_code_block_and_folds_the_source() -> None:
+    page = module_page(flows, source="print('hi')\n")
+
+    assert page.startswith(
+        "# Orders: the workflows `gendurable docs` is tested on\n\n"
+        "    gendurable docs flows -o out\n\nA paragraph after the code block.\n"
+    )
+    assert "\n## order\n" in page
+    assert "\n## notify\n" in page
+    assert page.endswith(
+        "??? example \"Source: flows.py\"\n\n    ```python\n    print('hi')\n    ```\n"
+    )
+
+
+def test_docgen_load_module_by_path_and_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "tiny_flow.py"
+    path.write_text(
+        "import gendurable as gd\n\n"
+        "@gd.workflow(name='tiny')\nclass Tiny:\n"
+        "    @gd.step\n    async def only(self, state, ctx):\n        return gd.done()\n"
+    )
+
+    by_path = load_module(str(path))
+
+    assert [s.name for s in workflows_of(by_path)] == ["tiny"]
+    assert load_module("flows") is flows
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz", "cannot import 'no_such_module_xyz': ModuleNotFoundError"),
+        ("missing/file.py", "no such file: missing/file.py"),
+    ],
+)
+def test_docgen_load_module_errors_say_why(target: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_module(target)
+
+
+def test_docgen_payload_struct_fields_once_even_when_two_steps_await_it() -> None:
+    class Ping(msgspec.Struct):
+        n: int
+
+    @gd.workflow(name="pinged")
+    class Pinged:
+        @gd.step
+        @gd.await_signals(ping=Ping)
+        async def first(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+            return gd.goto(self.second)
+
+        @gd.step
+        @gd.await_signals(ping=Ping)
+        async def second(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+            return gd.done()
+
+    page = workflow_page(Pinged.spec)
+
+    assert page.count("### `Ping`") == 1
+    assert section(page, "Signals")[2:] == [
+        "| `first` | `ping` | `Ping` | none |",
+        "| `second` | `ping` | `Ping` | none |",
+    ]
+
+
+def test_docgen_load_module_by_path_never_shadows_another_module(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "json.py").write_text("import gendurable as gd\n")
+
+    module = load_module(str(tmp_path / "json.py"))
+
+    assert module.__name__ == "gendurable_docs_json"
+    assert sys.modules["json"] is json
