@@ -24,7 +24,6 @@ from gendurable.docgen import (
     write_pages,
 )
 from gendurable.errors import ConfigError
-from gendurable.spec import StepSpec
 
 
 def section(page: str, title: str) -> list[str]:
@@ -148,19 +147,11 @@ def test_docgen_heading_level_shifts_every_heading() -> None:
 
 
 def test_docgen_shows_the_partition_of_a_step_that_has_one() -> None:
-    # `partition=` arrives on StepSpec with per-tenant rate limits; the page shows it as soon
-    # as the spec carries it.
-    @dataclasses.dataclass(frozen=True)
-    class PartitionedStep(StepSpec):
-        partition: Any = None
-
     def by_customer(state: Any) -> str:
         return str(state.customer)
 
     spec = flows.Order.spec
-    old = spec.step("ship")
-    fields = {f.name: getattr(old, f.name) for f in dataclasses.fields(StepSpec)}
-    ship = PartitionedStep(**fields, partition=by_customer)
+    ship = dataclasses.replace(spec.step("ship"), partition=by_customer)
     partitioned = dataclasses.replace(spec, steps={**spec.steps, "ship": ship})
 
     row = next(r for r in section(workflow_page(partitioned), "Steps") if r.startswith("| `ship`"))
