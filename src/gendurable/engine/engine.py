@@ -22,6 +22,7 @@ from ..db.store import Store
 from ..errors import ConfigError, EngineError
 from ..limit import Limit
 from ..maintenance.loop import every
+from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
 from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo
@@ -111,6 +112,7 @@ class Engine:
         self._embedded: Any = None
         self._executor: Executor | None = None
         self.reaper: Reaper | None = None
+        self.nodes: Nodes | None = None
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -194,6 +196,21 @@ class Engine:
                     name=f"gendurable:{queue}:heartbeat",
                 )
             )
+        self.nodes = Nodes(
+            store,
+            self.clock,
+            engine_name=self.name,
+            queues=self.queues,
+            specs=self.specs,
+            heartbeat=min(self.leases.values()) / 3,
+        )
+        await self.nodes.register()
+        self._loops.append(
+            asyncio.create_task(
+                every(self.nodes.heartbeat, self.nodes.run_once, "node heartbeat"),
+                name="gendurable:node",
+            )
+        )
         self.reaper = Reaper(store, self.clock, self.telemetry)
         if self.queues and not self.clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.
@@ -254,6 +271,9 @@ class Engine:
         self._client = None
         self._executor = None
         self.reaper = None
+        if self.nodes is not None and self._store is not None:
+            await self.nodes.remove(grace=CLOSE_GRACE)
+        self.nodes = None
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
@@ -276,6 +296,8 @@ class Engine:
     async def drain(self, *, max_rounds: int = 100_000) -> None:
         """Run everything due until nothing is, and no step of this engine is in flight."""
         self._require()
+        if self.nodes is not None:  # a manual clock may have moved past this node's expiry
+            await self.nodes.run_once()
         for _ in range(max_rounds):
             before = self._progress()
             reaped = await self.reaper.run_once() if self.reaper and self.schedulers else None
