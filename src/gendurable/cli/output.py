@@ -31,26 +31,22 @@ def print_error(command: str, message: str, stream: TextIO | None = None) -> Non
     print(error_line(command, message), file=stream or sys.stderr)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def _utc(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """Datetimes in UTC and durations in seconds, all the way down."""
     if isinstance(value, datetime):
         return value.astimezone(UTC)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, dict):
-        return {k: _utc(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_utc(v) for v in value]
+        return [_plain(v) for v in value]
     return value
 
 
 def print_json(value: Any) -> None:
     """Print `value` as indented JSON (datetimes in UTC, timedeltas in seconds)."""
-    data = msgspec.json.encode(_utc(value), enc_hook=_json_default)
-    print(msgspec.json.format(data, indent=2).decode())
+    print(msgspec.json.format(msgspec.json.encode(_plain(value)), indent=2).decode())
 
 
 def raw_json(data: bytes | None) -> Any:
