@@ -37,6 +37,13 @@ class Rows:
         await self.db.execute(statement.replace("S.", f'"{self.schema}".'), *args)
 
 
+async def _pause(engine: gd.Engine) -> None:
+    """Stop the engine's default queue from claiming, once any claim under way is done."""
+    scheduler = engine.schedulers["default"]
+    scheduler.stop_claiming()
+    await scheduler.run_once()  # takes the claim lock: waits out a claim already under way
+
+
 # -- signal ---------------------------------------------------------------------------------
 
 
@@ -195,7 +202,7 @@ async def test_cli_retry_puts_a_failed_instance_back_on_its_step_with_attempt_0(
     await engine.drain()
     failed = await rows.instance(handle.id)
     assert (failed["status"], failed["error"] is not None) == ("failed", True)
-    engine.schedulers["default"].stop_claiming()  # look at the row before it runs again
+    await _pause(engine)  # look at the row before it runs again
 
     run = await cli("retry", "f-1", "--json")
 
@@ -234,7 +241,7 @@ async def test_cli_retry_refuses_when_another_live_instance_now_holds_the_key(
     engine = await make_engine(workflows=[Flaky], queues={"default": 1}, clock=gd.ManualClock())
     old = await Flaky.start(key="f-1")
     await engine.drain()
-    engine.schedulers["default"].stop_claiming()  # the new one stays live
+    await _pause(engine)  # the new one stays live
     new = await Flaky.start(key="f-1")  # a failed row does not hold its key
 
     run = await cli("retry", str(old.id))
@@ -255,7 +262,7 @@ async def test_cli_retry_of_a_child_needs_its_parent_still_waiting_for_it(
     rows = Rows(db, gendurable_schema)
     engine = await make_engine(workflows=[Flaky], queues={"default": 1}, clock=gd.ManualClock())
     scheduler = engine.schedulers["default"]
-    scheduler.stop_claiming()
+    await _pause(engine)
     waiting = await Flaky.start(key="parent-waits")
     moved_on = await Flaky.start(key="parent-moved-on")  # stays available: not waiting
     kept = await Flaky.start(key="child-kept")
@@ -270,7 +277,7 @@ async def test_cli_retry_of_a_child_needs_its_parent_still_waiting_for_it(
     )
     scheduler.resume_claiming()
     await engine.drain()  # both children fail; neither parent runs
-    scheduler.stop_claiming()
+    await _pause(engine)
     await rows.execute("UPDATE S.instances SET parent_id = $1 WHERE id = $2", waiting.id, kept.id)
     await rows.execute(
         "UPDATE S.instances SET parent_id = $1 WHERE id = $2", moved_on.id, orphan.id
