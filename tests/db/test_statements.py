@@ -27,6 +27,13 @@ def test_statements_are_found() -> None:
         "lease_rescue",
         "await_expire",
         "claims_reclaim",
+        "instance_explain",
+        "instance_retry",
+        "node_register",
+        "node_beat",
+        "node_prune",
+        "nodes_live",
+        "instances_list",
     ):
         assert name in NAMES
 

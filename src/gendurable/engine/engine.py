@@ -205,12 +205,8 @@ class Engine:
             heartbeat=min(self.leases.values()) / 3,
         )
         await self.nodes.register()
-        self._loops.append(
-            asyncio.create_task(
-                every(self.nodes.heartbeat, self.nodes.run_once, "node heartbeat"),
-                name="gendurable:node",
-            )
-        )
+        if not self.clock.manual:  # with a manual clock drain() refreshes the node
+            self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
         self.reaper = Reaper(store, self.clock, self.telemetry)
         if self.queues and not self.clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.

@@ -28,6 +28,7 @@ import msgspec
 from ..clock import Clock
 from ..db.store import Store
 from ..spec import WorkflowSpec
+from .loop import every
 
 TTL_BEATS = 3
 """Heartbeats a node may miss before it counts as dead."""
@@ -140,6 +141,11 @@ class Nodes:
                 row["last_seen"],
             )
         return NodeReport(refreshed, tuple(row["id"] for row in pruned))
+
+    async def loop(self) -> None:
+        """`run_once()` every heartbeat, from one heartbeat after `register()`, until cancelled."""
+        await asyncio.sleep(self.heartbeat.total_seconds())
+        await every(self.heartbeat, self.run_once, "node heartbeat")
 
     async def remove(self, grace: float) -> None:
         """Delete this node's row, giving up after `grace` seconds (the row then expires)."""
