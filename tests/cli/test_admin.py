@@ -299,3 +299,15 @@ async def test_cli_status_of_a_schema_an_engine_migrated_and_left_empty(
     run = await cli("status", "--json")
 
     assert run.json() == []
+
+
+def test_cli_help_lists_the_commands_by_group(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+
+    assert exit_info.value.code == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("    ") and not line.startswith("     ")]  # fmt: skip
+    assert listed == [
+        "migrate", "dev", "worker", "status", "ls", "show", "signal", "cancel", "retry",
+    ]  # fmt: skip

@@ -1,8 +1,9 @@
 """The `gendurable` command line (`gendurable ...` or `python -m gendurable ...`).
 
 One module per group of subcommands, each registering its commands on import:
-`admin` (migrate, dev, worker), `inspect` (status, ls, show), `act` (signal, cancel,
-retry). A new group is a module whose functions use `@command(...)`, imported below.
+`admin` (migrate, dev, worker), `inspection` (status, ls, show), `act` (signal, cancel,
+retry). A new group is a module whose functions use `@command(...)`, imported below and
+listed in `GROUPS` (which orders the help); `docs` and `check` will be two more.
 Shared pieces: `command` (the registry and common options), `output` (tables, JSON,
 one-line errors) and `session` (the database connection and instance lookup).
 
@@ -14,6 +15,7 @@ arguments, with the usage; 130 interrupted. No output ever holds a DSN's passwor
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import traceback
@@ -21,11 +23,11 @@ from collections.abc import Sequence
 
 from ..db.connect import DATABASE_ERRORS, DSN_ENV, describe_failure, redact, resolve_dsn
 from ..errors import ConfigError, GenDurableError
-from . import act, admin, inspect
+from . import act, admin, inspection
 from .command import COMMANDS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Handler
 from .output import UserError, error_line
 
-GROUPS = (admin, inspect, act)
+GROUPS = (admin, inspection, act)
 """The modules whose commands the parser offers (each registered its own on import)."""
 
 __all__ = ["build_parser", "main"]
@@ -37,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gendurable", description="Durable workflows on PostgreSQL."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for cmd in COMMANDS.values():
-        doc = (cmd.handler.__doc__ or "").strip().splitlines()
+    rank = {group.__name__: i for i, group in enumerate(GROUPS)}
+    ordered = sorted(COMMANDS.values(), key=lambda c: rank.get(c.handler.__module__, len(rank)))
+    for cmd in ordered:
+        doc = inspect.cleandoc(cmd.handler.__doc__ or "").splitlines()
         summary = doc[0] if doc else None
         sub = subparsers.add_parser(
             cmd.name,

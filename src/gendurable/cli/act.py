@@ -53,7 +53,12 @@ def _signal_options(parser: argparse.ArgumentParser) -> None:
 
 @command("signal", database_options, json_option, _signal_options)
 def signal_command(args: argparse.Namespace) -> int:
-    """Send a signal to a live instance (nothing is stored if it is not live)."""
+    """Send a signal to a live instance (nothing is stored if it is not live).
+
+    The name must be one a step of the workflow awaits, as recorded by the live engines;
+    with --app MODULE:ENGINE it is checked against that code instead, and the payload must
+    decode into the type the step declares.
+    """
     try:
         payload = _decode.decode(args.payload)
     except msgspec.DecodeError as exc:
