@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -56,3 +57,13 @@ unreachable = gd.Engine(
     "postgresql://alice:s3cret-Pa55word@127.0.0.1:1/app", workflows=WORKFLOWS, queues={"x": 1}
 )
 """`gendurable worker cli_app:unreachable` cannot connect: nothing listens on port 1."""
+
+
+def served() -> gd.Engine:
+    """The engine `gendurable worker cli_app:served` runs: `$GENDURABLE_DSN`, `$CLI_SCHEMA`."""
+    return gd.Engine(
+        workflows=WORKFLOWS,
+        schema=os.environ["CLI_SCHEMA"],
+        queues={"expenses": 2, "default": 1},
+        name="cli-worker",
+    )

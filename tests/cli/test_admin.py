@@ -22,12 +22,13 @@ import asyncpg
 import psutil
 import pytest
 from cli_app import Expense
-from cli_support import Cli, cli_env, run_cli
+from cli_support import HERE, Cli, cli_env, run_cli
 
 from gendurable.cli import main
 from gendurable.embedded import EmbeddedPostgres, sweep
 from gendurable.sql import migrations
 from gendurable.testing import MakeEngine
+from gendurable.worker import READY
 
 LATEST = max(m.version for m in migrations("gendurable"))
 
@@ -311,3 +312,34 @@ def test_cli_help_lists_the_commands_by_group(capsys: pytest.CaptureFixture[str]
     assert listed == [
         "migrate", "dev", "worker", "status", "ls", "show", "signal", "cancel", "retry",
     ]  # fmt: skip
+
+
+async def test_cli_worker_runs_shows_up_in_status_and_leaves_at_stop(
+    cli: Cli, gendurable_dsn: str, gendurable_schema: str
+) -> None:
+    env = {**cli_env(gendurable_dsn), "CLI_SCHEMA": gendurable_schema}
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gendurable", "worker", "cli_app:served",
+        cwd=HERE, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        async with asyncio.timeout(60):
+            ready = await worker.stdout.readline()
+        assert ready.decode().strip() == READY
+
+        nodes = (await cli("status", "--nodes", "--json")).json()
+
+        assert [(n["name"], n["pid"], n["queues"]) for n in nodes] == [
+            ("cli-worker", worker.pid, {"expenses": 2, "default": 1})
+        ]
+        worker.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            out, err = await worker.communicate()
+        assert "gendurable worker stopped" in out.decode()
+        assert worker.returncode == 0, err.decode()
+        assert (await cli("status", "--nodes", "--json")).json() == []
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
