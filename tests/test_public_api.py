@@ -9,6 +9,7 @@ import gendurable
 
 PUBLIC_API = [
     "Backoff",
+    "BlockedBy",
     "ChildResult",
     "Clock",
     "ConfigError",

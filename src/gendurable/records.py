@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .blocked import BlockedBy
+
 LIVE_STATUSES: tuple[str, ...] = ("available", "executing", "awaiting", "waiting")
 TERMINAL_STATUSES: tuple[str, ...] = ("done", "failed", "cancelled")
 ALL_STATUSES: tuple[str, ...] = LIVE_STATUSES + TERMINAL_STATUSES
@@ -22,7 +24,11 @@ class Handle:
 
 @dataclass(frozen=True, slots=True)
 class InstanceInfo:
-    """A snapshot of one instance as stored; `state` and `result` are decoded when typed."""
+    """A snapshot of one instance as stored; `state` and `result` are decoded when typed.
+
+    `blocked_by` says why a live instance that is not executing waits (see `BlockedBy`);
+    it is None while the instance executes and once it is terminal.
+    """
 
     id: int
     workflow: str
@@ -39,7 +45,7 @@ class InstanceInfo:
     inserted_at: datetime
     updated_at: datetime
     finished_at: datetime | None
-    blocked_by: str | None = None
+    blocked_by: BlockedBy | None = None
 
     @property
     def terminal(self) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
-import sys
 from typing import Any
 
 from .engine.engine import Engine
@@ -57,12 +56,3 @@ async def serve(engine: Engine, *, drain_timeout: float = 30.0) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     print("gendurable worker stopped", flush=True)
-
-
-def run(target: str, *, drain_timeout: float = 30.0) -> int:
-    """Load and serve the engine named by `target`; the process exit code."""
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: modules of the working directory import
-    engine = load_engine(target)
-    asyncio.run(serve(engine, drain_timeout=drain_timeout))
-    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import asyncpg
 import psutil
 import pytest
 
-from gendurable.embedded import EmbeddedPostgres, embedded_dsn, sweep
+from gendurable.embedded import PGSERVER_LOGGER, EmbeddedPostgres, _pgserver, embedded_dsn, sweep
 from gendurable.errors import ConfigError, EngineError
 
 DEADLINE = 30.0
@@ -291,3 +292,27 @@ def test_plugin_no_task_leaks_fails_a_test_that_leaves_a_task(inner: pytest.Pyte
     result = inner.runpytest_subprocess()
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(["*left 1 asyncio task(s) running: forgotten*"])
+
+
+def test_embedded_server_output_stays_out_of_info_logs(
+    base_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The package logs initdb's and pg_ctl's output at INFO (~60 lines): an application that
+    # turns on INFO logging must not get them.
+    caplog.set_level(logging.INFO)
+    server = EmbeddedPostgres(base_dir)
+    server.start()
+    server.stop()
+
+    noisy = [r for r in caplog.records if r.name == PGSERVER_LOGGER and r.levelno <= logging.INFO]
+    assert noisy == []
+
+
+def test_embedded_server_output_is_there_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=PGSERVER_LOGGER)
+    _pgserver()  # installs the demotion, as every start does
+
+    logging.getLogger(PGSERVER_LOGGER).info("initdb says %s", "hello")
+
+    [record] = [r for r in caplog.records if r.name == PGSERVER_LOGGER]
+    assert (record.levelname, record.getMessage()) == ("DEBUG", "initdb says hello")

@@ -32,6 +32,13 @@ def test_statements_are_found() -> None:
         "terminal_sweep",
         "bucket_sweep",
         "rate_config_sweep",
+        "instance_explain",
+        "instance_retry",
+        "node_register",
+        "node_beat",
+        "node_prune",
+        "nodes_live",
+        "instances_list",
     ):
         assert name in NAMES
 

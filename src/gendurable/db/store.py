@@ -32,7 +32,13 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 """Failures of the connection, not of the statement: worth trying again."""
 
 NOT_IDEMPOTENT = frozenset(
-    {"instance_insert", "instance_insert_many", "signal_deliver", "instance_cancel"}
+    {
+        "instance_insert",
+        "instance_insert_many",
+        "signal_deliver",
+        "instance_cancel",
+        "instance_retry",
+    }
 )
 # A spawn is retried through connection failures: its transaction either committed, and the
 # repeat finds the claim gone (stale), or it did not, and the repeat is the first attempt.
@@ -517,6 +523,106 @@ class Store:
     ) -> list[asyncpg.Record]:
         """(id, state) of up to `limit` live rows of `workflow` with id above `after`."""
         return list(await self._run("fetch", "check_states_page", workflow, after, limit))
+
+    # -- operating: blocked_by, nodes, the command line (explain/nodes/inspect/repair.sql) --
+
+    async def instance_explain(self, id: int, now: datetime | None) -> asyncpg.Record | None:
+        """One row with its `blocked_reason`, `blocked_until`, `blocked_detail` at `now`."""
+        return await self._fetchrow("instance_explain", id, now)
+
+    async def node_register(
+        self,
+        *,
+        id: str,
+        name: str,
+        host: str,
+        pid: int,
+        queues: bytes,
+        workflows: bytes,
+        version: str,
+        heartbeat: timedelta,
+        ttl: timedelta,
+        now: datetime | None,
+    ) -> None:
+        """Record (or re-record) a running engine; it counts as live for `ttl`."""
+        await self._run(
+            "execute",
+            "node_register",
+            id,
+            name,
+            host,
+            pid,
+            self.schema,
+            queues,
+            workflows,
+            version,
+            heartbeat,
+            ttl,
+            now,
+        )
+
+    async def node_beat(self, id: str, ttl: timedelta, now: datetime | None) -> bool:
+        """Refresh a node for another `ttl`; False when its row is gone (pruned)."""
+        return await self._guarded("node_beat", id, ttl, now)
+
+    async def node_prune(self, now: datetime | None) -> list[asyncpg.Record]:
+        """Delete the nodes past their expiry; the rows deleted."""
+        return list(await self._run("fetch", "node_prune", now))
+
+    async def node_remove(self, id: str) -> bool:
+        """Delete a node's row (at stop); False when it was already gone."""
+        return await self._guarded("node_remove", id)
+
+    async def nodes_live(self, now: datetime | None) -> list[asyncpg.Record]:
+        """The nodes alive at `now`."""
+        return list(await self._run("fetch", "nodes_live", now))
+
+    async def status_counts(self, now: datetime | None) -> list[asyncpg.Record]:
+        """Counts by workflow x status x queue, with the oldest due `run_at` of each group."""
+        return list(await self._run("fetch", "status_counts", now))
+
+    async def instances_list(
+        self,
+        *,
+        workflow: str | None,
+        statuses: Sequence[str] | None,
+        queue: str | None,
+        key_prefix: str | None,
+        before_id: int | None,
+        limit: int,
+    ) -> list[asyncpg.Record]:
+        """A page of instances, newest first, with ids below `before_id`."""
+        return list(
+            await self._run(
+                "fetch",
+                "instances_list",
+                workflow,
+                None if statuses is None else list(statuses),
+                queue,
+                key_prefix,
+                before_id,
+                limit,
+            )
+        )
+
+    async def instances_with_key(self, key: str) -> list[asyncpg.Record]:
+        """Per workflow, the live (else latest) instance holding `key`."""
+        return list(await self._run("fetch", "instances_with_key", key))
+
+    async def children_list(self, parent_id: int, limit: int) -> list[asyncpg.Record]:
+        """The first `limit` children of an instance, each row with the `total` count."""
+        return list(await self._run("fetch", "children_list", parent_id, limit))
+
+    async def instance_retry(self, id: int, now: datetime | None) -> asyncpg.Record:
+        """Put a failed instance back on its failing step (see the statement for refusals)."""
+        try:
+            row = await self._fetchrow("instance_retry", id, now, self.channel)
+        except asyncpg.UniqueViolationError:
+            # A start took the key after this statement's snapshot (the unique index waited
+            # for it to commit); run again, so the statement sees and names the holder.
+            row = await self._fetchrow("instance_retry", id, now, self.channel)
+        assert row is not None
+        return row
 
     async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run("fetchrow", name, *args)

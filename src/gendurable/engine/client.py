@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from ..blocked import WAITING_STATUSES, BlockedBy
 from ..clock import Clock
 from ..db.store import Store
 from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, WorkflowFailed
@@ -153,6 +154,8 @@ class Client:
         row = await self._row(workflow, key_or_id)
         if row is None:
             raise NoTarget(f"no {workflow} instance with {_address(key_or_id)}")
+        if row["status"] in WAITING_STATUSES:  # read again with why it waits, one snapshot
+            row = await self.store.instance_explain(row["id"], self.clock.now()) or row
         return self._info(row)
 
     async def result(self, workflow: str, key_or_id: str | int, timeout: float | None) -> Any:
@@ -273,6 +276,7 @@ class Client:
             inserted_at=row["inserted_at"],
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
+            blocked_by=BlockedBy.from_row(row),
         )
 
 

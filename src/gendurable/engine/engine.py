@@ -24,6 +24,7 @@ from ..errors import ConfigError, EngineError
 from ..limit import Limit
 from ..maintenance.collector import Collector, check_gc_options
 from ..maintenance.loop import every
+from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
 from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo
@@ -131,6 +132,7 @@ class Engine:
         self._executor: Executor | None = None
         self.reaper: Reaper | None = None
         self.collector: Collector | None = None
+        self.nodes: Nodes | None = None
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -217,6 +219,17 @@ class Engine:
                     name=f"gendurable:{queue}:heartbeat",
                 )
             )
+        self.nodes = Nodes(
+            store,
+            self.clock,
+            engine_name=self.name,
+            queues=self.queues,
+            specs=self.specs,
+            heartbeat=min(self.leases.values()) / 3,
+        )
+        await self.nodes.register()
+        if not self.clock.manual:  # with a manual clock drain() refreshes the node
+            self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
         self.reaper = Reaper(store, self.clock, self.telemetry)
         if self.queues and not self.clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.
@@ -294,6 +307,9 @@ class Engine:
         self._executor = None
         self.reaper = None
         self.collector = None
+        if self.nodes is not None and self._store is not None:
+            await self.nodes.remove(grace=CLOSE_GRACE)
+        self.nodes = None
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
@@ -319,6 +335,8 @@ class Engine:
         Then collect garbage once (terminal rows older than `gc_retention` by the clock).
         """
         self._require()
+        if self.nodes is not None:  # a manual clock may have moved past this node's expiry
+            await self.nodes.run_once()
         for _ in range(max_rounds):
             before = self._progress()
             reaped = await self.reaper.run_once() if self.reaper and self.schedulers else None

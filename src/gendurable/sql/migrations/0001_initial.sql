@@ -219,5 +219,135 @@ BEGIN
 END
 $fn$;
 
+-- Running engines ("nodes"). Each engine records what it serves at start, refreshes
+-- `last_seen`/`expires_at` with its heartbeat and deletes its row at stop. A row past
+-- `expires_at` is a node that died without stopping: ignored by blocked_by, pruned by any
+-- live node's heartbeat.
+CREATE TABLE IF NOT EXISTS __schema__.nodes (
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    host text NOT NULL,
+    pid int NOT NULL,
+    schema text NOT NULL,
+    -- {"queue": concurrency, ...}; empty for a client-only engine.
+    queues jsonb NOT NULL,
+    -- {"Workflow": {"queue": "q", "steps": {"step": ["awaited signal", ...], ...}}, ...}
+    workflows jsonb NOT NULL,
+    version text NOT NULL,
+    heartbeat interval NOT NULL,
+    started_at timestamptz NOT NULL,
+    last_seen timestamptz NOT NULL,
+    -- last_seen plus a few heartbeats: past it the node counts as dead.
+    expires_at timestamptz NOT NULL
+);
+
+-- Why an instance that is not executing waits, evaluated at `as_of`: one row (reason, until,
+-- detail), none for an executing or terminal instance. The candidates are ranked and the
+-- first one that holds wins; for a due row they follow the claim's own order of obstacles
+-- (who could run it, then its concurrency key, then its rate bucket, then a free slot).
+CREATE OR REPLACE FUNCTION __schema__.blocked_by(i __schema__.instances, as_of timestamptz)
+RETURNS TABLE (reason text, until timestamptz, detail text)
+LANGUAGE sql STABLE
+AS $fn$
+WITH live AS (
+    SELECT n.queues, n.workflows FROM __schema__.nodes n WHERE n.expires_at >= as_of
+)
+SELECT c.reason, c.until, c.detail
+FROM (
+    SELECT 1 AS rank, 'awaiting' AS reason, i.await_deadline AS until,
+           array_to_string(i.await_names, ' or ') AS detail
+    WHERE i.status = 'awaiting'
+    UNION ALL
+    SELECT 2, 'children', NULL,
+           format('%s of %s pending', i.pending_children,
+                  (SELECT count(*) FROM __schema__.instances k
+                   WHERE k.parent_id = i.id AND k.id >= coalesce(i.children_from, 0)))
+    WHERE i.status = 'waiting'
+    UNION ALL
+    -- Not yet due: the rate limiter deferred it, a retry's backoff, or a plain schedule.
+    SELECT 3,
+           CASE WHEN i.throttled THEN 'rate_limit'
+                WHEN i.attempt > 0 AND i.error IS NOT NULL THEN 'backoff'
+                ELSE 'scheduled' END,
+           i.run_at,
+           CASE WHEN i.throttled
+                THEN format('bucket %L', i.rate_limit)
+                     || CASE WHEN i.rate_partition IS NULL THEN ''
+                          ELSE format(' partition %L', i.rate_partition) END
+                WHEN i.attempt > 0 AND i.error IS NOT NULL
+                THEN format('attempt %s of %s failed: %s', i.attempt, i.max_attempts,
+                            concat_ws(': ', regexp_replace(i.error->>'type', '^.*\.', ''),
+                                      split_part(i.error->>'message', E'\n', 1)))
+                ELSE '' END
+    WHERE i.status = 'available' AND i.run_at > as_of
+    UNION ALL
+    -- Due from here on. No live node knows the (workflow, step) at all.
+    SELECT 10, 'unknown', NULL,
+           CASE WHEN EXISTS (SELECT 1 FROM live n WHERE n.workflows ? i.workflow)
+                THEN format('no live engine knows step %L of workflow %L', i.step, i.workflow)
+                ELSE format('no live engine knows workflow %L', i.workflow) END
+    WHERE i.status = 'available' AND i.run_at <= as_of
+      AND NOT EXISTS (SELECT 1 FROM live n WHERE n.workflows -> i.workflow -> 'steps' ? i.step)
+    UNION ALL
+    SELECT 11, 'queue', NULL, format('no live engine serves queue %L', i.queue)
+    WHERE i.status = 'available' AND i.run_at <= as_of
+      AND NOT EXISTS (SELECT 1 FROM live n WHERE n.queues ? i.queue)
+    UNION ALL
+    -- Engines run the queue and others know the step, but none does both (a rolling deploy).
+    SELECT 12, 'unknown', NULL,
+           format('no live engine serving queue %L knows step %L of workflow %L',
+                  i.queue, i.step, i.workflow)
+    WHERE i.status = 'available' AND i.run_at <= as_of
+      AND NOT EXISTS (SELECT 1 FROM live n
+                      WHERE n.queues ? i.queue AND n.workflows -> i.workflow -> 'steps' ? i.step)
+    UNION ALL
+    SELECT 20, 'concurrency', NULL,
+           format('concurrency key %L is held by instance %s', i.concurrency_key, h.id)
+    FROM (SELECT j.id FROM __schema__.instances j
+          WHERE j.concurrency_key = i.concurrency_key AND j.status = 'executing'
+            AND j.id <> i.id
+          LIMIT 1) h
+    WHERE i.status = 'available' AND i.run_at <= as_of AND i.concurrency_key IS NOT NULL
+    UNION ALL
+    -- The bucket as the claim would see it: refilled from refreshed_at to `as_of`, capped at
+    -- the burst. A missing bucket is full. A limit no engine configured never grants.
+    SELECT 30, 'rate_limit',
+           CASE WHEN cfg.name IS NOT NULL AND i.weight <= cfg.burst
+                THEN as_of + (i.weight - b.tokens_now) * cfg.per_ms / cfg.allowed
+                          * interval '1 millisecond' END,
+           CASE WHEN cfg.name IS NULL
+                THEN format('unknown limit %L: no engine configured it', i.rate_limit)
+                ELSE format('bucket %L', i.rate_limit)
+                     || CASE WHEN i.rate_partition IS NULL THEN ''
+                          ELSE format(' partition %L', i.rate_partition) END
+                     || CASE WHEN i.weight > cfg.burst
+                             THEN format(': weight %s exceeds its burst of %s, so it never fills',
+                                         i.weight, cfg.burst)
+                             ELSE '' END END
+    FROM (SELECT 1) one
+    LEFT JOIN __schema__.rate_configs cfg ON cfg.name = i.rate_limit
+    LEFT JOIN LATERAL (
+        SELECT least(cfg.burst::double precision,
+                     rb.tokens + greatest(0, extract(epoch FROM as_of - rb.refreshed_at)) * 1000
+                                 * cfg.allowed / cfg.per_ms) AS tokens_now
+        FROM __schema__.rate_buckets rb
+        WHERE rb.name = i.rate_limit AND rb.partition = coalesce(i.rate_partition, '')
+    ) b ON true
+    WHERE i.status = 'available' AND i.run_at <= as_of AND i.rate_limit IS NOT NULL
+      AND (cfg.name IS NULL OR i.weight > cfg.burst OR b.tokens_now < i.weight)
+    UNION ALL
+    SELECT 40, 'queue', NULL, format('due; waiting for a free slot on queue %L', i.queue)
+    WHERE i.status = 'available' AND i.run_at <= as_of
+) c
+ORDER BY c.rank
+LIMIT 1
+$fn$;
+
+-- Every instance with why it waits, at the database's now (plain SQL's `blocked_by`).
+CREATE OR REPLACE VIEW __schema__.instances_explained AS
+SELECT i.*, b.reason AS blocked_reason, b.until AS blocked_until, b.detail AS blocked_detail
+FROM __schema__.instances i
+LEFT JOIN LATERAL __schema__.blocked_by(i, now()) b ON true;
+
 INSERT INTO __schema__.meta (version) VALUES (1)
 ON CONFLICT (singleton) DO NOTHING;

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .docgen import load_module, write_pages
+from ..docgen import load_module, write_pages
+from .command import command
 
 DEFAULT_DIR = "docs/workflows"
 
@@ -22,7 +23,8 @@ def options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+@command("docs", options)
+def docs_command(args: argparse.Namespace) -> int:
     """Write one Markdown page (diagram, steps, signals, fields) per workflow of MODULE."""
     for path in write_pages(load_module(args.module), Path(args.output)):
         print(path)

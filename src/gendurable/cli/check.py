@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from .db.connect import DSN_ENV, resolve_dsn
-from .deploy_check import DEFAULT_SAMPLE, check_engine
-from .errors import ConfigError
-from .worker import load_engine
+from ..db.connect import DSN_ENV, resolve_dsn
+from ..deploy_check import DEFAULT_SAMPLE, check_engine
+from ..errors import ConfigError
+from ..worker import load_engine
+from .command import command
 
 EXIT_STRANDS = 1
 
@@ -43,7 +44,8 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
+@command("check", options)
+def check_command(args: argparse.Namespace) -> int:
     """Compare an engine's workflows with the live rows: exit 1 if a deploy would strand any."""
     if "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: modules of the working directory import

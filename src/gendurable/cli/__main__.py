@@ -1,0 +1,5 @@
+"""`python -m gendurable.cli ...` is the `gendurable` command."""
+
+from . import main
+
+raise SystemExit(main())

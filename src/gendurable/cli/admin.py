@@ -1,0 +1,80 @@
+"""Administration: `migrate` the schema, run a `dev` server, run a `worker`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from ..db.connect import DATABASE_ERRORS, DSN_ENV, describe_failure, resolve_dsn
+from ..db.migrator import migrate
+from ..embedded import EmbeddedPostgres
+from ..errors import ConfigError
+from ..sql import quote_schema
+from ..worker import load_engine, serve
+from .command import EXIT_OK, command, dsn_option, require_dsn, schema_option
+from .output import UserError
+
+
+@command("migrate", dsn_option, schema_option)
+def migrate_command(args: argparse.Namespace) -> int:
+    """Create or upgrade the schema (safe to run from many processes at once)."""
+
+    quote_schema(args.schema)  # a bad name is refused before the DSN is even looked at
+    version = asyncio.run(migrate(require_dsn(args), schema=args.schema))
+    print(f"schema {args.schema!r} is at version {version}")
+    return EXIT_OK
+
+
+@command("dev", schema_option)
+def dev_command(args: argparse.Namespace) -> int:
+    """Run a throwaway embedded PostgreSQL with the schema migrated, until Ctrl-C."""
+
+    quote_schema(args.schema)
+    with EmbeddedPostgres() as server:
+        version = asyncio.run(migrate(server.dsn, schema=args.schema))
+        print(f"{DSN_ENV}={server.dsn}")
+        print(f"schema {args.schema!r} is at version {version}; Ctrl-C stops the server")
+        sys.stdout.flush()
+        _wait_for_stop_signal()
+    print("stopped")
+    return EXIT_OK
+
+
+def _worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="MODULE:ENGINE", help="where the Engine is defined")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running steps get to finish after SIGTERM/SIGINT (default: 30)",
+    )
+
+
+@command("worker", _worker_options)
+def worker_command(args: argparse.Namespace) -> int:
+    """Run an engine's queues until SIGTERM/SIGINT, then drain gracefully."""
+
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules of the working directory import
+    engine = load_engine(args.target)  # a bad MODULE:ENGINE is a usage error
+    try:
+        asyncio.run(serve(engine, drain_timeout=args.drain_timeout))
+    except ConfigError as exc:  # raised by the engine at start (a schema never migrated...)
+        raise UserError(str(exc)) from None
+    except DATABASE_ERRORS as exc:
+        raise UserError(describe_failure(exc, resolve_dsn(engine.dsn))) from None
+    return EXIT_OK
+
+
+def _wait_for_stop_signal() -> None:
+    """Block until SIGINT or SIGTERM arrives, and consume it."""
+    # Blocked only while waiting: processes spawned earlier (the server) must not inherit a
+    # mask that hides their stop signals.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

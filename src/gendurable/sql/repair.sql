@@ -1,0 +1,53 @@
+-- Operator repairs (`gendurable retry`).
+
+-- name: instance_retry
+-- A failed instance back to its failing step with attempt 0, due now. Always one row:
+-- `retried` is set when it went back; otherwise `status` (NULL: no such row) and `holder`
+-- say why not. `holder` is the live instance that took its key since it failed: the row is
+-- then left alone (the unique key index would refuse it anyway; this names the holder).
+-- A child goes back only while its parent still waits for that spawn, and the parent's
+-- pending count rises in the same statement. Locks: the instance, then its parent, the
+-- order outcome commits use.
+WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+target AS (
+    SELECT i.id, i.workflow, i.key, i.parent_id, i.status
+    FROM __schema__.instances i
+    WHERE i.id = $1
+    FOR UPDATE
+),
+holder AS (
+    SELECT j.id FROM __schema__.instances j, target t
+    WHERE t.status = 'failed' AND t.key IS NOT NULL AND j.workflow = t.workflow
+      AND j.key = t.key AND j.id <> t.id AND j.status = ANY (j.scope)
+    ORDER BY j.id
+    LIMIT 1
+),
+parent AS (
+    SELECT p.id, p.status = 'waiting' AND t.id >= coalesce(p.children_from, 0) AS waits
+    FROM __schema__.instances p JOIN target t ON p.id = t.parent_id
+    WHERE t.status = 'failed'
+    FOR UPDATE OF p
+),
+upd AS (
+    UPDATE __schema__.instances i
+    SET status = 'available', attempt = 0, run_at = now.t, error = NULL, finished_at = NULL,
+        locked_by = NULL, locked_until = NULL, timed_out = false, throttled = false,
+        updated_at = now.t
+    FROM target t, now
+    WHERE i.id = t.id AND t.status = 'failed'
+      AND NOT EXISTS (SELECT 1 FROM holder)
+      AND (t.parent_id IS NULL OR EXISTS (SELECT 1 FROM parent WHERE parent.waits))
+    RETURNING i.id, i.step, i.queue
+),
+reparent AS (
+    UPDATE __schema__.instances p
+    SET pending_children = p.pending_children + 1, updated_at = now.t
+    FROM upd, target t, now
+    WHERE p.id = t.parent_id
+)
+SELECT (SELECT status::text FROM target) AS status,
+       (SELECT id FROM holder) AS holder,
+       (SELECT parent_id FROM target) AS parent_id,
+       (SELECT id FROM upd) AS retried,
+       (SELECT step FROM upd) AS step,
+       (SELECT pg_notify($3, 'q:' || queue) FROM upd) AS notified;
