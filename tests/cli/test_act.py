@@ -179,7 +179,12 @@ async def test_cli_cancel_ends_a_live_instance_and_refuses_an_ended_one(
     first = await cli("cancel", "e-1", "--json")
     again = await cli("cancel", "e-1")
 
-    assert first.json() == {"id": handle.id, "workflow": "cli.expense", "status": "cancelled"}
+    assert first.json() == {
+        "id": handle.id,
+        "workflow": "cli.expense",
+        "status": "cancelled",
+        "descendants_cancelled": 0,
+    }
     row = await Rows(db, gendurable_schema).instance(handle.id)
     assert (row["status"], row["finished_at"] is not None) == ("cancelled", True)
     assert await Rows(db, gendurable_schema).signals() == []  # the inbox went with it

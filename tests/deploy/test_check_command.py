@@ -106,7 +106,9 @@ async def test_check_command_json_and_the_dsn_from_the_environment(
     assert report["problems"][3]["field"] == "currency"
 
 
-async def test_check_command_usage_errors_exit_2(gendurable_dsn: str) -> None:
+async def test_check_command_usage_errors_print_usage_and_one_line_and_exit_2(
+    gendurable_dsn: str,
+) -> None:
     for args, message in [
         (("deploy_flows",), "expected MODULE:ENGINE"),
         (("deploy_flows:nothing",), "has no attribute 'nothing'"),
@@ -116,9 +118,11 @@ async def test_check_command_usage_errors_exit_2(gendurable_dsn: str) -> None:
         dsn = ("--dsn", gendurable_dsn) if "no database" not in message else ()
         code, out, err = await gendurable("check", *args, *dsn)
         assert (code, out) == (2, ""), args
-        assert err.startswith("gendurable check: error: "), err
-        assert message in err
-        assert len(err.splitlines()) == 1
+        # A usage error: the usage, then the one line saying what is wrong.
+        *usage, line = err.splitlines()
+        assert usage[0].startswith("usage: gendurable check"), err
+        assert line.startswith("gendurable check: error: "), err
+        assert message in line
     code, _, err = await gendurable("check", "deploy_flows:engine_v2", "--sample", "0")
     assert code == 2
     assert "must be at least 1" in err

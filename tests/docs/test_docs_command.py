@@ -46,14 +46,15 @@ def test_docs_command_takes_a_file_path_and_defaults_to_docs_workflows(tmp_path:
     ]
 
 
-def test_docs_command_unknown_module_is_one_line_and_exit_2(tmp_path: Path) -> None:
+def test_docs_command_unknown_module_prints_usage_and_one_line_and_exits_2(tmp_path: Path) -> None:
     done = gendurable("docs", "no_such_module_xyz", "-o", str(tmp_path), cwd=tmp_path)
 
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
+        "usage: gendurable docs [-h] [-o DIR] MODULE",
         "gendurable docs: error: cannot import 'no_such_module_xyz': ModuleNotFoundError: "
-        "No module named 'no_such_module_xyz'"
+        "No module named 'no_such_module_xyz'",
     ]
     assert list(tmp_path.iterdir()) == []
 

@@ -159,16 +159,24 @@ def cancel_command(args: argparse.Namespace) -> int:
 async def _cancel(args: argparse.Namespace) -> int:
     async with open_store(args) as store:
         found = await find_instance(store, args)
-        cancelled = await store.instance_cancel(found.id, None)
-    if not cancelled:
+        cascaded = await store.instance_cancel(found.id, None)
+    if cascaded is None:
         raise NoTarget(
             f"{found.workflow} instance {found.id} is {found.status}, not live; "
             "nothing was cancelled"
         )
     if args.json:
-        print_json({"id": found.id, "workflow": found.workflow, "status": "cancelled"})
+        print_json(
+            {
+                "id": found.id,
+                "workflow": found.workflow,
+                "status": "cancelled",
+                "descendants_cancelled": cascaded,
+            }
+        )
     else:
-        print(f"cancelled {found.workflow} instance {found.id}")
+        also = f" and {cascaded} live descendant(s)" if cascaded else ""
+        print(f"cancelled {found.workflow} instance {found.id}{also}")
     return EXIT_OK
 
 
