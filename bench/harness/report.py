@@ -1,0 +1,79 @@
+"""JSON lines on stdout, each figure with its ratio to the floor measured in the same run.
+
+Standard library only (the peers' adapters print through it too). A closing Markdown table
+of the run goes to stderr, so stdout stays pure JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def emit(**fields: Any) -> None:
+    """Print one JSON line."""
+    print(json.dumps(fields), flush=True)
+
+
+class Report:
+    """Collects the figures of one run and prints each as it comes."""
+
+    def __init__(self) -> None:
+        self.floor: dict[int, float] = {}
+        self.lines: list[dict[str, Any]] = []
+
+    def set_floors(self, floors: dict[int, float]) -> None:
+        """Record the floor figures (8 connections is the reference), one line each."""
+        self.floor.update(floors)
+        for connections, tx_per_s in sorted(floors.items()):
+            self._floor_line(connections, tx_per_s)
+
+    def _floor_line(self, connections: int, tx_per_s: float) -> None:
+        self.add(
+            {
+                "bench": "floor",
+                "system": "postgresql",
+                "what": f"single-row UPDATE ... WHERE id = $1 transactions, {connections} conn",
+                "connections": connections,
+                "rate": round(tx_per_s),
+                "unit": "tx/s",
+            }
+        )
+
+    def add(self, line: dict[str, Any]) -> dict[str, Any]:
+        """Add the ratio to floor(8) to a line with a `rate`, print it and keep it."""
+        if "rate" in line and line.get("unit", "").endswith("/s") and 8 in self.floor:
+            line["ratio_to_floor8"] = round(line["rate"] / self.floor[8], 3)
+        self.lines.append(line)
+        emit(**line)
+        return line
+
+    def summary(self) -> str:
+        """The run as a Markdown table (one row per figure line)."""
+        rows = [
+            "| bench | system | variant | figure | ratio to floor(8) | stmts/step | "
+            "client CPU ms/step | server CPU ms/step |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for line in self.lines:
+            if "rate" in line:
+                figure = f"{line['rate']:,} {line['unit']}"
+            elif "p50_ms" in line:
+                figure = f"p50 {line['p50_ms']} ms / p99 {line['p99_ms']} ms"
+            else:
+                continue
+            rows.append(
+                f"| {line['bench']} | {line['system']} | {line.get('variant', '')} | {figure} | "
+                f"{_show(line.get('ratio_to_floor8'))} | {_show(line.get('statements_per_step'))}"
+                f" | {_show(line.get('client_cpu_ms_per_step'))} "
+                f"| {_show(line.get('server_cpu_ms_per_step'))} |"
+            )
+        return "\n".join(rows)
+
+    def print_summary(self) -> None:
+        print(self.summary(), file=sys.stderr, flush=True)
+
+
+def _show(value: Any) -> str:
+    return "" if value is None else f"{value}"
