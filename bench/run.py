@@ -24,11 +24,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import idle, peers, scale, w1, w2, w3, workers  # noqa: E402
-from harness.counting import COUNTER  # noqa: E402
-from harness.env import BenchEnv  # noqa: E402
-from harness.floor import floor  # noqa: E402
-from harness.report import Report, emit  # noqa: E402
+from harness import idle, peers, scale, w1, w2, w3, workers
+from harness.counting import COUNTER
+from harness.env import BenchEnv
+from harness.floor import floor
+from harness.report import Report, emit
 
 COMMANDS = ("floor", "w1", "w2", "w3", "scale", "idle", "all")
 

@@ -27,11 +27,12 @@ async def run(env: BenchEnv, signals: int, concurrency: int, seed: int = 7) -> N
         try:
             keys = [f"s{i}" for i in range(signals + 1)]
             await AwaitThenNext.start_many([AwaitThenNext.new(key=k) for k in keys], engine=engine)
-            async with asyncio.timeout(60):
-                while await check.fetchval(
-                    f"SELECT count(*) FROM \"{engine.schema}\".instances WHERE status = 'awaiting'"
-                ) < len(keys):
-                    await asyncio.sleep(0.05)
+            await engine.drain()  # every instance parked
+            parked = await check.fetchval(
+                f"SELECT count(*) FROM \"{engine.schema}\".instances WHERE status = 'awaiting'"
+            )
+            if parked != len(keys):
+                raise RuntimeError(f"expected {len(keys)} parked instances, found {parked}")
             COUNTER.reset()
             cpu = CpuWindow(env.postmaster).start()
             for i, key in enumerate(keys):

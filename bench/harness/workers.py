@@ -75,7 +75,8 @@ async def run(env: BenchEnv, n: int, instances: int, concurrency: int) -> None:
         cpu.stop()
         reports = []
         for p in procs:
-            assert p.stdin is not None and p.stdout is not None
+            assert p.stdin is not None
+            assert p.stdout is not None
             p.stdin.write(b"stop\n")
             await p.stdin.drain()
             reports.append(await _line(p.stdout))
