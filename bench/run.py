@@ -109,6 +109,8 @@ async def bench(dsn: str, args: argparse.Namespace) -> Report:
         await scale.run(env, args.rows, max(args.concurrency))
     if args.command in ("idle", "all"):
         await idle.run(env, args.seconds)
+    if args.command != "floor":
+        report.floor_again({n: await floor(dsn, n) for n in (1, 8)})
     return report
 
 

@@ -29,12 +29,19 @@ class Report:
         for connections, tx_per_s in sorted(floors.items()):
             self._floor_line(connections, tx_per_s)
 
-    def _floor_line(self, connections: int, tx_per_s: float) -> None:
+    def floor_again(self, floors: dict[int, float]) -> None:
+        """The floor measured again at the end: how much the machine drifted in the run
+        (ratios stay relative to the first measurement)."""
+        for connections, tx_per_s in sorted(floors.items()):
+            self._floor_line(connections, tx_per_s, when="end of run")
+
+    def _floor_line(self, connections: int, tx_per_s: float, when: str = "start of run") -> None:
         self.add(
             {
                 "bench": "floor",
                 "system": "postgresql",
-                "what": f"single-row UPDATE ... WHERE id = $1 transactions, {connections} conn",
+                "variant": f"{connections} connection(s), {when}",
+                "what": "single-row UPDATE ... WHERE id = $1 transactions",
                 "connections": connections,
                 "rate": round(tx_per_s),
                 "unit": "tx/s",
