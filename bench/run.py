@@ -56,26 +56,34 @@ async def run_w1(env: BenchEnv, args: argparse.Namespace, *, everything: bool) -
     bulk_n = args.instances or 10_000
     if args.workers and not everything:
         for n in args.workers:
+            await env.refloor()
             await workers.run(env, n, one_n, max(args.concurrency))
         return
     if not args.bulk or everything:
         for c in args.concurrency:
+            await env.refloor()
             await w1.one_by_one(env, one_n, c)
     if args.bulk or everything:
         for c in args.concurrency:
+            await env.refloor()
             await w1.bulk(env, bulk_n, c)
     if everything:
         for n in args.workers or [1, 2, 4]:
+            await env.refloor()
             await workers.run(env, n, one_n, max(args.concurrency))
     if args.with_peers:
         for c in args.concurrency:
+            await env.refloor()
             await peers.run(env, "dbos", "w1", instances=one_n, concurrency=c)
 
 
 async def run_w2(env: BenchEnv, args: argparse.Namespace) -> None:
+    await env.refloor()
     await w2.run(env, args.jobs, max(args.concurrency))
     if args.with_peers:
+        await env.refloor()
         await peers.run(env, "pgqueuer", "w2", jobs=args.jobs, concurrency=max(args.concurrency))
+        await env.refloor()
         await peers.run(env, "dbos", "w2", jobs=args.jobs, concurrency=max(args.concurrency))
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from .floor import floor
 from .meters import parent_pid
 from .report import Report
 
@@ -16,6 +17,10 @@ class BenchEnv:
     report: Report
     postmaster: int | None = None
     server_version: str = ""
+
+    async def refloor(self) -> None:
+        """Measure floor(8) again (2 s): the next figures' ratios are to it."""
+        self.report.set_local_floor(await floor(self.dsn, 8, seconds=2.0))
 
     @classmethod
     async def open(cls, dsn: str, report: Report) -> BenchEnv:

@@ -129,6 +129,7 @@ async def run(env: BenchEnv, sizes: list[int], concurrency: int) -> None:
         try:
             fill_s = await _fill(env.dsn, schema, rows)
             probe, inside = await _claim_probe(env.dsn, schema)
+            await env.refloor()
             COUNTER.reset()
             line: dict[str, Any] = await one_by_one(
                 env, 2000, concurrency, schema=schema, report=False
