@@ -5,8 +5,10 @@
 COMMAND is one of `floor`, `w1` (`--bulk`, `--workers N`), `w2`, `w3`, `scale`, `idle` or
 `all`. Without `--dsn` (or `$GENDURABLE_DSN`) an embedded PostgreSQL is started for the run.
 Every command first measures the floor: single-row `UPDATE ... WHERE id = $1` transactions
-from 1 and 8 asyncpg connections. Each figure is printed as one JSON line on stdout with its
-ratio to floor(8); a Markdown table of the run closes it on stderr. `--with-peers` also runs
+from 1 and 8 asyncpg connections, then floor(8) again for 2 s just before and just after
+each workload. Each figure is printed as one JSON line on stdout with its ratio to the mean
+of those two (the machine's speed in the same minutes) and the drift between them; a
+Markdown table of the run closes it on stderr. `--with-peers` also runs
 the same workloads on DBOS and PgQueuer from `bench/.peers-venv` (see `bench/peers/setup.sh`).
 Timings never go in tests: they live here.
 """
@@ -56,39 +58,42 @@ async def run_w1(env: BenchEnv, args: argparse.Namespace, *, everything: bool) -
     bulk_n = args.instances or 10_000
     if args.workers and not everything:
         for n in args.workers:
-            await env.refloor()
-            await workers.run(env, n, one_n, max(args.concurrency))
+            async with env.measured():
+                await workers.run(env, n, one_n, max(args.concurrency))
         return
     if not args.bulk or everything:
         for c in args.concurrency:
-            await env.refloor()
-            await w1.one_by_one(env, one_n, c)
+            async with env.measured():
+                await w1.one_by_one(env, one_n, c)
     if args.bulk or everything:
         for c in args.concurrency:
-            await env.refloor()
-            await w1.bulk(env, bulk_n, c)
+            async with env.measured():
+                await w1.bulk(env, bulk_n, c)
     if everything:
         for n in args.workers or [1, 2, 4]:
-            await env.refloor()
-            await workers.run(env, n, one_n, max(args.concurrency))
+            async with env.measured():
+                await workers.run(env, n, one_n, max(args.concurrency))
     if args.with_peers:
         for c in args.concurrency:
-            await env.refloor()
-            await peers.run(env, "dbos", "w1", instances=one_n, concurrency=c)
+            async with env.measured():
+                await peers.run(env, "dbos", "w1", instances=one_n, concurrency=c)
 
 
 async def run_w2(env: BenchEnv, args: argparse.Namespace) -> None:
-    await env.refloor()
-    await w2.run(env, args.jobs, max(args.concurrency))
+    async with env.measured():
+        await w2.run(env, args.jobs, max(args.concurrency))
     if args.with_peers:
-        await env.refloor()
-        await peers.run(env, "pgqueuer", "w2", jobs=args.jobs, concurrency=max(args.concurrency))
-        await env.refloor()
-        await peers.run(env, "dbos", "w2", jobs=args.jobs, concurrency=max(args.concurrency))
+        async with env.measured():
+            await peers.run(
+                env, "pgqueuer", "w2", jobs=args.jobs, concurrency=max(args.concurrency)
+            )
+        async with env.measured():
+            await peers.run(env, "dbos", "w2", jobs=args.jobs, concurrency=max(args.concurrency))
 
 
 async def run_w3(env: BenchEnv, args: argparse.Namespace) -> None:
-    await w3.run(env, args.signals, max(args.concurrency))
+    async with env.measured():
+        await w3.run(env, args.signals, max(args.concurrency))
     if args.with_peers:
         await peers.run(env, "dbos", "w3", signals=args.signals, concurrency=max(args.concurrency))
 

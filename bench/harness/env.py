@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,9 +20,15 @@ class BenchEnv:
     postmaster: int | None = None
     server_version: str = ""
 
-    async def refloor(self) -> None:
-        """Measure floor(8) again (2 s): the next figures' ratios are to it."""
-        self.report.set_local_floor(await floor(self.dsn, 8, seconds=2.0))
+    @asynccontextmanager
+    async def measured(self) -> AsyncIterator[None]:
+        """floor(8) measured (2 s) just before and just after the figures made inside."""
+        before = await floor(self.dsn, 8, seconds=2.0)
+        self.report.hold()
+        try:
+            yield
+        finally:
+            self.report.release(before, await floor(self.dsn, 8, seconds=2.0))
 
     @classmethod
     async def open(cls, dsn: str, report: Report) -> BenchEnv:

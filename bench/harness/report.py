@@ -21,13 +21,24 @@ class Report:
 
     def __init__(self) -> None:
         self.floor: dict[int, float] = {}
-        self.local_floor: float | None = None
         self.lines: list[dict[str, Any]] = []
+        self._held: list[dict[str, Any]] | None = None
 
-    def set_local_floor(self, tx_per_s: float) -> None:
-        """floor(8) measured again just before the next figures: on a shared, noisy machine
-        the ratio is to the floor of the same minute (the first floor stays in the report)."""
-        self.local_floor = tx_per_s
+    def hold(self) -> None:
+        """Keep the next lines until `release`: their floor is measured around them."""
+        self._held = []
+
+    def release(self, before: float, after: float) -> None:
+        """Print the held lines with ratios to the mean of floor(8) just before and just after
+        them: on a shared, noisy machine the ratio is to the floor of the same minutes, and
+        `floor8_drift` (after / before) says how steady the machine was meanwhile."""
+        held, self._held = self._held or [], None
+        base = (before + after) / 2
+        for line in held:
+            line["floor8_before"] = round(before)
+            line["floor8_after"] = round(after)
+            line["floor8_drift"] = round(after / before, 2)
+            self._finish(line, base)
 
     def set_floors(self, floors: dict[int, float]) -> None:
         """Record the floor figures (8 connections is the reference), one line each."""
@@ -55,25 +66,28 @@ class Report:
         )
 
     def add(self, line: dict[str, Any]) -> dict[str, Any]:
-        """Add the ratio to floor(8) to a line with a `rate`, print it and keep it."""
-        if line.get("bench") == "floor":
-            base = self.floor.get(8)  # a floor line compares with the run's first floor(8)
+        """Add the ratio to floor(8) to a line with a `rate`, print it and keep it (or hold
+        it until its floor is known)."""
+        if self._held is not None:
+            self._held.append(line)
         else:
-            base = self.local_floor or self.floor.get(8)
-            if base:
-                line["floor8_tx_per_s"] = round(base)
+            self._finish(line, self.floor.get(8))
+        return line
+
+    def _finish(self, line: dict[str, Any], base: float | None) -> None:
+        if base and line.get("bench") != "floor":
+            line["floor8_tx_per_s"] = round(base)
         if "rate" in line and line.get("unit", "").endswith("/s") and base:
             line["ratio_to_floor8"] = round(line["rate"] / base, 3)
         self.lines.append(line)
         emit(**line)
-        return line
 
     def summary(self) -> str:
         """The run as a Markdown table (one row per figure line)."""
         rows = [
-            "| bench | system | variant | figure | floor(8) then | ratio to floor(8) | "
+            "| bench | system | variant | figure | floor(8) then | drift | ratio to floor(8) | "
             "stmts/step | client CPU ms/step | server CPU ms/step |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for line in self.lines:
             if "rate" in line:
@@ -91,6 +105,7 @@ class Report:
                     _show(line.get(name))
                     for name in (
                         "floor8_tx_per_s",
+                        "floor8_drift",
                         "ratio_to_floor8",
                         "statements_per_step",
                         "client_cpu_ms_per_step",

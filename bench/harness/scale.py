@@ -21,6 +21,7 @@ from gendurable.sql import statements
 from .counting import COUNTER
 from .engines import bench_engine, new_schema
 from .env import BenchEnv
+from .floor import floor
 from .flows import QUEUE, ThreeSteps
 from .meters import percentile
 from .w1 import one_by_one
@@ -129,11 +130,13 @@ async def run(env: BenchEnv, sizes: list[int], concurrency: int) -> None:
         try:
             fill_s = await _fill(env.dsn, schema, rows)
             probe, inside = await _claim_probe(env.dsn, schema)
-            await env.refloor()
+            env.report.hold()
             COUNTER.reset()
+            before = await floor(env.dsn, 8, seconds=2.0)
             line: dict[str, Any] = await one_by_one(
                 env, 2000, concurrency, schema=schema, report=False
             )
+            after = await floor(env.dsn, 8, seconds=2.0)
             claims = COUNTER.seconds.get("instance_claim", [])
         finally:
             await drop_schema(env.dsn, schema)
@@ -157,3 +160,4 @@ async def run(env: BenchEnv, sizes: list[int], concurrency: int) -> None:
                 "client_cpu_ms_per_step": line["client_cpu_ms_per_step"],
             }
         )
+        env.report.release(before, after)
