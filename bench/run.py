@@ -95,7 +95,10 @@ async def run_w3(env: BenchEnv, args: argparse.Namespace) -> None:
     async with env.measured():
         await w3.run(env, args.signals, max(args.concurrency))
     if args.with_peers:
-        await peers.run(env, "dbos", "w3", signals=args.signals, concurrency=max(args.concurrency))
+        async with env.measured():
+            await peers.run(
+                env, "dbos", "w3", signals=args.signals, concurrency=max(args.concurrency)
+            )
 
 
 async def bench(dsn: str, args: argparse.Namespace) -> Report:

@@ -6,4 +6,4 @@ set -eu
 cd "$(dirname "$0")/.."
 python3 -m venv .peers-venv
 .peers-venv/bin/pip install -q 'dbos==3.4.*' 'pgqueuer==1.6.*' 'asyncpg>=0.29'
-.peers-venv/bin/python -c 'import dbos, pgqueuer; print("peers ready:", dbos.__name__, pgqueuer.__version__)'
+.peers-venv/bin/python -c 'from importlib.metadata import version as v; print("peers ready: dbos", v("dbos"), "pgqueuer", v("pgqueuer"))'
