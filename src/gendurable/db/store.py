@@ -136,9 +136,18 @@ class Store:
             self.pool.terminate()
 
     async def instance_insert(
-        self, row: Any, *, now: datetime | None, trace_context: str | None = None
+        self,
+        row: Any,
+        *,
+        now: datetime | None,
+        trace_context: str | None = None,
+        locked_by: str | None = None,
+        lease: timedelta | None = None,
     ) -> asyncpg.Record:
-        """Insert one instance (a `NewRow`) or return the live one holding its key."""
+        """Insert one instance (a `NewRow`) or return the live one holding its key.
+
+        With `locked_by` (and its `lease`) a created row is claimed by that worker already.
+        """
         inserted = await self._fetchrow(
             "instance_insert",
             row.workflow,
@@ -158,6 +167,8 @@ class Store:
             row.limit.partition,
             row.limit.weight,
             trace_context,
+            locked_by,
+            lease,
         )
         assert inserted is not None
         return inserted
@@ -193,6 +204,11 @@ class Store:
             "fetch", "instances_holding_keys", [w for w, _ in keys], [k for _, k in keys]
         )
         return {(r["workflow"], r["key"]): int(r["id"]) for r in rows}
+
+    async def queues_due(self, queues: Sequence[str], now: datetime | None) -> list[str]:
+        """The queues among `queues` that hold due rows."""
+        rows = await self._run("fetch", "queues_due", list(queues), now)
+        return [r["queue"] for r in rows]
 
     async def instance_claim(
         self,

@@ -22,6 +22,7 @@ from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from .codec import decode_json, encode_json, encode_typed
 from .entries import NewRow, columns, new_row
+from .local import LocalRunner
 from .notifier import Notifier
 
 
@@ -35,12 +36,14 @@ class Client:
         clock: Clock,
         notifier: Notifier,
         telemetry: Telemetry | None = None,
+        local: LocalRunner | None = None,
     ) -> None:
         self.specs = specs
         self.store = store
         self.clock = clock
         self.notifier = notifier
         self.telemetry = telemetry or Telemetry()
+        self.local = local
 
     def spec(self, workflow: str) -> WorkflowSpec:
         """The spec of a served workflow."""
@@ -75,11 +78,26 @@ class Client:
             scope=None if scope is None else tuple(scope),
         )
         row = new_row(spec, entry, run_at=run_at)
-        inserted = await self.store.instance_insert(
-            row,
-            now=self.clock.now(),
-            trace_context=self.telemetry.trace_context("start", {"workflow": workflow, "key": key}),
-        )
+        runner = self.local.runner_for(row) if self.local is not None else None
+        try:
+            inserted = await self.store.instance_insert(
+                row,
+                now=self.clock.now(),
+                trace_context=self.telemetry.trace_context(
+                    "start", {"workflow": workflow, "key": key}
+                ),
+                locked_by=runner.locked_by if runner else None,
+                lease=runner.lease if runner else None,
+            )
+        except BaseException:
+            if runner is not None:
+                runner.scheduler.unreserve()
+            raise
+        if runner is not None:
+            if inserted["created"]:
+                runner.scheduler.adopt(inserted)
+            else:
+                runner.scheduler.unreserve()
         if not inserted["created"] and on_conflict == "raise":
             raise DuplicateKey(
                 f"{workflow} already has a live instance with key {key!r} (id {inserted['id']})",

@@ -35,7 +35,9 @@ from .client import Client
 from .committer import Committer
 from .decide import Catalog
 from .executor import Executor
+from .local import LocalRunner
 from .notifier import Notifier
+from .poller import Poller
 from .rate_config import RateConfigs
 from .scheduler import Scheduler
 
@@ -59,6 +61,8 @@ class Engine:
     the limit's burst. Every engine with queues collects garbage every `gc_interval`:
     terminal instances older than `gc_retention` (None keeps them), idle rate buckets and
     configs no running engine holds, `gc_batch` rows per statement.
+    `local_starts` (on by default) lets a start made in this process run at once on one of
+    its schedulers with a free slot, inserted already claimed (no notification, no claim).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class Engine:
         statement_timeout: timedelta = timedelta(seconds=30),
         gc_interval: timedelta = timedelta(minutes=1),
         gc_batch: int = 1000,
+        local_starts: bool = True,
     ) -> None:
         quote_schema(schema)
         if dsn is not None:
@@ -101,6 +106,7 @@ class Engine:
                 raise ConfigError(f"queue {queue!r}: concurrency must be a positive int")
         self.specs = _specs(workflows)
         check_gc_options(gc_retention, gc_interval, gc_batch)
+        self.local_starts = local_starts
         self.rate_limits = dict(rate_limits or {})
         self.rate_configs = RateConfigs.build(
             rate_limits, self.specs, check_steps=bool(self.queues)
@@ -178,7 +184,14 @@ class Engine:
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
-        self._client = Client(self.specs, store, self.clock, notifier, self.telemetry)
+        self._client = Client(
+            self.specs,
+            store,
+            self.clock,
+            notifier,
+            self.telemetry,
+            LocalRunner(self.specs, self.schedulers, self.leases) if self.local_starts else None,
+        )
         committer = Committer(store, self.clock, self.telemetry, self.leases)
         catalog = Catalog(self.specs, self.limits)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self, catalog)
@@ -193,7 +206,6 @@ class Engine:
                 queue=queue,
                 concurrency=concurrency,
                 min_demand=self.min_demand,
-                poll_interval=self.poll_interval,
                 store=store,
                 clock=self.clock,
                 executor=executor,
@@ -230,6 +242,13 @@ class Engine:
         await self.nodes.register()
         if not self.clock.manual:  # with a manual clock drain() refreshes the node
             self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
+        if self.queues:
+            poller = Poller(store, self.clock, self.schedulers)
+            self._loops.append(
+                asyncio.create_task(
+                    every(self.poll_interval, poller.run_once, "poller"), name="gendurable:poller"
+                )
+            )
         self.reaper = Reaper(store, self.clock, self.telemetry)
         if self.queues and not self.clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.

@@ -1,13 +1,14 @@
 """One scheduler per queue: claim due instances in batches and keep `concurrency` in flight.
 
 It claims only when at least `min_demand` slots are free (fewer, larger claims under load),
-wakes on NOTIFY or on local progress, and polls every `poll_interval` as a safety net.
+and only when woken: by a notification, by a freed slot while its queue holds more than it
+could take, by a timer for rows it deferred, or by the engine's poller (`engine/poller.py`),
+which finds due rows nothing announced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import math
@@ -42,7 +43,6 @@ class Scheduler:
         queue: str,
         concurrency: int,
         min_demand: int,
-        poll_interval: timedelta,
         store: Store,
         clock: Clock,
         executor: Executor,
@@ -53,7 +53,6 @@ class Scheduler:
         self.queue = queue
         self.concurrency = concurrency
         self.min_demand = max(1, min(min_demand, concurrency))
-        self.poll_interval = poll_interval.total_seconds()
         self.store = store
         self.clock = clock
         self.executor = executor
@@ -76,6 +75,8 @@ class Scheduler:
         self._idle.set()
         self._claim_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
+        self._reserved = 0  # slots promised to starts that insert their row claimed
+        self.drained = True  # the last claim found fewer due rows than it could take
         self._wakes: list[float] = []  # loop times at which deferred rows become due
 
     def wake(self) -> None:
@@ -89,8 +90,11 @@ class Scheduler:
         ones plus those the rate limiter deferred (more may be due behind them).
         """
         async with self._claim_lock:
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) - self._reserved
             if not self.claiming or free < self.min_demand:
+                # Work may have been announced that this claim could not take: the next
+                # freed slot claims.
+                self.drained = False
                 return 0
             rows = await self.store.instance_claim(
                 self.queue,
@@ -120,7 +124,32 @@ class Scheduler:
                 )
             self.claimed_total += len(claimed)
             self.deferred_total += len(rows) - len(claimed)
+            self.drained = len(rows) < free
             return len(rows)
+
+    def reserve(self) -> bool:
+        """Promise a slot to a start that will insert its row claimed by this scheduler.
+
+        Only while the queue is drained (its last claim found fewer due rows than free
+        slots), so that a start never overtakes due rows waiting in the queue. Each True
+        must be followed by `adopt()` or `unreserve()`.
+        """
+        if not self.claiming or not self.drained:
+            return False
+        if len(self._running) + self._reserved >= self.concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        """Give back a slot `reserve()` promised (the row was not created claimed)."""
+        self._reserved -= 1
+
+    def adopt(self, row: Any) -> None:
+        """Run a row inserted already claimed by this scheduler, in the slot reserved for it."""
+        self._reserved -= 1
+        self.claimed_total += 1
+        self._start(Claimed.from_row(row, self.locked_by))
 
     def _wake_at(self, waits: set[float]) -> None:
         """Wake the loop after each of these delays (seconds), rounded up to 10 ms (a wake a
@@ -233,17 +262,15 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # The engine's poller wakes this loop again while due rows wait.
                 _log.exception(
                     "claim on queue %r failed; retrying after the poll interval", self.queue
                 )
                 claimed = 0
             if claimed and len(self._running) < self.concurrency:
                 continue  # the queue may hold more than this batch
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-            # that races the wake-up, and stop() would then wait on this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
-                    await self._wake.wait()
+            # No timeout: notifications, freed slots, timers and the engine's poller wake it.
+            await self._wake.wait()
 
     async def reclaim(self) -> int:
         """Release, at once, expired claims a dead predecessor on this host left behind."""
@@ -307,4 +334,7 @@ class Scheduler:
         self.finished_total += 1
         if not self._running:
             self._idle.set()
-        self._wake.set()
+        if not self.drained:
+            # Due rows may be waiting for this slot. A drained queue needs no claim: new
+            # work announces itself.
+            self._wake.set()

@@ -7,23 +7,30 @@
 -- existing row is returned even when it committed after this statement's snapshot; `created`
 -- tells a fresh insert (xmax = 0) from the live instance that already held the key. A single
 -- start holds no other lock, so waiting for that row's lock can close no cycle.
--- $14-$16: the start step's rate limit, partition and weight.
+-- $14-$16: the start step's rate limit, partition and weight. With $18 (a scheduler of this
+-- process that has a free slot), the new row is inserted already claimed by it for $19 (its
+-- lease) and run at once: no claim statement and no notification for it.
 WITH now AS (SELECT coalesce($12::timestamptz, now()) AS t),
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
         concurrency_key, rate_limit, rate_partition, weight, inserted_at, updated_at,
-        trace_context)
+        trace_context, status, locked_by, locked_until)
     SELECT $1, $2, $3, $4::jsonb, $5, $6,
            coalesce($7::timestamptz, now.t + coalesce($8::interval, interval '0')),
-           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t, $17::text
+           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t, $17::text,
+           CASE WHEN $18::text IS NULL THEN 'available'::__schema__.status
+                ELSE 'executing'::__schema__.status END,
+           $18::text, now.t + $19::interval
     FROM now
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO UPDATE SET key = excluded.key
-    RETURNING i.id, i.key, i.queue, i.run_at, (i.xmax = 0) AS created
+    RETURNING i.id, i.key, i.queue, i.run_at, (i.xmax = 0) AS created, i.workflow, i.step,
+              i.state, i.attempt, i.priority, i.timed_out, i.await_seen, i.children_from,
+              i.rate_limit, i.rate_partition, i.weight, i.trace_context, i.locked_by
 )
-SELECT ins.id, ins.key, ins.created,
-       CASE WHEN ins.created AND ins.run_at <= now.t
+SELECT ins.*, 0.0::float8 AS waited,
+       CASE WHEN ins.created AND ins.run_at <= now.t AND $18::text IS NULL
             THEN pg_notify($13, 'q:' || ins.queue) END AS notified
 FROM ins, now;
 
@@ -425,3 +432,13 @@ FROM unnest($1::bigint[], $2::bigint[]) AS p(id, from_id)
 JOIN __schema__.instances c ON c.parent_id = p.id AND c.id >= p.from_id
 ORDER BY c.parent_id, c.spawn_index;
 
+
+-- name: queues_due
+-- Which of these queues hold due rows: the poller's one statement (one probe of the pick
+-- index per queue, stopping at the first due row).
+SELECT q.queue
+FROM unnest($1::text[]) AS q(queue)
+WHERE EXISTS (
+    SELECT 1 FROM __schema__.instances i
+    WHERE i.status = 'available' AND i.queue = q.queue
+      AND i.run_at <= coalesce($2::timestamptz, now()));
