@@ -421,10 +421,28 @@ class Store:
         payload: bytes,
         now: datetime | None,
         trace_context: str | None = None,
+        locked_by: str | None = None,
+        lease: timedelta | None = None,
+        queue: str | None = None,
     ) -> asyncpg.Record | None:
-        """Store a signal for a live instance (waking it if it awaits `name`); None if none."""
+        """Store a signal for a live instance (waking it if it awaits `name`); None if none.
+
+        With `locked_by` (a scheduler of `queue`, and its `lease`), an instance of that
+        queue the signal wakes is claimed by it at once (`claimed`), with its inbox.
+        """
         return await self._fetchrow(
-            "signal_deliver", workflow, id, key, name, payload, now, self.channel, trace_context
+            "signal_deliver",
+            workflow,
+            id,
+            key,
+            name,
+            payload,
+            now,
+            self.channel,
+            trace_context,
+            locked_by,
+            lease,
+            queue,
         )
 
     async def inbox_load(self, ids: Sequence[int]) -> list[asyncpg.Record]:

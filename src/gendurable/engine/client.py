@@ -20,6 +20,7 @@ from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
+from .claim import StoredSignal
 from .codec import decode_json, encode_json, encode_typed
 from .entries import NewRow, columns, new_row
 from .local import LocalRunner
@@ -232,9 +233,29 @@ class Client:
         trace = self.telemetry.trace_context(
             "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
         )
-        row = await self.store.signal_deliver(
-            workflow, id, key, name, data, self.clock.now(), trace
-        )
+        runner = self.local.runner_for_queue(spec) if self.local is not None else None
+        try:
+            row = await self.store.signal_deliver(
+                workflow,
+                id,
+                key,
+                name,
+                data,
+                self.clock.now(),
+                trace,
+                locked_by=runner.locked_by if runner else None,
+                lease=runner.lease if runner else None,
+                queue=runner.scheduler.queue if runner else None,
+            )
+        except BaseException:
+            if runner is not None:
+                runner.scheduler.unreserve()
+            raise
+        if runner is not None:
+            if row is not None and row["claimed"]:
+                runner.scheduler.adopt(row, _inbox(row))
+            else:
+                runner.scheduler.unreserve()
         if row is None:
             raise NoTarget(
                 f"no live {workflow} instance with {_address(key_or_id)}; signal {name!r} "
@@ -296,6 +317,21 @@ class Client:
             finished_at=row["finished_at"],
             blocked_by=BlockedBy.from_row(row),
         )
+
+
+def _inbox(row: Any) -> tuple[StoredSignal, ...]:
+    """The inbox a claiming delivery returned with the instance it woke."""
+    return tuple(
+        StoredSignal(*fields)
+        for fields in zip(
+            row["inbox_ids"],
+            row["inbox_names"],
+            row["inbox_payloads"],
+            row["inbox_received"],
+            row["inbox_traces"],
+            strict=True,
+        )
+    )
 
 
 def _id_or_key(key_or_id: Any) -> tuple[Any, str | None]:

@@ -1,4 +1,4 @@
-"""Starts that run where they are made: a row inserted already claimed by a local scheduler.
+"""Work that runs where it is made: rows claimed by a local scheduler as they are written.
 
 When the process that starts an instance also runs its queue and has a free slot there, the
 start inserts the row as `executing`, claimed by that scheduler, and runs it at once. This
@@ -7,6 +7,9 @@ start costs. Only plain entries qualify (due now, no await, no rate limit, no co
 key: those are the claim's business), and only while the queue is drained, so a start never
 overtakes due rows. A crash between the insert and the step is the same as a crash after a
 claim: the lease expires and the reaper hands the row to another worker.
+
+A signal that wakes an instance of a local queue does the same: the delivery statement claims
+it for the scheduler whose slot it reserved, and returns its inbox with it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ class LocalRunner:
         self.specs = specs
         self.schedulers = schedulers
         self.leases = leases
+
+    def runner_for_queue(self, spec: WorkflowSpec) -> Runner | None:
+        """A reserved slot on the scheduler of `spec`'s queue (for what a signal wakes)."""
+        scheduler = self.schedulers.get(spec.queue)
+        if scheduler is None or not scheduler.reserve():
+            return None
+        return Runner(scheduler, scheduler.locked_by, self.leases[spec.name])
 
     def runner_for(self, row: NewRow) -> Runner | None:
         """A reserved slot for `row`, or None when it must go through the queue."""

@@ -145,11 +145,12 @@ class Scheduler:
         """Give back a slot `reserve()` promised (the row was not created claimed)."""
         self._reserved -= 1
 
-    def adopt(self, row: Any) -> None:
-        """Run a row inserted already claimed by this scheduler, in the slot reserved for it."""
+    def adopt(self, row: Any, inbox: tuple[StoredSignal, ...] = ()) -> None:
+        """Run a row claimed for this scheduler elsewhere (a start, a signal's wake-up), in
+        the slot reserved for it."""
         self._reserved -= 1
         self.claimed_total += 1
-        self._start(Claimed.from_row(row, self.locked_by))
+        self._start(Claimed.from_row(row, self.locked_by, inbox))
 
     def _wake_at(self, waits: set[float]) -> None:
         """Wake the loop after each of these delays (seconds), rounded up to 10 ms (a wake a

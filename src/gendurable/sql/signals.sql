@@ -6,9 +6,13 @@
 -- or this statement sees the row already `awaiting` and flips it. Only a live instance gets
 -- the signal; otherwise nothing is stored (the caller raises NoTarget).
 -- $2/$3: address by id (key NULL) or by key (id NULL).
+-- With $9 (a scheduler of this process with a free slot on queue $11), a woken instance of
+-- that queue is claimed by it at once for $10 (its lease), and comes back with its inbox,
+-- instead of being announced and claimed: unless it needs the claim's checks (a
+-- concurrency key, a rate limit) or its children (a spawn's `then` step).
 WITH now AS (SELECT coalesce($6::timestamptz, now()) AS t),
 target AS (
-    SELECT id, status, await_names, queue
+    SELECT id, status, await_names, queue, concurrency_key, rate_limit, children_from
     FROM __schema__.instances
     WHERE workflow = $1
       AND (($2::bigint IS NOT NULL AND id = $2)
@@ -19,19 +23,44 @@ target AS (
 ins AS (
     INSERT INTO __schema__.signals (instance_id, name, payload, received_at, trace_context)
     SELECT target.id, $4, $5::jsonb, now.t, $8::text FROM target, now
-    RETURNING id, instance_id
+    RETURNING id, instance_id, received_at
+),
+mode AS (
+    SELECT ($9::text IS NOT NULL AND target.queue = $11 AND target.concurrency_key IS NULL
+            AND target.rate_limit IS NULL AND target.children_from IS NULL) AS local
+    FROM target
 ),
 flip AS (
     UPDATE __schema__.instances i
-    SET status = 'available', run_at = now.t, timed_out = false, updated_at = now.t
-    FROM target, now
+    SET status = CASE WHEN mode.local THEN 'executing'::__schema__.status
+                      ELSE 'available'::__schema__.status END,
+        locked_by = CASE WHEN mode.local THEN $9::text END,
+        locked_until = CASE WHEN mode.local THEN now.t + $10::interval END,
+        run_at = now.t, timed_out = false, updated_at = now.t
+    FROM target, now, mode
     WHERE i.id = target.id AND target.status = 'awaiting' AND $4 = ANY (target.await_names)
-    RETURNING i.id, i.queue
+    RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
+              i.timed_out, i.await_seen, i.children_from, i.rate_limit, i.rate_partition,
+              i.weight, i.trace_context, 0.0::float8 AS waited, mode.local AS claimed
+),
+inbox AS (
+    SELECT s.id, s.name, s.payload, s.received_at, s.trace_context
+    FROM __schema__.signals s, flip
+    WHERE flip.claimed AND s.instance_id = flip.id
+    UNION ALL
+    SELECT ins.id, $4, $5::jsonb, ins.received_at, $8::text FROM ins, flip WHERE flip.claimed
 )
 SELECT ins.id AS signal_id, ins.instance_id,
        (SELECT count(*) FROM flip) > 0 AS woke,
-       (SELECT pg_notify($7, 'q:' || flip.queue) FROM flip) AS notified
-FROM ins;
+       coalesce((SELECT claimed FROM flip), false) AS claimed,
+       (SELECT pg_notify($7, 'q:' || flip.queue) FROM flip WHERE NOT flip.claimed) AS notified,
+       (SELECT array_agg(id ORDER BY id) FROM inbox) AS inbox_ids,
+       (SELECT array_agg(name ORDER BY id) FROM inbox) AS inbox_names,
+       (SELECT array_agg(payload ORDER BY id) FROM inbox) AS inbox_payloads,
+       (SELECT array_agg(received_at ORDER BY id) FROM inbox) AS inbox_received,
+       (SELECT array_agg(trace_context ORDER BY id) FROM inbox) AS inbox_traces,
+       flip.*
+FROM ins LEFT JOIN flip ON true;
 
 -- name: inbox_load
 -- The pending signals of a claimed batch, in arrival order (one round trip per batch).
