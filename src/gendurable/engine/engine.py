@@ -178,8 +178,11 @@ class Engine:
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
-        self._client = Client(self.specs, store, self.clock, notifier, self.telemetry)
-        committer = Committer(store, self.clock, self.telemetry, self.leases)
+        self._client = Client(
+            self.specs, store, self.clock, notifier, self.telemetry, objects=self._objects
+        )
+        versions = {name: spec.version for name, spec in self.specs.items()}
+        committer = Committer(store, self.clock, self.telemetry, self.leases, versions)
         catalog = Catalog(self.specs, self.limits)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self, catalog)
         self._executor = executor

@@ -62,7 +62,10 @@ CREATE TABLE IF NOT EXISTS __schema__.instances (
     updated_at timestamptz NOT NULL,
     finished_at timestamptz,
     -- W3C traceparent of the span that started this instance (OpenTelemetry), or NULL.
-    trace_context text
+    trace_context text,
+    -- The `@gd.workflow(version=)` of the code that wrote `state`: a deploy of a newer
+    -- version runs the workflow's `@gd.upgrade` chain on it before a step sees it.
+    state_version int NOT NULL DEFAULT 1
 );
 
 CREATE TABLE IF NOT EXISTS __schema__.signals (
