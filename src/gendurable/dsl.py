@@ -125,7 +125,11 @@ def await_signals(*names: str, timeout: timedelta | None = None, **typed: Any) -
     return mark
 
 
-def upgrade(fn: Any = None, /, *, from_version: int) -> Callable[[F], F]:
+@overload
+def upgrade(*, from_version: int) -> Callable[[F], F]: ...
+@overload
+def upgrade(fn: F, /) -> F: ...  # refused with a DefinitionError: a version is needed
+def upgrade(fn: Any = None, /, *, from_version: Any = None) -> Any:
     """Mark a method `def up(self, state) -> state` as the upgrade of stored states written
     by version `from_version` of the workflow to version `from_version + 1`.
 
