@@ -160,7 +160,8 @@ async def test_get_shows_the_upgraded_state_and_leaves_the_row_as_stored(
     info = await OrderV3.get("parked", engine=new)
 
     assert info.state == OrderV3.State(first="Ada", last="Lovelace", cents=1200)
-    assert info.blocked_by is not None and info.blocked_by.reason == "awaiting"
+    assert info.blocked_by is not None
+    assert info.blocked_by.reason == "awaiting"
     by_id = await OrderV3.get(ids["delayed"], engine=new)  # read without blocked_by
     assert by_id.state == OrderV3.State(first="Ada", last="Lovelace", cents=1200, later=True)
     assert (await stored(db, gendurable_schema, ids["parked"]))[:2] == (
@@ -220,7 +221,7 @@ async def test_a_version_no_upgrade_covers_goes_to_the_error_path(
             f"{NAME} instance {ids[key]}: its state is of version 1 and this code's is 3, but "
             "its oldest upgrade starts from version 2: add @gd.upgrade(from_version=1)"
         )
-        with pytest.raises(gd.StateUpgradeError, match="add @gd.upgrade"):
+        with pytest.raises(gd.StateUpgradeError, match=r"add @gd\.upgrade\(from_version=1\)"):
             await OrderV3NoV1.get(ids[key], engine=new)
     assert len(events.of(("step", "exception"), workflow=NAME)) == 2
     assert events.of(("reaper", "rescued")) == []
@@ -256,6 +257,55 @@ async def test_a_state_newer_than_this_code_goes_to_the_error_path_without_runni
     assert str(failure["error"]) == (
         f"{NAME} instance {id}: its state was written by version 3 of the workflow, newer "
         "than this code's version 1: run it with the newer code"
+    )
+
+
+handled: list[str] = []
+
+
+@gd.workflow(name=NAME, version=3, max_attempts=1)
+class OrderV3Recovers(gd.Workflow):
+    """Version 3 without the upgrades, whose handler starts an unreadable row afresh."""
+
+    State = OrderV3.State
+
+    @gd.step(start=True)
+    async def submit(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.goto(self.approve)
+
+    @gd.step
+    @gd.await_signals("approved")
+    async def approve(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.goto(self.ship)
+
+    @gd.step
+    async def ship(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        seen.append(state)
+        return gd.done()
+
+    def handle(self, error: Exception, state: Any, ctx: gd.Context) -> gd.Outcome:
+        handled.append(type(error).__name__)
+        assert state is None  # the stored state could not be read
+        return gd.goto(self.ship, state=OrderV3.State(first="?", last="?", cents=0))
+
+
+async def test_a_handler_may_replace_a_state_no_upgrade_covers(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    handled.clear()
+    ids = await v1_rows(make_engine)
+    new = await make_engine(workflows=[OrderV3Recovers])
+
+    await OrderV3Recovers.signal("parked", "approved", engine=new)
+    await new.drain()
+
+    # Once: the fresh state the handler chose runs on at version 3, never "upgraded" again.
+    assert handled == ["StateUpgradeError"]
+    assert seen == [OrderV3.State(first="?", last="?", cents=0)]
+    assert await stored(db, gendurable_schema, ids["parked"]) == (
+        {"first": "?", "last": "?", "cents": 0, "later": False},
+        3,
+        "done",
     )
 
 
