@@ -46,20 +46,26 @@ def uncovered(spec: WorkflowSpec, stored_version: int) -> str | None:
 
 
 def upgrade_state(
-    spec: WorkflowSpec, data: bytes | None, stored_version: int, obj: Any, *, what: str
+    spec: WorkflowSpec,
+    data: bytes | None,
+    stored_version: int,
+    obj: Any,
+    *,
+    what: str | None = None,
 ) -> bytes | None:
     """The JSON of `data` (written by `stored_version`) at `spec.version`.
 
     `obj` is the workflow object the upgrade methods are called on; `what` names the row in
     messages ("instance 12"). Raises `StateUpgradeError` when no upgrade covers the version,
-    or when an upgrade raises or returns something that is not JSON.
+    or when an upgrade raises or returns None or something that is not JSON.
     """
     if stored_version == spec.version or data is None:
         return data
+    where = f"{spec.name} {what}: " if what else ""
     why = uncovered(spec, stored_version)
     if why is not None:
         raise StateUpgradeError(
-            f"{spec.name} {what}: {why}", stored_version=stored_version, version=spec.version
+            f"{where}{why}", stored_version=stored_version, version=spec.version
         )
     for start in range(stored_version, spec.version):
         fn = spec.upgrades[start]
@@ -72,7 +78,7 @@ def upgrade_state(
             data = _encoder.encode(upgraded)
         except Exception as exc:
             raise StateUpgradeError(
-                f"{spec.name} {what}: upgrade {name!r} from version {start} to {start + 1} "
+                f"{where}upgrade {name!r} from version {start} to {start + 1} "
                 f"failed: {type(exc).__name__}: {exc}",
                 stored_version=stored_version,
                 version=spec.version,

@@ -449,6 +449,11 @@ class Engine:
         return self._client
 
     @property
+    def workflow_objects(self) -> Mapping[str, Any]:
+        """The object of each workflow class, by name: its steps and upgrades run on it."""
+        return self._objects
+
+    @property
     def store(self) -> Store:
         """The engine's database access (for tests and tools)."""
         if self._store is None:
