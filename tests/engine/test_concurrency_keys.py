@@ -14,10 +14,10 @@ runs on the system clock (the race needs real time).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -113,11 +113,9 @@ class Hand:
 
 
 @pytest.fixture
-async def hand(
-    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
-) -> AsyncIterator[Hand]:
+async def hand(make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str) -> Hand:
     engine = await make_engine(workflows=[Side], queues=None)
-    yield Hand(engine, db, gendurable_schema)
+    return Hand(engine, db, gendurable_schema)
 
 
 async def other_connection(engine: gd.Engine) -> asyncpg.Connection:
@@ -277,3 +275,66 @@ async def test_concurrency_keys_contended_is_reported_with_the_rows_held_back(
     first, *_ = await rec.wait(("concurrency", "contended"))
     assert first == {"queue": "default", "count": 2}
     assert [await Quick.result(f"q{i}", timeout=10) for i in range(3)] == ["q0", "q1", "q2"]
+
+
+# --- the race: several engines, keyed steps in flight at once ------------------------------
+
+spans: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+
+
+async def record(ckey: str, pause: float, ctx: gd.Context) -> None:
+    """Note when this step entered and left, for its key (`time.monotonic`)."""
+    entered = time.monotonic()
+    await asyncio.sleep(pause)  # the step's work: a window another run of the key could hit
+    spans[ckey].append((entered, time.monotonic(), ctx.engine.name))
+
+
+@gd.workflow(name="ck.serial")
+class Serial:
+    class State(msgspec.Struct):
+        ckey: str
+        pause: float = 0.0
+
+    @gd.step(start=True)
+    async def first(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        await record(state.ckey, state.pause, ctx)
+        return gd.goto(self.second)
+
+    @gd.step
+    async def second(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        await record(state.ckey, state.pause, ctx)
+        return gd.done()
+
+
+def overlaps(runs: list[tuple[float, float, str]]) -> list[tuple[Any, Any]]:
+    ordered = sorted(runs)
+    return [(a, b) for a, b in itertools.pairwise(ordered) if b[0] < a[1]]
+
+
+async def test_concurrency_keys_never_overlap_across_engines_over_many_rounds(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    spans.clear()
+    engines = [await make_engine(workflows=[Serial], queues={"default": 4}) for _ in range(3)]
+    rng = random.Random(8)
+    keys = ["K0", "K1", "K2"]
+    for round in range(8):
+        entries = [
+            Serial.new(
+                key=f"r{round}-{i}",
+                state=Serial.State(ckey=keys[i % 3], pause=rng.uniform(0, 0.002)),
+                concurrency_key=f"{keys[i % 3]}",
+            )
+            for i in range(24)
+        ]
+        await Serial.start_many(entries, engine=engines[round % 3])
+        for entry in entries:
+            assert entry.key is not None
+            await Serial.result(entry.key, timeout=30, engine=engines[0])
+
+    for key in keys:
+        assert len(spans[key]) == 8 * 8 * 2
+        assert overlaps(spans[key]) == [], f"two runs of {key} overlapped"
+    ran_on = {name for runs in spans.values() for _, _, name in runs}
+    assert len(ran_on) > 1, "one engine ran everything: the race did not happen"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
