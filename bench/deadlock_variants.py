@@ -38,31 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "engin
 import deadlock_load
 
 
-def _swap(sql: str, old: str, new: str) -> str:
-    if sql.count(old) != 1:
-        raise SystemExit(f"variant no longer applies: {old!r} found {sql.count(old)} times")
-    return sql.replace(old, new)
-
-
-VARIANTS: dict[str, tuple[str, str, str]] = {
-    "batch_desc": (
-        "outcome_batch",
-        "    ORDER BY i.id\n    FOR UPDATE OF i\n",
-        "    ORDER BY i.id DESC\n    FOR UPDATE OF i\n",
-    ),
-    "cancel_child_first": (
-        "instance_cancel",
-        "    ORDER BY i.id\n    FOR UPDATE OF i\n",
-        "    ORDER BY i.id DESC\n    FOR UPDATE OF i\n",
-    ),
-    "insert_unordered": (
-        "instance_insert_many",
-        'ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord',
-        "ORDER BY r.ord",
-    ),
-}
-
-
 def emit(**fields: Any) -> None:
     """Print one JSON line."""
     print(json.dumps(fields), flush=True)
@@ -82,7 +57,7 @@ async def deadlocks_so_far(dsn: str) -> int:
 
 async def one_run(dsn: str, variant: str, rounds: int, seed: int) -> None:
     schema = f"dl_{uuid.uuid4().hex[:10]}"
-    fast = dsn + ("&" if "?" in dsn else "?") + "deadlock_timeout=50ms"
+    fast = deadlock_load.fast_deadlocks(dsn)
     engines = [
         gd.Engine(
             fast,
@@ -98,8 +73,7 @@ async def one_run(dsn: str, variant: str, rounds: int, seed: int) -> None:
         for engine in engines:
             await engine.start()
             if variant != "shipped":
-                name, old, new = VARIANTS[variant]
-                engine.store.sql[name] = _swap(engine.store.sql[name], old, new)
+                deadlock_load.use_variant(engine, variant)
         started = time.perf_counter()
         tally = await deadlock_load.run(engines, rounds, seed=seed)
         seconds = time.perf_counter() - started
@@ -123,7 +97,7 @@ async def one_run(dsn: str, variant: str, rounds: int, seed: int) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("variants", nargs="*", default=["shipped", *VARIANTS])
+    parser.add_argument("variants", nargs="*", default=["shipped", *deadlock_load.VARIANTS])
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dsn", default=None)

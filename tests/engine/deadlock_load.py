@@ -75,6 +75,44 @@ class Boss:
 
 WORKFLOWS = [Boss, Kid]
 
+# Copies of a writer that break the lock order: (statement, text as shipped, replacement).
+VARIANTS: dict[str, tuple[str, str, str]] = {
+    # outcome_batch locks children before their parents, against cancels that lock a
+    # parent and then its descendants.
+    "batch_desc": (
+        "outcome_batch",
+        "    ORDER BY i.id\n    FOR UPDATE OF i\n",
+        "    ORDER BY i.id DESC\n    FOR UPDATE OF i\n",
+    ),
+    # instance_cancel locks its target before the target's parent.
+    "cancel_child_first": (
+        "instance_cancel",
+        "    ORDER BY i.id\n    FOR UPDATE OF i\n",
+        "    ORDER BY i.id DESC\n    FOR UPDATE OF i\n",
+    ),
+    # instance_insert_many inserts in entry order, not key order: racing spawns and batches
+    # take the unique-key locks in different orders.
+    "insert_unordered": (
+        "instance_insert_many",
+        'ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord',
+        "ORDER BY r.ord",
+    ),
+}
+
+
+def use_variant(engine: gd.Engine, variant: str) -> None:
+    """Make a running engine use the variant's copy of its statement."""
+    name, old, new = VARIANTS[variant]
+    sql = engine.store.sql[name]
+    if sql.count(old) != 1:
+        raise AssertionError(f"variant {variant} no longer applies to {name}")
+    engine.store.sql[name] = sql.replace(old, new)
+
+
+def fast_deadlocks(dsn: str) -> str:
+    """`dsn` with `deadlock_timeout` at 50 ms: a deadlock is detected (and costs) that long."""
+    return dsn + ("&" if "?" in dsn else "?") + "deadlock_timeout=50ms"
+
 
 @dataclass
 class Tally:
@@ -106,8 +144,11 @@ def _kids(rng: random.Random, n: int) -> list[tuple[str, bool, float]]:
     return [(k, rng.random() < 0.3, rng.uniform(0, 0.002)) for k in rng.sample(POOL, n)]
 
 
-async def run(engines: list[gd.Engine], rounds: int, *, seed: int = 0) -> Tally:
-    """Run `rounds` rounds of the load over `engines` (serving `WORKFLOWS`)."""
+async def run(
+    engines: list[gd.Engine], rounds: int, *, seed: int = 0, until_deadlock: bool = False
+) -> Tally:
+    """Run `rounds` rounds of the load over `engines` (serving `WORKFLOWS`); with
+    `until_deadlock`, stop after the first round that met a deadlock."""
     rng = random.Random(seed)
     tally = Tally()
     bosses: list[tuple[str, list[str]]] = []
@@ -160,6 +201,8 @@ async def run(engines: list[gd.Engine], rounds: int, *, seed: int = 0) -> Tally:
             rng.shuffle(actions)
             await asyncio.gather(*(op(a) for a in actions))
             tally.rounds += 1
+            if until_deadlock and tally.deadlocks:
+                break
     finally:
         logger.removeHandler(watch)
     return tally
