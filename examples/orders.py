@@ -93,6 +93,7 @@ class Line(msgspec.Struct):
     qty: int
 
 
+# --8<-- [start:order]
 @gd.workflow(name="orders.reserve", queue="stock", result=Line)
 class Reserve:
     """Reserve one line item; fails (`stop`) when the SKU is short."""
@@ -175,6 +176,9 @@ class Order:
         released = ", ".join(f"{line.qty} {line.sku}" for line in state.released)
         note = "; ".join(state.missing) + (f" (released {released})" if released else "")
         return gd.done(Order.Result("rejected", [], note))
+
+
+# --8<-- [end:order]
 
 
 ORDERS = {
