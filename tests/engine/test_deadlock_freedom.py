@@ -42,6 +42,10 @@ async def test_deadlock_freedom_under_overlapping_spawns_starts_cancels_and_sign
     assert tally.deadlocks == []
     assert tally.errors == []
     assert await broken_counts(db, gendurable_schema) == []
+    stranded = await db.fetchval(
+        f"SELECT count(*) FROM \"{gendurable_schema}\".instances WHERE status = 'executing'"
+    )
+    assert stranded == 0, "a stopped engine left claims behind"
     cancelled, spawned = await db.fetchrow(
         f"SELECT count(*) FILTER (WHERE status = 'cancelled' AND parent_id IS NOT NULL), "
         f"count(*) FILTER (WHERE parent_id IS NOT NULL) "
