@@ -91,7 +91,10 @@ class Scheduler:
             free = self.concurrency - len(self._running)
             if not self.claiming or free < self.min_demand:
                 return 0
-            claim = asyncio.ensure_future(
+            # A task of its own (named like the loop's, for logs), shielded from stop():
+            # see `_give_back`.
+            current = asyncio.current_task()
+            claim = asyncio.create_task(
                 self.store.instance_claim(
                     self.queue,
                     free,
@@ -100,7 +103,8 @@ class Scheduler:
                     self.clock.now(),
                     self.known_workflows,
                     self.known_steps,
-                )
+                ),
+                name=current.get_name() if current is not None else None,
             )
             try:
                 rows = await asyncio.shield(claim)
@@ -124,7 +128,7 @@ class Scheduler:
             self.deferred_total += len(rows) - len(claimed)
             return len(rows)
 
-    async def _give_back(self, claim: asyncio.Future[list[Any]]) -> None:
+    async def _give_back(self, claim: asyncio.Task[list[Any]]) -> None:
         """Release the rows of a claim whose loop was cancelled (stop) before it started them.
 
         The statement may have committed on the server already: its rows would otherwise
