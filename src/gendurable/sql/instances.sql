@@ -90,7 +90,7 @@ ORDER BY k.workflow, k.key, (i.status = ANY (i.scope)) DESC, i.id DESC;
 -- over each other's keys. The unique index `instances_concurrency_active` is the guarantee
 -- itself: a claim whose snapshot predates another's commit fails with a unique violation
 -- rather than run a second row of the key (the store retries it). `contended` counts the
--- due rows left waiting behind the keys this claim took.
+-- keys this claim took that have more due rows waiting.
 --
 -- Rate limits: rows with a `rate_limit` take `weight` tokens from the bucket (limit,
 -- partition). Buckets are created (a swept one recreated) and locked in key order by one
@@ -126,15 +126,18 @@ picked AS (
     LIMIT $2
     FOR UPDATE OF i SKIP LOCKED
 ),
--- Due rows of the keys this claim took, left waiting behind them (`concurrency.contended`).
+-- Keys this claim took that have more due rows waiting behind them
+-- (`concurrency.contended`): one probe of `instances_concurrency_head` per key (a scalar
+-- subquery, which the planner keeps per row instead of hashing the whole queue).
 held_back AS (
     SELECT count(*) AS n
     FROM picked p
-    JOIN __schema__.instances h
-      ON h.concurrency_key = p.concurrency_key AND h.queue = $1 AND h.id <> p.id
-     AND h.status = 'available'
     CROSS JOIN now
-    WHERE h.run_at <= now.t
+    WHERE p.concurrency_key IS NOT NULL
+      AND (SELECT h.id FROM __schema__.instances h
+           WHERE h.concurrency_key = p.concurrency_key AND h.queue = $1
+             AND h.status = 'available' AND h.run_at <= now.t AND h.id <> p.id
+           LIMIT 1) IS NOT NULL
 ),
 demand AS (
     SELECT c.id, c.rate_limit AS name, coalesce(c.rate_partition, '') AS part,
