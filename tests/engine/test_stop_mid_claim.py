@@ -29,6 +29,9 @@ async def test_stop_mid_claim_releases_the_rows_the_cancelled_claim_took(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:
     engine = await make_engine(workflows=[Quick], queues={"default": 2})
+    # The loop's first claim (slow: it plans the statement) must be over before the spy goes
+    # in, or it could take the row itself; drain() waits for it under the claim lock.
+    await engine.drain()
     store = engine.store
     claim = store.instance_claim
     answered = asyncio.Event()
