@@ -231,8 +231,13 @@ class Job:
         queue: str | None = None,
         on_conflict: Literal["return", "raise"] = "return",
         engine: Any = None,
+        concurrency_key: str | None = None,
+        scope: Iterable[str] | None = None,
     ) -> Any:
-        """Insert one run of the job; returns a `Handle` (`created=False` for a live key)."""
+        """Insert one run of the job; returns a `Handle` (`created=False` for a live key).
+
+        `concurrency_key` and `scope` mean what they mean for `Flow.start`.
+        """
         client = routing.resolve(self.spec.name, engine)
         return await client.start_instance(
             self.spec.name,
@@ -243,6 +248,8 @@ class Job:
             priority=priority,
             queue=queue,
             on_conflict=on_conflict,
+            concurrency_key=concurrency_key,
+            scope=scope,
         )
 
     def new(self, args: Any = None, *, key: str | None = None, **options: Any) -> ChildEntry:

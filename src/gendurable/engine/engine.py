@@ -271,7 +271,8 @@ class Engine:
 
         Releasing and closing get a short grace on top of `timeout`; when the database is
         unreachable they give up then, and the leases of what could not be released expire
-        as after a crash. So `stop()` returns within about `timeout` + 2 x `CLOSE_GRACE`.
+        as after a crash; a claim in flight gets as long to give back what it took. So
+        `stop()` returns within about `timeout` + 3 x `CLOSE_GRACE`.
         """
         if not self._started:
             return

@@ -86,12 +86,15 @@ ORDER BY k.workflow, k.key, (i.status = ANY (i.scope)) DESC, i.id DESC;
 -- (workflow, step) pairs this deploy knows are taken: rows of other deploys stay untouched.
 -- Each claim lasts its workflow's lease ($4 lists them, parallel to the known pairs).
 --
--- Concurrency keys: a row whose key is executing elsewhere is passed over in the scan (so
--- it blocks nothing behind it), and an advisory lock per key ($8 namespaces it by schema)
--- makes two claims running at once pass over each other's keys. The batch keeps the most
--- urgent row of each key. The unique index `instances_concurrency_active` is the guarantee
+-- Concurrency keys: only the most urgent due row of each key in the queue is eligible
+-- (found through `instances_concurrency_head`), so a batch takes at most one row per key
+-- and a key's backlog never fills the LIMIT ahead of other rows (no head-of-line
+-- blocking); a row whose key is executing elsewhere is passed over in the scan, and an
+-- advisory lock per key ($8 namespaces it by schema) makes two claims running at once pass
+-- over each other's keys. The unique index `instances_concurrency_active` is the guarantee
 -- itself: a claim whose snapshot predates another's commit fails with a unique violation
--- rather than run a second row of the key (the store retries it).
+-- rather than run a second row of the key (the store retries it). `contended` counts the
+-- keys this claim took that have more due rows waiting.
 --
 -- Rate limits: rows with a `rate_limit` take `weight` tokens from the bucket (limit,
 -- partition). Buckets are created (a swept one recreated) and locked in key order by one
@@ -114,26 +117,37 @@ picked AS (
            OR (NOT EXISTS (SELECT 1 FROM __schema__.instances e
                            WHERE e.concurrency_key = i.concurrency_key
                              AND e.status = 'executing')
+               -- only the most urgent due row of its key in this queue: the LIMIT below
+               -- then never fills with rows of one key (no head-of-line blocking)
+               AND i.id = (SELECT h.id FROM __schema__.instances h
+                           JOIN known kh ON kh.workflow = h.workflow AND kh.step = h.step
+                           WHERE h.concurrency_key = i.concurrency_key AND h.queue = i.queue
+                             AND h.status = 'available' AND h.run_at <= now.t
+                           ORDER BY h.priority DESC, h.run_at, h.id
+                           LIMIT 1)
                AND pg_try_advisory_xact_lock(hashtextextended($8 || i.concurrency_key, 0))))
     ORDER BY i.priority DESC, i.run_at, i.id
     LIMIT $2
     FOR UPDATE OF i SKIP LOCKED
 ),
-first_of_key AS (
-    SELECT DISTINCT ON (p.concurrency_key) p.id
+-- Keys this claim took that have more due rows waiting behind them
+-- (`concurrency.contended`): one probe of `instances_concurrency_head` per key (a scalar
+-- subquery, which the planner keeps per row instead of hashing the whole queue).
+held_back AS (
+    SELECT count(*) AS n
     FROM picked p
+    CROSS JOIN now
     WHERE p.concurrency_key IS NOT NULL
-    ORDER BY p.concurrency_key, p.priority DESC, p.run_at, p.id
-),
-chosen AS (
-    SELECT p.* FROM picked p
-    WHERE p.concurrency_key IS NULL OR p.id IN (SELECT id FROM first_of_key)
+      AND (SELECT h.id FROM __schema__.instances h
+           WHERE h.concurrency_key = p.concurrency_key AND h.queue = $1
+             AND h.status = 'available' AND h.run_at <= now.t AND h.id <> p.id
+           LIMIT 1) IS NOT NULL
 ),
 demand AS (
     SELECT c.id, c.rate_limit AS name, coalesce(c.rate_partition, '') AS part,
            sum(c.weight) OVER (PARTITION BY c.rate_limit, coalesce(c.rate_partition, '')
                                ORDER BY c.priority DESC, c.run_at, c.id) AS cum
-    FROM chosen c
+    FROM picked c
     WHERE c.rate_limit IS NOT NULL
 ),
 buckets AS (
@@ -167,7 +181,7 @@ verdict AS (
                 ELSE now.t + make_interval(
                     secs => (d.cum - b.granted - b.tokens) * cfg.per_ms / cfg.allowed / 1000.0)
            END AS wake_at
-    FROM chosen c
+    FROM picked c
     LEFT JOIN demand d ON d.id = c.id
     LEFT JOIN buckets b ON b.name = d.name AND b.partition = d.part
     LEFT JOIN __schema__.rate_configs cfg ON cfg.name = d.name
@@ -190,7 +204,7 @@ claimed AS (
               extract(epoch FROM i.run_at - now.t)::float8 AS wait, i.trace_context,
               extract(epoch FROM now.t - v.due_at)::float8 AS waited, i.state_version
 )
-SELECT claimed.*, (SELECT count(*) FROM picked) - (SELECT count(*) FROM chosen) AS contended
+SELECT claimed.*, (SELECT n FROM held_back) AS contended
 FROM claimed;
 
 -- name: outcome_park

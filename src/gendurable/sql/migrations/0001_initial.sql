@@ -118,6 +118,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS instances_concurrency_active
     ON __schema__.instances (concurrency_key)
     WHERE status = 'executing' AND concurrency_key IS NOT NULL;
 
+-- The most urgent due row of each concurrency key in a queue: only that row is eligible in a
+-- claim's scan, so a key with a long backlog never fills a batch with rows it cannot run.
+CREATE INDEX IF NOT EXISTS instances_concurrency_head
+    ON __schema__.instances (concurrency_key, queue, priority DESC, run_at, id)
+    WHERE status = 'available' AND concurrency_key IS NOT NULL;
+
 CREATE INDEX IF NOT EXISTS instances_await_deadline
     ON __schema__.instances (await_deadline)
     WHERE status = 'awaiting' AND await_deadline IS NOT NULL;
