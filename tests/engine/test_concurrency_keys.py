@@ -90,6 +90,7 @@ class Hand:
             [None] * n,
             [None] * n,
             [1] * n,
+            [1] * n,  # state_version (unused: a finish without a state keeps the row's)
         ]
         return await self.engine.store.outcome_batch(columns, ([], []), None)
 
