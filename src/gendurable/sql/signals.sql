@@ -41,7 +41,8 @@ flip AS (
     WHERE i.id = target.id AND target.status = 'awaiting' AND $4 = ANY (target.await_names)
     RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
               i.timed_out, i.await_seen, i.children_from, i.rate_limit, i.rate_partition,
-              i.weight, i.trace_context, 0.0::float8 AS waited, mode.local AS claimed
+              i.weight, i.trace_context, 0.0::float8 AS waited, mode.local AS claimed,
+              i.state_version
 ),
 inbox AS (
     SELECT s.id, s.name, s.payload, s.received_at, s.trace_context
