@@ -20,8 +20,8 @@ from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
-from .claim import StoredSignal
 from ..upgrader import upgrade_state
+from .claim import StoredSignal
 from .codec import decode_json, encode_json, encode_typed
 from .entries import NewRow, columns, new_row
 from .local import LocalRunner

@@ -9,6 +9,7 @@ which finds due rows nothing announced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import math
