@@ -28,7 +28,8 @@ class Quick:
 async def test_stop_mid_claim_releases_the_rows_the_cancelled_claim_took(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:
-    engine = await make_engine(workflows=[Quick], queues={"default": 2})
+    # Starts go through the queue (not run where they are made): the claim is under test.
+    engine = await make_engine(workflows=[Quick], queues={"default": 2}, local_starts=False)
     # The loop's first claim (slow: it plans the statement) must be over before the spy goes
     # in, or it could take the row itself; drain() waits for it under the claim lock.
     await engine.drain()
