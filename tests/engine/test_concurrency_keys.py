@@ -32,6 +32,12 @@ LEASE = timedelta(seconds=30)
 SIDE = "ck-side"
 
 
+def park_columns(n: int) -> list[list[Any]]:
+    """The park columns of `outcome_batch` (await names, keep deadline, seen, keep children),
+    unused by the outcomes these tests commit."""
+    return [[None] * n, [False] * n, [0] * n, [True] * n]
+
+
 @pytest.fixture
 def gendurable_clock() -> None:
     """The system clock: the race below runs in real time."""
@@ -91,8 +97,9 @@ class Hand:
             [None] * n,
             [1] * n,
             [1] * n,  # state_version (unused: a finish without a state keeps the row's)
+            *park_columns(n),
         ]
-        return await self.engine.store.outcome_batch(columns, ([], []), None)
+        return set(await self.engine.store.outcome_batch(columns, ([], []), None))
 
     async def set_executing(self, conn: asyncpg.Connection, id: int, by: str = "elsewhere") -> str:
         """What another worker's claim writes: the row executing under its worker id."""

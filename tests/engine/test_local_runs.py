@@ -90,7 +90,7 @@ async def settled(engine: gd.Engine) -> None:
 async def test_a_local_start_runs_without_a_claim(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:
-    engine = await make_engine(workflows=[Plain])
+    engine = await make_engine(workflows=[Plain], local_starts=True)
     await settled(engine)
     claims = Claims(engine)
 
@@ -110,7 +110,7 @@ async def test_a_local_start_runs_without_a_claim(
 async def test_a_start_goes_through_the_queue_when_it_cannot_run_at_once(
     make_engine: MakeEngine, manual_clock: gd.ManualClock
 ) -> None:
-    engine = await make_engine(workflows=[Plain, Waiter])
+    engine = await make_engine(workflows=[Plain, Waiter], local_starts=True)
     await settled(engine)
     claims = Claims(engine)
 
@@ -128,7 +128,7 @@ async def test_a_start_goes_through_the_queue_when_it_cannot_run_at_once(
 async def test_local_starts_wait_behind_due_rows_of_a_busy_queue(
     make_engine: MakeEngine,
 ) -> None:
-    engine = await make_engine(workflows=[Plain], queues={"default": 1})
+    engine = await make_engine(workflows=[Plain], queues={"default": 1}, local_starts=True)
     scheduler = engine.schedulers["default"]
     await settled(engine)
     scheduler.stop_claiming()
@@ -146,8 +146,10 @@ async def test_local_starts_wait_behind_due_rows_of_a_busy_queue(
     assert firsts.index("newcomer") == 3
 
 
-async def test_local_starts_can_be_turned_off(make_engine: MakeEngine) -> None:
-    engine = await make_engine(workflows=[Plain], local_starts=False)
+async def test_local_starts_are_off_under_a_manual_clock_unless_asked(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine(workflows=[Plain])
     await settled(engine)
     claims = Claims(engine)
 
@@ -161,7 +163,7 @@ async def test_local_starts_can_be_turned_off(make_engine: MakeEngine) -> None:
 async def test_a_signal_claims_what_it_wakes_and_brings_the_whole_inbox(
     make_engine: MakeEngine,
 ) -> None:
-    engine = await make_engine(workflows=[Waiter])
+    engine = await make_engine(workflows=[Waiter], local_starts=True)
     handle = await Waiter.start(key="w")
     await engine.drain()
     claims = Claims(engine)
@@ -187,7 +189,7 @@ class Keyed:
 async def test_a_signal_to_a_keyed_instance_leaves_it_to_the_claim(
     make_engine: MakeEngine,
 ) -> None:
-    engine = await make_engine(workflows=[Keyed])
+    engine = await make_engine(workflows=[Keyed], local_starts=True)
     handle = await Keyed.start(key="k", concurrency_key="one-at-a-time")
     await engine.drain()
     claims = Claims(engine)

@@ -259,12 +259,15 @@ class Store:
         columns: Sequence[Sequence[Any]],
         consumed: tuple[list[int], list[int]],
         now: datetime | None,
-    ) -> set[int]:
-        """Commit many outcomes in one statement (group commit); the ids whose guard held.
+    ) -> dict[int, bool | None]:
+        """Commit many outcomes in one statement (group commit).
 
+        Returns, for each id whose guard held, whether a park among them was woken at once
+        by its passed deadline (True), by a signal already there (False), or None.
         `columns` are the parallel arrays id, locked_by, kind, step, state, delay, status,
-        result, error, lease, rate_limit, rate_partition, weight, state_version; `consumed`
-        the (instance id, signal id) pairs to delete.
+        result, error, lease, rate_limit, rate_partition, weight, state_version, await_names,
+        keep_deadline, seen, keep_children; `consumed` the (instance id, signal id) pairs to
+        delete.
         """
         rows = await self._run(
             "fetch",
@@ -276,64 +279,7 @@ class Store:
             consumed[1],
             *columns[10:],
         )
-        return {int(r["id"]) for r in rows}
-
-    async def outcome_park(
-        self,
-        id: int,
-        locked_by: str,
-        step: str,
-        state: bytes | None,
-        names: Sequence[str],
-        timeout: timedelta | None,
-        seen: int,
-        consumed: Sequence[int],
-        keep_deadline: bool,
-        now: datetime | None,
-        limit: Any,
-        keep_children: bool,
-        state_version: int,
-    ) -> tuple[bool, bool | None]:
-        """Park in an awaiting step, then recheck the inbox under the same row lock.
-
-        `state` is written with `state_version`, the version of the workflow that wrote it.
-
-        Returns (committed, woken): `woken` is None when the instance stays parked, else
-        whether the deadline (True) or a signal (False) woke it. Two statements in one
-        transaction: the second runs in a fresh snapshot, so a signal that committed after
-        the first one started is seen (see `park_recheck`).
-        """
-
-        async def park(conn: Any) -> tuple[bool, bool | None]:
-            async with conn.transaction():
-                parked = await conn.fetchrow(
-                    self.sql["outcome_park"],
-                    id,
-                    locked_by,
-                    step,
-                    state,
-                    list(names),
-                    timeout,
-                    seen,
-                    list(consumed),
-                    keep_deadline,
-                    now,
-                    limit.name,
-                    limit.partition,
-                    limit.weight,
-                    keep_children,
-                    state_version,
-                    timeout=self.timeout,
-                )
-                if parked is None:
-                    return False, None
-                woke = await conn.fetchrow(
-                    self.sql["park_recheck"], id, now, self.channel, timeout=self.timeout
-                )
-                return True, (bool(woke["timed_out"]) if woke is not None else None)
-
-        result: tuple[bool, bool | None] = await self._retrying(park, idempotent=True)
-        return result
+        return {int(r["id"]): r["woken_by_deadline"] for r in rows}
 
     async def outcome_spawn(
         self,

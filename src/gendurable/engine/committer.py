@@ -1,8 +1,9 @@
 """Apply a `Decision` to the database, guarded by ownership of the claim.
 
-Goto, continue, retry and terminal outcomes go through group commit (one guarded statement
-per batch of outcomes that finished together); a park is its own two-statement transaction
-(see `Store.outcome_park`), and so is a spawn (children first, then the parent). A guard that
+Goto, continue, retry, park and terminal outcomes go through group commit (one guarded
+statement per batch of outcomes that finished together; a park's recheck of the inbox runs in
+it, see `instances_parked`); a spawn is its own transaction (children first, then the
+parent). A guard that
 no longer holds means the claim was lost: the outcome is dropped and reported as
 `outcome.stale`. Every state written goes with its workflow's version (`versions`); an outcome
 that keeps the stored state keeps its version too.
@@ -21,7 +22,7 @@ from ..telemetry import Telemetry
 from .claim import Claimed
 from .decide import Decision, Finish, MoveTo, Park, RetryLater, SpawnChildren
 from .entries import columns
-from .group_commit import BatchItem, GroupCommit
+from .group_commit import STALE, BatchItem, GroupCommit
 
 
 class Committer:
@@ -51,26 +52,12 @@ class Committer:
         now = self.clock.now()
         store = self.store
         version = self.versions.get(claim.workflow, 1)
-        if isinstance(decision, MoveTo | RetryLater | Finish):
+        if isinstance(decision, MoveTo | RetryLater | Finish | Park):
             item = _batch_item(claim, decision, self.leases[claim.workflow])
-            ok = await self.group.submit(replace(item, state_version=version))
-        elif isinstance(decision, Park):
-            ok, woken = await store.outcome_park(
-                claim.id,
-                claim.locked_by,
-                decision.step,
-                decision.state,
-                decision.names,
-                decision.timeout,
-                decision.seen,
-                decision.consumed,
-                decision.keep_deadline,
-                now,
-                decision.limit,
-                decision.keep_children,
-                version,
-            )
-            if woken:
+            result = await self.group.submit(replace(item, state_version=version))
+            ok = result is not STALE
+            if result is True:  # a park woken at once by its passed deadline
+                assert isinstance(decision, Park)
                 self.telemetry.emit(
                     ("await", "timeout"),
                     {},
@@ -114,8 +101,8 @@ class Committer:
             )
         return ok
 
-    async def _flush(self, items: Sequence[BatchItem]) -> set[int]:
-        arrays: list[list[Any]] = [[] for _ in range(14)]
+    async def _flush(self, items: Sequence[BatchItem]) -> dict[int, bool | None]:
+        arrays: list[list[Any]] = [[] for _ in range(18)]
         consumed: tuple[list[int], list[int]] = ([], [])
         for it in items:
             values = (
@@ -133,6 +120,10 @@ class Committer:
                 it.limit.partition,
                 it.limit.weight,
                 it.state_version,
+                it.await_names,
+                it.keep_deadline,
+                it.seen,
+                it.keep_children,
             )
             for column, value in zip(arrays, values, strict=True):
                 column.append(value)
@@ -142,9 +133,24 @@ class Committer:
 
 
 def _batch_item(
-    claim: Claimed, decision: MoveTo | RetryLater | Finish, lease: timedelta
+    claim: Claimed, decision: MoveTo | RetryLater | Finish | Park, lease: timedelta
 ) -> BatchItem:
-    """The group-commit form of a goto, continue, retry or terminal outcome."""
+    """The group-commit form of a goto, continue, retry, park or terminal outcome."""
+    if isinstance(decision, Park):
+        return BatchItem(
+            claim.id,
+            claim.locked_by,
+            "park",
+            step=decision.step,
+            state=decision.state,
+            delay=decision.timeout,
+            consumed=decision.consumed,
+            limit=decision.limit,
+            await_names="{" + ",".join(_quoted(n) for n in decision.names) + "}",
+            keep_deadline=decision.keep_deadline,
+            seen=decision.seen,
+            keep_children=decision.keep_children,
+        )
     if isinstance(decision, MoveTo):
         return BatchItem(
             claim.id,
@@ -175,3 +181,8 @@ def _batch_item(
         result=decision.result,
         error=decision.error,
     )
+
+
+def _quoted(name: str) -> str:
+    """`name` as an element of a PostgreSQL array literal (any text survives)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'

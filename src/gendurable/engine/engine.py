@@ -61,8 +61,9 @@ class Engine:
     the limit's burst. Every engine with queues collects garbage every `gc_interval`:
     terminal instances older than `gc_retention` (None keeps them), idle rate buckets and
     configs no running engine holds, `gc_batch` rows per statement.
-    `local_starts` (on by default) lets a start made in this process run at once on one of
-    its schedulers with a free slot, inserted already claimed (no notification, no claim).
+    `local_starts` (on by default, off under a manual clock) lets a start made in this
+    process, or a signal it sends, run at once on one of its schedulers with a free slot: the
+    row is written already claimed (no notification, no claim statement).
     """
 
     def __init__(
@@ -86,7 +87,7 @@ class Engine:
         statement_timeout: timedelta = timedelta(seconds=30),
         gc_interval: timedelta = timedelta(minutes=1),
         gc_batch: int = 1000,
-        local_starts: bool = True,
+        local_starts: bool | None = None,
     ) -> None:
         quote_schema(schema)
         if dsn is not None:
@@ -106,7 +107,6 @@ class Engine:
                 raise ConfigError(f"queue {queue!r}: concurrency must be a positive int")
         self.specs = _specs(workflows)
         check_gc_options(gc_retention, gc_interval, gc_batch)
-        self.local_starts = local_starts
         self.rate_limits = dict(rate_limits or {})
         self.rate_configs = RateConfigs.build(
             rate_limits, self.specs, check_steps=bool(self.queues)
@@ -114,6 +114,8 @@ class Engine:
         # Every limit this deploy knows (by name, and inline ones named after their steps).
         self.limits = self.rate_configs.limits
         self.clock: Clock = clock or SystemClock()
+        # Under a manual clock, work starts only through claims (and so as drain() drives it).
+        self.local_starts = not self.clock.manual if local_starts is None else local_starts
         self.lease = lease
         self.leases = {name: spec.lease or lease for name, spec in self.specs.items()}
         self.poll_interval = poll_interval

@@ -9,9 +9,10 @@ its own durable commit before its instance moves on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from .entries import NO_LIMIT, StepLimit
 
@@ -34,9 +35,25 @@ class BatchItem:
     limit: StepLimit = NO_LIMIT
     state_version: int = 1
     """The workflow version of `state` (ignored when `state` is None: the row keeps its own)."""
+    await_names: str | None = None
+    """A park's awaited names, as a PostgreSQL array literal."""
+    keep_deadline: bool = False
+    seen: int = 0
+    keep_children: bool = True
 
 
-Flush = Callable[[Sequence[BatchItem]], Awaitable[set[int]]]
+class _Stale:
+    """The result of an item whose guard did not hold (the claim was lost)."""
+
+    def __repr__(self) -> str:
+        return "STALE"
+
+
+STALE: Any = _Stale()
+"""What `submit` returns for an outcome that was not committed."""
+
+Flush = Callable[[Sequence[BatchItem]], Awaitable[Mapping[int, Any]]]
+"""Commits a batch; for each committed id, what the statement says of it."""
 
 
 class GroupCommit:
@@ -46,12 +63,13 @@ class GroupCommit:
         self.flush = flush
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self._pending: list[tuple[BatchItem, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[BatchItem, asyncio.Future[Any]]] = []
         self._in_flight = 0
 
-    async def submit(self, item: BatchItem) -> bool:
-        """Commit `item` with whatever else is pending; True when its guard held."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def submit(self, item: BatchItem) -> Any:
+        """Commit `item` with whatever else is pending; `STALE` when its guard did not hold,
+        else what the statement said of it."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         # A submitter cancelled while its batch is in flight never reads the outcome: mark a
         # failure as retrieved so it is not reported as "never retrieved".
         fut.add_done_callback(_retrieve)
@@ -77,11 +95,11 @@ class GroupCommit:
                     continue
                 for item, fut in batch:
                     if not fut.done():
-                        fut.set_result(item.id in done)
+                        fut.set_result(done.get(item.id, STALE))
         finally:
             self._in_flight -= 1
 
 
-def _retrieve(fut: asyncio.Future[bool]) -> None:
+def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()

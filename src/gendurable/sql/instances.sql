@@ -216,55 +216,6 @@ claimed AS (
 SELECT claimed.*, (SELECT n FROM held_back) AS contended
 FROM claimed;
 
--- name: outcome_park
--- First statement of the park transaction: enter (or re-enter) an awaiting step. Takes the
--- row lock that signal delivery also takes; `park_recheck` then looks at the inbox again in
--- a fresh snapshot under that lock, so a signal racing the park is never stranded.
--- $6 is the await timeout (NULL: none); $9 true keeps the current deadline (reawait);
--- $11-$13 the step's rate limit, partition and weight; $14 true keeps ctx.children (the
--- step was entered by its spawn finishing, not by a goto); $15 the version of the state.
-WITH now AS (SELECT coalesce($10::timestamptz, now()) AS t),
-upd AS (
-    UPDATE __schema__.instances i
-    SET step = $3, state = $4::jsonb, status = 'awaiting', attempt = 0,
-        await_names = $5::text[],
-        await_deadline = CASE WHEN $9::boolean THEN i.await_deadline
-                              ELSE now.t + $6::interval END,
-        await_seen = $7, timed_out = false,
-        rate_limit = $11, rate_partition = $12, weight = $13,
-        children_from = CASE WHEN $14::boolean THEN i.children_from END,
-        locked_by = NULL, locked_until = NULL, updated_at = now.t, state_version = $15::int
-    FROM now
-    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
-    RETURNING i.id
-),
-consumed AS (
-    DELETE FROM __schema__.signals s USING upd
-    WHERE s.instance_id = upd.id AND s.id = ANY ($8::bigint[])
-)
-SELECT id FROM upd;
-
--- name: park_recheck
--- Second statement of the park transaction (fresh snapshot, row lock held): wake at once
--- when a matching signal newer than the ones already seen is in the inbox, or when the
--- deadline has already passed. The wake is announced like a delivery's.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
-woke AS (
-UPDATE __schema__.instances i
-SET status = 'available', run_at = now.t, updated_at = now.t,
-    timed_out = NOT EXISTS (
-        SELECT 1 FROM __schema__.signals s
-        WHERE s.instance_id = i.id AND s.name = ANY (i.await_names) AND s.id > i.await_seen)
-FROM now
-WHERE i.id = $1 AND i.status = 'awaiting'
-  AND (EXISTS (SELECT 1 FROM __schema__.signals s
-               WHERE s.instance_id = i.id AND s.name = ANY (i.await_names)
-                 AND s.id > i.await_seen)
-       OR i.await_deadline <= now.t)
-RETURNING i.id, i.queue, i.timed_out
-)
-SELECT id, queue, timed_out, pg_notify($3, 'q:' || queue) AS notified FROM woke;
-
 -- name: instance_release
 -- Give a claim back untouched (drain, long chains): available again at once, and announced
 -- so that another node takes it now rather than at its next poll.
@@ -342,23 +293,29 @@ GROUP BY workflow, step
 ORDER BY workflow, step;
 
 -- name: outcome_batch
--- Group commit: the goto / continue / retry / finish outcomes of many steps in one statement,
--- each row guarded by ownership exactly as in its single-row statement. The rows, and the
--- parents that finishing rows count down, are locked in id order first, so concurrent
--- batches (and every other writer that ends instances) cannot deadlock. Terminal effects
--- are `instances_ended`'s, called once for the rows that finished here.
--- kind: 'goto' | 'continue' | 'retry' | 'finish'. Consumed signals ride in as the parallel
--- arrays $13 (instance ids) and $14 (signal ids); $15-$17 are the rate limit, partition and
--- weight of the step a goto or continue enters; $18 the version of each row's new state
--- (a row whose state is NULL here keeps its stored state and version).
+-- Group commit: the goto / continue / retry / park / finish outcomes of many steps in one
+-- statement, each row guarded by ownership exactly as in its single-row statement. The rows,
+-- and the parents that finishing rows count down, are locked in id order first, so
+-- concurrent batches (and every other writer that ends instances) cannot deadlock. Terminal
+-- effects are `instances_ended`'s, called once for the rows that finished here; parked rows
+-- are rechecked by `instances_parked` under the locks this statement holds.
+-- kind: 'goto' | 'continue' | 'retry' | 'park' | 'finish'. Consumed signals ride in as the
+-- parallel arrays $13 (instance ids) and $14 (signal ids); $15-$17 are the rate limit,
+-- partition and weight of the step a goto, continue or park enters; $18 the version of each
+-- row's new state (a row whose state is NULL here keeps its stored state and version).
+-- A park also has $19 the awaited names (an array literal), `delay` as the await timeout
+-- (NULL: none), $20 whether it keeps its deadline (a reawait), $21 the highest signal id it
+-- already saw, $22 whether it keeps ctx.children (not entered by a goto).
 WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
 b AS (
     SELECT *
     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
                 $7::interval[], $8::text[], $9::jsonb[], $10::jsonb[], $11::interval[],
-                $15::text[], $16::text[], $17::int[], $18::int[])
+                $15::text[], $16::text[], $17::int[], $18::int[], $19::text[],
+                $20::boolean[], $21::bigint[], $22::boolean[])
          AS b(id, locked_by, kind, step, state, delay, status, result, error, lease,
-              rate_limit, rate_partition, weight, state_version)
+              rate_limit, rate_partition, weight, state_version, await_names,
+              keep_deadline, seen, keep_children)
 ),
 locked AS (
     SELECT i.id
@@ -372,12 +329,13 @@ locked AS (
 ),
 upd AS (
     UPDATE __schema__.instances i
-    SET step = CASE WHEN b.kind IN ('goto', 'continue') THEN b.step ELSE i.step END,
+    SET step = CASE WHEN b.kind IN ('goto', 'continue', 'park') THEN b.step ELSE i.step END,
         state = coalesce(b.state, i.state),
         state_version = CASE WHEN b.state IS NULL THEN i.state_version
                              ELSE b.state_version END,
         status = CASE b.kind WHEN 'continue' THEN 'executing'::__schema__.status
                              WHEN 'finish' THEN b.status::__schema__.status
+                             WHEN 'park' THEN 'awaiting'::__schema__.status
                              ELSE 'available'::__schema__.status END,
         attempt = CASE b.kind WHEN 'retry' THEN i.attempt + 1
                               WHEN 'finish' THEN i.attempt ELSE 0 END,
@@ -385,16 +343,24 @@ upd AS (
                       THEN now.t + coalesce(b.delay, interval '0') ELSE i.run_at END,
         locked_by = CASE WHEN b.kind = 'continue' THEN i.locked_by END,
         locked_until = CASE WHEN b.kind = 'continue' THEN now.t + b.lease END,
-        timed_out = CASE WHEN b.kind IN ('goto', 'continue') THEN false ELSE i.timed_out END,
-        await_seen = CASE WHEN b.kind IN ('goto', 'continue') THEN 0 ELSE i.await_seen END,
-        await_names = CASE WHEN b.kind = 'retry' THEN i.await_names END,
-        await_deadline = CASE WHEN b.kind = 'retry' THEN i.await_deadline END,
-        rate_limit = CASE WHEN b.kind IN ('goto', 'continue') THEN b.rate_limit
+        timed_out = CASE WHEN b.kind IN ('goto', 'continue', 'park') THEN false
+                         ELSE i.timed_out END,
+        await_seen = CASE b.kind WHEN 'park' THEN b.seen WHEN 'goto' THEN 0 WHEN 'continue' THEN 0
+                                 ELSE i.await_seen END,
+        await_names = CASE b.kind WHEN 'retry' THEN i.await_names
+                                  WHEN 'park' THEN b.await_names::text[] END,
+        await_deadline = CASE b.kind
+            WHEN 'retry' THEN i.await_deadline
+            WHEN 'park' THEN CASE WHEN b.keep_deadline THEN i.await_deadline
+                                  ELSE now.t + b.delay END END,
+        rate_limit = CASE WHEN b.kind IN ('goto', 'continue', 'park') THEN b.rate_limit
                           ELSE i.rate_limit END,
-        rate_partition = CASE WHEN b.kind IN ('goto', 'continue') THEN b.rate_partition
+        rate_partition = CASE WHEN b.kind IN ('goto', 'continue', 'park') THEN b.rate_partition
                               ELSE i.rate_partition END,
-        weight = CASE WHEN b.kind IN ('goto', 'continue') THEN b.weight ELSE i.weight END,
+        weight = CASE WHEN b.kind IN ('goto', 'continue', 'park') THEN b.weight
+                      ELSE i.weight END,
         children_from = CASE WHEN b.kind IN ('goto', 'continue') THEN NULL
+                             WHEN b.kind = 'park' AND NOT b.keep_children THEN NULL
                              ELSE i.children_from END,
         result = CASE WHEN b.kind = 'finish' THEN b.result ELSE i.result END,
         error = CASE WHEN b.kind IN ('finish', 'retry') THEN b.error ELSE i.error END,
@@ -408,7 +374,7 @@ upd AS (
 consumed AS (
     DELETE FROM __schema__.signals s
     USING upd, unnest($13::bigint[], $14::bigint[]) AS c(instance_id, signal_id)
-    WHERE upd.kind IN ('goto', 'continue') AND c.instance_id = upd.id
+    WHERE upd.kind IN ('goto', 'continue', 'park') AND c.instance_id = upd.id
       AND s.id = c.signal_id AND s.instance_id = upd.id
 ),
 ended AS (
@@ -416,8 +382,14 @@ ended AS (
     FROM upd, now
     WHERE upd.kind = 'finish'
     HAVING count(*) > 0
+),
+parked AS (
+    SELECT p.* FROM now, __schema__.instances_parked(
+        (SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park'), now.t, $12) p
 )
-SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded FROM upd;
+SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded,
+       parked.woken_by_deadline
+FROM upd LEFT JOIN parked ON parked.woken_id = upd.id;
 
 -- name: outcome_spawn
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children

@@ -232,6 +232,45 @@ $fn$;
 -- `last_seen`/`expires_at` with its heartbeat and deletes its row at stop. A row past
 -- `expires_at` is a node that died without stopping: ignored by blocked_by, pruned by any
 -- live node's heartbeat.
+-- The second half of a park, run by the group commit right after it set rows `awaiting`:
+-- wake at once each parked row whose inbox already holds a matching signal newer than the
+-- ones it saw, or whose deadline has passed (as a timeout), and announce the wake like a
+-- delivery. The caller's statement holds the rows' locks, which signal delivery also takes,
+-- and this function's statement runs in a fresh snapshot (VOLATILE): a signal committed
+-- before the park took the lock is seen here, and one committed after it finds the row
+-- already `awaiting` and flips it itself. So no wake-up is lost between the two.
+-- Returns the rows it woke, and whether the deadline (not a signal) woke each.
+CREATE OR REPLACE FUNCTION __schema__.instances_parked(
+    parked bigint[], t timestamptz, channel text
+) RETURNS TABLE (woken_id bigint, woken_by_deadline boolean)
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    IF parked IS NULL OR cardinality(parked) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH woke AS (
+        UPDATE __schema__.instances i
+        SET status = 'available', run_at = t, updated_at = t,
+            timed_out = NOT EXISTS (
+                SELECT 1 FROM __schema__.signals s
+                WHERE s.instance_id = i.id AND s.name = ANY (i.await_names)
+                  AND s.id > i.await_seen)
+        WHERE i.id = ANY (parked) AND i.status = 'awaiting'
+          AND (EXISTS (SELECT 1 FROM __schema__.signals s
+                       WHERE s.instance_id = i.id AND s.name = ANY (i.await_names)
+                         AND s.id > i.await_seen)
+               OR i.await_deadline <= t)
+        RETURNING i.id, i.queue, i.timed_out
+    ),
+    announced AS (
+        SELECT count(pg_notify(channel, 'q:' || q.queue)) AS n
+        FROM (SELECT DISTINCT queue FROM woke) q
+    )
+    SELECT woke.id, woke.timed_out FROM woke, announced;
+END
+$fn$;
+
 CREATE TABLE IF NOT EXISTS __schema__.nodes (
     id text PRIMARY KEY,
     name text NOT NULL,
