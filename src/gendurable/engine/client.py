@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -207,6 +208,8 @@ class Client:
                         f"{workflow} instance {id} did not end within {timeout}s "
                         f"(status {row['status']})"
                     )
+                if self.notifier.recheck_after is not None:  # not listening: poll
+                    remaining = min(remaining or math.inf, self.notifier.recheck_after)
                 with contextlib.suppress(TimeoutError):  # recheck once, then raise above
                     async with asyncio.timeout(remaining):
                         await asyncio.shield(waiter)

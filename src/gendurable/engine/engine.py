@@ -61,6 +61,9 @@ class Engine:
     the limit's burst. Every engine with queues collects garbage every `gc_interval`:
     terminal instances older than `gc_retention` (None keeps them), idle rate buckets and
     configs no running engine holds, `gc_batch` rows per statement.
+    `listen=False` opens no LISTEN connection (for a transaction-pooling proxy, with
+    `prepare=False`): schedulers and `result()` then find work and ends by polling every
+    `poll_interval`.
     `local_starts` (on by default, off under a manual clock) lets a start made in this
     process, or a signal it sends, run at once on one of its schedulers with a free slot: the
     row is written already claimed (no notification, no claim statement).
@@ -88,6 +91,7 @@ class Engine:
         gc_interval: timedelta = timedelta(minutes=1),
         gc_batch: int = 1000,
         local_starts: bool | None = None,
+        listen: bool = True,
     ) -> None:
         quote_schema(schema)
         if dsn is not None:
@@ -114,6 +118,7 @@ class Engine:
         # Every limit this deploy knows (by name, and inline ones named after their steps).
         self.limits = self.rate_configs.limits
         self.clock: Clock = clock or SystemClock()
+        self.listen = listen
         # Under a manual clock, work starts only through claims (and so as drain() drives it).
         self.local_starts = not self.clock.manual if local_starts is None else local_starts
         self.lease = lease
@@ -183,9 +188,13 @@ class Engine:
             else:
                 await check_version(conn, schema=self.schema)
         await self.rate_configs.write(store, self.clock.now())
-        self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
-        notifier = Notifier(self._listener, self._wake_queue)
-        await self._listener.start()
+        if self.listen:
+            self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
+        notifier = Notifier(
+            self._listener, self._wake_queue, poll_interval=self.poll_interval.total_seconds()
+        )
+        if self._listener is not None:
+            await self._listener.start()
         self._client = Client(
             self.specs,
             store,

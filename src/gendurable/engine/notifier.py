@@ -19,12 +19,21 @@ _log = logging.getLogger("gendurable.notifier")
 class Notifier:
     """Dispatches channel payloads to queue wakers and per-instance waiters."""
 
-    def __init__(self, listener: Listener, wake_queue: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        listener: Listener | None,
+        wake_queue: Callable[[str], None],
+        *,
+        poll_interval: float = 1.0,
+    ) -> None:
         self.listener = listener
         self.wake_queue = wake_queue
         self._waiters: dict[int, set[asyncio.Future[None]]] = {}
-        listener.on_payload = self._dispatch
-        listener.on_reconnect = self._wake_all
+        # With no listener nothing announces an end: waiters look again at this pace.
+        self.recheck_after = None if listener is not None else poll_interval
+        if listener is not None:
+            listener.on_payload = self._dispatch
+            listener.on_reconnect = self._wake_all
 
     def waiter(self, id: int) -> asyncio.Future[None]:
         """A future resolved when instance `id` is announced terminal (or on reconnect)."""
