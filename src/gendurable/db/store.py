@@ -47,6 +47,14 @@ NOT_IDEMPOTENT = frozenset(
 _log = logging.getLogger("gendurable.store")
 
 
+def _transient(exc: BaseException) -> bool:
+    """A connection failure, or the error of closing a transaction on a connection that
+    failed (asyncpg raises InterfaceError from the `async with` exit, the loss as context)."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc.__context__, TRANSIENT)
+
+
 class _Stale(Exception):
     """The spawning parent's claim was lost: roll the spawn back."""
 
@@ -653,13 +661,16 @@ class Store:
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
                     return await action(conn)
-            except TRANSIENT as exc:
+            except (*TRANSIENT, asyncpg.InterfaceError) as exc:
+                if not _transient(exc):
+                    raise
                 if (sent and not idempotent) or loop.time() + delay > deadline:
                     raise
+                lost = exc if isinstance(exc, TRANSIENT) else exc.__context__
                 _log.warning(
                     "database unavailable (%s: %s); retrying in %.2fs",
-                    type(exc).__name__,
-                    exc,
+                    type(lost).__name__,
+                    lost,
                     delay,
                 )
                 await asyncio.sleep(delay)
