@@ -9,17 +9,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
 import pytest
 from fault_proxy import FaultProxy
-from fault_support import Backends, unique_name
+from fault_support import Backends, Engines, unique_name
 
 import gendurable as gd
-
-Engines = Callable[..., Awaitable[gd.Engine]]
 
 
 @pytest.fixture

@@ -17,7 +17,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+import gendurable as gd
+
 _serial = itertools.count()
+
+Engines = Callable[..., Awaitable[gd.Engine]]
+"""The `engines` fixture: `await engines(workflows=..., queues=..., dsn=None, **options)`."""
 
 
 def unique_name(prefix: str = "fault") -> str:

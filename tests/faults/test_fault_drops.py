@@ -18,8 +18,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from conftest import Engines
-from fault_support import Backends, Rows, eventually, holding
+from fault_support import Backends, Engines, Rows, eventually, holding
 
 import gendurable as gd
 from gendurable.sql import statements
