@@ -9,6 +9,8 @@ a statement, Bind executes it, Query runs a simple one), and on request:
   sees its connection lost although the work is durable (an acknowledgement lost).
 - `cut(sql, after_commit=False)`: closes the connection when the client sends the
   statement, before the server sees it: the client cannot know that nothing happened.
+- `pause(sql)`: holds the statement (the client has sent it, the server has not seen it)
+  until `pause.released` is set; `pause.reached` tells that it arrived.
 - `refusing = True`: new connections are closed at once (a server that cannot be reached);
   open connections go on working.
 
@@ -36,8 +38,20 @@ class Fault:
     sql: str
     after_commit: bool
     times: int
+    skip: int = 0
     fired: list[str] = field(default_factory=list)
     event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Pause:
+    """One armed pause: the statement it holds, how many times left, and its two events."""
+
+    sql: str
+    times: int
+    skip: int = 0
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _Conn:
@@ -73,6 +87,7 @@ class FaultProxy:
         self.dsn = urlunsplit(parts._replace(query=urlencode(rest)))
         self.refusing = False
         self.faults: list[Fault] = []
+        self.pauses: list[Pause] = []
         self.accepted = 0
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Conn] = set()
@@ -97,11 +112,19 @@ class FaultProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def cut(self, sql: str, *, after_commit: bool = True, times: int = 1) -> Fault:
-        """Arm a fault on the statement whose text is `sql`; `fault.event` is set when it fired."""
-        fault = Fault(sql, after_commit, times)
+    def cut(self, sql: str, *, after_commit: bool = True, times: int = 1, skip: int = 0) -> Fault:
+        """Arm a fault on the statement whose text is `sql`, letting the first `skip`
+        executions through; `fault.event` is set when it fired."""
+        fault = Fault(sql, after_commit, times, skip)
         self.faults.append(fault)
         return fault
+
+    def pause(self, sql: str, *, times: int = 1, skip: int = 0) -> Pause:
+        """Hold `times` executions of `sql`, after letting `skip` through, until
+        `pause.released` is set."""
+        held = Pause(sql, times, skip)
+        self.pauses.append(held)
+        return held
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -150,7 +173,20 @@ class FaultProxy:
     def _match(self, sql: str) -> Fault | None:
         for fault in self.faults:
             if fault.times > 0 and sql == fault.sql:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
                 return fault
+        return None
+
+    def _paused(self, sql: str) -> Pause | None:
+        for held in self.pauses:
+            if held.times > 0 and sql == held.sql:
+                if held.skip > 0:
+                    held.skip -= 1
+                    return None
+                held.times -= 1
+                return held
         return None
 
     async def _upstream(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
@@ -168,6 +204,10 @@ class FaultProxy:
                 sql = conn.statements.get(rest.split(b"\0", 1)[0])
             elif kind == b"Q":
                 sql = body.split(b"\0", 1)[0].decode()
+            held = self._paused(sql) if sql is not None else None
+            if held is not None:
+                held.reached.set()
+                await held.released.wait()
             fault = self._match(sql) if sql is not None else None
             if fault is not None and not fault.after_commit:
                 self._fire(fault, sql or "")

@@ -345,6 +345,7 @@ class Store:
         async def spawn(conn: Any) -> tuple[bool, list[tuple[str, str]]]:
             async with conn.transaction():
                 first: int | None = None
+                held: list[tuple[str, str]] = []
                 if count:
                     rows = await conn.fetch(
                         self.sql["instance_insert_many"],
@@ -355,10 +356,9 @@ class Store:
                         trace_context,
                         timeout=self.timeout,
                     )
-                    if len(rows) < count:
-                        made = {(r["workflow"], r["key"]) for r in rows}
-                        raise _Held([k for k in keys if k not in made])
-                    first = min(int(r["id"]) for r in rows)
+                    made = {(r["workflow"], r["key"]) for r in rows}
+                    held = [k for k in keys if k not in made] if len(rows) < count else []
+                    first = min((int(r["id"]) for r in rows), default=None)
                 parked = await conn.fetchrow(
                     self.sql["outcome_spawn"],
                     id,
@@ -375,8 +375,12 @@ class Store:
                     limit.weight,
                     timeout=self.timeout,
                 )
+                # The guard is checked before the keys: a repeat whose first attempt committed
+                # (its answer lost) finds its own children holding their keys, and is stale.
                 if parked is None:
                     raise _Stale()
+                if held:
+                    raise _Held(held)
                 return True, []
 
         try:
@@ -459,10 +463,12 @@ class Store:
         workflows: Sequence[str],
         leases: Sequence[timedelta],
         now: datetime | None,
+        ids: Sequence[int] = (),
     ) -> int:
-        """Extend every running claim of `locked_by` by its workflow's lease; how many."""
+        """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
+        lease; how many."""
         status = await self._run(
-            "execute", "lease_extend", locked_by, list(workflows), now, list(leases)
+            "execute", "lease_extend", locked_by, list(workflows), now, list(leases), list(ids)
         )
         return int(status.rsplit(" ", 1)[-1])
 

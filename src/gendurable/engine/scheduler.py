@@ -28,7 +28,8 @@ _log = logging.getLogger("gendurable.scheduler")
 
 
 def worker_id(engine: str, queue: str) -> str:
-    """`<engine>:<queue>@<host>-<pid>-<unique>`: stored in `locked_by` of every claim."""
+    """`<engine>:<queue>@<host>-<pid>-<unique>`: each claim stores it in `locked_by`,
+    followed by `#<claim number>`."""
     return f"{engine}:{queue}@{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -71,6 +72,9 @@ class Scheduler:
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
+        # The instance each running task runs: the heartbeat extends these claims only.
+        self._running_ids: dict[asyncio.Task[None], int] = {}
+        self._claims_made = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -92,10 +96,11 @@ class Scheduler:
             free = self.concurrency - len(self._running)
             if not self.claiming or free < self.min_demand:
                 return 0
+            token = self._claim_token()
             rows = await self.store.instance_claim(
                 self.queue,
                 free,
-                self.locked_by,
+                token,
                 self.known_leases,
                 self.clock.now(),
                 self.known_workflows,
@@ -113,7 +118,7 @@ class Scheduler:
                 self._start(
                     Claimed.from_row(
                         row,
-                        self.locked_by,
+                        token,
                         inboxes.get(row["id"], ()),
                         children.get(row["id"], ()),
                     )
@@ -121,6 +126,16 @@ class Scheduler:
             self.claimed_total += len(claimed)
             self.deferred_total += len(rows) - len(claimed)
             return len(rows)
+
+    def _claim_token(self) -> str:
+        """`<locked_by>#<n>`: the name the rows of this scheduler's n-th claim are locked by.
+
+        A name per claim, not per scheduler: a commit repeated after its answer was lost, or
+        a late one from a run whose lease expired, must not pass the ownership guard of a
+        later claim of the same row by this same scheduler.
+        """
+        self._claims_made += 1
+        return f"{self.locked_by}#{self._claims_made}"
 
     def _wake_at(self, waits: set[float]) -> None:
         """Wake the loop after each of these delays (seconds), rounded up to 10 ms (a wake a
@@ -263,7 +278,11 @@ class Scheduler:
         if not self._running:
             return 0
         return await self.store.lease_extend(
-            self.locked_by, self.lease_workflows, self.lease_values, self.clock.now()
+            self.locked_by,
+            self.lease_workflows,
+            self.lease_values,
+            self.clock.now(),
+            list(self._running_ids.values()),
         )
 
     def stop_claiming(self) -> None:
@@ -291,6 +310,7 @@ class Scheduler:
     def _start(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
+        self._running_ids[task] = claim.id
         self._idle.clear()
         task.add_done_callback(self._finished)
 
@@ -304,6 +324,7 @@ class Scheduler:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._running_ids.pop(task, None)
         self.finished_total += 1
         if not self._running:
             self._idle.set()
