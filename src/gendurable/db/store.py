@@ -31,6 +31,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 """Failures of the connection, not of the statement: worth trying again."""
 
+RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.InterfaceError)
+"""What the retry loop catches: TRANSIENT, and InterfaceError when it is one (`_transient`)."""
+
 NOT_IDEMPOTENT = frozenset(
     {
         "instance_insert",
@@ -667,7 +670,7 @@ class Store:
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
                     return await action(conn)
-            except (*TRANSIENT, asyncpg.InterfaceError) as exc:
+            except RETRYABLE as exc:
                 if not _transient(exc):
                     raise
                 if (sent and not idempotent) or loop.time() + delay > deadline:

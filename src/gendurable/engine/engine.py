@@ -38,6 +38,7 @@ from .executor import Executor
 from .notifier import Notifier
 from .rate_config import RateConfigs
 from .scheduler import Scheduler
+from .watchdog import LoopWatchdog
 
 _log = logging.getLogger("gendurable.engine")
 
@@ -134,6 +135,7 @@ class Engine:
         self.collector: Collector | None = None
         self.nodes: Nodes | None = None
         self._started = False
+        self._watchdog: LoopWatchdog | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -230,6 +232,12 @@ class Engine:
         await self.nodes.register()
         if not self.clock.manual:  # with a manual clock drain() refreshes the node
             self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
+        if self.queues:  # a step that blocks the loop stops every heartbeat: say which
+            lease = min(self.leases.values()).total_seconds()
+            self._watchdog = LoopWatchdog(
+                self.specs, self.telemetry, threshold=lease / 3, lease=lease, engine=self.name
+            )
+            self._watchdog.start()
         self.reaper = Reaper(store, self.clock, self.telemetry)
         if self.queues and not self.clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.
@@ -296,6 +304,9 @@ class Engine:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         loops = self._claim_loops + self._loops
         for task in loops:
             task.cancel()
