@@ -62,6 +62,7 @@ class _Conn:
         self.server = server
         self.statements: dict[bytes, str] = {}
         self.armed: Fault | None = None
+        self.holding = False  # the answer under way may be the commit's: keep it back
         self.held: list[bytes] = []
         self.failed = False
 
@@ -80,7 +81,7 @@ class FaultProxy:
         self.target_dir = query["host"][0] if "host" in query else (parts.hostname or "")
         if not self.target_dir.startswith("/"):
             raise ValueError(f"the fault proxy needs a unix-socket DSN, got {dsn!r}")
-        self.port = int((query.get("port") or [parts.port or 5432])[0])
+        self.port = int(query["port"][0]) if "port" in query else (parts.port or 5432)
         self.folder = tempfile.mkdtemp(prefix="gdfp")  # short: unix socket paths are limited
         rest = {k: v[0] for k, v in query.items() if k not in ("host", "port")}
         rest.update(host=self.folder, port=str(self.port))
@@ -215,6 +216,9 @@ class FaultProxy:
                 return
             if fault is not None:
                 conn.armed = fault
+                conn.holding = True
+            elif conn.armed is not None and kind == b"Q" and _is_commit(sql):
+                conn.holding = True  # the end of the armed statement's transaction
             conn.server.write(kind + head + body)
             if kind == b"X":
                 return
@@ -227,7 +231,7 @@ class FaultProxy:
             body = await reader.readexactly(int.from_bytes(head, "big") - 4)
             message = kind + head + body
             fault = conn.armed
-            if fault is None:
+            if fault is None or not conn.holding:
                 conn.client.write(message)
                 continue
             conn.held.append(message)
@@ -242,6 +246,7 @@ class FaultProxy:
                 return
             conn.client.write(b"".join(conn.held))
             conn.held.clear()
+            conn.holding = False  # inside the transaction: wait for its COMMIT
             if status == b"I":  # rolled back or failed: disarm, the fault waits for another
                 conn.armed = None
                 conn.failed = False
@@ -250,3 +255,7 @@ class FaultProxy:
         fault.times -= 1
         fault.fired.append(sql)
         fault.event.set()
+
+
+def _is_commit(sql: str | None) -> bool:
+    return sql is not None and sql.strip().upper().startswith(("COMMIT", "END"))

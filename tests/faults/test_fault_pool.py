@@ -120,37 +120,47 @@ async def test_fault_pool_exhausted_by_statements_waiting_on_a_lock_still_serves
     backends: Backends,
     db: asyncpg.Connection,
 ) -> None:
+    # Every connection of the pool goes to a park waiting on a lock; each gives its
+    # connection up at the statement timeout and queues again, so the claims, heartbeats
+    # and parks of the fast queue get one in turn: it slows down, it does not stop. The
+    # lease outlasts the lock (a row locked by someone else past its lease cannot be
+    # extended, and once free the reaper may hand it out again: at least once).
+    blocked = 2 * POOL
     worker = await engines(
         workflows=[Slow, Fast],
         start=False,
-        statement_timeout=timedelta(seconds=1),
-        **options(),
+        **{
+            **options(),
+            "statement_timeout": timedelta(seconds=0.5),
+            "lease": timedelta(seconds=30),
+        },
     )
     events = TelemetryRecorder().attach(worker)
     await worker.start()
     client = await engines(workflows=[Slow, Fast])
     await Fast.start(key="peer", engine=client)
-    await Slow.start_many([Slow.new(key=f"s{i}") for i in range(SLOW)], engine=client)
+    await Slow.start_many([Slow.new(key=f"s{i}") for i in range(blocked)], engine=client)
 
     async def all_running() -> bool:
-        return len(HELD) == SLOW
+        return len(HELD) == blocked
 
     await eventually(all_running, what="the slow steps running")
     slow_rows = (
         f"SELECT id FROM \"{gendurable_schema}\".instances WHERE queue = 'slow' "
         "ORDER BY id FOR UPDATE"
     )
+    park = statements(gendurable_schema)["outcome_park"]
     async with holding(gendurable_dsn, slow_rows):
-        GATE.set()  # 24 parks, each wanting a connection, meet the row locks
-        await backends.wait_running(statements(gendurable_schema)["outcome_park"], count=POOL - 1)
+        GATE.set()  # the parks, more than the pool has connections, meet the row locks
+        await backends.wait_running(park, count=POOL)  # the whole pool waits on the lock
         for i in range(2):
             await Fast.start(key=f"f{i}", engine=client)
             await Fast.signal(f"f{i}", "stop", engine=client)
-            assert await Fast.result(f"f{i}", timeout=20, engine=client) == 1
-    for i in range(SLOW):
+            assert await Fast.result(f"f{i}", timeout=30, engine=client) == 1
+    for i in range(blocked):
         await Slow.signal(f"s{i}", "go", engine=client)
-    assert [await Slow.result(f"s{i}", timeout=20, engine=client) for i in range(SLOW)] == [
-        f"s{i}" for i in range(SLOW)
+    assert [await Slow.result(f"s{i}", timeout=30, engine=client) for i in range(blocked)] == [
+        f"s{i}" for i in range(blocked)
     ]
     assert events.of(("reaper", "rescued")) == []
     assert await Rows(db, gendurable_schema).count("rescued > 0 OR attempt > 0") == 0
