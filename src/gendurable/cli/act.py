@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from ..db.store import Store
-from ..engine.codec import encode_json, encode_typed
+from ..engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from ..errors import ConfigError, NoTarget, ValidationError
 from ..spec import WorkflowSpec
 from ..worker import load_engine
@@ -85,7 +85,8 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             data = _checked_by_code(spec, name, payload)
         else:
             await _check_by_nodes(store, workflow, name)
-            data = encode_json(payload)
+            data = encode_json(payload, f"payload of signal {name!r}")
+        check_size(data, DEFAULT_MAX_PAYLOAD_BYTES, f"payload of signal {name!r}")
         by_id = args.target.isdigit() and not args.key
         row = await store.signal_deliver(
             workflow,

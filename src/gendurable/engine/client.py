@@ -20,8 +20,8 @@ from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
-from .codec import decode_json, encode_json, encode_typed
-from .entries import NewRow, columns, new_row
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, decode_json, encode_json, encode_typed
+from .entries import NewRow, check_text, columns, new_row
 from .notifier import Notifier
 
 
@@ -35,12 +35,14 @@ class Client:
         clock: Clock,
         notifier: Notifier,
         telemetry: Telemetry | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.specs = specs
         self.store = store
         self.clock = clock
         self.notifier = notifier
         self.telemetry = telemetry or Telemetry()
+        self.max_payload_bytes = max_payload_bytes
 
     def spec(self, workflow: str) -> WorkflowSpec:
         """The spec of a served workflow."""
@@ -75,6 +77,7 @@ class Client:
             scope=None if scope is None else tuple(scope),
         )
         row = new_row(spec, entry, run_at=run_at)
+        check_size(row.state, self.max_payload_bytes, f"{workflow} state")
         inserted = await self.store.instance_insert(
             row,
             now=self.clock.now(),
@@ -112,6 +115,7 @@ class Client:
                     continue
                 first_of[ident] = i
             rows.append(new_row(spec, entry))
+            check_size(rows[-1].state, self.max_payload_bytes, f"entry {i}: {spec.name} state")
             sent.append(i)
         if not sent:
             return []
@@ -206,10 +210,12 @@ class Client:
                 f"{workflow} awaits no signal named {name!r} "
                 f"(it awaits: {', '.join(spec.signal_names()) or 'none'})"
             )
+        what = f"payload of signal {name!r}"
         if tp is not None and decoder is not None:
-            data = encode_typed(payload, tp, decoder, f"payload of signal {name!r}")
+            data = encode_typed(payload, tp, decoder, what)
         else:
-            data = encode_json(payload)
+            data = encode_json(payload, what)
+        check_size(data, self.max_payload_bytes, what)
         id, key = _id_or_key(key_or_id)
         trace = self.telemetry.trace_context(
             "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
@@ -281,10 +287,17 @@ class Client:
 
 
 def _id_or_key(key_or_id: Any) -> tuple[Any, str | None]:
-    """(id, None) for an int, (None, key) for a str; anything else is refused."""
+    """(id, None) for an int, (None, key) for a str; anything else is refused, as are keys
+    PostgreSQL cannot hold (`check_text`) and ids beyond bigint."""
     if isinstance(key_or_id, bool) or not isinstance(key_or_id, str | int):
         raise ValidationError(f"address an instance by key (str) or id (int), not {key_or_id!r}")
-    return (key_or_id, None) if isinstance(key_or_id, int) else (None, key_or_id)
+    if isinstance(key_or_id, int):
+        if not -(2**63) <= key_or_id < 2**63:
+            raise ValidationError(f"instance id {key_or_id} is out of range (a bigint)")
+        return key_or_id, None
+    if not key_or_id:
+        raise ValidationError("key must be a non-empty string")
+    return None, check_text(key_or_id, "key")
 
 
 def _address(key_or_id: str | int) -> str:

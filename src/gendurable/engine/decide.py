@@ -18,7 +18,7 @@ from ..errors import GenDurableError
 from ..limit import Limit
 from ..outcome import Done, Goto, Reawait, Retry, Spawn, Stop
 from ..spec import StepSpec, WorkflowSpec
-from .codec import encode_json, encode_typed, error_record
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed, error_record
 from .entries import NO_LIMIT, NewRow, StepLimit, new_rows, step_limit
 
 
@@ -148,6 +148,7 @@ class Catalog:
 
     specs: Mapping[str, WorkflowSpec]
     limits: Mapping[str, Limit]
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
 
 NO_CATALOG = Catalog({}, {})
@@ -178,9 +179,10 @@ def decide(
     """
     if not isinstance(produced, BaseException):
         try:
-            return _commit(
+            decision = _commit(
                 spec, step, attempt, state, produced, awaited, seen, timed_out, rng, catalog
             )
+            return _within_limit(decision, catalog.max_payload_bytes)
         except GenDurableError as exc:
             produced = exc
     if spec.handler is not None and not handled:
@@ -253,6 +255,23 @@ def _commit(
         f"step {step.name!r} returned {outcome!r}, not an outcome "
         "(return gd.goto/retry/reawait/spawn/done/stop)"
     )
+
+
+def _within_limit(decision: Decision, limit: int) -> Decision:
+    """`decision`, or `ValidationError` when a state, result or child state it would store
+    is above `limit` bytes (the error path then decides, before anything is written)."""
+    if isinstance(decision, MoveTo | RetryLater | Park) and decision.state is not None:
+        check_size(decision.state, limit, "state")
+    elif isinstance(decision, Finish):
+        if decision.state is not None:
+            check_size(decision.state, limit, "state")
+        if decision.result is not None:
+            check_size(decision.result, limit, "result")
+    elif isinstance(decision, SpawnChildren):
+        check_size(decision.state, limit, "state")
+        for i, child in enumerate(decision.children):
+            check_size(child.state, limit, f"spawn child {i} ({child.workflow}) state")
+    return decision
 
 
 def _target(spec: WorkflowSpec, step: StepSpec, name: str, verb: str) -> StepSpec:

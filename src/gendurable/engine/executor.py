@@ -55,7 +55,7 @@ class Executor:
         catalog: Catalog = NO_CATALOG,
     ) -> None:
         self.specs = specs
-        self.catalog = catalog if catalog.specs else Catalog(specs, catalog.limits)
+        self.catalog = catalog if catalog.specs else replace(catalog, specs=specs)
         self.objects = objects
         self.committer = committer
         self.telemetry = telemetry
