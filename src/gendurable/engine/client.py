@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import msgspec
+
 from ..blocked import WAITING_STATUSES, BlockedBy
 from ..clock import Clock
 from ..db.store import Store
@@ -273,8 +275,8 @@ class Client:
             status=row["status"],
             step=row["step"],
             attempt=row["attempt"],
-            state=decode_json(row["state"], state_decoder),
-            result=decode_json(row["result"], result_decoder),
+            state=_lenient(row["state"], state_decoder),
+            result=_lenient(row["result"], result_decoder),
             error=decode_json(row["error"]),
             queue=row["queue"],
             priority=row["priority"],
@@ -284,6 +286,15 @@ class Client:
             finished_at=row["finished_at"],
             blocked_by=BlockedBy.from_row(row),
         )
+
+
+def _lenient(data: bytes | None, decoder: msgspec.json.Decoder[Any] | None) -> Any:
+    """Decode typed, else as plain JSON: `get()` must show a row whose stored value no
+    longer matches its type (the very row someone needs to look at)."""
+    try:
+        return decode_json(data, decoder)
+    except msgspec.DecodeError:
+        return decode_json(data)
 
 
 def _id_or_key(key_or_id: Any) -> tuple[Any, str | None]:

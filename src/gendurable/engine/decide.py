@@ -233,13 +233,13 @@ def _commit(
         delay = outcome.delay
         if delay is None:
             delay = spec.retry.backoff.delay(attempt + 1, rng)
-        return RetryLater(_state(spec, outcome.state, state), delay, None)
+        return RetryLater(_kept(spec, outcome.state, state), delay, None)
     if isinstance(outcome, Done):
         result = encode_typed(outcome.result, spec.result_type, spec.result_decoder, "result")
-        return Finish("done", _state(spec, None, state), result, None)
+        return Finish("done", _kept(spec, None, state), result, None)
     if isinstance(outcome, Stop):
         error = {"type": "stop", "message": str(outcome.reason), "step": step.name}
-        return Finish("failed", _state(spec, None, state), None, encode_json(error))
+        return Finish("failed", _kept(spec, None, state), None, encode_json(error))
     if isinstance(outcome, Reawait):
         if step.awaits is None:
             raise InvalidOutcome(f"step {step.name!r} returned reawait() but awaits no signals")
@@ -281,6 +281,14 @@ def _target(spec: WorkflowSpec, step: StepSpec, name: str, verb: str) -> StepSpe
             f"step {step.name!r} {verb} unknown step {name!r} (steps: {', '.join(spec.steps)})"
         )
     return target
+
+
+def _kept(spec: WorkflowSpec, override: Any, current: Any) -> bytes | None:
+    """Like `_state`, but None (the stored state is kept) when a typed workflow has no state
+    to commit: the stored one did not decode, and its handler retries or ends the instance."""
+    if override is None and current is None and spec.state_type is not None:
+        return None
+    return _state(spec, override, current)
 
 
 def _state(spec: WorkflowSpec, override: Any, current: Any) -> bytes:
