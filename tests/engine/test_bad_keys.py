@@ -124,9 +124,9 @@ async def test_bad_keys_edge_keys_work_everywhere_and_are_stored_exactly(
     await Parent.start(key=key, state={"keys": [key, key[:500] + "/2"]})
     await engine.drain()
 
-    assert await Flow.result(key) == {"key": key, "names": ["go"]}
+    assert await Flow.result(key, timeout=5) == {"key": key, "names": ["go"]}
     assert (await Flow.get(other)).status == "cancelled"
-    assert await Parent.result(key) == [key, key[:500] + "/2"]
+    assert await Parent.result(key, timeout=5) == [key, key[:500] + "/2"]
     stored = await rows.keys()
     assert stored[:3] == [key, other, key]  # Flow, Flow, Parent: byte for byte
     assert sorted(stored[3:]) == sorted([key, key[:500] + "/2"])  # children, in key order
@@ -195,7 +195,7 @@ async def test_bad_keys_undeclared_signal_names_are_refused_and_store_nothing(
     await make_engine(workflows=[Flow], queues=None)
     await Flow.start(key="s")
 
-    with pytest.raises(gd.ValidationError, match="signal name must be|awaits no signal named"):
+    with pytest.raises(gd.ValidationError, match=r"signal name must be|awaits no signal named"):
         await Flow.signal("s", name)
 
     assert await rows.count("signals") == 0
