@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -24,6 +25,31 @@ import gendurable as gd
 def gendurable_clock() -> None:
     """Fault tests run on the system clock: leases, heartbeats and polls happen for real."""
     return None
+
+
+@pytest.fixture(autouse=True)
+async def unretrieved_errors() -> AsyncIterator[None]:
+    """Fails a test that leaves futures or tasks whose exception nobody retrieved (commits
+    failed by a fault must be reported to someone, not dropped)."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    found: list[str] = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if "never retrieved" in message:
+            found.append(f"{message}: {context.get('exception')!r}")
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    yield
+    gc.collect()
+    loop.set_exception_handler(previous)
+    if found:
+        pytest.fail(f"{len(found)} exception(s) nobody retrieved, e.g. {found[0]}", pytrace=False)
 
 
 @pytest.fixture
