@@ -23,6 +23,7 @@ from gendurable.testing import TelemetryRecorder
 
 LEASE = timedelta(seconds=4.5)  # heartbeat (and watchdog threshold) every 1.5 s
 BLOCK = 2.2  # longer than a heartbeat interval, shorter than two thirds of the lease
+SHORT_LEASE = timedelta(seconds=1.5)
 RUNS: list[str] = []
 
 
@@ -45,7 +46,7 @@ class Threaded:
     @gd.step(start=True)
     def nap(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         RUNS.append("threaded")
-        time.sleep(LEASE.total_seconds() * 1.5)  # past the lease, in a worker thread
+        time.sleep(SHORT_LEASE.total_seconds() * 1.5)  # past the lease, in a worker thread
         return gd.done("rested")
 
 
@@ -124,7 +125,7 @@ async def test_fault_plain_def_step_past_its_lease_blocks_nothing_and_keeps_its_
     worker = await engines(
         workflows=[Threaded],
         queues={"default": 2},
-        lease=LEASE,
+        lease=SHORT_LEASE,
         reap_interval=timedelta(seconds=0.2),
         start=False,
     )
