@@ -624,6 +624,38 @@ class Store:
         assert row is not None
         return row
 
+    # -- the web dashboard's reads (sql/dashboard.sql) ---------------------------------------
+
+    async def throughput_by_minute(
+        self, now: datetime | None, minutes: int
+    ) -> list[asyncpg.Record]:
+        """Instances ended per (minute, status) over the last `minutes` minutes."""
+        return list(await self._run("fetch", "throughput_by_minute", now, minutes))
+
+    async def queue_oldest_due(
+        self, queues: Sequence[str], now: datetime | None
+    ) -> list[asyncpg.Record]:
+        """Per queue with due rows: the one that has waited longest, and for how long."""
+        return list(await self._run("fetch", "queue_oldest_due", list(queues), now))
+
+    async def children_page(
+        self, parent_id: int, after_id: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` children of an instance with ids above `after_id`, in spawn order."""
+        return list(await self._run("fetch", "children_page", parent_id, after_id, limit))
+
+    async def inbox_page(
+        self, instance_id: int, after_id: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` pending signals of an instance with ids above `after_id`."""
+        return list(await self._run("fetch", "inbox_page", instance_id, after_id, limit))
+
+    async def nodes_page(
+        self, now: datetime | None, after_id: str | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` live nodes with ids above `after_id`, in id order."""
+        return list(await self._run("fetch", "nodes_page", now, after_id, limit))
+
     async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run("fetchrow", name, *args)
         return row
