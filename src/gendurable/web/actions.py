@@ -32,9 +32,6 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
 
     async def signal(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
-        name = text(form.get("name"), "signal name")
-        if name is None:
-            raise BadInput("the signal name is missing")
         store = await dashboard.store()
         row = await store.instance_explain(id, None)
         if row is None:
@@ -42,6 +39,9 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         workflow = row["workflow"]
         spec = dashboard.settings.specs.get(workflow)
         try:
+            name = text(form.get("name"), "signal name")
+            if name is None:
+                raise BadInput("the signal name is missing")
             payload = payload_json(form.get("payload"))
             if spec is not None:
                 data = payload_by_code(spec, name, payload)
