@@ -5,12 +5,21 @@
 - `web(...)`: a dashboard on the test's schema (`gendurable.web.app`) with an HTTP client
   that calls it in-process (httpx's ASGI transport, cookies kept); closed after the test.
 - `rows`: plain SQL on the test's schema, to check what was (not) written.
+- `scene`: a running engine and instances in every kind of state (see its docstring).
+- `serve_dashboard(*args)`: a real `gendurable web` process, stopped at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -116,3 +125,53 @@ async def scene(make_engine: Any) -> Scene:
     ids["r-bad"], ids["r-ok"] = bad.id, ok.id
     await engine.drain()
     return Scene(engine, ids)
+
+
+HERE = Path(__file__).resolve().parent
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class Served:
+    """A `gendurable web` process: its address and the line it printed when ready."""
+
+    url: str
+    ready: str
+    process: asyncio.subprocess.Process
+
+
+@asynccontextmanager
+async def serve_dashboard(*args: str) -> AsyncIterator[Served]:
+    """Run `python -m gendurable web --port 0 ARGS` from this folder until the block ends,
+    then stop it with SIGINT (as Ctrl-C would)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GENDURABLE_DSN", "PGPASSWORD")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gendurable",
+        "web",
+        "--port",
+        "0",
+        *args,
+        cwd=HERE,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)).decode()
+        found = re.search(r"http://\S+/", line)
+        if found is None:
+            err = (await asyncio.wait_for(proc.stderr.read(), START_TIMEOUT)).decode()
+            raise AssertionError(f"gendurable web did not start: {line!r}\n{err}")
+        yield Served(found.group(0), line, proc)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
