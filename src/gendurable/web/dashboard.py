@@ -186,10 +186,12 @@ class Dashboard:
 
     def error_page(self, request: Request, status: int, title: str, message: str) -> Response:
         """A page saying what went wrong, in words, with no password in it."""
+        id = str(request.path_params.get("id", ""))
+        back = f"/instances/{id}" if id.isascii() and id.isdigit() and status != 404 else None
         return self.render(
             request,
             "error.html",
-            {"title": title, "message": redact(message, [self.settings.dsn])},
+            {"title": title, "message": redact(message, [self.settings.dsn]), "back": back},
             status=status,
         )
 

@@ -21,7 +21,7 @@ _PLACEHOLDER = "GENDURABLE-DIAGRAM-PLACEHOLDER"
 
 def spec_html(spec: WorkflowSpec) -> str:
     """The workflow's page as HTML (trusted markup: its text is escaped)."""
-    text = _MERMAID.sub(f"{_PLACEHOLDER}\n", workflow_page(spec, level=2), count=1)
+    text = _MERMAID.sub(f"{_PLACEHOLDER}\n", workflow_page(spec, level=1), count=1)
     md = markdown.Markdown(extensions=["tables"], output_format="html")
     md.preprocessors.deregister("html_block")  # docstrings are text, never markup
     md.inlinePatterns.deregister("html")

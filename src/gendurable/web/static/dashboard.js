@@ -1,3 +1,4 @@
+// The dashboard's only script, and the pages work without it (but for the live refresh).
 // Live refresh: every element with data-refresh="URL" is replaced, every data-interval
 // seconds, by the HTML fragment at that URL. Paused while the tab is hidden; a failed
 // fetch keeps the last content and marks it stale. No library, no build step.
@@ -31,4 +32,13 @@
     });
   }
   document.querySelectorAll("[data-refresh]").forEach(start);
+
+  // Filters: leave empty fields out of the URL (a disabled field is not submitted).
+  document.querySelectorAll("form.filters").forEach(function (form) {
+    form.addEventListener("submit", function () {
+      form.querySelectorAll("input[type=text], input:not([type])").forEach(function (input) {
+        if (!input.value.trim()) input.disabled = true;
+      });
+    });
+  });
 })();
