@@ -9,8 +9,8 @@ import re
 import httpx
 import pytest
 import web_app
+from web_support import Rows, Scene, WebFactory
 
-from conftest import Rows, Scene, WebFactory
 from gendurable.testing import MakeEngine
 from gendurable.web.params import MAX_FORM, MAX_PAYLOAD
 

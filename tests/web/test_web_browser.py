@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 import web_app
-
-from conftest import Rows, Scene, serve_dashboard
+from web_support import Rows, Scene, serve_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INSTALL = ROOT / ".ci" / "install-browser"

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import httpx
-
-from conftest import Scene, serve_dashboard
+from web_support import Scene, serve_dashboard
 
 
 async def test_web_command_serves_the_dashboard_until_interrupted(

@@ -12,8 +12,8 @@ import pytest
 import web_app
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from web_support import Rows, Scene, WebFactory
 
-from conftest import Rows, Scene, WebFactory
 from gendurable.testing import MakeEngine
 
 
@@ -275,10 +275,10 @@ async def test_web_workflow_pages_draw_and_describe_every_served_workflow(
     assert '<svg xmlns="http://www.w3.org/2000/svg" class="diagram"' in order
     assert 'data-step="ship"' in order
     assert 'data-step="settle"' in order
-    assert "<h3>Steps</h3>" in order
-    assert "<h3>Children</h3>" in order
+    assert "<h2>Steps</h2>" in order
+    assert "<h2>Children</h2>" in order
     assert "<code>shipment</code>" in order
-    assert "<h3>Arguments</h3>" in job
+    assert "<h2>Arguments</h2>" in job
     assert "<code>email</code>" in job
     assert unknown.status_code == 404
     assert w.dashboard._store is None  # the code alone: no database needed
