@@ -133,7 +133,7 @@ async def test_web_in_chromium_overview_list_instance_and_a_signal_the_workflow_
         # The overview, and its live refresh.
         await page.goto(served.url)
         assert await page.text_content(awaiting) == "3"
-        assert await page.locator("svg.chart g.bar").count() >= minutes - 1
+        assert await page.locator("svg.chart g.bar").count() >= minutes  # and this minute
         assert await page.locator("table.nodes tbody tr").count() == 1
         archive = await page.text_content("table.queues tbody tr:first-child")
         assert archive is not None
