@@ -182,7 +182,11 @@ async def test_web_instance_page_shows_what_an_awaiting_instance_holds(
     )
 
     page = (await w.client.get(f"/instances/{id}")).text
+    await rows.execute("UPDATE S.instances SET state_version = 3 WHERE id = $1", id)
+    versioned = (await w.client.get(f"/instances/{id}")).text
 
+    assert "state version" not in page  # the first version goes without saying
+    assert "<dt>state version</dt><dd>3 (as stored, not upgraded)</dd>" in versioned
     assert '<span class="status awaiting big">awaiting</span>' in page
     assert re.search(r"<dd class=\"blocked\">awaiting approved or rejected until \d{4}-", page)
     assert '"amount": 200' in html.unescape(page)
