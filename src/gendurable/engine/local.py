@@ -51,9 +51,10 @@ class LocalRunner:
     def runner_for_queue(self, spec: WorkflowSpec) -> Runner | None:
         """A reserved slot on the scheduler of `spec`'s queue (for what a signal wakes)."""
         scheduler = self.schedulers.get(spec.queue)
-        if scheduler is None or not scheduler.reserve():
+        token = scheduler.reserve() if scheduler is not None else None
+        if scheduler is None or token is None:
             return None
-        return Runner(scheduler, scheduler.locked_by, self.leases[spec.name])
+        return Runner(scheduler, token, self.leases[spec.name])
 
     def runner_for(self, row: NewRow) -> Runner | None:
         """A reserved slot for `row`, or None when it must go through the queue."""
@@ -67,6 +68,7 @@ class LocalRunner:
         spec = self.specs.get(row.workflow)
         if spec is None or spec.steps[row.step].awaits is not None:
             return None
-        if not scheduler.reserve():
+        token = scheduler.reserve()
+        if token is None:
             return None
-        return Runner(scheduler, scheduler.locked_by, self.leases[row.workflow])
+        return Runner(scheduler, token, self.leases[row.workflow])

@@ -33,7 +33,8 @@ GIVE_BACK_GRACE = 2.0
 
 
 def worker_id(engine: str, queue: str) -> str:
-    """`<engine>:<queue>@<host>-<pid>-<unique>`: stored in `locked_by` of every claim."""
+    """`<engine>:<queue>@<host>-<pid>-<unique>`: each claim stores it in `locked_by`,
+    followed by `#<claim number>`."""
     return f"{engine}:{queue}@{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -74,6 +75,9 @@ class Scheduler:
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
+        # The instance each running task runs: the heartbeat extends these claims only.
+        self._running_ids: dict[asyncio.Task[None], int] = {}
+        self._claims_made = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -102,12 +106,13 @@ class Scheduler:
                 return 0
             # A task of its own (named like the loop's, for logs), shielded from stop():
             # see `_give_back`.
+            token = self._claim_token()
             current = asyncio.current_task()
             claim = asyncio.create_task(
                 self.store.instance_claim(
                     self.queue,
                     free,
-                    self.locked_by,
+                    token,
                     self.known_leases,
                     self.clock.now(),
                     self.known_workflows,
@@ -126,13 +131,13 @@ class Scheduler:
                 inboxes = await self._inboxes(claimed)
                 children = await self._children(claimed)
             except asyncio.CancelledError:
-                await self._give_back(claim)
+                await self._give_back(claim, token)
                 raise
             for row in claimed:
                 self._start(
                     Claimed.from_row(
                         row,
-                        self.locked_by,
+                        token,
                         inboxes.get(row["id"], ()),
                         children.get(row["id"], ()),
                     )
@@ -142,30 +147,41 @@ class Scheduler:
             self.drained = len(rows) < free
             return len(rows)
 
-    def reserve(self) -> bool:
-        """Promise a slot to a start that will insert its row claimed by this scheduler.
+    def reserve(self) -> str | None:
+        """Promise a slot to work that will be written claimed by this scheduler; the claim's
+        name (`locked_by` of the row), or None when there is no slot for it.
 
         Only while the queue is drained (its last claim found fewer due rows than free
-        slots), so that a start never overtakes due rows waiting in the queue. Each True
+        slots), so that a start never overtakes due rows waiting in the queue. Each name
         must be followed by `adopt()` or `unreserve()`.
         """
         if not self.claiming or not self.drained:
-            return False
+            return None
         if len(self._running) + self._reserved >= self.concurrency:
-            return False
+            return None
         self._reserved += 1
-        return True
+        return self._claim_token()
 
     def unreserve(self) -> None:
         """Give back a slot `reserve()` promised (the row was not created claimed)."""
         self._reserved -= 1
 
-    def adopt(self, row: Any, inbox: tuple[StoredSignal, ...] = ()) -> None:
-        """Run a row claimed for this scheduler elsewhere (a start, a signal's wake-up), in
-        the slot reserved for it."""
+    def adopt(self, row: Any, token: str, inbox: tuple[StoredSignal, ...] = ()) -> None:
+        """Run a row claimed under `token` (from `reserve()`) elsewhere: by a start, by a
+        signal's wake-up; in the slot reserved for it."""
         self._reserved -= 1
         self.claimed_total += 1
-        self._start(Claimed.from_row(row, self.locked_by, inbox))
+        self._start(Claimed.from_row(row, token, inbox))
+
+    def _claim_token(self) -> str:
+        """`<locked_by>#<n>`: the name the rows of this scheduler's n-th claim are locked by.
+
+        A name per claim, not per scheduler: a commit repeated after its answer was lost, or
+        a late one from a run whose lease expired, must not pass the ownership guard of a
+        later claim of the same row by this same scheduler.
+        """
+        self._claims_made += 1
+        return f"{self.locked_by}#{self._claims_made}"
 
     def _wake_at(self, waits: set[float]) -> None:
         """Wake the loop after each of these delays (seconds), rounded up to 10 ms (a wake a
@@ -192,7 +208,7 @@ class Scheduler:
         self.wake()
         self._arm()
 
-    async def _give_back(self, claim: asyncio.Task[list[Any]]) -> None:
+    async def _give_back(self, claim: asyncio.Task[list[Any]], token: str) -> None:
         """Release the rows of a claim whose loop was cancelled (stop) before it started them.
 
         The statement may have committed on the server already: its rows would otherwise
@@ -203,9 +219,7 @@ class Scheduler:
             async with asyncio.timeout(GIVE_BACK_GRACE):
                 for row in await claim:
                     if row["go"]:
-                        await self.store.instance_release(
-                            row["id"], self.locked_by, self.clock.now()
-                        )
+                        await self.store.instance_release(row["id"], token, self.clock.now())
 
     def _report(self, rows: Sequence[Any], claimed: Sequence[Any]) -> None:
         """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
@@ -321,7 +335,11 @@ class Scheduler:
         if not self._running:
             return 0
         return await self.store.lease_extend(
-            self.locked_by, self.lease_workflows, self.lease_values, self.clock.now()
+            self.locked_by,
+            self.lease_workflows,
+            self.lease_values,
+            self.clock.now(),
+            list(self._running_ids.values()),
         )
 
     def stop_claiming(self) -> None:
@@ -349,6 +367,7 @@ class Scheduler:
     def _start(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
+        self._running_ids[task] = claim.id
         self._idle.clear()
         task.add_done_callback(self._finished)
 
@@ -362,6 +381,7 @@ class Scheduler:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._running_ids.pop(task, None)
         self.finished_total += 1
         if not self._running:
             self._idle.set()
