@@ -77,11 +77,11 @@ WORKFLOWS = [Boss, Kid]
 
 # Copies of a writer that break the lock order: (statement, text as shipped, replacement).
 VARIANTS: dict[str, tuple[str, str, str]] = {
-    # outcome_batch locks children before their parents, against cancels that lock a
-    # parent and then its descendants.
+    # outcome_batch waits for its locks (no SKIP LOCKED) and takes children before their
+    # parents, against cancels that lock a parent and then its descendants.
     "batch_desc": (
         "outcome_batch",
-        "    ORDER BY i.id\n    FOR UPDATE OF i\n",
+        "    ORDER BY i.id\n    FOR UPDATE OF i SKIP LOCKED\n",
         "    ORDER BY i.id DESC\n    FOR UPDATE OF i\n",
     ),
     # instance_cancel locks its target before the target's parent.

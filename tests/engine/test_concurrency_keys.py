@@ -99,7 +99,9 @@ class Hand:
             [1] * n,  # state_version (unused: a finish without a state keeps the row's)
             *park_columns(n),
         ]
-        return set(await self.engine.store.outcome_batch(columns, ([], []), None))
+        done, busy = await self.engine.store.outcome_batch(columns, ([], []), None)
+        assert not busy
+        return set(done)
 
     async def set_executing(self, conn: asyncpg.Connection, id: int, by: str = "elsewhere") -> str:
         """What another worker's claim writes: the row executing under its worker id."""

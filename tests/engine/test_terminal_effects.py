@@ -98,7 +98,10 @@ class Rig:
             [1] * n,
             *park_columns(n),
         ]
-        done = await self.engine.store.outcome_batch(columns, ([], []), self.engine.clock.now())
+        done, busy = await self.engine.store.outcome_batch(
+            columns, ([], []), self.engine.clock.now()
+        )
+        assert not busy
         return set(done)
 
     async def row(self, id: int) -> asyncpg.Record:

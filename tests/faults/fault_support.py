@@ -123,6 +123,16 @@ async def holding(dsn: str, *statements: str, args: tuple[Any, ...] = ()) -> Asy
         await conn.close()
 
 
+def commits_blocked(schema: str) -> str:
+    """A statement whose lock holds every group commit (and signal delivery) of `schema`.
+
+    A group commit skips rows someone else locked and sends those outcomes again, so a row
+    lock never holds it; the inbox table it writes to does (a commit's statement takes a
+    ROW EXCLUSIVE lock on `signals`, which EXCLUSIVE blocks; reads go on).
+    """
+    return f'LOCK TABLE "{schema}".signals IN EXCLUSIVE MODE'
+
+
 class Rows:
     """Plain-SQL checks of one schema's tables."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from fault_support import Backends, Engines, Rows, eventually, holding
+from fault_support import Backends, Engines, Rows, commits_blocked, eventually, holding
 
 import gendurable as gd
 from gendurable.sql import statements
@@ -211,9 +211,10 @@ async def test_fault_drop_during_a_group_commit_commits_every_outcome_of_the_bat
         return len(HELD) == len(keys)
 
     await eventually(all_held, what="every first step at the gate")
-    rows = f'SELECT id FROM "{gendurable_schema}".instances ORDER BY id FOR UPDATE'
-    async with holding(gendurable_dsn, rows):
-        GATE.set()  # the steps end; their outcomes meet the row locks in one or two batches
+    # Group commits skip locked rows (and send those outcomes again), so what holds them is
+    # the inbox table their statement writes to.
+    async with holding(gendurable_dsn, commits_blocked(gendurable_schema)):
+        GATE.set()  # the steps end; their outcomes meet the lock in one or two batches
         await kill_while_blocked(backends, sql["outcome_batch"])
     await asyncio.gather(*(TwoSteps.result(k, timeout=15, engine=worker) for k in keys))
 
@@ -240,11 +241,11 @@ async def test_fault_drop_during_a_park_parks_once_and_a_racing_signal_still_wak
         return len(HELD) == 2
 
     await eventually(both_held, what="both first steps at the gate")
-    rows = f'SELECT id FROM "{gendurable_schema}".instances ORDER BY id FOR UPDATE'
-    async with holding(gendurable_dsn, rows):
+    async with holding(gendurable_dsn, commits_blocked(gendurable_schema)):
         GATE.set()
-        await kill_while_blocked(backends, sql["outcome_park"], count=2)
-        # A signal sent now waits for the same row lock as the park sent again.
+        # Parks are group-committed: both may ride in one batch, or in two.
+        await kill_while_blocked(backends, sql["outcome_batch"], count=1)
+        # A signal sent now waits for the same lock as the park sent again.
         racing = asyncio.create_task(Parker.signal("racing", "go", "early", engine=client))
         await backends.wait_running(sql["signal_deliver"])
     await racing

@@ -196,7 +196,7 @@ async def test_fault_lost_park_answer_parks_once_and_a_signal_wakes_it(
 ) -> None:
     await engines(workflows=[Parker], queues={"default": 4}, dsn=proxy.dsn)
     client = await engines(workflows=[Parker])
-    cut = proxy.cut(statements(gendurable_schema)["outcome_park"])
+    cut = proxy.cut(statements(gendurable_schema)["outcome_batch"])  # the park's commit
     await Parker.start(key="p", engine=client)
     await cut.event.wait()
 

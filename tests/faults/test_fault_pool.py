@@ -14,10 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from fault_support import Backends, Engines, Rows, eventually, holding
+from fault_support import Engines, Rows, eventually, holding
 
 import gendurable as gd
-from gendurable.sql import statements
 from gendurable.testing import TelemetryRecorder
 
 SLOW = 24
@@ -113,18 +112,18 @@ async def test_fault_pool_many_slow_steps_leave_the_pool_to_other_queues_and_cli
     assert await Rows(db, gendurable_schema).count("rescued > 0 OR attempt > 0") == 0
 
 
-async def test_fault_pool_exhausted_by_statements_waiting_on_a_lock_still_serves_the_rest(
+async def test_fault_rows_locked_by_someone_else_hold_no_connection_and_delay_only_themselves(
     engines: Engines,
     gendurable_dsn: str,
     gendurable_schema: str,
-    backends: Backends,
     db: asyncpg.Connection,
 ) -> None:
-    # Every connection of the pool goes to a park waiting on a lock; each gives its
-    # connection up at the statement timeout and queues again, so the claims, heartbeats
-    # and parks of the fast queue get one in turn: it slows down, it does not stop. The
-    # lease outlasts the lock (a row locked by someone else past its lease cannot be
-    # extended, and once free the reaper may hand it out again: at least once).
+    # More parks than the pool has connections meet rows another transaction holds. A group
+    # commit skips locked rows and sends their outcomes again: no connection waits on the
+    # lock, so the fast queue's claims, heartbeats and commits go on at full speed, and the
+    # parks commit once the lock is gone. The lease outlasts the lock (a row locked by
+    # someone else past its lease cannot be extended, and once free the reaper may hand it
+    # out again: at least once).
     blocked = 2 * POOL
     worker = await engines(
         workflows=[Slow, Fast],
@@ -149,14 +148,17 @@ async def test_fault_pool_exhausted_by_statements_waiting_on_a_lock_still_serves
         f"SELECT id FROM \"{gendurable_schema}\".instances WHERE queue = 'slow' "
         "ORDER BY id FOR UPDATE"
     )
-    park = statements(gendurable_schema)["outcome_park"]
     async with holding(gendurable_dsn, slow_rows):
         GATE.set()  # the parks, more than the pool has connections, meet the row locks
-        await backends.wait_running(park, count=POOL)  # the whole pool waits on the lock
         for i in range(2):
             await Fast.start(key=f"f{i}", engine=client)
             await Fast.signal(f"f{i}", "stop", engine=client)
             assert await Fast.result(f"f{i}", timeout=30, engine=client) == 1
+        held = await db.fetchval(
+            f'SELECT count(*) FROM "{gendurable_schema}".instances '
+            "WHERE queue = 'slow' AND status = 'executing'"
+        )
+        assert held == blocked  # their parks wait for the lock, outside the pool
     for i in range(blocked):
         await Slow.signal(f"s{i}", "go", engine=client)
     assert [await Slow.result(f"s{i}", timeout=30, engine=client) for i in range(blocked)] == [

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from fault_support import Backends, Engines, Rows, eventually, holding
+from fault_support import Backends, Engines, Rows, commits_blocked, eventually, holding
 
 import gendurable as gd
 from gendurable.sql import statements
@@ -102,8 +102,7 @@ async def test_fault_statement_timeout_on_a_held_commit_retries_until_it_commits
         return len(HELD) == len(keys)
 
     await eventually(all_held, what="the first steps at the gate")
-    rows = f'SELECT id FROM "{gendurable_schema}".instances ORDER BY id FOR UPDATE'
-    async with holding(gendurable_dsn, rows):
+    async with holding(gendurable_dsn, commits_blocked(gendurable_schema)):
         GATE.set()
 
         async def timed_out_twice() -> bool:

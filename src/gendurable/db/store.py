@@ -270,11 +270,12 @@ class Store:
         columns: Sequence[Sequence[Any]],
         consumed: tuple[list[int], list[int]],
         now: datetime | None,
-    ) -> dict[int, bool | None]:
+    ) -> tuple[dict[int, bool | None], set[int]]:
         """Commit many outcomes in one statement (group commit).
 
         Returns, for each id whose guard held, whether a park among them was woken at once
-        by its passed deadline (True), by a signal already there (False), or None.
+        by its passed deadline (True), by a signal already there (False), or None; and the
+        ids whose row (or parent) someone else had locked: not committed, to send again.
         `columns` are the parallel arrays id, locked_by, kind, step, state, delay, status,
         result, error, lease, rate_limit, rate_partition, weight, state_version, await_names,
         keep_deadline, seen, keep_children; `consumed` the (instance id, signal id) pairs to
@@ -290,7 +291,8 @@ class Store:
             consumed[1],
             *columns[10:],
         )
-        return {int(r["id"]): r["woken_by_deadline"] for r in rows}
+        done = {int(r["id"]): r["woken_by_deadline"] for r in rows if not r["busy"]}
+        return done, {int(r["id"]) for r in rows if r["busy"]}
 
     async def outcome_spawn(
         self,

@@ -101,7 +101,7 @@ class Committer:
             )
         return ok
 
-    async def _flush(self, items: Sequence[BatchItem]) -> dict[int, bool | None]:
+    async def _flush(self, items: Sequence[BatchItem]) -> tuple[dict[int, bool | None], set[int]]:
         arrays: list[list[Any]] = [[] for _ in range(18)]
         consumed: tuple[list[int], list[int]] = ([], [])
         for it in items:

@@ -9,7 +9,7 @@ its own durable commit before its instance moves on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -52,8 +52,12 @@ class _Stale:
 STALE: Any = _Stale()
 """What `submit` returns for an outcome that was not committed."""
 
-Flush = Callable[[Sequence[BatchItem]], Awaitable[Mapping[int, Any]]]
-"""Commits a batch; for each committed id, what the statement says of it."""
+Flush = Callable[[Sequence[BatchItem]], Awaitable[tuple[Mapping[int, Any], Set[int]]]]
+"""Commits a batch: for each committed id, what the statement says of it; and the ids it
+could not commit because someone else held their row (to send again)."""
+
+BUSY_BACKOFF = (0.002, 0.1)
+"""Seconds to wait before sending again outcomes whose rows were locked: first, at most."""
 
 
 class GroupCommit:
@@ -80,12 +84,13 @@ class GroupCommit:
         return await asyncio.shield(fut)
 
     async def _drain(self) -> None:
+        backoff = BUSY_BACKOFF[0]
         try:
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 try:
-                    done = await self.flush([item for item, _ in batch])
+                    done, busy = await self.flush([item for item, _ in batch])
                 except BaseException as exc:
                     for _, fut in batch:
                         if not fut.done():
@@ -93,9 +98,23 @@ class GroupCommit:
                     if not isinstance(exc, Exception):
                         raise
                     continue
+                again = []
                 for item, fut in batch:
-                    if not fut.done():
+                    if fut.done():
+                        continue
+                    if item.id in busy:
+                        again.append((item, fut))
+                    else:
                         fut.set_result(done.get(item.id, STALE))
+                if again:
+                    # Their rows were locked by someone else: send them again, after a
+                    # pause when nothing else of the batch went through.
+                    self._pending[:0] = again
+                    if len(again) == len(batch):
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, BUSY_BACKOFF[1])
+                        continue
+                backoff = BUSY_BACKOFF[0]
         finally:
             self._in_flight -= 1
 

@@ -295,10 +295,12 @@ ORDER BY workflow, step;
 -- name: outcome_batch
 -- Group commit: the goto / continue / retry / park / finish outcomes of many steps in one
 -- statement, each row guarded by ownership exactly as in its single-row statement. The rows,
--- and the parents that finishing rows count down, are locked in id order first, so
--- concurrent batches (and every other writer that ends instances) cannot deadlock. Terminal
--- effects are `instances_ended`'s, called once for the rows that finished here; parked rows
--- are rechecked by `instances_parked` under the locks this statement holds.
+-- and the parents that finishing rows count down, are locked in id order first with SKIP
+-- LOCKED: a batch never waits for a lock (so it closes no cycle), and a row someone else
+-- holds (a delivery, a cancel, a user's transaction) delays only its own outcome, which comes
+-- back `busy` to be sent again, not the whole batch. Terminal effects are
+-- `instances_ended`'s, called once for the rows that finished here; parked rows are
+-- rechecked by `instances_parked` under the locks this statement holds.
 -- kind: 'goto' | 'continue' | 'retry' | 'park' | 'finish'. Consumed signals ride in as the
 -- parallel arrays $13 (instance ids) and $14 (signal ids); $15-$17 are the rate limit,
 -- partition and weight of the step a goto, continue or park enters; $18 the version of each
@@ -325,7 +327,14 @@ locked AS (
                    SELECT c.parent_id FROM __schema__.instances c JOIN b ON b.id = c.id
                    WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL)
     ORDER BY i.id
-    FOR UPDATE OF i
+    FOR UPDATE OF i SKIP LOCKED
+),
+ready AS (
+    SELECT b.id FROM b
+    JOIN locked ON locked.id = b.id
+    JOIN __schema__.instances c ON c.id = b.id
+    WHERE b.kind <> 'finish' OR c.parent_id IS NULL
+       OR c.parent_id IN (SELECT id FROM locked)
 ),
 upd AS (
     UPDATE __schema__.instances i
@@ -366,8 +375,8 @@ upd AS (
         error = CASE WHEN b.kind IN ('finish', 'retry') THEN b.error ELSE i.error END,
         finished_at = CASE WHEN b.kind = 'finish' THEN now.t END,
         updated_at = now.t
-    FROM b, now, locked
-    WHERE i.id = b.id AND locked.id = i.id
+    FROM b, now, ready
+    WHERE i.id = b.id AND ready.id = i.id
       AND i.locked_by = b.locked_by AND i.status = 'executing'
     RETURNING i.id, b.kind
 ),
@@ -388,8 +397,10 @@ parked AS (
         (SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park'), now.t, $12) p
 )
 SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded,
-       parked.woken_by_deadline
-FROM upd LEFT JOIN parked ON parked.woken_id = upd.id;
+       parked.woken_by_deadline, false AS busy
+FROM upd LEFT JOIN parked ON parked.woken_id = upd.id
+UNION ALL
+SELECT b.id, NULL, NULL, true FROM b WHERE b.id NOT IN (SELECT id FROM ready);
 
 -- name: outcome_spawn
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
