@@ -24,18 +24,13 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from commit_support import commit_batch, park_columns
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
 
 LEASE = timedelta(seconds=30)
 SIDE = "ck-side"
-
-
-def park_columns(n: int) -> list[list[Any]]:
-    """The park columns of `outcome_batch` (await names, keep deadline, seen, keep children),
-    unused by the outcomes these tests commit."""
-    return [[None] * n, [False] * n, [0] * n, [True] * n]
 
 
 @pytest.fixture
@@ -99,9 +94,7 @@ class Hand:
             [1] * n,  # state_version (unused: a finish without a state keeps the row's)
             *park_columns(n),
         ]
-        done, busy = await self.engine.store.outcome_batch(columns, ([], []), None)
-        assert not busy
-        return set(done)
+        return await commit_batch(self.engine, columns, now=None)
 
     async def set_executing(self, conn: asyncpg.Connection, id: int, by: str = "elsewhere") -> str:
         """What another worker's claim writes: the row executing under its worker id."""

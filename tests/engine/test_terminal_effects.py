@@ -14,18 +14,13 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from commit_support import commit_batch, park_columns
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
 SIDE = "side"
-
-
-def park_columns(n: int) -> list[list[Any]]:
-    """The park columns of `outcome_batch` (await names, keep deadline, seen, keep children),
-    unused by the outcomes these tests commit."""
-    return [[None] * n, [False] * n, [0] * n, [True] * n]
 
 
 @gd.workflow(name="effects.child", queue=SIDE, max_attempts=2)
@@ -98,11 +93,7 @@ class Rig:
             [1] * n,
             *park_columns(n),
         ]
-        done, busy = await self.engine.store.outcome_batch(
-            columns, ([], []), self.engine.clock.now()
-        )
-        assert not busy
-        return set(done)
+        return await commit_batch(self.engine, columns)
 
     async def row(self, id: int) -> asyncpg.Record:
         found = await self.db.fetchrow(
