@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -70,6 +71,7 @@ async def _claim_plan_times(dsn: str, schema: str, scheduler: Any) -> list[float
     sql = "EXPLAIN (ANALYZE, FORMAT JSON) " + statements(schema)["instance_claim"]
     args = (QUEUE, 1, "probe", scheduler.known_leases, None)
     args += (scheduler.known_workflows, scheduler.known_steps)
+    args += (f"gendurable:ck:{schema}:", timedelta(seconds=5))
     conn = await asyncpg.connect(dsn)
     times: list[float] = []
     try:

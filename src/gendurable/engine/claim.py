@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -87,17 +87,24 @@ class Claimed:
             state_version=row["state_version"],
         )
 
-    def moved(self, step: str, state: bytes) -> Claimed:
-        """The same claim after a kept-claim move to `step`."""
-        return replace(
-            self,
-            step=step,
-            state=state,
-            attempt=0,
-            timed_out=False,
-            await_seen=0,
-            inbox=(),
-            children=(),
-            limit=NO_LIMIT,
-            waited=None,
+    def moved(self, step: str, state: bytes, state_version: int) -> Claimed:
+        """The same claim after a kept-claim move to `step` (its state at `state_version`).
+
+        Built field by field: `dataclasses.replace` costs several times more, on a path
+        every chained step takes.
+        """
+        return Claimed(
+            self.id,
+            self.workflow,
+            step,
+            state,
+            0,
+            self.priority,
+            self.key,
+            self.queue,
+            False,
+            0,
+            self.locked_by,
+            trace_context=self.trace_context,
+            state_version=state_version,
         )

@@ -12,7 +12,6 @@ that keeps the stored state keeps its version too.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -53,8 +52,8 @@ class Committer:
         store = self.store
         version = self.versions.get(claim.workflow, 1)
         if isinstance(decision, MoveTo | RetryLater | Finish | Park):
-            item = _batch_item(claim, decision, self.leases[claim.workflow])
-            result = await self.group.submit(replace(item, state_version=version))
+            item = _batch_item(claim, decision, self.leases[claim.workflow], version)
+            result = await self.group.submit(item)
             ok = result is not STALE
             if result is True:  # a park woken at once by its passed deadline
                 assert isinstance(decision, Park)
@@ -133,7 +132,10 @@ class Committer:
 
 
 def _batch_item(
-    claim: Claimed, decision: MoveTo | RetryLater | Finish | Park, lease: timedelta
+    claim: Claimed,
+    decision: MoveTo | RetryLater | Finish | Park,
+    lease: timedelta,
+    version: int,
 ) -> BatchItem:
     """The group-commit form of a goto, continue, retry, park or terminal outcome."""
     if isinstance(decision, Park):
@@ -150,6 +152,7 @@ def _batch_item(
             keep_deadline=decision.keep_deadline,
             seen=decision.seen,
             keep_children=decision.keep_children,
+            state_version=version,
         )
     if isinstance(decision, MoveTo):
         return BatchItem(
@@ -162,6 +165,7 @@ def _batch_item(
             lease=lease,
             consumed=decision.consumed,
             limit=decision.limit,
+            state_version=version,
         )
     if isinstance(decision, RetryLater):
         return BatchItem(
@@ -171,6 +175,7 @@ def _batch_item(
             state=decision.state,
             delay=decision.delay,
             error=decision.error,
+            state_version=version,
         )
     return BatchItem(
         claim.id,
@@ -180,6 +185,7 @@ def _batch_item(
         status=decision.status,
         result=decision.result,
         error=decision.error,
+        state_version=version,
     )
 
 

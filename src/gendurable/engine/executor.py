@@ -116,7 +116,7 @@ class Executor:
                 committed = await self.committer.apply(claim, decision)
             if not (committed and isinstance(decision, MoveTo) and decision.keep_claim):
                 return
-            claim = replace(claim.moved(decision.step, decision.state), state_version=spec.version)
+            claim = claim.moved(decision.step, decision.state, spec.version)
         # The chain is long: let the queue's order decide what runs next.
         await self.committer.release(claim)
 
