@@ -203,10 +203,13 @@ async def test_bad_rows_stored_signal_payload_that_no_longer_decodes_fails_namin
     engine = await make_engine(workflows=[Flow])
     await Flow.start(key="p")
     await engine.drain()
+    # Nothing claims the woken instance until its stored payload has been broken.
+    engine.schedulers["default"].stop_claiming()
     signal_id = await Flow.signal("p", "paid", Amount(amount=1))
     await rows.execute(
         """UPDATE S.signals SET payload = '{"amount": [1]}' WHERE id = $1""", signal_id
     )
+    engine.schedulers["default"].resume_claiming()
 
     await engine.drain()
     manual_clock.advance(timedelta(hours=1))

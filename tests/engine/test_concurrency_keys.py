@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from commit_support import commit_batch, park_columns
+from commit_support import finish_batch
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
@@ -76,25 +76,7 @@ class Hand:
 
     async def finish(self, ids: list[int], locked_by: str) -> set[int]:
         """Commit `done` for claimed rows (one group commit)."""
-        n = len(ids)
-        columns: list[list[Any]] = [
-            ids,
-            [locked_by] * n,
-            ["finish"] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            ["done"] * n,
-            [b"null"] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [1] * n,
-            [1] * n,  # state_version (unused: a finish without a state keeps the row's)
-            *park_columns(n),
-        ]
-        return await commit_batch(self.engine, columns, now=None)
+        return await finish_batch(self.engine, [(id, locked_by, "done") for id in ids], now=None)
 
     async def set_executing(self, conn: asyncpg.Connection, id: int, by: str = "elsewhere") -> str:
         """What another worker's claim writes: the row executing under its worker id."""

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from commit_support import commit_batch, park_columns
+from commit_support import finish_batch
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
@@ -75,25 +75,7 @@ class Rig:
 
     async def commit(self, *outcomes: tuple[int, str, str]) -> set[int]:
         """Group-commit terminal outcomes (id, locked_by, status) in one statement."""
-        n = len(outcomes)
-        columns: list[list[Any]] = [
-            [o[0] for o in outcomes],
-            [o[1] for o in outcomes],
-            ["finish"] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [o[2] for o in outcomes],
-            [b"null"] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [1] * n,
-            [1] * n,
-            *park_columns(n),
-        ]
-        return await commit_batch(self.engine, columns)
+        return await finish_batch(self.engine, outcomes)
 
     async def row(self, id: int) -> asyncpg.Record:
         found = await self.db.fetchrow(

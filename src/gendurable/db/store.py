@@ -267,30 +267,19 @@ class Store:
 
     async def outcome_batch(
         self,
-        columns: Sequence[Sequence[Any]],
-        consumed: tuple[list[int], list[int]],
+        outcomes: bytes,
+        values: tuple[Sequence[bytes | None], Sequence[bytes | None], Sequence[bytes | None]],
         now: datetime | None,
     ) -> tuple[dict[int, bool | None], set[int]]:
         """Commit many outcomes in one statement (group commit).
 
-        Returns, for each id whose guard held, whether a park among them was woken at once
-        by its passed deadline (True), by a signal already there (False), or None; and the
-        ids whose row (or parent) someone else had locked: not committed, to send again.
-        `columns` are the parallel arrays id, locked_by, kind, step, state, delay, status,
-        result, error, lease, rate_limit, rate_partition, weight, state_version, await_names,
-        keep_deadline, seen, keep_children; `consumed` the (instance id, signal id) pairs to
-        delete.
+        `outcomes` is the JSON array of their plain fields (see the statement), `values` the
+        parallel states, results and errors (JSON bytes or None). Returns, for each id whose
+        guard held, whether a park among them was woken at once by its passed deadline
+        (True), by a signal already there (False), or None; and the ids whose row (or
+        parent) someone else had locked: not committed, to send again.
         """
-        rows = await self._run(
-            "fetch",
-            "outcome_batch",
-            now,
-            *columns[:10],
-            self.channel,
-            consumed[0],
-            consumed[1],
-            *columns[10:],
-        )
+        rows = await self._run("fetch", "outcome_batch", now, outcomes, *values, self.channel)
         done = {int(r["id"]): r["woken_by_deadline"] for r in rows if not r["busy"]}
         return done, {int(r["id"]) for r in rows if r["busy"]}
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import msgspec
+
 from ..clock import Clock
 from ..db.store import Store
 from ..telemetry import Telemetry
@@ -22,6 +24,8 @@ from .claim import Claimed
 from .decide import Decision, Finish, MoveTo, Park, RetryLater, SpawnChildren
 from .entries import columns
 from .group_commit import STALE, BatchItem, GroupCommit
+
+_encoder = msgspec.json.Encoder()
 
 
 class Committer:
@@ -101,34 +105,38 @@ class Committer:
         return ok
 
     async def _flush(self, items: Sequence[BatchItem]) -> tuple[dict[int, bool | None], set[int]]:
-        arrays: list[list[Any]] = [[] for _ in range(18)]
-        consumed: tuple[list[int], list[int]] = ([], [])
-        for it in items:
-            values = (
-                it.id,
-                it.locked_by,
-                it.kind,
-                it.step,
-                it.state,
-                it.delay,
-                it.status,
-                it.result,
-                it.error,
-                it.lease,
-                it.limit.name,
-                it.limit.partition,
-                it.limit.weight,
-                it.state_version,
-                it.await_names,
-                it.keep_deadline,
-                it.seen,
-                it.keep_children,
+        fields: list[dict[str, Any]] = []
+        states: list[bytes | None] = []
+        results: list[bytes | None] = []
+        errors: list[bytes | None] = []
+        for n, it in enumerate(items, 1):
+            fields.append(
+                {
+                    "n": n,
+                    "id": it.id,
+                    "locked_by": it.locked_by,
+                    "kind": it.kind,
+                    "step": it.step,
+                    "delay_s": None if it.delay is None else it.delay.total_seconds(),
+                    "status": it.status,
+                    "lease_s": None if it.lease is None else it.lease.total_seconds(),
+                    "rate_limit": it.limit.name,
+                    "rate_partition": it.limit.partition,
+                    "weight": it.limit.weight,
+                    "state_version": it.state_version,
+                    "await_names": it.await_names,
+                    "keep_deadline": it.keep_deadline,
+                    "seen": it.seen,
+                    "keep_children": it.keep_children,
+                    "consumed": it.consumed,
+                }
             )
-            for column, value in zip(arrays, values, strict=True):
-                column.append(value)
-            consumed[0].extend([it.id] * len(it.consumed))
-            consumed[1].extend(it.consumed)
-        return await self.store.outcome_batch(arrays, consumed, self.clock.now())
+            states.append(it.state)
+            results.append(it.result)
+            errors.append(it.error)
+        return await self.store.outcome_batch(
+            _encoder.encode(fields), (states, results, errors), self.clock.now()
+        )
 
 
 def _batch_item(
@@ -148,7 +156,7 @@ def _batch_item(
             delay=decision.timeout,
             consumed=decision.consumed,
             limit=decision.limit,
-            await_names="{" + ",".join(_quoted(n) for n in decision.names) + "}",
+            await_names=decision.names,
             keep_deadline=decision.keep_deadline,
             seen=decision.seen,
             keep_children=decision.keep_children,
@@ -187,8 +195,3 @@ def _batch_item(
         error=decision.error,
         state_version=version,
     )
-
-
-def _quoted(name: str) -> str:
-    """`name` as an element of a PostgreSQL array literal (any text survives)."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -35,8 +35,8 @@ class BatchItem:
     limit: StepLimit = NO_LIMIT
     state_version: int = 1
     """The workflow version of `state` (ignored when `state` is None: the row keeps its own)."""
-    await_names: str | None = None
-    """A park's awaited names, as a PostgreSQL array literal."""
+    await_names: tuple[str, ...] | None = None
+    """A park's awaited names."""
     keep_deadline: bool = False
     seen: int = 0
     keep_children: bool = True

@@ -301,23 +301,29 @@ ORDER BY workflow, step;
 -- back `busy` to be sent again, not the whole batch. Terminal effects are
 -- `instances_ended`'s, called once for the rows that finished here; parked rows are
 -- rechecked by `instances_parked` under the locks this statement holds.
--- kind: 'goto' | 'continue' | 'retry' | 'park' | 'finish'. Consumed signals ride in as the
--- parallel arrays $13 (instance ids) and $14 (signal ids); $15-$17 are the rate limit,
--- partition and weight of the step a goto, continue or park enters; $18 the version of each
--- row's new state (a row whose state is NULL here keeps its stored state and version).
--- A park also has $19 the awaited names (an array literal), `delay` as the await timeout
--- (NULL: none), $20 whether it keeps its deadline (a reawait), $21 the highest signal id it
--- already saw, $22 whether it keeps ctx.children (not entered by a goto).
+-- kind: 'goto' | 'continue' | 'retry' | 'park' | 'finish'. The outcomes ride in as one
+-- JSON array ($2) of their plain fields (one parameter, however many outcomes: cheaper to
+-- send than a dozen parallel arrays), each with its position `n` in the parallel jsonb
+-- arrays of states ($3), results ($4) and errors ($5), which go as they are. Per outcome:
+-- `consumed` the signal ids it saw (to delete); `rate_limit`, `rate_partition`, `weight`
+-- what the step a goto, continue or park enters takes; `state_version` the version of its
+-- state (a row whose state is NULL keeps its stored state and version); `delay_s` (a park's
+-- await timeout) and `lease_s` in seconds. A park also has `await_names`, `keep_deadline`
+-- (a reawait), `seen` (the highest signal id it already saw) and `keep_children` (not
+-- entered by a goto). $6 is the notification channel.
 WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
 b AS (
-    SELECT *
-    FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
-                $7::interval[], $8::text[], $9::jsonb[], $10::jsonb[], $11::interval[],
-                $15::text[], $16::text[], $17::int[], $18::int[], $19::text[],
-                $20::boolean[], $21::bigint[], $22::boolean[])
-         AS b(id, locked_by, kind, step, state, delay, status, result, error, lease,
-              rate_limit, rate_partition, weight, state_version, await_names,
-              keep_deadline, seen, keep_children)
+    SELECT r.id, r.locked_by, r.kind, r.step, v.state, make_interval(secs => r.delay_s) AS delay,
+           r.status, v.result, v.error, make_interval(secs => r.lease_s) AS lease,
+           r.rate_limit, r.rate_partition, r.weight, r.state_version, r.await_names,
+           r.keep_deadline, r.seen, r.keep_children, r.consumed
+    FROM jsonb_to_recordset($2::jsonb) AS r(
+             n bigint, id bigint, locked_by text, kind text, step text, delay_s float8,
+             status text, lease_s float8, rate_limit text, rate_partition text, weight int,
+             state_version int, await_names text[], keep_deadline boolean, seen bigint,
+             keep_children boolean, consumed bigint[])
+    JOIN unnest($3::jsonb[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY
+         AS v(state, result, error, n) ON v.n = r.n
 ),
 locked AS (
     SELECT i.id
@@ -357,7 +363,7 @@ upd AS (
         await_seen = CASE b.kind WHEN 'park' THEN b.seen WHEN 'goto' THEN 0 WHEN 'continue' THEN 0
                                  ELSE i.await_seen END,
         await_names = CASE b.kind WHEN 'retry' THEN i.await_names
-                                  WHEN 'park' THEN b.await_names::text[] END,
+                                  WHEN 'park' THEN b.await_names END,
         await_deadline = CASE b.kind
             WHEN 'retry' THEN i.await_deadline
             WHEN 'park' THEN CASE WHEN b.keep_deadline THEN i.await_deadline
@@ -382,19 +388,19 @@ upd AS (
 ),
 consumed AS (
     DELETE FROM __schema__.signals s
-    USING upd, unnest($13::bigint[], $14::bigint[]) AS c(instance_id, signal_id)
-    WHERE upd.kind IN ('goto', 'continue', 'park') AND c.instance_id = upd.id
-      AND s.id = c.signal_id AND s.instance_id = upd.id
+    USING upd JOIN b ON b.id = upd.id
+    WHERE upd.kind IN ('goto', 'continue', 'park') AND s.instance_id = upd.id
+      AND s.id = ANY (b.consumed)
 ),
 ended AS (
-    SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), $12) AS cascaded
+    SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), $6) AS cascaded
     FROM upd, now
     WHERE upd.kind = 'finish'
     HAVING count(*) > 0
 ),
 parked AS (
     SELECT p.* FROM now, __schema__.instances_parked(
-        (SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park'), now.t, $12) p
+        (SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park'), now.t, $6) p
 )
 SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded,
        parked.woken_by_deadline, false AS busy
