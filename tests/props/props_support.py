@@ -2,7 +2,9 @@
 
 The `props` profile (the default) keeps the suite fast enough for CI; set
 `GENDURABLE_PROPS=soak` for the `props-soak` profile (many more examples and longer runs of
-the state machine). The profiles only apply to the tests of this folder (they are passed to
+the state machine), or `GENDURABLE_PROPS=mutants` for the `props-mutants` profile that
+reports the first failing example without shrinking it (`bench/mutants.py` only needs to
+know that a test fails). The profiles only apply to the tests of this folder (they are passed to
 `@settings(parent=...)`), so other hypothesis tests keep their own settings.
 """
 
@@ -14,11 +16,12 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from gendurable.db.schema_admin import drop_schema
 
-SOAK = os.environ.get("GENDURABLE_PROPS", "") == "soak"
+MODE = os.environ.get("GENDURABLE_PROPS", "")
+SOAK = MODE == "soak"
 
 settings.register_profile(
     "props",
@@ -34,7 +37,16 @@ settings.register_profile(
     stateful_step_count=80,
 )
 
-PROFILE = settings.get_profile("props-soak" if SOAK else "props")
+settings.register_profile(
+    "props-mutants",
+    parent=settings.get_profile("props"),
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+    report_multiple_bugs=False,
+)
+
+PROFILE = settings.get_profile(
+    {"soak": "props-soak", "mutants": "props-mutants"}.get(MODE, "props")
+)
 """The settings every property test of this folder derives from."""
 
 
