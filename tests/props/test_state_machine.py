@@ -14,7 +14,8 @@ After every rule, from one consistent snapshot of the database:
   accepted, each once; nothing accepted is lost;
 - a live parent's pending count is its number of live children, and no live instance has
   an ended parent; children appear only as a spawn of the model plans them;
-- no concurrency key has two executing instances; no attempt was spent, nothing failed.
+- no concurrency key has two executing instances; no attempt was spent, nothing failed;
+- a row has a `locked_by` exactly while it is executing.
 After `drain()`: nothing is executing or due, every status, step, deadline and result is
 the model's.
 """
@@ -312,7 +313,7 @@ class FlowMachine(RuleBasedStateMachine):
                 "SELECT id, key, parent_id, spawn_index, status::text AS status, step, "
                 "state::text AS state, result::text AS result, error::text AS error, "
                 "scope::text[] AS scope, concurrency_key, pending_children, attempt, "
-                f"await_deadline, finished_at FROM {self.schema}.instances ORDER BY id"
+                f"await_deadline, finished_at, locked_by FROM {self.schema}.instances ORDER BY id"
             )
             signals = await self.conn.fetch(
                 "SELECT instance_id, name, payload::text AS payload "
@@ -370,6 +371,9 @@ class FlowMachine(RuleBasedStateMachine):
             assert row["status"] != "failed", dict(row)
             assert row["error"] is None, dict(row)
             assert row["attempt"] == 0, dict(row)
+            # A claim is held exactly while executing: every statement that leaves
+            # `executing` clears locked_by, so ownership is never mistaken for another's.
+            assert (row["locked_by"] is not None) == (row["status"] == "executing"), dict(row)
         assert all(n == 1 for n in holders.values()), f"a key held twice: {holders}"
         assert all(n == 1 for n in executing.values()), f"a concurrency key overlaps: {executing}"
         # Statuses first (children before the results of their parents).
