@@ -96,6 +96,16 @@ G = SQL + "gc.sql"
 R = SQL + "repair.sql"
 OWN_PARK = "WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'"
 LIVE = "('available', 'executing', 'awaiting', 'waiting')"
+EXECUTING_ONLY = (
+    "locked_by is set only by the claim, together with status 'executing', and every "
+    "statement that leaves 'executing' clears it (the state machine checks this after every "
+    "step), so `locked_by = $worker` already implies 'executing'"
+)
+BUCKETS_SORTED = (
+    "the buckets' DISTINCT reads `demand`, which its window function sorted by (limit, "
+    "partition): PostgreSQL runs it as Unique over that order, so the insert takes the "
+    "buckets in key order anyway; the reversed ORDER BY (claim.bucket_order) is killed"
+)
 
 MUTANTS: list[Mutant] = [
     # -- start ------------------------------------------------------------------------------
@@ -291,10 +301,21 @@ MUTANTS: list[Mutant] = [
         I,
         "instance_claim",
         "    ORDER BY n.name, n.part\n",
-        "",
+        "    ORDER BY n.name DESC, n.part DESC\n",
         "lock order: buckets are taken in key order",
         LOCKS,
         LIMITS,
+    ),
+    m(
+        "claim.bucket_order_dropped",
+        I,
+        "instance_claim",
+        "    ORDER BY n.name, n.part\n",
+        "",
+        "lock order: buckets are taken in key order (the ORDER BY deleted)",
+        LOCKS,
+        LIMITS,
+        equivalent=BUCKETS_SORTED,
     ),
     m(
         "claim.throttle_defer",
@@ -346,6 +367,7 @@ MUTANTS: list[Mutant] = [
         "ownership: park checks status executing",
         GUARDS,
         STALE,
+        equivalent=EXECUTING_ONLY,
     ),
     m(
         "park.consume_all",
@@ -413,6 +435,7 @@ MUTANTS: list[Mutant] = [
         "\n       OR i.await_deadline <= now.t)",
         ")",
         "park recheck: a deadline already passed wakes at once",
+        SIGNAL_GUARDS,
         AWAITS,
     ),
     m(
@@ -497,6 +520,7 @@ MUTANTS: list[Mutant] = [
         EFFECTS,
         STALE,
         GUARDS,
+        equivalent=EXECUTING_ONLY,
     ),
     m(
         "batch.attempt_retry",
@@ -584,6 +608,7 @@ MUTANTS: list[Mutant] = [
         "AND c.id >= p.from_id",
         "AND p.from_id > 0",
         "ctx.children holds the latest spawn's children only",
+        GUARDS,
         MACHINE,
         CHILDREN,
     ),

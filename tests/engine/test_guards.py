@@ -34,7 +34,7 @@ class Flow:
         attempts.append(("first", ctx.attempt))
         if ctx.attempt == 0:
             raise RuntimeError("once")
-        return gd.goto(self.after)
+        return gd.goto(self.after, delay=timedelta(0))  # a new claim: its attempt is stored
 
     @gd.step
     async def after(self, state: Any, ctx: gd.Context) -> gd.Outcome:
@@ -52,6 +52,23 @@ class Kid:
     @gd.step(start=True)
     async def only(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.done()
+
+
+@gd.workflow(name="guards.waves")
+class Waves:
+    """Two spawns in a row: the second step sees only the second spawn's children."""
+
+    @gd.step(start=True)
+    async def first(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Kid.new(key="w1-a"), Kid.new(key="w1-b")], then=self.second)
+
+    @gd.step
+    async def second(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Kid.new(key="w2-a")], then=self.last)
+
+    @gd.step
+    async def last(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done([c.key for c in ctx.children])
 
 
 class Rig:
@@ -246,3 +263,11 @@ async def test_cancel_cascade_leaves_ended_children_as_they_ended(rig: Rig) -> N
 
     assert (await Kid.get("ended")).status == "done"
     assert (await Kid.get("live")).status == "cancelled"
+
+
+async def test_children_are_those_of_the_latest_spawn(make_engine: MakeEngine) -> None:
+    engine = await make_engine(workflows=[Waves, Kid])
+    await Waves.start(key="p")
+    await engine.drain()
+
+    assert await Waves.result("p") == ["w2-a"]

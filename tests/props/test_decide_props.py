@@ -283,3 +283,34 @@ def test_decide_is_deterministic_for_a_seeded_rng(data: st.DataObject) -> None:
             assert first.delay == second.delay
     else:
         assert first == second
+
+
+@scaled(100)
+@given(
+    st.sampled_from(SPECS),
+    st.sampled_from(sorted(AWAITING)),
+    st.lists(st.integers(1, 10**9), unique=True, max_size=4),
+    st.integers(0, 10**9),
+    st.booleans(),
+)
+def test_decide_reawait_keeps_its_deadline_until_it_passed(
+    spec: gd.WorkflowSpec, step: str, awaited: list[int], seen: int, timed_out: bool
+) -> None:
+    decision = decide(
+        spec,
+        spec.steps[step],
+        0,
+        {"n": 1},
+        gd.reawait(),
+        awaited=tuple(awaited),
+        seen=seen,
+        timed_out=timed_out,
+    )
+
+    assert isinstance(decision, Park)
+    assert decision.consumed == ()
+    assert decision.seen == max((seen, *awaited))
+    if timed_out:  # the deadline passed: wait for signals only, with no deadline at all
+        assert (decision.keep_deadline, decision.timeout) == (False, None)
+    else:
+        assert (decision.keep_deadline, decision.timeout) == (True, AWAITING[step])

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
+from gendurable.engine.entries import NO_LIMIT
 from gendurable.testing import MakeEngine
 
 DAY = timedelta(days=1)
@@ -159,3 +160,21 @@ async def test_an_await_deadline_never_wakes_an_instance_running_again(rig: Rig)
     assert report.timed_out == 0
     after = await rig.row(id)
     assert (after["status"], after["locked_by"], after["timed_out"]) == ("executing", "w2", False)
+
+
+async def test_a_reawait_past_its_deadline_wakes_at_once_as_timed_out(rig: Rig) -> None:
+    # The deadline passed while the step ran: parking again with it wakes in the same
+    # transaction, without waiting for the reaper.
+    id = await rig.parked()
+    async with rig.store.pool.acquire() as conn:
+        seen = (await rig.deliver(conn, id, "go"))["signal_id"]
+    assert await rig.claim("w2", "wait") == [id]
+    rig.engine.clock.advance(2 * HOUR)  # type: ignore[attr-defined]
+
+    parked = await rig.store.outcome_park(
+        id, "w2", "wait", None, ["go"], HOUR, seen, [], True, rig.now, NO_LIMIT, True
+    )
+
+    assert parked == (True, True)  # committed, and woken by the deadline
+    after = await rig.row(id)
+    assert (after["status"], after["timed_out"]) == ("available", True)
