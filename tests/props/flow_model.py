@@ -19,7 +19,6 @@ import bisect
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import msgspec
 
@@ -181,7 +180,7 @@ class Model:
         """`inst` runs from wave `wave` on: spawn the next non-empty wave or collect."""
         while wave < len(inst.waves):
             plans = inst.waves[wave]
-            kids = [self.make(p.key, gd_scope(), p.mode, p.waves, parent=inst) for p in plans]
+            kids = [self.make(p.key, LIVE, p.mode, p.waves, parent=inst) for p in plans]
             inst.kids.append(kids)
             wave += 1
             if kids:
@@ -268,11 +267,3 @@ class Model:
 
     def expected_result(self, inst: Inst) -> tuple[str, list[list[list[str]]]]:
         return (inst.end or "", [[[k.key or "", k.status] for k in wave] for wave in inst.kids])
-
-
-def gd_scope() -> tuple[str, ...]:
-    return LIVE
-
-
-def plan_json(plans: list[list[Plan]]) -> Any:
-    return msgspec.to_builtins(plans)

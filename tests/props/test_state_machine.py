@@ -65,7 +65,7 @@ def shapes(depth: int) -> st.SearchStrategy[Shape]:
 
 
 class FlowMachine(RuleBasedStateMachine):
-    dsn = ""
+    dsn = ""  # set by the test from its fixture: hypothesis makes the machines itself
 
     def __init__(self) -> None:
         super().__init__()
