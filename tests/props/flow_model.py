@@ -90,8 +90,8 @@ class Inst:
     waves: list[list[Plan]]
     kids: list[list[Inst]] = field(default_factory=list)
     status: str = "live"  # settled: live, done, cancelled; "ghost": never inserted
-    confirmed: bool = True  # the database has reached the settled status
-    must_end: bool = False  # an answer proved it ended: the database must show it
+    confirmed: bool = True  # the database has reached the settled status (or an answer,
+    # such as NoTarget, proved it has: the database must then show it)
     phase: str = "begin"  # begin, waiting (children), collect
     ticks: list[int] = field(default_factory=list)  # accepted, in arrival (signal id) order
     tick_ids: list[int] = field(default_factory=list)
@@ -223,8 +223,7 @@ class Model:
     def refused(self, inst: Inst) -> None:
         """`NoTarget`: the instance had ended in the database."""
         assert inst.terminal, f"a signal or cancel to live {inst} was refused"
-        if not inst.confirmed:
-            inst.must_end = True
+        inst.confirmed = True
 
     def cancelled(self, inst: Inst) -> None:
         """A cancel took `inst` (it was live in the database). Its descendants are settled by
