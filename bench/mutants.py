@@ -44,6 +44,7 @@ GRANT = "tests/props/test_rate_grant_props.py"
 DECIDE_PROPS = "tests/props/test_decide_props.py"
 DECIDE_TABLE = "tests/unit/test_decide.py"
 EFFECTS = "tests/engine/test_terminal_effects.py"
+CASCADE = "tests/engine/test_cancel_cascade.py"
 START = "tests/engine/test_start.py"
 OUTCOMES = "tests/engine/test_outcomes.py"
 CHILDREN = "tests/engine/test_children.py"
@@ -927,8 +928,8 @@ MUTANTS: list[Mutant] = [
         "ended.cascade",
         SCHEMA,
         "fn:instances_ended",
-        "WHERE c.parent_id = ANY (ended)\n",
-        "WHERE c.parent_id = ANY (ended) AND false\n",
+        "WHERE c.parent_id = ANY (ended || cascaded)\n",
+        "WHERE c.parent_id = ANY (ended || cascaded) AND false\n",
         "cancel cascades to live descendants",
         CHILDREN,
         EFFECTS,
@@ -939,25 +940,41 @@ MUTANTS: list[Mutant] = [
         "fn:instances_ended",
         [
             (
-                "        WHERE c.parent_id = ANY (ended)\n"
-                "          AND c.status IN ('available', 'executing', 'awaiting', 'waiting')\n",
-                "        WHERE c.parent_id = ANY (ended)\n",
+                "ANY (ended || cascaded)\n"
+                "              AND c.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "ANY (ended || cascaded)\n"
+                "              AND c.status IN ('available', 'executing', 'awaiting', 'waiting', "
+                "'done')",
             ),
             (
                 "JOIN tree ON c.parent_id = tree.id\n"
-                "        WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')\n",
-                "JOIN tree ON c.parent_id = tree.id\n",
+                "            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "JOIN tree ON c.parent_id = tree.id\n"
+                "            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting', "
+                "'done')",
             ),
             (
                 "JOIN tree ON tree.id = i.id\n"
-                "        WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')\n",
-                "JOIN tree ON tree.id = i.id\n",
+                "            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "JOIN tree ON tree.id = i.id\n"
+                "            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting', "
+                "'done')",
             ),
         ],
         "",
-        "the cascade cancels live descendants only (ended children keep their end)",
+        "the cascade cancels live descendants only (a child that ended done stays done)",
         GUARDS,
         CHILDREN,
+        MACHINE,
+    ),
+    m(
+        "ended.cascade_rounds",
+        SCHEMA,
+        "fn:instances_ended",
+        "EXIT WHEN cardinality(more) = 0;\n        cascaded := cascaded || more;",
+        "cascaded := cascaded || more;\n        EXIT;",
+        "the cascade goes round again for children a spawn committed while it waited",
+        CASCADE,
         MACHINE,
     ),
     m(
@@ -996,8 +1013,8 @@ MUTANTS: list[Mutant] = [
         "ended.lock_order",
         SCHEMA,
         "fn:instances_ended",
-        "        ORDER BY i.id\n        FOR UPDATE OF i\n    ),\n    cancelled",
-        "        ORDER BY i.id DESC\n        FOR UPDATE OF i\n    ),\n    cancelled",
+        "ORDER BY i.id\n            FOR UPDATE OF i\n        ),\n        cancelled",
+        "ORDER BY i.id DESC\n            FOR UPDATE OF i\n        ),\n        cancelled",
         "lock order: the cascade locks descendants by id",
         LOCKS,
     ),
