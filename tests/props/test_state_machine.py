@@ -245,11 +245,12 @@ class FlowMachine(RuleBasedStateMachine):
         async def send() -> list[int | None]:
             return list(await asyncio.gather(*(self._signal(address, "tick", p) for p in payloads)))
 
-        for payload, signal_id in zip(payloads, self.loop.run(send()), strict=True):
-            if signal_id is None:
-                self.model.refused(target)
-            else:
-                self.model.accepted(target, "tick", payload, signal_id)
+        answers = list(zip(payloads, self.loop.run(send()), strict=True))
+        # Every delivery that was stored came before every one refused (an end is final).
+        for payload, signal_id in sorted((a for a in answers if a[1]), key=lambda a: a[1] or 0):
+            self.model.accepted(target, "tick", payload, signal_id)
+        if any(signal_id is None for _, signal_id in answers):
+            self.model.refused(target)
 
     @rule(pick=st.integers(0, 1000), by_key=st.booleans())
     def cancel(self, pick: int, by_key: bool) -> None:
