@@ -1,11 +1,12 @@
 """Hypothesis profiles of the property tests, and the helpers they share.
 
-The `props` profile (the default) keeps the suite fast enough for CI; set
-`GENDURABLE_PROPS=soak` for the `props-soak` profile (many more examples and longer runs of
-the state machine), or `GENDURABLE_PROPS=mutants` for the `props-mutants` profile that
-reports the first failing example without shrinking it (`bench/mutants.py` only needs to
-know that a test fails). The profiles only apply to the tests of this folder (they are passed to
-`@settings(parent=...)`), so other hypothesis tests keep their own settings.
+The `props` profile (the default) keeps the suite fast enough for CI. Set
+`GENDURABLE_PROPS=soak` for the `props-soak` profile: `GENDURABLE_PROPS_EXAMPLES` examples
+(500 by default) and longer runs of the state machine, about an hour on two cores. Set
+`GENDURABLE_PROPS=mutants` for the `props-mutants` profile, which reports the first failing
+example without shrinking it (`bench/mutants.py` only needs to know that a test fails). The
+profiles only apply to the tests of this folder (they are passed to `@settings(...)`), so
+other hypothesis tests keep their own settings.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ settings.register_profile(
 settings.register_profile(
     "props-soak",
     parent=settings.get_profile("props"),
-    max_examples=1000,
+    max_examples=int(os.environ.get("GENDURABLE_PROPS_EXAMPLES", "500")),
     stateful_step_count=80,
 )
 

@@ -437,4 +437,4 @@ def _ci() -> Any:
     return settings(PROFILE, max_examples=12)
 
 
-pytestmark = pytest.mark.timeout(600 if SOAK else 180)
+pytestmark = pytest.mark.timeout(6 * 3600 if SOAK else 180)
