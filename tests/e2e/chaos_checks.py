@@ -19,6 +19,7 @@ committed.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -379,12 +380,8 @@ def _check_reawaits(inv: Invariant, root: Root, row: Mapping[str, Any], runs: Ex
         w = runs.winner(row["id"], g)
         if w is not None and w.exit is not None and w.enter["step"] == "collect":
             counts.append(len(w.exit.get("sids", [])))
-    if any(b <= a for a, b in itertools_pairwise(counts)):
+    if any(b <= a for a, b in itertools.pairwise(counts)):
         inv.fail(f"pack {root.key}: collect woke without a new signal (saw {counts})")
-
-
-def itertools_pairwise(values: Sequence[int]) -> list[tuple[int, int]]:
-    return list(zip(values, values[1:], strict=False))
 
 
 def _signal_timing(
@@ -413,7 +410,7 @@ def check_effects(rows: Sequence[Mapping[str, Any]], runs: Executions) -> Invari
     inv = Invariant("effects_at_least_once_and_last_execution_committed")
     by_id = {r["id"]: r for r in rows}
     committed = stale = 0
-    for id, generations in runs.by_instance.items():
+    for id in runs.by_instance:
         if id not in by_id:
             inv.fail(f"instance {id} ran but has no row")
     for r in rows:

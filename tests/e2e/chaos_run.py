@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import chaos_app
@@ -110,14 +109,15 @@ class ChaosServer:
 
     async def start(self) -> str:
         self.dsn = await self.embedded.astart()
-        assert self.embedded.data_dir is not None and self.embedded.pid is not None
+        assert self.embedded.data_dir is not None
+        assert self.embedded.pid is not None
         self._data = self.embedded.data_dir
         self._pg_ctl = Path(os.readlink(f"/proc/{self.embedded.pid}/exe")).parent / "pg_ctl"
-        parse_qs(urlsplit(self.dsn).query)["host"][0]  # a unix-socket DSN, as expected
         return self.dsn
 
     def _run_pg_ctl(self, *args: str) -> None:
-        assert self._data is not None and self._pg_ctl is not None
+        assert self._data is not None
+        assert self._pg_ctl is not None
         # pg_ctl refuses to run as root: run it as the cluster's owner.
         owner = self._data.stat().st_uid
         user = owner if os.geteuid() == 0 and owner != 0 else None
@@ -172,9 +172,7 @@ class Proc:
         """True once READY was printed; False when the process exited or took too long."""
         waiter = asyncio.create_task(self.ready.wait())
         exited = asyncio.create_task(self.proc.wait())
-        done, _ = await asyncio.wait(
-            {waiter, exited}, timeout=timeout, return_when="FIRST_COMPLETED"
-        )
+        await asyncio.wait({waiter, exited}, timeout=timeout, return_when="FIRST_COMPLETED")
         waiter.cancel()
         exited.cancel()
         await asyncio.gather(waiter, exited, return_exceptions=True)
@@ -541,7 +539,7 @@ async def run_batch(
     seed = config.seed if config.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     schema = schema or f"chaos_{uuid.uuid4().hex[:10]}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     log = workdir / f"{schema}.effects.jsonl"
     env = dict(os.environ)
     env.update(
