@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import math
 import os
@@ -28,7 +29,12 @@ _log = logging.getLogger("gendurable.scheduler")
 
 
 def worker_id(engine: str, queue: str) -> str:
-    """`<engine>:<queue>@<host>-<pid>-<unique>`: stored in `locked_by` of every claim."""
+    """`<engine>:<queue>@<host>-<pid>-<unique>`: a scheduler's identity.
+
+    Each claim statement adds `.<n>` to it (`locked_by` of the rows it claims), so that a
+    claim this scheduler lost (its lease ran out and the instance was rescued) is told from
+    the one it may take on the same instance later: the late commit of the lost one is stale.
+    """
     return f"{engine}:{queue}@{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -75,6 +81,7 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
         self._claim_lock = asyncio.Lock()
+        self._claims = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._wakes: list[float] = []  # loop times at which deferred rows become due
 
@@ -92,10 +99,11 @@ class Scheduler:
             free = self.concurrency - len(self._running)
             if not self.claiming or free < self.min_demand:
                 return 0
+            claim = f"{self.locked_by}.{next(self._claims)}"
             rows = await self.store.instance_claim(
                 self.queue,
                 free,
-                self.locked_by,
+                claim,
                 self.known_leases,
                 self.clock.now(),
                 self.known_workflows,
@@ -113,7 +121,7 @@ class Scheduler:
                 self._start(
                     Claimed.from_row(
                         row,
-                        self.locked_by,
+                        claim,
                         inboxes.get(row["id"], ()),
                         children.get(row["id"], ()),
                     )

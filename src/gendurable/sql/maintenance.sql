@@ -4,20 +4,21 @@
 
 -- name: lease_extend
 -- Heartbeat: extend every running claim of one scheduler in one statement, each by its
--- workflow's lease ($2 workflows, $4 leases, parallel arrays). The rows are locked in id
+-- workflow's lease ($2 workflows, $4 leases, parallel arrays). Each claim has an identity
+-- of its own, `<scheduler>.<claim>`; $1 is the scheduler's part. The rows are locked in id
 -- order first, like every multi-row writer, so a heartbeat never deadlocks with a cancel
 -- that ends several of them.
 WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t),
 mine AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.locked_by = $1 AND i.status = 'executing'
+    WHERE starts_with(i.locked_by, $1 || '.') AND i.status = 'executing'
     ORDER BY i.id
     FOR UPDATE
 )
 UPDATE __schema__.instances i
 SET locked_until = now.t + l.lease
 FROM now, mine, unnest($2::text[], $4::interval[]) AS l(workflow, lease)
-WHERE i.id = mine.id AND i.locked_by = $1 AND i.status = 'executing'
+WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '.') AND i.status = 'executing'
   AND i.workflow = l.workflow;
 
 -- name: lease_rescue
