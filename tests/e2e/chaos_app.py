@@ -51,7 +51,8 @@ def _write(record: dict[str, Any]) -> None:
 
 
 class Run:
-    """One step execution being recorded: `Run.begin(ctx, state)`, then `run.end(state)`."""
+    """One step execution being recorded: `Run(ctx, state)` as it starts, `run.end(state)`
+    just before it returns."""
 
     def __init__(self, ctx: gd.Context, state: Any) -> None:
         self.record: dict[str, Any] = {
@@ -67,10 +68,6 @@ class Run:
         }
         self.seen = msgspec.to_builtins(state)
         _write({"ev": "enter", **self.record})
-
-    @classmethod
-    def begin(cls, ctx: gd.Context, state: Any) -> Run:
-        return cls(ctx, state)
 
     def end(self, state: Any, **extra: Any) -> None:
         """Count this execution in the state, then record what it saw and what it commits."""
@@ -111,7 +108,7 @@ class Pack:
 
     @gd.step(start=True)
     async def prepare(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         await work(0, 0.1)  # signals sent meanwhile race the park
         run.end(state)
         return gd.goto(self.linger) if state.lonely else gd.goto(self.collect)
@@ -119,7 +116,7 @@ class Pack:
     @gd.step
     @gd.await_signals(item=Item, timeout=PACK_TIMEOUT)
     async def collect(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         sids = [s.payload.sid for s in ctx.awaited]
         if len(sids) >= state.need or ctx.timed_out:
             state.items = sids
@@ -132,7 +129,7 @@ class Pack:
     @gd.step
     @gd.await_signals(item=Item, timeout=LINGER_TIMEOUT)
     async def linger(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         state.items = [s.payload.sid for s in ctx.awaited]
         state.timed_out = ctx.timed_out
         run.end(state, sids=state.items, timed_out=ctx.timed_out)
@@ -140,7 +137,7 @@ class Pack:
 
     @gd.step
     async def finish(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         run.end(state)
         return gd.done({"items": state.items, "timed_out": state.timed_out})
 
@@ -156,7 +153,7 @@ class Leaf:
 
     @gd.step(start=True)
     async def square(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         await work(0.02, 0.12)
         run.end(state)
         return gd.done({"value": state.value * state.value})
@@ -177,7 +174,7 @@ class Branch:
 
     @gd.step(start=True)
     async def grow(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         leaves = [
             Leaf.new(key=f"{ctx.key}/l{j}", state=Leaf.State(value=v), concurrency_key=ck)
             for j, (v, ck) in enumerate(zip(state.leaves, state.cks, strict=True))
@@ -187,7 +184,7 @@ class Branch:
 
     @gd.step
     async def report(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         leaves = [[c.key, c.status, c.result] for c in ctx.children]
         run.end(state, children=[c.id for c in ctx.children])
         return gd.done({"index": state.index, "leaves": leaves})
@@ -206,7 +203,7 @@ class Tree:
 
     @gd.step(start=True)
     async def fan(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         branches = [
             Branch.new(key=f"{ctx.key}/b{i}", state=Branch.State(index=i, leaves=v, cks=c))
             for i, (v, c) in enumerate(zip(state.branches, state.cks, strict=True))
@@ -216,7 +213,7 @@ class Tree:
 
     @gd.step
     async def gather(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         branches = [[c.key, c.status, c.result] for c in ctx.children]
         run.end(state, children=[c.id for c in ctx.children])
         return gd.done({"branches": branches})
@@ -234,7 +231,7 @@ class Account:
 
     @gd.step(start=True)
     async def debit(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         await work(0.02, 0.12)
         state.balance -= state.amount
         run.end(state)
@@ -243,7 +240,7 @@ class Account:
 
     @gd.step
     async def credit(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         await work(0.02, 0.12)
         state.balance += 2 * state.amount
         run.end(state)
@@ -261,13 +258,13 @@ class Call:
 
     @gd.step(start=True)
     async def prep(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         run.end(state)
         return gd.goto(self.call)
 
     @gd.step(rate_limit=LIMIT_NAME, partition=lambda s: s.tenant)
     async def call(self, state: State, ctx: gd.Context) -> gd.Outcome:
-        run = Run.begin(ctx, state)
+        run = Run(ctx, state)
         await work(0.02, 0.12)
         run.end(state, part=state.tenant)
         return gd.done({"tenant": state.tenant})

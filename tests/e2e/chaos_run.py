@@ -323,9 +323,13 @@ def make_plan(config: ChaosConfig, rng: random.Random, tag: str) -> tuple[list[R
             roots.append(Root(Pack.spec.name, key, {"need": need}))
             for _ in range(need):
                 mode = rng.random()
-                # Sent at once (before the await is entered), racing the park, or later.
-                delay = 0.0 if mode < 0.35 else rng.uniform(0, 0.1) if mode < 0.6 else None
-                slots.append(Slot(key, delay if delay is not None else rng.uniform(0.2, 3.0)))
+                if mode < 0.35:
+                    delay = 0.0  # before the await is entered
+                elif mode < 0.6:
+                    delay = rng.uniform(0, 0.1)  # racing the park
+                else:
+                    delay = rng.uniform(0.2, 3.0)
+                slots.append(Slot(key, delay))
         elif kind == "lonely":
             roots.append(Root(Pack.spec.name, key, {"need": 1, "lonely": True}))
         elif kind == "tree":
@@ -357,8 +361,16 @@ _CLASSES: dict[str, Any] = {c.spec.name: c for c in chaos_app.WORKFLOWS}
 class Client:
     """Starts the plan's roots in waves and sends the packs' signals, through any fault."""
 
-    def __init__(self, engine: gd.Engine, dsn: str, schema: str, rng: random.Random) -> None:
+    def __init__(
+        self,
+        engine: gd.Engine,
+        dsn: str,
+        schema: str,
+        rng: random.Random,
+        single_share: float,
+    ) -> None:
         self.engine = engine
+        self.single_share = single_share
         self.dsn = dsn
         self.schema = schema
         self.rng = rng
@@ -392,7 +404,7 @@ class Client:
 
     async def start_wave(self, roots: list[Root], slots: dict[str, list[Slot]]) -> None:
         """Start `roots`: most in one `start_many`, some one by one; then their signals."""
-        single = [r for r in roots if self.rng.random() < self._single_share]
+        single = [r for r in roots if self.rng.random() < self.single_share]
         many = [r for r in roots if r not in single]
 
         async def start_one(root: Root) -> None:
@@ -417,8 +429,6 @@ class Client:
                 self._signals(root, slots)
 
         await asyncio.gather(start_batch(), *(start_one(r) for r in single))
-
-    _single_share = 0.2
 
     def _signals(self, root: Root, slots: dict[str, list[Slot]]) -> None:
         for slot in slots.get(root.key, []):
@@ -571,8 +581,7 @@ async def run_batch(
     )
     await client_engine.start()  # migrates the schema before the workers come
     workers = Workers(env, workdir, config.workers)
-    client = Client(client_engine, server.dsn, schema, rng)
-    client._single_share = config.single_share
+    client = Client(client_engine, server.dsn, schema, rng, config.single_share)
     chaos_tasks: list[asyncio.Task[None]] = []
     freezes: list[Freeze] = []
     counters = {"kills": 0, "freezes": 0, "restarts": 0}
