@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 sys.path.insert(0, str(HERE))
 
 from chaos_run import ChaosConfig, ChaosServer, run_batch  # noqa: E402
-from run import floor  # noqa: E402
+from harness.floor import floor  # noqa: E402
 
 ROOTS_PER_SECOND = 2000 / 35
 """Instances started per second of the submission window (the suite's pace)."""
@@ -57,7 +57,7 @@ async def main(argv: list[str]) -> int:
     batches = 0
     began = time.monotonic()
     try:
-        base = await floor(server.dsn)
+        base = await floor(server.dsn, connections=8)
         emit(bench="floor", what="single-row UPDATE tx/s, 8 connections", per_s=round(base))
         while time.monotonic() - began < args.seconds:
             config = ChaosConfig(

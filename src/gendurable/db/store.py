@@ -158,6 +158,7 @@ class Store:
             row.limit.partition,
             row.limit.weight,
             trace_context,
+            row.state_version,
         )
         assert inserted is not None
         return inserted
@@ -168,10 +169,12 @@ class Store:
         parent: int | None,
         now: datetime | None,
         trace_context: str | None = None,
+        state_versions: Sequence[int] | None = None,
     ) -> list[asyncpg.Record]:
         """Insert a batch given as parallel columns (`entries.columns`); the rows created.
 
-        Rows whose key another instance holds are skipped (see `instances_holding_keys`).
+        `state_versions` is each row's workflow version, parallel to the columns. Rows whose
+        key another instance holds are skipped (see `instances_holding_keys`).
         """
         return list(
             await self._run(
@@ -182,6 +185,7 @@ class Store:
                 now,
                 self.channel,
                 trace_context,
+                None if state_versions is None else list(state_versions),
             )
         )
 
@@ -243,8 +247,8 @@ class Store:
         """Commit many outcomes in one statement (group commit); the ids whose guard held.
 
         `columns` are the parallel arrays id, locked_by, kind, step, state, delay, status,
-        result, error, lease, rate_limit, rate_partition, weight; `consumed` the
-        (instance id, signal id) pairs to delete.
+        result, error, lease, rate_limit, rate_partition, weight, state_version; `consumed`
+        the (instance id, signal id) pairs to delete.
         """
         rows = await self._run(
             "fetch",
@@ -272,8 +276,11 @@ class Store:
         now: datetime | None,
         limit: Any,
         keep_children: bool,
+        state_version: int,
     ) -> tuple[bool, bool | None]:
         """Park in an awaiting step, then recheck the inbox under the same row lock.
+
+        `state` is written with `state_version`, the version of the workflow that wrote it.
 
         Returns (committed, woken): `woken` is None when the instance stays parked, else
         whether the deadline (True) or a signal (False) woke it. Two statements in one
@@ -299,6 +306,7 @@ class Store:
                     limit.partition,
                     limit.weight,
                     keep_children,
+                    state_version,
                     timeout=self.timeout,
                 )
                 if parked is None:
@@ -323,6 +331,8 @@ class Store:
         limit: Any,
         now: datetime | None,
         trace_context: str | None = None,
+        state_version: int = 1,
+        child_versions: Sequence[int] | None = None,
     ) -> bool:
         """Insert the children and make the parent wait for them, in one transaction.
 
@@ -330,7 +340,8 @@ class Store:
         the order every writer keeps. False when the claim was lost (nothing is inserted);
         `DuplicateKey` naming the key when a child's key is held (nothing is inserted).
         `keys` are the children's (workflow, key) pairs, to name the one held;
-        `trace_context` the parent's, so that the children join its trace.
+        `trace_context` the parent's, so that the children join its trace. A new `state` is
+        written with `state_version`; `child_versions` are the children's workflow versions.
         """
         count = len(children[0]) if children else 0
 
@@ -345,6 +356,7 @@ class Store:
                         now,
                         self.channel,
                         trace_context,
+                        None if child_versions is None else list(child_versions),
                         timeout=self.timeout,
                     )
                     if len(rows) < count:
@@ -365,6 +377,7 @@ class Store:
                     limit.name,
                     limit.partition,
                     limit.weight,
+                    state_version,
                     timeout=self.timeout,
                 )
                 if parked is None:
@@ -514,14 +527,20 @@ class Store:
         """(workflow, step, name, n, example_id) of the signal names parked rows await."""
         return list(await self._run("fetch", "check_awaited_names"))
 
+    async def check_state_versions(self) -> list[asyncpg.Record]:
+        """(workflow, state_version, n, example_id) of the live rows."""
+        return list(await self._run("fetch", "check_state_versions"))
+
     async def check_states_oldest(self, workflow: str, limit: int) -> list[asyncpg.Record]:
-        """(id, state) of the `limit` live rows of `workflow` updated longest ago."""
+        """(id, state, state_version) of the `limit` live rows of `workflow` updated longest
+        ago."""
         return list(await self._run("fetch", "check_states_oldest", workflow, limit))
 
     async def check_states_page(
         self, workflow: str, after: int, limit: int
     ) -> list[asyncpg.Record]:
-        """(id, state) of up to `limit` live rows of `workflow` with id above `after`."""
+        """(id, state, state_version) of up to `limit` live rows of `workflow` with id above
+        `after`."""
         return list(await self._run("fetch", "check_states_page", workflow, after, limit))
 
     # -- operating: blocked_by, nodes, the command line (explain/nodes/inspect/repair.sql) --
@@ -623,6 +642,38 @@ class Store:
             row = await self._fetchrow("instance_retry", id, now, self.channel)
         assert row is not None
         return row
+
+    # -- the web dashboard's reads (sql/dashboard.sql) ---------------------------------------
+
+    async def throughput_by_minute(
+        self, now: datetime | None, minutes: int
+    ) -> list[asyncpg.Record]:
+        """Instances ended per (minute, status) over the last `minutes` minutes."""
+        return list(await self._run("fetch", "throughput_by_minute", now, minutes))
+
+    async def queue_oldest_due(
+        self, queues: Sequence[str], now: datetime | None
+    ) -> list[asyncpg.Record]:
+        """Per queue with due rows: the one that has waited longest, and for how long."""
+        return list(await self._run("fetch", "queue_oldest_due", list(queues), now))
+
+    async def children_page(
+        self, parent_id: int, after_id: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` children of an instance with ids above `after_id`, in spawn order."""
+        return list(await self._run("fetch", "children_page", parent_id, after_id, limit))
+
+    async def inbox_page(
+        self, instance_id: int, after_id: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` pending signals of an instance with ids above `after_id`."""
+        return list(await self._run("fetch", "inbox_page", instance_id, after_id, limit))
+
+    async def nodes_page(
+        self, now: datetime | None, after_id: str | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` live nodes with ids above `after_id`, in id order."""
+        return list(await self._run("fetch", "nodes_page", now, after_id, limit))
 
     async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run("fetchrow", name, *args)

@@ -20,6 +20,7 @@ from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
+from ..upgrader import upgrade_state
 from .codec import decode_json, encode_json, encode_typed
 from .entries import NewRow, columns, new_row
 from .notifier import Notifier
@@ -35,12 +36,14 @@ class Client:
         clock: Clock,
         notifier: Notifier,
         telemetry: Telemetry | None = None,
+        objects: Mapping[str, Any] | None = None,
     ) -> None:
         self.specs = specs
         self.store = store
         self.clock = clock
         self.notifier = notifier
         self.telemetry = telemetry or Telemetry()
+        self.objects = objects or {}  # the workflow objects `@gd.upgrade` methods run on
 
     def spec(self, workflow: str) -> WorkflowSpec:
         """The spec of a served workflow."""
@@ -120,7 +123,7 @@ class Client:
             {"workflow": ",".join(sorted({r.workflow for r in rows})), "count": len(sent)},
         )
         inserted = await self.store.instance_insert_many(
-            columns(rows), None, self.clock.now(), trace
+            columns(rows), None, self.clock.now(), trace, [r.state_version for r in rows]
         )
         created = {(r["workflow"], r["key"]): int(r["id"]) for r in inserted if r["key"]}
         held: list[tuple[str, str]] = []
@@ -150,7 +153,11 @@ class Client:
         return [handles[i] for i in range(len(entries))]
 
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
-        """A snapshot of one instance; `NoTarget` when there is none."""
+        """A snapshot of one instance; `NoTarget` when there is none.
+
+        A state written by an older version of the workflow comes upgraded (as a step would
+        see it; the row is left as stored); `StateUpgradeError` when no upgrade covers it.
+        """
         row = await self._row(workflow, key_or_id)
         if row is None:
             raise NoTarget(f"no {workflow} instance with {_address(key_or_id)}")
@@ -260,6 +267,11 @@ class Client:
         spec = self.specs.get(row["workflow"])
         state_decoder = spec.state_decoder if spec else None
         result_decoder = spec.result_decoder if spec else None
+        state = row["state"]
+        if spec is not None:
+            obj = self.objects.get(spec.name)
+            what = f"instance {row['id']}"
+            state = upgrade_state(spec, state, row["state_version"], obj, what=what)
         return InstanceInfo(
             id=row["id"],
             workflow=row["workflow"],
@@ -267,7 +279,7 @@ class Client:
             status=row["status"],
             step=row["step"],
             attempt=row["attempt"],
-            state=decode_json(row["state"], state_decoder),
+            state=decode_json(state, state_decoder),
             result=decode_json(row["result"], result_decoder),
             error=decode_json(row["error"]),
             queue=row["queue"],

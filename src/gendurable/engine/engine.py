@@ -178,8 +178,11 @@ class Engine:
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
-        self._client = Client(self.specs, store, self.clock, notifier, self.telemetry)
-        committer = Committer(store, self.clock, self.telemetry, self.leases)
+        self._client = Client(
+            self.specs, store, self.clock, notifier, self.telemetry, objects=self._objects
+        )
+        versions = {name: spec.version for name, spec in self.specs.items()}
+        committer = Committer(store, self.clock, self.telemetry, self.leases, versions)
         catalog = Catalog(self.specs, self.limits)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self, catalog)
         self._executor = executor
@@ -268,7 +271,8 @@ class Engine:
 
         Releasing and closing get a short grace on top of `timeout`; when the database is
         unreachable they give up then, and the leases of what could not be released expire
-        as after a crash. So `stop()` returns within about `timeout` + 2 x `CLOSE_GRACE`.
+        as after a crash; a claim in flight gets as long to give back what it took. So
+        `stop()` returns within about `timeout` + 3 x `CLOSE_GRACE`.
         """
         if not self._started:
             return
@@ -444,6 +448,11 @@ class Engine:
                 f"engine {self.name!r} is not running: use `async with engine:` first"
             )
         return self._client
+
+    @property
+    def workflow_objects(self) -> Mapping[str, Any]:
+        """The object of each workflow class, by name: its steps and upgrades run on it."""
+        return self._objects
 
     @property
     def store(self) -> Store:

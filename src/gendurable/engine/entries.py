@@ -49,6 +49,8 @@ class NewRow:
     scope: tuple[str, ...]
     concurrency_key: str | None
     limit: StepLimit
+    state_version: int = 1
+    """The version of the workflow that encoded `state` (`@gd.workflow(version=)`)."""
 
 
 def new_row(spec: WorkflowSpec, entry: ChildEntry, *, run_at: datetime | None = None) -> NewRow:
@@ -71,6 +73,7 @@ def new_row(spec: WorkflowSpec, entry: ChildEntry, *, run_at: datetime | None = 
         scope=check_scope(entry.scope),
         concurrency_key=entry.concurrency_key,
         limit=step_limit(spec, step, state),
+        state_version=spec.version,
     )
 
 

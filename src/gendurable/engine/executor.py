@@ -1,8 +1,9 @@
 """Run claimed steps: build the context, call the step, decide, commit.
 
-A plain `def` step runs in a worker thread. A step that raises, times out, or returns
-something that cannot be committed goes to the error path (the workflow's `handle`, then the
-retry policy), never to the reaper.
+A plain `def` step runs in a worker thread. A state written by an older version of the
+workflow is upgraded first (`gendurable.upgrader`). A step that raises, times out, or returns
+something that cannot be committed, and a state that cannot be upgraded or decoded, go to the
+error path (the workflow's `handle`, then the retry policy), never to the reaper.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from datetime import timedelta
 from typing import Any
 
 from ..context import ChildResult, Context, Signal
-from ..errors import DuplicateKey, StepTimeout
+from ..errors import DuplicateKey, StateUpgradeError, StepTimeout
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
+from ..upgrader import upgrade_state
 from .claim import Claimed, StoredChild, StoredSignal
 from .codec import decode_json
 from .committer import Committer
@@ -85,7 +87,13 @@ class Executor:
         for _ in range(MAX_CHAIN):
             self._current[claim.id] = claim
             step = spec.steps[claim.step]
-            if step.awaits is not None and not claim.timed_out and not _fresh(step, claim):
+            claim, unreadable = self._upgraded(spec, claim)
+            if (
+                unreadable is None
+                and step.awaits is not None
+                and not claim.timed_out
+                and not _fresh(step, claim)
+            ):
                 # Entered without a matching signal yet (a start, a delayed goto, a spawn's
                 # children all ended): park, keeping what the entry set.
                 decision: Decision = park(
@@ -93,7 +101,7 @@ class Executor:
                 )
                 state: Any = None
             else:
-                decision, state = await self._run_step(spec, step, claim)
+                decision, state = await self._run_step(spec, step, claim, unreadable)
             if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
                 decision = replace(decision, keep_claim=False)
             try:
@@ -106,9 +114,27 @@ class Executor:
                 committed = await self.committer.apply(claim, decision)
             if not (committed and isinstance(decision, MoveTo) and decision.keep_claim):
                 return
-            claim = claim.moved(decision.step, decision.state)
+            claim = replace(claim.moved(decision.step, decision.state), state_version=spec.version)
         # The chain is long: let the queue's order decide what runs next.
         await self.committer.release(claim)
+
+    def _upgraded(
+        self, spec: WorkflowSpec, claim: Claimed
+    ) -> tuple[Claimed, StateUpgradeError | None]:
+        """The claim with its state at the workflow's version, or why it cannot be."""
+        if claim.state_version == spec.version:
+            return claim, None
+        try:
+            data = upgrade_state(
+                spec,
+                claim.state,
+                claim.state_version,
+                self.objects.get(spec.name),
+                what=f"instance {claim.id}",
+            )
+        except StateUpgradeError as exc:
+            return claim, exc
+        return replace(claim, state=data, state_version=spec.version), None
 
     async def _on_error(
         self, spec: WorkflowSpec, step: StepSpec, claim: Claimed, state: Any, exc: Exception
@@ -150,7 +176,11 @@ class Executor:
         )
 
     async def _run_step(
-        self, spec: WorkflowSpec, step: StepSpec, claim: Claimed
+        self,
+        spec: WorkflowSpec,
+        step: StepSpec,
+        claim: Claimed,
+        unreadable: StateUpgradeError | None = None,
     ) -> tuple[Decision, Any]:
         meta = {
             "id": claim.id,
@@ -168,6 +198,8 @@ class Executor:
         state: Any = None
         produced: Any = None
         try:
+            if unreadable is not None:  # no upgrade leads the stored state here
+                raise unreadable
             state = spec.state_decoder.decode(claim.state) if claim.state is not None else None
             ctx = self._context(spec, step, claim)
         except Exception as exc:  # stored state or a payload no longer decodes (a deploy

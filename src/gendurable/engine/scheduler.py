@@ -27,6 +27,9 @@ from .executor import Executor
 
 _log = logging.getLogger("gendurable.scheduler")
 
+GIVE_BACK_GRACE = 2.0
+"""Seconds a stopping scheduler waits for a claim in flight, to release what it took."""
+
 
 def worker_id(engine: str, queue: str) -> str:
     """`<engine>:<queue>@<host>-<pid>-<unique>`: a scheduler's identity.
@@ -99,29 +102,40 @@ class Scheduler:
             free = self.concurrency - len(self._running)
             if not self.claiming or free < self.min_demand:
                 return 0
-            claim = f"{self.locked_by}.{next(self._claims)}"
-            rows = await self.store.instance_claim(
-                self.queue,
-                free,
-                claim,
-                self.known_leases,
-                self.clock.now(),
-                self.known_workflows,
-                self.known_steps,
+            # A task of its own (named like the loop's, for logs), shielded from stop():
+            # see `_give_back`.
+            current = asyncio.current_task()
+            claim_id = f"{self.locked_by}.{next(self._claims)}"
+            claim = asyncio.create_task(
+                self.store.instance_claim(
+                    self.queue,
+                    free,
+                    claim_id,
+                    self.known_leases,
+                    self.clock.now(),
+                    self.known_workflows,
+                    self.known_steps,
+                ),
+                name=current.get_name() if current is not None else None,
             )
-            claimed = [r for r in rows if r["go"]]
-            self._report(rows, claimed)
-            if len(claimed) < len(rows):
-                # Deferred rows are due when their tokens come: claim again then, rather
-                # than at the next poll.
-                self._wake_at({r["wait"] for r in rows if not r["go"]})
-            inboxes = await self._inboxes(claimed)
-            children = await self._children(claimed)
+            try:
+                rows = await asyncio.shield(claim)
+                claimed = [r for r in rows if r["go"]]
+                self._report(rows, claimed)
+                if len(claimed) < len(rows):
+                    # Deferred rows are due when their tokens come: claim again then,
+                    # rather than at the next poll.
+                    self._wake_at({r["wait"] for r in rows if not r["go"]})
+                inboxes = await self._inboxes(claimed)
+                children = await self._children(claimed)
+            except asyncio.CancelledError:
+                await self._give_back(claim, claim_id)
+                raise
             for row in claimed:
                 self._start(
                     Claimed.from_row(
                         row,
-                        claim,
+                        claim_id,
                         inboxes.get(row["id"], ()),
                         children.get(row["id"], ()),
                     )
@@ -154,6 +168,19 @@ class Scheduler:
         self._timer = None
         self.wake()
         self._arm()
+
+    async def _give_back(self, claim: asyncio.Task[list[Any]], claim_id: str) -> None:
+        """Release the rows of a claim whose loop was cancelled (stop) before it started them.
+
+        The statement may have committed on the server already: its rows would otherwise
+        stay `executing` under this scheduler, with no step running them, for a whole lease.
+        Bounded: with the database unreachable the claim is abandoned (it did not commit).
+        """
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(GIVE_BACK_GRACE):
+                for row in await claim:
+                    if row["go"]:
+                        await self.store.instance_release(row["id"], claim_id, self.clock.now())
 
     def _report(self, rows: Sequence[Any], claimed: Sequence[Any]) -> None:
         """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
