@@ -412,7 +412,7 @@ def check_effects(rows: Sequence[Mapping[str, Any]], runs: Executions) -> Invari
     of the last execution of that step (the one that held the claim), never a stale one."""
     inv = Invariant("effects_at_least_once_and_last_execution_committed")
     by_id = {r["id"]: r for r in rows}
-    committed = stale = 0
+    committed = stale = same_worker = 0
     for id in runs.by_instance:
         if id not in by_id:
             inv.fail(f"instance {id} ran but has no row")
@@ -449,6 +449,7 @@ def check_effects(rows: Sequence[Mapping[str, Any]], runs: Executions) -> Invari
                         f"{e.enter['pid']}) saw {e.exit['seen']}, but {previous} was committed"
                     )
             stale += len(completed) - 1
+            same_worker += len({e.enter["pid"] for e in execs}) < len(execs)
             committed += 1
             previous = win.exit["commit"]
             tokens.append(win.enter["tok"])
@@ -464,6 +465,8 @@ def check_effects(rows: Sequence[Mapping[str, Any]], runs: Executions) -> Invari
         "committed": committed,
         "re_executions": executions - committed,
         "completed_not_committed": stale,
+        # Commits whose step one worker ran twice (it lost the claim, then took it again).
+        "rerun_by_same_worker": same_worker,
         "exits_without_enter": runs.orphan_exits,
     }
     if runs.orphan_exits:

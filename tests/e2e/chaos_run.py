@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import chaos_app
@@ -57,8 +58,15 @@ class ChaosConfig:
     freeze_interval: tuple[float, float] | None = (4.0, 7.0)
     """Every so often a worker is stopped (SIGSTOP) past its lease, then continued: its
     claims are rescued meanwhile, and its late commits must be dropped."""
-    freeze_seconds: float = 4.5
+    freeze_seconds: tuple[float, float] = (2.5, 5.5)
+    """How long a stop lasts (random within): around the lease, so that the worker often
+    resumes just as its claims are rescued, and its own scheduler may claim them again while
+    the old executions finish."""
     restart_at: float | None = 0.4
+    restart_downtime: float = 4.0
+    """Seconds the crashed server stays down: longer than the lease, so claims expire while
+    their workers still run the steps (every reaper then rescues them, and the workers' late
+    commits must be dropped)."""
     """When the server is crash-restarted, as a fraction of the submission window."""
     finish_timeout: float = 100.0
     pack_timeout: float = 60.0
@@ -106,6 +114,7 @@ class ChaosServer:
         self.restarted = False
         self._data: Path | None = None
         self._pg_ctl: Path | None = None
+        self._socket_dir = ""
 
     async def start(self) -> str:
         self.dsn = await self.embedded.astart()
@@ -113,6 +122,7 @@ class ChaosServer:
         assert self.embedded.pid is not None
         self._data = self.embedded.data_dir
         self._pg_ctl = Path(os.readlink(f"/proc/{self.embedded.pid}/exe")).parent / "pg_ctl"
+        self._socket_dir = parse_qs(urlsplit(self.dsn).query)["host"][0]
         return self.dsn
 
     def _run_pg_ctl(self, *args: str) -> None:
@@ -130,12 +140,19 @@ class ChaosServer:
             timeout=90,
         )
 
-    async def crash_restart(self) -> None:
-        """Immediate stop (a crash: recovery at start), then start with the same options."""
+    async def crash_restart(self, downtime: float = 0.0) -> None:
+        """Immediate stop (a crash: recovery at start), down for `downtime` seconds, then
+        start with the same options (`pg_ctl restart -m immediate` when there is none)."""
         assert self._data is not None
         self.restarted = True
         log = str(self._data / "chaos-restart.log")
-        await asyncio.to_thread(self._run_pg_ctl, "restart", "-m", "immediate", "-l", log)
+        if not downtime:
+            await asyncio.to_thread(self._run_pg_ctl, "restart", "-m", "immediate", "-l", log)
+            return
+        await asyncio.to_thread(self._run_pg_ctl, "stop", "-m", "immediate")
+        await asyncio.sleep(downtime)
+        options = f'-h "" -k {self._socket_dir}'
+        await asyncio.to_thread(self._run_pg_ctl, "start", "-l", log, "-o", options)
 
     async def stop(self) -> None:
         if self.restarted:
@@ -610,7 +627,7 @@ async def run_batch(
                 start = time.monotonic()
                 p.proc.send_signal(signal.SIGSTOP)
                 try:
-                    await asyncio.sleep(config.freeze_seconds)
+                    await asyncio.sleep(rng.uniform(*config.freeze_seconds))
                 finally:
                     with contextlib.suppress(ProcessLookupError):
                         p.proc.send_signal(signal.SIGCONT)
@@ -622,7 +639,7 @@ async def run_batch(
             assert config.restart_at is not None
             await asyncio.sleep(config.restart_at * config.submit_seconds)
             t0 = time.monotonic()
-            await server.crash_restart()
+            await server.crash_restart(config.restart_downtime)
             restart_span.extend([t0, time.monotonic()])
             counters["restarts"] += 1
             say(f"server crash-restarted in {restart_span[1] - t0:.1f}s")
