@@ -3,11 +3,12 @@
 Runs batches of the chaos run of the suite (`tests/e2e/test_chaos.py`) on a private embedded
 PostgreSQL until `--seconds` have passed: each batch starts about `--instances` instances of
 `tests/e2e/chaos_app.py` on a fresh schema, with 3 worker processes that are SIGKILLed at
-random every 1-3 s and replaced, now and then stopped past their lease, and the server
-crash-restarted once. It prints JSON lines: the PostgreSQL floor measured in the same run,
-each batch's stats and every invariant with its counts, and a summary per invariant over all
-batches. The exit status is 1 when any invariant broke in any batch (the lines say where;
-the batch's work directory, with the side-effect log and the workers' stderr, is kept).
+random every 1-3 s and replaced, now and then stopped around their lease, and the server
+crashed once (down past the lease, then recovery). It prints JSON lines: the PostgreSQL
+floor measured in the same run, each batch's stats and every invariant with its counts, and
+a summary per invariant over all batches. The exit status is 1 when any invariant broke in
+any batch (the lines say where; the batch's work directory, with the side-effect log and the
+workers' stderr, is kept).
 """
 
 from __future__ import annotations
