@@ -229,6 +229,8 @@ class Workers:
         self.spawned = 0
         self.failed_starts = 0
         self.pids: list[int] = []
+        self.procs: list[Proc] = []
+        """Every process started, also one still starting when the batch ends."""
         self.errors: list[str] = []
         self._respawns: set[asyncio.Task[None]] = set()
 
@@ -252,6 +254,7 @@ class Workers:
             )
         p = Proc(proc, stderr)
         self.pids.append(p.pid)
+        self.procs.append(p)
         return p
 
     async def fill(self, slot: int, *, deadline: float) -> None:
@@ -298,7 +301,11 @@ class Workers:
             task.cancel()
         await asyncio.gather(*self._respawns, return_exceptions=True)
         procs = [p for p in self.slots if p is not None]
-        return list(await asyncio.gather(*(p.terminate(10) for p in procs)))
+        codes = list(await asyncio.gather(*(p.terminate(10) for p in procs)))
+        # A replacement that was still starting (its start was cancelled above) must not
+        # outlive the batch.
+        await asyncio.gather(*(p.kill() for p in self.procs))
+        return codes
 
     def stderr_tracebacks(self) -> int:
         return sum(
