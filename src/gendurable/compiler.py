@@ -373,6 +373,8 @@ def _await_spec(where: str, options: Any) -> AwaitSpec | None:
     for n in options.names:
         if not isinstance(n, str) or not n:
             raise DefinitionError(f"{where}: signal names must be non-empty strings, got {n!r}")
+        if "\x00" in n:  # PostgreSQL text cannot hold it: the park could never be stored
+            raise DefinitionError(f"{where}: signal name {n!r} holds a NUL character")
     if options.timeout is not None and (
         not isinstance(options.timeout, timedelta) or options.timeout <= timedelta(0)
     ):

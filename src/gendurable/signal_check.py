@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from .db.store import Store
-from .engine.codec import encode_json, encode_typed
+from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .errors import NoEngine, ValidationError
 from .spec import WorkflowSpec
 
@@ -32,8 +32,16 @@ def payload_by_code(spec: WorkflowSpec, name: str, payload: Any) -> bytes:
             f"(it awaits: {', '.join(spec.signal_names()) or 'none'})"
         )
     if tp is not None and decoder is not None:
-        return encode_typed(payload, tp, decoder, f"payload of signal {name!r}")
-    return encode_json(payload)
+        data = encode_typed(payload, tp, decoder, f"payload of signal {name!r}")
+        return check_size(data, DEFAULT_MAX_PAYLOAD_BYTES, f"payload of signal {name!r}")
+    return payload_untyped(name, payload)
+
+
+def payload_untyped(name: str, payload: Any) -> bytes:
+    """`payload` encoded as plain JSON for signal `name`, within the default payload limit
+    (`ValidationError` otherwise)."""
+    what = f"payload of signal {name!r}"
+    return check_size(encode_json(payload, what), DEFAULT_MAX_PAYLOAD_BYTES, what)
 
 
 async def names_by_nodes(store: Store, workflow: str) -> list[str] | None:

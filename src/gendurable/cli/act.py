@@ -17,9 +17,8 @@ from typing import Any
 
 import msgspec
 
-from ..engine.codec import encode_json
 from ..errors import ConfigError, NoTarget
-from ..signal_check import check_name_by_nodes, payload_by_code
+from ..signal_check import check_name_by_nodes, payload_by_code, payload_untyped
 from ..spec import WorkflowSpec
 from ..worker import load_engine
 from .command import EXIT_OK, command, database_options, json_option, target_options
@@ -85,7 +84,7 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             data = payload_by_code(spec, name, payload)
         else:
             await check_name_by_nodes(store, workflow, name)
-            data = encode_json(payload)
+            data = payload_untyped(name, payload)
         by_id = args.target.isdigit() and not args.key
         row = await store.signal_deliver(
             workflow,

@@ -31,6 +31,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 """Failures of the connection, not of the statement: worth trying again."""
 
+RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.InterfaceError)
+"""What the retry loop catches: TRANSIENT, and InterfaceError when it is one (`_transient`)."""
+
 NOT_IDEMPOTENT = frozenset(
     {
         "instance_insert",
@@ -45,6 +48,14 @@ NOT_IDEMPOTENT = frozenset(
 """Statements a repeat could apply twice: retried only when they were never sent."""
 
 _log = logging.getLogger("gendurable.store")
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection failure, or the error of closing a transaction on a connection that
+    failed (asyncpg raises InterfaceError from the `async with` exit, the loss as context)."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc.__context__, TRANSIENT)
 
 
 class _Stale(Exception):
@@ -348,6 +359,7 @@ class Store:
         async def spawn(conn: Any) -> tuple[bool, list[tuple[str, str]]]:
             async with conn.transaction():
                 first: int | None = None
+                held: list[tuple[str, str]] = []
                 if count:
                     rows = await conn.fetch(
                         self.sql["instance_insert_many"],
@@ -359,10 +371,9 @@ class Store:
                         None if child_versions is None else list(child_versions),
                         timeout=self.timeout,
                     )
-                    if len(rows) < count:
-                        made = {(r["workflow"], r["key"]) for r in rows}
-                        raise _Held([k for k in keys if k not in made])
-                    first = min(int(r["id"]) for r in rows)
+                    made = {(r["workflow"], r["key"]) for r in rows}
+                    held = [k for k in keys if k not in made] if len(rows) < count else []
+                    first = min((int(r["id"]) for r in rows), default=None)
                 parked = await conn.fetchrow(
                     self.sql["outcome_spawn"],
                     id,
@@ -380,8 +391,12 @@ class Store:
                     state_version,
                     timeout=self.timeout,
                 )
+                # The guard is checked before the keys: a repeat whose first attempt committed
+                # (its answer lost) finds its own children holding their keys, and is stale.
                 if parked is None:
                     raise _Stale()
+                if held:
+                    raise _Held(held)
                 return True, []
 
         try:
@@ -464,10 +479,12 @@ class Store:
         workflows: Sequence[str],
         leases: Sequence[timedelta],
         now: datetime | None,
+        ids: Sequence[int] = (),
     ) -> int:
-        """Extend every running claim of `locked_by` by its workflow's lease; how many."""
+        """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
+        lease; how many."""
         status = await self._run(
-            "execute", "lease_extend", locked_by, list(workflows), now, list(leases)
+            "execute", "lease_extend", locked_by, list(workflows), now, list(leases), list(ids)
         )
         return int(status.rsplit(" ", 1)[-1])
 
@@ -704,13 +721,16 @@ class Store:
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
                     return await action(conn)
-            except TRANSIENT as exc:
+            except RETRYABLE as exc:
+                if not _transient(exc):
+                    raise
                 if (sent and not idempotent) or loop.time() + delay > deadline:
                     raise
+                lost = exc if isinstance(exc, TRANSIENT) else exc.__context__
                 _log.warning(
                     "database unavailable (%s: %s); retrying in %.2fs",
-                    type(exc).__name__,
-                    exc,
+                    type(lost).__name__,
+                    lost,
                     delay,
                 )
                 await asyncio.sleep(delay)

@@ -18,8 +18,10 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import msgspec
+
 from ..context import ChildResult, Context, Signal
-from ..errors import DuplicateKey, StateUpgradeError, StepTimeout
+from ..errors import DuplicateKey, StateUpgradeError, StepTimeout, ValidationError
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
@@ -57,7 +59,7 @@ class Executor:
         catalog: Catalog = NO_CATALOG,
     ) -> None:
         self.specs = specs
-        self.catalog = catalog if catalog.specs else Catalog(specs, catalog.limits)
+        self.catalog = catalog if catalog.specs else replace(catalog, specs=specs)
         self.objects = objects
         self.committer = committer
         self.telemetry = telemetry
@@ -200,7 +202,7 @@ class Executor:
         try:
             if unreadable is not None:  # no upgrade leads the stored state here
                 raise unreadable
-            state = spec.state_decoder.decode(claim.state) if claim.state is not None else None
+            state = _stored_state(spec, claim.state)
             ctx = self._context(spec, step, claim)
         except Exception as exc:  # stored state or a payload no longer decodes (a deploy
             produced = exc  # changed its type): the error path decides, not the reaper
@@ -316,8 +318,29 @@ def _outcome(decision: Decision) -> str:
     return names.get(type(decision), type(decision).__name__)
 
 
+def _stored_state(spec: WorkflowSpec, data: bytes | None) -> Any:
+    """The stored state decoded as the workflow's State, or `ValidationError` saying which
+    field no longer decodes (a deploy changed the type under live rows)."""
+    if data is None:
+        return None
+    try:
+        return spec.state_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        tp = getattr(spec.state_type, "__qualname__", "its State")
+        raise ValidationError(
+            f"the stored state of this {spec.name} instance no longer decodes as {tp}: {exc}"
+        ) from None
+
+
 def _signal(spec: WorkflowSpec, stored: StoredSignal) -> Signal:
     """Decode a stored signal's payload with its declared type (plain JSON otherwise)."""
-    _, _, decoder = spec.signal_type(stored.name)
-    payload = decode_json(stored.payload, decoder)
+    _, tp, decoder = spec.signal_type(stored.name)
+    try:
+        payload = decode_json(stored.payload, decoder)
+    except msgspec.DecodeError as exc:
+        name = getattr(tp, "__qualname__", "its declared type")
+        raise ValidationError(
+            f"the stored payload of signal {stored.name!r} (id {stored.id}) no longer "
+            f"decodes as {name}: {exc}"
+        ) from None
     return Signal(stored.id, stored.name, payload, stored.received_at)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import itertools
 import logging
 import math
 import os
@@ -32,12 +31,8 @@ GIVE_BACK_GRACE = 2.0
 
 
 def worker_id(engine: str, queue: str) -> str:
-    """`<engine>:<queue>@<host>-<pid>-<unique>`: a scheduler's identity.
-
-    Each claim statement adds `.<n>` to it (`locked_by` of the rows it claims), so that a
-    claim this scheduler lost (its lease ran out and the instance was rescued) is told from
-    the one it may take on the same instance later: the late commit of the lost one is stale.
-    """
+    """`<engine>:<queue>@<host>-<pid>-<unique>`: each claim stores it in `locked_by`,
+    followed by `#<claim number>`."""
     return f"{engine}:{queue}@{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -80,11 +75,13 @@ class Scheduler:
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
+        # The instance each running task runs: the heartbeat extends these claims only.
+        self._running_ids: dict[asyncio.Task[None], int] = {}
+        self._claims_made = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._claim_lock = asyncio.Lock()
-        self._claims = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._wakes: list[float] = []  # loop times at which deferred rows become due
 
@@ -104,13 +101,13 @@ class Scheduler:
                 return 0
             # A task of its own (named like the loop's, for logs), shielded from stop():
             # see `_give_back`.
+            token = self._claim_token()
             current = asyncio.current_task()
-            claim_id = f"{self.locked_by}.{next(self._claims)}"
             claim = asyncio.create_task(
                 self.store.instance_claim(
                     self.queue,
                     free,
-                    claim_id,
+                    token,
                     self.known_leases,
                     self.clock.now(),
                     self.known_workflows,
@@ -129,13 +126,13 @@ class Scheduler:
                 inboxes = await self._inboxes(claimed)
                 children = await self._children(claimed)
             except asyncio.CancelledError:
-                await self._give_back(claim, claim_id)
+                await self._give_back(claim, token)
                 raise
             for row in claimed:
                 self._start(
                     Claimed.from_row(
                         row,
-                        claim_id,
+                        token,
                         inboxes.get(row["id"], ()),
                         children.get(row["id"], ()),
                     )
@@ -143,6 +140,16 @@ class Scheduler:
             self.claimed_total += len(claimed)
             self.deferred_total += len(rows) - len(claimed)
             return len(rows)
+
+    def _claim_token(self) -> str:
+        """`<locked_by>#<n>`: the name the rows of this scheduler's n-th claim are locked by.
+
+        A name per claim, not per scheduler: a commit repeated after its answer was lost, or
+        a late one from a run whose lease expired, must not pass the ownership guard of a
+        later claim of the same row by this same scheduler.
+        """
+        self._claims_made += 1
+        return f"{self.locked_by}#{self._claims_made}"
 
     def _wake_at(self, waits: set[float]) -> None:
         """Wake the loop after each of these delays (seconds), rounded up to 10 ms (a wake a
@@ -169,7 +176,7 @@ class Scheduler:
         self.wake()
         self._arm()
 
-    async def _give_back(self, claim: asyncio.Task[list[Any]], claim_id: str) -> None:
+    async def _give_back(self, claim: asyncio.Task[list[Any]], token: str) -> None:
         """Release the rows of a claim whose loop was cancelled (stop) before it started them.
 
         The statement may have committed on the server already: its rows would otherwise
@@ -180,7 +187,7 @@ class Scheduler:
             async with asyncio.timeout(GIVE_BACK_GRACE):
                 for row in await claim:
                     if row["go"]:
-                        await self.store.instance_release(row["id"], claim_id, self.clock.now())
+                        await self.store.instance_release(row["id"], token, self.clock.now())
 
     def _report(self, rows: Sequence[Any], claimed: Sequence[Any]) -> None:
         """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
@@ -298,7 +305,11 @@ class Scheduler:
         if not self._running:
             return 0
         return await self.store.lease_extend(
-            self.locked_by, self.lease_workflows, self.lease_values, self.clock.now()
+            self.locked_by,
+            self.lease_workflows,
+            self.lease_values,
+            self.clock.now(),
+            list(self._running_ids.values()),
         )
 
     def stop_claiming(self) -> None:
@@ -326,6 +337,7 @@ class Scheduler:
     def _start(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
+        self._running_ids[task] = claim.id
         self._idle.clear()
         task.add_done_callback(self._finished)
 
@@ -339,6 +351,7 @@ class Scheduler:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._running_ids.pop(task, None)
         self.finished_total += 1
         if not self._running:
             self._idle.set()

@@ -14,9 +14,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..engine.codec import encode_json
 from ..errors import GenDurableError
-from ..signal_check import check_name_by_nodes, payload_by_code
+from ..signal_check import check_name_by_nodes, payload_by_code, payload_untyped
 from . import csrf
 from .pages import instance_page, path_id
 from .params import MAX_FORM, BadInput, parse_form, payload_json, text
@@ -47,7 +46,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 data = payload_by_code(spec, name, payload)
             else:
                 await check_name_by_nodes(store, workflow, name)
-                data = encode_json(payload)
+                data = payload_untyped(name, payload)
         except (BadInput, GenDurableError) as exc:
             return await _refused(dashboard, request, id, str(exc), form, 400)
         delivered = await store.signal_deliver(workflow, id, None, name, data, None)
