@@ -29,6 +29,7 @@ PUBLIC_API = [
     "Outcome",
     "ResultTimeout",
     "Signal",
+    "StateUpgradeError",
     "StepTimeout",
     "SystemClock",
     "Telemetry",
@@ -48,6 +49,7 @@ PUBLIC_API = [
     "spawn",
     "step",
     "stop",
+    "upgrade",
     "workflow",
 ]
 

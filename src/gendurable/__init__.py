@@ -7,7 +7,7 @@ from .blocked import BlockedBy
 from .clock import Clock, ManualClock, SystemClock
 from .context import ChildResult, Context, Signal
 from .db.migrator import migrate
-from .dsl import Job, Workflow, await_signals, job, step, workflow
+from .dsl import Job, Workflow, await_signals, job, step, upgrade, workflow
 from .engine.engine import Engine
 from .errors import (
     ConfigError,
@@ -18,6 +18,7 @@ from .errors import (
     NoEngine,
     NoTarget,
     ResultTimeout,
+    StateUpgradeError,
     StepTimeout,
     ValidationError,
     WorkflowFailed,
@@ -52,6 +53,7 @@ __all__ = [
     "Outcome",
     "ResultTimeout",
     "Signal",
+    "StateUpgradeError",
     "StepTimeout",
     "SystemClock",
     "Telemetry",
@@ -71,5 +73,6 @@ __all__ = [
     "spawn",
     "step",
     "stop",
+    "upgrade",
     "workflow",
 ]

@@ -47,11 +47,15 @@ def compile_workflow(
     result: type | None,
     step_mark: str,
     await_mark: str,
+    version: int = 1,
+    upgrade_mark: str | None = None,
 ) -> WorkflowSpec:
-    """Compile the steps of `cls` into a frozen `WorkflowSpec`."""
+    """Compile the steps (and state upgrades) of `cls` into a frozen `WorkflowSpec`."""
     wf = name or cls.__qualname__
     where = f"workflow {wf!r}"
     _check_policy(where, queue, max_attempts, lease)
+    if not _is_int(version) or version < 1:
+        raise DefinitionError(f"{where}: version must be an int of at least 1, got {version!r}")
 
     state_type = state if state is not None else cls.__dict__.get("State")
     if state_type is not None and not _is_struct(state_type):
@@ -68,6 +72,7 @@ def compile_workflow(
             raise DefinitionError(
                 f"{where}, {attr!r}: @await_signals is only allowed on a step; add @gd.step"
             )
+    upgrades = _upgrades(where, marked, version, upgrade_mark, step_mark)
     step_fns = [(n, f) for n, f in marked if hasattr(f, step_mark)]
     if not step_fns:
         raise DefinitionError(f"{where} has no steps: mark at least one method with @gd.step")
@@ -137,7 +142,69 @@ def compile_workflow(
         handler=handler,
         state_decoder=_decoder(where, "State", state_type),
         result_decoder=result_decoder,
+        version=version,
+        upgrades=upgrades,
     )
+
+
+def _upgrades(
+    where: str,
+    marked: list[tuple[str, Any]],
+    version: int,
+    upgrade_mark: str | None,
+    step_mark: str,
+) -> MappingProxyType[int, Callable[..., Any]]:
+    """The `@upgrade` methods by `from_version`: one unbroken chain ending at `version`.
+
+    The chain may start above 1 (rows of older versions are then refused at run time and
+    reported by the deploy check), but may not skip a version: a row of the skipped one
+    could never reach the current version.
+    """
+    found: dict[int, tuple[str, Callable[..., Any]]] = {}
+    for attr, fn in marked:
+        options = getattr(fn, upgrade_mark, None) if upgrade_mark else None
+        if options is None:
+            continue
+        at = f"{where}, upgrade {attr!r}"
+        if hasattr(fn, step_mark):
+            raise DefinitionError(f"{at}: a method is a step or an upgrade, not both")
+        if attr in RESERVED:
+            raise DefinitionError(
+                f"{at}: the name is taken by the class API ({', '.join(sorted(RESERVED))}); "
+                "rename the upgrade"
+            )
+        start = options.from_version
+        if not _is_int(start) or start < 1:
+            raise DefinitionError(f"{at}: from_version must be an int of at least 1, got {start!r}")
+        if start >= version:
+            raise DefinitionError(
+                f"{at}: from_version={start} must be below the workflow's version {version} "
+                f"(it upgrades version {start} to {start + 1}); raise "
+                f"@gd.workflow(version=...) to {start + 1}"
+            )
+        if start in found:
+            raise DefinitionError(
+                f"{at}: two upgrades from version {start} ({found[start][0]!r} and {attr!r}); "
+                "keep one"
+            )
+        if inspect.iscoroutinefunction(fn):
+            raise DefinitionError(
+                f"{at}: an upgrade is a plain `def` (it turns stored JSON into JSON, with no "
+                "I/O, whenever a row is read); write it as `def "
+                f"{attr}(self, state)`"
+            )
+        _check_params(at, fn, ("self", "state"), f"def {attr}(self, state)")
+        found[start] = (attr, fn)
+    if found:
+        missing = [v for v in range(min(found), version) if v not in found]
+        if missing:
+            chain = ", ".join(f"{v}->{v + 1} ({found[v][0]!r})" for v in sorted(found))
+            raise DefinitionError(
+                f"{where}: its upgrades ({chain}) skip version {missing[0]}: no "
+                f"@gd.upgrade(from_version={missing[0]}) leads from version {missing[0]} to "
+                f"{missing[0] + 1}, so a state could never reach version {version}; add it"
+            )
+    return MappingProxyType({v: fn for v, (_, fn) in sorted(found.items())})
 
 
 def compile_job(
@@ -306,6 +373,8 @@ def _await_spec(where: str, options: Any) -> AwaitSpec | None:
     for n in options.names:
         if not isinstance(n, str) or not n:
             raise DefinitionError(f"{where}: signal names must be non-empty strings, got {n!r}")
+        if "\x00" in n:  # PostgreSQL text cannot hold it: the park could never be stored
+            raise DefinitionError(f"{where}: signal name {n!r} holds a NUL character")
     if options.timeout is not None and (
         not isinstance(options.timeout, timedelta) or options.timeout <= timedelta(0)
     ):

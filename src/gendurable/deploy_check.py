@@ -7,8 +7,14 @@ engine's schema and reports each kind of row the new code could not carry on:
 - `workflow_not_served`: live rows of a workflow the engine does not serve;
 - `step_removed`: live rows at a step the workflow no longer has;
 - `signal_removed`: parked rows awaiting a signal their step no longer declares;
+- `state_version_uncovered`: live rows whose state version no `@gd.upgrade` leads to the
+  workflow's current version (older than its oldest upgrade, or newer than the code);
 - `state_undecodable`: stored states that no longer decode into the State type (the oldest
-  `sample` rows of each workflow, or every row with `full=True`), naming the field.
+  `sample` rows of each workflow, or every row with `full=True`), naming the field; a state
+  of an older version is upgraded first, so an upgrade that fails on it is reported here.
+
+Rows whose state an upgrade will bring to the current version are counted in the report's
+`upgrades` (information, not a problem).
 
 Each check is one function from the live rows to problems (`CHECKS`), so a new kind of
 problem is one more function. The check only reads: nothing is written or locked.
@@ -26,10 +32,17 @@ import msgspec
 from .db.connect import check_dsn, resolve_dsn
 from .db.migrator import check_version
 from .db.store import Store
-from .errors import ConfigError, EngineError
+from .errors import ConfigError, EngineError, StateUpgradeError
 from .spec import WorkflowSpec
+from .upgrader import uncovered, upgrade_state
 
-ProblemKind = Literal["workflow_not_served", "step_removed", "signal_removed", "state_undecodable"]
+ProblemKind = Literal[
+    "workflow_not_served",
+    "step_removed",
+    "signal_removed",
+    "state_version_uncovered",
+    "state_undecodable",
+]
 
 DEFAULT_SAMPLE = 1000
 """States decoded per workflow unless `full=True`."""
@@ -50,6 +63,7 @@ class Problem:
     signal: str | None = None
     field: str | None = None
     detail: str = ""
+    state_version: int | None = None
 
     def __str__(self) -> str:
         rows = f"{self.count} live row{'s' if self.count != 1 else ''} of {self.workflow!r}"
@@ -62,6 +76,11 @@ class Problem:
             return (
                 f"{self.kind}: {rows} await signal {self.signal!r} at step {self.step!r} "
                 f"{example}: the step no longer declares it"
+            )
+        if self.kind == "state_version_uncovered":
+            return (
+                f"{self.kind}: {rows} hold a state of version {self.state_version} {example}: "
+                + self.detail
             )
         where = f" (field {self.field!r})" if self.field else ""
         return f"{self.kind}: {rows} hold a state that no longer decodes{where} {example}: " + (
@@ -79,17 +98,51 @@ class Problem:
             "signal": self.signal,
             "field": self.field,
             "detail": self.detail,
+            "state_version": self.state_version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Live rows whose state the checked code will upgrade when it next reads them."""
+
+    workflow: str
+    from_version: int
+    to_version: int
+    count: int
+    example_id: int
+
+    def __str__(self) -> str:
+        return (
+            f"state_upgrade: {self.count} live row{'s' if self.count != 1 else ''} of "
+            f"{self.workflow!r} hold a state of version {self.from_version}, upgraded to "
+            f"version {self.to_version} when next read (example id {self.example_id})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The upgrade as a JSON-ready dict (`gendurable check --json`)."""
+        return {
+            "workflow": self.workflow,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "count": self.count,
+            "example_id": self.example_id,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class CheckReport:
-    """What `engine.check()` found: `ok` when no live row would be stranded."""
+    """What `engine.check()` found: `ok` when no live row would be stranded.
+
+    `upgrades` lists the rows an `@gd.upgrade` chain will carry to the current version: they
+    are fine, and listed so a deploy knows what its upgrades will touch.
+    """
 
     problems: tuple[Problem, ...]
     live_rows: int
     states_decoded: int
     full: bool
+    upgrades: tuple[Upgrade, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -100,6 +153,9 @@ class CheckReport:
         """One line: how much was checked and the verdict."""
         scope = "every live state" if self.full else "a sample of live states"
         verdict = "nothing would strand" if self.ok else f"{len(self.problems)} problem(s)"
+        upgraded = sum(u.count for u in self.upgrades)
+        if upgraded:
+            verdict += f"; {upgraded} row(s) will have their state upgraded"
         return (
             f"checked {self.live_rows} live row(s) and decoded {self.states_decoded} "
             f"({scope}): {verdict}"
@@ -113,6 +169,7 @@ class CheckReport:
             "states_decoded": self.states_decoded,
             "full": self.full,
             "problems": [p.to_dict() for p in self.problems],
+            "upgrades": [u.to_dict() for u in self.upgrades],
         }
 
 
@@ -125,7 +182,9 @@ class _Live:
     steps: list[Any]
     full: bool
     sample: int
+    objects: Mapping[str, Any] = field(default_factory=dict)
     states_decoded: int = field(default=0)
+    upgrades: list[Upgrade] = field(default_factory=list)
 
 
 Check = Callable[[_Live], Awaitable[list[Problem]]]
@@ -171,21 +230,51 @@ async def _signals_removed(live: _Live) -> list[Problem]:
     return problems
 
 
+async def _state_versions(live: _Live) -> list[Problem]:
+    """Rows of another state version: counted when an upgrade covers them, else problems."""
+    problems = []
+    for r in await live.store.check_state_versions():
+        spec = live.specs.get(r["workflow"])
+        version = r["state_version"]
+        if spec is None or version == spec.version:
+            continue
+        why = uncovered(spec, version)
+        if why is None:
+            live.upgrades.append(Upgrade(spec.name, version, spec.version, r["n"], r["example_id"]))
+        else:
+            problems.append(
+                Problem(
+                    "state_version_uncovered",
+                    spec.name,
+                    r["n"],
+                    r["example_id"],
+                    detail=why,
+                    state_version=version,
+                )
+            )
+    return problems
+
+
 async def _states_undecodable(live: _Live) -> list[Problem]:
     problems = []
     served = {r["workflow"] for r in live.steps if r["workflow"] in live.specs}
     for workflow in sorted(served):
         spec = live.specs[workflow]
-        if spec.state_type is None:
+        if spec.state_type is None and not spec.upgrades:
             continue  # untyped state: any JSON decodes
         failures: dict[str, tuple[int, int, str | None]] = {}
-        async for id, raw in _states(live, workflow):
+        async for id, raw, version in _states(live, workflow):
+            if uncovered(spec, version):
+                continue  # reported as `state_version_uncovered` already
             live.states_decoded += 1
             try:
-                spec.state_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
+                data = upgrade_state(spec, raw, version, live.objects.get(workflow))
+                if data is not None:
+                    spec.state_decoder.decode(data)
+            except (msgspec.DecodeError, StateUpgradeError) as exc:
                 message = str(exc)
-                count, first, name = failures.get(message, (0, id, field_of(message)))
+                name = field_of(message) if isinstance(exc, msgspec.DecodeError) else None
+                count, first, name = failures.get(message, (0, id, name))
                 failures[message] = (count + 1, min(first, id), name)
         problems += [
             Problem("state_undecodable", workflow, count, first, field=name, detail=message)
@@ -194,17 +283,18 @@ async def _states_undecodable(live: _Live) -> list[Problem]:
     return problems
 
 
-async def _states(live: _Live, workflow: str) -> AsyncIterator[tuple[int, bytes]]:
-    """(id, raw state) of the rows to decode: the oldest `sample`, or all, page by page."""
+async def _states(live: _Live, workflow: str) -> AsyncIterator[tuple[int, bytes, int]]:
+    """(id, raw state, its version) of the rows to decode: the oldest `sample`, or all, page
+    by page."""
     if not live.full:
         for r in await live.store.check_states_oldest(workflow, live.sample):
-            yield r["id"], r["state"]
+            yield r["id"], r["state"], r["state_version"]
         return
     after = 0
     while True:
         page = await live.store.check_states_page(workflow, after, PAGE)
         for r in page:
-            yield r["id"], r["state"]
+            yield r["id"], r["state"], r["state_version"]
         if len(page) < PAGE:
             return
         after = page[-1]["id"]
@@ -214,6 +304,7 @@ CHECKS: tuple[Check, ...] = (
     _workflows_not_served,
     _steps_removed,
     _signals_removed,
+    _state_versions,
     _states_undecodable,
 )
 """Every check, in report order; a new kind of problem is one more function here."""
@@ -238,10 +329,14 @@ async def check_store(
     *,
     full: bool = False,
     sample: int = DEFAULT_SAMPLE,
+    objects: Mapping[str, Any] | None = None,
 ) -> CheckReport:
-    """Run every check of `specs` against the live rows behind `store`."""
+    """Run every check of `specs` against the live rows behind `store`.
+
+    `objects` are the workflow objects (by name) that `@gd.upgrade` methods are called on.
+    """
     _check_sample(sample)
-    live = _Live(specs, store, await store.check_live_steps(), full, sample)
+    live = _Live(specs, store, await store.check_live_steps(), full, sample, objects or {})
     problems: list[Problem] = []
     for check in CHECKS:
         problems += await check(live)
@@ -250,6 +345,7 @@ async def check_store(
         live_rows=sum(r["n"] for r in live.steps),
         states_decoded=live.states_decoded,
         full=full,
+        upgrades=tuple(live.upgrades),
     )
 
 
@@ -265,7 +361,13 @@ async def check_engine(
     _check_sample(sample)
     if dsn is None:
         try:
-            return await check_store(engine.specs, engine.store, full=full, sample=sample)
+            return await check_store(
+                engine.specs,
+                engine.store,
+                full=full,
+                sample=sample,
+                objects=engine.workflow_objects,
+            )
         except EngineError:
             pass  # not running: check through a pool of our own
     target = resolve_dsn(dsn or engine.dsn)
@@ -280,7 +382,9 @@ async def check_engine(
     try:
         async with store.pool.acquire() as conn:
             await check_version(conn, schema=engine.schema)
-        return await check_store(engine.specs, store, full=full, sample=sample)
+        return await check_store(
+            engine.specs, store, full=full, sample=sample, objects=engine.workflow_objects
+        )
     finally:
         await store.close(grace=2.0)
 

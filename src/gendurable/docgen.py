@@ -138,6 +138,8 @@ def workflow_page(spec: WorkflowSpec, *, level: int = 1) -> str:
         out += [f"{h}# Children", "", *children, ""]
     state_title = "Arguments" if spec.is_job else "State"
     out += [f"{h}# {state_title}", "", *_fields(spec.state_type, state_title.lower()), ""]
+    if spec.version > 1:
+        out += [f"{h}# State upgrades", "", *_upgrades(spec), ""]
     if not spec.is_job:
         out += [f"{h}# Result", "", *_fields(spec.result_type, "result"), ""]
     return "\n".join(out)
@@ -157,9 +159,34 @@ def _summary(spec: WorkflowSpec, kind: str) -> str:
     ]
     if spec.lease is not None:
         parts.append(f"lease {_duration(spec.lease)}")
+    if spec.version > 1:
+        parts.append(f"state version {spec.version}")
     if not spec.is_job:
         parts.append(f"starts at `{spec.start_step}`")
     return ", ".join(parts) + "."
+
+
+def _upgrades(spec: WorkflowSpec) -> list[str]:
+    """The `@gd.upgrade` chain that carries older stored states to the current version."""
+    if not spec.upgrades:
+        return [
+            f"States are stored at version {spec.version}. No `@gd.upgrade` is declared: "
+            "rows of older versions cannot run (`gendurable check` reports them)."
+        ]
+    oldest = min(spec.upgrades)
+    lines = [
+        f"States are stored at version {spec.version}; older ones are upgraded, in order, "
+        "before a step sees them"
+        + (f" (versions below {oldest} cannot be)." if oldest > 1 else "."),
+        "",
+        "| from | to | upgrade | what it does |",
+        "| --- | --- | --- | --- |",
+    ]
+    for start, fn in spec.upgrades.items():
+        doc = inspect.getdoc(fn) or ""
+        summary = doc.split("\n\n", 1)[0].replace("\n", " ").replace("|", "\\|")
+        lines.append(f"| {start} | {start + 1} | `{fn.__name__}` | {summary} |")
+    return lines
 
 
 def _docstring(spec: WorkflowSpec) -> str:

@@ -1,4 +1,4 @@
-"""The decorators users write: `@workflow`, `@step`, `@await_signals`, `@job`.
+"""The decorators users write: `@workflow`, `@step`, `@await_signals`, `@upgrade`, `@job`.
 
 Decorating only marks functions and hands the class to the compiler; the compiled
 `WorkflowSpec` is attached as `Flow.spec`, together with the class-level API
@@ -25,6 +25,7 @@ C = TypeVar("C", bound=type)
 
 STEP_MARK = "__gd_step__"
 AWAIT_MARK = "__gd_await__"
+UPGRADE_MARK = "__gd_upgrade__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,13 @@ class AwaitOptions:
     names: tuple[str, ...]
     types: tuple[tuple[str, Any], ...]
     timeout: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeOptions:
+    """What `@upgrade(...)` recorded on a function."""
+
+    from_version: Any
 
 
 @overload
@@ -118,6 +126,33 @@ def await_signals(*names: str, timeout: timedelta | None = None, **typed: Any) -
 
 
 @overload
+def upgrade(*, from_version: int) -> Callable[[F], F]: ...
+@overload
+def upgrade(fn: F, /) -> F: ...  # refused with a DefinitionError: a version is needed
+def upgrade(fn: Any = None, /, *, from_version: Any = None) -> Any:
+    """Mark a method `def up(self, state) -> state` as the upgrade of stored states written
+    by version `from_version` of the workflow to version `from_version + 1`.
+
+    It receives the state exactly as stored (plain JSON: dicts, lists, strings, numbers,
+    booleans, None) and returns the JSON of the next version. A row written by an older
+    version goes through every upgrade from its version up, in order, before a step (or
+    `get()`) sees it. Upgrades are plain `def`s with no I/O: they may run more than once.
+    """
+    if fn is not None:  # bare `@gd.upgrade` received the method itself
+        raise DefinitionError(
+            f"{getattr(fn, '__qualname__', fn)!r}: @gd.upgrade needs the version it upgrades "
+            "from; write @gd.upgrade(from_version=1)"
+        )
+    options = UpgradeOptions(from_version)
+
+    def mark(f: F) -> F:
+        setattr(f, UPGRADE_MARK, options)
+        return f
+
+    return mark
+
+
+@overload
 def workflow(cls: C, /) -> C: ...
 @overload
 def workflow(
@@ -130,6 +165,7 @@ def workflow(
     lease: timedelta | None = None,
     state: type | None = None,
     result: type | None = None,
+    version: int = 1,
 ) -> Callable[[C], C]: ...
 def workflow(
     cls: Any = None,
@@ -143,8 +179,15 @@ def workflow(
     lease: timedelta | None = None,
     state: type | None = None,
     result: type | None = None,
+    version: int = 1,
 ) -> Any:
-    """Compile a class of steps into a workflow; bad definitions raise `DefinitionError`."""
+    """Compile a class of steps into a workflow; bad definitions raise `DefinitionError`.
+
+    `version` is the version of the State's stored JSON: every state this code writes is
+    stored with it. Raise it when a State change would no longer decode rows written by
+    the code running now, and add an `@gd.upgrade(from_version=...)` method per version
+    step (1 to 2, 2 to 3...) that turns the old JSON into the new.
+    """
 
     def build(c: C) -> C:
         spec = compile_workflow(
@@ -159,6 +202,8 @@ def workflow(
             result=result,
             step_mark=STEP_MARK,
             await_mark=AWAIT_MARK,
+            version=version,
+            upgrade_mark=UPGRADE_MARK,
         )
         _bind_class_api(c, spec)
         return c
@@ -186,8 +231,13 @@ class Job:
         queue: str | None = None,
         on_conflict: Literal["return", "raise"] = "return",
         engine: Any = None,
+        concurrency_key: str | None = None,
+        scope: Iterable[str] | None = None,
     ) -> Any:
-        """Insert one run of the job; returns a `Handle` (`created=False` for a live key)."""
+        """Insert one run of the job; returns a `Handle` (`created=False` for a live key).
+
+        `concurrency_key` and `scope` mean what they mean for `Flow.start`.
+        """
         client = routing.resolve(self.spec.name, engine)
         return await client.start_instance(
             self.spec.name,
@@ -198,6 +248,8 @@ class Job:
             priority=priority,
             queue=queue,
             on_conflict=on_conflict,
+            concurrency_key=concurrency_key,
+            scope=scope,
         )
 
     def new(self, args: Any = None, *, key: str | None = None, **options: Any) -> ChildEntry:

@@ -11,6 +11,7 @@ GenDurableError
 ├── WorkflowFailed         result() of an instance that ended failed or cancelled
 ├── ResultTimeout          result(timeout=) passed before the instance ended
 ├── StepTimeout            a step ran past its @step(timeout=...)
+├── StateUpgradeError      a stored state cannot be brought to this code's version
 └── EngineError            the engine could not do what was asked (stopped, not started)
 ```
 
@@ -69,6 +70,20 @@ class StepTimeout(GenDurableError, TimeoutError):
     """A step ran longer than its `@gd.step(timeout=...)`; routed to the error path."""
 
 
+class StateUpgradeError(GenDurableError):
+    """A stored state cannot be brought to the workflow's current version: it was written
+    by a newer version, no `@gd.upgrade` covers its version, or an upgrade raised.
+
+    A claimed instance goes to the error path with it (the step does not run); `get()`
+    raises it. `stored_version` and `version` are the row's version and this code's.
+    """
+
+    def __init__(self, message: str, *, stored_version: int, version: int) -> None:
+        super().__init__(message)
+        self.stored_version = stored_version
+        self.version = version
+
+
 class WorkflowFailed(GenDurableError):
     """The instance ended `failed` or `cancelled`; `status` and `error` say how."""
 
@@ -87,6 +102,7 @@ __all__ = [
     "NoEngine",
     "NoTarget",
     "ResultTimeout",
+    "StateUpgradeError",
     "StepTimeout",
     "ValidationError",
     "WorkflowFailed",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -87,6 +88,13 @@ class WorkflowSpec:
     result_decoder: msgspec.json.Decoder[Any] = field(
         default_factory=lambda: msgspec.json.Decoder(), repr=False, compare=False
     )
+    version: int = 1
+    """The `@gd.workflow(version=)` of this code: every state it writes is stored with it."""
+    upgrades: Mapping[int, Callable[..., Any]] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
+    """`from_version` -> the `@gd.upgrade` method turning a state of that version into the
+    next; the compiler guarantees they form one unbroken chain up to `version`."""
 
     def step(self, name: str) -> StepSpec:
         """The step called `name`; `KeyError` when there is none."""

@@ -3,8 +3,9 @@
 Events (each a tuple of names): `("step", "start")`, `("step", "stop")`,
 `("step", "exception")`, `("outcome", "stale")`, `("await", "timeout")`,
 `("signal", "delivered")`, `("reaper", "rescued")`, `("scheduler", "reclaimed")`,
-`("workflow", "unknown")`, `("gc", "swept")`, and more as features land. A handler that
-raises is detached after being logged, so a broken handler never breaks the engine.
+`("workflow", "unknown")`, `("gc", "swept")`, `("loop", "blocked")`, and more as features
+land. A handler that raises is detached after being logged, so a broken handler never breaks
+the engine.
 
 Trace context: a `tracer` (set by `gendurable.otel.instrument`) is asked for a context to
 store with each start and signal; the steps those cause get it back in the metadata of

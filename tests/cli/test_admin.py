@@ -311,7 +311,7 @@ def test_cli_help_lists_the_commands_by_group(capsys: pytest.CaptureFixture[str]
               if line.startswith("    ") and not line.startswith("     ")]  # fmt: skip
     assert listed == [
         "migrate", "dev", "worker", "status", "ls", "show", "signal", "cancel", "retry",
-        "docs", "check",
+        "docs", "check", "web",
     ]  # fmt: skip
 
 

@@ -194,6 +194,7 @@ async def test_cli_show_json_has_state_inbox_children_and_blocked_by(
         "attempt": 0,
     }
     assert shown["state"] == {"amount": 120}  # the stored JSON, not a string
+    assert shown["state_version"] == 1  # the version of the code that wrote it
     assert shown["inbox"] == [{"id": signal_id, "name": "approved", "payload": {"by": "ann"}}]
     assert received.endswith("Z")
     assert shown["children"] == {
@@ -239,6 +240,23 @@ async def test_cli_show_text_of_a_failed_instance_has_the_error_and_traceback(
     )
     assert lines[error + 1].strip() == "Traceback (most recent call last):"
     assert lines[-1].strip() == "RuntimeError: the bank is down"
+
+
+async def test_cli_show_text_names_a_state_version_other_than_1(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    await make_engine(workflows=[Expense], queues=None)
+    old = await Expense.start(key="v1", state=Expense.State(amount=1))
+    new = await Expense.start(key="v4", state=Expense.State(amount=1))
+    # As a deploy of @gd.workflow(version=4) would have written it.
+    await _sql(db, gendurable_schema, "UPDATE S.instances SET state_version = 4 WHERE id = $1",
+               new.id)  # fmt: skip
+
+    shown = {key: (await cli("show", str(h.id))).out for key, h in (("v1", old), ("v4", new))}
+
+    assert "state version" not in shown["v1"]
+    (line,) = [line for line in shown["v4"].splitlines() if line.startswith("state version")]
+    assert line.split("  ", 1)[1].strip() == "4"
 
 
 async def test_cli_show_text_of_an_awaiting_instance_says_what_it_awaits(

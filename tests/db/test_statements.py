@@ -39,6 +39,12 @@ def test_statements_are_found() -> None:
         "node_prune",
         "nodes_live",
         "instances_list",
+        "instance_insert",
+        "instance_insert_many",
+        "outcome_spawn",
+        "check_state_versions",
+        "check_states_oldest",
+        "check_states_page",
     ):
         assert name in NAMES
 

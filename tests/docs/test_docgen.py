@@ -274,3 +274,48 @@ def test_docgen_load_module_by_path_never_shadows_another_module(tmp_path: Path)
 
     assert module.__name__ == "gendurable_docs_json"
     assert sys.modules["json"] is json
+
+
+@gd.workflow(name="person", version=3)
+class Person:
+    @gd.step
+    async def greet(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+    @gd.upgrade(from_version=1)
+    def split_name(self, state: Any) -> Any:
+        """Split `name` into `first` and `last`.
+
+        Everything after the first space is the last name.
+        """
+        return state
+
+    @gd.upgrade(from_version=2)
+    def add_currency(self, state: Any) -> Any:
+        return state
+
+
+@gd.workflow(name="person", version=2)
+class PersonWithoutUpgrades:
+    @gd.step
+    async def greet(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+def test_docgen_versioned_workflow_lists_its_state_upgrades() -> None:
+    page = workflow_page(Person.spec)
+
+    assert "max attempts 5, state version 3, starts at `greet`." in page.splitlines()[2]
+    assert section(page, "State upgrades") == [
+        "States are stored at version 3; older ones are upgraded, in order, before a step "
+        "sees them.",
+        "| from | to | upgrade | what it does |",
+        "| --- | --- | --- | --- |",
+        "| 1 | 2 | `split_name` | Split `name` into `first` and `last`. |",
+        "| 2 | 3 | `add_currency` |  |",
+    ]
+    assert section(workflow_page(PersonWithoutUpgrades.spec), "State upgrades") == [
+        "States are stored at version 2. No `@gd.upgrade` is declared: rows of older versions "
+        "cannot run (`gendurable check` reports them)."
+    ]
+    assert "State upgrades" not in workflow_page(flows.Order.spec)  # version 1: no section

@@ -111,9 +111,9 @@ async def test_leases_claim_records_worker_identity_and_lease_end(
     claim = await row(db, gendurable_schema, handle.id)
     scheduler = engine.schedulers["default"]
     host = re.escape(socket.gethostname())
-    pattern = rf"{re.escape(engine.name)}:default@{host}-{os.getpid()}-[0-9a-f]+"
+    pattern = rf"{re.escape(engine.name)}:default@{host}-{os.getpid()}-[0-9a-f]+#[0-9]+"
     assert re.fullmatch(pattern, claim["locked_by"]), claim["locked_by"]
-    assert claim["locked_by"] == scheduler.locked_by
+    assert claim["locked_by"].startswith(scheduler.locked_by + "#")
     assert claim["status"] == "executing"
     assert claim["locked_until"] == manual_clock.now() + LEASE
 

@@ -89,6 +89,7 @@ class Rig:
             [None] * n,
             [None] * n,
             [1] * n,
+            [1] * n,
         ]
         return await self.engine.store.outcome_batch(columns, ([], []), self.engine.clock.now())
 

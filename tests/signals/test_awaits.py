@@ -184,9 +184,9 @@ class Retried:
         return gd.done([s.payload for s in ctx.awaited])
 
 
-# The lease outlasts the clock jump: otherwise a reaper pass of drain() racing the step (run
-# by the background claim loop) would find the claim expired and run the step a third time.
-@gd.workflow(name="awaits.slow", lease=timedelta(days=1))
+# The step moves the clock 2 h while it runs: its lease must outlast that, or a drain()
+# running meanwhile would have the reaper rescue the claim and run the step once more.
+@gd.workflow(name="awaits.slow", lease=timedelta(hours=3))
 class Slow:
     """A pack step that outlives its deadline: the step itself moves the manual clock."""
 

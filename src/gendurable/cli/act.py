@@ -17,9 +17,8 @@ from typing import Any
 
 import msgspec
 
-from ..db.store import Store
-from ..engine.codec import encode_json, encode_typed
-from ..errors import ConfigError, NoTarget, ValidationError
+from ..errors import ConfigError, NoTarget
+from ..signal_check import check_name_by_nodes, payload_by_code, payload_untyped
 from ..spec import WorkflowSpec
 from ..worker import load_engine
 from .command import EXIT_OK, command, database_options, json_option, target_options
@@ -82,10 +81,10 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
     workflow, name = args.workflow, args.name
     async with open_store(args) as store:
         if spec is not None:
-            data = _checked_by_code(spec, name, payload)
+            data = payload_by_code(spec, name, payload)
         else:
-            await _check_by_nodes(store, workflow, name)
-            data = encode_json(payload)
+            await check_name_by_nodes(store, workflow, name)
+            data = payload_untyped(name, payload)
         by_id = args.target.isdigit() and not args.key
         row = await store.signal_deliver(
             workflow,
@@ -110,41 +109,6 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             f"signal {name!r} ({row['signal_id']}) stored for instance {row['instance_id']}{woke}"
         )
     return EXIT_OK
-
-
-def _checked_by_code(spec: WorkflowSpec, name: str, payload: Any) -> bytes:
-    awaited, tp, decoder = spec.signal_type(name)
-    if not awaited:
-        raise ValidationError(
-            f"{spec.name} awaits no signal named {name!r} "
-            f"(it awaits: {', '.join(spec.signal_names()) or 'none'})"
-        )
-    if tp is not None and decoder is not None:
-        return encode_typed(payload, tp, decoder, f"payload of signal {name!r}")
-    return encode_json(payload)
-
-
-async def _check_by_nodes(store: Store, workflow: str, name: str) -> None:
-    """Refuse a name no step of `workflow` awaits, as recorded by the live nodes."""
-    knowing = 0
-    names: dict[str, None] = {}
-    for node in await store.nodes_live(None):
-        described = _decode.decode(node["workflows"]).get(workflow)
-        if described is None:
-            continue
-        knowing += 1
-        for awaited in described["steps"].values():
-            names.update(dict.fromkeys(awaited))
-    if not knowing:
-        raise UserError(
-            f"no live engine knows workflow {workflow!r}, so the signal name cannot be "
-            "checked: pass --app MODULE:ENGINE to check it against the code"
-        )
-    if name not in names:
-        raise ValidationError(
-            f"{workflow} awaits no signal named {name!r} "
-            f"(it awaits: {', '.join(names) or 'none'}, per the live engines)"
-        )
 
 
 # -- cancel ---------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 Exit codes: 0 when nothing would strand, 1 when something would (each problem on one line
 with its count and an example id) or when the database cannot be checked, 2 on usage errors.
+Rows that an `@gd.upgrade` chain will carry to the current state version are listed too
+(`state_upgrade: ...` lines), without changing the exit code.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def check_command(args: argparse.Namespace) -> int:
     else:
         for problem in report.problems:
             print(problem)
+        for upgrade in report.upgrades:  # information: these rows are fine
+            print(upgrade)
         print(report.summary())
     return 0 if report.ok else EXIT_STRANDS
 

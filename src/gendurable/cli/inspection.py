@@ -286,6 +286,7 @@ def _show_json(
         "updated_at": row["updated_at"],
         "finished_at": row["finished_at"],
         "state": raw_json(row["state"]),
+        "state_version": row["state_version"],
         "result": raw_json(row["result"]),
         "error": raw_json(row["error"]),
         "inbox": [
@@ -345,6 +346,8 @@ def _show_text(
         ("updated", when(row["updated_at"])),
         ("state", compact_json(row["state"])),
     ]
+    if row["state_version"] != 1:  # written by `@gd.workflow(version=N)`: as stored, not upgraded
+        pairs.append(("state version", row["state_version"]))
     if row["result"] is not None:
         pairs.append(("result", compact_json(row["result"])))
     if inbox:

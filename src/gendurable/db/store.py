@@ -31,6 +31,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 """Failures of the connection, not of the statement: worth trying again."""
 
+RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.InterfaceError)
+"""What the retry loop catches: TRANSIENT, and InterfaceError when it is one (`_transient`)."""
+
 NOT_IDEMPOTENT = frozenset(
     {
         "instance_insert",
@@ -45,6 +48,14 @@ NOT_IDEMPOTENT = frozenset(
 """Statements a repeat could apply twice: retried only when they were never sent."""
 
 _log = logging.getLogger("gendurable.store")
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection failure, or the error of closing a transaction on a connection that
+    failed (asyncpg raises InterfaceError from the `async with` exit, the loss as context)."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc.__context__, TRANSIENT)
 
 
 class _Stale(Exception):
@@ -158,6 +169,7 @@ class Store:
             row.limit.partition,
             row.limit.weight,
             trace_context,
+            row.state_version,
         )
         assert inserted is not None
         return inserted
@@ -168,10 +180,12 @@ class Store:
         parent: int | None,
         now: datetime | None,
         trace_context: str | None = None,
+        state_versions: Sequence[int] | None = None,
     ) -> list[asyncpg.Record]:
         """Insert a batch given as parallel columns (`entries.columns`); the rows created.
 
-        Rows whose key another instance holds are skipped (see `instances_holding_keys`).
+        `state_versions` is each row's workflow version, parallel to the columns. Rows whose
+        key another instance holds are skipped (see `instances_holding_keys`).
         """
         return list(
             await self._run(
@@ -182,6 +196,7 @@ class Store:
                 now,
                 self.channel,
                 trace_context,
+                None if state_versions is None else list(state_versions),
             )
         )
 
@@ -243,8 +258,8 @@ class Store:
         """Commit many outcomes in one statement (group commit); the ids whose guard held.
 
         `columns` are the parallel arrays id, locked_by, kind, step, state, delay, status,
-        result, error, lease, rate_limit, rate_partition, weight; `consumed` the
-        (instance id, signal id) pairs to delete.
+        result, error, lease, rate_limit, rate_partition, weight, state_version; `consumed`
+        the (instance id, signal id) pairs to delete.
         """
         rows = await self._run(
             "fetch",
@@ -272,8 +287,11 @@ class Store:
         now: datetime | None,
         limit: Any,
         keep_children: bool,
+        state_version: int,
     ) -> tuple[bool, bool | None]:
         """Park in an awaiting step, then recheck the inbox under the same row lock.
+
+        `state` is written with `state_version`, the version of the workflow that wrote it.
 
         Returns (committed, woken): `woken` is None when the instance stays parked, else
         whether the deadline (True) or a signal (False) woke it. Two statements in one
@@ -299,6 +317,7 @@ class Store:
                     limit.partition,
                     limit.weight,
                     keep_children,
+                    state_version,
                     timeout=self.timeout,
                 )
                 if parked is None:
@@ -323,6 +342,8 @@ class Store:
         limit: Any,
         now: datetime | None,
         trace_context: str | None = None,
+        state_version: int = 1,
+        child_versions: Sequence[int] | None = None,
     ) -> bool:
         """Insert the children and make the parent wait for them, in one transaction.
 
@@ -330,13 +351,15 @@ class Store:
         the order every writer keeps. False when the claim was lost (nothing is inserted);
         `DuplicateKey` naming the key when a child's key is held (nothing is inserted).
         `keys` are the children's (workflow, key) pairs, to name the one held;
-        `trace_context` the parent's, so that the children join its trace.
+        `trace_context` the parent's, so that the children join its trace. A new `state` is
+        written with `state_version`; `child_versions` are the children's workflow versions.
         """
         count = len(children[0]) if children else 0
 
         async def spawn(conn: Any) -> tuple[bool, list[tuple[str, str]]]:
             async with conn.transaction():
                 first: int | None = None
+                held: list[tuple[str, str]] = []
                 if count:
                     rows = await conn.fetch(
                         self.sql["instance_insert_many"],
@@ -345,12 +368,12 @@ class Store:
                         now,
                         self.channel,
                         trace_context,
+                        None if child_versions is None else list(child_versions),
                         timeout=self.timeout,
                     )
-                    if len(rows) < count:
-                        made = {(r["workflow"], r["key"]) for r in rows}
-                        raise _Held([k for k in keys if k not in made])
-                    first = min(int(r["id"]) for r in rows)
+                    made = {(r["workflow"], r["key"]) for r in rows}
+                    held = [k for k in keys if k not in made] if len(rows) < count else []
+                    first = min((int(r["id"]) for r in rows), default=None)
                 parked = await conn.fetchrow(
                     self.sql["outcome_spawn"],
                     id,
@@ -365,10 +388,15 @@ class Store:
                     limit.name,
                     limit.partition,
                     limit.weight,
+                    state_version,
                     timeout=self.timeout,
                 )
+                # The guard is checked before the keys: a repeat whose first attempt committed
+                # (its answer lost) finds its own children holding their keys, and is stale.
                 if parked is None:
                     raise _Stale()
+                if held:
+                    raise _Held(held)
                 return True, []
 
         try:
@@ -451,10 +479,12 @@ class Store:
         workflows: Sequence[str],
         leases: Sequence[timedelta],
         now: datetime | None,
+        ids: Sequence[int] = (),
     ) -> int:
-        """Extend every running claim of `locked_by` by its workflow's lease; how many."""
+        """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
+        lease; how many."""
         status = await self._run(
-            "execute", "lease_extend", locked_by, list(workflows), now, list(leases)
+            "execute", "lease_extend", locked_by, list(workflows), now, list(leases), list(ids)
         )
         return int(status.rsplit(" ", 1)[-1])
 
@@ -514,14 +544,20 @@ class Store:
         """(workflow, step, name, n, example_id) of the signal names parked rows await."""
         return list(await self._run("fetch", "check_awaited_names"))
 
+    async def check_state_versions(self) -> list[asyncpg.Record]:
+        """(workflow, state_version, n, example_id) of the live rows."""
+        return list(await self._run("fetch", "check_state_versions"))
+
     async def check_states_oldest(self, workflow: str, limit: int) -> list[asyncpg.Record]:
-        """(id, state) of the `limit` live rows of `workflow` updated longest ago."""
+        """(id, state, state_version) of the `limit` live rows of `workflow` updated longest
+        ago."""
         return list(await self._run("fetch", "check_states_oldest", workflow, limit))
 
     async def check_states_page(
         self, workflow: str, after: int, limit: int
     ) -> list[asyncpg.Record]:
-        """(id, state) of up to `limit` live rows of `workflow` with id above `after`."""
+        """(id, state, state_version) of up to `limit` live rows of `workflow` with id above
+        `after`."""
         return list(await self._run("fetch", "check_states_page", workflow, after, limit))
 
     # -- operating: blocked_by, nodes, the command line (explain/nodes/inspect/repair.sql) --
@@ -624,6 +660,38 @@ class Store:
         assert row is not None
         return row
 
+    # -- the web dashboard's reads (sql/dashboard.sql) ---------------------------------------
+
+    async def throughput_by_minute(
+        self, now: datetime | None, minutes: int
+    ) -> list[asyncpg.Record]:
+        """Instances ended per (minute, status) over the last `minutes` minutes."""
+        return list(await self._run("fetch", "throughput_by_minute", now, minutes))
+
+    async def queue_oldest_due(
+        self, queues: Sequence[str], now: datetime | None
+    ) -> list[asyncpg.Record]:
+        """Per queue with due rows: the one that has waited longest, and for how long."""
+        return list(await self._run("fetch", "queue_oldest_due", list(queues), now))
+
+    async def children_page(
+        self, parent_id: int, after_id: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` children of an instance with ids above `after_id`, in spawn order."""
+        return list(await self._run("fetch", "children_page", parent_id, after_id, limit))
+
+    async def inbox_page(
+        self, instance_id: int, after_id: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` pending signals of an instance with ids above `after_id`."""
+        return list(await self._run("fetch", "inbox_page", instance_id, after_id, limit))
+
+    async def nodes_page(
+        self, now: datetime | None, after_id: str | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Up to `limit` live nodes with ids above `after_id`, in id order."""
+        return list(await self._run("fetch", "nodes_page", now, after_id, limit))
+
     async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run("fetchrow", name, *args)
         return row
@@ -653,13 +721,16 @@ class Store:
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
                     return await action(conn)
-            except TRANSIENT as exc:
+            except RETRYABLE as exc:
+                if not _transient(exc):
+                    raise
                 if (sent and not idempotent) or loop.time() + delay > deadline:
                     raise
+                lost = exc if isinstance(exc, TRANSIENT) else exc.__context__
                 _log.warning(
                     "database unavailable (%s: %s); retrying in %.2fs",
-                    type(exc).__name__,
-                    exc,
+                    type(lost).__name__,
+                    lost,
                     delay,
                 )
                 await asyncio.sleep(delay)

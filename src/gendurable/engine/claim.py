@@ -53,6 +53,8 @@ class Claimed:
     trace_context: str | None = None
     waited: float | None = None
     """Seconds the row was due before this claim took it (None for a chained step)."""
+    state_version: int = 1
+    """The workflow version `state` was written by (the executor upgrades older ones)."""
 
     @classmethod
     def from_row(
@@ -82,6 +84,7 @@ class Claimed:
             else NO_LIMIT,
             trace_context=row["trace_context"],
             waited=row["waited"],
+            state_version=row["state_version"],
         )
 
     def moved(self, step: str, state: bytes) -> Claimed:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import msgspec
+
 from ..blocked import WAITING_STATUSES, BlockedBy
 from ..clock import Clock
 from ..db.store import Store
@@ -20,8 +22,9 @@ from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
-from .codec import decode_json, encode_json, encode_typed
-from .entries import NewRow, columns, new_row
+from ..upgrader import upgrade_state
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, decode_json, encode_json, encode_typed
+from .entries import NewRow, check_text, columns, new_row
 from .notifier import Notifier
 
 
@@ -35,12 +38,16 @@ class Client:
         clock: Clock,
         notifier: Notifier,
         telemetry: Telemetry | None = None,
+        objects: Mapping[str, Any] | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.specs = specs
         self.store = store
         self.clock = clock
         self.notifier = notifier
         self.telemetry = telemetry or Telemetry()
+        self.objects = objects or {}  # the workflow objects `@gd.upgrade` methods run on
+        self.max_payload_bytes = max_payload_bytes
 
     def spec(self, workflow: str) -> WorkflowSpec:
         """The spec of a served workflow."""
@@ -75,6 +82,7 @@ class Client:
             scope=None if scope is None else tuple(scope),
         )
         row = new_row(spec, entry, run_at=run_at)
+        check_size(row.state, self.max_payload_bytes, f"{workflow} state")
         inserted = await self.store.instance_insert(
             row,
             now=self.clock.now(),
@@ -112,6 +120,7 @@ class Client:
                     continue
                 first_of[ident] = i
             rows.append(new_row(spec, entry))
+            check_size(rows[-1].state, self.max_payload_bytes, f"entry {i}: {spec.name} state")
             sent.append(i)
         if not sent:
             return []
@@ -120,7 +129,7 @@ class Client:
             {"workflow": ",".join(sorted({r.workflow for r in rows})), "count": len(sent)},
         )
         inserted = await self.store.instance_insert_many(
-            columns(rows), None, self.clock.now(), trace
+            columns(rows), None, self.clock.now(), trace, [r.state_version for r in rows]
         )
         created = {(r["workflow"], r["key"]): int(r["id"]) for r in inserted if r["key"]}
         held: list[tuple[str, str]] = []
@@ -150,7 +159,11 @@ class Client:
         return [handles[i] for i in range(len(entries))]
 
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
-        """A snapshot of one instance; `NoTarget` when there is none."""
+        """A snapshot of one instance; `NoTarget` when there is none.
+
+        A state written by an older version of the workflow comes upgraded (as a step would
+        see it; the row is left as stored); `StateUpgradeError` when no upgrade covers it.
+        """
         row = await self._row(workflow, key_or_id)
         if row is None:
             raise NoTarget(f"no {workflow} instance with {_address(key_or_id)}")
@@ -206,10 +219,12 @@ class Client:
                 f"{workflow} awaits no signal named {name!r} "
                 f"(it awaits: {', '.join(spec.signal_names()) or 'none'})"
             )
+        what = f"payload of signal {name!r}"
         if tp is not None and decoder is not None:
-            data = encode_typed(payload, tp, decoder, f"payload of signal {name!r}")
+            data = encode_typed(payload, tp, decoder, what)
         else:
-            data = encode_json(payload)
+            data = encode_json(payload, what)
+        check_size(data, self.max_payload_bytes, what)
         id, key = _id_or_key(key_or_id)
         trace = self.telemetry.trace_context(
             "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
@@ -260,6 +275,11 @@ class Client:
         spec = self.specs.get(row["workflow"])
         state_decoder = spec.state_decoder if spec else None
         result_decoder = spec.result_decoder if spec else None
+        state = row["state"]
+        if spec is not None:
+            obj = self.objects.get(spec.name)
+            what = f"instance {row['id']}"
+            state = upgrade_state(spec, state, row["state_version"], obj, what=what)
         return InstanceInfo(
             id=row["id"],
             workflow=row["workflow"],
@@ -267,8 +287,8 @@ class Client:
             status=row["status"],
             step=row["step"],
             attempt=row["attempt"],
-            state=decode_json(row["state"], state_decoder),
-            result=decode_json(row["result"], result_decoder),
+            state=_lenient(state, state_decoder),
+            result=_lenient(row["result"], result_decoder),
             error=decode_json(row["error"]),
             queue=row["queue"],
             priority=row["priority"],
@@ -280,11 +300,27 @@ class Client:
         )
 
 
+def _lenient(data: bytes | None, decoder: msgspec.json.Decoder[Any] | None) -> Any:
+    """Decode typed, else as plain JSON: `get()` must show a row whose stored value no
+    longer matches its type (the very row someone needs to look at)."""
+    try:
+        return decode_json(data, decoder)
+    except msgspec.DecodeError:
+        return decode_json(data)
+
+
 def _id_or_key(key_or_id: Any) -> tuple[Any, str | None]:
-    """(id, None) for an int, (None, key) for a str; anything else is refused."""
+    """(id, None) for an int, (None, key) for a str; anything else is refused, as are keys
+    PostgreSQL cannot hold (`check_text`) and ids beyond bigint."""
     if isinstance(key_or_id, bool) or not isinstance(key_or_id, str | int):
         raise ValidationError(f"address an instance by key (str) or id (int), not {key_or_id!r}")
-    return (key_or_id, None) if isinstance(key_or_id, int) else (None, key_or_id)
+    if isinstance(key_or_id, int):
+        if not -(2**63) <= key_or_id < 2**63:
+            raise ValidationError(f"instance id {key_or_id} is out of range (a bigint)")
+        return key_or_id, None
+    if not key_or_id:
+        raise ValidationError("key must be a non-empty string")
+    return None, check_text(key_or_id, "key")
 
 
 def _address(key_or_id: str | int) -> str:

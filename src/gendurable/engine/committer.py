@@ -4,12 +4,14 @@ Goto, continue, retry and terminal outcomes go through group commit (one guarded
 per batch of outcomes that finished together); a park is its own two-statement transaction
 (see `Store.outcome_park`), and so is a spawn (children first, then the parent). A guard that
 no longer holds means the claim was lost: the outcome is dropped and reported as
-`outcome.stale`.
+`outcome.stale`. Every state written goes with its workflow's version (`versions`); an outcome
+that keeps the stored state keeps its version too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -31,12 +33,14 @@ class Committer:
         clock: Clock,
         telemetry: Telemetry,
         leases: Mapping[str, timedelta],
+        versions: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self.group = GroupCommit(self._flush)
         self.clock = clock
         self.telemetry = telemetry
         self.leases = leases
+        self.versions = versions or {}
 
     async def release(self, claim: Claimed) -> bool:
         """Give the claim back untouched: the instance is available again at once."""
@@ -46,8 +50,10 @@ class Committer:
         """Commit `decision` for `claim`; False (and `outcome.stale`) if the claim was lost."""
         now = self.clock.now()
         store = self.store
+        version = self.versions.get(claim.workflow, 1)
         if isinstance(decision, MoveTo | RetryLater | Finish):
-            ok = await self.group.submit(_batch_item(claim, decision, self.leases[claim.workflow]))
+            item = _batch_item(claim, decision, self.leases[claim.workflow])
+            ok = await self.group.submit(replace(item, state_version=version))
         elif isinstance(decision, Park):
             ok, woken = await store.outcome_park(
                 claim.id,
@@ -62,6 +68,7 @@ class Committer:
                 now,
                 decision.limit,
                 decision.keep_children,
+                version,
             )
             if woken:
                 self.telemetry.emit(
@@ -88,6 +95,8 @@ class Committer:
                 decision.limit,
                 now,
                 claim.trace_context,
+                version,
+                [c.state_version for c in children],
             )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
@@ -106,7 +115,7 @@ class Committer:
         return ok
 
     async def _flush(self, items: Sequence[BatchItem]) -> set[int]:
-        arrays: list[list[Any]] = [[] for _ in range(13)]
+        arrays: list[list[Any]] = [[] for _ in range(14)]
         consumed: tuple[list[int], list[int]] = ([], [])
         for it in items:
             values = (
@@ -123,6 +132,7 @@ class Committer:
                 it.limit.name,
                 it.limit.partition,
                 it.limit.weight,
+                it.state_version,
             )
             for column, value in zip(arrays, values, strict=True):
                 column.append(value)

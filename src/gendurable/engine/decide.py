@@ -18,7 +18,7 @@ from ..errors import GenDurableError
 from ..limit import Limit
 from ..outcome import Done, Goto, Reawait, Retry, Spawn, Stop
 from ..spec import StepSpec, WorkflowSpec
-from .codec import encode_json, encode_typed, error_record
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed, error_record
 from .entries import NO_LIMIT, NewRow, StepLimit, new_rows, step_limit
 
 
@@ -148,6 +148,7 @@ class Catalog:
 
     specs: Mapping[str, WorkflowSpec]
     limits: Mapping[str, Limit]
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
 
 NO_CATALOG = Catalog({}, {})
@@ -178,9 +179,10 @@ def decide(
     """
     if not isinstance(produced, BaseException):
         try:
-            return _commit(
+            decision = _commit(
                 spec, step, attempt, state, produced, awaited, seen, timed_out, rng, catalog
             )
+            return _within_limit(decision, catalog.max_payload_bytes)
         except GenDurableError as exc:
             produced = exc
     if spec.handler is not None and not handled:
@@ -231,13 +233,13 @@ def _commit(
         delay = outcome.delay
         if delay is None:
             delay = spec.retry.backoff.delay(attempt + 1, rng)
-        return RetryLater(_state(spec, outcome.state, state), delay, None)
+        return RetryLater(_kept(spec, outcome.state, state), delay, None)
     if isinstance(outcome, Done):
         result = encode_typed(outcome.result, spec.result_type, spec.result_decoder, "result")
-        return Finish("done", _state(spec, None, state), result, None)
+        return Finish("done", _kept(spec, None, state), result, None)
     if isinstance(outcome, Stop):
         error = {"type": "stop", "message": str(outcome.reason), "step": step.name}
-        return Finish("failed", _state(spec, None, state), None, encode_json(error))
+        return Finish("failed", _kept(spec, None, state), None, encode_json(error))
     if isinstance(outcome, Reawait):
         if step.awaits is None:
             raise InvalidOutcome(f"step {step.name!r} returned reawait() but awaits no signals")
@@ -255,6 +257,23 @@ def _commit(
     )
 
 
+def _within_limit(decision: Decision, limit: int) -> Decision:
+    """`decision`, or `ValidationError` when a state, result or child state it would store
+    is above `limit` bytes (the error path then decides, before anything is written)."""
+    if isinstance(decision, MoveTo | RetryLater | Park) and decision.state is not None:
+        check_size(decision.state, limit, "state")
+    elif isinstance(decision, Finish):
+        if decision.state is not None:
+            check_size(decision.state, limit, "state")
+        if decision.result is not None:
+            check_size(decision.result, limit, "result")
+    elif isinstance(decision, SpawnChildren):
+        check_size(decision.state, limit, "state")
+        for i, child in enumerate(decision.children):
+            check_size(child.state, limit, f"spawn child {i} ({child.workflow}) state")
+    return decision
+
+
 def _target(spec: WorkflowSpec, step: StepSpec, name: str, verb: str) -> StepSpec:
     target = spec.steps.get(name)
     if target is None:
@@ -262,6 +281,14 @@ def _target(spec: WorkflowSpec, step: StepSpec, name: str, verb: str) -> StepSpe
             f"step {step.name!r} {verb} unknown step {name!r} (steps: {', '.join(spec.steps)})"
         )
     return target
+
+
+def _kept(spec: WorkflowSpec, override: Any, current: Any) -> bytes | None:
+    """Like `_state`, but None (the stored state is kept) when a typed workflow has no state
+    to commit: the stored one did not decode, and its handler retries or ends the instance."""
+    if override is None and current is None and spec.state_type is not None:
+        return None
+    return _state(spec, override, current)
 
 
 def _state(spec: WorkflowSpec, override: Any, current: Any) -> bytes:

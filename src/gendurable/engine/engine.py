@@ -32,12 +32,14 @@ from ..spec import WorkflowSpec
 from ..sql import quote_schema
 from ..telemetry import Telemetry
 from .client import Client
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
 from .decide import Catalog
 from .executor import Executor
 from .notifier import Notifier
 from .rate_config import RateConfigs
 from .scheduler import Scheduler
+from .watchdog import LoopWatchdog
 
 _log = logging.getLogger("gendurable.engine")
 
@@ -58,7 +60,10 @@ class Engine:
     refuses, with `ConfigError`, a step whose named limit it lacks or whose weight is above
     the limit's burst. Every engine with queues collects garbage every `gc_interval`:
     terminal instances older than `gc_retention` (None keeps them), idle rate buckets and
-    configs no running engine holds, `gc_batch` rows per statement.
+    configs no running engine holds, `gc_batch` rows per statement. `max_payload_bytes`
+    bounds each state, result, signal payload and child state, as encoded JSON: a bigger
+    one is refused with `ValidationError` before anything is written (for a step's outcome,
+    the error path decides).
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class Engine:
         statement_timeout: timedelta = timedelta(seconds=30),
         gc_interval: timedelta = timedelta(minutes=1),
         gc_batch: int = 1000,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         quote_schema(schema)
         if dsn is not None:
@@ -92,6 +98,15 @@ class Engine:
             raise ConfigError(f"migrate must be 'auto', True or False, got {migrate!r}")
         if lease <= timedelta(0) or poll_interval <= timedelta(0):
             raise ConfigError("lease and poll_interval must be positive durations")
+        if (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 1
+        ):
+            raise ConfigError(
+                f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
+            )
+        self.max_payload_bytes = max_payload_bytes
         self.name = name
         self.schema = schema
         self.dsn = dsn
@@ -134,6 +149,7 @@ class Engine:
         self.collector: Collector | None = None
         self.nodes: Nodes | None = None
         self._started = False
+        self._watchdog: LoopWatchdog | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -178,9 +194,18 @@ class Engine:
         self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
         notifier = Notifier(self._listener, self._wake_queue)
         await self._listener.start()
-        self._client = Client(self.specs, store, self.clock, notifier, self.telemetry)
-        committer = Committer(store, self.clock, self.telemetry, self.leases)
-        catalog = Catalog(self.specs, self.limits)
+        self._client = Client(
+            self.specs,
+            store,
+            self.clock,
+            notifier,
+            self.telemetry,
+            objects=self._objects,
+            max_payload_bytes=self.max_payload_bytes,
+        )
+        versions = {name: spec.version for name, spec in self.specs.items()}
+        committer = Committer(store, self.clock, self.telemetry, self.leases, versions)
+        catalog = Catalog(self.specs, self.limits, self.max_payload_bytes)
         executor = Executor(self.specs, self._objects, committer, self.telemetry, self, catalog)
         self._executor = executor
         known = [(w, s, self.leases[w]) for w, spec in self.specs.items() for s in spec.steps]
@@ -230,6 +255,12 @@ class Engine:
         await self.nodes.register()
         if not self.clock.manual:  # with a manual clock drain() refreshes the node
             self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
+        if self.queues:  # a step that blocks the loop stops every heartbeat: say which
+            lease = min(self.leases.values()).total_seconds()
+            self._watchdog = LoopWatchdog(
+                self.specs, self.telemetry, threshold=lease / 3, lease=lease, engine=self.name
+            )
+            self._watchdog.start()
         self.reaper = Reaper(store, self.clock, self.telemetry)
         if self.queues and not self.clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.
@@ -268,7 +299,8 @@ class Engine:
 
         Releasing and closing get a short grace on top of `timeout`; when the database is
         unreachable they give up then, and the leases of what could not be released expire
-        as after a crash. So `stop()` returns within about `timeout` + 2 x `CLOSE_GRACE`.
+        as after a crash; a claim in flight gets as long to give back what it took. So
+        `stop()` returns within about `timeout` + 3 x `CLOSE_GRACE`.
         """
         if not self._started:
             return
@@ -296,6 +328,9 @@ class Engine:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         loops = self._claim_loops + self._loops
         for task in loops:
             task.cancel()
@@ -444,6 +479,11 @@ class Engine:
                 f"engine {self.name!r} is not running: use `async with engine:` first"
             )
         return self._client
+
+    @property
+    def workflow_objects(self) -> Mapping[str, Any]:
+        """The object of each workflow class, by name: its steps and upgrades run on it."""
+        return self._objects
 
     @property
     def store(self) -> Store:

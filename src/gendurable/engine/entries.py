@@ -49,6 +49,8 @@ class NewRow:
     scope: tuple[str, ...]
     concurrency_key: str | None
     limit: StepLimit
+    state_version: int = 1
+    """The version of the workflow that encoded `state` (`@gd.workflow(version=)`)."""
 
 
 def new_row(spec: WorkflowSpec, entry: ChildEntry, *, run_at: datetime | None = None) -> NewRow:
@@ -71,6 +73,7 @@ def new_row(spec: WorkflowSpec, entry: ChildEntry, *, run_at: datetime | None = 
         scope=check_scope(entry.scope),
         concurrency_key=entry.concurrency_key,
         limit=step_limit(spec, step, state),
+        state_version=spec.version,
     )
 
 
@@ -168,6 +171,8 @@ def step_limit(
             ) from exc
     if part is not None and not isinstance(part, str):
         raise ValidationError(f"partition must be a string, got {part!r}")
+    if part is not None:
+        check_text(part, "partition")
     return StepLimit(limit, part, tokens)
 
 
@@ -178,10 +183,42 @@ def encode_state(spec: WorkflowSpec, state: Any) -> bytes:
     return encode_typed(state, spec.state_type, spec.state_decoder, f"{spec.name} state")
 
 
+MAX_KEY_BYTES = 2000
+"""The longest key, concurrency key, queue or partition, in UTF-8 bytes: each is indexed,
+and a btree entry holds at most 2704 bytes."""
+
+
 def check_key(key: Any, what: str = "key") -> None:
-    """A key is a non-empty string or None."""
+    """A key is a non-empty string or None (see `check_text`)."""
     if key is not None and (not isinstance(key, str) or not key):
         raise ValidationError(f"{what} must be a non-empty string or None, got {key!r}")
+    if key is not None:
+        check_text(key, what)
+
+
+def check_text(text: str, what: str, max_bytes: int = MAX_KEY_BYTES) -> str:
+    """Refuse a string PostgreSQL cannot store or index: a NUL character, a lone surrogate
+    (not UTF-8), more than `max_bytes` bytes."""
+    if "\x00" in text:
+        raise ValidationError(
+            f"{what} {_short(text)} holds a NUL character (\\x00), which PostgreSQL text "
+            "cannot store"
+        )
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{what} {_short(text)} is not valid UTF-8: {exc.reason}") from None
+    if size > max_bytes:
+        raise ValidationError(
+            f"{what} {_short(text)} is {size:,} bytes of UTF-8, above the limit of "
+            f"{max_bytes:,} (it is indexed)"
+        )
+    return text
+
+
+def _short(text: str) -> str:
+    """`text` as a repr, cut in the middle when long (error messages stay readable)."""
+    return repr(text) if len(text) <= 60 else f"{text[:40]!r}...{text[-10:]!r}"
 
 
 def check_timing(delay: timedelta | None, run_at: datetime | None) -> None:
@@ -229,4 +266,4 @@ def _queue(queue: Any, default: str) -> str:
         return default
     if not isinstance(queue, str) or not queue:
         raise ValidationError(f"queue must be a non-empty string, got {queue!r}")
-    return queue
+    return check_text(queue, "queue")

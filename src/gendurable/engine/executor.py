@@ -1,8 +1,9 @@
 """Run claimed steps: build the context, call the step, decide, commit.
 
-A plain `def` step runs in a worker thread. A step that raises, times out, or returns
-something that cannot be committed goes to the error path (the workflow's `handle`, then the
-retry policy), never to the reaper.
+A plain `def` step runs in a worker thread. A state written by an older version of the
+workflow is upgraded first (`gendurable.upgrader`). A step that raises, times out, or returns
+something that cannot be committed, and a state that cannot be upgraded or decoded, go to the
+error path (the workflow's `handle`, then the retry policy), never to the reaper.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import msgspec
+
 from ..context import ChildResult, Context, Signal
-from ..errors import DuplicateKey, StepTimeout
+from ..errors import DuplicateKey, StateUpgradeError, StepTimeout, ValidationError
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
+from ..upgrader import upgrade_state
 from .claim import Claimed, StoredChild, StoredSignal
 from .codec import decode_json
 from .committer import Committer
@@ -55,7 +59,7 @@ class Executor:
         catalog: Catalog = NO_CATALOG,
     ) -> None:
         self.specs = specs
-        self.catalog = catalog if catalog.specs else Catalog(specs, catalog.limits)
+        self.catalog = catalog if catalog.specs else replace(catalog, specs=specs)
         self.objects = objects
         self.committer = committer
         self.telemetry = telemetry
@@ -85,7 +89,13 @@ class Executor:
         for _ in range(MAX_CHAIN):
             self._current[claim.id] = claim
             step = spec.steps[claim.step]
-            if step.awaits is not None and not claim.timed_out and not _fresh(step, claim):
+            claim, unreadable = self._upgraded(spec, claim)
+            if (
+                unreadable is None
+                and step.awaits is not None
+                and not claim.timed_out
+                and not _fresh(step, claim)
+            ):
                 # Entered without a matching signal yet (a start, a delayed goto, a spawn's
                 # children all ended): park, keeping what the entry set.
                 decision: Decision = park(
@@ -93,7 +103,7 @@ class Executor:
                 )
                 state: Any = None
             else:
-                decision, state = await self._run_step(spec, step, claim)
+                decision, state = await self._run_step(spec, step, claim, unreadable)
             if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
                 decision = replace(decision, keep_claim=False)
             try:
@@ -106,9 +116,27 @@ class Executor:
                 committed = await self.committer.apply(claim, decision)
             if not (committed and isinstance(decision, MoveTo) and decision.keep_claim):
                 return
-            claim = claim.moved(decision.step, decision.state)
+            claim = replace(claim.moved(decision.step, decision.state), state_version=spec.version)
         # The chain is long: let the queue's order decide what runs next.
         await self.committer.release(claim)
+
+    def _upgraded(
+        self, spec: WorkflowSpec, claim: Claimed
+    ) -> tuple[Claimed, StateUpgradeError | None]:
+        """The claim with its state at the workflow's version, or why it cannot be."""
+        if claim.state_version == spec.version:
+            return claim, None
+        try:
+            data = upgrade_state(
+                spec,
+                claim.state,
+                claim.state_version,
+                self.objects.get(spec.name),
+                what=f"instance {claim.id}",
+            )
+        except StateUpgradeError as exc:
+            return claim, exc
+        return replace(claim, state=data, state_version=spec.version), None
 
     async def _on_error(
         self, spec: WorkflowSpec, step: StepSpec, claim: Claimed, state: Any, exc: Exception
@@ -150,7 +178,11 @@ class Executor:
         )
 
     async def _run_step(
-        self, spec: WorkflowSpec, step: StepSpec, claim: Claimed
+        self,
+        spec: WorkflowSpec,
+        step: StepSpec,
+        claim: Claimed,
+        unreadable: StateUpgradeError | None = None,
     ) -> tuple[Decision, Any]:
         meta = {
             "id": claim.id,
@@ -168,7 +200,9 @@ class Executor:
         state: Any = None
         produced: Any = None
         try:
-            state = spec.state_decoder.decode(claim.state) if claim.state is not None else None
+            if unreadable is not None:  # no upgrade leads the stored state here
+                raise unreadable
+            state = _stored_state(spec, claim.state)
             ctx = self._context(spec, step, claim)
         except Exception as exc:  # stored state or a payload no longer decodes (a deploy
             produced = exc  # changed its type): the error path decides, not the reaper
@@ -284,8 +318,29 @@ def _outcome(decision: Decision) -> str:
     return names.get(type(decision), type(decision).__name__)
 
 
+def _stored_state(spec: WorkflowSpec, data: bytes | None) -> Any:
+    """The stored state decoded as the workflow's State, or `ValidationError` saying which
+    field no longer decodes (a deploy changed the type under live rows)."""
+    if data is None:
+        return None
+    try:
+        return spec.state_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        tp = getattr(spec.state_type, "__qualname__", "its State")
+        raise ValidationError(
+            f"the stored state of this {spec.name} instance no longer decodes as {tp}: {exc}"
+        ) from None
+
+
 def _signal(spec: WorkflowSpec, stored: StoredSignal) -> Signal:
     """Decode a stored signal's payload with its declared type (plain JSON otherwise)."""
-    _, _, decoder = spec.signal_type(stored.name)
-    payload = decode_json(stored.payload, decoder)
+    _, tp, decoder = spec.signal_type(stored.name)
+    try:
+        payload = decode_json(stored.payload, decoder)
+    except msgspec.DecodeError as exc:
+        name = getattr(tp, "__qualname__", "its declared type")
+        raise ValidationError(
+            f"the stored payload of signal {stored.name!r} (id {stored.id}) no longer "
+            f"decodes as {name}: {exc}"
+        ) from None
     return Signal(stored.id, stored.name, payload, stored.received_at)

@@ -32,6 +32,8 @@ class BatchItem:
     lease: timedelta | None = None
     consumed: tuple[int, ...] = field(default=())
     limit: StepLimit = NO_LIMIT
+    state_version: int = 1
+    """The workflow version of `state` (ignored when `state` is None: the row keeps its own)."""
 
 
 Flush = Callable[[Sequence[BatchItem]], Awaitable[set[int]]]

@@ -26,9 +26,13 @@ from .executor import Executor
 
 _log = logging.getLogger("gendurable.scheduler")
 
+GIVE_BACK_GRACE = 2.0
+"""Seconds a stopping scheduler waits for a claim in flight, to release what it took."""
+
 
 def worker_id(engine: str, queue: str) -> str:
-    """`<engine>:<queue>@<host>-<pid>-<unique>`: stored in `locked_by` of every claim."""
+    """`<engine>:<queue>@<host>-<pid>-<unique>`: each claim stores it in `locked_by`,
+    followed by `#<claim number>`."""
     return f"{engine}:{queue}@{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -71,6 +75,9 @@ class Scheduler:
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
+        # The instance each running task runs: the heartbeat extends these claims only.
+        self._running_ids: dict[asyncio.Task[None], int] = {}
+        self._claims_made = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -92,28 +99,40 @@ class Scheduler:
             free = self.concurrency - len(self._running)
             if not self.claiming or free < self.min_demand:
                 return 0
-            rows = await self.store.instance_claim(
-                self.queue,
-                free,
-                self.locked_by,
-                self.known_leases,
-                self.clock.now(),
-                self.known_workflows,
-                self.known_steps,
+            # A task of its own (named like the loop's, for logs), shielded from stop():
+            # see `_give_back`.
+            token = self._claim_token()
+            current = asyncio.current_task()
+            claim = asyncio.create_task(
+                self.store.instance_claim(
+                    self.queue,
+                    free,
+                    token,
+                    self.known_leases,
+                    self.clock.now(),
+                    self.known_workflows,
+                    self.known_steps,
+                ),
+                name=current.get_name() if current is not None else None,
             )
-            claimed = [r for r in rows if r["go"]]
-            self._report(rows, claimed)
-            if len(claimed) < len(rows):
-                # Deferred rows are due when their tokens come: claim again then, rather
-                # than at the next poll.
-                self._wake_at({r["wait"] for r in rows if not r["go"]})
-            inboxes = await self._inboxes(claimed)
-            children = await self._children(claimed)
+            try:
+                rows = await asyncio.shield(claim)
+                claimed = [r for r in rows if r["go"]]
+                self._report(rows, claimed)
+                if len(claimed) < len(rows):
+                    # Deferred rows are due when their tokens come: claim again then,
+                    # rather than at the next poll.
+                    self._wake_at({r["wait"] for r in rows if not r["go"]})
+                inboxes = await self._inboxes(claimed)
+                children = await self._children(claimed)
+            except asyncio.CancelledError:
+                await self._give_back(claim, token)
+                raise
             for row in claimed:
                 self._start(
                     Claimed.from_row(
                         row,
-                        self.locked_by,
+                        token,
                         inboxes.get(row["id"], ()),
                         children.get(row["id"], ()),
                     )
@@ -121,6 +140,16 @@ class Scheduler:
             self.claimed_total += len(claimed)
             self.deferred_total += len(rows) - len(claimed)
             return len(rows)
+
+    def _claim_token(self) -> str:
+        """`<locked_by>#<n>`: the name the rows of this scheduler's n-th claim are locked by.
+
+        A name per claim, not per scheduler: a commit repeated after its answer was lost, or
+        a late one from a run whose lease expired, must not pass the ownership guard of a
+        later claim of the same row by this same scheduler.
+        """
+        self._claims_made += 1
+        return f"{self.locked_by}#{self._claims_made}"
 
     def _wake_at(self, waits: set[float]) -> None:
         """Wake the loop after each of these delays (seconds), rounded up to 10 ms (a wake a
@@ -146,6 +175,19 @@ class Scheduler:
         self._timer = None
         self.wake()
         self._arm()
+
+    async def _give_back(self, claim: asyncio.Task[list[Any]], token: str) -> None:
+        """Release the rows of a claim whose loop was cancelled (stop) before it started them.
+
+        The statement may have committed on the server already: its rows would otherwise
+        stay `executing` under this scheduler, with no step running them, for a whole lease.
+        Bounded: with the database unreachable the claim is abandoned (it did not commit).
+        """
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(GIVE_BACK_GRACE):
+                for row in await claim:
+                    if row["go"]:
+                        await self.store.instance_release(row["id"], token, self.clock.now())
 
     def _report(self, rows: Sequence[Any], claimed: Sequence[Any]) -> None:
         """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
@@ -263,7 +305,11 @@ class Scheduler:
         if not self._running:
             return 0
         return await self.store.lease_extend(
-            self.locked_by, self.lease_workflows, self.lease_values, self.clock.now()
+            self.locked_by,
+            self.lease_workflows,
+            self.lease_values,
+            self.clock.now(),
+            list(self._running_ids.values()),
         )
 
     def stop_claiming(self) -> None:
@@ -291,6 +337,7 @@ class Scheduler:
     def _start(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
+        self._running_ids[task] = claim.id
         self._idle.clear()
         task.add_done_callback(self._finished)
 
@@ -304,6 +351,7 @@ class Scheduler:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._running_ids.pop(task, None)
         self.finished_total += 1
         if not self._running:
             self._idle.set()

@@ -20,7 +20,7 @@ ORDER BY i.workflow, i.step, a.name;
 -- name: check_states_oldest
 -- A sample: the live states of one workflow written longest ago, the likeliest to have been
 -- written by older code.
-SELECT id, state
+SELECT id, state, state_version
 FROM __schema__.instances
 WHERE workflow = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
   AND state IS NOT NULL
@@ -29,9 +29,18 @@ LIMIT $2;
 
 -- name: check_states_page
 -- Every live state of one workflow, one page at a time (keyset on id: O(page) per call).
-SELECT id, state
+SELECT id, state, state_version
 FROM __schema__.instances
 WHERE workflow = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
   AND state IS NOT NULL AND id > $2
 ORDER BY id
 LIMIT $3;
+
+-- name: check_state_versions
+-- Live rows by (workflow, state version): the compiled upgrades must lead every stored
+-- version to the workflow's current one.
+SELECT workflow, state_version, count(*) AS n, min(id) AS example_id
+FROM __schema__.instances
+WHERE status IN ('available', 'executing', 'awaiting', 'waiting')
+GROUP BY workflow, state_version
+ORDER BY workflow, state_version;

@@ -9,7 +9,8 @@ SELECT i.id, i.workflow, i.key, i.status::text, i.step, i.attempt, i.max_attempt
        i.await_names, i.await_deadline, i.pending_children, i.parent_id, i.concurrency_key,
        i.rate_limit, i.rate_partition, i.weight, i.rescued, i.inserted_at, i.updated_at,
        i.finished_at,
-       b.reason AS blocked_reason, b.until AS blocked_until, b.detail AS blocked_detail
+       b.reason AS blocked_reason, b.until AS blocked_until, b.detail AS blocked_detail,
+       i.state_version
 FROM __schema__.instances i
 LEFT JOIN LATERAL __schema__.blocked_by(i, coalesce($2::timestamptz, now())) b ON true
 WHERE i.id = $1;

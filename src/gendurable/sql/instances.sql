@@ -7,16 +7,17 @@
 -- existing row is returned even when it committed after this statement's snapshot; `created`
 -- tells a fresh insert (xmax = 0) from the live instance that already held the key. A single
 -- start holds no other lock, so waiting for that row's lock can close no cycle.
--- $14-$16: the start step's rate limit, partition and weight.
+-- $14-$16: the start step's rate limit, partition and weight; $18 the workflow's version.
 WITH now AS (SELECT coalesce($12::timestamptz, now()) AS t),
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
         concurrency_key, rate_limit, rate_partition, weight, inserted_at, updated_at,
-        trace_context)
+        trace_context, state_version)
     SELECT $1, $2, $3, $4::jsonb, $5, $6,
            coalesce($7::timestamptz, now.t + coalesce($8::interval, interval '0')),
-           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t, $17::text
+           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t, $17::text,
+           $18::int
     FROM now
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO UPDATE SET key = excluded.key
@@ -35,7 +36,8 @@ FROM ins, now;
 -- already (it is returned by `instances_holding_keys` afterwards): a batch waits only on
 -- key locks, never on rows, so it closes no cycle with writers that lock rows (cancel,
 -- commits). Keys must be unique within the batch (the caller dedupes). A child's
--- `spawn_index` is its position in the spawn.
+-- `spawn_index` is its position in the spawn. $19 holds each row's workflow version, parallel
+-- to the other arrays.
 WITH now AS (SELECT coalesce($16::timestamptz, now()) AS t),
 rows AS (
     SELECT u.*
@@ -50,12 +52,13 @@ ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
         concurrency_key, rate_limit, rate_partition, weight, parent_id, spawn_index,
-        inserted_at, updated_at, trace_context)
+        inserted_at, updated_at, trace_context, state_version)
     SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
            coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
            r.key, r.scope::__schema__.status[], r.concurrency_key, r.rate_limit,
            r.rate_partition, r.weight, $15::bigint,
-           CASE WHEN $15::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t, $18::text
+           CASE WHEN $15::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t, $18::text,
+           ($19::int[])[r.ord::int]
     FROM rows r, now
     ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
@@ -83,12 +86,15 @@ ORDER BY k.workflow, k.key, (i.status = ANY (i.scope)) DESC, i.id DESC;
 -- (workflow, step) pairs this deploy knows are taken: rows of other deploys stay untouched.
 -- Each claim lasts its workflow's lease ($4 lists them, parallel to the known pairs).
 --
--- Concurrency keys: a row whose key is executing elsewhere is passed over in the scan (so
--- it blocks nothing behind it), and an advisory lock per key ($8 namespaces it by schema)
--- makes two claims running at once pass over each other's keys. The batch keeps the most
--- urgent row of each key. The unique index `instances_concurrency_active` is the guarantee
+-- Concurrency keys: only the most urgent due row of each key in the queue is eligible
+-- (found through `instances_concurrency_head`), so a batch takes at most one row per key
+-- and a key's backlog never fills the LIMIT ahead of other rows (no head-of-line
+-- blocking); a row whose key is executing elsewhere is passed over in the scan, and an
+-- advisory lock per key ($8 namespaces it by schema) makes two claims running at once pass
+-- over each other's keys. The unique index `instances_concurrency_active` is the guarantee
 -- itself: a claim whose snapshot predates another's commit fails with a unique violation
--- rather than run a second row of the key (the store retries it).
+-- rather than run a second row of the key (the store retries it). `contended` counts the
+-- keys this claim took that have more due rows waiting.
 --
 -- Rate limits: rows with a `rate_limit` take `weight` tokens from the bucket (limit,
 -- partition). Buckets are created (a swept one recreated) and locked in key order by one
@@ -111,26 +117,37 @@ picked AS (
            OR (NOT EXISTS (SELECT 1 FROM __schema__.instances e
                            WHERE e.concurrency_key = i.concurrency_key
                              AND e.status = 'executing')
+               -- only the most urgent due row of its key in this queue: the LIMIT below
+               -- then never fills with rows of one key (no head-of-line blocking)
+               AND i.id = (SELECT h.id FROM __schema__.instances h
+                           JOIN known kh ON kh.workflow = h.workflow AND kh.step = h.step
+                           WHERE h.concurrency_key = i.concurrency_key AND h.queue = i.queue
+                             AND h.status = 'available' AND h.run_at <= now.t
+                           ORDER BY h.priority DESC, h.run_at, h.id
+                           LIMIT 1)
                AND pg_try_advisory_xact_lock(hashtextextended($8 || i.concurrency_key, 0))))
     ORDER BY i.priority DESC, i.run_at, i.id
     LIMIT $2
     FOR UPDATE OF i SKIP LOCKED
 ),
-first_of_key AS (
-    SELECT DISTINCT ON (p.concurrency_key) p.id
+-- Keys this claim took that have more due rows waiting behind them
+-- (`concurrency.contended`): one probe of `instances_concurrency_head` per key (a scalar
+-- subquery, which the planner keeps per row instead of hashing the whole queue).
+held_back AS (
+    SELECT count(*) AS n
     FROM picked p
+    CROSS JOIN now
     WHERE p.concurrency_key IS NOT NULL
-    ORDER BY p.concurrency_key, p.priority DESC, p.run_at, p.id
-),
-chosen AS (
-    SELECT p.* FROM picked p
-    WHERE p.concurrency_key IS NULL OR p.id IN (SELECT id FROM first_of_key)
+      AND (SELECT h.id FROM __schema__.instances h
+           WHERE h.concurrency_key = p.concurrency_key AND h.queue = $1
+             AND h.status = 'available' AND h.run_at <= now.t AND h.id <> p.id
+           LIMIT 1) IS NOT NULL
 ),
 demand AS (
     SELECT c.id, c.rate_limit AS name, coalesce(c.rate_partition, '') AS part,
            sum(c.weight) OVER (PARTITION BY c.rate_limit, coalesce(c.rate_partition, '')
                                ORDER BY c.priority DESC, c.run_at, c.id) AS cum
-    FROM chosen c
+    FROM picked c
     WHERE c.rate_limit IS NOT NULL
 ),
 buckets AS (
@@ -164,7 +181,7 @@ verdict AS (
                 ELSE now.t + make_interval(
                     secs => (d.cum - b.granted - b.tokens) * cfg.per_ms / cfg.allowed / 1000.0)
            END AS wake_at
-    FROM chosen c
+    FROM picked c
     LEFT JOIN demand d ON d.id = c.id
     LEFT JOIN buckets b ON b.name = d.name AND b.partition = d.part
     LEFT JOIN __schema__.rate_configs cfg ON cfg.name = d.name
@@ -185,9 +202,9 @@ claimed AS (
               i.timed_out, i.await_seen, i.children_from, v.go, v.unknown_limit,
               i.rate_limit, i.rate_partition, i.weight, i.run_at,
               extract(epoch FROM i.run_at - now.t)::float8 AS wait, i.trace_context,
-              extract(epoch FROM now.t - v.due_at)::float8 AS waited
+              extract(epoch FROM now.t - v.due_at)::float8 AS waited, i.state_version
 )
-SELECT claimed.*, (SELECT count(*) FROM picked) - (SELECT count(*) FROM chosen) AS contended
+SELECT claimed.*, (SELECT n FROM held_back) AS contended
 FROM claimed;
 
 -- name: outcome_park
@@ -196,7 +213,7 @@ FROM claimed;
 -- a fresh snapshot under that lock, so a signal racing the park is never stranded.
 -- $6 is the await timeout (NULL: none); $9 true keeps the current deadline (reawait);
 -- $11-$13 the step's rate limit, partition and weight; $14 true keeps ctx.children (the
--- step was entered by its spawn finishing, not by a goto).
+-- step was entered by its spawn finishing, not by a goto); $15 the version of the state.
 WITH now AS (SELECT coalesce($10::timestamptz, now()) AS t),
 upd AS (
     UPDATE __schema__.instances i
@@ -207,7 +224,7 @@ upd AS (
         await_seen = $7, timed_out = false,
         rate_limit = $11, rate_partition = $12, weight = $13,
         children_from = CASE WHEN $14::boolean THEN i.children_from END,
-        locked_by = NULL, locked_until = NULL, updated_at = now.t
+        locked_by = NULL, locked_until = NULL, updated_at = now.t, state_version = $15::int
     FROM now
     WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
     RETURNING i.id
@@ -288,7 +305,7 @@ SELECT fin.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded FROM fin;
 -- name: instance_by_id
 SELECT id, workflow, key, status::text, step, attempt, state, result, error, queue,
        priority, run_at, locked_by, locked_until, await_names, await_deadline,
-       pending_children, inserted_at, updated_at, finished_at
+       pending_children, inserted_at, updated_at, finished_at, state_version
 FROM __schema__.instances
 WHERE id = $1;
 
@@ -296,7 +313,7 @@ WHERE id = $1;
 -- The live instance holding the key, else the most recent one that had it.
 SELECT id, workflow, key, status::text, step, attempt, state, result, error, queue,
        priority, run_at, locked_by, locked_until, await_names, await_deadline,
-       pending_children, inserted_at, updated_at, finished_at
+       pending_children, inserted_at, updated_at, finished_at, state_version
 FROM __schema__.instances
 WHERE workflow = $1 AND key = $2 AND key IS NOT NULL
 ORDER BY (status IN ('available', 'executing', 'awaiting', 'waiting')) DESC, id DESC
@@ -323,15 +340,16 @@ ORDER BY workflow, step;
 -- are `instances_ended`'s, called once for the rows that finished here.
 -- kind: 'goto' | 'continue' | 'retry' | 'finish'. Consumed signals ride in as the parallel
 -- arrays $13 (instance ids) and $14 (signal ids); $15-$17 are the rate limit, partition and
--- weight of the step a goto or continue enters.
+-- weight of the step a goto or continue enters; $18 the version of each row's new state
+-- (a row whose state is NULL here keeps its stored state and version).
 WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
 b AS (
     SELECT *
     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
                 $7::interval[], $8::text[], $9::jsonb[], $10::jsonb[], $11::interval[],
-                $15::text[], $16::text[], $17::int[])
+                $15::text[], $16::text[], $17::int[], $18::int[])
          AS b(id, locked_by, kind, step, state, delay, status, result, error, lease,
-              rate_limit, rate_partition, weight)
+              rate_limit, rate_partition, weight, state_version)
 ),
 locked AS (
     SELECT i.id
@@ -347,6 +365,8 @@ upd AS (
     UPDATE __schema__.instances i
     SET step = CASE WHEN b.kind IN ('goto', 'continue') THEN b.step ELSE i.step END,
         state = coalesce(b.state, i.state),
+        state_version = CASE WHEN b.state IS NULL THEN i.state_version
+                             ELSE b.state_version END,
         status = CASE b.kind WHEN 'continue' THEN 'executing'::__schema__.status
                              WHEN 'finish' THEN b.status::__schema__.status
                              ELSE 'available'::__schema__.status END,
@@ -394,7 +414,7 @@ SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded FROM upd;
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
 -- in (key locks first, then this row lock: the order every writer keeps). The parent waits
 -- for $5 children from id $6 on, or, with none, is due at once at `then`.
--- $10-$12: the rate limit, partition and weight of `then`.
+-- $10-$12: the rate limit, partition and weight of `then`; $13 the version of state $4.
 WITH now AS (SELECT coalesce($9::timestamptz, now()) AS t),
 upd AS (
     UPDATE __schema__.instances i
@@ -404,7 +424,8 @@ upd AS (
         pending_children = $5, children_from = $6, attempt = 0, run_at = now.t,
         locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
         await_names = NULL, await_deadline = NULL,
-        rate_limit = $10, rate_partition = $11, weight = $12, updated_at = now.t
+        rate_limit = $10, rate_partition = $11, weight = $12, updated_at = now.t,
+        state_version = CASE WHEN $4::jsonb IS NULL THEN i.state_version ELSE $13::int END
     FROM now
     WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
     RETURNING i.id, i.queue, i.status

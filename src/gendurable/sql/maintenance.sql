@@ -5,19 +5,26 @@
 -- name: lease_extend
 -- Heartbeat: extend every running claim of one scheduler in one statement, each by its
 -- workflow's lease ($2 workflows, $4 leases, parallel arrays). The rows are locked in id
--- order first, like every multi-row writer, so a heartbeat never deadlocks with a cancel
--- that ends several of them.
+-- order first, like every multi-row writer, skipping the ones another transaction holds:
+-- a heartbeat never waits, so it deadlocks with nothing, and a row someone keeps locked
+-- (a long transaction, an operator's FOR UPDATE) does not starve the others of their
+-- extension; it is extended by the first heartbeat that finds it free (or, past its lease,
+-- rescued by the reaper). Each claim of the scheduler ($1) locks its rows as
+-- `$1#<claim number>`. Only the ids the scheduler runs ($5) are extended: rows of a claim
+-- whose answer was lost (the connection dropped after it committed) are claimed by this
+-- scheduler but run by nobody, and must expire so that the reaper hands them out.
 WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t),
 mine AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.locked_by = $1 AND i.status = 'executing'
+    WHERE i.id = ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')
+      AND i.status = 'executing'
     ORDER BY i.id
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE __schema__.instances i
 SET locked_until = now.t + l.lease
 FROM now, mine, unnest($2::text[], $4::interval[]) AS l(workflow, lease)
-WHERE i.id = mine.id AND i.locked_by = $1 AND i.status = 'executing'
+WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '#') AND i.status = 'executing'
   AND i.workflow = l.workflow;
 
 -- name: lease_rescue

@@ -62,7 +62,10 @@ CREATE TABLE IF NOT EXISTS __schema__.instances (
     updated_at timestamptz NOT NULL,
     finished_at timestamptz,
     -- W3C traceparent of the span that started this instance (OpenTelemetry), or NULL.
-    trace_context text
+    trace_context text,
+    -- The `@gd.workflow(version=)` of the code that wrote `state`: a deploy of a newer
+    -- version runs the workflow's `@gd.upgrade` chain on it before a step sees it.
+    state_version int NOT NULL DEFAULT 1
 );
 
 CREATE TABLE IF NOT EXISTS __schema__.signals (
@@ -114,6 +117,12 @@ CREATE INDEX IF NOT EXISTS instances_lookup
 CREATE UNIQUE INDEX IF NOT EXISTS instances_concurrency_active
     ON __schema__.instances (concurrency_key)
     WHERE status = 'executing' AND concurrency_key IS NOT NULL;
+
+-- The most urgent due row of each concurrency key in a queue: only that row is eligible in a
+-- claim's scan, so a key with a long backlog never fills a batch with rows it cannot run.
+CREATE INDEX IF NOT EXISTS instances_concurrency_head
+    ON __schema__.instances (concurrency_key, queue, priority DESC, run_at, id)
+    WHERE status = 'available' AND concurrency_key IS NOT NULL;
 
 CREATE INDEX IF NOT EXISTS instances_await_deadline
     ON __schema__.instances (await_deadline)

@@ -1,0 +1,141 @@
+"""The actions: signal, cancel and retry one instance, from the instance page's forms.
+
+Each is a POST that passes, in order: the read-only switch (403 unless actions were
+allowed), the CSRF check (403), the form's validation (400), then one statement, the same
+the command line runs. Success redirects back to the instance page (303, so a reload does
+not repeat it); a refusal re-shows the page with the reason and what was typed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import GenDurableError
+from ..signal_check import check_name_by_nodes, payload_by_code, payload_untyped
+from . import csrf
+from .pages import instance_page, path_id
+from .params import MAX_FORM, BadInput, parse_form, payload_json, text
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def routes(dashboard: Dashboard) -> list[BaseRoute]:
+    """`POST /instances/{id}/signal`, `/cancel` and `/retry`."""
+
+    async def signal(request: Request) -> Response:
+        id, form = await _accepted(dashboard, request)
+        store = await dashboard.store()
+        row = await store.instance_explain(id, None)
+        if row is None:
+            return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
+        workflow = row["workflow"]
+        spec = dashboard.settings.specs.get(workflow)
+        try:
+            name = text(form.get("name"), "signal name")
+            if name is None:
+                raise BadInput("the signal name is missing")
+            payload = payload_json(form.get("payload"))
+            if spec is not None:
+                data = payload_by_code(spec, name, payload)
+            else:
+                await check_name_by_nodes(store, workflow, name)
+                data = payload_untyped(name, payload)
+        except (BadInput, GenDurableError) as exc:
+            return await _refused(dashboard, request, id, str(exc), form, 400)
+        delivered = await store.signal_deliver(workflow, id, None, name, data, None)
+        if delivered is None:
+            message = f"instance {id} is not live; signal {name!r} was not stored"
+            return await _refused(dashboard, request, id, message, form, 409)
+        return _back(request, id, "signal-woke" if delivered["woke"] else "signal")
+
+    async def cancel(request: Request) -> Response:
+        id, form = await _accepted(dashboard, request)
+        store = await dashboard.store()
+        cascaded = await store.instance_cancel(id, None)
+        if cascaded is None:
+            message = f"instance {id} is not live (or does not exist); nothing was cancelled"
+            return await _refused(dashboard, request, id, message, form, 409)
+        return _back(request, id, "cancel")
+
+    async def retry(request: Request) -> Response:
+        id, form = await _accepted(dashboard, request)
+        store = await dashboard.store()
+        row = await store.instance_retry(id, None)
+        if row["retried"] is None:
+            if row["status"] is None:
+                message = f"no instance with id {id}"
+            elif row["status"] != "failed":
+                message = f"instance {id} is {row['status']}: only a failed instance can be retried"
+            elif row["holder"] is not None:
+                message = (
+                    f"instance {id} cannot be retried: live instance {row['holder']} now "
+                    "holds its key"
+                )
+            else:
+                message = (
+                    f"instance {id} cannot be retried: its parent {row['parent_id']} no "
+                    "longer waits for it"
+                )
+            return await _refused(dashboard, request, id, message, form, 409)
+        return _back(request, id, "retry")
+
+    return [
+        Route("/instances/{id}/signal", signal, methods=["POST"], name="signal"),
+        Route("/instances/{id}/cancel", cancel, methods=["POST"], name="cancel"),
+        Route("/instances/{id}/retry", retry, methods=["POST"], name="retry"),
+    ]
+
+
+async def _accepted(dashboard: Dashboard, request: Request) -> tuple[int, dict[str, str]]:
+    """The instance id and form of an action that passed the switch and the CSRF check."""
+    dashboard.require_actions()
+    id = path_id(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != FORM_TYPE:
+        raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
+    form = parse_form(await _body(request))
+    csrf.check(
+        dashboard.settings.secret,
+        cookie=request.cookies.get(csrf.COOKIE),
+        form_token=form.pop(csrf.FIELD, None),
+        headers=request.headers,
+    )
+    return id, form
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused unread past `MAX_FORM` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM:
+        raise BadInput(f"the form is larger than {MAX_FORM} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise BadInput(f"the form is larger than {MAX_FORM} bytes")
+    return bytes(body)
+
+
+async def _refused(
+    dashboard: Dashboard,
+    request: Request,
+    id: int,
+    message: str,
+    form: dict[str, str],
+    status: int,
+) -> Response:
+    if status == 404:
+        return dashboard.error_page(request, 404, "Not found", message)
+    return await instance_page(dashboard, request, id, error=message, form=form, status=status)
+
+
+def _back(request: Request, id: int, done: str) -> Response:
+    base = request.scope.get("root_path", "").rstrip("/")
+    return RedirectResponse(f"{base}/instances/{id}?done={done}", status_code=303)

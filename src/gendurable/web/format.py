@@ -1,0 +1,76 @@
+"""How the pages write values: timestamps in UTC, ages, pretty JSON (the Jinja filters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+
+from ..blocked import format_utc
+
+MAX_JSON_SHOWN = 256 * 1024
+"""Bytes of stored JSON a page shows before cutting it (a huge state stays readable)."""
+
+
+def utc(moment: datetime | None) -> str:
+    """`2026-12-02 10:00:03 UTC`; empty for None."""
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def minute(moment: datetime | None) -> str:
+    """`2026-12-02 10:00 UTC` (seconds when not on a whole minute); empty for None."""
+    return "" if moment is None else format_utc(moment)
+
+
+def age(span: timedelta | None) -> str:
+    """A duration: `2d 3h`, `5m 12s`, `0.4s`; empty for None."""
+    if span is None:
+        return ""
+    seconds = span.total_seconds()
+    if seconds < 0:
+        return f"-{age(-span)}"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s"))
+    return " ".join([f"{n}{unit}" for n, unit in parts if n][:2])
+
+
+def pretty(data: bytes | None) -> str:
+    """Stored JSON bytes indented for reading; `null` for None; cut past `MAX_JSON_SHOWN`."""
+    if data is None:
+        return "null"
+    text = msgspec.json.format(data, indent=2).decode()
+    if len(text) > MAX_JSON_SHOWN:
+        return text[:MAX_JSON_SHOWN] + f"\n... ({len(text) - MAX_JSON_SHOWN} more characters)"
+    return text
+
+
+def compact(data: bytes | None) -> str:
+    """Stored JSON bytes on one line; `null` for None."""
+    if data is None:
+        return "null"
+    text = msgspec.json.format(data, indent=0).decode()
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def path_part(value: Any) -> str:
+    """A value quoted for use as one segment of a URL path."""
+    return quote(str(value), safe="")
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "utc": utc,
+    "minute": minute,
+    "age": age,
+    "pretty": pretty,
+    "compact": compact,
+    "path_part": path_part,
+}

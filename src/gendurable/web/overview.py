@@ -1,0 +1,187 @@
+"""The overview page: counts by workflow x status x queue, queues behind, throughput, nodes.
+
+Its numbers are read by four statements (one of them a pass over the table: the counts),
+so they are cached for the refresh interval and shared by every viewer: ten open tabs
+cost the database what one does. The live part of the page is re-fetched as an HTML
+fragment every `refresh` seconds by the page's small script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..records import ALL_STATUSES
+from .chart import Throughput, throughput, throughput_svg
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
+
+THROUGHPUT_MINUTES = 60
+NODES_SHOWN = 50
+"""Live nodes listed on the overview (a larger fleet says how many more there are)."""
+
+_decode = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class GridRow:
+    """Counts of one (workflow, queue) by status."""
+
+    workflow: str
+    queue: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One queue: due rows, the one waiting longest, and the engines that run it."""
+
+    queue: str
+    due: int
+    oldest: Any | None
+    engines: int
+    slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One live engine."""
+
+    name: str
+    host: str
+    pid: int
+    queues: dict[str, int]
+    workflows: list[str]
+    version: str
+    started_at: datetime
+    silent_for: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewData:
+    """Everything the overview shows, as read at `read_at`."""
+
+    grid: list[GridRow]
+    totals: dict[str, int]
+    queues: list[QueueRow]
+    throughput: Throughput
+    chart: str
+    nodes: list[NodeRow]
+    more_nodes: bool
+    read_at: datetime
+    statuses: Sequence[str] = field(default=ALL_STATUSES)
+
+
+class Overview:
+    """Reads the overview's numbers, at most once per refresh interval for all viewers."""
+
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.dashboard = dashboard
+        self._cached: tuple[float, OverviewData] | None = None
+        self._reading: asyncio.Lock | None = None
+
+    async def get(self) -> OverviewData:
+        """The numbers, read now or shared from a read less than `refresh` seconds old."""
+        ttl = self.dashboard.settings.refresh
+        if self._cached is not None and time.monotonic() - self._cached[0] < ttl:
+            return self._cached[1]
+        if self._reading is None:
+            self._reading = asyncio.Lock()
+        async with self._reading:  # one read at a time; the others wait and share it
+            if self._cached is not None and time.monotonic() - self._cached[0] < ttl:
+                return self._cached[1]
+            data = await self._read()
+            self._cached = (time.monotonic(), data)
+            return data
+
+    async def _read(self) -> OverviewData:
+        store = await self.dashboard.store()
+        counts = await store.status_counts(None)
+        nodes = await store.nodes_page(None, None, NODES_SHOWN + 1)
+        due_queues = sorted({r["queue"] for r in counts if r["oldest_due"] is not None})
+        oldest = await store.queue_oldest_due(due_queues, None) if due_queues else []
+        ended = await store.throughput_by_minute(None, THROUGHPUT_MINUTES)
+        first = counts[:1] or ended[:1]
+        now: datetime = first[0]["now"] if first else datetime.now(UTC)
+
+        grid: dict[tuple[str, str], dict[str, int]] = {}
+        totals = dict.fromkeys(ALL_STATUSES, 0)
+        due: dict[str, int] = {}
+        for r in counts:
+            grid.setdefault((r["workflow"], r["queue"]), {})[r["status"]] = r["count"]
+            totals[r["status"]] = totals.get(r["status"], 0) + r["count"]
+            if r["oldest_due"] is not None:
+                due[r["queue"]] = due.get(r["queue"], 0) + r["count"]
+            else:
+                due.setdefault(r["queue"], 0)
+        node_rows = [_node(n) for n in nodes[:NODES_SHOWN]]
+        served: dict[str, list[int]] = {}
+        for n in node_rows:
+            for queue, concurrency in n.queues.items():
+                served.setdefault(queue, []).append(concurrency)
+        by_queue = {r["queue"]: r for r in oldest}
+        queues = [
+            QueueRow(
+                queue=q,
+                due=due.get(q, 0),
+                oldest=by_queue.get(q),
+                engines=len(served.get(q, [])),
+                slots=sum(served.get(q, [])),
+            )
+            for q in sorted(set(due) | set(served))
+        ]
+        data = throughput(ended, now, THROUGHPUT_MINUTES)
+        return OverviewData(
+            grid=[GridRow(w, q, c) for (w, q), c in sorted(grid.items())],
+            totals=totals,
+            queues=queues,
+            throughput=data,
+            chart=throughput_svg(data),
+            nodes=node_rows,
+            more_nodes=len(nodes) > NODES_SHOWN,
+            read_at=now,
+        )
+
+
+def _node(row: Any) -> NodeRow:
+    return NodeRow(
+        name=row["name"],
+        host=row["host"],
+        pid=row["pid"],
+        queues={str(q): int(c) for q, c in _decode.decode(row["queues"]).items()},
+        workflows=list(_decode.decode(row["workflows"])),
+        version=row["version"],
+        started_at=row["started_at"],
+        silent_for=row["silent_for"],
+    )
+
+
+def routes(dashboard: Dashboard) -> list[BaseRoute]:
+    """`/` (the page) and `/overview/live` (its refreshed part)."""
+
+    async def page(request: Request) -> Response:
+        data = await dashboard.overview.get()
+        return dashboard.render(request, "overview.html", {"data": data, "page": "overview"})
+
+    async def live(request: Request) -> Response:
+        data = await dashboard.overview.get()
+        return dashboard.render(request, "overview_live.html", {"data": data})
+
+    return [
+        Route("/", page, methods=["GET"], name="overview"),
+        Route("/overview/live", live, methods=["GET"], name="overview_live"),
+    ]

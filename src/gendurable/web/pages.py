@@ -1,0 +1,201 @@
+"""The read-only pages: the instance list, one instance, and the workflows `--app` serves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..blocked import BlockedBy
+from ..docgen import type_label
+from ..errors import NoTarget
+from ..records import LIVE_STATUSES, TERMINAL_STATUSES
+from ..signal_check import names_by_nodes
+from ..spec import WorkflowSpec
+from .diagram import diagram_svg
+from .params import ListFilter, identifier, text
+from .spec_page import spec_html
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
+
+INBOX_PAGE = 20
+CHILDREN_PAGE = 20
+NOTICES = {
+    "signal": "Signal stored.",
+    "signal-woke": "Signal stored; it woke the instance.",
+    "cancel": "Cancelled.",
+    "retry": "Back on its failed step with attempt 0, due now.",
+}
+"""What a finished action says after its redirect (`?done=...`); other values show nothing."""
+
+_decode = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class SignalChoice:
+    """A signal name the instance's workflow awaits, with its payload type in words."""
+
+    name: str
+    payload: str
+    awaited_now: bool
+
+
+def routes(dashboard: Dashboard) -> list[BaseRoute]:
+    """`/instances`, `/instances/{id}`, `/workflows` and `/workflows/{name}`."""
+
+    async def instances(request: Request) -> Response:
+        query = {k: request.query_params.getlist(k) for k in request.query_params}
+        page = ListFilter.parse(query)
+        store = await dashboard.store()
+        rows = await store.instances_list(
+            workflow=page.workflow,
+            statuses=list(page.statuses) or None,
+            queue=page.queue,
+            key_prefix=page.key_prefix,
+            before_id=page.before,
+            limit=page.limit + 1,  # one more than shown: is there a next page?
+        )
+        shown = rows[: page.limit]
+        more = len(rows) > page.limit
+        return dashboard.render(
+            request,
+            "instances.html",
+            {
+                "page": "instances",
+                "filter": page,
+                "rows": shown,
+                "next_query": page.query(before=shown[-1]["id"]) if more else None,
+                "first_query": page.query(before=None) if page.before else None,
+                "workflows": sorted(dashboard.settings.specs),
+            },
+        )
+
+    async def instance(request: Request) -> Response:
+        return await instance_page(dashboard, request, path_id(request))
+
+    async def workflows(request: Request) -> Response:
+        specs = dashboard.settings.specs
+        return dashboard.render(
+            request,
+            "workflows.html",
+            {"page": "workflows", "specs": [specs[n] for n in sorted(specs)]},
+        )
+
+    async def workflow(request: Request) -> Response:
+        name = request.path_params["name"]
+        spec = dashboard.settings.specs.get(name)
+        if spec is None:
+            raise NoTarget(f"this dashboard serves no workflow named {name[:100]!r}")
+        return dashboard.render(
+            request,
+            "workflow.html",
+            {"page": "workflows", "spec": spec, "body": spec_html(spec)},
+        )
+
+    return [
+        Route("/instances", instances, methods=["GET"], name="instances"),
+        Route("/instances/{id}", instance, methods=["GET"], name="instance"),
+        Route("/workflows", workflows, methods=["GET"], name="workflows"),
+        Route("/workflows/{name}", workflow, methods=["GET"], name="workflow"),
+    ]
+
+
+def path_id(request: Request) -> int:
+    found = identifier(request.path_params["id"], "instance id")
+    assert found is not None  # the route matched a non-empty segment
+    return found
+
+
+async def instance_page(
+    dashboard: Dashboard,
+    request: Request,
+    id: int,
+    *,
+    error: str | None = None,
+    form: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    """One instance: what it holds, why it waits, its inbox and children, and the actions.
+
+    `error` and `form` re-show a refused action with what was typed.
+    """
+    query = request.query_params
+    inbox_after = identifier(query.get("inbox_after"), "inbox_after")
+    children_after = identifier(query.get("children_after"), "children_after")
+    done = text(query.get("done"), "done")
+    store = await dashboard.store()
+    row = await store.instance_explain(id, None)
+    if row is None:
+        raise NoTarget(f"no instance with id {id}")
+    inbox = await store.inbox_page(id, inbox_after, INBOX_PAGE + 1)
+    children = await store.children_page(id, children_after, CHILDREN_PAGE + 1)
+    spec = dashboard.settings.specs.get(row["workflow"])
+    return dashboard.render(
+        request,
+        "instance.html",
+        {
+            "page": "instances",
+            "row": row,
+            "live": row["status"] in LIVE_STATUSES,
+            "terminal": row["status"] in TERMINAL_STATUSES,
+            "blocked": BlockedBy.from_row(row),
+            "error_record": _error(row["error"]),
+            "inbox": inbox[:INBOX_PAGE],
+            "inbox_next": inbox[INBOX_PAGE - 1]["id"] if len(inbox) > INBOX_PAGE else None,
+            "inbox_after": inbox_after,
+            "children": children[:CHILDREN_PAGE],
+            "children_next": (
+                children[CHILDREN_PAGE - 1]["id"] if len(children) > CHILDREN_PAGE else None
+            ),
+            "children_after": children_after,
+            "diagram": (
+                diagram_svg(spec, current=row["step"], status=row["status"]) if spec else None
+            ),
+            "signals": await _signal_choices(dashboard, spec, row),
+            "notice": NOTICES.get(done or ""),
+            "action_error": error,
+            "form": form or {},
+        },
+        status=status,
+    )
+
+
+def _error(data: bytes | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    value = _decode.decode(data)
+    if isinstance(value, dict):
+        return value
+    return {"message": msgspec.json.encode(value).decode()}
+
+
+async def _signal_choices(
+    dashboard: Dashboard, spec: WorkflowSpec | None, row: Any
+) -> list[SignalChoice] | None:
+    """The names the signal form offers (None: unknown, typed in freely)."""
+    awaiting = set(row["await_names"] or ())
+    if spec is not None:
+        choices = []
+        for name in spec.signal_names():
+            _, tp, _ = spec.signal_type(name)
+            payload = "any JSON" if tp is None else type_label(tp)
+            choices.append(SignalChoice(name, payload, name in awaiting))
+        return sorted(choices, key=lambda c: not c.awaited_now)
+    if row["status"] not in LIVE_STATUSES:
+        return []
+    names = await names_by_nodes(await dashboard.store(), row["workflow"])
+    if names is None:
+        return None
+    return sorted(
+        (
+            SignalChoice(n, "any JSON (start the dashboard with --app to check it)", n in awaiting)
+            for n in names
+        ),
+        key=lambda c: not c.awaited_now,
+    )

@@ -1,0 +1,88 @@
+"""The engine's LISTEN connection killed, and kept from reconnecting for a while.
+
+Notifications sent meanwhile are lost: the schedulers find due work by polling, so work
+still flows. The listener keeps trying with backoff; once the server can be reached again it
+is back (`pg_stat_activity` shows it listening) and notifications reach the engine again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fault_proxy import FaultProxy
+from fault_support import Backends, Engines, eventually
+
+import gendurable as gd
+
+
+@gd.workflow(name="listener.flow")
+class Flow:
+    @gd.step(start=True)
+    async def work(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done(ctx.key)
+
+
+@gd.workflow(name="listener.waiter")
+class Waiter:
+    @gd.step(start=True)
+    @gd.await_signals("go")
+    async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done(ctx.awaited[0].payload)
+
+
+async def test_fault_listener_killed_work_flows_by_polling_and_the_listener_comes_back(
+    engines: Engines,
+    proxy: FaultProxy,
+    backends: Backends,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gendurable.listener")
+    worker = await engines(
+        workflows=[Flow, Waiter],
+        queues={"default": 4},
+        dsn=proxy.dsn,
+        poll_interval=timedelta(seconds=0.5),
+    )
+    channel = worker.store.channel
+    [listener] = await backends.listening(channel)  # the worker's, before the client's
+    client = await engines(workflows=[Flow, Waiter])
+    others = set(await backends.listening(channel)) - {listener}
+    # Warm the pool: connections opened now keep working while new ones are refused.
+    await Flow.start_many([Flow.new(key=f"warm{i}") for i in range(8)], engine=client)
+    for i in range(8):
+        await Flow.result(f"warm{i}", timeout=10, engine=worker)
+
+    proxy.refusing = True
+    await backends.terminate(listener)
+
+    async def reconnect_failed() -> bool:
+        return any("listener reconnect failed" in r.getMessage() for r in caplog.records)
+
+    await eventually(reconnect_failed, what="the listener trying to reconnect")
+    # Started while nobody listens: the NOTIFY of each start is lost, the poll finds them.
+    await Flow.start_many([Flow.new(key=f"down{i}") for i in range(5)], engine=client)
+    for i in range(5):
+        assert await Flow.result(f"down{i}", timeout=10, engine=client) == f"down{i}"
+    assert set(await backends.listening(channel)) == others  # the worker really was polling
+
+    proxy.refusing = False
+
+    async def listening_again() -> list[int]:
+        return sorted(set(await backends.listening(channel)) - others)
+
+    [back] = await eventually(listening_again, what="the listener listening again")
+    assert back != listener
+    # result() on the worker waits on notifications only: it returns because the
+    # instance's end was announced on the new connection.
+    await Waiter.start(key="w", engine=client)
+
+    async def parked() -> bool:
+        return (await Waiter.get("w", engine=client)).status == "awaiting"
+
+    await eventually(parked, what="the waiter parked")
+    waiting = Waiter.result("w", timeout=10, engine=worker)
+    await Waiter.signal("w", "go", "notified", engine=client)
+    assert await waiting == "notified"
