@@ -102,11 +102,16 @@ async def test_weights_take_the_urgency_ordered_prefix_that_fits(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:
     engine = await make_engine(workflows=[Heavy, Call], rate_limits=api(60, burst=5))
-    for i in range(3):
-        await Heavy.start(key=f"h{i}", state=Heavy.State(label=f"h{i}"))
-    # A light row behind the third heavy one: one token would be left, but the prefix is
-    # strict, so it waits behind the heavy row instead of overtaking it.
-    await Call.start(key="light", state=Call.State(tenant="", label="light"))
+    # A light row behind the third heavy one (a lower priority: a batch inserts rows in key
+    # order, so ids do not follow the list): one token would be left, but the prefix is
+    # strict, so it waits behind the heavy row instead of overtaking it. One statement
+    # starts all four, so that one claim sees them together (started one by one, the
+    # background claim loop may take the heavy rows first and defer the third, and the
+    # light row, alone in the next claim, then fits, as it should).
+    await Heavy.start_many(
+        [Heavy.new(key=f"h{i}", state=Heavy.State(label=f"h{i}")) for i in range(3)]
+        + [Call.new(key="light", state=Call.State(tenant="", label="light"), priority=-1)]
+    )
 
     await engine.drain()
 

@@ -156,42 +156,54 @@ CREATE INDEX IF NOT EXISTS signals_inbox
 -- first; a child's id is always above its parent's, so the descendants locked here (in id
 -- order) come after everything the caller holds. Being VOLATILE, each statement below runs
 -- in a fresh snapshot: children that a spawn committed while the caller waited for a row
--- lock are seen and cancelled too. Returns the ids cancelled by cascade.
+-- lock are seen and cancelled too, and so are those a spawn committed while the cascade
+-- itself waited (a further round). A later round locks children of rows this call already
+-- holds; every other writer of such a child locks its parent first, so no cycle closes.
+-- Returns the ids cancelled by cascade.
 CREATE OR REPLACE FUNCTION __schema__.instances_ended(
     ended bigint[], t timestamptz, channel text
 ) RETURNS bigint[]
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
-    cascaded bigint[];
+    cascaded bigint[] := '{}';
+    more bigint[];
     everything bigint[];
     announced bigint;
 BEGIN
     IF ended IS NULL OR cardinality(ended) = 0 THEN
         RETURN '{}';
     END IF;
-    WITH RECURSIVE tree AS (
-        SELECT c.id FROM __schema__.instances c
-        WHERE c.parent_id = ANY (ended)
-          AND c.status IN ('available', 'executing', 'awaiting', 'waiting')
-        UNION
-        SELECT c.id FROM __schema__.instances c JOIN tree ON c.parent_id = tree.id
-        WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')
-    ),
-    locked AS (
-        SELECT i.id FROM __schema__.instances i JOIN tree ON tree.id = i.id
-        WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')
-        ORDER BY i.id
-        FOR UPDATE OF i
-    ),
-    cancelled AS (
-        UPDATE __schema__.instances i
-        SET status = 'cancelled', locked_by = NULL, locked_until = NULL, await_names = NULL,
-            await_deadline = NULL, throttled = false, finished_at = t, updated_at = t
-        FROM locked
-        WHERE i.id = locked.id
-        RETURNING i.id
-    )
-    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO cascaded FROM cancelled;
+    -- Rounds until one finds nothing live: a round that waits for a descendant's lock (a
+    -- spawn holding it until its commit) cannot see the children that spawn inserts, so
+    -- the next round, in a fresh snapshot, starts again from everything ended so far.
+    LOOP
+        WITH RECURSIVE tree AS (
+            SELECT c.id FROM __schema__.instances c
+            WHERE c.parent_id = ANY (ended || cascaded)
+              AND c.status IN ('available', 'executing', 'awaiting', 'waiting')
+            UNION
+            SELECT c.id FROM __schema__.instances c JOIN tree ON c.parent_id = tree.id
+            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')
+        ),
+        locked AS (
+            SELECT i.id FROM __schema__.instances i JOIN tree ON tree.id = i.id
+            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')
+            ORDER BY i.id
+            FOR UPDATE OF i
+        ),
+        cancelled AS (
+            UPDATE __schema__.instances i
+            SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
+                await_names = NULL, await_deadline = NULL, throttled = false,
+                finished_at = t, updated_at = t
+            FROM locked
+            WHERE i.id = locked.id
+            RETURNING i.id
+        )
+        SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO more FROM cancelled;
+        EXIT WHEN cardinality(more) = 0;
+        cascaded := cascaded || more;
+    END LOOP;
     everything := ended || cascaded;
 
     DELETE FROM __schema__.signals WHERE instance_id = ANY (everything);

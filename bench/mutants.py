@@ -1,0 +1,1390 @@
+"""Mutation run: delete (or weaken) one guard at a time and name the test that fails.
+
+    python bench/mutants.py [--only ID,ID] [--all] [--list] [--check] [--dsn DSN]
+
+Every guard of the named statements (`src/gendurable/sql/*.sql`, the schema's
+`instances_ended` function and indexes) and of `decide()` is listed in `MUTANTS` with the
+test files that should notice it. For each mutant the script edits a *copy* of the
+repository (the worktree is never touched), runs those tests (`--all`: the whole suite)
+with `-x`, and prints one JSON line: the mutant, the guard, `killed` or `survived`, and the
+first failing test. A summary table goes to stderr at the end; the exit status is 1 when a
+mutant that is not argued `equivalent` survived.
+
+All runs share one embedded PostgreSQL (or `--dsn`), as `GENDURABLE_TEST_DSN`. `--list`
+prints the mutants; `--check` only verifies that each one applies to the current sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL = "src/gendurable/sql/"
+SCHEMA = SQL + "migrations/0001_initial.sql"
+DECIDE = "src/gendurable/engine/decide.py"
+
+# Test sets, most specific first (the run stops at the first failure).
+GUARDS = "tests/engine/test_guards.py"
+LOCKS = "tests/db/test_lock_order.py"
+SKIPS = "tests/db/test_skip_locked.py"
+MACHINE = "tests/props/test_state_machine.py"
+GRANT = "tests/props/test_rate_grant_props.py"
+DECIDE_PROPS = "tests/props/test_decide_props.py"
+DECIDE_TABLE = "tests/unit/test_decide.py"
+EFFECTS = "tests/engine/test_terminal_effects.py"
+CASCADE = "tests/engine/test_cancel_cascade.py"
+START = "tests/engine/test_start.py"
+OUTCOMES = "tests/engine/test_outcomes.py"
+CHILDREN = "tests/engine/test_children.py"
+RESULT = "tests/engine/test_result.py"
+GC = "tests/engine/test_gc.py"
+LIMITS = "tests/engine/test_rate_limits.py"
+CONCURRENCY = "tests/engine/test_concurrency_keys.py"
+AWAITS = "tests/signals/test_awaits.py"
+DELIVERY = "tests/signals/test_signal_delivery.py"
+RACES = "tests/signals/test_signal_races.py"
+SIGNAL_GUARDS = "tests/signals/test_signal_guards.py"
+LEASES = "tests/e2e/test_leases.py"
+STALE = "tests/e2e/test_stale.py"
+ACT = "tests/cli/test_act.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """Replace each `old` by its `new` (each found exactly once) in the `where` block of
+    `path`: a named statement (`-- name: x`), `fn:x` (a function of the schema), `def x`
+    (a function of a Python file), or "" (the whole file)."""
+
+    id: str
+    path: str
+    where: str
+    edits: tuple[tuple[str, str], ...]
+    guard: str
+    tests: tuple[str, ...]
+    equivalent: str = ""  # why the change cannot be observed, when it cannot
+
+
+def m(
+    id: str,
+    path: str,
+    where: str,
+    old: str | list[tuple[str, str]],
+    new: str,
+    guard: str,
+    *tests: str,
+    equivalent: str = "",
+) -> Mutant:
+    edits = tuple(old) if isinstance(old, list) else ((old, new),)
+    return Mutant(id, path, where, edits, guard, tests, equivalent)
+
+
+I = SQL + "instances.sql"  # noqa: E741 (a path, read like the others)
+S = SQL + "signals.sql"
+M = SQL + "maintenance.sql"
+G = SQL + "gc.sql"
+R = SQL + "repair.sql"
+OWN_PARK = "WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'"
+LIVE = "('available', 'executing', 'awaiting', 'waiting')"
+EXECUTING_ONLY = (
+    "locked_by is set only by the claim, together with status 'executing', and every "
+    "statement that leaves 'executing' clears it (the state machine checks this after every "
+    "step), so `locked_by = $worker` already implies 'executing'"
+)
+BUCKETS_SORTED = (
+    "the buckets' DISTINCT reads `demand`, which its window function sorted by (limit, "
+    "partition): PostgreSQL runs it as Unique over that order, so the insert takes the "
+    "buckets in key order anyway; the reversed ORDER BY (claim.bucket_order) is killed"
+)
+
+MUTANTS: list[Mutant] = [
+    # -- start ------------------------------------------------------------------------------
+    m(
+        "insert.created",
+        I,
+        "instance_insert",
+        "(i.xmax = 0) AS created",
+        "true AS created",
+        "start tells a fresh insert from the live holder of the key",
+        START,
+    ),
+    m(
+        "insert.scope",
+        I,
+        "instance_insert",
+        "$9, $10::text[]::__schema__.status[], $11",
+        "$9, (CASE WHEN $10::text[] IS NOT NULL THEN '{available,executing,awaiting,waiting}' "
+        "END)::text[]::__schema__.status[], $11",
+        "start stores the key's scope",
+        START,
+        MACHINE,
+    ),
+    m(
+        "insert_many.scope",
+        I,
+        "instance_insert_many",
+        "r.key, r.scope::__schema__.status[],",
+        "r.key, '{available,executing,awaiting,waiting}'::__schema__.status[],",
+        "start_many stores each key's scope",
+        START,
+        MACHINE,
+    ),
+    m(
+        "insert_many.key_order",
+        I,
+        "instance_insert_many",
+        'ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord',
+        "ORDER BY r.ord",
+        "lock order: batch inserts take key locks in key order",
+        LOCKS,
+        START,
+    ),
+    # -- the claim --------------------------------------------------------------------------
+    m(
+        "claim.status",
+        I,
+        "instance_claim",
+        "WHERE i.status = 'available' AND i.queue = $1",
+        "WHERE i.queue = $1",
+        "the claim takes available rows only",
+        OUTCOMES,
+        AWAITS,
+    ),
+    m(
+        "claim.due",
+        I,
+        "instance_claim",
+        "AND i.run_at <= now.t\n",
+        "\n",
+        "deadline: the claim takes due rows only",
+        START,
+        OUTCOMES,
+    ),
+    m(
+        "claim.queue",
+        I,
+        "instance_claim",
+        "AND i.queue = $1 AND",
+        "AND $1::text IS NOT NULL AND",
+        "the claim takes rows of its own queue",
+        START,
+        GUARDS,
+    ),
+    m(
+        "claim.known_step",
+        I,
+        "instance_claim",
+        "JOIN known k ON k.workflow = i.workflow AND k.step = i.step",
+        "JOIN known k ON k.workflow = i.workflow",
+        "rows at a step this deploy does not know stay untouched",
+        GUARDS,
+        "tests/engine/test_blocked_by.py",
+    ),
+    m(
+        "claim.ck_busy",
+        I,
+        "instance_claim",
+        "(NOT EXISTS (SELECT 1 FROM __schema__.instances e\n"
+        "                           WHERE e.concurrency_key = i.concurrency_key\n"
+        "                             AND e.status = 'executing')\n"
+        "               AND pg_try",
+        "(pg_try",
+        "concurrency keys: a key executing elsewhere is passed over",
+        CONCURRENCY,
+    ),
+    m(
+        "claim.ck_lock",
+        I,
+        "instance_claim",
+        "AND pg_try_advisory_xact_lock(hashtextextended($8 || i.concurrency_key, 0))",
+        "AND hashtextextended($8 || i.concurrency_key, 0) IS NOT NULL",
+        "concurrency keys: concurrent claims pass over each other's keys",
+        CONCURRENCY,
+    ),
+    m(
+        "claim.ck_first_of_key",
+        I,
+        "instance_claim",
+        "WHERE p.concurrency_key IS NULL OR p.id IN (SELECT id FROM first_of_key)",
+        "WHERE true",
+        "concurrency keys: one row per key in a batch",
+        CONCURRENCY,
+    ),
+    m(
+        "claim.priority",
+        I,
+        "instance_claim",
+        "ORDER BY i.priority DESC, i.run_at, i.id\n",
+        "ORDER BY i.run_at, i.id\n",
+        "priority ordering of the pick",
+        START,
+    ),
+    m(
+        "claim.skip_locked",
+        I,
+        "instance_claim",
+        "FOR UPDATE OF i SKIP LOCKED",
+        "FOR UPDATE OF i",
+        "SKIP LOCKED: a claim never waits for rows another claim holds",
+        SKIPS,
+    ),
+    m(
+        "claim.row_lock",
+        I,
+        "instance_claim",
+        "    FOR UPDATE OF i SKIP LOCKED\n",
+        "",
+        "the claim locks what it picks (no row claimed twice)",
+        SKIPS,
+    ),
+    m(
+        "claim.grant",
+        I,
+        "instance_claim",
+        "coalesce(d.cum <= b.granted, false)",
+        "coalesce(b.name IS NOT NULL, false)",
+        "rate grant: cum <= granted",
+        GRANT,
+        LIMITS,
+    ),
+    m(
+        "claim.grant_new_bucket",
+        I,
+        "instance_claim",
+        "AND d.cum <= cfg.burst) g",
+        ") g",
+        "rate grant: a new bucket grants the prefix that fits its burst",
+        GRANT,
+        LIMITS,
+    ),
+    m(
+        "claim.grant_fits",
+        I,
+        "instance_claim",
+        "AND d.cum <= f.avail) g)",
+        ") g)",
+        "rate grant: the prefix that fits the tokens there",
+        GRANT,
+        LIMITS,
+    ),
+    m(
+        "claim.burst_cap",
+        I,
+        "instance_claim",
+        "least(c.burst::float8,",
+        "greatest(0::float8,",
+        "rate grant: a bucket refills up to its burst only",
+        GRANT,
+        LIMITS,
+    ),
+    m(
+        "claim.refill_forward",
+        I,
+        "instance_claim",
+        "greatest(0, extract(epoch FROM excluded",
+        "greatest(-1e9, extract(epoch FROM excluded",
+        "rate grant: a bucket refreshed later than now is not drained",
+        GRANT,
+    ),
+    m(
+        "claim.bucket_order",
+        I,
+        "instance_claim",
+        "    ORDER BY n.name, n.part\n",
+        "    ORDER BY n.name DESC, n.part DESC\n",
+        "lock order: buckets are taken in key order",
+        LOCKS,
+        LIMITS,
+    ),
+    m(
+        "claim.bucket_order_dropped",
+        I,
+        "instance_claim",
+        "    ORDER BY n.name, n.part\n",
+        "",
+        "lock order: buckets are taken in key order (the ORDER BY deleted)",
+        LOCKS,
+        LIMITS,
+        equivalent=BUCKETS_SORTED,
+    ),
+    m(
+        "claim.throttle_defer",
+        I,
+        "instance_claim",
+        "run_at = CASE WHEN v.go THEN i.run_at ELSE v.wake_at END",
+        "run_at = i.run_at",
+        "a throttled row waits for its tokens instead of holding the queue",
+        GRANT,
+        LIMITS,
+    ),
+    m(
+        "claim.lease",
+        I,
+        "instance_claim",
+        "THEN now.t + v.lease END",
+        "THEN now.t END",
+        "a claim lasts its lease",
+        GUARDS,
+        LEASES,
+    ),
+    # -- park -------------------------------------------------------------------------------
+    m(
+        "park.owner",
+        I,
+        "outcome_park",
+        OWN_PARK,
+        "WHERE i.id = $1 AND $2::text IS NOT NULL",
+        "ownership: a park commits only for the worker holding the claim",
+        GUARDS,
+        STALE,
+    ),
+    m(
+        "park.owner_locked_by",
+        I,
+        "outcome_park",
+        "i.locked_by = $2 AND",
+        "$2::text IS NOT NULL AND",
+        "ownership: park checks locked_by",
+        GUARDS,
+        STALE,
+    ),
+    m(
+        "park.owner_status",
+        I,
+        "outcome_park",
+        "AND i.status = 'executing'\n",
+        "\n",
+        "ownership: park checks status executing",
+        GUARDS,
+        STALE,
+        equivalent=EXECUTING_ONLY,
+    ),
+    m(
+        "park.consume_all",
+        I,
+        "outcome_park",
+        "s.id = ANY ($8::bigint[])",
+        "(s.id = ANY ($8::bigint[]) OR true)",
+        "consumption: a park deletes what the step saw only",
+        AWAITS,
+        MACHINE,
+    ),
+    m(
+        "park.consume_none",
+        I,
+        "outcome_park",
+        "s.id = ANY ($8::bigint[])",
+        "(s.id = ANY ($8::bigint[]) AND false)",
+        "consumption: a park deletes what the step saw",
+        AWAITS,
+        MACHINE,
+    ),
+    m(
+        "park.keep_deadline",
+        I,
+        "outcome_park",
+        "CASE WHEN $9::boolean THEN i.await_deadline",
+        "CASE WHEN $9::boolean AND false THEN i.await_deadline",
+        "deadline: a reawait keeps its deadline",
+        AWAITS,
+        MACHINE,
+    ),
+    m(
+        "park.seen",
+        I,
+        "outcome_park",
+        "await_seen = $7,",
+        "await_seen = 0 * $7,",
+        "a reawait records the last signal it saw (no spin)",
+        AWAITS,
+    ),
+    m(
+        "recheck.off",
+        I,
+        "park_recheck",
+        "WHERE i.id = $1 AND i.status = 'awaiting'\n",
+        "WHERE i.id = $1 AND i.status = 'awaiting' AND false\n",
+        "park recheck: a signal racing a park is found",
+        SIGNAL_GUARDS,
+        DELIVERY,
+        RACES,
+    ),
+    m(
+        "recheck.newer",
+        I,
+        "park_recheck",
+        "AND s.id > i.await_seen)\n       OR i.await_deadline",
+        ")\n       OR i.await_deadline",
+        "park recheck: only a signal newer than the seen mark wakes",
+        AWAITS,
+    ),
+    m(
+        "recheck.deadline",
+        I,
+        "park_recheck",
+        "\n       OR i.await_deadline <= now.t)",
+        ")",
+        "park recheck: a deadline already passed wakes at once",
+        SIGNAL_GUARDS,
+        AWAITS,
+    ),
+    m(
+        "recheck.status",
+        I,
+        "park_recheck",
+        "WHERE i.id = $1 AND i.status = 'awaiting'\n",
+        "WHERE i.id = $1\n",
+        "park recheck: only an awaiting row is woken",
+        SIGNAL_GUARDS,
+        AWAITS,
+        equivalent="park_recheck runs only after outcome_park set the row awaiting, in the same "
+        "transaction, under the row lock that statement took: the status is always 'awaiting'",
+    ),
+    # -- release, cancel --------------------------------------------------------------------
+    m(
+        "release.owner",
+        I,
+        "instance_release",
+        "AND i.locked_by = $2 AND i.status = 'executing'",
+        "AND $2::text IS NOT NULL",
+        "ownership: a release gives back only its own claim",
+        GUARDS,
+    ),
+    m(
+        "cancel.status",
+        I,
+        "instance_cancel",
+        f"AND i.status IN {LIVE}",
+        "",
+        "cancel ends live instances only",
+        OUTCOMES,
+        CHILDREN,
+    ),
+    m(
+        "cancel.lock_order",
+        I,
+        "instance_cancel",
+        "ORDER BY i.id\n    FOR UPDATE OF i",
+        "ORDER BY i.id DESC\n    FOR UPDATE OF i",
+        "lock order: cancel locks row and parent by id",
+        LOCKS,
+    ),
+    m(
+        "cancel.lock_parent",
+        I,
+        "instance_cancel",
+        "    WHERE i.id IN (SELECT id FROM target\n"
+        "                   UNION ALL SELECT parent_id FROM target WHERE parent_id IS NOT NULL)",
+        "    WHERE i.id IN (SELECT id FROM target)",
+        "lock order: cancel locks the parent it counts down before ending the row",
+        LOCKS,
+    ),
+    # -- group commit -----------------------------------------------------------------------
+    m(
+        "batch.owner",
+        I,
+        "outcome_batch",
+        "AND locked.id = i.id\n      AND i.locked_by = b.locked_by AND i.status = 'executing'",
+        "",
+        "ownership: group commit (the issue's mutant)",
+        EFFECTS,
+        STALE,
+    ),
+    m(
+        "batch.owner_locked_by",
+        I,
+        "outcome_batch",
+        "AND i.locked_by = b.locked_by AND",
+        "AND",
+        "ownership: group commit checks locked_by",
+        EFFECTS,
+        STALE,
+    ),
+    m(
+        "batch.owner_status",
+        I,
+        "outcome_batch",
+        "AND i.locked_by = b.locked_by AND i.status = 'executing'",
+        "AND i.locked_by = b.locked_by",
+        "ownership: group commit checks status executing",
+        EFFECTS,
+        STALE,
+        GUARDS,
+        equivalent=EXECUTING_ONLY,
+    ),
+    m(
+        "batch.attempt_retry",
+        I,
+        "outcome_batch",
+        "WHEN 'retry' THEN i.attempt + 1",
+        "WHEN 'retry' THEN i.attempt",
+        "attempt counting: a retry counts an attempt",
+        OUTCOMES,
+    ),
+    m(
+        "batch.attempt_reset",
+        I,
+        "outcome_batch",
+        "WHEN 'finish' THEN i.attempt ELSE 0 END",
+        "WHEN 'finish' THEN i.attempt ELSE i.attempt END",
+        "attempt counting: a goto starts the next step at attempt 0",
+        OUTCOMES,
+        GUARDS,
+    ),
+    m(
+        "batch.consume_exact",
+        I,
+        "outcome_batch",
+        "AND s.id = c.signal_id AND s.instance_id = upd.id",
+        "AND s.instance_id = upd.id",
+        "consumption: a goto deletes exactly the signals the step saw",
+        AWAITS,
+        MACHINE,
+    ),
+    m(
+        "batch.consume_kind",
+        I,
+        "outcome_batch",
+        "WHERE upd.kind IN ('goto', 'continue') AND c.instance_id",
+        "WHERE c.instance_id",
+        "consumption: only a goto or continue consumes",
+        AWAITS,
+        GUARDS,
+        equivalent="the committer passes consumed signal ids only with goto and continue "
+        "items (`_batch_item`): retries and ends carry none, so there is nothing to filter",
+    ),
+    m(
+        "batch.lock_order",
+        I,
+        "outcome_batch",
+        "ORDER BY i.id\n    FOR UPDATE OF i\n),\nupd",
+        "ORDER BY i.id DESC\n    FOR UPDATE OF i\n),\nupd",
+        "lock order: group commit locks rows and parents by id",
+        LOCKS,
+    ),
+    m(
+        "batch.lock_parents",
+        I,
+        "outcome_batch",
+        "WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL",
+        "WHERE false",
+        "lock order: group commit locks the parents it counts down first",
+        LOCKS,
+    ),
+    # -- spawn, children --------------------------------------------------------------------
+    m(
+        "spawn.owner",
+        I,
+        "outcome_spawn",
+        OWN_PARK,
+        "WHERE i.id = $1 AND $2::text IS NOT NULL",
+        "ownership: a spawn commits only for the worker holding the claim",
+        GUARDS,
+    ),
+    m(
+        "spawn.consume_all",
+        I,
+        "outcome_spawn",
+        "s.id = ANY ($7::bigint[])",
+        "(s.id = ANY ($7::bigint[]) OR true)",
+        "consumption: a spawn deletes what the step saw only",
+        GUARDS,
+        MACHINE,
+    ),
+    m(
+        "children.latest_spawn",
+        I,
+        "children_load",
+        "AND c.id >= p.from_id",
+        "AND p.from_id > 0",
+        "ctx.children holds the latest spawn's children only",
+        GUARDS,
+        MACHINE,
+        CHILDREN,
+    ),
+    # -- signals ----------------------------------------------------------------------------
+    m(
+        "deliver.live_only",
+        S,
+        "signal_deliver",
+        f"AND status IN {LIVE}",
+        "",
+        "a signal to an ended instance is refused and stores nothing",
+        DELIVERY,
+    ),
+    m(
+        "deliver.row_lock",
+        S,
+        "signal_deliver",
+        "    FOR UPDATE\n",
+        "",
+        "no lost wake-up: delivery takes the row lock the park holds",
+        SIGNAL_GUARDS,
+        RACES,
+    ),
+    m(
+        "deliver.flip_name",
+        S,
+        "signal_deliver",
+        "AND $4 = ANY (target.await_names)",
+        "",
+        "a signal wakes an instance only if it awaits that name",
+        DELIVERY,
+        SIGNAL_GUARDS,
+    ),
+    m(
+        "deliver.flip_status",
+        S,
+        "signal_deliver",
+        "target.status = 'awaiting' AND",
+        "",
+        "a signal wakes an awaiting instance only (never an executing one)",
+        SIGNAL_GUARDS,
+        DELIVERY,
+    ),
+    m(
+        "expire.deadline",
+        S,
+        "await_expire",
+        "AND await_deadline <= now.t",
+        "",
+        "deadline: await timeouts fire at the deadline, not before",
+        AWAITS,
+    ),
+    m(
+        "expire.status",
+        S,
+        "await_expire",
+        "WHERE status = 'awaiting' AND",
+        "WHERE",
+        "an await timeout wakes awaiting rows only",
+        SIGNAL_GUARDS,
+        AWAITS,
+    ),
+    m(
+        "expire.skip_locked",
+        S,
+        "await_expire",
+        "FOR UPDATE SKIP LOCKED",
+        "FOR UPDATE",
+        "SKIP LOCKED: the reaper never waits for a row",
+        SKIPS,
+    ),
+    # -- maintenance ------------------------------------------------------------------------
+    m(
+        "heartbeat.owner",
+        M,
+        "lease_extend",
+        [
+            (
+                "    WHERE i.locked_by = $1 AND i.status = 'executing'\n",
+                "    WHERE $1::text IS NOT NULL AND i.status = 'executing'\n",
+            ),
+            (
+                "AND i.locked_by = $1 AND i.status = 'executing'\n  AND i.workflow",
+                "AND i.status = 'executing'\n  AND i.workflow",
+            ),
+        ],
+        "",
+        "ownership: a heartbeat extends its own claims only",
+        GUARDS,
+        LEASES,
+    ),
+    m(
+        "rescue.expired",
+        M,
+        "lease_rescue",
+        "AND locked_until < now.t",
+        "",
+        "the reaper takes expired claims only",
+        GUARDS,
+        LEASES,
+    ),
+    m(
+        "rescue.attempt",
+        M,
+        "lease_rescue",
+        "attempt = i.attempt + 1, rescued",
+        "attempt = i.attempt, rescued",
+        "attempt counting: a lost claim counts an attempt",
+        EFFECTS,
+        LEASES,
+    ),
+    m(
+        "rescue.dying",
+        M,
+        "lease_rescue",
+        "status = CASE WHEN i.attempt + 1 >= i.max_attempts",
+        "status = CASE WHEN false",
+        "attempt counting: a crash on the last attempt fails the instance",
+        EFFECTS,
+        LEASES,
+    ),
+    m(
+        "rescue.skip_locked",
+        M,
+        "lease_rescue",
+        "LIMIT $2\n    FOR UPDATE SKIP LOCKED",
+        "LIMIT $2\n    FOR UPDATE",
+        "SKIP LOCKED: the reaper never waits for a row",
+        SKIPS,
+    ),
+    m(
+        "rescue.parent_skip_locked",
+        M,
+        "lease_rescue",
+        "ORDER BY p.id\n    FOR UPDATE SKIP LOCKED",
+        "ORDER BY p.id\n    FOR UPDATE",
+        "SKIP LOCKED: the reaper never waits for a parent",
+        SKIPS,
+    ),
+    m(
+        "rescue.parent_guard",
+        M,
+        "lease_rescue",
+        "      AND (NOT expired.dying OR expired.parent_id IS NULL\n"
+        "           OR expired.parent_id IN (SELECT id FROM parents))\n",
+        "",
+        "a dying row whose parent is busy waits for the next round",
+        SKIPS,
+    ),
+    m(
+        "reclaim.expired",
+        M,
+        "claims_reclaim",
+        "AND locked_until < now.t",
+        "",
+        "startup reclaim needs an expired lease",
+        LEASES,
+    ),
+    m(
+        "reclaim.prefix",
+        M,
+        "claims_reclaim",
+        "      AND substr(locked_by, length($1) + 1) ~ '^[0-9]+-[^-]+$'\n",
+        "",
+        "startup reclaim takes exactly its own predecessor's claims",
+        LEASES,
+    ),
+    m(
+        "reclaim.attempt",
+        M,
+        "claims_reclaim",
+        "SET status = 'available', attempt = i.attempt + 1",
+        "SET status = 'available', attempt = i.attempt",
+        "attempt counting: a reclaimed claim counts an attempt",
+        LEASES,
+    ),
+    # -- GC ---------------------------------------------------------------------------------
+    m(
+        "sweep.live_parent",
+        G,
+        "terminal_sweep",
+        "      AND NOT EXISTS (\n"
+        "          SELECT 1 FROM __schema__.instances p\n"
+        "          WHERE p.id = i.parent_id\n"
+        "            AND p.status IN ('available', 'executing', 'awaiting', 'waiting')\n"
+        "      )\n",
+        "",
+        "purge: GC keeps the children of a live parent",
+        GC,
+    ),
+    m(
+        "sweep.retention",
+        G,
+        "terminal_sweep",
+        [
+            (
+                "      AND i.finished_at < coalesce($1::timestamptz, now()) - $2::interval\n"
+                "      AND (i.finished_at, i.id)",
+                "      AND coalesce($1::timestamptz, now()) - $2::interval IS NOT NULL\n"
+                "      AND (i.finished_at, i.id)",
+            ),
+            (
+                "      AND i.finished_at < coalesce($1::timestamptz, now()) - $2::interval\n"
+                "      AND NOT EXISTS",
+                "      AND NOT EXISTS",
+            ),
+        ],
+        "",
+        "purge: GC deletes rows past their retention only",
+        GC,
+    ),
+    m(
+        "sweep.terminal",
+        G,
+        "terminal_sweep",
+        [
+            (
+                "    WHERE i.status IN ('done', 'failed', 'cancelled')\n"
+                "      AND i.finished_at < coalesce",
+                "    WHERE i.finished_at < coalesce",
+            ),
+            (
+                "      AND i.status IN ('done', 'failed', 'cancelled')\n"
+                "      AND i.finished_at < coalesce",
+                "      AND i.finished_at < coalesce",
+            ),
+        ],
+        "",
+        "purge: GC deletes ended rows only",
+        GC,
+    ),
+    m(
+        "sweep.skip_locked",
+        G,
+        "terminal_sweep",
+        "FOR UPDATE OF i SKIP LOCKED",
+        "FOR UPDATE OF i",
+        "SKIP LOCKED: GC never waits for a row",
+        GC,
+    ),
+    m(
+        "bucket_sweep.full",
+        G,
+        "bucket_sweep",
+        ">= c.burst",
+        ">= 0",
+        "purge: GC deletes full buckets only",
+        GC,
+    ),
+    m(
+        "bucket_sweep.skip_locked",
+        G,
+        "bucket_sweep",
+        "FOR UPDATE OF b SKIP LOCKED",
+        "FOR UPDATE OF b",
+        "SKIP LOCKED: GC never waits for a bucket",
+        SKIPS,
+    ),
+    m(
+        "config_sweep.ttl",
+        G,
+        "rate_config_sweep",
+        "WHERE c.updated_at < coalesce($1::timestamptz, now()) - $2::interval",
+        "WHERE $1::timestamptz IS NULL OR $2::interval IS NOT NULL",
+        "purge: GC removes configs nobody refreshed only",
+        GC,
+    ),
+    # -- repair -----------------------------------------------------------------------------
+    m(
+        "retry.failed_only",
+        R,
+        "instance_retry",
+        "WHERE i.id = t.id AND t.status = 'failed'",
+        "WHERE i.id = t.id",
+        "retry takes failed instances only",
+        ACT,
+    ),
+    m(
+        "retry.holder",
+        R,
+        "instance_retry",
+        "AND NOT EXISTS (SELECT 1 FROM holder)",
+        "",
+        "retry never takes a key another live instance holds",
+        ACT,
+    ),
+    m(
+        "retry.parent_waits",
+        R,
+        "instance_retry",
+        "AND (t.parent_id IS NULL OR EXISTS (SELECT 1 FROM parent WHERE parent.waits))",
+        "",
+        "retry of a child needs its parent still waiting",
+        ACT,
+    ),
+    # -- schema: indexes and instances_ended --------------------------------------------------
+    m(
+        "index.key_unique",
+        SCHEMA,
+        "",
+        "CREATE UNIQUE INDEX IF NOT EXISTS instances_key",
+        "CREATE INDEX IF NOT EXISTS instances_key",
+        "uniqueness: the key index is unique",
+        START,
+    ),
+    m(
+        "index.concurrency_unique",
+        SCHEMA,
+        "",
+        "CREATE UNIQUE INDEX IF NOT EXISTS instances_concurrency_active",
+        "CREATE INDEX IF NOT EXISTS instances_concurrency_active",
+        "concurrency keys: the database refuses two executing rows of a key",
+        CONCURRENCY,
+    ),
+    m(
+        "ended.cascade",
+        SCHEMA,
+        "fn:instances_ended",
+        "WHERE c.parent_id = ANY (ended || cascaded)\n",
+        "WHERE c.parent_id = ANY (ended || cascaded) AND false\n",
+        "cancel cascades to live descendants",
+        CHILDREN,
+        EFFECTS,
+    ),
+    m(
+        "ended.cascade_live_only",
+        SCHEMA,
+        "fn:instances_ended",
+        [
+            (
+                "ANY (ended || cascaded)\n"
+                "              AND c.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "ANY (ended || cascaded)\n"
+                "              AND c.status IN ('available', 'executing', 'awaiting', 'waiting', "
+                "'done')",
+            ),
+            (
+                "JOIN tree ON c.parent_id = tree.id\n"
+                "            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "JOIN tree ON c.parent_id = tree.id\n"
+                "            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting', "
+                "'done')",
+            ),
+            (
+                "JOIN tree ON tree.id = i.id\n"
+                "            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "JOIN tree ON tree.id = i.id\n"
+                "            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting', "
+                "'done')",
+            ),
+        ],
+        "",
+        "the cascade cancels live descendants only (a child that ended done stays done)",
+        GUARDS,
+        CHILDREN,
+        MACHINE,
+    ),
+    m(
+        "ended.cascade_rounds",
+        SCHEMA,
+        "fn:instances_ended",
+        "EXIT WHEN cardinality(more) = 0;\n        cascaded := cascaded || more;",
+        "cascaded := cascaded || more;\n        EXIT;",
+        "the cascade goes round again for children a spawn committed while it waited",
+        CASCADE,
+        MACHINE,
+    ),
+    m(
+        "ended.purge",
+        SCHEMA,
+        "fn:instances_ended",
+        "    DELETE FROM __schema__.signals WHERE instance_id = ANY (everything);\n",
+        "",
+        "purge: an ended instance's inbox is deleted",
+        AWAITS,
+        EFFECTS,
+    ),
+    m(
+        "ended.count_by_n",
+        SCHEMA,
+        "fn:instances_ended",
+        "SET pending_children = p.pending_children - parents.n,",
+        "SET pending_children = p.pending_children - 1,",
+        "each ended child counts its parent down once",
+        EFFECTS,
+        MACHINE,
+    ),
+    m(
+        "ended.count_live_parents",
+        SCHEMA,
+        "fn:instances_ended",
+        "        WHERE p.status IN ('available', 'executing', 'awaiting', 'waiting')\n"
+        "        ORDER BY p.id",
+        "        ORDER BY p.id",
+        "ended children count down live parents only",
+        EFFECTS,
+        equivalent="a parent that is no longer live is never woken (only a waiting parent is), "
+        "and nothing reads the pending count of an ended instance",
+    ),
+    m(
+        "ended.lock_order",
+        SCHEMA,
+        "fn:instances_ended",
+        "ORDER BY i.id\n            FOR UPDATE OF i\n        ),\n        cancelled",
+        "ORDER BY i.id DESC\n            FOR UPDATE OF i\n        ),\n        cancelled",
+        "lock order: the cascade locks descendants by id",
+        LOCKS,
+    ),
+    m(
+        "ended.announce",
+        SCHEMA,
+        "fn:instances_ended",
+        "    PERFORM pg_notify(channel, 't:' || e) FROM unnest(everything) AS e;\n",
+        "",
+        "every end is announced to result() waiters",
+        RESULT,
+        EFFECTS,
+    ),
+    # -- decide() ---------------------------------------------------------------------------
+    m(
+        "decide.retry_limit",
+        DECIDE,
+        "def _commit",
+        "if attempt + 1 >= max_attempts(spec, step):",
+        "if attempt >= max_attempts(spec, step):",
+        "attempt counting: retry() on the last attempt fails",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.failure_limit",
+        DECIDE,
+        "def _failure",
+        "or attempt + 1 >= max_attempts(spec, step)",
+        "or attempt >= max_attempts(spec, step)",
+        "attempt counting: an error on the last attempt fails",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.handler_once",
+        DECIDE,
+        "def decide",
+        "if spec.handler is not None and not handled:",
+        "if spec.handler is not None:",
+        "the handler decides once",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.goto_consumes",
+        DECIDE,
+        "def _commit",
+        "keep, consumed=awaited, limit=limit)",
+        "keep, consumed=(), limit=limit)",
+        "consumption: a goto consumes what the step saw",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.goto_park_consumes",
+        DECIDE,
+        "def _commit",
+        "park(target, data, consumed=awaited,",
+        "park(target, data, consumed=(),",
+        "consumption: a goto into an await consumes what the step saw",
+        DECIDE_PROPS,
+    ),
+    m(
+        "decide.spawn_consumes",
+        DECIDE,
+        "def _commit",
+        "tuple(children), awaited, limit)",
+        "tuple(children), (), limit)",
+        "consumption: a spawn consumes what the step saw",
+        DECIDE_PROPS,
+    ),
+    m(
+        "decide.reawait_seen",
+        DECIDE,
+        "def _commit",
+        "seen=max((seen, *awaited))",
+        "seen=seen",
+        "a reawait raises its seen mark past what it saw",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.reawait_deadline",
+        DECIDE,
+        "def park",
+        "keep_deadline = reawait and not timed_out",
+        "keep_deadline = reawait",
+        "deadline: a reawait after its deadline waits for signals only",
+        DECIDE_PROPS,
+    ),
+    m(
+        "decide.reawait_timeout",
+        DECIDE,
+        "def park",
+        "timeout = None if reawait and timed_out else step.awaits.timeout",
+        "timeout = step.awaits.timeout",
+        "deadline: a reawait after its deadline sets no new one",
+        DECIDE_PROPS,
+    ),
+    m(
+        "decide.keep_claim_limit",
+        DECIDE,
+        "def _commit",
+        "target.awaits is None and limit.name is None and outcome.delay",
+        "target.awaits is None and outcome.delay",
+        "a goto into a rate-limited step goes through the limiter",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.keep_claim_delay",
+        DECIDE,
+        "def _commit",
+        "limit.name is None and outcome.delay is None",
+        "limit.name is None",
+        "a delayed goto gives the claim back",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.goto_delay_park",
+        DECIDE,
+        "def _commit",
+        "if target.awaits is not None and outcome.delay is None:",
+        "if target.awaits is not None:",
+        "a delayed goto into an await waits for the delay",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+    m(
+        "decide.goto_keep_children",
+        DECIDE,
+        "def _commit",
+        "limit=limit, keep_children=False)",
+        "limit=limit, keep_children=True)",
+        "a goto into an await drops ctx.children",
+        DECIDE_PROPS,
+    ),
+    m(
+        "decide.reawait_needs_await",
+        DECIDE,
+        "def _commit",
+        '        if step.awaits is None:\n            raise InvalidOutcome(f"step {step.name!r} '
+        "returned reawait()",
+        '        if False:\n            raise InvalidOutcome(f"step {step.name!r} '
+        "returned reawait()",
+        "reawait() in a step that awaits nothing takes the error path",
+        DECIDE_PROPS,
+        DECIDE_TABLE,
+    ),
+]
+
+
+# -- applying a mutant ----------------------------------------------------------------------
+
+
+def region(text: str, path: str, where: str) -> tuple[int, int]:
+    """The span of `where` in `text` (see `Mutant`)."""
+    if not where:
+        return 0, len(text)
+    if where.startswith("fn:"):
+        start = text.index(f"FUNCTION __schema__.{where[3:]}(")
+        return start, text.index("$fn$;", start)
+    if where.startswith("def "):
+        start = text.index(f"\n{where}(")
+        ends = [
+            i for i in (text.find("\ndef ", start + 1), text.find("\nclass ", start + 1)) if i > 0
+        ]
+        return start, min(ends, default=len(text))
+    start = text.index(f"-- name: {where}\n")
+    end = text.find("-- name: ", start + 1)
+    return start, end if end > 0 else len(text)
+
+
+def mutate(text: str, mutant: Mutant) -> str:
+    """`text` with the mutant's edits applied; ValueError when one does not apply once."""
+    start, end = region(text, mutant.path, mutant.where)
+    block = text[start:end]
+    for old, new in mutant.edits:
+        found = block.count(old)
+        if found != 1:
+            raise ValueError(f"{mutant.id}: {old!r} occurs {found} times in {mutant.where!r}")
+        block = block.replace(old, new)
+    return text[:start] + block + text[end:]
+
+
+# -- running the tests ----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # killed, survived, error
+    killer: str = ""
+    seconds: float = 0.0
+    detail: str = ""
+    tests: list[str] = field(default_factory=list)
+
+    def json(self) -> str:
+        return json.dumps(
+            {
+                "mutant": self.mutant.id,
+                "file": self.mutant.path,
+                "where": self.mutant.where,
+                "guard": self.mutant.guard,
+                "status": self.status,
+                "killer": self.killer,
+                "equivalent": self.mutant.equivalent,
+                "seconds": round(self.seconds, 1),
+                "tests": self.tests,
+                **({"detail": self.detail} if self.detail else {}),
+            }
+        )
+
+
+FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+
+
+def pytest(copy: Path, tests: list[str], env: dict[str, str], timeout: int) -> tuple[int, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-seed=1",
+        f"--timeout={timeout}",
+        *tests,
+    ]
+    shutil.rmtree(copy / ".hypothesis", ignore_errors=True)
+    try:
+        done = subprocess.run(
+            command,
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout * 8,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        return -1, f"the run took longer than {timeout * 8}s: {exc.stdout!r:.2000}"
+    return done.returncode, done.stdout + done.stderr
+
+
+def run(mutant: Mutant, copy: Path, tests: list[str], env: dict[str, str], timeout: int) -> Outcome:
+    target = copy / mutant.path
+    original = target.read_text()
+    started = time.perf_counter()
+    try:
+        target.write_text(mutate(original, mutant))
+        code, output = pytest(copy, tests, env, timeout)
+    finally:
+        target.write_text(original)
+    seconds = time.perf_counter() - started
+    if code == 0:
+        return Outcome(mutant, "survived", seconds=seconds, tests=tests)
+    failed = FAILED.findall(output)
+    if code == 1 and failed:
+        return Outcome(mutant, "killed", failed[0], seconds, tests=tests)
+    if code == -1:  # a hang is a failure the guard prevented (a deadlock or a lock wait)
+        return Outcome(
+            mutant, "killed", "(hung past the run's timeout)", seconds, output[-500:], tests
+        )
+    return Outcome(mutant, "error", f"pytest exit {code}", seconds, output[-2000:], tests)
+
+
+@contextmanager
+def database(dsn: str | None) -> Iterator[str]:
+    if dsn:
+        yield dsn
+        return
+    from gendurable.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@contextmanager
+def repository_copy() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="gendurable-mutants-"))
+    copy = base / "repo"
+    try:
+        shutil.copytree(
+            ROOT,
+            copy,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "site", "__pycache__", ".*_cache", ".hypothesis"
+            ),
+        )
+        yield copy
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [("mutant", "status", "killed by")]
+    for o in outcomes:
+        status = o.status
+        if o.status == "survived" and o.mutant.equivalent:
+            status = "equivalent"
+        rows.append((o.mutant.id, status, o.killer or o.mutant.equivalent[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    counts = {s: sum(1 for o in outcomes if o.status == s) for s in ("killed", "survived", "error")}
+    lines.append(f"{len(outcomes)} mutants: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated mutant ids (a prefix selects a group)")
+    parser.add_argument("--all", action="store_true", help="run the whole suite per mutant")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--check", action="store_true", help="check every mutant applies")
+    parser.add_argument("--dsn", help="PostgreSQL to test on (default: an embedded server)")
+    parser.add_argument("--timeout", type=int, default=90, help="seconds per test")
+    args = parser.parse_args()
+
+    chosen = MUTANTS
+    if args.only:
+        wanted = args.only.split(",")
+        chosen = [mu for mu in MUTANTS if any(mu.id == w or mu.id.startswith(w) for w in wanted)]
+    if args.list:
+        for mu in chosen:
+            print(f"{mu.id:32} {mu.path[len('src/gendurable/') :]:28} {mu.guard}")
+        return 0
+    missing = set()
+    for mu in chosen:
+        mutate((ROOT / mu.path).read_text(), mu)
+        missing.update(t for t in mu.tests if not (ROOT / t).exists())
+    if missing:
+        print(f"no such test files (left out of the runs): {sorted(missing)}", file=sys.stderr)
+    if args.check:
+        print(f"{len(chosen)} mutants apply", file=sys.stderr)
+        return 0
+
+    outcomes: list[Outcome] = []
+    with database(args.dsn) as dsn, repository_copy() as copy:
+        env = {
+            **os.environ,
+            "GENDURABLE_TEST_DSN": dsn,
+            "GENDURABLE_PROPS": "mutants",  # property tests stop at the first failing example
+            "PYTHONPATH": os.pathsep.join([str(copy / "src"), os.environ.get("PYTHONPATH", "")]),
+        }
+        for mu in chosen:
+            tests = ["tests"] if args.all else [t for t in mu.tests if t not in missing]
+            if not tests:
+                outcomes.append(Outcome(mu, "error", "no test file to run"))
+                print(outcomes[-1].json(), flush=True)
+                continue
+            outcome = run(mu, copy, tests, env, args.timeout)
+            outcomes.append(outcome)
+            print(outcome.json(), flush=True)
+    print(table(outcomes), file=sys.stderr)
+    bad = [
+        o
+        for o in outcomes
+        if o.status == "error" or (o.status == "survived" and not o.mutant.equivalent)
+    ]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The guards of the engine's statements, each pinned by the case it exists for.
+
+Ownership (guarantee 2): a park, a spawn, a release and a heartbeat act only for the worker
+that holds the claim; a worker whose claim was lost and taken over changes nothing. Claims
+are played by hand (`instance_claim` with chosen worker ids, leases expired by the manual
+clock and the reaper), on a client-only engine so that nothing else runs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+import gendurable as gd
+from gendurable.engine.entries import NO_LIMIT, columns, new_rows
+from gendurable.testing import MakeEngine
+
+LEASE = timedelta(seconds=30)
+attempts: list[tuple[str, int]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    attempts.clear()
+
+
+@gd.workflow(name="guards.flow", lease=LEASE)
+class Flow:
+    @gd.step(start=True)
+    async def first(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        attempts.append(("first", ctx.attempt))
+        if ctx.attempt == 0:
+            raise RuntimeError("once")
+        return gd.goto(self.after, delay=timedelta(0))  # a new claim: its attempt is stored
+
+    @gd.step
+    async def after(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        attempts.append(("after", ctx.attempt))
+        return gd.goto(self.wait)
+
+    @gd.step
+    @gd.await_signals("go", "extra", timeout=timedelta(hours=1))
+    async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="guards.kid")
+class Kid:
+    @gd.step(start=True)
+    async def only(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="guards.waves")
+class Waves:
+    """Two spawns in a row: the second step sees only the second spawn's children."""
+
+    @gd.step(start=True)
+    async def first(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Kid.new(key="w1-a"), Kid.new(key="w1-b")], then=self.second)
+
+    @gd.step
+    async def second(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Kid.new(key="w2-a")], then=self.last)
+
+    @gd.step
+    async def last(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done([c.key for c in ctx.children])
+
+
+class Rig:
+    def __init__(self, engine: gd.Engine, db: asyncpg.Connection, schema: str) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.db = db
+        self.schema = schema
+
+    @property
+    def now(self) -> Any:
+        return self.engine.clock.now()
+
+    async def claim(self, locked_by: str, step: str = "first", queue: str = "default") -> list[int]:
+        rows = await self.store.instance_claim(
+            queue, 10, locked_by, [LEASE], self.now, ["guards.flow"], [step]
+        )
+        return [r["id"] for r in rows if r["go"]]
+
+    async def lose(self, id: int, step: str = "first") -> None:
+        """w1's claim of `id` expires and w2 takes the instance over."""
+        assert await self.claim("w1", step) == [id]
+        self.engine.clock.advance(LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
+        assert self.engine.reaper is not None
+        assert (await self.engine.reaper.run_once()).rescued == 1
+        assert await self.claim("w2", step) == [id]
+
+    async def row(self, id: int) -> asyncpg.Record:
+        found = await self.db.fetchrow(
+            "SELECT status::text AS status, step, locked_by, locked_until, attempt "
+            f'FROM "{self.schema}".instances WHERE id = $1',
+            id,
+        )
+        assert found is not None
+        return found
+
+    async def inbox(self, id: int) -> list[str]:
+        rows = await self.db.fetch(
+            f'SELECT name FROM "{self.schema}".signals WHERE instance_id = $1 ORDER BY id', id
+        )
+        return [r["name"] for r in rows]
+
+    async def signal(self, id: int, name: str) -> int:
+        found = await self.store.signal_deliver("guards.flow", id, None, name, b"null", self.now)
+        assert found is not None
+        return int(found["signal_id"])
+
+    async def park(self, id: int, locked_by: str, consumed: list[int]) -> tuple[bool, Any]:
+        return await self.store.outcome_park(
+            id, locked_by, "wait", None, ["go", "extra"], timedelta(hours=1), 0, consumed,
+            False, self.now, NO_LIMIT, False,
+        )  # fmt: skip
+
+    async def spawn(self, id: int, locked_by: str, consumed: list[int]) -> bool:
+        rows = new_rows({"guards.kid": Kid.spec}, [Kid.new(key="kid")], what="spawn")
+        return await self.store.outcome_spawn(
+            id, locked_by, columns(rows), [("guards.kid", "kid")], "wait", None, consumed,
+            NO_LIMIT, self.now,
+        )  # fmt: skip
+
+    async def count(self) -> int:
+        return int(await self.db.fetchval(f'SELECT count(*) FROM "{self.schema}".instances'))
+
+
+@pytest.fixture
+async def rig(make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str) -> Rig:
+    engine = await make_engine(workflows=[Flow, Kid], queues=None)
+    return Rig(engine, db, gendurable_schema)
+
+
+async def test_a_stale_park_changes_nothing_and_consumes_nothing(rig: Rig) -> None:
+    id = (await Flow.start()).id
+    seen = await rig.signal(id, "go")
+    await rig.lose(id)
+
+    assert await rig.park(id, "w1", [seen]) == (False, None)
+
+    after = await rig.row(id)
+    assert (after["status"], after["step"], after["locked_by"]) == ("executing", "first", "w2")
+    assert await rig.inbox(id) == ["go"]
+    assert await rig.park(id, "w2", [seen]) == (True, None)  # the owner's park commits
+    assert await rig.inbox(id) == []
+
+
+async def test_a_stale_spawn_inserts_no_child_and_changes_nothing(rig: Rig) -> None:
+    id = (await Flow.start()).id
+    seen = await rig.signal(id, "go")
+    await rig.lose(id)
+
+    assert await rig.spawn(id, "w1", [seen]) is False
+
+    assert await rig.count() == 1
+    after = await rig.row(id)
+    assert (after["status"], after["locked_by"]) == ("executing", "w2")
+    assert await rig.inbox(id) == ["go"]
+
+
+async def test_a_spawn_consumes_exactly_the_signals_its_step_saw(rig: Rig) -> None:
+    id = (await Flow.start()).id
+    seen = await rig.signal(id, "go")
+    assert await rig.claim("w1") == [id]
+    await rig.signal(id, "extra")  # arrived while the step ran: it survives
+
+    assert await rig.spawn(id, "w1", [seen]) is True
+
+    assert await rig.inbox(id) == ["extra"]
+    assert (await rig.row(id))["status"] == "waiting"
+
+
+async def test_a_stale_release_leaves_the_new_owner_claim(rig: Rig) -> None:
+    id = (await Flow.start()).id
+    await rig.lose(id)
+
+    assert await rig.store.instance_release(id, "w1", rig.now) is False
+
+    after = await rig.row(id)
+    assert (after["status"], after["locked_by"]) == ("executing", "w2")
+
+
+async def test_a_heartbeat_extends_only_its_own_claims(rig: Rig) -> None:
+    mine, theirs = (await Flow.start()).id, (await Flow.start()).id
+    claimed = await rig.store.instance_claim(
+        "default", 1, "w1", [LEASE], rig.now, ["guards.flow"], ["first"]
+    )
+    assert [r["id"] for r in claimed] == [mine]
+    assert await rig.claim("w2") == [theirs]
+    before = (await rig.row(theirs))["locked_until"]
+    rig.engine.clock.advance(timedelta(seconds=10))  # type: ignore[attr-defined]
+
+    assert await rig.store.lease_extend("w1", ["guards.flow"], [LEASE], rig.now) == 1
+
+    assert (await rig.row(mine))["locked_until"] == rig.now + LEASE
+    assert (await rig.row(theirs))["locked_until"] == before
+
+
+async def test_a_claim_lasts_its_lease_and_the_reaper_leaves_it_until_then(rig: Rig) -> None:
+    id = (await Flow.start()).id
+    assert await rig.claim("w1") == [id]
+    assert (await rig.row(id))["locked_until"] == rig.now + LEASE
+    assert rig.engine.reaper is not None
+
+    rig.engine.clock.advance(LEASE)  # expired only once past locked_until
+    assert (await rig.engine.reaper.run_once()).rescued == 0
+    assert (await rig.row(id))["locked_by"] == "w1"
+
+
+async def test_a_claim_takes_rows_of_its_queue_and_of_known_steps_only(rig: Rig) -> None:
+    elsewhere = (await Flow.start(queue="other")).id
+    here = (await Flow.start()).id
+    await rig.db.execute(  # a row at a step this deploy does not have (an older deploy's)
+        f"UPDATE \"{rig.schema}\".instances SET step = 'gone' WHERE id = $1", here
+    )
+    unknown_step = here
+    here = (await Flow.start()).id
+
+    assert await rig.claim("w1") == [here]
+    assert (await rig.row(elsewhere))["status"] == "available"
+    assert (await rig.row(unknown_step))["status"] == "available"
+
+
+async def test_a_goto_starts_the_next_step_at_attempt_zero(
+    make_engine: MakeEngine, manual_clock: gd.ManualClock
+) -> None:
+    engine = await make_engine(workflows=[Flow, Kid])
+    await Flow.start(key="a")
+    await engine.drain()
+    manual_clock.advance(timedelta(minutes=10))  # past the retry's backoff
+    await engine.drain()
+
+    assert attempts == [("first", 0), ("first", 1), ("after", 0)]
+    assert (await Flow.get("a")).attempt == 0
+
+
+async def test_cancel_cascade_leaves_ended_children_as_they_ended(rig: Rig) -> None:
+    parent = (await Flow.start()).id
+    await rig.db.execute(  # the parent waits for two children; one has already ended
+        f"UPDATE \"{rig.schema}\".instances SET status = 'waiting', pending_children = 1 "
+        "WHERE id = $1",
+        parent,
+    )
+    kids = [Kid.new(key="ended"), Kid.new(key="live")]
+    await rig.store.instance_insert_many(
+        columns(new_rows({"guards.kid": Kid.spec}, kids, what="spawn")), parent, rig.now
+    )
+    await rig.db.execute(
+        f"UPDATE \"{rig.schema}\".instances SET status = 'done', finished_at = $1 "
+        "WHERE key = 'ended'",
+        rig.now,
+    )
+
+    await Flow.cancel(parent)
+
+    assert (await Kid.get("ended")).status == "done"
+    assert (await Kid.get("live")).status == "cancelled"
+
+
+async def test_children_are_those_of_the_latest_spawn(make_engine: MakeEngine) -> None:
+    engine = await make_engine(workflows=[Waves, Kid])
+    await Waves.start(key="p")
+    await engine.drain()
+
+    assert await Waves.result("p") == ["w2-a"]
