@@ -1351,11 +1351,18 @@ def main() -> int:
             print(f"{mu.id:32} {mu.path[len('src/gendurable/') :]:28} {mu.guard}")
         return 0
     missing = set()
+    broken = []
     for mu in chosen:
-        mutate((ROOT / mu.path).read_text(), mu)
+        try:
+            mutate((ROOT / mu.path).read_text(), mu)
+        except (ValueError, FileNotFoundError) as error:
+            broken.append(str(error))
         missing.update(t for t in mu.tests if not (ROOT / t).exists())
     if missing:
         print(f"no such test files (left out of the runs): {sorted(missing)}", file=sys.stderr)
+    if broken:
+        print("mutants that no longer apply to the sources:", *broken, sep="\n  ", file=sys.stderr)
+        return 2
     if args.check:
         print(f"{len(chosen)} mutants apply", file=sys.stderr)
         return 0
