@@ -80,6 +80,24 @@ def _decode_jsonb(data: bytes) -> bytes:
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Make jsonb travel as raw JSON bytes (binary format, no str round trip)."""
+    await _jsonb_as_bytes(conn)
+
+
+async def init_prepared_connection(conn: asyncpg.Connection) -> None:
+    """`init_connection`, and plan each prepared statement once.
+
+    With the default plan cache mode PostgreSQL re-plans a statement on every execution
+    when it guesses a custom plan may be cheaper, which it does for the array parameters of
+    the group commit: its planning then cost more than its execution (0.9 ms against 0.5 ms
+    for a one-row commit, measured). Every statement here is a keyed lookup or an index
+    range, for which the generic plan is the right one. Not behind a transaction pooler
+    (`prepare=False`): a SET would stay on a server connection other clients share.
+    """
+    await _jsonb_as_bytes(conn)
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+async def _jsonb_as_bytes(conn: asyncpg.Connection) -> None:
     for typename in ("jsonb",):
         await conn.set_type_codec(
             typename,
@@ -94,7 +112,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's reset query on release: a round trip per statement otherwise.
 
     Safe because no statement here leaves session state behind: no LISTEN (the listener has
-    its own connection), no session advisory locks, no temporary tables, no SET.
+    its own connection), no session advisory locks, no temporary tables, and the one SET
+    (the plan cache mode) is made when the connection opens and wanted on every use.
     """
 
 
@@ -130,7 +149,7 @@ class Store:
             dsn,
             min_size=min_size,
             max_size=max_size,
-            init=init_connection,
+            init=init_prepared_connection if prepare else init_connection,
             statement_cache_size=100 if prepare else 0,
             command_timeout=timeout,
             timeout=timeout,

@@ -160,10 +160,18 @@ CREATE INDEX IF NOT EXISTS signals_inbox
 -- itself waited (a further round). A later round locks children of rows this call already
 -- holds; every other writer of such a child locks its parent first, so no cycle closes.
 -- Returns the ids cancelled by cascade.
+-- Both functions below run keyed lookups only (by id, parent and inbox), on every commit that
+-- ends or parks instances. Their statements are planned once (generic plans) with index
+-- scans, whatever the table's statistics say: re-planning them on each call cost more than
+-- running them, and a plan made while a new table is nearly empty would scan it whole as it
+-- grows, until autovacuum analyzes it.
 CREATE OR REPLACE FUNCTION __schema__.instances_ended(
     ended bigint[], t timestamptz, channel text
 ) RETURNS bigint[]
-LANGUAGE plpgsql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $fn$
 DECLARE
     cascaded bigint[] := '{}';
     more bigint[];
@@ -240,10 +248,6 @@ BEGIN
 END
 $fn$;
 
--- Running engines ("nodes"). Each engine records what it serves at start, refreshes
--- `last_seen`/`expires_at` with its heartbeat and deletes its row at stop. A row past
--- `expires_at` is a node that died without stopping: ignored by blocked_by, pruned by any
--- live node's heartbeat.
 -- The second half of a park, run by the group commit right after it set rows `awaiting`:
 -- wake at once each parked row whose inbox already holds a matching signal newer than the
 -- ones it saw, or whose deadline has passed (as a timeout), and announce the wake like a
@@ -255,7 +259,10 @@ $fn$;
 CREATE OR REPLACE FUNCTION __schema__.instances_parked(
     parked bigint[], t timestamptz, channel text
 ) RETURNS TABLE (woken_id bigint, woken_by_deadline boolean)
-LANGUAGE plpgsql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $fn$
 BEGIN
     IF parked IS NULL OR cardinality(parked) = 0 THEN
         RETURN;
@@ -283,6 +290,10 @@ BEGIN
 END
 $fn$;
 
+-- Running engines ("nodes"). Each engine records what it serves at start, refreshes
+-- `last_seen`/`expires_at` with its heartbeat and deletes its row at stop. A row past
+-- `expires_at` is a node that died without stopping: ignored by blocked_by, pruned by any
+-- live node's heartbeat.
 CREATE TABLE IF NOT EXISTS __schema__.nodes (
     id text PRIMARY KEY,
     name text NOT NULL,
