@@ -24,9 +24,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from commit_support import finish_batch
 
 import gendurable as gd
+from commit_support import finish_batch
 from gendurable.testing import MakeEngine, RecorderFactory
 
 LEASE = timedelta(seconds=30)

@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from gendurable.engine.entries import NO_LIMIT, columns, new_rows
+from commit_support import commit, park
+from gendurable.engine.entries import NO_LIMIT, columns, new_row, new_rows
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
@@ -88,13 +89,14 @@ class Rig:
         )
         return [r["id"] for r in rows if r["go"]]
 
-    async def lose(self, id: int, step: str = "first") -> None:
-        """w1's claim of `id` expires and w2 takes the instance over."""
-        assert await self.claim("w1", step) == [id]
+    async def lose(self, id: int, step: str = "first", by: tuple[str, str] = ("w1", "w2")) -> None:
+        """The first worker's claim of `id` expires and the second takes the instance over."""
+        first, second = by
+        assert await self.claim(first, step) == [id]
         self.engine.clock.advance(LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
         assert self.engine.reaper is not None
         assert (await self.engine.reaper.run_once()).rescued == 1
-        assert await self.claim("w2", step) == [id]
+        assert await self.claim(second, step) == [id]
 
     async def row(self, id: int) -> asyncpg.Record:
         found = await self.db.fetchrow(
@@ -116,17 +118,21 @@ class Rig:
         assert found is not None
         return int(found["signal_id"])
 
-    async def park(self, id: int, locked_by: str, consumed: list[int]) -> tuple[bool, Any]:
-        return await self.store.outcome_park(
-            id, locked_by, "wait", None, ["go", "extra"], timedelta(hours=1), 0, consumed,
-            False, self.now, NO_LIMIT, False,
+    async def park(self, id: int, locked_by: str, consumed: list[int]) -> bool:
+        """A goto into `wait` that consumes `consumed`, group-committed; did it commit?"""
+        done, busy = await commit(
+            self.engine,
+            [park(id, locked_by, "wait", ["go", "extra"], timeout=timedelta(hours=1),
+                  consumed=consumed)],
         )  # fmt: skip
+        assert busy == set()
+        return id in done
 
     async def spawn(self, id: int, locked_by: str, consumed: list[int]) -> bool:
         rows = new_rows({"guards.kid": Kid.spec}, [Kid.new(key="kid")], what="spawn")
         return await self.store.outcome_spawn(
             id, locked_by, columns(rows), [("guards.kid", "kid")], "wait", None, consumed,
-            NO_LIMIT, self.now,
+            NO_LIMIT, self.now, child_versions=[row.state_version for row in rows],
         )  # fmt: skip
 
     async def count(self) -> int:
@@ -144,12 +150,12 @@ async def test_a_stale_park_changes_nothing_and_consumes_nothing(rig: Rig) -> No
     seen = await rig.signal(id, "go")
     await rig.lose(id)
 
-    assert await rig.park(id, "w1", [seen]) == (False, None)
+    assert await rig.park(id, "w1", [seen]) is False
 
     after = await rig.row(id)
     assert (after["status"], after["step"], after["locked_by"]) == ("executing", "first", "w2")
     assert await rig.inbox(id) == ["go"]
-    assert await rig.park(id, "w2", [seen]) == (True, None)  # the owner's park commits
+    assert await rig.park(id, "w2", [seen]) is True  # the owner's park commits
     assert await rig.inbox(id) == []
 
 
@@ -189,19 +195,57 @@ async def test_a_stale_release_leaves_the_new_owner_claim(rig: Rig) -> None:
 
 
 async def test_a_heartbeat_extends_only_its_own_claims(rig: Rig) -> None:
-    mine, theirs = (await Flow.start()).id, (await Flow.start()).id
-    claimed = await rig.store.instance_claim(
-        "default", 1, "w1", [LEASE], rig.now, ["guards.flow"], ["first"]
-    )
-    assert [r["id"] for r in claimed] == [mine]
-    assert await rig.claim("w2") == [theirs]
-    before = (await rig.row(theirs))["locked_until"]
+    # Claims are named `<scheduler>#<n>`. The scheduler "w1" lost `lost` (expired, rescued)
+    # to "w10", a name that starts like its own, while its step still runs; and it holds
+    # `orphan` through a claim whose answer never reached it (it runs nothing there).
+    lost = (await Flow.start()).id
+    await rig.lose(lost, by=("w1#1", "w10#1"))
+    mine = (await Flow.start()).id
+    assert await rig.claim("w1#1") == [mine]
+    orphan = (await Flow.start()).id
+    assert await rig.claim("w1#2") == [orphan]
+    before = {id: (await rig.row(id))["locked_until"] for id in (lost, orphan)}
     rig.engine.clock.advance(timedelta(seconds=10))  # type: ignore[attr-defined]
 
-    assert await rig.store.lease_extend("w1", ["guards.flow"], [LEASE], rig.now) == 1
+    extended = await rig.store.lease_extend(
+        "w1", ["guards.flow"], [LEASE], rig.now, ids=[mine, lost]
+    )
 
+    assert extended == 1
     assert (await rig.row(mine))["locked_until"] == rig.now + LEASE
-    assert (await rig.row(theirs))["locked_until"] == before
+    assert {id: (await rig.row(id))["locked_until"] for id in (lost, orphan)} == before
+
+
+async def test_a_local_start_is_inserted_claimed_for_its_lease_and_only_when_it_creates(
+    rig: Rig,
+) -> None:
+    # A start made where its queue runs (a scheduler with a free slot) inserts the row
+    # claimed by that scheduler, for its lease, and tells nobody to claim it. A start that
+    # finds its key held by a live instance claims nothing: that row stays as it was.
+    queued = await rig.store.instance_insert(new_row(Flow.spec, Flow.new(key="q")), now=rig.now)
+    heard: list[str] = []
+    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
+
+    local = await rig.store.instance_insert(
+        new_row(Flow.spec, Flow.new(key="here")), now=rig.now, locked_by="s#1", lease=LEASE
+    )
+    again = await rig.store.instance_insert(
+        new_row(Flow.spec, Flow.new(key="q")), now=rig.now, locked_by="s#2", lease=LEASE
+    )
+    await rig.db.execute("SELECT 1")  # delivers what was announced before it
+
+    assert (local["created"], local["locked_by"]) == (True, "s#1")
+    after = await rig.row(local["id"])
+    assert (after["status"], after["locked_by"]) == ("executing", "s#1")
+    assert after["locked_until"] == rig.now + LEASE
+    assert (again["id"], again["created"]) == (queued["id"], False)
+    after = await rig.row(queued["id"])
+    assert (after["status"], after["locked_by"]) == ("available", None)
+    assert heard == []
+    assert await rig.claim("w1") == [queued["id"]]  # the local row is nobody else's
+    await rig.store.instance_insert(new_row(Flow.spec, Flow.new(key="later")), now=rig.now)
+    await rig.db.execute("SELECT 1")
+    assert heard == ["q:default"]  # a start that goes through the queue is announced
 
 
 async def test_a_claim_lasts_its_lease_and_the_reaper_leaves_it_until_then(rig: Rig) -> None:
@@ -250,8 +294,9 @@ async def test_cancel_cascade_leaves_ended_children_as_they_ended(rig: Rig) -> N
         parent,
     )
     kids = [Kid.new(key="ended"), Kid.new(key="live")]
+    rows = new_rows({"guards.kid": Kid.spec}, kids, what="spawn")
     await rig.store.instance_insert_many(
-        columns(new_rows({"guards.kid": Kid.spec}, kids, what="spawn")), parent, rig.now
+        columns(rows), parent, rig.now, state_versions=[row.state_version for row in rows]
     )
     await rig.db.execute(
         f"UPDATE \"{rig.schema}\".instances SET status = 'done', finished_at = $1 "
