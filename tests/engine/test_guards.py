@@ -26,6 +26,7 @@ attempts: list[tuple[str, int]] = []
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     attempts.clear()
+    children_seen.clear()
 
 
 @gd.workflow(name="guards.flow", lease=LEASE)
@@ -70,6 +71,30 @@ class Waves:
     @gd.step
     async def last(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.done([c.key for c in ctx.children])
+
+
+@gd.workflow(name="guards.brood")
+class Brood:
+    """A spawn whose `then` step awaits, then a goto into another await."""
+
+    @gd.step(start=True)
+    async def hatch(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Kid.new(key="brood-kid")], then=self.gather)
+
+    @gd.step
+    @gd.await_signals("go")
+    async def gather(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        children_seen.append(("gather", len(ctx.children)))
+        return gd.goto(self.wait)
+
+    @gd.step
+    @gd.await_signals("go")
+    async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        children_seen.append(("wait", len(ctx.children)))
+        return gd.done()
+
+
+children_seen: list[tuple[str, int]] = []
 
 
 class Rig:
@@ -316,3 +341,20 @@ async def test_children_are_those_of_the_latest_spawn(make_engine: MakeEngine) -
     await engine.drain()
 
     assert await Waves.result("p") == ["w2-a"]
+
+
+async def test_children_stay_with_the_spawns_awaiting_step_and_leave_with_a_goto(
+    make_engine: MakeEngine,
+) -> None:
+    # The spawn's `then` step awaits: it parks first, and its children are still there when
+    # a signal wakes it. A goto into another await leaves them behind.
+    engine = await make_engine(workflows=[Brood, Kid])
+    await Brood.start(key="b")
+    await engine.drain()
+    await Brood.signal("b", "go")
+    await engine.drain()
+    await Brood.signal("b", "go")
+    await engine.drain()
+
+    assert children_seen == [("gather", 1), ("wait", 0)]
+    assert (await Brood.get("b")).status == "done"

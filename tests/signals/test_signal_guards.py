@@ -174,10 +174,14 @@ async def test_a_reawait_past_its_deadline_wakes_at_once_as_timed_out(rig: Rig) 
         seen = (await rig.deliver(conn, id, "go"))["signal_id"]
     assert await rig.claim("w2", "wait") == [id]
     rig.engine.clock.advance(2 * HOUR)  # type: ignore[attr-defined]
+    heard: list[str] = []
+    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
 
     parked = await commit(rig.engine, [rig.park(id, "w2", seen=seen, keep_deadline=True)])
+    await rig.db.execute("SELECT 1")  # delivers what was announced before it
 
     assert parked == ({id: True}, set())  # committed, and woken by the deadline
+    assert heard == ["q:default"]  # announced to its queue, like any wake
     after = await rig.row(id)
     assert (after["status"], after["timed_out"]) == ("available", True)
 
