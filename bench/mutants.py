@@ -2,9 +2,9 @@
 
     python bench/mutants.py [--only ID,ID] [--all] [--list] [--check] [--dsn DSN]
 
-Every guard of the named statements (`src/gendurable/sql/*.sql`, the schema's
-`instances_ended` function and indexes) and of `decide()` is listed in `MUTANTS` with the
-test files that should notice it. For each mutant the script edits a *copy* of the
+Every guard of the named statements (`src/gendurable/sql/*.sql`, the schema's functions
+and indexes), of `decide()` and of the group commit's resending is listed in `MUTANTS` with
+the test files that should notice it. For each mutant the script edits a *copy* of the
 repository (the worktree is never touched), runs those tests (`--all`: the whole suite)
 with `-x`, and prints one JSON line: the mutant, the guard, `killed` or `survived`, and the
 first failing test. A summary table goes to stderr at the end; the exit status is 1 when a
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SQL = "src/gendurable/sql/"
 SCHEMA = SQL + "migrations/0001_initial.sql"
 DECIDE = "src/gendurable/engine/decide.py"
+GROUP = "src/gendurable/engine/group_commit.py"
 
 # Test sets, most specific first (the run stops at the first failure).
 GUARDS = "tests/engine/test_guards.py"
@@ -690,6 +691,27 @@ MUTANTS: list[Mutant] = [
         GUARDS,
     ),
     m(
+        "batch.continue_lease",
+        I,
+        "outcome_batch",
+        "locked_until = CASE WHEN b.kind = 'continue' THEN now.t + b.lease END",
+        "locked_until = CASE WHEN b.kind = 'continue' THEN now.t END",
+        "a step chained on its claim (continue) gets a fresh lease",
+        GUARDS,
+        OUTCOMES,
+        LEASES,
+    ),
+    m(
+        "batch.continue_keeps_claim",
+        I,
+        "outcome_batch",
+        "locked_by = CASE WHEN b.kind = 'continue' THEN i.locked_by END",
+        "locked_by = CASE WHEN b.kind = 'continue' THEN NULL END",
+        "a step chained on its claim (continue) stays its worker's",
+        OUTCOMES,
+        GUARDS,
+    ),
+    m(
         "batch.consume_exact",
         I,
         "outcome_batch",
@@ -782,6 +804,16 @@ MUTANTS: list[Mutant] = [
         "a row someone else held comes back busy (sent again), not stale (dropped)",
         SKIPS,
         LOCKS,
+    ),
+    m(
+        "group.resend_busy",
+        GROUP,
+        "",
+        "if item.id in busy:",
+        "if False:",
+        "a busy outcome is sent again, not reported stale",
+        "tests/unit/test_group_commit.py",
+        SKIPS,
     ),
     # -- spawn, children --------------------------------------------------------------------
     m(

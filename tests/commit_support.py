@@ -42,6 +42,21 @@ def park(
     }
 
 
+def move(id: int, locked_by: str, step: str, *, lease: timedelta | None = None) -> dict[str, Any]:
+    """The plain fields of a goto: with `lease`, one that keeps its claim (a continue: the
+    worker runs `step` at once, for a fresh lease)."""
+    return {
+        "id": id,
+        "locked_by": locked_by,
+        "kind": "goto" if lease is None else "continue",
+        "step": step,
+        "lease_s": None if lease is None else lease.total_seconds(),
+        "weight": 1,
+        "state_version": 1,
+        "consumed": [],
+    }
+
+
 def finish(id: int, locked_by: str, status: str) -> dict[str, Any]:
     """The plain fields of a terminal outcome (its result: JSON null)."""
     return {"id": id, "locked_by": locked_by, "kind": "finish", "status": status}

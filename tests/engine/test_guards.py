@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from commit_support import commit, park
+from commit_support import commit, move, park
 from gendurable.engine.entries import NO_LIMIT, columns, new_row, new_rows
 from gendurable.testing import MakeEngine
 
@@ -282,6 +282,21 @@ async def test_a_claim_lasts_its_lease_and_the_reaper_leaves_it_until_then(rig: 
     rig.engine.clock.advance(LEASE)  # expired only once past locked_until
     assert (await rig.engine.reaper.run_once()).rescued == 0
     assert (await rig.row(id))["locked_by"] == "w1"
+
+
+async def test_a_step_chained_on_its_claim_keeps_it_for_a_fresh_lease(rig: Rig) -> None:
+    id = (await Flow.start()).id
+    assert await rig.claim("w1") == [id]
+    rig.engine.clock.advance(LEASE - timedelta(seconds=1))  # type: ignore[attr-defined]
+
+    assert await commit(rig.engine, [move(id, "w1", "after", lease=LEASE)]) == ({id: None}, set())
+
+    after = await rig.row(id)
+    assert (after["status"], after["step"], after["locked_by"]) == ("executing", "after", "w1")
+    assert after["locked_until"] == rig.now + LEASE
+    rig.engine.clock.advance(timedelta(seconds=2))  # type: ignore[attr-defined]
+    assert rig.engine.reaper is not None
+    assert (await rig.engine.reaper.run_once()).rescued == 0
 
 
 async def test_a_claim_takes_rows_of_its_queue_and_of_known_steps_only(rig: Rig) -> None:
