@@ -3,7 +3,9 @@
 Ownership (guarantee 2): a park, a spawn, a release and a heartbeat act only for the worker
 that holds the claim; a worker whose claim was lost and taken over changes nothing. Claims
 are played by hand (`instance_claim` with chosen worker ids, leases expired by the manual
-clock and the reaper), on a client-only engine so that nothing else runs.
+clock and the reaper; group commits written as the committer sends them, `commit_support`),
+on a client-only engine so that nothing else runs. A start claimed where it is made (a local
+start) and a step chained on its claim are pinned the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
 attempts: list[tuple[str, int]] = []
+children_seen: list[tuple[str, int]] = []
 
 
 @pytest.fixture(autouse=True)
@@ -92,9 +95,6 @@ class Brood:
     async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         children_seen.append(("wait", len(ctx.children)))
         return gd.done()
-
-
-children_seen: list[tuple[str, int]] = []
 
 
 class Rig:

@@ -1,7 +1,9 @@
 """The guards of signal delivery and await deadlines, each pinned by the case it exists for.
 
 Statements are played by hand on a client-only engine, in transactions the test opens, so
-that each interleaving happens exactly as written (DESIGN §8, lost wake-up).
+that each interleaving happens exactly as written (DESIGN §8, lost wake-up); parks are group
+commits written as the committer sends them (`commit_support`). A delivery that claims what
+it wakes for a scheduler of this process (a local wake) is pinned the same way.
 """
 
 from __future__ import annotations
