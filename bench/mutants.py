@@ -2,16 +2,17 @@
 
     python bench/mutants.py [--only ID,ID] [--all] [--list] [--check] [--dsn DSN]
 
-Every guard of the named statements (`src/gendurable/sql/*.sql`, the schema's
-`instances_ended` function and indexes) and of `decide()` is listed in `MUTANTS` with the
-test files that should notice it. For each mutant the script edits a *copy* of the
+Every guard of the named statements (`src/gendurable/sql/*.sql`, the schema's functions
+and indexes), of `decide()` and of the group commit's resending is listed in `MUTANTS` with
+the test files that should notice it. For each mutant the script edits a *copy* of the
 repository (the worktree is never touched), runs those tests (`--all`: the whole suite)
 with `-x`, and prints one JSON line: the mutant, the guard, `killed` or `survived`, and the
 first failing test. A summary table goes to stderr at the end; the exit status is 1 when a
 mutant that is not argued `equivalent` survived.
 
 All runs share one embedded PostgreSQL (or `--dsn`), as `GENDURABLE_TEST_DSN`. `--list`
-prints the mutants; `--check` only verifies that each one applies to the current sources.
+prints the mutants; `--check` only verifies that each one applies to the current sources
+(each edit found exactly once; a statement keeps its parameters, or it would fail on them).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SQL = "src/gendurable/sql/"
 SCHEMA = SQL + "migrations/0001_initial.sql"
 DECIDE = "src/gendurable/engine/decide.py"
+GROUP = "src/gendurable/engine/group_commit.py"
 
 # Test sets, most specific first (the run stops at the first failure).
 GUARDS = "tests/engine/test_guards.py"
@@ -95,12 +97,13 @@ S = SQL + "signals.sql"
 M = SQL + "maintenance.sql"
 G = SQL + "gc.sql"
 R = SQL + "repair.sql"
-OWN_PARK = "WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'"
+OWN_SPAWN = "WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'"
 LIVE = "('available', 'executing', 'awaiting', 'waiting')"
 EXECUTING_ONLY = (
-    "locked_by is set only by the claim, together with status 'executing', and every "
-    "statement that leaves 'executing' clears it (the state machine checks this after every "
-    "step), so `locked_by = $worker` already implies 'executing'"
+    "locked_by is set only together with status 'executing' (by the claim, a local start, a "
+    "local wake, a continue), and every statement that leaves 'executing' clears it (the "
+    "state machine checks this after every step), so `locked_by = $worker` already implies "
+    "'executing'"
 )
 BUCKETS_SORTED = (
     "the buckets' DISTINCT reads `demand`, which its window function sorted by (limit, "
@@ -150,6 +153,58 @@ MUTANTS: list[Mutant] = [
         LOCKS,
         START,
     ),
+    m(
+        "insert.local_status",
+        I,
+        "instance_insert",
+        "CASE WHEN $19::text IS NULL THEN 'available'::__schema__.status\n"
+        "                ELSE 'executing'::__schema__.status END",
+        "'available'::__schema__.status",
+        "local start: the row is inserted executing (no other claim can take it)",
+        GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "insert.local_only_when_asked",
+        I,
+        "instance_insert",
+        "CASE WHEN $19::text IS NULL THEN 'available'::__schema__.status",
+        "CASE WHEN false THEN 'available'::__schema__.status",
+        "local start: a start without a scheduler is inserted available",
+        GUARDS,
+        START,
+    ),
+    m(
+        "insert.local_lease",
+        I,
+        "instance_insert",
+        "$19::text, now.t + $20::interval",
+        "$19::text, now.t + 0 * $20::interval",
+        "local start: the claim lasts its lease",
+        GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "insert.local_notify",
+        I,
+        "instance_insert",
+        "AND ins.run_at <= now.t AND $19::text IS NULL",
+        "AND ins.run_at <= now.t",
+        "local start: a row claimed at insert is announced to nobody",
+        GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "insert.local_conflict",
+        I,
+        "instance_insert",
+        "DO UPDATE SET key = excluded.key\n",
+        "DO UPDATE SET key = excluded.key, status = excluded.status,\n"
+        "    locked_by = excluded.locked_by, locked_until = excluded.locked_until\n",
+        "local start: a start that meets its key's live holder claims nothing",
+        GUARDS,
+        START,
+    ),
     # -- the claim --------------------------------------------------------------------------
     m(
         "claim.status",
@@ -197,9 +252,8 @@ MUTANTS: list[Mutant] = [
         "instance_claim",
         "(NOT EXISTS (SELECT 1 FROM __schema__.instances e\n"
         "                           WHERE e.concurrency_key = i.concurrency_key\n"
-        "                             AND e.status = 'executing')\n"
-        "               AND pg_try",
-        "(pg_try",
+        "                             AND e.status = 'executing')\n",
+        "(true\n",
         "concurrency keys: a key executing elsewhere is passed over",
         CONCURRENCY,
     ),
@@ -216,9 +270,33 @@ MUTANTS: list[Mutant] = [
         "claim.ck_first_of_key",
         I,
         "instance_claim",
-        "WHERE p.concurrency_key IS NULL OR p.id IN (SELECT id FROM first_of_key)",
-        "WHERE true",
-        "concurrency keys: one row per key in a batch",
+        [
+            ("AND i.id = (SELECT h.id FROM", "AND i.id IN (SELECT h.id FROM"),
+            (
+                "                           LIMIT 1)\n               AND pg_try",
+                "                           )\n               AND pg_try",
+            ),
+        ],
+        "",
+        "concurrency keys: one row per key in a batch (only the key's most urgent due row)",
+        CONCURRENCY,
+    ),
+    m(
+        "claim.ck_head_order",
+        I,
+        "instance_claim",
+        "                           ORDER BY h.priority DESC, h.run_at, h.id\n",
+        "                           ORDER BY h.id DESC\n",
+        "concurrency keys: a key's most urgent due row is the one a claim takes",
+        CONCURRENCY,
+    ),
+    m(
+        "claim.ck_contended",
+        I,
+        "instance_claim",
+        "AND h.status = 'available' AND h.run_at <= now.t AND h.id <> p.id",
+        "AND h.status = 'available' AND h.run_at <= now.t",
+        "concurrency keys: `contended` counts keys with more rows waiting, not the row taken",
         CONCURRENCY,
     ),
     m(
@@ -338,34 +416,24 @@ MUTANTS: list[Mutant] = [
         GUARDS,
         LEASES,
     ),
-    # -- park -------------------------------------------------------------------------------
+    # -- park: the group commit's 'park' part, and `instances_parked` (its recheck) --------
     m(
         "park.owner",
         I,
-        "outcome_park",
-        OWN_PARK,
-        "WHERE i.id = $1 AND $2::text IS NOT NULL",
+        "outcome_batch",
+        "AND i.locked_by = b.locked_by AND",
+        "AND (i.locked_by = b.locked_by OR b.kind = 'park') AND",
         "ownership: a park commits only for the worker holding the claim",
-        GUARDS,
-        STALE,
-    ),
-    m(
-        "park.owner_locked_by",
-        I,
-        "outcome_park",
-        "i.locked_by = $2 AND",
-        "$2::text IS NOT NULL AND",
-        "ownership: park checks locked_by",
         GUARDS,
         STALE,
     ),
     m(
         "park.owner_status",
         I,
-        "outcome_park",
-        "AND i.status = 'executing'\n",
-        "\n",
-        "ownership: park checks status executing",
+        "outcome_batch",
+        "AND i.locked_by = b.locked_by AND i.status = 'executing'",
+        "AND i.locked_by = b.locked_by AND (i.status = 'executing' OR b.kind = 'park')",
+        "ownership: a park checks status executing",
         GUARDS,
         STALE,
         equivalent=EXECUTING_ONLY,
@@ -373,9 +441,9 @@ MUTANTS: list[Mutant] = [
     m(
         "park.consume_all",
         I,
-        "outcome_park",
-        "s.id = ANY ($8::bigint[])",
-        "(s.id = ANY ($8::bigint[]) OR true)",
+        "outcome_batch",
+        "AND s.id = ANY (b.consumed)",
+        "AND (s.id = ANY (b.consumed) OR upd.kind = 'park')",
         "consumption: a park deletes what the step saw only",
         AWAITS,
         MACHINE,
@@ -383,9 +451,9 @@ MUTANTS: list[Mutant] = [
     m(
         "park.consume_none",
         I,
-        "outcome_park",
-        "s.id = ANY ($8::bigint[])",
-        "(s.id = ANY ($8::bigint[]) AND false)",
+        "outcome_batch",
+        "AND s.id = ANY (b.consumed)",
+        "AND s.id = ANY (b.consumed) AND upd.kind <> 'park'",
         "consumption: a park deletes what the step saw",
         AWAITS,
         MACHINE,
@@ -393,9 +461,9 @@ MUTANTS: list[Mutant] = [
     m(
         "park.keep_deadline",
         I,
-        "outcome_park",
-        "CASE WHEN $9::boolean THEN i.await_deadline",
-        "CASE WHEN $9::boolean AND false THEN i.await_deadline",
+        "outcome_batch",
+        "WHEN 'park' THEN CASE WHEN b.keep_deadline THEN i.await_deadline",
+        "WHEN 'park' THEN CASE WHEN b.keep_deadline AND false THEN i.await_deadline",
         "deadline: a reawait keeps its deadline",
         AWAITS,
         MACHINE,
@@ -403,53 +471,131 @@ MUTANTS: list[Mutant] = [
     m(
         "park.seen",
         I,
-        "outcome_park",
-        "await_seen = $7,",
-        "await_seen = 0 * $7,",
+        "outcome_batch",
+        "await_seen = CASE b.kind WHEN 'park' THEN b.seen",
+        "await_seen = CASE b.kind WHEN 'park' THEN 0",
         "a reawait records the last signal it saw (no spin)",
         AWAITS,
     ),
     m(
-        "recheck.off",
+        "park.children",
         I,
-        "park_recheck",
-        "WHERE i.id = $1 AND i.status = 'awaiting'\n",
-        "WHERE i.id = $1 AND i.status = 'awaiting' AND false\n",
-        "park recheck: a signal racing a park is found",
+        "outcome_batch",
+        "WHEN b.kind = 'park' AND NOT b.keep_children THEN NULL",
+        "WHEN b.kind = 'park' AND NOT b.keep_children AND false THEN NULL",
+        "a goto into an await drops ctx.children",
+        GUARDS,
+        CHILDREN,
+        MACHINE,
+    ),
+    m(
+        "park.children_kept",
+        I,
+        "outcome_batch",
+        "WHEN b.kind = 'park' AND NOT b.keep_children THEN NULL",
+        "WHEN b.kind = 'park' THEN NULL",
+        "a spawn's awaiting `then` step keeps ctx.children while it waits",
+        GUARDS,
+        CHILDREN,
+        MACHINE,
+    ),
+    m(
+        "park.recheck_called",
+        I,
+        "outcome_batch",
+        "(SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park')",
+        "(SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park' AND false)",
+        "park recheck: the group commit rechecks every row it parked",
+        SIGNAL_GUARDS,
+        AWAITS,
+        RACES,
+    ),
+    m(
+        "recheck.off",
+        SCHEMA,
+        "fn:instances_parked",
+        "WHERE i.id = ANY (parked) AND i.status = 'awaiting'\n",
+        "WHERE i.id = ANY (parked) AND i.status = 'awaiting' AND false\n",
+        "park recheck: a signal that came while the step ran is found",
         SIGNAL_GUARDS,
         DELIVERY,
         RACES,
     ),
     m(
+        "recheck.names",
+        SCHEMA,
+        "fn:instances_parked",
+        "          AND (EXISTS (SELECT 1 FROM __schema__.signals s\n"
+        "                       WHERE s.instance_id = i.id AND s.name = ANY (i.await_names)\n",
+        "          AND (EXISTS (SELECT 1 FROM __schema__.signals s\n"
+        "                       WHERE s.instance_id = i.id\n",
+        "park recheck: only a signal of an awaited name wakes",
+        SIGNAL_GUARDS,
+        AWAITS,
+        "tests/signals/test_signal_later_step.py",
+    ),
+    m(
         "recheck.newer",
-        I,
-        "park_recheck",
-        "AND s.id > i.await_seen)\n       OR i.await_deadline",
-        ")\n       OR i.await_deadline",
+        SCHEMA,
+        "fn:instances_parked",
+        "AND s.id > i.await_seen)\n               OR i.await_deadline",
+        ")\n               OR i.await_deadline",
         "park recheck: only a signal newer than the seen mark wakes",
         AWAITS,
     ),
     m(
         "recheck.deadline",
-        I,
-        "park_recheck",
-        "\n       OR i.await_deadline <= now.t)",
+        SCHEMA,
+        "fn:instances_parked",
+        "\n               OR i.await_deadline <= t)",
         ")",
         "park recheck: a deadline already passed wakes at once",
         SIGNAL_GUARDS,
         AWAITS,
     ),
     m(
+        "recheck.timed_out",
+        SCHEMA,
+        "fn:instances_parked",
+        "            timed_out = NOT EXISTS (",
+        "            timed_out = false AND NOT EXISTS (",
+        "park recheck: a park woken by its passed deadline is timed out",
+        SIGNAL_GUARDS,
+        AWAITS,
+    ),
+    m(
+        "recheck.timed_out_signal",
+        SCHEMA,
+        "fn:instances_parked",
+        "            timed_out = NOT EXISTS (",
+        "            timed_out = true OR NOT EXISTS (",
+        "park recheck: a park woken by a signal is not timed out",
+        SIGNAL_GUARDS,
+        AWAITS,
+        DELIVERY,
+    ),
+    m(
+        "recheck.announce",
+        SCHEMA,
+        "fn:instances_parked",
+        "SELECT count(pg_notify(channel, 'q:' || q.queue)) AS n",
+        "SELECT count(q.queue) AS n",
+        "park recheck: a park woken at once is announced to its queue",
+        SIGNAL_GUARDS,
+        AWAITS,
+    ),
+    m(
         "recheck.status",
-        I,
-        "park_recheck",
-        "WHERE i.id = $1 AND i.status = 'awaiting'\n",
-        "WHERE i.id = $1\n",
+        SCHEMA,
+        "fn:instances_parked",
+        "WHERE i.id = ANY (parked) AND i.status = 'awaiting'\n",
+        "WHERE i.id = ANY (parked)\n",
         "park recheck: only an awaiting row is woken",
         SIGNAL_GUARDS,
         AWAITS,
-        equivalent="park_recheck runs only after outcome_park set the row awaiting, in the same "
-        "transaction, under the row lock that statement took: the status is always 'awaiting'",
+        equivalent="`instances_parked` is called only by the group commit, with the ids its "
+        "guarded UPDATE has just set 'awaiting' while it holds their row locks (taken in its "
+        "`locked` step): nothing can move them off 'awaiting' before the recheck reads them",
     ),
     # -- release, cancel --------------------------------------------------------------------
     m(
@@ -495,10 +641,11 @@ MUTANTS: list[Mutant] = [
         "batch.owner",
         I,
         "outcome_batch",
-        "AND locked.id = i.id\n      AND i.locked_by = b.locked_by AND i.status = 'executing'",
-        "",
+        "AND ready.id = i.id\n      AND i.locked_by = b.locked_by AND i.status = 'executing'",
+        "AND ready.id = i.id",
         "ownership: group commit (the issue's mutant)",
         EFFECTS,
+        GUARDS,
         STALE,
     ),
     m(
@@ -509,6 +656,7 @@ MUTANTS: list[Mutant] = [
         "AND",
         "ownership: group commit checks locked_by",
         EFFECTS,
+        GUARDS,
         STALE,
     ),
     m(
@@ -543,11 +691,32 @@ MUTANTS: list[Mutant] = [
         GUARDS,
     ),
     m(
+        "batch.continue_lease",
+        I,
+        "outcome_batch",
+        "locked_until = CASE WHEN b.kind = 'continue' THEN now.t + b.lease END",
+        "locked_until = CASE WHEN b.kind = 'continue' THEN now.t END",
+        "a step chained on its claim (continue) gets a fresh lease",
+        GUARDS,
+        OUTCOMES,
+        LEASES,
+    ),
+    m(
+        "batch.continue_keeps_claim",
+        I,
+        "outcome_batch",
+        "locked_by = CASE WHEN b.kind = 'continue' THEN i.locked_by END",
+        "locked_by = CASE WHEN b.kind = 'continue' THEN NULL END",
+        "a step chained on its claim (continue) stays its worker's",
+        OUTCOMES,
+        GUARDS,
+    ),
+    m(
         "batch.consume_exact",
         I,
         "outcome_batch",
-        "AND s.id = c.signal_id AND s.instance_id = upd.id",
-        "AND s.instance_id = upd.id",
+        "\n      AND s.id = ANY (b.consumed)\n",
+        "\n",
         "consumption: a goto deletes exactly the signals the step saw",
         AWAITS,
         MACHINE,
@@ -556,22 +725,13 @@ MUTANTS: list[Mutant] = [
         "batch.consume_kind",
         I,
         "outcome_batch",
-        "WHERE upd.kind IN ('goto', 'continue') AND c.instance_id",
-        "WHERE c.instance_id",
-        "consumption: only a goto or continue consumes",
+        "WHERE upd.kind IN ('goto', 'continue', 'park') AND s.instance_id",
+        "WHERE s.instance_id",
+        "consumption: only a goto, continue or park consumes",
         AWAITS,
         GUARDS,
-        equivalent="the committer passes consumed signal ids only with goto and continue "
+        equivalent="the committer passes consumed signal ids only with goto, continue and park "
         "items (`_batch_item`): retries and ends carry none, so there is nothing to filter",
-    ),
-    m(
-        "batch.lock_order",
-        I,
-        "outcome_batch",
-        "ORDER BY i.id\n    FOR UPDATE OF i\n),\nupd",
-        "ORDER BY i.id DESC\n    FOR UPDATE OF i\n),\nupd",
-        "lock order: group commit locks rows and parents by id",
-        LOCKS,
     ),
     m(
         "batch.lock_parents",
@@ -579,15 +739,88 @@ MUTANTS: list[Mutant] = [
         "outcome_batch",
         "WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL",
         "WHERE false",
-        "lock order: group commit locks the parents it counts down first",
+        "lock order: group commit holds the parent it counts down before it ends the row",
         LOCKS,
+    ),
+    m(
+        "batch.ready_parent",
+        I,
+        "outcome_batch",
+        "       OR c.parent_id IN (SELECT id FROM locked)\n",
+        "       OR true\n",
+        "lock order: a row is ended only while the commit holds its parent (else busy)",
+        LOCKS,
+    ),
+    m(
+        "batch.lock_order",
+        I,
+        "outcome_batch",
+        "    ORDER BY i.id\n    FOR UPDATE OF i SKIP LOCKED\n),\nready",
+        "    ORDER BY i.id DESC\n    FOR UPDATE OF i SKIP LOCKED\n),\nready",
+        "lock order: group commit locks rows and parents by id",
+        LOCKS,
+        SKIPS,
+        equivalent="the rows and parents are taken with SKIP LOCKED: the statement never "
+        "waits for them, so the order it takes them in can close no cycle, and it takes the "
+        "same rows in any order; what it waits for later (descendants the cascade cancels) "
+        "comes after all of them in either order. Without SKIP LOCKED the order matters "
+        "(batch.skip_locked, and `batch_desc` in tests/engine/deadlock_load.py, which "
+        "deadlocks)",
+    ),
+    m(
+        "batch.skip_locked",
+        I,
+        "outcome_batch",
+        "    FOR UPDATE OF i SKIP LOCKED\n),\nready",
+        "    FOR UPDATE OF i\n),\nready",
+        "SKIP LOCKED: a group commit never waits for a row someone else holds",
+        SKIPS,
+        LOCKS,
+    ),
+    m(
+        "batch.ready_locked",
+        I,
+        "outcome_batch",
+        "    SELECT b.id FROM b\n    JOIN locked ON locked.id = b.id\n",
+        "    SELECT b.id FROM b\n",
+        "SKIP LOCKED: a row the commit could not lock is not written (it would wait)",
+        SKIPS,
+    ),
+    m(
+        "batch.update_ready",
+        I,
+        "outcome_batch",
+        "WHERE i.id = b.id AND ready.id = i.id",
+        "WHERE i.id = b.id",
+        "SKIP LOCKED: the update writes only the rows the commit holds",
+        SKIPS,
+    ),
+    m(
+        "batch.busy",
+        I,
+        "outcome_batch",
+        "SELECT b.id, NULL, NULL, true FROM b WHERE b.id NOT IN (SELECT id FROM ready);",
+        "SELECT b.id, NULL, NULL, true FROM b WHERE false;",
+        "a row someone else held comes back busy (sent again), not stale (dropped)",
+        SKIPS,
+        LOCKS,
+    ),
+    m(
+        "group.resend_busy",
+        GROUP,
+        "",
+        "if item.id in busy:",
+        "if False:",
+        "a busy outcome is sent again, not reported stale",
+        "tests/unit/test_group_commit.py",
+        SKIPS,
     ),
     # -- spawn, children --------------------------------------------------------------------
     m(
         "spawn.owner",
         I,
         "outcome_spawn",
-        OWN_PARK,
+        OWN_SPAWN,
         "WHERE i.id = $1 AND $2::text IS NOT NULL",
         "ownership: a spawn commits only for the worker holding the claim",
         GUARDS,
@@ -654,6 +887,95 @@ MUTANTS: list[Mutant] = [
         DELIVERY,
     ),
     m(
+        "deliver.local_asked",
+        S,
+        "signal_deliver",
+        "SELECT ($9::text IS NOT NULL AND target.queue = $11",
+        "SELECT (target.queue = $11",
+        "local wake: a delivery without a scheduler claims nothing",
+        SIGNAL_GUARDS,
+        DELIVERY,
+    ),
+    m(
+        "deliver.local_queue",
+        S,
+        "signal_deliver",
+        "AND target.queue = $11 AND",
+        "AND (target.queue = $11 OR true) AND",
+        "local wake: only a scheduler of the instance's queue claims it",
+        SIGNAL_GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "deliver.local_concurrency_key",
+        S,
+        "signal_deliver",
+        "AND target.concurrency_key IS NULL",
+        "",
+        "local wake: an instance with a concurrency key goes through the claim",
+        SIGNAL_GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "deliver.local_rate_limit",
+        S,
+        "signal_deliver",
+        "AND target.rate_limit IS NULL",
+        "",
+        "local wake: an instance under a rate limit goes through the claim",
+        SIGNAL_GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "deliver.local_children",
+        S,
+        "signal_deliver",
+        "AND target.children_from IS NULL",
+        "",
+        "local wake: a step that sees a spawn's children goes through the claim",
+        SIGNAL_GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "deliver.local_lease",
+        S,
+        "signal_deliver",
+        "THEN now.t + $10::interval END",
+        "THEN now.t + 0 * $10::interval END",
+        "local wake: the claim lasts its lease",
+        SIGNAL_GUARDS,
+    ),
+    m(
+        "deliver.local_notify",
+        S,
+        "signal_deliver",
+        "FROM flip WHERE NOT flip.claimed) AS notified",
+        "FROM flip) AS notified",
+        "local wake: a row claimed by its delivery is announced to nobody",
+        SIGNAL_GUARDS,
+    ),
+    m(
+        "deliver.local_inbox_own",
+        S,
+        "signal_deliver",
+        "WHERE flip.claimed AND s.instance_id = flip.id",
+        "WHERE flip.claimed",
+        "local wake: the inbox it brings is the instance's own",
+        SIGNAL_GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
+        "deliver.local_inbox_new",
+        S,
+        "signal_deliver",
+        "    UNION ALL\n    SELECT ins.id, $4, $5::jsonb, ins.received_at, $8::text FROM ins, flip "
+        "WHERE flip.claimed\n",
+        "",
+        "local wake: the inbox it brings holds the waking signal",
+        SIGNAL_GUARDS,
+        "tests/engine/test_local_runs.py",
+    ),
+    m(
         "expire.deadline",
         S,
         "await_expire",
@@ -688,16 +1010,45 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "    WHERE i.locked_by = $1 AND i.status = 'executing'\n",
-                "    WHERE $1::text IS NOT NULL AND i.status = 'executing'\n",
+                "WHERE i.id = ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')\n",
+                "WHERE i.id = ANY ($5::bigint[]) AND $1::text IS NOT NULL\n",
             ),
             (
-                "AND i.locked_by = $1 AND i.status = 'executing'\n  AND i.workflow",
-                "AND i.status = 'executing'\n  AND i.workflow",
+                "WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '#') AND",
+                "WHERE i.id = mine.id AND $1::text IS NOT NULL AND",
             ),
         ],
         "",
         "ownership: a heartbeat extends its own claims only",
+        GUARDS,
+        LEASES,
+    ),
+    m(
+        "heartbeat.claim_name",
+        M,
+        "lease_extend",
+        [
+            (
+                "ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')",
+                "ANY ($5::bigint[]) AND starts_with(i.locked_by, $1)",
+            ),
+            (
+                "mine.id AND starts_with(i.locked_by, $1 || '#')",
+                "mine.id AND starts_with(i.locked_by, $1)",
+            ),
+        ],
+        "",
+        "ownership: a heartbeat's claims are `<scheduler>#<n>`, not every name it starts",
+        GUARDS,
+        LEASES,
+    ),
+    m(
+        "heartbeat.ids",
+        M,
+        "lease_extend",
+        "WHERE i.id = ANY ($5::bigint[]) AND starts_with",
+        "WHERE $5::bigint[] IS NOT NULL AND starts_with",
+        "a heartbeat extends only the claims its scheduler runs (a lost claim answer expires)",
         GUARDS,
         LEASES,
     ),
@@ -1199,7 +1550,15 @@ def mutate(text: str, mutant: Mutant) -> str:
         if found != 1:
             raise ValueError(f"{mutant.id}: {old!r} occurs {found} times in {mutant.where!r}")
         block = block.replace(old, new)
+    if mutant.path.endswith(".sql") and params(block) != params(text[start:end]):
+        # A statement whose parameters changed fails on its argument count, not on the guard.
+        raise ValueError(f"{mutant.id}: the edit changes the parameters of {mutant.where!r}")
     return text[:start] + block + text[end:]
+
+
+def params(sql: str) -> set[str]:
+    """The `$n` parameters a statement uses (comments left out)."""
+    return set(re.findall(r"\$(\d+)", re.sub(r"--[^\n]*", "", sql)))
 
 
 # -- running the tests ----------------------------------------------------------------------
@@ -1361,7 +1720,7 @@ def main() -> int:
     if missing:
         print(f"no such test files (left out of the runs): {sorted(missing)}", file=sys.stderr)
     if broken:
-        print("mutants that no longer apply to the sources:", *broken, sep="\n  ", file=sys.stderr)
+        print("mutants that do not apply to the sources:", *broken, sep="\n  ", file=sys.stderr)
         return 2
     if args.check:
         print(f"{len(chosen)} mutants apply", file=sys.stderr)

@@ -8,12 +8,16 @@ waiting, whether another row is already locked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 import gendurable as gd
+
+T = TypeVar("T")
 
 
 @gd.workflow(name="raw.leaf")
@@ -87,6 +91,24 @@ async def lock_waiter(db: asyncpg.Connection) -> None:
     async with asyncio.timeout(10):
         while not await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):  # noqa: ASYNC110 (no event for a lock wait)
             await asyncio.sleep(0.01)
+
+
+async def without_waiting(db: asyncpg.Connection, statement: Awaitable[T]) -> T:
+    """The result of `statement`, which must not wait for any lock: fails (and cancels it)
+    as soon as some backend waits for one while it runs."""
+    task = asyncio.ensure_future(statement)
+    try:
+        async with asyncio.timeout(10):
+            while not task.done():
+                if await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                    raise AssertionError("the statement waited for a lock")
+                await asyncio.sleep(0.01)
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncpg.QueryCanceledError):
+                await task
 
 
 async def locked(dsn: str, sql: str, *args: Any) -> bool:

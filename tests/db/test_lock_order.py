@@ -5,6 +5,11 @@ Each test holds the *first* row of the order in a blocker transaction and starts
 writer: it must stop at that row, holding none of the later ones, which a probe checks
 without waiting. A writer that took a later row first (the order broken) holds it while it
 waits, and a second writer going the other way would deadlock with it.
+
+The group commit takes its rows with SKIP LOCKED: it never waits, so no order of its own
+can close a cycle. What it must keep is that a row it ends is ended only while it holds
+the row's parent (which the ending counts down) and that a parent held elsewhere makes it
+wait for nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +21,19 @@ from typing import Any
 
 import asyncpg
 import pytest
-from raw_rows import Blocker, Leaf, insert, instance_locked, lock_waiter, locked, row
+from raw_rows import (
+    Blocker,
+    Leaf,
+    insert,
+    instance_locked,
+    lock_waiter,
+    locked,
+    row,
+    without_waiting,
+)
 
 import gendurable as gd
+from commit_support import commit, finish
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
@@ -142,30 +157,32 @@ async def test_cancel_locks_the_parent_before_the_row_it_ends(
     assert (counted["status"], counted["pending_children"]) == ("available", 0)
 
 
-async def test_group_commit_locks_the_parent_before_the_row_it_ends(
+async def test_group_commit_ends_a_row_only_while_it_holds_the_parent(
     engine: gd.Engine,
     db: asyncpg.Connection,
     gendurable_dsn: str,
     gendurable_schema: str,
     blocker: Blocker,
 ) -> None:
+    # A finishing row counts its parent down, so the group commit takes the parent's lock
+    # in the same step as the row's (SKIP LOCKED, in id order) and ends the row only when it
+    # got both. With the parent held elsewhere it waits for neither: it leaves the row as it
+    # was, holds nothing, and reports the outcome busy, to be sent again.
     now = engine.clock.now()
     parent, (child,) = await family(
         db, gendurable_schema, engine, 1, status="executing", locked_by="w1",
         locked_until=now + LEASE,
     )  # fmt: skip
     await blocker.hold(lock_row(gendurable_schema), parent)
-    columns: list[list[Any]] = [
-        [child], ["w1"], ["finish"], [None], [None], [None], ["done"], [b"null"], [None],
-        [None], [None], [None], [1],
-    ]  # fmt: skip
-    commit = asyncio.create_task(engine.store.outcome_batch(columns, ([], []), now))
-    await lock_waiter(db)
 
+    held = await without_waiting(db, commit(engine, [finish(child, "w1", "done")]))
+
+    assert held == ({}, {child})
+    assert (await row(db, gendurable_schema, child))["status"] == "executing"
     assert not await instance_locked(gendurable_dsn, gendurable_schema, child)
     await blocker.release()
-    async with asyncio.timeout(10):
-        assert await commit == {child}
+    assert await commit(engine, [finish(child, "w1", "done")]) == ({child: None}, set())
+    assert (await row(db, gendurable_schema, child))["status"] == "done"
     counted = await row(db, gendurable_schema, parent)
     assert (counted["status"], counted["pending_children"]) == ("available", 0)
 

@@ -1,7 +1,8 @@
-"""Guarantee 8, maintenance side: the claim, the reaper and the bucket sweep take rows with
-`FOR UPDATE SKIP LOCKED`. A row another transaction holds (another claim, a delivery, a
-commit) is passed over, never waited for; the statement does the rest of its work and
-takes that row on a later run.
+"""Guarantee 8, the writers that never wait: the claim, the group commit, the reaper and the
+bucket sweep take rows with `FOR UPDATE SKIP LOCKED`. A row another transaction holds
+(another claim, a delivery, a cancel, a user's transaction) is passed over, never waited
+for; the statement does the rest of its work and takes that row on a later run (the group
+commit reports its outcome busy, to be sent again).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from raw_rows import Blocker, Leaf, insert, row
+from raw_rows import Blocker, Leaf, insert, row, without_waiting
 
 import gendurable as gd
+from commit_support import commit, finish
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
@@ -60,6 +62,29 @@ async def test_claim_passes_over_a_row_another_transaction_holds(
         "default", 10, "w2", [LEASE], now, ["raw.leaf"], ["work"]
     )
     assert [r["id"] for r in claimed] == [held]
+
+
+async def test_group_commit_passes_over_a_row_another_transaction_holds_and_reports_it_busy(
+    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str, blocker: Blocker
+) -> None:
+    now = engine.clock.now()
+    assert now is not None
+    held, free = [
+        await insert(db, gendurable_schema, now, status="executing", locked_by="w1",
+                     locked_until=now + LEASE)
+        for _ in range(2)
+    ]  # fmt: skip
+    await blocker.hold(lock_row(gendurable_schema), held)
+    outcomes = [finish(held, "w1", "done"), finish(free, "w1", "done")]
+
+    committed = await without_waiting(db, commit(engine, outcomes))
+
+    assert committed == ({free: None}, {held})
+    assert (await row(db, gendurable_schema, held))["status"] == "executing"
+    assert (await row(db, gendurable_schema, free))["status"] == "done"
+    await blocker.release()
+    assert await commit(engine, outcomes[:1]) == ({held: None}, set())
+    assert (await row(db, gendurable_schema, held))["status"] == "done"
 
 
 async def test_reaper_passes_over_expired_claims_and_deadlines_another_transaction_holds(

@@ -24,9 +24,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from commit_support import finish_batch
 
 import gendurable as gd
+from commit_support import finish_batch
 from gendurable.testing import MakeEngine, RecorderFactory
 
 LEASE = timedelta(seconds=30)
@@ -260,6 +260,8 @@ async def test_concurrency_keys_contended_counts_the_keys_with_rows_waiting(
     first, *_ = await rec.wait(("concurrency", "contended"))
     assert first == {"queue": "default", "count": 1}  # one key, with rows waiting behind
     assert [await Quick.result(f"q{i}", timeout=10) for i in range(3)] == ["q0", "q1", "q2"]
+    # q0's claim and q1's had rows of the key waiting; q2's, the last, had none.
+    assert rec.of(("concurrency", "contended")) == [first, first]
 
 
 # --- the race: several engines, keyed steps in flight at once ------------------------------

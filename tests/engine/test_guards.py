@@ -3,7 +3,9 @@
 Ownership (guarantee 2): a park, a spawn, a release and a heartbeat act only for the worker
 that holds the claim; a worker whose claim was lost and taken over changes nothing. Claims
 are played by hand (`instance_claim` with chosen worker ids, leases expired by the manual
-clock and the reaper), on a client-only engine so that nothing else runs.
+clock and the reaper; group commits written as the committer sends them, `commit_support`),
+on a client-only engine so that nothing else runs. A start claimed where it is made (a local
+start) and a step chained on its claim are pinned the same way.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from gendurable.engine.entries import NO_LIMIT, columns, new_rows
+from commit_support import commit, move, park
+from gendurable.engine.entries import NO_LIMIT, columns, new_row, new_rows
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
 attempts: list[tuple[str, int]] = []
+children_seen: list[tuple[str, int]] = []
 
 
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     attempts.clear()
+    children_seen.clear()
 
 
 @gd.workflow(name="guards.flow", lease=LEASE)
@@ -71,6 +76,27 @@ class Waves:
         return gd.done([c.key for c in ctx.children])
 
 
+@gd.workflow(name="guards.brood")
+class Brood:
+    """A spawn whose `then` step awaits, then a goto into another await."""
+
+    @gd.step(start=True)
+    async def hatch(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Kid.new(key="brood-kid")], then=self.gather)
+
+    @gd.step
+    @gd.await_signals("go")
+    async def gather(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        children_seen.append(("gather", len(ctx.children)))
+        return gd.goto(self.wait)
+
+    @gd.step
+    @gd.await_signals("go")
+    async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        children_seen.append(("wait", len(ctx.children)))
+        return gd.done()
+
+
 class Rig:
     def __init__(self, engine: gd.Engine, db: asyncpg.Connection, schema: str) -> None:
         self.engine = engine
@@ -88,13 +114,14 @@ class Rig:
         )
         return [r["id"] for r in rows if r["go"]]
 
-    async def lose(self, id: int, step: str = "first") -> None:
-        """w1's claim of `id` expires and w2 takes the instance over."""
-        assert await self.claim("w1", step) == [id]
+    async def lose(self, id: int, step: str = "first", by: tuple[str, str] = ("w1", "w2")) -> None:
+        """The first worker's claim of `id` expires and the second takes the instance over."""
+        first, second = by
+        assert await self.claim(first, step) == [id]
         self.engine.clock.advance(LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
         assert self.engine.reaper is not None
         assert (await self.engine.reaper.run_once()).rescued == 1
-        assert await self.claim("w2", step) == [id]
+        assert await self.claim(second, step) == [id]
 
     async def row(self, id: int) -> asyncpg.Record:
         found = await self.db.fetchrow(
@@ -116,17 +143,21 @@ class Rig:
         assert found is not None
         return int(found["signal_id"])
 
-    async def park(self, id: int, locked_by: str, consumed: list[int]) -> tuple[bool, Any]:
-        return await self.store.outcome_park(
-            id, locked_by, "wait", None, ["go", "extra"], timedelta(hours=1), 0, consumed,
-            False, self.now, NO_LIMIT, False,
+    async def park(self, id: int, locked_by: str, consumed: list[int]) -> bool:
+        """A goto into `wait` that consumes `consumed`, group-committed; did it commit?"""
+        done, busy = await commit(
+            self.engine,
+            [park(id, locked_by, "wait", ["go", "extra"], timeout=timedelta(hours=1),
+                  consumed=consumed)],
         )  # fmt: skip
+        assert busy == set()
+        return id in done
 
     async def spawn(self, id: int, locked_by: str, consumed: list[int]) -> bool:
         rows = new_rows({"guards.kid": Kid.spec}, [Kid.new(key="kid")], what="spawn")
         return await self.store.outcome_spawn(
             id, locked_by, columns(rows), [("guards.kid", "kid")], "wait", None, consumed,
-            NO_LIMIT, self.now,
+            NO_LIMIT, self.now, child_versions=[row.state_version for row in rows],
         )  # fmt: skip
 
     async def count(self) -> int:
@@ -144,12 +175,12 @@ async def test_a_stale_park_changes_nothing_and_consumes_nothing(rig: Rig) -> No
     seen = await rig.signal(id, "go")
     await rig.lose(id)
 
-    assert await rig.park(id, "w1", [seen]) == (False, None)
+    assert await rig.park(id, "w1", [seen]) is False
 
     after = await rig.row(id)
     assert (after["status"], after["step"], after["locked_by"]) == ("executing", "first", "w2")
     assert await rig.inbox(id) == ["go"]
-    assert await rig.park(id, "w2", [seen]) == (True, None)  # the owner's park commits
+    assert await rig.park(id, "w2", [seen]) is True  # the owner's park commits
     assert await rig.inbox(id) == []
 
 
@@ -189,19 +220,57 @@ async def test_a_stale_release_leaves_the_new_owner_claim(rig: Rig) -> None:
 
 
 async def test_a_heartbeat_extends_only_its_own_claims(rig: Rig) -> None:
-    mine, theirs = (await Flow.start()).id, (await Flow.start()).id
-    claimed = await rig.store.instance_claim(
-        "default", 1, "w1", [LEASE], rig.now, ["guards.flow"], ["first"]
-    )
-    assert [r["id"] for r in claimed] == [mine]
-    assert await rig.claim("w2") == [theirs]
-    before = (await rig.row(theirs))["locked_until"]
+    # Claims are named `<scheduler>#<n>`. The scheduler "w1" lost `lost` (expired, rescued)
+    # to "w10", a name that starts like its own, while its step still runs; and it holds
+    # `orphan` through a claim whose answer never reached it (it runs nothing there).
+    lost = (await Flow.start()).id
+    await rig.lose(lost, by=("w1#1", "w10#1"))
+    mine = (await Flow.start()).id
+    assert await rig.claim("w1#1") == [mine]
+    orphan = (await Flow.start()).id
+    assert await rig.claim("w1#2") == [orphan]
+    before = {id: (await rig.row(id))["locked_until"] for id in (lost, orphan)}
     rig.engine.clock.advance(timedelta(seconds=10))  # type: ignore[attr-defined]
 
-    assert await rig.store.lease_extend("w1", ["guards.flow"], [LEASE], rig.now) == 1
+    extended = await rig.store.lease_extend(
+        "w1", ["guards.flow"], [LEASE], rig.now, ids=[mine, lost]
+    )
 
+    assert extended == 1
     assert (await rig.row(mine))["locked_until"] == rig.now + LEASE
-    assert (await rig.row(theirs))["locked_until"] == before
+    assert {id: (await rig.row(id))["locked_until"] for id in (lost, orphan)} == before
+
+
+async def test_a_local_start_is_inserted_claimed_for_its_lease_and_only_when_it_creates(
+    rig: Rig,
+) -> None:
+    # A start made where its queue runs (a scheduler with a free slot) inserts the row
+    # claimed by that scheduler, for its lease, and tells nobody to claim it. A start that
+    # finds its key held by a live instance claims nothing: that row stays as it was.
+    queued = await rig.store.instance_insert(new_row(Flow.spec, Flow.new(key="q")), now=rig.now)
+    heard: list[str] = []
+    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
+
+    local = await rig.store.instance_insert(
+        new_row(Flow.spec, Flow.new(key="here")), now=rig.now, locked_by="s#1", lease=LEASE
+    )
+    again = await rig.store.instance_insert(
+        new_row(Flow.spec, Flow.new(key="q")), now=rig.now, locked_by="s#2", lease=LEASE
+    )
+    await rig.db.execute("SELECT 1")  # delivers what was announced before it
+
+    assert (local["created"], local["locked_by"]) == (True, "s#1")
+    after = await rig.row(local["id"])
+    assert (after["status"], after["locked_by"]) == ("executing", "s#1")
+    assert after["locked_until"] == rig.now + LEASE
+    assert (again["id"], again["created"]) == (queued["id"], False)
+    after = await rig.row(queued["id"])
+    assert (after["status"], after["locked_by"]) == ("available", None)
+    assert heard == []
+    assert await rig.claim("w1") == [queued["id"]]  # the local row is nobody else's
+    await rig.store.instance_insert(new_row(Flow.spec, Flow.new(key="later")), now=rig.now)
+    await rig.db.execute("SELECT 1")
+    assert heard == ["q:default"]  # a start that goes through the queue is announced
 
 
 async def test_a_claim_lasts_its_lease_and_the_reaper_leaves_it_until_then(rig: Rig) -> None:
@@ -213,6 +282,21 @@ async def test_a_claim_lasts_its_lease_and_the_reaper_leaves_it_until_then(rig: 
     rig.engine.clock.advance(LEASE)  # expired only once past locked_until
     assert (await rig.engine.reaper.run_once()).rescued == 0
     assert (await rig.row(id))["locked_by"] == "w1"
+
+
+async def test_a_step_chained_on_its_claim_keeps_it_for_a_fresh_lease(rig: Rig) -> None:
+    id = (await Flow.start()).id
+    assert await rig.claim("w1") == [id]
+    rig.engine.clock.advance(LEASE - timedelta(seconds=1))  # type: ignore[attr-defined]
+
+    assert await commit(rig.engine, [move(id, "w1", "after", lease=LEASE)]) == ({id: None}, set())
+
+    after = await rig.row(id)
+    assert (after["status"], after["step"], after["locked_by"]) == ("executing", "after", "w1")
+    assert after["locked_until"] == rig.now + LEASE
+    rig.engine.clock.advance(timedelta(seconds=2))  # type: ignore[attr-defined]
+    assert rig.engine.reaper is not None
+    assert (await rig.engine.reaper.run_once()).rescued == 0
 
 
 async def test_a_claim_takes_rows_of_its_queue_and_of_known_steps_only(rig: Rig) -> None:
@@ -250,8 +334,9 @@ async def test_cancel_cascade_leaves_ended_children_as_they_ended(rig: Rig) -> N
         parent,
     )
     kids = [Kid.new(key="ended"), Kid.new(key="live")]
+    rows = new_rows({"guards.kid": Kid.spec}, kids, what="spawn")
     await rig.store.instance_insert_many(
-        columns(new_rows({"guards.kid": Kid.spec}, kids, what="spawn")), parent, rig.now
+        columns(rows), parent, rig.now, state_versions=[row.state_version for row in rows]
     )
     await rig.db.execute(
         f"UPDATE \"{rig.schema}\".instances SET status = 'done', finished_at = $1 "
@@ -271,3 +356,20 @@ async def test_children_are_those_of_the_latest_spawn(make_engine: MakeEngine) -
     await engine.drain()
 
     assert await Waves.result("p") == ["w2-a"]
+
+
+async def test_children_stay_with_the_spawns_awaiting_step_and_leave_with_a_goto(
+    make_engine: MakeEngine,
+) -> None:
+    # The spawn's `then` step awaits: it parks first, and its children are still there when
+    # a signal wakes it. A goto into another await leaves them behind.
+    engine = await make_engine(workflows=[Brood, Kid])
+    await Brood.start(key="b")
+    await engine.drain()
+    await Brood.signal("b", "go")
+    await engine.drain()
+    await Brood.signal("b", "go")
+    await engine.drain()
+
+    assert children_seen == [("gather", 1), ("wait", 0)]
+    assert (await Brood.get("b")).status == "done"

@@ -14,9 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from commit_support import finish_batch
 
 import gendurable as gd
+from commit_support import finish_batch
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)

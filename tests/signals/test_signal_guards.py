@@ -1,7 +1,9 @@
 """The guards of signal delivery and await deadlines, each pinned by the case it exists for.
 
 Statements are played by hand on a client-only engine, in transactions the test opens, so
-that each interleaving happens exactly as written (DESIGN §8, lost wake-up).
+that each interleaving happens exactly as written (DESIGN §8, lost wake-up); parks are group
+commits written as the committer sends them (`commit_support`). A delivery that claims what
+it wakes for a scheduler of this process (a local wake) is pinned the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from gendurable.engine.entries import NO_LIMIT
+from commit_support import commit, park
 from gendurable.testing import MakeEngine
 
 DAY = timedelta(days=1)
@@ -55,27 +57,29 @@ class Rig:
         )
         return [r["id"] for r in rows if r["go"]]
 
-    def park_args(self, id: int, locked_by: str) -> list[Any]:
-        return [id, locked_by, "wait", b"null", ["go"], HOUR, 0, [], False, self.now,
-                None, None, 1, False]  # fmt: skip
+    def park(self, id: int, locked_by: str, **more: Any) -> dict[str, Any]:
+        """The group-commit form of a goto into `wait` (what the committer sends)."""
+        return park(id, locked_by, "wait", ["go"], timeout=HOUR, **more)
 
     async def parked(self) -> int:
         """A fresh instance parked in `wait` (by the worker "w1")."""
         id = (await Flow.start()).id
         assert await self.claim("w1", "first") == [id]
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            assert await conn.fetchrow(self.store.sql["outcome_park"], *self.park_args(id, "w1"))
+        assert await commit(self.engine, [self.park(id, "w1")]) == ({id: None}, set())
         return id
 
-    async def deliver(self, conn: Any, id: int, name: str) -> Any:
+    async def deliver(self, conn: Any, id: int, name: str, *, locked_by: str | None = None) -> Any:
+        """Deliver `name` on `conn`; with `locked_by`, as a scheduler of the default queue
+        with a free slot (a local wake claims what it wakes)."""
         return await conn.fetchrow(
             self.store.sql["signal_deliver"], "sigguards.flow", id, None, name, b"null",
-            self.now, self.store.channel, None,
+            self.now, self.store.channel, None, locked_by, None if locked_by is None else DAY,
+            None if locked_by is None else "default",
         )  # fmt: skip
 
     async def row(self, id: int) -> asyncpg.Record:
         found = await self.db.fetchrow(
-            "SELECT status::text AS status, step, locked_by, timed_out "
+            "SELECT status::text AS status, step, locked_by, locked_until, timed_out "
             f'FROM "{self.schema}".instances WHERE id = $1',
             id,
         )
@@ -95,15 +99,17 @@ async def rig(make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema
 
 
 async def test_a_signal_committing_after_the_parks_recheck_still_wakes_it(rig: Rig) -> None:
-    # The park holds the row lock between its two statements; a delivery in a transaction
-    # that commits only after the park's recheck must still wake the instance: it waits for
-    # the park's lock and then sees the row awaiting.
+    # The group commit parks the row and rechecks its inbox (`instances_parked`) under the
+    # row lock, in a transaction that commits later; a delivery racing it sends its signal
+    # after the recheck looked. It must still wake the instance: it waits for the park's
+    # lock and then sees the row awaiting.
     id = (await Flow.start()).id
     assert await rig.claim("w1", "first") == [id]
-    async with rig.store.pool.acquire() as park, rig.store.pool.acquire() as send:
-        park_tx, send_tx = park.transaction(), send.transaction()
+    async with rig.store.pool.acquire() as parking, rig.store.pool.acquire() as send:
+        park_tx, send_tx = parking.transaction(), send.transaction()
         await park_tx.start()
-        assert await park.fetchrow(rig.store.sql["outcome_park"], *rig.park_args(id, "w1"))
+        parked = await commit(rig.engine, [rig.park(id, "w1")], conn=parking)
+        assert parked == ({id: None}, set())  # parked, and the recheck found nothing
         await send_tx.start()
         delivery = asyncio.create_task(rig.deliver(send, id, "go"))
         async with asyncio.timeout(10):  # the delivery waits for the park's lock, or is done
@@ -111,7 +117,6 @@ async def test_a_signal_committing_after_the_parks_recheck_still_wakes_it(rig: R
                 "SELECT count(*) FROM pg_locks WHERE NOT granted"
             ):
                 await asyncio.sleep(0.01)
-        assert await park.fetchrow(rig.store.sql["park_recheck"], id, rig.now, "x") is None
         await park_tx.commit()
         async with asyncio.timeout(10):
             delivered = await delivery
@@ -127,9 +132,10 @@ async def test_a_signal_never_wakes_an_executing_instance(rig: Rig) -> None:
         assert (await rig.deliver(conn, id, "go"))["woke"] is True
         assert await rig.claim("w2", "wait") == [id]  # running `wait`: its awaits still set
 
-        again = await rig.deliver(conn, id, "go")
+        # A scheduler of its queue with a free slot would claim what it wakes: not this.
+        again = await rig.deliver(conn, id, "go", locked_by="s#1")
 
-    assert again["woke"] is False
+    assert (again["woke"], bool(again["claimed"])) == (False, False)
     after = await rig.row(id)
     assert (after["status"], after["locked_by"]) == ("executing", "w2")
     assert await rig.inbox(id) == ["go", "go"]
@@ -170,11 +176,67 @@ async def test_a_reawait_past_its_deadline_wakes_at_once_as_timed_out(rig: Rig) 
         seen = (await rig.deliver(conn, id, "go"))["signal_id"]
     assert await rig.claim("w2", "wait") == [id]
     rig.engine.clock.advance(2 * HOUR)  # type: ignore[attr-defined]
+    heard: list[str] = []
+    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
 
-    parked = await rig.store.outcome_park(
-        id, "w2", "wait", None, ["go"], HOUR, seen, [], True, rig.now, NO_LIMIT, True
-    )
+    parked = await commit(rig.engine, [rig.park(id, "w2", seen=seen, keep_deadline=True)])
+    await rig.db.execute("SELECT 1")  # delivers what was announced before it
 
-    assert parked == (True, True)  # committed, and woken by the deadline
+    assert parked == ({id: True}, set())  # committed, and woken by the deadline
+    assert heard == ["q:default"]  # announced to its queue, like any wake
     after = await rig.row(id)
     assert (after["status"], after["timed_out"]) == ("available", True)
+
+
+async def test_a_local_wake_claims_the_instance_for_its_scheduler_with_its_own_inbox(
+    rig: Rig,
+) -> None:
+    # A signal sent by an engine whose scheduler of the instance's queue has a free slot
+    # claims what it wakes for that scheduler (for its lease) and brings the instance's
+    # inbox along, the waking signal included; nobody is told to claim it. A delivery from
+    # elsewhere wakes the instance for the queue and announces it.
+    local, plain, other = await rig.parked(), await rig.parked(), await rig.parked()
+    heard: list[str] = []
+    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
+    async with rig.store.pool.acquire() as conn:
+        await rig.deliver(conn, other, "later")  # another instance's inbox
+        kept = await rig.deliver(conn, local, "later")  # not awaited: kept, no wake
+        woke = await rig.deliver(conn, local, "go", locked_by="s#1")
+        woke_plain = await rig.deliver(conn, plain, "go")
+    await rig.db.execute("SELECT 1")  # delivers what was announced before it
+
+    assert (woke["woke"], woke["claimed"]) == (True, True)
+    assert woke["inbox_ids"] == [kept["signal_id"], woke["signal_id"]]
+    assert woke["inbox_names"] == ["later", "go"]
+    after = await rig.row(local)
+    assert (after["status"], after["locked_by"]) == ("executing", "s#1")
+    assert after["locked_until"] == rig.now + DAY
+    assert (woke_plain["woke"], woke_plain["claimed"]) == (True, False)
+    after = await rig.row(plain)
+    assert (after["status"], after["locked_by"]) == ("available", None)
+    assert heard == ["q:default"]  # the plain wake only
+    assert await rig.claim("w2", "wait") == [plain]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("queue", "'other'"),  # the scheduler serves another queue
+        ("concurrency_key", "'one-at-a-time'"),  # the claim checks the key
+        ("rate_limit", "'api'"),  # the claim takes the tokens
+        ("children_from", "id"),  # the claim loads the spawn's children
+    ],
+)
+async def test_a_local_wake_leaves_to_the_claim_what_the_claim_must_check(
+    rig: Rig, column: str, value: str
+) -> None:
+    id = await rig.parked()
+    await rig.db.execute(
+        f'UPDATE "{rig.schema}".instances SET {column} = {value} WHERE id = $1', id
+    )
+    async with rig.store.pool.acquire() as conn:
+        woke = await rig.deliver(conn, id, "go", locked_by="s#1")
+
+    assert (woke["woke"], woke["claimed"]) == (True, False)
+    after = await rig.row(id)
+    assert (after["status"], after["locked_by"]) == ("available", None)

@@ -1,0 +1,106 @@
+"""Group commits written by hand in tests: outcomes sent through `outcome_batch` as the
+engine's committer encodes them (`Committer._flush`), busy ones sent again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+
+import gendurable as gd
+
+
+def park(
+    id: int,
+    locked_by: str,
+    step: str,
+    names: Sequence[str],
+    *,
+    timeout: timedelta | None = None,
+    seen: int = 0,
+    consumed: Sequence[int] = (),
+    keep_deadline: bool = False,
+    keep_children: bool = False,
+) -> dict[str, Any]:
+    """The plain fields of a park (a goto into an await, or a reawait with `keep_deadline`)."""
+    return {
+        "id": id,
+        "locked_by": locked_by,
+        "kind": "park",
+        "step": step,
+        "delay_s": None if timeout is None else timeout.total_seconds(),
+        "weight": 1,
+        "state_version": 1,
+        "await_names": list(names),
+        "keep_deadline": keep_deadline,
+        "seen": seen,
+        "keep_children": keep_children,
+        "consumed": list(consumed),
+    }
+
+
+def move(id: int, locked_by: str, step: str, *, lease: timedelta | None = None) -> dict[str, Any]:
+    """The plain fields of a goto: with `lease`, one that keeps its claim (a continue: the
+    worker runs `step` at once, for a fresh lease)."""
+    return {
+        "id": id,
+        "locked_by": locked_by,
+        "kind": "goto" if lease is None else "continue",
+        "step": step,
+        "lease_s": None if lease is None else lease.total_seconds(),
+        "weight": 1,
+        "state_version": 1,
+        "consumed": [],
+    }
+
+
+def finish(id: int, locked_by: str, status: str) -> dict[str, Any]:
+    """The plain fields of a terminal outcome (its result: JSON null)."""
+    return {"id": id, "locked_by": locked_by, "kind": "finish", "status": status}
+
+
+async def commit(
+    engine: gd.Engine,
+    outcomes: Sequence[dict[str, Any]],
+    *,
+    now: datetime | Any | None = ...,
+    conn: asyncpg.Connection | None = None,
+) -> tuple[dict[int, bool | None], set[int]]:
+    """One `outcome_batch` statement: for each committed id, whether a park among them was
+    woken at once by its deadline (True), by a signal (False) or not (None); and the ids
+    whose row someone else held (busy). On `conn` (a transaction the test holds open) when
+    given, else through the store."""
+    when = engine.clock.now() if now is ... else now
+    fields = [{**o, "n": n} for n, o in enumerate(outcomes, 1)]
+    nulls: list[bytes | None] = [None] * len(fields)
+    results: list[bytes | None] = [b"null" if o["kind"] == "finish" else None for o in fields]
+    encoded = msgspec.json.encode(fields)
+    store = engine.store
+    if conn is None:
+        return await store.outcome_batch(encoded, (nulls, results, nulls), when)
+    rows = await conn.fetch(
+        store.sql["outcome_batch"], when, encoded, nulls, results, nulls, store.channel
+    )
+    done = {int(r["id"]): r["woken_by_deadline"] for r in rows if not r["busy"]}
+    return done, {int(r["id"]) for r in rows if r["busy"]}
+
+
+async def finish_batch(
+    engine: gd.Engine,
+    outcomes: Sequence[tuple[int, str, str]],
+    *,
+    now: datetime | Any | None = ...,
+) -> set[int]:
+    """Commit `(id, locked_by, status)` terminal outcomes in one group commit; the ids
+    committed. Outcomes whose rows someone held for a moment (a claim of the parent, say)
+    come back busy and are sent again."""
+    pending = list(outcomes)
+    committed: set[int] = set()
+    while pending:
+        done, busy = await commit(engine, [finish(*o) for o in pending], now=now)
+        committed |= set(done)
+        pending = [o for o in pending if o[0] in busy]
+    return committed

@@ -1,0 +1,37 @@
+"""The group commit's batching, without a database: a flush that answers as the statement
+would (committed ids, busy ids) and records what it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence, Set
+from typing import Any
+
+from gendurable.engine.group_commit import STALE, BatchItem, GroupCommit
+
+
+class Statement:
+    """Answers each flush from a script: per call, the ids that are busy."""
+
+    def __init__(self, *busy: set[int]) -> None:
+        self.busy = list(busy)
+        self.sent: list[list[int]] = []
+
+    async def __call__(self, items: Sequence[BatchItem]) -> tuple[Mapping[int, Any], Set[int]]:
+        ids = [item.id for item in items]
+        self.sent.append(ids)
+        busy = self.busy.pop(0) if self.busy else set()
+        return {id: None for id in ids if id not in busy and id != 3}, busy
+
+
+async def test_group_commit_sends_a_busy_outcome_again_and_drops_only_a_stale_one() -> None:
+    # 1 is busy on the first flush (someone held its row), 3 is stale (its guard failed).
+    statement = Statement({1})
+    group = GroupCommit(statement)
+
+    results = await asyncio.gather(
+        *(group.submit(BatchItem(id, "w#1", "finish", status="done")) for id in (1, 2, 3))
+    )
+
+    assert results == [None, None, STALE]
+    assert statement.sent == [[1, 2, 3], [1]]
