@@ -214,9 +214,11 @@ class Store:
     ) -> list[asyncpg.Record]:
         """Insert a batch given as parallel columns (`entries.columns`); the rows created.
 
-        `state_versions` is each row's workflow version, parallel to the columns. Rows whose
-        key another instance holds are skipped (see `instances_holding_keys`).
+        `state_versions` is each row's workflow version, parallel to the columns (1 for
+        each when not given). Rows whose key another instance holds are skipped (see
+        `instances_holding_keys`).
         """
+        count = len(columns[0]) if columns else 0
         return list(
             await self._run(
                 "fetch",
@@ -226,7 +228,7 @@ class Store:
                 now,
                 self.channel,
                 trace_context,
-                None if state_versions is None else list(state_versions),
+                [1] * count if state_versions is None else list(state_versions),
             )
         )
 
@@ -324,7 +326,8 @@ class Store:
         `DuplicateKey` naming the key when a child's key is held (nothing is inserted).
         `keys` are the children's (workflow, key) pairs, to name the one held;
         `trace_context` the parent's, so that the children join its trace. A new `state` is
-        written with `state_version`; `child_versions` are the children's workflow versions.
+        written with `state_version`; `child_versions` are the children's workflow versions
+        (1 for each when not given).
         """
         count = len(children[0]) if children else 0
 
@@ -340,7 +343,7 @@ class Store:
                         now,
                         self.channel,
                         trace_context,
-                        None if child_versions is None else list(child_versions),
+                        [1] * count if child_versions is None else list(child_versions),
                         timeout=self.timeout,
                     )
                     made = {(r["workflow"], r["key"]) for r in rows}
