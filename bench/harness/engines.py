@@ -37,7 +37,10 @@ class Finished:
                 self._reached.set()
 
     async def wait(self, target: int, timeout: float = 600.0) -> None:
+        # A fresh event per target: the warm-up's would return at once otherwise, and the
+        # table would be polled through the whole window.
         self._target = target
+        self._reached = asyncio.Event()
         if self.count >= target:
             self._reached.set()
         async with asyncio.timeout(timeout):
@@ -47,7 +50,11 @@ class Finished:
 async def wait_done_in_table(
     conn: asyncpg.Connection, schema: str, target: int, first_id: int, timeout: float = 60.0
 ) -> None:
-    """Read the instances table until `target` rows from id `first_id` on are `done`."""
+    """Read the instances table until `target` rows from id `first_id` on are `done`.
+
+    Called once telemetry has seen every instance finish: the last commits are a few
+    milliseconds behind. Each read scans the rows, so it is not a way to wait for long.
+    """
     async with asyncio.timeout(timeout):
         while True:
             done = await conn.fetchval(
@@ -56,7 +63,19 @@ async def wait_done_in_table(
             )
             if done >= target:
                 return
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.005)
+
+
+async def wait_nothing_due(conn: asyncpg.Connection, schema: str, timeout: float = 600.0) -> None:
+    """Wait until no row is `available` or `executing`: two reads of partial indexes, cheap
+    enough to repeat every few milliseconds while the workload runs."""
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM \"{schema}\".instances WHERE status = 'available') "
+        f"OR EXISTS (SELECT 1 FROM \"{schema}\".instances WHERE status = 'executing')"
+    )
+    async with asyncio.timeout(timeout):
+        while await conn.fetchval(sql):  # noqa: ASYNC110 (the rows are in another process)
+            await asyncio.sleep(0.005)
 
 
 def new_schema() -> str:

@@ -22,7 +22,7 @@ import gendurable as gd
 from gendurable.db.schema_admin import drop_schema
 
 from .counting import COUNTER
-from .engines import bench_engine, new_schema, wait_done_in_table
+from .engines import bench_engine, new_schema, wait_done_in_table, wait_nothing_due
 from .env import BenchEnv
 from .flows import QUEUE, ThreeSteps
 from .meters import CpuWindow
@@ -71,6 +71,10 @@ async def run(env: BenchEnv, n: int, instances: int, concurrency: int) -> None:
             assert p.stdin is not None
             p.stdin.write(b"go\n")
             await p.stdin.drain()
+        for p in procs:
+            assert p.stdout is not None
+            await _line(p.stdout)  # its start loop is over: every row is in the table
+        await wait_nothing_due(check, schema)
         await wait_done_in_table(check, schema, share * n, first_id, timeout=600)
         cpu.stop()
         reports = []
@@ -144,6 +148,7 @@ async def child(argv: list[str]) -> None:
         for i in range(int(args.instances)):
             await ThreeSteps.start(key=f"w{args.index}-{i}", engine=engine)
         loop_s = time.perf_counter() - started
+        print(json.dumps({"started": True}), flush=True)
         await reader.readline()  # stop: every instance is done
         report = {
             "cpu_s": time.process_time() - cpu_start,
