@@ -68,14 +68,16 @@ class Executor:
         self.keep_claims = True
         self._current: dict[int, Claimed] = {}
 
-    async def run(self, claim: Claimed) -> None:
+    async def run(self, claim: Claimed, on_last_commit: Callable[[], None] | None = None) -> None:
         """Run `claim` and the steps it may chain into, committing each outcome.
 
-        Cancelled (engine stop past its timeout), it releases the claim so that another
-        node takes the instance at once instead of waiting out the lease.
+        `on_last_commit` is called when the last outcome of the claim goes to its commit
+        (nothing more of it will run here). Cancelled (engine stop past its timeout), it
+        releases the claim so that another node takes the instance at once instead of
+        waiting out the lease.
         """
         try:
-            await self._run(claim)
+            await self._run(claim, on_last_commit)
         except asyncio.CancelledError:
             current = self._current.pop(claim.id, claim)
             with contextlib.suppress(Exception):
@@ -84,7 +86,7 @@ class Executor:
         finally:
             self._current.pop(claim.id, None)
 
-    async def _run(self, claim: Claimed) -> None:
+    async def _run(self, claim: Claimed, on_last_commit: Callable[[], None] | None) -> None:
         spec = self.specs[claim.workflow]
         for _ in range(MAX_CHAIN):
             self._current[claim.id] = claim
@@ -106,6 +108,11 @@ class Executor:
                 decision, state = await self._run_step(spec, step, claim, unreadable)
             if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
                 decision = replace(decision, keep_claim=False)
+            if on_last_commit is not None and not (
+                isinstance(decision, MoveTo) and decision.keep_claim
+            ):
+                on_last_commit()
+                on_last_commit = None
             try:
                 committed = await self.committer.apply(claim, decision)
             except DuplicateKey as exc:

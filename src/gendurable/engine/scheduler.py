@@ -84,6 +84,9 @@ class Scheduler:
         self._claim_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._reserved = 0  # slots promised to starts that insert their row claimed
+        # Running tasks whose last outcome is on its way to the database: their slots are
+        # claimed for again already, so that a claim overlaps the commit.
+        self._committing: set[asyncio.Task[None]] = set()
         self.drained = True  # the last claim found fewer due rows than it could take
         self._wakes: list[float] = []  # loop times at which deferred rows become due
 
@@ -98,7 +101,7 @@ class Scheduler:
         ones plus those the rate limiter deferred (more may be due behind them).
         """
         async with self._claim_lock:
-            free = self.concurrency - len(self._running) - self._reserved
+            free = self.concurrency - self._active() - self._reserved
             if not self.claiming or free < self.min_demand:
                 # Work may have been announced that this claim could not take: the next
                 # freed slot claims.
@@ -157,7 +160,7 @@ class Scheduler:
         """
         if not self.claiming or not self.drained:
             return None
-        if len(self._running) + self._reserved >= self.concurrency:
+        if self._active() + self._reserved >= self.concurrency:
             return None
         self._reserved += 1
         return self._claim_token()
@@ -312,7 +315,7 @@ class Scheduler:
                     "claim on queue %r failed; retrying after the poll interval", self.queue
                 )
                 claimed = 0
-            if claimed and len(self._running) < self.concurrency:
+            if claimed and self._active() < self.concurrency:
                 continue  # the queue may hold more than this batch
             # No timeout: notifications, freed slots, timers and the engine's poller wake it.
             await self._wake.wait()
@@ -371,9 +374,22 @@ class Scheduler:
         self._idle.clear()
         task.add_done_callback(self._finished)
 
+    def _active(self) -> int:
+        """Slots taken: running steps, not counting those only waiting for their commit."""
+        return len(self._running) - len(self._committing)
+
+    def _committing_now(self) -> None:
+        """The current task's last outcome goes to its commit: its slot may be claimed for."""
+        task = asyncio.current_task()
+        if task is None or task not in self._running:
+            return
+        self._committing.add(task)
+        if not self.drained:
+            self._wake.set()
+
     async def _execute(self, claim: Claimed) -> None:
         try:
-            await self.executor.run(claim)
+            await self.executor.run(claim, self._committing_now)
         except Exception:
             # A commit that failed (database gone): the lease expires and the reaper
             # returns the instance; nothing was half-applied.
@@ -381,6 +397,7 @@ class Scheduler:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._committing.discard(task)
         self._running_ids.pop(task, None)
         self.finished_total += 1
         if not self._running:
