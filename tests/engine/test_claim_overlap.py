@@ -45,8 +45,7 @@ async def test_a_slot_waiting_for_its_commit_is_claimed_for_again(
         # One slot, and `a` has not committed: `b` runs only if a's slot was handed on.
         await asyncio.wait_for(_event("b").wait(), timeout=30)
         statuses = await db.fetch(
-            f'SELECT key, status::text AS status FROM "{gendurable_schema}".instances '
-            "ORDER BY key"
+            f'SELECT key, status::text AS status FROM "{gendurable_schema}".instances ORDER BY key'
         )
         assert [(r["key"], r["status"]) for r in statuses] == [
             ("a", "executing"),
