@@ -83,28 +83,6 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await _jsonb_as_bytes(conn)
 
 
-async def init_engine_connection(conn: asyncpg.Connection) -> None:
-    """`init_connection`, and plans fit for the engine's statements.
-
-    Every statement the engine runs is a keyed lookup or an index range. Two settings keep
-    their plans that way:
-
-    - `plan_cache_mode = force_generic_plan`: by default PostgreSQL re-plans a prepared
-      statement on every execution while it guesses a custom plan may be cheaper, which it
-      does for the group commit's array parameters; planning then cost more than running it
-      (0.9 ms against 0.5 ms for a one-row commit, measured).
-    - `enable_seqscan = off`: a plan is made while the tables are small (a new schema, the
-      first minutes of a deploy) and kept; with a sequential scan in it, each group commit
-      read the whole table (two scans of 10,000 rows for a 64-row commit, measured) until
-      autovacuum analyzed the table. An index path is always at hand for these statements.
-
-    Not behind a transaction pooler (`prepare=False`): a SET would stay on a server
-    connection other clients share, and unnamed statements are planned each time anyway.
-    """
-    await _jsonb_as_bytes(conn)
-    await conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
-
-
 async def _jsonb_as_bytes(conn: asyncpg.Connection) -> None:
     for typename in ("jsonb",):
         await conn.set_type_codec(
@@ -120,8 +98,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's reset query on release: a round trip per statement otherwise.
 
     Safe because no statement here leaves session state behind: no LISTEN (the listener has
-    its own connection), no session advisory locks, no temporary tables, and the only SETs
-    (the engine's plan settings) are made when the connection opens and wanted on every use.
+    its own connection), no session advisory locks, no temporary tables, no SET.
     """
 
 
@@ -150,20 +127,14 @@ class Store:
         max_size: int = 10,
         prepare: bool = True,
         timeout: float = 30.0,
-        engine_plans: bool = False,
     ) -> Store:
-        """Open a pool on `dsn`; `prepare=False` disables the statement cache (poolers).
-
-        `engine_plans` (with `prepare`) sets the plan settings of `init_engine_connection`
-        on each connection: for the engine's own pool, not for inspection tools whose
-        queries may read whole tables.
-        """
+        """Open a pool on `dsn`; `prepare=False` disables the statement cache (poolers)."""
         check_dsn(dsn)
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            init=init_engine_connection if prepare and engine_plans else init_connection,
+            init=init_connection,
             statement_cache_size=100 if prepare else 0,
             command_timeout=timeout,
             timeout=timeout,

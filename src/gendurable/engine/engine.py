@@ -196,7 +196,6 @@ class Engine:
             max_size=self.pool_size,
             prepare=self.prepare,
             timeout=self.statement_timeout,
-            engine_plans=True,
         )
         self._store = store
         async with store.pool.acquire() as conn:

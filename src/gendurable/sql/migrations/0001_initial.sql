@@ -160,18 +160,10 @@ CREATE INDEX IF NOT EXISTS signals_inbox
 -- itself waited (a further round). A later round locks children of rows this call already
 -- holds; every other writer of such a child locks its parent first, so no cycle closes.
 -- Returns the ids cancelled by cascade.
--- Both functions below run keyed lookups only (by id, parent and inbox), on every commit that
--- ends or parks instances. Their statements are planned once (generic plans) with index
--- scans, whatever the table's statistics say: re-planning them on each call cost more than
--- running them, and a plan made while a new table is nearly empty would scan it whole as it
--- grows, until autovacuum analyzes it.
 CREATE OR REPLACE FUNCTION __schema__.instances_ended(
     ended bigint[], t timestamptz, channel text
 ) RETURNS bigint[]
-LANGUAGE plpgsql VOLATILE
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     cascaded bigint[] := '{}';
     more bigint[];
@@ -259,10 +251,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION __schema__.instances_parked(
     parked bigint[], t timestamptz, channel text
 ) RETURNS TABLE (woken_id bigint, woken_by_deadline boolean)
-LANGUAGE plpgsql VOLATILE
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
 BEGIN
     IF parked IS NULL OR cardinality(parked) = 0 THEN
         RETURN;
