@@ -9,39 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import itertools
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-_serial = itertools.count()
+import polling
+from polling import eventually as eventually
 
 
 def unique_name(prefix: str = "e2e") -> str:
     """An engine name no other engine of this process has used."""
-    return f"{prefix}-{next(_serial)}-{uuid.uuid4().hex[:6]}"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.02,
-    what: str = "the condition",
-) -> Any:
-    """Poll `check()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not hold within {timeout}s (last value {value!r})")
-        await asyncio.sleep(interval)
+    return polling.unique_name(prefix)
 
 
 async def row(db: Any, schema: str, id: int) -> dict[str, Any]:

@@ -6,20 +6,15 @@ bounded deadline and fails the test with what it last saw.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-import pytest
 
 import gendurable as gd
-
-_serial = itertools.count()
+import polling
+from polling import eventually as eventually
 
 Engines = Callable[..., Awaitable[gd.Engine]]
 """The `engines` fixture: `await engines(workflows=..., queues=..., dsn=None, **options)`."""
@@ -27,25 +22,7 @@ Engines = Callable[..., Awaitable[gd.Engine]]
 
 def unique_name(prefix: str = "fault") -> str:
     """An engine name no other engine of this process has used."""
-    return f"{prefix}-{next(_serial)}-{uuid.uuid4().hex[:6]}"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]],
-    *,
-    timeout: float = 15.0,
-    interval: float = 0.02,
-    what: str = "the condition",
-) -> Any:
-    """Poll `check()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not hold within {timeout}s (last value {value!r})")
-        await asyncio.sleep(interval)
+    return polling.unique_name(prefix)
 
 
 class Backends:
