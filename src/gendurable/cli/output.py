@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import msgspec
 
 from ..blocked import format_utc
+from ..durations import age as age
 
 
 class UserError(Exception):
@@ -62,24 +63,6 @@ def compact_json(data: bytes | None) -> str:
 def when(moment: datetime | None) -> str:
     """A timestamp for a table (UTC); empty for None."""
     return "" if moment is None else format_utc(moment)
-
-
-def age(span: timedelta | None) -> str:
-    """A duration for a table: `2d 3h`, `5m 12s`, `0.4s`."""
-    if span is None:
-        return ""
-    seconds = span.total_seconds()
-    if seconds < 0:
-        return f"-{age(-span)}"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    shown = [f"{n}{unit}" for n, unit in parts if n]
-    return " ".join(shown[:2])
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
 from ..blocked import format_utc
+from ..durations import age as age
 
 MAX_JSON_SHOWN = 256 * 1024
 """Bytes of stored JSON a page shows before cutting it (a huge state stays readable)."""
@@ -25,22 +26,6 @@ def utc(moment: datetime | None) -> str:
 def minute(moment: datetime | None) -> str:
     """`2026-12-02 10:00 UTC` (seconds when not on a whole minute); empty for None."""
     return "" if moment is None else format_utc(moment)
-
-
-def age(span: timedelta | None) -> str:
-    """A duration: `2d 3h`, `5m 12s`, `0.4s`; empty for None."""
-    if span is None:
-        return ""
-    seconds = span.total_seconds()
-    if seconds < 0:
-        return f"-{age(-span)}"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s"))
-    return " ".join([f"{n}{unit}" for n, unit in parts if n][:2])
 
 
 def pretty(data: bytes | None) -> str:
