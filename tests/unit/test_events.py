@@ -109,9 +109,8 @@ def test_events_emitters_send_only_the_keys_the_catalogue_declares() -> None:
 
 
 def test_events_no_literal_event_tuple_in_src() -> None:
-    patterns = [
-        re.compile(r"\(\s*['\"]%s['\"]\s*,\s*['\"]%s['\"]\s*,?\s*\)" % event) for event in CATALOGUE
-    ]
+    q = "['\"]"  # either quote
+    patterns = [re.compile(rf"\(\s*{q}{a}{q}\s*,\s*{q}{b}{q}\s*,?\s*\)") for a, b in CATALOGUE]
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in sorted(SRC.rglob("*"))
