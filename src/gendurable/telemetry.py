@@ -79,13 +79,13 @@ class Telemetry:
 def logging_handler(logger: logging.Logger | None = None, level: int = logging.INFO) -> Handler:
     """A handler that logs each event as one line: `step.stop workflow=... duration=...`.
 
-    At `level`, except `maintenance.exception` (a failed background run), logged at WARNING
-    at least, and `maintenance.run` of a run that touched no rows, at DEBUG.
+    At `level`, except background runs: `maintenance.exception` (a failed run) at WARNING at
+    least, `maintenance.run` at DEBUG (routine: the poller runs every second).
     """
     target = logger or logging.getLogger("gendurable")
 
     def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        at = _maintenance_level(event, measurements, level)
+        at = _maintenance_level(event, level)
         if not target.isEnabledFor(at):
             return
         fields = " ".join(f"{k}={_field(v)}" for k, v in {**metadata, **measurements}.items())
@@ -94,11 +94,10 @@ def logging_handler(logger: logging.Logger | None = None, level: int = logging.I
     return handle
 
 
-def _maintenance_level(event: Event, measurements: Mapping[str, Any], level: int) -> int:
-    # The poller and the heartbeats run every few seconds: idle runs would drown the log.
+def _maintenance_level(event: Event, level: int) -> int:
     if event == MAINTENANCE_EXCEPTION:
         return max(level, logging.WARNING)
-    if event == MAINTENANCE_RUN and not measurements.get("rows"):
+    if event == MAINTENANCE_RUN:
         return min(level, logging.DEBUG)
     return level
 

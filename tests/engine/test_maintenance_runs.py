@@ -87,8 +87,12 @@ async def test_maintenance_collector_runs_of_drain_report_the_rows_deleted(
     assert [r["rows"] for r in runs(rec, "collector")] == [0, 3]
 
 
-async def test_maintenance_node_run_counts_its_own_row_and_the_pruned_ones(
-    make_engine: MakeEngine, recorder: RecorderFactory, manual_clock: gd.ManualClock
+async def test_maintenance_node_run_counts_the_rows_it_pruned_or_wrote_again(
+    make_engine: MakeEngine,
+    recorder: RecorderFactory,
+    manual_clock: gd.ManualClock,
+    db: asyncpg.Connection,
+    gendurable_schema: str,
 ) -> None:
     quiet = await make_engine(workflows=[mail], queues=None, name="a-quiet")
     alive = await make_engine(workflows=[mail], queues=None, name="b-alive")
@@ -101,7 +105,9 @@ async def test_maintenance_node_run_counts_its_own_row_and_the_pruned_ones(
 
     assert quiet.nodes is not None
     assert report.pruned == (quiet.nodes.id,)
-    assert [r["rows"] for r in runs(rec, "nodes")] == [1, 2]
+    await db.execute(f'DELETE FROM "{gendurable_schema}".nodes')  # a long outage: pruned
+    await alive.nodes.run_once()  # records itself again
+    assert [r["rows"] for r in runs(rec, "nodes")] == [0, 1, 1]
 
 
 async def test_maintenance_heartbeat_and_poller_runs_report_per_queue(

@@ -139,7 +139,7 @@ def test_events_otel_maps_or_deliberately_skips_every_event() -> None:
     assert instrumentation.routes & UNMAPPED == frozenset()
 
 
-def test_events_logging_handler_logs_a_failed_run_at_warning_on_one_line(
+def test_events_logging_handler_logs_a_failed_run_at_warning_on_one_line_and_runs_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     telemetry = Telemetry()
@@ -155,7 +155,7 @@ def test_events_logging_handler_logs_a_failed_run_at_warning_on_one_line(
 
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.DEBUG, "maintenance.run task=poller duration=0.5 rows=0"),
-        (logging.INFO, "maintenance.run task=reaper duration=0.5 rows=3"),
+        (logging.DEBUG, "maintenance.run task=reaper duration=0.5 rows=3"),
         (
             logging.WARNING,
             "maintenance.exception task=reaper error=RuntimeError: line one\\nline two "

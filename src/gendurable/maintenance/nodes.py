@@ -72,8 +72,9 @@ class NodeReport:
 
     @property
     def rows(self) -> int:
-        """Rows it wrote or deleted: this node's, and the pruned ones."""
-        return 1 + len(self.pruned)
+        """Rows it pruned, and this node's when it had to be recorded again (a refresh of a
+        row that is there is routine, not counted)."""
+        return len(self.pruned) + (not self.refreshed)
 
 
 class Nodes:
