@@ -15,10 +15,16 @@ span, so an instance is one trace and each retry is a new span in it; a step wok
 signal also links to the signal's span. While a step runs its span is the current span, so
 spans the step's own code opens (HTTP calls, queries) nest under it.
 
+Each run of a background task (reaper, collector, node heartbeat, poller, claim heartbeat,
+startup reclaim) that touched rows or failed is a span of its own (`"gendurable <task>"`,
+kind INTERNAL), with the exception recorded when it failed; idle runs are only counted.
+
 Metrics: `gendurable.steps` and `gendurable.step.duration` (by workflow, step and result),
 `gendurable.outcomes` (goto, park, retry, done, failed, stale), `gendurable.signals`,
-`gendurable.throttles`, `gendurable.rescues`, `gendurable.await.timeouts` and
-`gendurable.claim.latency` (how long a due instance waited before a worker claimed it).
+`gendurable.throttles`, `gendurable.rescues`, `gendurable.await.timeouts`,
+`gendurable.claim.latency` (how long a due instance waited before a worker claimed it),
+`gendurable.maintenance.runs`, `gendurable.maintenance.duration` and
+`gendurable.maintenance.rows` (by task).
 
 It listens to the engine's telemetry events, so it costs nothing when not installed;
 `import gendurable` never imports OpenTelemetry.
@@ -27,7 +33,8 @@ It listens to the engine's telemetry events, so it costs nothing when not instal
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -35,7 +42,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .telemetry import Event
+from . import events
+from .events import Event
 
 __all__ = ["HANDLER_NAME", "Instrumentation", "instrument"]
 
@@ -98,7 +106,40 @@ class Instrumentation:
             unit="s",
             description="How long a due instance waited before a worker claimed it",
         )
+        self.maintenance_runs = meter.create_counter(
+            "gendurable.maintenance.runs",
+            unit="{run}",
+            description="Runs of background tasks (reaper, collector...), by task and error",
+        )
+        self.maintenance_duration = meter.create_histogram(
+            "gendurable.maintenance.duration",
+            unit="s",
+            description="How long background task runs took",
+        )
+        self.maintenance_rows = meter.create_counter(
+            "gendurable.maintenance.rows",
+            unit="{row}",
+            description="Rows background task runs touched",
+        )
         self._open: dict[_OpenKey, tuple[trace.Span, object]] = {}
+        self._routes: dict[Event, _Route] = {
+            events.STEP_START: lambda _, m, d: self._step_started(m, d),
+            events.STEP_STOP: self._step_ended,
+            events.STEP_EXCEPTION: self._step_ended,
+            events.OUTCOME_STALE: lambda _, m, d: self.outcomes.add(
+                1, _attributes(d, outcome="stale")
+            ),
+            events.SIGNAL_DELIVERED: lambda _, m, d: self.signals.add(
+                1, _attributes(d, signal=d.get("name"))
+            ),
+            events.RATE_LIMIT_THROTTLED: lambda _, m, d: self.throttles.add(
+                int(m.get("denied", 0)), _attributes(d, rate_limit=d.get("limit"))
+            ),
+            events.REAPER_RESCUED: lambda _, m, d: self.rescues.add(1, _attributes(d)),
+            events.AWAIT_TIMEOUT: lambda _, m, d: self.await_timeouts.add(1, _attributes(d)),
+            events.MAINTENANCE_RUN: self._maintenance_ran,
+            events.MAINTENANCE_EXCEPTION: self._maintenance_ran,
+        }
         engine.telemetry.attach(HANDLER_NAME, self.handle)
         engine.telemetry.tracer = self.trace_context
 
@@ -131,21 +172,16 @@ class Instrumentation:
     def handle(
         self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
     ) -> None:
-        """The telemetry handler: spans for steps, metrics for everything else."""
-        if event == ("step", "start"):
-            self._step_started(measurements, metadata)
-        elif event in (("step", "stop"), ("step", "exception")):
-            self._step_ended(event, measurements, metadata)
-        elif event == ("outcome", "stale"):
-            self.outcomes.add(1, _attributes(metadata, outcome="stale"))
-        elif event == ("signal", "delivered"):
-            self.signals.add(1, _attributes(metadata, signal=metadata.get("name")))
-        elif event == ("rate_limit", "throttled"):
-            self.throttles.add(int(measurements.get("count", 1)), _attributes(metadata))
-        elif event == ("reaper", "rescued"):
-            self.rescues.add(1, _attributes(metadata))
-        elif event == ("await", "timeout"):
-            self.await_timeouts.add(1, _attributes(metadata))
+        """The telemetry handler: spans for steps and busy background runs, metrics for the
+        events `routes` names (the others, `UNMAPPED`, are not turned into anything)."""
+        route = self._routes.get(event)
+        if route is not None:
+            route(event, measurements, metadata)
+
+    @property
+    def routes(self) -> frozenset[Event]:
+        """The events this instrumentation turns into spans or metrics."""
+        return frozenset(self._routes)
 
     def _step_started(self, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         key = (metadata.get("id"), metadata.get("step"), metadata.get("attempt"))
@@ -176,7 +212,7 @@ class Instrumentation:
         self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
     ) -> None:
         outcome = metadata.get("outcome")
-        failed = event == ("step", "exception")
+        failed = event == events.STEP_EXCEPTION
         opened = self._open.pop(
             (metadata.get("id"), metadata.get("step"), metadata.get("attempt")), None
         )
@@ -200,6 +236,54 @@ class Instrumentation:
             self.step_duration.record(float(duration), result)
         if outcome is not None:
             self.outcomes.add(1, _attributes(metadata, outcome=outcome))
+
+    def _maintenance_ran(
+        self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> None:
+        failed = event == events.MAINTENANCE_EXCEPTION
+        task = metadata.get("task")
+        duration = float(measurements.get("duration", 0.0))
+        rows = int(measurements.get("rows", 0))
+        result = _attributes(metadata, task=task, error=failed)
+        self.maintenance_runs.add(1, result)
+        self.maintenance_duration.record(duration, result)
+        if rows:
+            self.maintenance_rows.add(rows, _attributes(metadata, task=task))
+        if not failed and not rows:
+            # The poller and the heartbeats run every few seconds: a trace for each idle run
+            # would bury the traces of work. The counter above still counts them.
+            return
+        end = time.time_ns()
+        span = self.tracer.start_span(
+            f"gendurable {task}",
+            context=otel_context.Context(),  # a root span: no step or request caused it
+            kind=SpanKind.INTERNAL,
+            attributes=_attributes(metadata, task=task, rows=rows),
+            start_time=end - int(duration * 1e9),
+        )
+        error = metadata.get("error")
+        if failed and isinstance(error, BaseException):
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end(end_time=end)
+
+
+_Route = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
+
+UNMAPPED: frozenset[Event] = frozenset(
+    {
+        # Reported by the engine's log at WARNING already, with what to do about it.
+        events.WORKFLOW_UNKNOWN,
+        events.RATE_LIMIT_UNKNOWN,
+        events.LOOP_BLOCKED,
+        # Counted by `gendurable.maintenance.rows` (tasks `collector` and `reclaim`).
+        events.GC_SWEPT,
+        events.SCHEDULER_RECLAIMED,
+        # Per claim, already visible as `gendurable.claim.latency` growing.
+        events.CONCURRENCY_CONTENDED,
+    }
+)
+"""The events `Instrumentation` does not turn into spans or metrics, and why."""
 
 
 def instrument(

@@ -1,15 +1,12 @@
 """Telemetry: named events with measurements and metadata, delivered to attached handlers.
 
-Events (each a tuple of names): `("step", "start")`, `("step", "stop")`,
-`("step", "exception")`, `("outcome", "stale")`, `("await", "timeout")`,
-`("signal", "delivered")`, `("reaper", "rescued")`, `("scheduler", "reclaimed")`,
-`("workflow", "unknown")`, `("gc", "swept")`, `("loop", "blocked")`, and more as features
-land. A handler that raises is detached after being logged, so a broken handler never breaks
-the engine.
+Events are tuples of names, each defined once in `gendurable.events` with the keys it
+carries (`events.STEP_STOP` is `step.stop`). A handler that raises is detached after being
+logged, so a broken handler never breaks the engine.
 
 Trace context: a `tracer` (set by `gendurable.otel.instrument`) is asked for a context to
 store with each start and signal; the steps those cause get it back in the metadata of
-`("step", "start")` (`trace_context`, `signal_trace_contexts`).
+`step.start` (`trace_context`, `signal_trace_contexts`).
 """
 
 from __future__ import annotations
@@ -19,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Event = tuple[str, ...]
+from .events import MAINTENANCE_EXCEPTION, MAINTENANCE_RUN, Event, dotted
+
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
 Tracer = Callable[[str, Mapping[str, Any]], "str | None"]
 """`tracer(operation, metadata)`: the trace context to store with a start or signal, or None."""
@@ -79,13 +77,32 @@ class Telemetry:
 
 
 def logging_handler(logger: logging.Logger | None = None, level: int = logging.INFO) -> Handler:
-    """A handler that logs each event as one line: `step.stop workflow=... duration=...`."""
+    """A handler that logs each event as one line: `step.stop workflow=... duration=...`.
+
+    At `level`, except background runs: `maintenance.exception` (a failed run) at WARNING at
+    least, `maintenance.run` at DEBUG (routine: the poller runs every second).
+    """
     target = logger or logging.getLogger("gendurable")
 
     def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        if not target.isEnabledFor(level):
+        at = _maintenance_level(event, level)
+        if not target.isEnabledFor(at):
             return
-        fields = " ".join(f"{k}={v}" for k, v in {**metadata, **measurements}.items())
-        target.log(level, "%s %s", ".".join(event), fields)
+        fields = " ".join(f"{k}={_field(v)}" for k, v in {**metadata, **measurements}.items())
+        target.log(at, "%s %s", dotted(event), fields)
 
     return handle
+
+
+def _maintenance_level(event: Event, level: int) -> int:
+    if event == MAINTENANCE_EXCEPTION:
+        return max(level, logging.WARNING)
+    if event == MAINTENANCE_RUN:
+        return min(level, logging.DEBUG)
+    return level
+
+
+def _field(value: Any) -> str:
+    """A value on one log line: an exception as `Type: message`, newlines escaped."""
+    text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
+    return text.replace("\n", "\\n")

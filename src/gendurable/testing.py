@@ -10,7 +10,8 @@ Fixtures:
 - `no_task_leaks` (opt-in, needs pytest-asyncio): fails a test that leaves asyncio tasks
   running. Request it before the fixtures that own tasks, so it is torn down after them.
 - `recorder`: `recorder(engine)` attaches a `TelemetryRecorder` to the engine and returns
-  it: `rec.of(("step", "stop"), workflow="x")`, `await rec.wait(("await", "timeout"))`.
+  it: `rec.of(events.STEP_STOP, workflow="x")`, `await rec.wait(events.AWAIT_TIMEOUT)`
+  (`from gendurable import events`).
 - `make_engine` (needs pytest-asyncio): a factory of running engines on the test's schema,
   `await make_engine(workflows=[...], queues={...}, **options)`, with the test's
   `gendurable_clock` (the `manual_clock` unless a conftest overrides `gendurable_clock`) and a
@@ -42,7 +43,7 @@ import pytest
 
 from .clock import Clock, ManualClock
 from .engine.engine import Engine
-from .telemetry import Event
+from .events import Event, dotted
 
 __all__ = [
     "STOP_LIMIT",
@@ -252,9 +253,9 @@ class TelemetryRecorder:
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
-            seen = sorted({".".join(name) for name, _, _ in self.events})
+            seen = sorted({dotted(name) for name, _, _ in self.events})
             pytest.fail(
-                f"{'.'.join(event)} {where or ''} was not recorded {count} time(s) within "
+                f"{dotted(event)} {where or ''} was not recorded {count} time(s) within "
                 f"{timeout}s (got {len(self.of(event, **where))}; events seen: {seen})"
             )
         return self.of(event, **where)

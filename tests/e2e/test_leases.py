@@ -19,6 +19,7 @@ import pytest
 from e2e_support import eventually, row
 
 import gendurable as gd
+from gendurable.events import REAPER_RESCUED
 from gendurable.maintenance.reaper import Reaper
 from gendurable.telemetry import Telemetry
 from gendurable.testing import MakeEngine, RecorderFactory
@@ -313,7 +314,11 @@ async def test_leases_concurrent_reapers_rescue_each_row_once(
         for _ in range(3):
             seen: list[dict[str, Any]] = []
             telemetry = Telemetry()
-            telemetry.attach("seen", lambda _e, _m, meta, seen=seen: seen.append(dict(meta)))
+            telemetry.attach(
+                "seen",
+                lambda _e, _m, meta, seen=seen: seen.append(dict(meta)),
+                events=[REAPER_RESCUED],
+            )
             reapers.append((Reaper(engine.store, manual_clock, telemetry, batch=7), seen))
 
     for round in range(1, rounds + 1):

@@ -50,7 +50,7 @@ class Order:
         return gd.goto(self.decide if state.wait else self.ship)
 
     @gd.step
-    @gd.await_signals("approved")
+    @gd.await_signals("approved", timeout=timedelta(days=7))
     async def decide(self, state: State, ctx: gd.Context) -> gd.Outcome:
         return gd.goto(self.ship)
 
@@ -68,6 +68,16 @@ class Gated:
     async def hold(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         if ctx.engine.name.startswith("slow"):
             await GATE["go"].wait()
+        return gd.done()
+
+
+@gd.workflow(name="otel.call")
+class Call:
+    class State(msgspec.Struct):
+        region: str = ""
+
+    @gd.step(start=True, rate_limit="carrier", partition=lambda state: state.region)
+    async def call(self, state: State, ctx: gd.Context) -> gd.Outcome:
         return gd.done()
 
 
@@ -296,23 +306,68 @@ async def test_otel_rescues_and_stale_outcomes_are_counted(
 
 
 async def test_otel_throttles_and_await_timeouts_are_counted(
-    make_engine: MakeEngine, otel: Telemetry
+    make_engine: MakeEngine, otel: Telemetry, manual_clock: gd.ManualClock
+) -> None:
+    engine = await make_engine(
+        workflows=[Call, Order], rate_limits={"carrier": gd.Limit(1, per=timedelta(minutes=1))}
+    )
+    otel.instrument(engine)
+    for i in range(4):
+        await Call.start(f"c-{i}", Call.State(region="eu"))
+    await Order.start("o-9", Order.State(wait=True))
+    await engine.drain()  # one call goes, three wait for tokens; the order awaits a signal
+    assert otel.total("gendurable.throttles", rate_limit="carrier", partition="eu") == 3
+
+    manual_clock.advance(timedelta(days=8))  # past the await's deadline
+    await engine.drain()
+
+    assert otel.total("gendurable.await.timeouts", step="decide") == 1
+
+
+async def test_otel_background_runs_are_spans_when_they_did_something_or_failed(
+    make_engine: MakeEngine,
+    otel: Telemetry,
+    manual_clock: gd.ManualClock,
+    db: asyncpg.Connection,
+    gendurable_schema: str,
 ) -> None:
     engine = await make_engine(workflows=[Order])
     otel.instrument(engine)
+    await Order.start("o-10", Order.State())
+    await engine.drain()  # done; the collector ran and found nothing to delete
+    manual_clock.advance(timedelta(days=2))  # past the day of retention
+    with otel.tracer_provider.get_tracer("app").start_as_current_span("test"):
+        await engine.drain()  # the collector deletes it
+    assert engine.reaper is not None
+    await db.execute(f'ALTER TABLE "{gendurable_schema}".instances RENAME TO instances_away')
+    try:
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await engine.reaper.run_once()
+    finally:
+        await db.execute(f'ALTER TABLE "{gendurable_schema}".instances_away RENAME TO instances')
 
-    # The rate limiter's event (DESIGN §5), as the engine emits it when a bucket is empty.
-    engine.telemetry.emit(
-        ("rate_limit", "throttled"),
-        {"count": 3},
-        {"workflow": "otel.order", "step": "ship", "rate_limit": "carrier", "partition": "eu"},
-    )
-    engine.telemetry.emit(
-        ("await", "timeout"), {}, {"id": 1, "workflow": "otel.order", "step": "decide"}
-    )
-
-    assert otel.total("gendurable.throttles", rate_limit="carrier", partition="eu") == 3
-    assert otel.total("gendurable.await.timeouts", step="decide") == 1
+    [collector] = otel.spans("gendurable collector")
+    assert collector.kind == SpanKind.INTERNAL
+    assert collector.parent is None  # a trace of its own, not the caller's
+    assert dict(collector.attributes or {}) == {
+        "gendurable.task": "collector",
+        "gendurable.rows": 1,
+    }
+    assert collector.status.status_code == StatusCode.UNSET
+    [reaper] = otel.spans("gendurable reaper")  # the runs that found nothing are not spans
+    assert reaper.status.status_code == StatusCode.ERROR
+    assert (reaper.status.description or "").startswith("UndefinedTableError: relation ")
+    [exception] = [e for e in reaper.events if e.name == "exception"]
+    assert (exception.attributes or {})["exception.type"].endswith("UndefinedTableError")
+    assert otel.total("gendurable.maintenance.runs", task="reaper", error=True) == 1
+    assert otel.total("gendurable.maintenance.runs", task="collector", error=False) == 2
+    assert otel.total("gendurable.maintenance.rows", task="collector") == 1
+    [(_, durations)] = [
+        (a, p)
+        for a, p in otel.points("gendurable.maintenance.duration")
+        if a == {"gendurable.task": "collector", "gendurable.error": False}
+    ]
+    assert durations.count == 2
 
 
 async def test_otel_uninstrument_stops_spans_and_stored_contexts(

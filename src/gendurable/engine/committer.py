@@ -19,6 +19,7 @@ import msgspec
 
 from ..clock import Clock
 from ..db.store import Store
+from ..events import AWAIT_TIMEOUT, OUTCOME_STALE
 from ..telemetry import Telemetry
 from .claim import Claimed
 from .decide import Decision, Finish, MoveTo, Park, RetryLater, SpawnChildren
@@ -62,7 +63,7 @@ class Committer:
             if result is True:  # a park woken at once by its passed deadline
                 assert isinstance(decision, Park)
                 self.telemetry.emit(
-                    ("await", "timeout"),
+                    AWAIT_TIMEOUT,
                     {},
                     {
                         "id": claim.id,
@@ -92,7 +93,7 @@ class Committer:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
         if not ok:
             self.telemetry.emit(
-                ("outcome", "stale"),
+                OUTCOME_STALE,
                 {},
                 {
                     "id": claim.id,

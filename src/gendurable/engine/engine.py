@@ -21,6 +21,7 @@ from ..db.migrator import check_version, migrate_connection
 from ..db.store import Store
 from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
+from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED, WORKFLOW_UNKNOWN
 from ..limit import Limit
 from ..maintenance.collector import Collector, check_gc_options
 from ..maintenance.loop import every
@@ -247,7 +248,7 @@ class Engine:
             reclaimed = await scheduler.reclaim()
             if reclaimed:
                 self.telemetry.emit(
-                    ("scheduler", "reclaimed"),
+                    SCHEDULER_RECLAIMED,
                     {"count": reclaimed},
                     {"queue": queue, "locked_by": scheduler.locked_by},
                 )
@@ -268,6 +269,7 @@ class Engine:
             queues=self.queues,
             specs=self.specs,
             heartbeat=min(self.leases.values()) / 3,
+            telemetry=self.telemetry,
         )
         await self.nodes.register()
         if not self.clock.manual:  # with a manual clock drain() refreshes the node
@@ -279,7 +281,7 @@ class Engine:
             )
             self._watchdog.start()
         if self.queues:
-            poller = Poller(store, self.clock, self.schedulers)
+            poller = Poller(store, self.clock, self.schedulers, self.telemetry)
             self._loops.append(
                 asyncio.create_task(
                     every(self.poll_interval, poller.run_once, "poller"), name="gendurable:poller"
@@ -428,7 +430,7 @@ class Engine:
                 first_id,
             )
             self.telemetry.emit(
-                ("workflow", "unknown"),
+                WORKFLOW_UNKNOWN,
                 {"count": count},
                 {
                     "queue": scheduler.queue,
@@ -469,7 +471,7 @@ class Engine:
         """Deliver a signal (see `Flow.signal`); returns the stored signal's id."""
         signal_id = await self._require().signal(workflow, key_or_id, name, payload)
         self.telemetry.emit(
-            ("signal", "delivered"),
+            SIGNAL_DELIVERED,
             {},
             {"workflow": workflow, "target": key_or_id, "name": name, "signal_id": signal_id},
         )

@@ -22,6 +22,7 @@ import msgspec
 
 from ..context import ChildResult, Context, Signal
 from ..errors import DuplicateKey, StateUpgradeError, StepTimeout, ValidationError
+from ..events import STEP_EXCEPTION, STEP_START, STEP_STOP
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
@@ -202,7 +203,7 @@ class Executor:
             "signal_trace_contexts": _signal_trace_contexts(step, claim),
         }
         waited = {} if claim.waited is None else {"waited": claim.waited}
-        self.telemetry.emit(("step", "start"), waited, meta)
+        self.telemetry.emit(STEP_START, waited, meta)
         started = time.perf_counter()
         state: Any = None
         produced: Any = None
@@ -230,7 +231,7 @@ class Executor:
         duration = time.perf_counter() - started
         if isinstance(produced, BaseException):
             self.telemetry.emit(
-                ("step", "exception"),
+                STEP_EXCEPTION,
                 {"duration": duration},
                 {
                     **meta,
@@ -241,7 +242,7 @@ class Executor:
             )
         else:
             self.telemetry.emit(
-                ("step", "stop"),
+                STEP_STOP,
                 {"duration": duration},
                 {**meta, "decision": type(decision).__name__, "outcome": _outcome(decision)},
             )

@@ -14,19 +14,38 @@ from collections.abc import Mapping
 
 from ..clock import Clock
 from ..db.store import Store
+from ..maintenance.loop import observed
+from ..telemetry import Telemetry
 from .scheduler import Scheduler
 
 
 class Poller:
     """Wakes the schedulers whose queue holds due rows."""
 
-    def __init__(self, store: Store, clock: Clock, schedulers: Mapping[str, Scheduler]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        schedulers: Mapping[str, Scheduler],
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.schedulers = schedulers
+        self.telemetry = telemetry or Telemetry()
 
     async def run_once(self) -> list[str]:
-        """Ask once which queues hold due rows; wake their schedulers; those queues."""
+        """Ask once which queues hold due rows; wake their schedulers; those queues.
+
+        Reported as the `maintenance.run` (or `.exception`) of task `poller`, whose `rows`
+        counts the queues it woke.
+        """
+        with observed(self.telemetry, "poller") as run:
+            due = await self._poll()
+            run.rows = len(due)
+            return due
+
+    async def _poll(self) -> list[str]:
         queues = [q for q, s in self.schedulers.items() if s.claiming]
         if not queues:
             return []

@@ -22,6 +22,8 @@ from typing import Any
 
 from ..clock import Clock
 from ..db.store import Store
+from ..events import CONCURRENCY_CONTENDED, RATE_LIMIT_THROTTLED, RATE_LIMIT_UNKNOWN
+from ..maintenance.loop import observed
 from ..telemetry import Telemetry
 from .claim import Claimed, StoredChild, StoredSignal
 from .executor import Executor
@@ -228,7 +230,7 @@ class Scheduler:
         """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
         if rows and rows[0]["contended"]:
             self.telemetry.emit(
-                ("concurrency", "contended"),
+                CONCURRENCY_CONTENDED,
                 {"count": rows[0]["contended"]},
                 {"queue": self.queue},
             )
@@ -264,10 +266,10 @@ class Scheduler:
                     limit,
                     meta["first_id"],
                 )
-                self.telemetry.emit(("rate_limit", "unknown"), {"count": denied}, meta)
+                self.telemetry.emit(RATE_LIMIT_UNKNOWN, {"count": denied}, meta)
             else:
                 self.telemetry.emit(
-                    ("rate_limit", "throttled"), {"granted": granted, "denied": denied}, meta
+                    RATE_LIMIT_THROTTLED, {"granted": granted, "denied": denied}, meta
                 )
 
     async def _children(self, rows: Sequence[Any]) -> dict[int, tuple[StoredChild, ...]]:
@@ -321,10 +323,15 @@ class Scheduler:
             await self._wake.wait()
 
     async def reclaim(self) -> int:
-        """Release, at once, expired claims a dead predecessor on this host left behind."""
-        prefix = self.locked_by.rsplit("-", 2)[0] + "-"
-        rows = await self.store.claims_reclaim(prefix, self.clock.now(), 1000)
-        return len(rows)
+        """Release, at once, expired claims a dead predecessor on this host left behind.
+
+        Reported as the `maintenance.run` (or `.exception`) of task `reclaim`.
+        """
+        with observed(self.telemetry, "reclaim", self.queue) as run:
+            prefix = self.locked_by.rsplit("-", 2)[0] + "-"
+            rows = await self.store.claims_reclaim(prefix, self.clock.now(), 1000)
+            run.rows = len(rows)
+            return run.rows
 
     async def unknown(self) -> list[tuple[str, str, int, int]]:
         """(workflow, step, count, first id) of due rows this deploy cannot run."""
@@ -334,16 +341,20 @@ class Scheduler:
         return [(r["workflow"], r["step"], r["n"], r["first_id"]) for r in rows]
 
     async def heartbeat(self) -> int:
-        """Extend all running claims of this scheduler by their leases; how many."""
-        if not self._running:
-            return 0
-        return await self.store.lease_extend(
-            self.locked_by,
-            self.lease_workflows,
-            self.lease_values,
-            self.clock.now(),
-            list(self._running_ids.values()),
-        )
+        """Extend all running claims of this scheduler by their leases; how many.
+
+        Reported as the `maintenance.run` (or `.exception`) of task `heartbeat`.
+        """
+        with observed(self.telemetry, "heartbeat", self.queue) as run:
+            if self._running:
+                run.rows = await self.store.lease_extend(
+                    self.locked_by,
+                    self.lease_workflows,
+                    self.lease_values,
+                    self.clock.now(),
+                    list(self._running_ids.values()),
+                )
+            return run.rows
 
     def stop_claiming(self) -> None:
         """Claim nothing more; running steps go on.

@@ -10,7 +10,7 @@ A daemon thread pings the loop every `threshold / 4`. When a ping is not answere
 `threshold` (the heartbeat interval), it looks at the loop thread's stack while the block is
 still going on, finds the step function in it, and logs a warning naming the workflow, the
 step, the instance and the blocking line. When the loop answers again it emits
-`("loop", "blocked")` with the duration, on the loop.
+`loop.blocked` with the duration, on the loop.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
 
+from ..events import LOOP_BLOCKED
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 
@@ -166,4 +167,4 @@ class LoopWatchdog:
             "key": blocker.key,
             "where": blocker.where,
         }
-        self.telemetry.emit(("loop", "blocked"), {"duration": time.monotonic() - pinged_at}, meta)
+        self.telemetry.emit(LOOP_BLOCKED, {"duration": time.monotonic() - pinged_at}, meta)

@@ -21,7 +21,9 @@ from ..clock import Clock
 from ..db.store import Store
 from ..engine.rate_config import CONFIG_TTL, RateConfigs
 from ..errors import ConfigError
+from ..events import GC_SWEPT
 from ..telemetry import Telemetry
+from .loop import observed
 
 MAX_INTERVAL = CONFIG_TTL / 24
 """The longest `gc_interval`: engines refresh their configs every interval, well within the TTL."""
@@ -52,6 +54,11 @@ class SweepReport:
     buckets: int
     configs: int
 
+    @property
+    def rows(self) -> int:
+        """Rows it deleted."""
+        return self.instances + self.buckets + self.configs
+
 
 class Collector:
     """Garbage-collects one schema; `run_once()` sweeps everything due, batch by batch."""
@@ -78,8 +85,15 @@ class Collector:
     async def run_once(self) -> SweepReport:
         """Refresh this engine's configs, then sweep instances, configs and buckets.
 
-        Emits `gc.swept` with the counts when anything was deleted.
+        Emits `gc.swept` with the counts when anything was deleted; reported as the
+        `maintenance.run` (or `.exception`) of task `collector`.
         """
+        with observed(self.telemetry, "collector") as run:
+            report = await self._collect()
+            run.rows = report.rows
+            return report
+
+    async def _collect(self) -> SweepReport:
         if self.configs.limits:
             await self.store.rate_config_refresh(self.configs.columns(), self.clock.now())
         instances = await self._sweep_instances() if self.retention is not None else 0
@@ -88,7 +102,7 @@ class Collector:
         report = SweepReport(instances, buckets, configs)
         if instances or buckets or configs:
             self.telemetry.emit(
-                ("gc", "swept"),
+                GC_SWEPT,
                 {"instances": instances, "buckets": buckets, "configs": configs},
                 {},
             )

@@ -28,7 +28,8 @@ import msgspec
 from ..clock import Clock
 from ..db.store import Store
 from ..spec import WorkflowSpec
-from .loop import every
+from ..telemetry import Telemetry
+from .loop import every, observed
 
 TTL_BEATS = 3
 """Heartbeats a node may miss before it counts as dead."""
@@ -69,6 +70,12 @@ class NodeReport:
     refreshed: bool
     pruned: tuple[str, ...]
 
+    @property
+    def rows(self) -> int:
+        """Rows it pruned, and this node's when it had to be recorded again (a refresh of a
+        row that is there is routine, not counted)."""
+        return len(self.pruned) + (not self.refreshed)
+
 
 class Nodes:
     """Keeps one engine's row in `<schema>.nodes` and prunes the rows of dead nodes."""
@@ -82,9 +89,11 @@ class Nodes:
         queues: Mapping[str, int],
         specs: Mapping[str, WorkflowSpec],
         heartbeat: timedelta,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.telemetry = telemetry or Telemetry()
         self.engine_name = engine_name
         self.id = node_id(engine_name)
         self.queues = dict(queues)
@@ -127,7 +136,16 @@ class Nodes:
         )
 
     async def run_once(self) -> NodeReport:
-        """Refresh this node (recording it again if it was pruned) and prune dead nodes."""
+        """Refresh this node (recording it again if it was pruned) and prune dead nodes.
+
+        Reported as the `maintenance.run` (or `.exception`) of task `nodes`.
+        """
+        with observed(self.telemetry, "nodes") as run:
+            report = await self._beat()
+            run.rows = report.rows
+            return report
+
+    async def _beat(self) -> NodeReport:
         refreshed = await self.store.node_beat(self.id, self.ttl, self.clock.now())
         if not refreshed:
             await self._write()

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from ..clock import Clock
 from ..db.store import Store
+from ..events import AWAIT_TIMEOUT, REAPER_RESCUED
 from ..telemetry import Telemetry
+from .loop import observed
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,11 @@ class ReapReport:
     rescued: int
     failed: int
     timed_out: int
+
+    @property
+    def rows(self) -> int:
+        """Instances it changed."""
+        return self.rescued + self.failed + self.timed_out
 
 
 class Reaper:
@@ -32,7 +39,16 @@ class Reaper:
         self.batch = batch
 
     async def run_once(self) -> ReapReport:
-        """Process every expired claim and passed deadline, one bounded batch at a time."""
+        """Process every expired claim and passed deadline, one bounded batch at a time.
+
+        Reported as the `maintenance.run` (or `.exception`) of task `reaper`.
+        """
+        with observed(self.telemetry, "reaper") as run:
+            report = await self._reap()
+            run.rows = report.rows
+            return report
+
+    async def _reap(self) -> ReapReport:
         rescued = failed = timed_out = 0
         while True:
             rows = await self.store.lease_rescue(self.clock.now(), self.batch)
@@ -41,7 +57,7 @@ class Reaper:
                 failed += status == "failed"
                 rescued += status != "failed"
                 self.telemetry.emit(
-                    ("reaper", "rescued"),
+                    REAPER_RESCUED,
                     {"attempt": row["attempt"]},
                     {
                         "id": row["id"],
@@ -58,7 +74,7 @@ class Reaper:
             for row in rows:
                 timed_out += 1
                 self.telemetry.emit(
-                    ("await", "timeout"),
+                    AWAIT_TIMEOUT,
                     {},
                     {
                         "id": row["id"],
