@@ -4,7 +4,10 @@ the engine keeps them as one frozen `EngineConfig`."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +212,11 @@ def test_engine_config_is_not_running_until_started() -> None:
     engine = gd.Engine(DSN, workflows=[Ok])
     with pytest.raises(gd.EngineError, match="is not running"):
         _ = engine.store
+
+
+def test_engine_config_builds_from_exactly_the_engines_options_and_the_guide_lists_each() -> None:
+    options = list(inspect.signature(gd.Engine).parameters)
+    assert list(inspect.signature(EngineConfig.build).parameters) == options
+    guide = Path(__file__).parents[2] / "docs" / "guide" / "engine.md"
+    section = guide.read_text().split("\n## Options\n")[1].split("\n## ")[0]
+    assert sorted(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)) == sorted(options)
