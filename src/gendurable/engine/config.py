@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from ..clock import Clock, SystemClock
 from ..db.connect import check_dsn
@@ -26,9 +26,6 @@ from ..sql import quote_schema
 MAX_GC_INTERVAL = CONFIG_TTL / 24
 """The longest `gc_interval`: engines refresh their rate-limit configs every interval, and the
 collector removes configs no engine refreshed for `CONFIG_TTL`."""
-
-MAX_POOL_DEFAULT = 20
-"""The default pool size is the total concurrency + 2, within 4..this."""
 
 _ZERO = timedelta(0)
 
@@ -81,7 +78,7 @@ class EngineConfig:
         min_demand: int,
         reap_interval: timedelta,
         gc_retention: timedelta | None,
-        migrate: Any,
+        migrate: Literal["auto"] | bool,
         prepare: bool,
         pool_size: int | None,
         statement_timeout: timedelta,
@@ -114,7 +111,7 @@ class EngineConfig:
                 f"refreshed for {CONFIG_TTL} are removed), got {gc_interval!r}"
             )
         if pool_size is None:
-            pool_size = min(MAX_POOL_DEFAULT, max(4, sum(checked_queues.values()) + 2))
+            pool_size = min(20, max(4, sum(checked_queues.values()) + 2))
         return cls(
             dsn=dsn,
             name=name,
