@@ -376,9 +376,8 @@ async def check_engine(
             "no database to check: pass --dsn, set GENDURABLE_DSN or give the engine a dsn"
         )
     check_dsn(target)
-    store = await Store.open(
-        target, engine.schema, min_size=1, max_size=1, timeout=engine.statement_timeout
-    )
+    timeout = engine.config.statement_timeout.total_seconds()
+    store = await Store.open(target, engine.schema, min_size=1, max_size=1, timeout=timeout)
     try:
         async with store.pool.acquire() as conn:
             await check_version(conn, schema=engine.schema)

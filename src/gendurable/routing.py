@@ -14,7 +14,10 @@ from .errors import EngineError, NoEngine
 class Client(Protocol):
     """What the class API needs from an engine (implemented by `gendurable.Engine`)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The engine's name, unique among the engines running in this process."""
+        ...
 
     def serves(self, workflow: str) -> bool:
         """True when this engine was given the workflow called `workflow`."""

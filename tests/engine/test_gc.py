@@ -12,8 +12,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from gendurable.engine.rate_config import CONFIG_TTL
-from gendurable.maintenance.collector import Collector
+from gendurable.maintenance.collector import CONFIG_TTL, Collector
 from gendurable.testing import MakeEngine, ManualClock, RecorderFactory
 
 DAY = timedelta(days=1)

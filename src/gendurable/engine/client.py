@@ -25,7 +25,7 @@ from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
 from .claim import StoredSignal
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, decode_json, encode_json, encode_typed
+from .codec import check_size, decode_json, encode_json, encode_typed
 from .entries import NewRow, check_text, columns, new_row
 from .local import LocalRunner
 from .notifier import Notifier
@@ -42,8 +42,9 @@ class Client:
         notifier: Notifier,
         telemetry: Telemetry | None = None,
         local: LocalRunner | None = None,
-        objects: Mapping[str, Any] | None = None,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        *,
+        objects: Mapping[str, Any],
+        max_payload_bytes: int,
     ) -> None:
         self.specs = specs
         self.store = store
@@ -51,7 +52,7 @@ class Client:
         self.notifier = notifier
         self.telemetry = telemetry or Telemetry()
         self.local = local
-        self.objects = objects or {}  # the workflow objects `@gd.upgrade` methods run on
+        self.objects = objects  # the workflow objects `@gd.upgrade` methods run on
         self.max_payload_bytes = max_payload_bytes
 
     def spec(self, workflow: str) -> WorkflowSpec:

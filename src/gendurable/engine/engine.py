@@ -14,8 +14,8 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from .. import routing
-from ..clock import Clock, SystemClock
-from ..db.connect import check_dsn, resolve_dsn
+from ..clock import Clock
+from ..db.connect import resolve_dsn
 from ..db.listener import Listener
 from ..db.migrator import check_version, migrate_connection
 from ..db.store import Store
@@ -23,24 +23,24 @@ from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
 from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED, WORKFLOW_UNKNOWN
 from ..limit import Limit
-from ..maintenance.collector import Collector, check_gc_options
+from ..maintenance.collector import Collector
 from ..maintenance.loop import every
 from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
 from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo
 from ..spec import WorkflowSpec
-from ..sql import quote_schema
 from ..telemetry import Telemetry
 from .client import Client
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
+from .config import EngineConfig
 from .decide import Catalog
 from .executor import Executor
 from .local import LocalRunner
 from .notifier import Notifier
 from .poller import Poller
-from .rate_config import RateConfigs
+from .rate_config import write_rate_configs
 from .scheduler import Scheduler
 from .watchdog import LoopWatchdog
 
@@ -73,6 +73,10 @@ class Engine:
     `local_starts` (on by default, off under a manual clock) lets a start made in this
     process, or a signal it sends, run at once on one of its schedulers with a free slot: the
     row is written already claimed (no notification, no claim statement).
+
+    Every option is checked, for its type and range, when the engine is built: a bad one
+    raises `ConfigError` before anything connects. `engine.config` holds them, validated and
+    frozen (an `EngineConfig`).
     """
 
     def __init__(
@@ -100,58 +104,34 @@ class Engine:
         local_starts: bool | None = None,
         listen: bool = True,
     ) -> None:
-        quote_schema(schema)
-        if dsn is not None:
-            check_dsn(dsn)
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"engine name must be a non-empty string, got {name!r}")
-        if migrate not in ("auto", True, False):
-            raise ConfigError(f"migrate must be 'auto', True or False, got {migrate!r}")
-        if lease <= timedelta(0) or poll_interval <= timedelta(0):
-            raise ConfigError("lease and poll_interval must be positive durations")
-        if (
-            isinstance(max_payload_bytes, bool)
-            or not isinstance(max_payload_bytes, int)
-            or max_payload_bytes < 1
-        ):
-            raise ConfigError(
-                f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
-            )
-        self.max_payload_bytes = max_payload_bytes
-        self.name = name
-        self.schema = schema
-        self.dsn = dsn
-        self.queues = dict(queues or {})
-        for queue, concurrency in self.queues.items():
-            if not isinstance(concurrency, int) or concurrency < 1:
-                raise ConfigError(f"queue {queue!r}: concurrency must be a positive int")
-        self.specs = _specs(workflows)
-        check_gc_options(gc_retention, gc_interval, gc_batch)
-        self.rate_limits = dict(rate_limits or {})
-        self.rate_configs = RateConfigs.build(
-            rate_limits, self.specs, check_steps=bool(self.queues)
+        self.config = EngineConfig.build(
+            dsn,
+            workflows=workflows,
+            name=name,
+            schema=schema,
+            queues=queues,
+            rate_limits=rate_limits,
+            clock=clock,
+            lease=lease,
+            poll_interval=poll_interval,
+            min_demand=min_demand,
+            reap_interval=reap_interval,
+            gc_retention=gc_retention,
+            migrate=migrate,
+            prepare=prepare,
+            pool_size=pool_size,
+            statement_timeout=statement_timeout,
+            gc_interval=gc_interval,
+            gc_batch=gc_batch,
+            max_payload_bytes=max_payload_bytes,
+            local_starts=local_starts,
+            listen=listen,
         )
-        # Every limit this deploy knows (by name, and inline ones named after their steps).
-        self.limits = self.rate_configs.limits
-        self.clock: Clock = clock or SystemClock()
-        self.listen = listen
-        # Under a manual clock, work starts only through claims (and so as drain() drives it).
-        self.local_starts = not self.clock.manual if local_starts is None else local_starts
-        self.lease = lease
-        self.leases = {name: spec.lease or lease for name, spec in self.specs.items()}
-        self.poll_interval = poll_interval
-        self.min_demand = min_demand
-        self.reap_interval = reap_interval
-        self.gc_retention = gc_retention
-        self.gc_interval = gc_interval
-        self.gc_batch = gc_batch
-        self.migrate_mode = migrate
-        self.prepare = prepare
-        self.pool_size = pool_size or min(20, max(4, sum(self.queues.values()) + 2))
-        self.statement_timeout = statement_timeout.total_seconds()
         self.telemetry = Telemetry()
         self.schedulers: dict[str, Scheduler] = {}
-        self._objects = {n: _instantiate(s) for n, s in self.specs.items() if s.cls is not None}
+        self._objects = {
+            n: _instantiate(s) for n, s in self.config.specs.items() if s.cls is not None
+        }
         self._store: Store | None = None
         self._client: Client | None = None
         self._listener: Listener | None = None
@@ -188,57 +168,56 @@ class Engine:
         self._started = True
 
     async def _open(self) -> None:
-        dsn = resolve_dsn(self.dsn)
+        config = self.config
+        dsn = resolve_dsn(config.dsn)
         if dsn is None:
             dsn = await self._start_embedded()
+        timeout = config.statement_timeout.total_seconds()
         store = await Store.open(
-            dsn,
-            self.schema,
-            max_size=self.pool_size,
-            prepare=self.prepare,
-            timeout=self.statement_timeout,
+            dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
         )
         self._store = store
         async with store.pool.acquire() as conn:
-            if self.migrate_mode:
-                await migrate_connection(conn, schema=self.schema)
+            if config.migrate:
+                await migrate_connection(conn, schema=config.schema)
             else:
-                await check_version(conn, schema=self.schema)
-        await self.rate_configs.write(store, self.clock.now())
-        if self.listen:
-            self._listener = Listener(dsn, store.channel, timeout=self.statement_timeout)
+                await check_version(conn, schema=config.schema)
+        await write_rate_configs(store, config.rate_configs, config.clock.now())
+        if config.listen:
+            self._listener = Listener(dsn, store.channel, timeout=timeout)
         notifier = Notifier(
-            self._listener, self._wake_queue, poll_interval=self.poll_interval.total_seconds()
+            self._listener, self._wake_queue, poll_interval=config.poll_interval.total_seconds()
         )
         if self._listener is not None:
             await self._listener.start()
+        specs, clock, leases = config.specs, config.clock, config.leases
         self._client = Client(
-            self.specs,
+            specs,
             store,
-            self.clock,
+            clock,
             notifier,
             self.telemetry,
-            LocalRunner(self.specs, self.schedulers, self.leases) if self.local_starts else None,
+            LocalRunner(specs, self.schedulers, leases) if config.local_starts else None,
             objects=self._objects,
-            max_payload_bytes=self.max_payload_bytes,
+            max_payload_bytes=config.max_payload_bytes,
         )
-        versions = {name: spec.version for name, spec in self.specs.items()}
-        committer = Committer(store, self.clock, self.telemetry, self.leases, versions)
-        catalog = Catalog(self.specs, self.limits, self.max_payload_bytes)
-        executor = Executor(self.specs, self._objects, committer, self.telemetry, self, catalog)
+        versions = {name: spec.version for name, spec in specs.items()}
+        committer = Committer(store, clock, self.telemetry, leases, versions)
+        catalog = Catalog(specs, config.rate_configs.limits, config.max_payload_bytes)
+        executor = Executor(specs, self._objects, committer, self.telemetry, self, catalog)
         self._executor = executor
-        known = [(w, s, self.leases[w]) for w, spec in self.specs.items() for s in spec.steps]
+        known = [(w, s, leases[w]) for w, spec in specs.items() for s in spec.steps]
         awaiting = frozenset(
-            (w, s.name) for w, spec in self.specs.items() for s in spec.steps.values() if s.awaits
+            (w, s.name) for w, spec in specs.items() for s in spec.steps.values() if s.awaits
         )
-        for queue, concurrency in self.queues.items():
+        for queue, concurrency in config.queues.items():
             scheduler = Scheduler(
-                engine_name=self.name,
+                engine_name=config.name,
                 queue=queue,
                 concurrency=concurrency,
-                min_demand=self.min_demand,
+                min_demand=config.demand(queue),
                 store=store,
-                clock=self.clock,
+                clock=clock,
                 executor=executor,
                 known=known,
                 awaiting=awaiting,
@@ -258,57 +237,61 @@ class Engine:
             )
             self._loops.append(
                 asyncio.create_task(
-                    every(min(self.leases.values()) / 3, scheduler.heartbeat, f"heartbeat {queue}"),
+                    every(config.heartbeat, scheduler.heartbeat, f"heartbeat {queue}"),
                     name=f"gendurable:{queue}:heartbeat",
                 )
             )
         self.nodes = Nodes(
             store,
-            self.clock,
-            engine_name=self.name,
-            queues=self.queues,
-            specs=self.specs,
-            heartbeat=min(self.leases.values()) / 3,
+            clock,
+            engine_name=config.name,
+            queues=config.queues,
+            specs=specs,
+            heartbeat=config.heartbeat,
             telemetry=self.telemetry,
         )
         await self.nodes.register()
-        if not self.clock.manual:  # with a manual clock drain() refreshes the node
+        if not clock.manual:  # with a manual clock drain() refreshes the node
             self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
-        if self.queues:  # a step that blocks the loop stops every heartbeat: say which
-            lease = min(self.leases.values()).total_seconds()
+        if config.queues:  # a step that blocks the loop stops every heartbeat: say which
             self._watchdog = LoopWatchdog(
-                self.specs, self.telemetry, threshold=lease / 3, lease=lease, engine=self.name
+                specs,
+                self.telemetry,
+                threshold=config.heartbeat.total_seconds(),
+                lease=config.shortest_lease.total_seconds(),
+                engine=config.name,
             )
             self._watchdog.start()
-        if self.queues:
-            poller = Poller(store, self.clock, self.schedulers, self.telemetry)
+        if config.queues:
+            poller = Poller(store, clock, self.schedulers, self.telemetry)
             self._loops.append(
                 asyncio.create_task(
-                    every(self.poll_interval, poller.run_once, "poller"), name="gendurable:poller"
+                    every(config.poll_interval, poller.run_once, "poller"),
+                    name="gendurable:poller",
                 )
             )
-        self.reaper = Reaper(store, self.clock, self.telemetry)
-        if self.queues and not self.clock.manual:
+        self.reaper = Reaper(store, clock, self.telemetry)
+        if config.queues and not clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.
             self._loops.append(
                 asyncio.create_task(
-                    every(self.reap_interval, self.reaper.run_once, "reaper"),
+                    every(config.reap_interval, self.reaper.run_once, "reaper"),
                     name="gendurable:reaper",
                 )
             )
         self.collector = Collector(
             store,
-            self.clock,
+            clock,
             self.telemetry,
-            retention=self.gc_retention,
-            batch=self.gc_batch,
-            configs=self.rate_configs,
+            retention=config.gc_retention,
+            batch=config.gc_batch,
+            configs=config.rate_configs,
         )
-        if self.queues and not self.clock.manual:
+        if config.queues and not clock.manual:
             # With a manual clock time moves only by hand: drain() runs the collector.
             self._loops.append(
                 asyncio.create_task(
-                    every(self.gc_interval, self.collector.run_once, "collector"),
+                    every(config.gc_interval, self.collector.run_once, "collector"),
                     name="gendurable:collector",
                 )
             )
@@ -455,7 +438,7 @@ class Engine:
 
     def serves(self, workflow: str) -> bool:
         """True when `workflow` is one this engine was given."""
-        return workflow in self.specs
+        return workflow in self.config.specs
 
     async def start_instance(self, workflow: str, **options: Any) -> Handle:
         """Start one instance of `workflow` (see `Flow.start`)."""
@@ -507,6 +490,31 @@ class Engine:
         return self._client
 
     @property
+    def name(self) -> str:
+        """The engine's name (`config.name`)."""
+        return self.config.name
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding its tables (`config.schema`)."""
+        return self.config.schema
+
+    @property
+    def dsn(self) -> str | None:
+        """The DSN it was given, if any (`config.dsn`)."""
+        return self.config.dsn
+
+    @property
+    def clock(self) -> Clock:
+        """Where its statements get `now` (`config.clock`)."""
+        return self.config.clock
+
+    @property
+    def specs(self) -> Mapping[str, WorkflowSpec]:
+        """The workflows it serves, by name (`config.specs`)."""
+        return self.config.specs
+
+    @property
     def workflow_objects(self) -> Mapping[str, Any]:
         """The object of each workflow class, by name: its steps and upgrades run on it."""
         return self._objects
@@ -519,24 +527,8 @@ class Engine:
         return self._store
 
     def __repr__(self) -> str:
-        return f"<Engine {self.name!r} schema={self.schema!r} queues={self.queues}>"
-
-
-def _specs(workflows: Sequence[Any]) -> dict[str, WorkflowSpec]:
-    specs: dict[str, WorkflowSpec] = {}
-    for wf in workflows:
-        spec = getattr(wf, "spec", None)
-        if not isinstance(spec, WorkflowSpec):
-            raise ConfigError(
-                f"{wf!r} is not a workflow: decorate the class with @gd.workflow "
-                "or the function with @gd.job"
-            )
-        if spec.name in specs and specs[spec.name] is not spec:
-            raise ConfigError(f"two workflows are named {spec.name!r}; give one a name=")
-        specs[spec.name] = spec
-    if not specs:
-        raise ConfigError("an engine needs at least one workflow in workflows=[...]")
-    return specs
+        c = self.config
+        return f"<Engine {c.name!r} schema={c.schema!r} queues={dict(c.queues)}>"
 
 
 def _instantiate(spec: WorkflowSpec) -> Any:

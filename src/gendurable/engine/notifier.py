@@ -24,7 +24,7 @@ class Notifier:
         listener: Listener | None,
         wake_queue: Callable[[str], None],
         *,
-        poll_interval: float = 1.0,
+        poll_interval: float,
     ) -> None:
         self.listener = listener
         self.wake_queue = wake_queue

@@ -59,7 +59,7 @@ class Scheduler:
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
-        self.min_demand = max(1, min(min_demand, concurrency))
+        self.min_demand = min_demand  # within 1..concurrency: `EngineConfig.demand`
         self.store = store
         self.clock = clock
         self.executor = executor

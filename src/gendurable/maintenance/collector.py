@@ -4,7 +4,7 @@
   with their inbox, except children whose parent is still live (its next step reads them).
 - Rate buckets that are full again by now (the claim recreates a missing bucket full, so
   such a row holds no information) and buckets of limits no longer configured.
-- Rate configs no running engine refreshed for `config_ttl`: each run first refreshes the
+- Rate configs no running engine refreshed for `CONFIG_TTL`: each run first refreshes the
   configs of this engine, so a config some running engine holds is never removed.
 
 It runs on every engine that has queues. Every statement reads one bounded batch through an
@@ -19,31 +19,14 @@ from datetime import datetime, timedelta
 
 from ..clock import Clock
 from ..db.store import Store
-from ..engine.rate_config import CONFIG_TTL, RateConfigs
-from ..errors import ConfigError
 from ..events import GC_SWEPT
+from ..rate_configs import RateConfigs
 from ..telemetry import Telemetry
 from .loop import observed
 
-MAX_INTERVAL = CONFIG_TTL / 24
-"""The longest `gc_interval`: engines refresh their configs every interval, well within the TTL."""
-
-
-def check_gc_options(retention: timedelta | None, interval: timedelta, batch: int) -> None:
-    """Raise `ConfigError` for a bad `gc_retention`, `gc_interval` or `gc_batch`."""
-    if retention is not None and (not isinstance(retention, timedelta) or retention < _ZERO):
-        raise ConfigError(f"gc_retention must be None or a duration >= 0, got {retention!r}")
-    if not isinstance(interval, timedelta) or not _ZERO < interval <= MAX_INTERVAL:
-        raise ConfigError(
-            f"gc_interval must be a positive duration of at most {MAX_INTERVAL} (engines "
-            "refresh their rate-limit configs every gc_interval, and configs no engine "
-            f"refreshed for {CONFIG_TTL} are removed), got {interval!r}"
-        )
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"gc_batch must be a positive int, got {batch!r}")
-
-
-_ZERO = timedelta(0)
+CONFIG_TTL = timedelta(days=1)
+"""A rate config that no running engine refreshed for this long belongs to a limit nobody
+configures any longer: the collector removes it, then its buckets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,17 +53,15 @@ class Collector:
         telemetry: Telemetry,
         *,
         retention: timedelta | None,
-        batch: int = 1000,
-        configs: RateConfigs | None = None,
-        config_ttl: timedelta = CONFIG_TTL,
+        batch: int,
+        configs: RateConfigs,
     ) -> None:
         self.store = store
         self.clock = clock
         self.telemetry = telemetry
         self.retention = retention
         self.batch = batch
-        self.configs = configs or RateConfigs({})
-        self.config_ttl = config_ttl
+        self.configs = configs
 
     async def run_once(self) -> SweepReport:
         """Refresh this engine's configs, then sweep instances, configs and buckets.
@@ -124,7 +105,7 @@ class Collector:
     async def _sweep_configs(self) -> int:
         deleted = 0
         while True:
-            n = await self.store.rate_config_sweep(self.clock.now(), self.config_ttl, self.batch)
+            n = await self.store.rate_config_sweep(self.clock.now(), CONFIG_TTL, self.batch)
             deleted += n
             if n < self.batch:
                 return deleted
