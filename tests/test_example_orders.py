@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import asyncpg
 
@@ -92,8 +95,37 @@ async def test_example_orders_without_the_keys_the_warehouse_oversells(
     copy = tmp_path / "orders_keyless.py"
     copy.write_text(keyless)
     module = _load_example(copy, "example_orders_keyless")
+    module.Warehouse = _meeting_warehouse(module)
 
     lines = await module.main(gendurable_dsn, gendurable_schema)
 
     assert module.WAREHOUSE.overlaps > 0
     assert lines[-1] != EXPECTED[-1]
+
+
+def _meeting_warehouse(module: ModuleType) -> type:
+    """The example's warehouse, but the first call on a SKU waits (at most 10 s) for a second
+    one to start: without the key two reservations then surely overlap, however the machine
+    happens to schedule the children (on a loaded machine one order's children could
+    otherwise all end before the next order's spawn)."""
+
+    class Meeting(module._Working):  # type: ignore[name-defined,misc]
+        async def __aenter__(self) -> None:
+            second = self.warehouse.second
+            if self.sku in self.warehouse.busy:
+                second.set()
+            await super().__aenter__()
+            if not second.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        await second.wait()
+
+    class MeetingWarehouse(module.Warehouse):  # type: ignore[name-defined,misc]
+        def __init__(self, stock: dict[str, int]) -> None:
+            super().__init__(stock)
+            self.second = asyncio.Event()
+
+        def _working(self, sku: str) -> Any:
+            return Meeting(self, sku)
+
+    return MeetingWarehouse
