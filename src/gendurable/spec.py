@@ -30,6 +30,13 @@ class AwaitSpec:
     timeout: timedelta | None
     decoders: Mapping[str, msgspec.json.Decoder[Any]] = field(repr=False, compare=False)
 
+    def label(self) -> str:
+        """`approved, rejected (timeout 2d)`: the names and the timeout, as diagrams show them."""
+        text = ", ".join(self.names)
+        if self.timeout is not None:
+            text += f" (timeout {_duration(self.timeout)})"
+        return text
+
     def decode(self, name: str, raw: bytes) -> Any:
         """Decode a stored payload for signal `name` into its declared type."""
         decoder = self.decoders.get(name)
@@ -130,9 +137,7 @@ class WorkflowSpec:
         named = {self.start_step} | {n for edge in edges for n in edge}
         for s in self.steps.values():
             if s.awaits:
-                label = ", ".join(s.awaits.names)
-                if s.awaits.timeout is not None:
-                    label += f" (timeout {_duration(s.awaits.timeout)})"
+                label = s.awaits.label()
                 # With one description Mermaid draws it instead of the name; with two it draws
                 # the first as a title over the rest, so the step keeps its name.
                 lines.append(f"    {s.name} : {s.name}")
