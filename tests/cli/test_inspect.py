@@ -90,12 +90,13 @@ async def test_cli_status_nodes_json_lists_what_each_live_node_serves(
     assert engine.nodes is not None
     assert node["id"] == engine.nodes.id
     assert (node["name"], node["queues"]) == ("exp", {"expenses": 2})
-    assert node["workflows"] == {
-        "cli.expense": {
-            "queue": "expenses",
-            "steps": {"submit": [], "decide": ["approved", "rejected"]},
-        }
-    }
+    described = node["workflows"]["cli.expense"]
+    assert (described["queue"], described["steps"]) == (
+        "expenses",
+        {"submit": [], "decide": ["approved", "rejected"]},
+    )
+    assert described["signals"]["approved"]["type"] == "Approved"
+    assert described["state"]["type"] == "Expense.State"
     assert node["version"] == gd.__version__
     assert node["heartbeat_seconds"] == 10.0
 
