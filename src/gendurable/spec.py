@@ -46,6 +46,15 @@ class AwaitSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class MoveOverride:
+    """A `goto(target, rate_limit=..., weight=..., partition=...)` in a step's source: the
+    rate-limit options the move overrides, each as written (`("weight", "2")`)."""
+
+    target: str
+    options: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StepSpec:
     """One step: its function, options and outgoing edges."""
 
@@ -62,6 +71,8 @@ class StepSpec:
     partition: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
     spawns: tuple[str, ...] = ()
     """The workflows this step's `spawn(...)` calls start, as written in its source (`Child`)."""
+    overrides: tuple[MoveOverride, ...] = ()
+    """The moves in this step's source that override their target's rate limit."""
 
 
 @dataclass(frozen=True, slots=True)
