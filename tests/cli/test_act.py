@@ -212,9 +212,17 @@ async def test_cli_signal_checks_the_payload_against_every_live_nodes_record(
     )
 
     run = await cli("signal", "e-1", "approved", '{"by": "ann"}', "--workflow", "cli.expense")
+    await rows.execute(  # the other node now runs a gendurable that recorded no types
+        "UPDATE S.nodes SET workflows = workflows #- '{cli.expense,signals}' WHERE id LIKE '%-new'"
+    )
+    untyped_node = await cli("signal", "e-1", "approved", '{"by": "ann"}')
 
     assert run.code == 1
     assert run.error.endswith("does not match Approved: Object missing required field `at`")
+    assert untyped_node.error == (
+        "gendurable signal: error: the live engines running cli.expense do not record payload "
+        "types (an older gendurable): pass --app MODULE:ENGINE to check the payload"
+    )
     assert await rows.signals() == []
 
 

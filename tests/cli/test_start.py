@@ -10,10 +10,14 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 from cli_app import Expense, Metered, Regional
 from cli_support import Cli
 
 import gendurable as gd
+from gendurable.engine.codec import DEFAULT_MAX_PAYLOAD_BYTES
+from gendurable.errors import ValidationError
+from gendurable.start_check import row_by_nodes
 from gendurable.testing import MakeEngine
 
 COLUMNS = (
@@ -153,6 +157,22 @@ async def test_cli_start_refuses_what_the_node_records_cannot_build(
         "gendurable start: error: no live engine knows workflow 'CLI.Metered'; did you mean "
         "'cli.metered'?"
     )
+    assert await _count(db, gendurable_schema) == 0
+
+
+async def test_start_by_nodes_refuses_an_older_record_and_a_state_above_the_payload_limit(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    engine = await make_engine(workflows=[Expense, Metered], queues=None)
+    huge = {"region": "x" * DEFAULT_MAX_PAYLOAD_BYTES}
+    await db.execute(  # cli.expense as a node of an older gendurable records it: no start
+        f"UPDATE \"{gendurable_schema}\".nodes SET workflows = workflows #- '{{cli.expense,start}}'"
+    )
+
+    with pytest.raises(ValidationError, match=r"cli.expense do not record how it starts"):
+        await row_by_nodes(engine.store, "cli.expense", "e-1", {"amount": 1})
+    with pytest.raises(ValidationError, match=r"cli.metered state is 1,048,5\d\d bytes of JSON"):
+        await row_by_nodes(engine.store, "cli.metered", "m-1", huge)
     assert await _count(db, gendurable_schema) == 0
 
 
