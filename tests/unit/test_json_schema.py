@@ -56,6 +56,11 @@ class Order(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     parent: Order | None = None
 
 
+Keyed = Annotated[
+    dict[Annotated[str, msgspec.Meta(min_length=2)], int], msgspec.Meta(min_length=1, max_length=2)
+]
+"""A dict whose keys and size are constrained (`propertyNames`, `minProperties`...)."""
+
 CASES: list[tuple[Any, Any]] = [
     (Order, {"placedBy": "ann"}),
     (Order, {"placedBy": 7}),
@@ -111,6 +116,13 @@ CASES: list[tuple[Any, Any]] = [
     (list[int] | None, [1, "x"]),
     (Literal[1, "a"], True),
     (Any, [1, {"a": None}]),
+    (Keyed, {"ab": 1}),
+    (Keyed, {"a": 1}),
+    (Keyed, {}),
+    (Keyed, {"ab": 1, "cd": 2, "ef": 3}),
+    (Annotated[str, msgspec.Meta(min_length=3)], "ab"),
+    (Annotated[str, msgspec.Meta(max_length=3)], "abcd"),
+    (Annotated[list[int], msgspec.Meta(min_length=1)], []),
 ]
 
 
