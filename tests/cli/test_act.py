@@ -263,7 +263,7 @@ async def test_cli_suggests_the_workflow_a_wrongly_cased_name_means(
     await Expense.start(key="e-1")
 
     signal = await cli("signal", "e-1", "rejected", "--workflow", "CLI.Expense")
-    show = await cli("show", "e-1", "--workflow", "CLI.Expense")
+    show = await cli("show", "e-1", "--workflow", "CLI.EXPENSE")  # no near spelling: its case
     app = await cli("signal", "e-1", "rejected", "--workflow", "CLI.Expense", "--app",
                     "cli_app:engine")  # fmt: skip
 
@@ -272,7 +272,7 @@ async def test_cli_suggests_the_workflow_a_wrongly_cased_name_means(
         "did you mean 'cli.expense'?"
     )
     assert show.error == (
-        "gendurable show: error: no CLI.Expense instance with key 'e-1'; "
+        "gendurable show: error: no CLI.EXPENSE instance with key 'e-1'; "
         "did you mean 'cli.expense'?"
     )
     assert app.err.splitlines()[-1] == (
