@@ -211,6 +211,20 @@ def _steps_table(spec: WorkflowSpec) -> list[str]:
 
 
 def _rate_limit(spec: WorkflowSpec, step: StepSpec) -> str:
+    """The step's own rate limit, then the moves into it that override it (`goto(...,
+    weight=2)` from another step), as written."""
+    own = _own_rate_limit(spec, step)
+    moves = [
+        f"from `{source.name}`: "
+        + ", ".join(f"`{name}={value}`".replace("|", "\\|") for name, value in move.options)
+        for source in spec.steps.values()
+        for move in source.overrides
+        if move.target == step.name
+    ]
+    return "; ".join([own, *moves] if own else moves)
+
+
+def _own_rate_limit(spec: WorkflowSpec, step: StepSpec) -> str:
     if step.rate_limit is None:
         return ""
     limit = spec.rate_limits.get(step.rate_limit)

@@ -160,6 +160,21 @@ def test_docgen_shows_the_partition_of_a_step_that_has_one() -> None:
     )
 
 
+def test_docgen_shows_the_rate_limit_a_move_into_the_step_overrides() -> None:
+    # The Tenants example: `route` moves to `call` with `goto(..., weight=2)` for an export.
+    tenants = load_module(str(Path(__file__).parents[2] / "examples" / "tenants.py"))
+
+    rows = section(module_page(tenants), "Steps")
+
+    call = next(r for r in rows if r.startswith("| `call`"))
+    assert call == (
+        "| `call` |  | 5 | `partner_api`, weight 1, partition by `_tenant`; from `route`: "
+        "`rate_limit='partner_api'`, `weight=2`, `partition=state.tenant` |  | end |"
+    )
+    route = next(r for r in rows if r.startswith("| `route`"))
+    assert route == "| `route` (start) |  | 5 |  |  | `call` |"
+
+
 @pytest.mark.parametrize(
     ("tp", "label"),
     [

@@ -12,8 +12,9 @@ import msgspec
 from ..blocked import BlockedBy
 from ..errors import NoTarget
 from ..records import ALL_STATUSES, TERMINAL_STATUSES
+from ..workflow_records import unknown_workflow
 from .command import EXIT_OK, command, database_options, json_option, target_options
-from .output import age, compact_json, fields, print_json, raw_json, table, when
+from .output import UserError, age, compact_json, fields, print_json, raw_json, table, when
 from .session import find_instance, open_store
 
 CHILDREN_SHOWN = 20
@@ -206,6 +207,12 @@ async def _ls(args: argparse.Namespace) -> int:
             before_id=args.after,
             limit=args.limit,
         )
+        # An empty page for a name nothing knows is a typo, not an empty workflow.
+        unknown = None
+        if not rows and args.workflow is not None:
+            unknown = await unknown_workflow(store, args.workflow)
+    if unknown is not None:
+        raise UserError(unknown)
     if args.json:
         print_json([dict(r) for r in rows])
         return EXIT_OK

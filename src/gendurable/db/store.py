@@ -518,6 +518,10 @@ class Store:
         """(workflow, step, n, example_id) of the live rows."""
         return list(await self._run("fetch", "check_live_steps"))
 
+    async def check_live_queues(self) -> list[asyncpg.Record]:
+        """(workflow, queue, n, example_id) of the live rows."""
+        return list(await self._run("fetch", "check_live_queues"))
+
     async def check_awaited_names(self) -> list[asyncpg.Record]:
         """(workflow, step, name, n, example_id) of the signal names parked rows await."""
         return list(await self._run("fetch", "check_awaited_names"))
@@ -618,6 +622,10 @@ class Store:
                 limit,
             )
         )
+
+    async def instance_workflows(self) -> list[str]:
+        """Every workflow name some instance has (reads the whole table)."""
+        return [r["workflow"] for r in await self._run("fetch", "instance_workflows")]
 
     async def instances_with_key(self, key: str) -> list[asyncpg.Record]:
         """Per workflow, the live (else latest) instance holding `key`."""
