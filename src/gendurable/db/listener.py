@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from .connect import asyncpg_dsn
+
 _log = logging.getLogger("gendurable.listener")
 
 
@@ -49,7 +51,7 @@ class Listener:
                 conn.terminate()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+        conn = await asyncpg.connect(asyncpg_dsn(self.dsn), timeout=self.timeout)
         conn.add_termination_listener(self._terminated)
         await conn.add_listener(self.channel, self._notified)
         self._conn = conn

@@ -16,7 +16,7 @@ import asyncpg
 
 from ..errors import DuplicateKey
 from ..sql import schema_hash, statements
-from .connect import check_dsn
+from .connect import asyncpg_dsn
 
 JSONB_VERSION = b"\x01"
 
@@ -129,9 +129,8 @@ class Store:
         timeout: float = 30.0,
     ) -> Store:
         """Open a pool on `dsn`; `prepare=False` disables the statement cache (poolers)."""
-        check_dsn(dsn)
         pool = await asyncpg.create_pool(
-            dsn,
+            asyncpg_dsn(dsn),
             min_size=min_size,
             max_size=max_size,
             init=init_connection,
