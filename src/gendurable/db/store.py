@@ -302,6 +302,7 @@ class Store:
         trace_context: str | None = None,
         state_version: int = 1,
         child_versions: Sequence[int] | None = None,
+        max_attempts: int | None = None,
     ) -> bool:
         """Insert the children and make the parent wait for them, in one transaction.
 
@@ -311,7 +312,8 @@ class Store:
         `keys` are the children's (workflow, key) pairs, to name the one held;
         `trace_context` the parent's, so that the children join its trace. A new `state` is
         written with `state_version`; `child_versions` are the children's workflow versions
-        (1 for each when not given).
+        (1 for each when not given); `max_attempts` those `then` may use (None: the row keeps
+        its own).
         """
         count = len(children[0]) if children else 0
 
@@ -348,6 +350,7 @@ class Store:
                     limit.partition,
                     limit.weight,
                     state_version,
+                    max_attempts,
                     timeout=self.timeout,
                 )
                 # The guard is checked before the keys: a repeat whose first attempt committed

@@ -87,6 +87,7 @@ class Committer:
                 claim.trace_context,
                 version,
                 [c.state_version for c in children],
+                decision.max_attempts,
             )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
@@ -129,6 +130,7 @@ class Committer:
                     "seen": it.seen,
                     "keep_children": it.keep_children,
                     "consumed": it.consumed,
+                    "max_attempts": it.max_attempts,
                 }
             )
             states.append(it.state)
@@ -161,6 +163,7 @@ def _batch_item(
             seen=decision.seen,
             keep_children=decision.keep_children,
             state_version=version,
+            max_attempts=decision.max_attempts,
         )
     if isinstance(decision, MoveTo):
         return BatchItem(
@@ -174,6 +177,7 @@ def _batch_item(
             consumed=decision.consumed,
             limit=decision.limit,
             state_version=version,
+            max_attempts=decision.max_attempts,
         )
     if isinstance(decision, RetryLater):
         return BatchItem(
