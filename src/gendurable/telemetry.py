@@ -5,7 +5,8 @@ Events (each a tuple of names): `("step", "start")`, `("step", "stop")`,
 `("signal", "delivered")`, `("reaper", "rescued")`, `("scheduler", "reclaimed")`,
 `("workflow", "unknown")`, `("gc", "swept")`, `("loop", "blocked")`, and more as features
 land. A handler that raises is detached after being logged, so a broken handler never breaks
-the engine.
+the engine. Every engine has `failure_handler()` attached as `FAILURES`: each step failure is
+one WARNING line on the `gendurable.steps` logger.
 
 Trace context: a `tracer` (set by `gendurable.otel.instrument`) is asked for a context to
 store with each start and signal; the steps those cause get it back in the metadata of
@@ -17,7 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
+
+from .attempts import attempt_of
+from .durations import age
 
 Event = tuple[str, ...]
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
@@ -87,5 +92,50 @@ def logging_handler(logger: logging.Logger | None = None, level: int = logging.I
             return
         fields = " ".join(f"{k}={v}" for k, v in {**metadata, **measurements}.items())
         target.log(level, "%s %s", ".".join(event), fields)
+
+    return handle
+
+
+FAILURES = "gendurable.failures"
+"""The name under which every engine attaches `failure_handler()` (detach it to silence)."""
+
+STEP_LOGGER = "gendurable.steps"
+"""The logger of step failures."""
+
+
+def failure_handler(logger: logging.Logger | None = None) -> Handler:
+    """A handler of `step.exception` that logs each step failure as one WARNING line.
+
+    The line names the workflow, key, instance id, step, attempt (`2 of 5`, counted from 1
+    against the step's limit), the error's type and message, and what follows: `retrying in
+    4.0s`, `the instance failed`, or the outcome `handle()` chose instead. When the logger
+    is enabled for DEBUG, the line carries the traceback too.
+    """
+    target = logger or logging.getLogger(STEP_LOGGER)
+
+    def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        if event != ("step", "exception") or not target.isEnabledFor(logging.WARNING):
+            return
+        error = metadata.get("error")
+        outcome = metadata.get("outcome")
+        if outcome == "retry" and "retry_in" in measurements:
+            then = f"retrying in {age(timedelta(seconds=measurements['retry_in']))}"
+        elif outcome == "failed":
+            then = "the instance failed"
+        else:
+            then = f"handle() chose {outcome}"
+        key = metadata.get("key")
+        target.warning(
+            "%s %s (id %s): step %s failed on attempt %s: %s: %s; %s",
+            metadata.get("workflow"),
+            "(no key)" if key is None else repr(key),
+            metadata.get("id"),
+            metadata.get("step"),
+            attempt_of(int(metadata.get("attempt") or 0), metadata.get("max_attempts")),
+            type(error).__qualname__,
+            " ".join(str(error).split())[:500],
+            then,
+            exc_info=error if target.isEnabledFor(logging.DEBUG) else None,
+        )
 
     return handle

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -65,21 +65,26 @@ class SpawnChildren:
 
 @dataclass(frozen=True, slots=True)
 class RetryLater:
-    """Run the same step again after `delay`, attempt + 1 (`state` None keeps the stored one)."""
+    """Run the same step again after `delay`, attempt + 1 (`state` None keeps the stored one).
+
+    `cause` is the exception behind an error retry (what `error` records), for telemetry.
+    """
 
     state: bytes | None
     delay: timedelta
     error: bytes | None
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """End the instance as `done` or `failed`."""
+    """End the instance as `done` or `failed` (`cause`: the exception a failure records)."""
 
     status: str
     state: bytes | None
     result: bytes | None
     error: bytes | None
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,5 +334,5 @@ def _failure(
         error_record(error, step=step.name, attempt=attempt, max_attempts=max_attempts(spec, step))
     )
     if isinstance(error, RetriesExhausted) or attempt + 1 >= max_attempts(spec, step):
-        return Finish("failed", None, None, record)
-    return RetryLater(None, spec.retry.backoff.delay(attempt + 1, rng), record)
+        return Finish("failed", None, None, record, error)
+    return RetryLater(None, spec.retry.backoff.delay(attempt + 1, rng), record, error)

@@ -30,7 +30,7 @@ from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..sql import quote_schema
-from ..telemetry import Telemetry
+from ..telemetry import FAILURES, Telemetry, failure_handler
 from .client import Client
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
@@ -149,6 +149,7 @@ class Engine:
         self.pool_size = pool_size or min(20, max(4, sum(self.queues.values()) + 2))
         self.statement_timeout = statement_timeout.total_seconds()
         self.telemetry = Telemetry()
+        self.telemetry.attach(FAILURES, failure_handler(), [("step", "exception")])
         self.schedulers: dict[str, Scheduler] = {}
         self._objects = {n: _instantiate(s) for n, s in self.specs.items() if s.cls is not None}
         self._store: Store | None = None
