@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from ..db.outage import log_failure
+
 _log = logging.getLogger("gendurable.maintenance")
 
 
@@ -19,6 +21,6 @@ async def every(interval: timedelta, run_once: Callable[[], Awaitable[Any]], nam
             await run_once()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            _log.exception("%s failed; trying again in %ss", name, seconds)
+        except Exception as exc:
+            log_failure(_log, exc, "%s failed; trying again in %ss", name, seconds)
         await asyncio.sleep(seconds)
