@@ -52,7 +52,9 @@ CLOSE_GRACE = 2.0
 class Engine:
     """Runs the steps of `workflows` on the `queues` it is given, durably, in PostgreSQL.
 
-    `dsn` falls back to `$GENDURABLE_DSN`, then to the embedded server (extra `embedded`).
+    `dsn` (a URL or a libpq key=value string) falls back to `$GENDURABLE_DSN`, then to the
+    embedded server (extra `embedded`). Every step failure is logged as one WARNING line on
+    `gendurable.steps` (`telemetry.failure_handler`, attached as `"gendurable.failures"`).
     `queues` maps a queue name to its concurrency; none makes a client-only engine.
     `clock=ManualClock()` makes time move only by hand (tests: `await engine.drain()`).
     `lease` is how long a claim lasts without a heartbeat (every lease/3), for workflows that
