@@ -118,6 +118,10 @@ class WorkflowSpec:
         """The step called `name`; `KeyError` when there is none."""
         return self.steps[name]
 
+    def max_attempts(self, step: str) -> int:
+        """The attempts step `step` may use: its own `max_attempts`, else the workflow's."""
+        return self.steps[step].max_attempts or self.retry.max_attempts
+
     def edges(self) -> list[tuple[str, str]]:
         """Every (source, target) edge, in step order; `END` stands for a terminal outcome."""
         return [(s.name, t) for s in self.steps.values() for t in s.edges]

@@ -259,11 +259,11 @@ async def test_cli_show_text_of_a_failed_instance_has_the_error_and_traceback(
         "workflow": "cli.flaky",
         "status": "failed",
         "step": "work",
-        "attempt": "0 (max 1)",
+        "attempt": "1 of 1",
     }
     error = next(i for i, line in enumerate(lines) if line.startswith("error"))
     assert lines[error].split(None, 1)[1] == (
-        "builtins.RuntimeError: the bank is down (step work, attempt 0)"
+        "builtins.RuntimeError: the bank is down (step work, attempt 1 of 1)"
     )
     assert lines[error + 1].strip() == "Traceback (most recent call last):"
     assert lines[-1].strip() == "RuntimeError: the bank is down"
