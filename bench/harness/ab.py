@@ -207,6 +207,12 @@ class Run:
     lines: list[dict[str, Any]]
     seconds: float
     skipped: str | None = None
+    stderr: str = ""
+
+    def last_error(self) -> str:
+        """The last unindented line naming an error (an engine's logged traceback ends so)."""
+        found = [x for x in self.stderr.splitlines() if x[:1].isalpha() and "Error" in x]
+        return found[-1] if found else ""
 
 
 async def run_side(side: Side, workload: Workload, dsn: str) -> Run:
@@ -223,19 +229,24 @@ async def run_side(side: Side, workload: Workload, dsn: str) -> Run:
         cwd=BENCH,
         env=env,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with asyncio.timeout(SIDE_TIMEOUT):
-            out, _ = await proc.communicate()
+            out, err = await proc.communicate()
+    except TimeoutError:
+        return Run([], time.perf_counter() - started, f"timed out after {SIDE_TIMEOUT:.0f} s")
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
     seconds = time.perf_counter() - started
+    stderr = err.decode(errors="replace")
     lines = [json.loads(raw) for raw in out.decode().splitlines() if raw.startswith("{")]
     head = lines[0] if lines and lines[0].get("bench") == "side" else None
     if head is None:
-        return Run([], seconds, f"the process exited ({proc.returncode}) before reporting")
+        reason = f"the process exited ({proc.returncode}) before reporting"
+        return Run([], seconds, reason, stderr)
     if not _within(head["gendurable_file"], side.expect_under):
         raise AbError(
             f"side {side.label} imported {head['gendurable_file']}, not the engine under "
@@ -244,7 +255,7 @@ async def run_side(side: Side, workload: Workload, dsn: str) -> Run:
     skipped = next((line["skipped"] for line in lines if "skipped" in line), None)
     if skipped is None and proc.returncode != 0:
         skipped = f"the process exited with {proc.returncode}"
-    return Run([line for line in lines if line.get("bench") != "side"], seconds, skipped)
+    return Run([line for line in lines if line.get("bench") != "side"], seconds, skipped, stderr)
 
 
 def _within(path: str, folder: Path) -> bool:
@@ -391,6 +402,30 @@ def table(summaries: list[dict[str, Any]], a: Side, b: Side) -> str:
     return "\n".join(rows)
 
 
+class Logs:
+    """What the sides' processes wrote to stderr (an engine's logged errors, say), one file
+    per run in `folder`: a line on stderr points at it, the table stays readable."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def keep(self, workload: Workload, round_: int, side: Side, run: Run) -> Path | None:
+        if not run.stderr.strip():
+            return None
+        self.folder.mkdir(exist_ok=True)
+        n = len(list(self.folder.iterdir()))
+        path = self.folder / f"{n:03d}-{workload.name}-round{round_}-{side.label}.log"
+        path.write_text(run.stderr)
+        count = len(run.stderr.splitlines())
+        print(
+            f"ab: {workload.name} round {round_} side {side.label} ({side.short}): {count} "
+            f"line(s) on stderr, in {path}"
+            + (f"; last: {run.last_error()}" if run.last_error() else ""),
+            file=sys.stderr,
+        )
+        return path
+
+
 class Recorder:
     """Prints each line and keeps it for `bench/results/ab-<date>.jsonl`."""
 
@@ -417,6 +452,7 @@ async def run(dsn: str, args: argparse.Namespace, a: Side, b: Side, *, server_lo
     started = time.perf_counter()
     run_id = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     rec = Recorder(run_id)
+    logs = Logs(Path(tempfile.gettempdir()) / f"gendurable-ab-{run_id[:19].replace(':', '')}")
     commits = {"a_commit": a.commit, "b_commit": b.commit, "b_dirty": b.dirty}
     f1, f8 = await floor(dsn, 1), await floor(dsn, 8)
     rec.out(
@@ -438,7 +474,9 @@ async def run(dsn: str, args: argparse.Namespace, a: Side, b: Side, *, server_lo
     # caches): whichever side ran first would pay for it. Both warm it up, unrecorded.
     warm_up = Workload("w1.bulk", {"instances": WARM_UP, "concurrency": max(args.concurrency)})
     for side in (a, b):
-        await run_side(side, warm_up, dsn)
+        warmed = await run_side(side, warm_up, dsn)
+        if warmed.skipped:
+            print(f"ab: side {side.label} warm-up: {warmed.skipped}", file=sys.stderr)
     summaries: list[dict[str, Any]] = []
     for workload in plan(args):
         figures = Figures()
@@ -452,6 +490,7 @@ async def run(dsn: str, args: argparse.Namespace, a: Side, b: Side, *, server_lo
                 beside = floor8 if position == 0 else after
                 if result.skipped:
                     figures.notes[side.label] = result.skipped
+                log = logs.keep(workload, r, side, result)
                 for line in result.lines:
                     line.update(
                         side=side.label,
@@ -460,6 +499,8 @@ async def run(dsn: str, args: argparse.Namespace, a: Side, b: Side, *, server_lo
                         process_seconds=round(result.seconds, 1),
                         floor8_beside=round(beside),
                     )
+                    if log is not None:
+                        line.update(stderr_log=str(log), stderr_error=result.last_error())
                     if "rate" in line and str(line.get("unit", "")).endswith("/s"):
                         line["ratio_to_floor8"] = round(line["rate"] / beside, 3)
                     figures.runs.append((r, side.label, beside, line))
