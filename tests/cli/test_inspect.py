@@ -100,6 +100,33 @@ async def test_cli_status_nodes_json_lists_what_each_live_node_serves(
     assert node["heartbeat_seconds"] == 10.0
 
 
+async def test_cli_status_leaves_out_a_dead_node_not_yet_pruned(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # An engine that died without stopping keeps its row until a live node's heartbeat
+    # prunes it; past its expiry it is not live, and serves nothing.
+    await make_engine(workflows=[Flaky], queues={"default": 1}, name="alive")
+    await _sql(
+        db,
+        gendurable_schema,
+        "INSERT INTO S.nodes (id, name, host, pid, schema, queues, workflows, version, "
+        "heartbeat, started_at, last_seen, expires_at) "
+        "SELECT 'dead@h-1-x', 'dead', 'h', 1, $1, '{\"expenses\": 4}', '{}', '0', "
+        "interval '10 seconds', now() - interval '1 hour', now() - interval '31 seconds', "
+        "now() - interval '1 second'",
+        gendurable_schema,
+    )
+
+    nodes = (await cli("status", "--nodes", "--json")).json()
+    run = await cli("status")
+
+    assert [n["name"] for n in nodes] == ["alive"]
+    assert run.code == 0, run.err
+    _, queues, listed = run.out.strip().split("\n\n")
+    assert [line.split()[0] for line in listed.splitlines()[3:]] == ["alive"]
+    assert "expenses" not in queues  # only the dead node ran it
+
+
 # -- ls -------------------------------------------------------------------------------------
 
 

@@ -4,14 +4,52 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 from deploy_flows import ExpenseV1, ExpenseV2, Report
 
+import gendurable as gd
 from gendurable import deploy_check
 from gendurable.deploy_check import CheckReport, Problem, field_of
 from gendurable.engine.engine import Engine
 from gendurable.errors import ConfigError, EngineError
 from gendurable.testing import MakeEngine
+
+
+@gd.workflow(name="batch.leaf")
+class Leaf:
+    @gd.step(start=True)
+    @gd.await_signals("go")
+    async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="batch")
+class BatchV1:
+    @gd.step(start=True)
+    async def fan(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Leaf.new(), Leaf.new()], then=self.collect)
+
+    @gd.step
+    async def collect(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+    @gd.step
+    async def audit(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="batch")
+class BatchV2:
+    """v1 without `collect` and `audit`: it gathers its children in a new step."""
+
+    @gd.step(start=True)
+    async def fan(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Leaf.new(), Leaf.new()], then=self.gather)
+
+    @gd.step
+    async def gather(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
 
 
 async def old_rows(make_engine: MakeEngine) -> dict[str, int]:
@@ -73,6 +111,38 @@ async def test_check_reports_every_problem_with_count_and_example(
         "state_undecodable",
         "state_undecodable",
     ]
+
+
+async def test_check_reports_rows_waiting_for_children_or_executing_at_a_removed_step(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # Every live status counts: a parent waiting for its children at the removed step would
+    # wake into a step the new code does not have, and so would a row claimed at it.
+    old = await make_engine(workflows=[BatchV1, Leaf])
+    parent = await BatchV1.start(key="p", engine=old)
+    await old.drain()
+    await old.stop()
+    client = await make_engine(workflows=[BatchV1, Leaf], queues=None)
+    running = await BatchV1.start(key="r", engine=client)
+    # What a claim of the old code writes when it takes `audit` (and the step then runs).
+    await db.execute(
+        f'UPDATE "{gendurable_schema}".instances SET status = \'executing\', step = \'audit\', '
+        "locked_by = 'old#1', locked_until = now() + interval '1 hour' WHERE id = $1",
+        running.id,
+    )
+    new = await make_engine(workflows=[BatchV2, Leaf], start=False)
+
+    report = await new.check()
+
+    statuses = await db.fetch(
+        f'SELECT id, status::text FROM "{gendurable_schema}".instances ORDER BY id'
+    )
+    assert [r["status"] for r in statuses if r["id"] == parent.id] == ["waiting"]
+    assert report.live_rows == 4  # the parent, its two children, the running row
+    assert set(report.problems) == {
+        Problem("step_removed", "batch", 1, parent.id, step="collect"),
+        Problem("step_removed", "batch", 1, running.id, step="audit"),
+    }
 
 
 async def test_check_of_the_running_code_finds_nothing(make_engine: MakeEngine) -> None:

@@ -63,6 +63,27 @@ async def test_web_overview_names_the_oldest_due_row_of_each_queue(
     assert re.search(r'<td class="num">2</td>', queues)
 
 
+async def test_web_overview_leaves_out_a_dead_node_not_yet_pruned(
+    scene: Scene, web: WebFactory, rows: Rows
+) -> None:
+    # An engine that died without stopping keeps its row until a live node's heartbeat
+    # prunes it; past its expiry it is not live, and runs no queue.
+    await rows.execute(
+        "INSERT INTO S.nodes (id, name, host, pid, schema, queues, workflows, version, "
+        "heartbeat, started_at, last_seen, expires_at) "
+        "SELECT 'ghost@h-1-x', 'ghost-node', 'h', 1, 's', '{\"archive\": 4}', '{}', '0', "
+        "interval '10 seconds', now() - interval '1 hour', now() - interval '31 seconds', "
+        "now() - interval '1 second'"
+    )
+    w = await web()
+
+    page = (await w.client.get("/")).text
+
+    assert scene.engine.name in page  # the live node
+    assert "ghost-node" not in page
+    assert "archive" not in page  # the queue only the dead node ran
+
+
 async def test_web_overview_reads_once_per_refresh_for_every_viewer(
     scene: Scene, web: WebFactory
 ) -> None:
