@@ -4,11 +4,13 @@
 
 Every guard of the named statements (`src/gendurable/sql/*.sql`, the schema's functions
 and indexes), of `decide()` and of the group commit's resending is listed in `MUTANTS` with
-the test files that should notice it. For each mutant the script edits a *copy* of the
-repository (the worktree is never touched), runs those tests (`--all`: the whole suite)
-with `-x`, and prints one JSON line: the mutant, the guard, `killed` or `survived`, and the
-first failing test. A summary table goes to stderr at the end; the exit status is 1 when a
-mutant that is not argued `equivalent` survived.
+the test files that should notice it; so are the guards of the read side (`blocked_by`, the
+listings, `status`, the command line's and the dashboard's checks, the deploy check, the
+nodes), of the codec's NUL check and of the notifier's wake-ups. For each mutant the
+script edits a *copy* of the repository (the worktree is never touched), runs those tests
+(`--all`: the whole suite) with `-x`, and prints one JSON line: the mutant, the guard,
+`killed` or `survived`, and the first failing test. A summary table goes to stderr at the
+end; the exit status is 1 when a mutant that is not argued `equivalent` survived.
 
 All runs share one embedded PostgreSQL (or `--dsn`), as `GENDURABLE_TEST_DSN`. `--list`
 prints the mutants; `--check` only verifies that each one applies to the current sources
@@ -1712,6 +1714,9 @@ MUTANTS: list[Mutant] = [
         "SELECT greatest(0::double precision,",
         "blocked_by: a bucket refills up to its burst only",
         BLOCKED,
+        equivalent="a bucket blocks a row only when the row's weight fits the burst and the "
+        "refilled tokens are below that weight, so below the burst too: capping them there "
+        "changes neither whether the row is blocked nor the `until` computed from them",
     ),
     m(
         "blocked.rank",
