@@ -75,6 +75,7 @@ WEB_PAGES = "tests/web/test_web_pages.py"
 WEB_ACTIONS = "tests/web/test_web_actions.py"
 WEB_INPUTS = "tests/unit/test_web_inputs.py"
 LISTENER = "tests/faults/test_fault_listener.py"
+DASH_STATEMENTS = "tests/db/test_dashboard_plans.py"
 
 
 @dataclass(frozen=True)
@@ -1812,7 +1813,8 @@ MUTANTS: list[Mutant] = [
         "throughput_by_minute",
         "  AND i.finished_at > now.t - make_interval(mins => $2)\n",
         "",
-        "the throughput chart counts the ends of its window only",
+        "the throughput chart reads the ends of its window only",
+        DASH_STATEMENTS,
         WEB_PAGES,
     ),
     m(
