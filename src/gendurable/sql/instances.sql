@@ -398,11 +398,16 @@ consumed AS (
     USING upd JOIN b ON b.id = upd.id
     WHERE upd.kind IN ('goto', 'continue', 'park') AND s.instance_id = upd.id
       AND s.id = ANY (b.consumed)
+    RETURNING s.id
 ),
+-- After `consumed`, which it reads: the cascade purges the inboxes of the descendants it
+-- cancels, and a signal this batch consumed for one of them must be gone by then. Deleted
+-- the other way round, the DELETE above would meet a row this same statement had deleted,
+-- and that fails the whole batch.
 ended AS (
     SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), $6) AS cascaded
-    FROM upd, now
-    WHERE upd.kind = 'finish'
+    FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first
+    WHERE upd.kind = 'finish' AND consumed_first.n >= 0
     HAVING count(*) > 0
 ),
 parked AS (
