@@ -76,6 +76,7 @@ WEB_ACTIONS = "tests/web/test_web_actions.py"
 WEB_INPUTS = "tests/unit/test_web_inputs.py"
 LISTENER = "tests/faults/test_fault_listener.py"
 DASH_STATEMENTS = "tests/db/test_dashboard_plans.py"
+RECHECKS = "tests/db/test_lock_rechecks.py"
 
 
 @dataclass(frozen=True)
@@ -651,9 +652,8 @@ MUTANTS: list[Mutant] = [
         "cancel.lock_parent",
         I,
         "instance_cancel",
-        "    WHERE i.id IN (SELECT id FROM target\n"
-        "                   UNION ALL SELECT parent_id FROM target WHERE parent_id IS NOT NULL)",
-        "    WHERE i.id IN (SELECT id FROM target)",
+        "SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t",
+        "SELECT ARRAY[t.id] FROM __schema__.instances t",
         "lock order: cancel locks the parent it counts down before ending the row",
         LOCKS,
     ),
@@ -1031,13 +1031,10 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "WHERE i.id = ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')\n",
-                "WHERE i.id = ANY ($5::bigint[]) AND $1::text IS NOT NULL\n",
+                "WHERE i.id = ANY ($1::bigint[]) AND i.locked_by = ANY ($2::text[])\n",
+                "WHERE i.id = ANY ($1::bigint[]) AND $2::text[] IS NOT NULL\n",
             ),
-            (
-                "WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '#') AND",
-                "WHERE i.id = mine.id AND $1::text IS NOT NULL AND",
-            ),
+            ("AND c.id = i.id AND i.locked_by = c.locked_by AND", "AND c.id = i.id AND"),
         ],
         "",
         "ownership: a heartbeat extends its own claims only",
@@ -1050,16 +1047,18 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')",
-                "ANY ($5::bigint[]) AND starts_with(i.locked_by, $1)",
+                "AND i.locked_by = ANY ($2::text[])\n",
+                "AND EXISTS (SELECT FROM unnest($2::text[]) n\n"
+                "                  WHERE starts_with(i.locked_by, split_part(n, '#', 1) || '#'))\n",
             ),
             (
-                "mine.id AND starts_with(i.locked_by, $1 || '#')",
-                "mine.id AND starts_with(i.locked_by, $1)",
+                "AND i.locked_by = c.locked_by AND",
+                "AND starts_with(i.locked_by, split_part(c.locked_by, '#', 1) || '#') AND",
             ),
         ],
         "",
-        "ownership: a heartbeat's claims are `<scheduler>#<n>`, not every name it starts",
+        "ownership: a heartbeat extends a claim under the name it runs it by, not any claim "
+        "of its scheduler (`<scheduler>#<n>`) on that row",
         GUARDS,
         LEASES,
     ),
@@ -1067,9 +1066,16 @@ MUTANTS: list[Mutant] = [
         "heartbeat.ids",
         M,
         "lease_extend",
-        "WHERE i.id = ANY ($5::bigint[]) AND starts_with",
-        "WHERE $5::bigint[] IS NOT NULL AND starts_with",
-        "a heartbeat extends only the claims its scheduler runs (a lost claim answer expires)",
+        [
+            (
+                "WHERE i.id = ANY ($1::bigint[]) AND i.locked_by",
+                "WHERE $1::bigint[] IS NOT NULL AND i.locked_by",
+            ),
+            ("AND c.id = i.id AND i.locked_by", "AND i.locked_by"),
+        ],
+        "",
+        "a heartbeat extends only the claims its scheduler runs (a lost claim answer, a run "
+        "that ended without its commit, expires)",
         GUARDS,
         LEASES,
     ),
@@ -1276,6 +1282,70 @@ MUTANTS: list[Mutant] = [
         "",
         "retry of a child needs its parent still waiting",
         ACT,
+    ),
+    # -- lock shapes and orders: a row updated meanwhile is rechecked on its own conditions --
+    m(
+        "cancel.lock_shape",
+        I,
+        "instance_cancel",
+        "locked AS (\n"
+        "    SELECT i.id FROM __schema__.instances i\n"
+        "    WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t\n"
+        "                       WHERE t.id = $1)::bigint[])\n",
+        "target AS (\n"
+        "    SELECT id, parent_id FROM __schema__.instances WHERE id = $1\n"
+        "),\n"
+        "locked AS (\n"
+        "    SELECT i.id FROM __schema__.instances i\n"
+        "    WHERE i.id IN (SELECT id FROM target\n"
+        "                   UNION ALL SELECT parent_id FROM target WHERE parent_id IS NOT NULL)\n",
+        "lock shape: cancel locks its rows through an id array, so the recheck of a row a "
+        "heartbeat updated meanwhile keeps it under every plan (the IN (... UNION ALL ...) it "
+        "had lost the row under nested loops)",
+        RECHECKS,
+    ),
+    m(
+        "batch.lock_shape",
+        I,
+        "outcome_batch",
+        [
+            ("WHERE i.id = ANY ((SELECT array_agg(x.id) FROM (\n", "WHERE i.id IN (\n"),
+            ("AND c.parent_id IS NOT NULL) x)::bigint[])\n", "AND c.parent_id IS NOT NULL)\n"),
+        ],
+        "",
+        "lock shape: the group commit locks its rows through an id array, so a row a heartbeat "
+        "updated after its snapshot is locked and committed, not reported busy",
+        RECHECKS,
+    ),
+    m(
+        "batch.consume_first",
+        I,
+        "outcome_batch",
+        "    FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first\n"
+        "    WHERE upd.kind = 'finish' AND consumed_first.n >= 0\n",
+        "    FROM upd, now\n    WHERE upd.kind = 'finish'\n",
+        "the group commit consumes signals before the cascade purges the inboxes of the "
+        "descendants it cancels (else the batch fails whole on a signal deleted twice)",
+        EFFECTS,
+    ),
+    m(
+        "retry.lock_order",
+        R,
+        "instance_retry",
+        "    ORDER BY i.id\n    FOR UPDATE OF i\n",
+        "    ORDER BY i.id DESC\n    FOR UPDATE OF i\n",
+        "lock order: retry locks the parent before the child it puts back (id order)",
+        LOCKS,
+    ),
+    m(
+        "retry.lock_parent",
+        R,
+        "instance_retry",
+        "SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t",
+        "SELECT ARRAY[t.id] FROM __schema__.instances t",
+        "retry locks the parent whose pending count it raises, and reads it from that lock",
+        ACT,
+        LOCKS,
     ),
     # -- schema: indexes and instances_ended --------------------------------------------------
     m(
@@ -1925,9 +1995,9 @@ MUTANTS: list[Mutant] = [
         "cli.signal_name_checked",
         CLI + "act.py",
         "",
-        "            await check_name_by_nodes(store, workflow, name)\n",
-        "",
-        "`signal` checks the name against the live nodes before storing anything",
+        "            data = await payload_by_nodes(store, workflow, name, payload)\n",
+        "            data = msgspec.json.encode(payload)\n",
+        "`signal` checks the name and payload against the live nodes before storing anything",
         ACT,
     ),
     m(
@@ -1962,9 +2032,9 @@ MUTANTS: list[Mutant] = [
         "signal_check.no_engine",
         "src/gendurable/signal_check.py",
         "",
-        "    if names is None:\n",
-        "    if False:\n",
-        "without the code, a workflow no live node knows cannot have its names checked",
+        "    if found is None:\n        hint = did_you_mean(workflow, await known_workflows(store))\n        raise NoEngine(\n",
+        "    if found is None:\n        return payload_untyped(name, payload)\n        raise NoEngine(\n",
+        "without the code, a workflow no live node knows cannot have its signals checked",
         ACT,
         WEB_ACTIONS,
     ),
@@ -2116,9 +2186,9 @@ MUTANTS: list[Mutant] = [
         "web.signal_by_nodes",
         WEB + "actions.py",
         "",
-        "                await check_name_by_nodes(store, workflow, name)\n",
-        "",
-        "without the code, a signal's name is checked against the live nodes",
+        "                data = await payload_by_nodes(store, workflow, name, payload)\n",
+        "                data = payload_by_code.__globals__['payload_untyped'](name, payload)\n",
+        "without the code, a signal's name and payload are checked against the live nodes",
         WEB_ACTIONS,
     ),
     m(

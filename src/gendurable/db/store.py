@@ -472,16 +472,21 @@ class Store:
 
     async def lease_extend(
         self,
-        locked_by: str,
+        claims: Sequence[tuple[int, str]],
         workflows: Sequence[str],
         leases: Sequence[timedelta],
         now: datetime | None,
-        ids: Sequence[int] = (),
     ) -> int:
-        """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
+        """Extend each claim `(id, locked_by)` still held under that name by its workflow's
         lease; how many."""
         status = await self._run(
-            "execute", "lease_extend", locked_by, list(workflows), now, list(leases), list(ids)
+            "execute",
+            "lease_extend",
+            [id for id, _ in claims],
+            [name for _, name in claims],
+            list(workflows),
+            list(leases),
+            now,
         )
         return int(status.rsplit(" ", 1)[-1])
 

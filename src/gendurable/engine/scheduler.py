@@ -78,8 +78,9 @@ class Scheduler:
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
-        # The instance each running task runs: the heartbeat extends these claims only.
-        self._running_ids: dict[asyncio.Task[None], int] = {}
+        # The claim (instance id, claim name) each running task runs: the heartbeat extends
+        # these claims only.
+        self._running_claims: dict[asyncio.Task[None], tuple[int, str]] = {}
         self._claims_made = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -350,11 +351,10 @@ class Scheduler:
         with observed(self.telemetry, "heartbeat", self.queue) as run:
             if self._running:
                 run.rows = await self.store.lease_extend(
-                    self.locked_by,
+                    list(self._running_claims.values()),
                     self.lease_workflows,
                     self.lease_values,
                     self.clock.now(),
-                    list(self._running_ids.values()),
                 )
             return run.rows
 
@@ -383,7 +383,7 @@ class Scheduler:
     def _start(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
-        self._running_ids[task] = claim.id
+        self._running_claims[task] = (claim.id, claim.locked_by)
         self._idle.clear()
         task.add_done_callback(self._finished)
 
@@ -411,7 +411,7 @@ class Scheduler:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._committing.discard(task)
-        self._running_ids.pop(task, None)
+        self._running_claims.pop(task, None)
         self.finished_total += 1
         if not self._running:
             self._idle.set()
