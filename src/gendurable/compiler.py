@@ -460,10 +460,13 @@ def _warn_unread(where: str, unread: list[tuple[str, Any]]) -> None:
     user's code (the first frame outside this package), where the class is decorated."""
     steps = ", ".join(repr(name) for name, _ in unread)
     files = sorted({getattr(getattr(fn, "__code__", None), "co_filename", "?") for _, fn in unread})
+    # `<stdin>`, `<string>`: code Python was handed as text; a real path whose file cannot be
+    # read is a deployment without its .py files.
+    why = "exec, stdin or a REPL" if all(f.startswith("<") for f in files) else "no .py file"
     plural = "s" if len(unread) > 1 else ""
     warnings.warn(
         f"{where}: the source of step{plural} {steps} cannot be read (defined in "
-        f"{', '.join(files)}: exec, stdin or a REPL), so the compiler finds no edges there and "
+        f"{', '.join(files)}: {why}), so the compiler finds no edges there and "
         "the diagram and generated docs show none; declare them with "
         '@gd.step(to=[...]) (step names, "[*]" for done or stop)',
         DefinitionWarning,

@@ -137,3 +137,21 @@ def test_compiler_warning_shows_on_stdin_as_a_user_sees_it() -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("<stdin>:4: DefinitionWarning: workflow 'stdin.flow': ")
+
+
+def test_compiler_warns_about_a_module_shipped_without_its_source(tmp_path: Path) -> None:
+    path = tmp_path / "shipped.py"
+    path.write_text(flow_source("shipped.flow"))
+    spec = importlib.util.spec_from_file_location("gd_shipped", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    code = compile(path.read_text(), str(path), "exec")
+    path.unlink()  # as a deployment of .pyc files only: the code names a file that is gone
+
+    with pytest.warns(gd.DefinitionWarning) as caught:
+        exec(code, module.__dict__)
+
+    assert len(caught) == 1
+    assert f"(defined in {path}: no .py file)" in str(caught[0].message)
+    assert caught[0].filename == str(path)
