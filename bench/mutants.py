@@ -2032,8 +2032,12 @@ MUTANTS: list[Mutant] = [
         "signal_check.no_engine",
         "src/gendurable/signal_check.py",
         "",
-        "    if found is None:\n        hint = did_you_mean(workflow, await known_workflows(store))\n        raise NoEngine(\n",
-        "    if found is None:\n        return payload_untyped(name, payload)\n        raise NoEngine(\n",
+        "    if found is None:\n"
+        "        hint = did_you_mean(workflow, await known_workflows(store))\n"
+        "        raise NoEngine(\n",
+        "    if found is None:\n"
+        "        return payload_untyped(name, payload)\n"
+        "        raise NoEngine(\n",
         "without the code, a workflow no live node knows cannot have its signals checked",
         ACT,
         WEB_ACTIONS,
