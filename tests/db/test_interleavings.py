@@ -66,8 +66,8 @@ EXECUTING: dict[str, Any] = {
 EXPIRED: dict[str, Any] = {**EXECUTING, "locked_until": T - timedelta(minutes=1)}
 ENDED = "status = 'done', locked_by = NULL, locked_until = NULL, finished_at = updated_at"
 CLAIM_LOST = f"locked_by = '{OTHER}'"
-HEARTBEAT = "locked_until = locked_until"
-"""A heartbeat's update of an executing row, with the value it had (compared as is)."""
+HEARTBEAT = "locked_until = locked_until + interval '20 seconds'"
+"""A heartbeat's update of an executing row: a new lease, so a new index entry too."""
 
 
 # -- setup and calls ----------------------------------------------------------------------
@@ -307,6 +307,15 @@ CASES: list[Case] = [
         hold="holder",
         expect=lambda o: [row["key"] for row in o.result] == ["k2"] and inserted(o) == ["new1"],
     ),
+    Case(
+        "instance_insert_many.key_freed",
+        ("instance_insert_many",),
+        rows(i("holder", key="k1")),
+        lambda st, r: st.instance_insert_many(columns([new("k1"), new("k2")]), None, T),
+        hold="holder",
+        touch=ENDED,
+        expect=lambda o: [row["key"] for row in o.result] == ["k1", "k2"],
+    ),
     # The spawn: instance_insert_many (children) then outcome_spawn, one transaction.
     Case(
         "outcome_spawn.parent_held",
@@ -494,6 +503,16 @@ CASES: list[Case] = [
         hold="grandchild",
         reaches=("instances_ended",),
         expect=lambda o: o.result == 2 and o.status("grandchild") == "cancelled",
+    ),
+    Case(
+        "instance_cancel.cascade_child_ends_meanwhile",
+        ("instance_cancel",),
+        rows(i("top", status="waiting", pending=1), i("child", parent="top", **EXECUTING)),
+        lambda st, r: st.instance_cancel(r.id("top"), T),
+        hold="child",
+        touch=ENDED,
+        reaches=("instances_ended",),
+        expect=lambda o: o.result == 0 and o.status("child") == "done",
     ),
     Case(
         "instance_cancel.inbox_signal_held",
@@ -892,6 +911,21 @@ CASES: list[Case] = [
         expect=lambda o: (
             o.result["retried"] == "failed" and o.row("parent")["pending_children"] == 2
         ),
+    ),
+    Case(
+        "instance_retry.parent_moves_on_meanwhile",
+        ("instance_retry",),
+        rows(
+            i("parent", status="waiting", pending=1),
+            i("failed", parent="parent", status="failed", finished_at=T - timedelta(hours=1)),
+            i("live", parent="parent", status="awaiting", await_names=["go"]),
+        ),
+        lambda st, r: st.instance_retry(r.id("failed"), T),
+        hold="parent",
+        # the last live child ended: the parent no longer waits for this spawn
+        touch="status = 'available', pending_children = 0",
+        expect=lambda o: o.result["retried"] is None
+        and o.row("parent")["pending_children"] == 0,
     ),
     Case(
         "instance_retry.not_failed_held",
