@@ -924,8 +924,7 @@ CASES: list[Case] = [
         hold="parent",
         # the last live child ended: the parent no longer waits for this spawn
         touch="status = 'available', pending_children = 0",
-        expect=lambda o: o.result["retried"] is None
-        and o.row("parent")["pending_children"] == 0,
+        expect=lambda o: o.result["retried"] is None and o.row("parent")["pending_children"] == 0,
     ),
     Case(
         "instance_retry.not_failed_held",
