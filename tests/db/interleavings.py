@@ -240,7 +240,12 @@ class Case:
     hold: str
     expect: Callable[[Outcome], bool]
     touch: str | None = None
+    also: str | None = None
+    """More SQL of the concurrent transaction, after the update (`__schema__` the schema, $1
+    the held row's id): what else that transaction writes, such as a spawn's children."""
     skips: bool = False
+    skipped: Callable[[Outcome], bool] | None = None
+    """For a SKIP LOCKED statement: what its first run, with the row held, must show."""
     may_wait: bool = False
     """The statement need not wait (its guard fails before it takes the lock on some plans)."""
     reaches: tuple[str, ...] = ()
@@ -560,17 +565,28 @@ async def blocked_by(conn: asyncpg.Connection, pid: int, blocker: int) -> bool:
     return bool(await conn.fetchval("SELECT $2 = ANY (pg_blocking_pids($1))", pid, blocker))
 
 
-async def run_case(schemas: Schemas, case: Case, plan: str, size: str) -> tuple[Outcome, Outcome]:
+@dataclass(frozen=True)
+class Runs:
+    """A case's runs: the control, the first run of a SKIP LOCKED statement (the row still
+    held, its outcome as the statement left it), and the interfered run (both runs of a SKIP
+    LOCKED statement, merged)."""
+
+    control: Outcome
+    first: Outcome | None
+    interfered: Outcome
+
+
+async def run_case(schemas: Schemas, case: Case, plan: str, size: str) -> Runs:
     """Run `case` under `plan` on the `size` schema: the control, then the interfered run
-    (checking that the statement waited, or skipped, as the case says); both outcomes."""
+    (checking that the statement waited, or skipped, as the case says)."""
     schema = schemas.names[size]
     runner = await Runner.open(schemas.dsn, schema, PLANS[plan])
     try:
         control = await control_run(schemas, runner, case, size)
-        interfered = await interfered_run(schemas, runner, case, size)
+        first, interfered = await interfered_run(schemas, runner, case, size)
     finally:
         await runner.close()
-    return control, interfered
+    return Runs(control, first, interfered)
 
 
 def comparable(outcome: Outcome, case: Case) -> Outcome:
@@ -587,8 +603,15 @@ async def control_run(schemas: Schemas, runner: Runner, case: Case, size: str) -
     await case.setup(rows)
     ref = rows.refs[case.hold]
     await schemas.admin.execute(touch_sql(schema, case, ref), *ref.key)
+    if case.also:
+        await schemas.admin.execute(also_sql(schema, case), *ref.key)
     raw = await case.run(runner.store, rows)
     return await observe(schemas.admin, schema, rows, raw)
+
+
+def also_sql(schema: str, case: Case) -> str:
+    assert case.also is not None
+    return case.also.replace("__schema__", f'"{schema}"')
 
 
 def touch_sql(schema: str, case: Case, ref: Ref) -> str:
@@ -597,7 +620,9 @@ def touch_sql(schema: str, case: Case, ref: Ref) -> str:
     )
 
 
-async def interfered_run(schemas: Schemas, runner: Runner, case: Case, size: str) -> Outcome:
+async def interfered_run(
+    schemas: Schemas, runner: Runner, case: Case, size: str
+) -> tuple[Outcome | None, Outcome]:
     schema = schemas.names[size]
     await reset(schemas, size)
     rows = Rows(schemas.admin, schema)
@@ -611,11 +636,15 @@ async def interfered_run(schemas: Schemas, runner: Runner, case: Case, size: str
             f'SELECT 1 FROM "{schema}".{ref.table} WHERE {ref.where()} FOR UPDATE', *ref.key
         )
         await blocker.execute(touch_sql(schema, case, ref), *ref.key)
+        if case.also:
+            await blocker.execute(also_sql(schema, case), *ref.key)
         task = asyncio.ensure_future(case.run(runner.store, rows))
+        first = None
         try:
             waited = await watch(schemas.admin, task, runner.pid, blocker.get_server_pid())
             if case.skips:
                 assert not waited, f"{case.id}: waited for the held row instead of skipping it"
+                first = await observe(schemas.admin, schema, rows, task.result())
             elif not case.may_wait:
                 assert waited, f"{case.id}: finished without waiting for the held row"
             await blocker.execute("COMMIT")
@@ -633,7 +662,7 @@ async def interfered_run(schemas: Schemas, runner: Runner, case: Case, size: str
     if case.skips:
         again = await case.run(runner.store, rows)
         raw = (case.merge or merge)(raw, again)
-    return await observe(schemas.admin, schema, rows, raw)
+    return first, await observe(schemas.admin, schema, rows, raw)
 
 
 async def watch(
