@@ -123,7 +123,6 @@ class Rows:
         locked_until: datetime | None = None,
         await_names: Sequence[str] | None = None,
         await_deadline: datetime | None = None,
-        await_seen: str | None = None,
         attempt: int = 0,
         max_attempts: int = 5,
         run_at: datetime = T - timedelta(minutes=1),
@@ -131,7 +130,6 @@ class Rows:
         concurrency_key: str | None = None,
         rate_limit: str | None = None,
         rate_partition: str | None = None,
-        children_from: str | None = None,
         error: str | None = None,
     ) -> int:
         """One `m.flow` row on queue `m`, inserted at `T - 1h`."""
@@ -139,10 +137,10 @@ class Rows:
         id: int = await self.conn.fetchval(
             f"INSERT INTO {self.s}.instances (workflow, queue, step, state, status, run_at, key, "
             "parent_id, pending_children, locked_by, locked_until, await_names, await_deadline, "
-            "await_seen, attempt, max_attempts, finished_at, concurrency_key, rate_limit, "
-            "rate_partition, children_from, error, inserted_at, updated_at) "
+            "attempt, max_attempts, finished_at, concurrency_key, rate_limit, rate_partition, "
+            "error, inserted_at, updated_at) "
             f"VALUES ('m.flow', 'm', $1, '{{\"n\": 1}}', $2::text::{self.s}.status, $3, $4, $5, "
-            "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $20) "
+            "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $18) "
             "RETURNING id",
             step,
             status,
@@ -154,14 +152,12 @@ class Rows:
             locked_until,
             None if await_names is None else list(await_names),
             await_deadline,
-            0 if await_seen is None else self.id(await_seen),
             attempt,
             max_attempts,
             finished_at,
             concurrency_key,
             rate_limit,
             rate_partition,
-            None if children_from is None else self.id(children_from),
             error,
             at,
         )
