@@ -1,0 +1,4 @@
+-- Settings of the engine's own connections, made once when each opens.
+
+-- name: engine_plans
+SELECT set_config('plan_cache_mode', 'force_generic_plan', false);
