@@ -177,12 +177,7 @@ class Engine:
             dsn = await self._start_embedded()
         timeout = config.statement_timeout.total_seconds()
         store = await Store.open(
-            dsn,
-            config.schema,
-            max_size=config.pool_size,
-            prepare=config.prepare,
-            timeout=timeout,
-            engine_plans=True,
+            dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
         )
         self._store = store
         async with store.pool.acquire() as conn:
