@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -85,6 +86,13 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await _jsonb_as_bytes(conn)
 
 
+async def init_engine_connection(conn: asyncpg.Connection, plans: str) -> None:
+    """`init_connection`, and the engine's plan settings (`plans`, the statement
+    `engine_plans`) for the life of the connection."""
+    await _jsonb_as_bytes(conn)
+    await conn.execute(plans)
+
+
 async def _jsonb_as_bytes(conn: asyncpg.Connection) -> None:
     for typename in ("jsonb",):
         await conn.set_type_codec(
@@ -131,6 +139,7 @@ class Store:
         max_size: int = 10,
         prepare: bool = True,
         timeout: float = 30.0,
+        engine_plans: bool = False,
     ) -> Store:
         """Open a pool on `dsn` with `min_size` connections open (raises if it cannot);
         `prepare=False` disables the statement cache (poolers).
@@ -143,7 +152,11 @@ class Store:
             asyncpg_dsn(dsn),
             min_size=0,
             max_size=max_size,
-            init=init_connection,
+            init=(
+                functools.partial(init_engine_connection, plans=statements(schema)["engine_plans"])
+                if prepare and engine_plans
+                else init_connection
+            ),
             statement_cache_size=100 if prepare else 0,
             command_timeout=timeout,
             timeout=timeout,

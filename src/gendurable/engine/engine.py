@@ -177,7 +177,12 @@ class Engine:
             dsn = await self._start_embedded()
         timeout = config.statement_timeout.total_seconds()
         store = await Store.open(
-            dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
+            dsn,
+            config.schema,
+            max_size=config.pool_size,
+            prepare=config.prepare,
+            timeout=timeout,
+            engine_plans=True,
         )
         self._store = store
         async with store.pool.acquire() as conn:
