@@ -87,8 +87,19 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def init_engine_connection(conn: asyncpg.Connection, plans: str) -> None:
-    """`init_connection`, and the engine's plan settings (`plans`, the statement
-    `engine_plans`) for the life of the connection."""
+    """`init_connection`, then `plans` (the statement `engine_plans`): the engine's own
+    connections plan each prepared statement once, with index scans.
+
+    Every statement the engine runs is a keyed lookup or an index range. By default
+    PostgreSQL re-plans a prepared statement at each execution while it guesses a custom plan
+    may be cheaper, which it does for the group commit's array parameters, and planning then
+    costs more than running. A generic plan alone is made once, often while a new schema's
+    tables are nearly empty, and with sequential scans in it each group commit would read the
+    whole table as it grows: `enable_seqscan = off` keeps the index path, always at hand for
+    these statements. Every locking statement is correct under both settings (the
+    interleaving matrix, `tests/db/test_interleavings.py`); docs/performance.md ("Plans")
+    has the measurements.
+    """
     await _jsonb_as_bytes(conn)
     await conn.execute(plans)
 
@@ -108,7 +119,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's reset query on release: a round trip per statement otherwise.
 
     Safe because no statement here leaves session state behind: no LISTEN (the listener has
-    its own connection), no session advisory locks, no temporary tables, no SET.
+    its own connection), no session advisory locks, no temporary tables, and the only
+    settings (the engine's plan settings) are made when a connection opens, for every use.
     """
 
 
@@ -142,7 +154,11 @@ class Store:
         engine_plans: bool = False,
     ) -> Store:
         """Open a pool on `dsn` with `min_size` connections open (raises if it cannot);
-        `prepare=False` disables the statement cache (poolers).
+        `prepare=False` disables the statement cache (poolers). `engine_plans` (with
+        `prepare`) gives every connection the plan settings of `init_engine_connection`: for
+        the engine's own pool, not for inspection tools whose queries may read whole tables.
+        Behind a transaction pooler (`prepare=False`) they are never set: a setting would stay
+        on a server connection other clients share.
 
         Connections closed later (an outage, idleness) are opened again when a statement
         needs one, never in the background: asyncpg's own refill (0.32+) would retry on its

@@ -165,10 +165,7 @@ CREATE INDEX IF NOT EXISTS signals_inbox
 CREATE OR REPLACE FUNCTION __schema__.instances_ended(
     ended bigint[], t timestamptz, channel text
 ) RETURNS bigint[]
-LANGUAGE plpgsql VOLATILE
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     cascaded bigint[] := '{}';
     more bigint[];
@@ -256,10 +253,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION __schema__.instances_parked(
     parked bigint[], t timestamptz, channel text
 ) RETURNS TABLE (woken_id bigint, woken_by_deadline boolean)
-LANGUAGE plpgsql VOLATILE
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
 BEGIN
     IF parked IS NULL OR cardinality(parked) = 0 THEN
         RETURN;
