@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from .db.store import Store
+from .db.operator_store import OperatorStore
 from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .errors import NoEngine, ValidationError
 from .spec import WorkflowSpec
@@ -44,12 +44,12 @@ def payload_untyped(name: str, payload: Any) -> bytes:
     return check_size(encode_json(payload, what), DEFAULT_MAX_PAYLOAD_BYTES, what)
 
 
-async def names_by_nodes(store: Store, workflow: str) -> list[str] | None:
+async def names_by_nodes(store: OperatorStore, workflow: str) -> list[str] | None:
     """The signal names `workflow`'s steps await per the live nodes; None if none knows it."""
     knowing = False
     names: dict[str, None] = {}
-    for node in await store.nodes_live(None):
-        described = _decode.decode(node["workflows"]).get(workflow)
+    for node in await store.nodes_live(now=None):
+        described = _decode.decode(node.workflows).get(workflow)
         if described is None:
             continue
         knowing = True
@@ -58,7 +58,7 @@ async def names_by_nodes(store: Store, workflow: str) -> list[str] | None:
     return list(names) if knowing else None
 
 
-async def check_name_by_nodes(store: Store, workflow: str, name: str) -> None:
+async def check_name_by_nodes(store: OperatorStore, workflow: str, name: str) -> None:
     """Refuse a name no step of `workflow` awaits, as recorded by the live nodes.
 
     Raises `NoEngine` when no live engine knows the workflow (the name cannot be checked),

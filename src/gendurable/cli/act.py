@@ -87,12 +87,12 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             data = payload_untyped(name, payload)
         by_id = args.target.isdigit() and not args.key
         row = await store.signal_deliver(
-            workflow,
-            int(args.target) if by_id else None,
-            None if by_id else args.target,
-            name,
-            data,
-            None,
+            workflow=workflow,
+            id=int(args.target) if by_id else None,
+            key=None if by_id else args.target,
+            name=name,
+            payload=data,
+            now=None,
         )
     if row is None:
         address = f"id {args.target}" if by_id else f"key {args.target!r}"
@@ -100,14 +100,10 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             f"no live {workflow} instance with {address}; signal {name!r} was not stored"
         )
     if args.json:
-        print_json(
-            {"signal_id": row["signal_id"], "instance_id": row["instance_id"], "woke": row["woke"]}
-        )
+        print_json({"signal_id": row.signal_id, "instance_id": row.instance_id, "woke": row.woke})
     else:
-        woke = " and woke it" if row["woke"] else ""
-        print(
-            f"signal {name!r} ({row['signal_id']}) stored for instance {row['instance_id']}{woke}"
-        )
+        woke = " and woke it" if row.woke else ""
+        print(f"signal {name!r} ({row.signal_id}) stored for instance {row.instance_id}{woke}")
     return EXIT_OK
 
 
@@ -123,7 +119,7 @@ def cancel_command(args: argparse.Namespace) -> int:
 async def _cancel(args: argparse.Namespace) -> int:
     async with open_store(args) as store:
         found = await find_instance(store, args)
-        cascaded = await store.instance_cancel(found.id, None)
+        cascaded = await store.instance_cancel(id=found.id, now=None)
     if cascaded is None:
         raise NoTarget(
             f"{found.workflow} instance {found.id} is {found.status}, not live; "
@@ -156,25 +152,25 @@ def retry_command(args: argparse.Namespace) -> int:
 async def _retry(args: argparse.Namespace) -> int:
     async with open_store(args) as store:
         found = await find_instance(store, args)
-        row = await store.instance_retry(found.id, None)
+        row = await store.instance_retry(id=found.id, now=None)
     what = f"{found.workflow} instance {found.id}"
-    if row["retried"] is None:
-        if row["status"] is None:
+    if row.retried is None:
+        if row.status is None:
             raise NoTarget(f"{what} no longer exists")
-        if row["status"] != "failed":
-            raise UserError(f"{what} is {row['status']}: only a failed instance can be retried")
-        if row["holder"] is not None:
+        if row.status != "failed":
+            raise UserError(f"{what} is {row.status}: only a failed instance can be retried")
+        if row.holder is not None:
             raise UserError(
-                f"{what} cannot be retried: live instance {row['holder']} now holds its key "
+                f"{what} cannot be retried: live instance {row.holder} now holds its key "
                 f"(cancel it first, or start a new instance)"
             )
         raise UserError(
-            f"{what} cannot be retried: its parent {row['parent_id']} no longer waits for it"
+            f"{what} cannot be retried: its parent {row.parent_id} no longer waits for it"
         )
     if args.json:
         print_json(
-            {"id": found.id, "workflow": found.workflow, "status": "available", "step": row["step"]}
+            {"id": found.id, "workflow": found.workflow, "status": "available", "step": row.step}
         )
     else:
-        print(f"{what} goes back to step {row['step']!r} with attempt 0")
+        print(f"{what} goes back to step {row.step!r} with attempt 0")
     return EXIT_OK

@@ -32,10 +32,11 @@ async def migrate_connection(
     if not steps:
         raise ConfigError("no migrations are packaged; the installation is broken")
     async with conn.transaction():
-        await conn.execute(named["migrate_lock"], schema)
+        lock = named["migrate_lock"]
+        await conn.execute(lock.sql, *lock.args(schema=schema))
         current = 0
-        if await conn.fetchval(named["meta_exists"]):
-            current = await conn.fetchval(named["meta_version"]) or 0
+        if await conn.fetchval(named["meta_exists"].sql):
+            current = await conn.fetchval(named["meta_version"].sql) or 0
         for step in steps:
             if step.version > current:
                 await conn.execute(step.sql)
@@ -50,8 +51,8 @@ async def check_version(
     named = statements(schema)
     latest = max(m.version for m in migrations(schema))
     current = 0
-    if await conn.fetchval(named["meta_exists"]):
-        current = await conn.fetchval(named["meta_version"]) or 0
+    if await conn.fetchval(named["meta_exists"].sql):
+        current = await conn.fetchval(named["meta_version"].sql) or 0
     if current < latest:
         state = "does not exist" if current == 0 else f"is at version {current}"
         raise ConfigError(

@@ -16,12 +16,14 @@ from typing import Any, Literal
 from .. import routing
 from ..clock import Clock
 from ..db.connect import resolve_dsn
+from ..db.engine_store import EngineStore
 from ..db.listener import Listener
+from ..db.maintenance_store import MaintenanceStore
 from ..db.migrator import check_version, migrate_connection
-from ..db.store import Store
+from ..db.pool import Database
 from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
-from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED, WORKFLOW_UNKNOWN
+from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED
 from ..limit import Limit
 from ..maintenance.collector import Collector
 from ..maintenance.loop import every
@@ -132,7 +134,8 @@ class Engine:
         self._objects = {
             n: _instantiate(s) for n, s in self.config.specs.items() if s.cls is not None
         }
-        self._store: Store | None = None
+        self._db: Database | None = None
+        self._store: EngineStore | None = None
         self._client: Client | None = None
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []  # heartbeats and the reaper
@@ -173,18 +176,20 @@ class Engine:
         if dsn is None:
             dsn = await self._start_embedded()
         timeout = config.statement_timeout.total_seconds()
-        store = await Store.open(
+        db = await Database.open(
             dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
         )
-        self._store = store
-        async with store.pool.acquire() as conn:
+        self._db = db
+        store = self._store = EngineStore(db)
+        upkeep = MaintenanceStore(db)
+        async with db.pool.acquire() as conn:
             if config.migrate:
                 await migrate_connection(conn, schema=config.schema)
             else:
                 await check_version(conn, schema=config.schema)
         await write_rate_configs(store, config.rate_configs, config.clock.now())
         if config.listen:
-            self._listener = Listener(dsn, store.channel, timeout=timeout)
+            self._listener = Listener(dsn, db.channel, timeout=timeout)
         notifier = Notifier(
             self._listener, self._wake_queue, poll_interval=config.poll_interval.total_seconds()
         )
@@ -231,7 +236,7 @@ class Engine:
                     {"count": reclaimed},
                     {"queue": queue, "locked_by": scheduler.locked_by},
                 )
-            await self.report_unknown(scheduler)
+            await scheduler.report_unknown()
             self._claim_loops.append(
                 asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}")
             )
@@ -242,7 +247,7 @@ class Engine:
                 )
             )
         self.nodes = Nodes(
-            store,
+            upkeep,
             clock,
             engine_name=config.name,
             queues=config.queues,
@@ -270,7 +275,7 @@ class Engine:
                     name="gendurable:poller",
                 )
             )
-        self.reaper = Reaper(store, clock, self.telemetry)
+        self.reaper = Reaper(upkeep, clock, self.telemetry)
         if config.queues and not clock.manual:
             # With a manual clock time moves only by hand: drain() runs the reaper.
             self._loops.append(
@@ -280,7 +285,7 @@ class Engine:
                 )
             )
         self.collector = Collector(
-            store,
+            upkeep,
             clock,
             self.telemetry,
             retention=config.gc_retention,
@@ -351,15 +356,16 @@ class Engine:
         self._executor = None
         self.reaper = None
         self.collector = None
-        if self.nodes is not None and self._store is not None:
+        if self.nodes is not None and self._db is not None:
             await self.nodes.remove(grace=CLOSE_GRACE)
         self.nodes = None
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
-        if self._store is not None:
-            await self._store.close(grace=CLOSE_GRACE)
-            self._store = None
+        self._store = None
+        if self._db is not None:
+            await self._db.close(grace=CLOSE_GRACE)
+            self._db = None
         if self._embedded is not None:
             await self._embedded.astop()
             self._embedded = None
@@ -390,39 +396,11 @@ class Engine:
             after = self._progress()
             if after == before and not (reaped and (reaped.rescued or reaped.timed_out)):
                 for scheduler in self.schedulers.values():
-                    await self.report_unknown(scheduler)
+                    await scheduler.report_unknown()
                 if self.collector and self.schedulers:  # deletes only: nothing becomes due
                     await self.collector.run_once()
                 return
         raise EngineError(f"drain() did not settle within {max_rounds} rounds")
-
-    async def report_unknown(self, scheduler: Scheduler) -> int:
-        """Report (log and telemetry `workflow.unknown`) due rows this deploy cannot run.
-
-        Such rows are never claimed: they wait, untouched, for a deploy that knows them.
-        """
-        found = await scheduler.unknown()
-        for workflow, step, count, first_id in found:
-            _log.warning(
-                "queue %r holds %d due instance(s) of %s at step %r (first id %d) that this "
-                "deploy does not know; they are left untouched",
-                scheduler.queue,
-                count,
-                workflow,
-                step,
-                first_id,
-            )
-            self.telemetry.emit(
-                WORKFLOW_UNKNOWN,
-                {"count": count},
-                {
-                    "queue": scheduler.queue,
-                    "workflow": workflow,
-                    "step": step,
-                    "first_id": first_id,
-                },
-            )
-        return sum(c for _, _, c, _ in found)
 
     def _progress(self) -> tuple[int, int, int]:
         """Claims made, rows deferred and steps finished so far: drain goes on while any
@@ -520,8 +498,8 @@ class Engine:
         return self._objects
 
     @property
-    def store(self) -> Store:
-        """The engine's database access (for tests and tools)."""
+    def store(self) -> EngineStore:
+        """The engine's statements (for tests and tools); `store.db` is its database."""
         if self._store is None:
             raise EngineError(f"engine {self.name!r} is not running")
         return self._store

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..clock import Clock
-from ..db.store import Store
+from ..db.engine_store import EngineStore
 from ..maintenance.loop import observed
 from ..telemetry import Telemetry
 from .scheduler import Scheduler
@@ -24,7 +24,7 @@ class Poller:
 
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         schedulers: Mapping[str, Scheduler],
         telemetry: Telemetry | None = None,
@@ -49,7 +49,7 @@ class Poller:
         queues = [q for q, s in self.schedulers.items() if s.claiming]
         if not queues:
             return []
-        due = await self.store.queues_due(queues, self.clock.now())
+        due = await self.store.queues_due(queues=queues, now=self.clock.now())
         for queue in due:
             self.schedulers[queue].wake()
         return due

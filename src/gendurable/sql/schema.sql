@@ -3,7 +3,7 @@
 -- name: migrate_lock
 -- Serialises migrations of one schema across processes; the key space is namespaced so it
 -- never meets the concurrency-key or id spaces.
-SELECT pg_advisory_xact_lock(hashtextextended('gendurable:migrate:' || $1::text, 0));
+SELECT pg_advisory_xact_lock(hashtextextended('gendurable:migrate:' || :schema::text, 0));
 
 -- name: meta_exists
 SELECT to_regclass('__schema__.meta') IS NOT NULL;

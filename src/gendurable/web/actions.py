@@ -32,10 +32,10 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     async def signal(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        row = await store.instance_explain(id, None)
+        row = await store.instance_explain(id=id, now=None)
         if row is None:
             return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
-        workflow = row["workflow"]
+        workflow = row.workflow
         spec = dashboard.settings.specs.get(workflow)
         try:
             name = text(form.get("name"), "signal name")
@@ -49,16 +49,18 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 data = payload_untyped(name, payload)
         except (BadInput, GenDurableError) as exc:
             return await _refused(dashboard, request, id, str(exc), form, 400)
-        delivered = await store.signal_deliver(workflow, id, None, name, data, None)
+        delivered = await store.signal_deliver(
+            workflow=workflow, id=id, key=None, name=name, payload=data, now=None
+        )
         if delivered is None:
             message = f"instance {id} is not live; signal {name!r} was not stored"
             return await _refused(dashboard, request, id, message, form, 409)
-        return _back(request, id, "signal-woke" if delivered["woke"] else "signal")
+        return _back(request, id, "signal-woke" if delivered.woke else "signal")
 
     async def cancel(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        cascaded = await store.instance_cancel(id, None)
+        cascaded = await store.instance_cancel(id=id, now=None)
         if cascaded is None:
             message = f"instance {id} is not live (or does not exist); nothing was cancelled"
             return await _refused(dashboard, request, id, message, form, 409)
@@ -67,20 +69,19 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     async def retry(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        row = await store.instance_retry(id, None)
-        if row["retried"] is None:
-            if row["status"] is None:
+        row = await store.instance_retry(id=id, now=None)
+        if row.retried is None:
+            if row.status is None:
                 message = f"no instance with id {id}"
-            elif row["status"] != "failed":
-                message = f"instance {id} is {row['status']}: only a failed instance can be retried"
-            elif row["holder"] is not None:
+            elif row.status != "failed":
+                message = f"instance {id} is {row.status}: only a failed instance can be retried"
+            elif row.holder is not None:
                 message = (
-                    f"instance {id} cannot be retried: live instance {row['holder']} now "
-                    "holds its key"
+                    f"instance {id} cannot be retried: live instance {row.holder} now holds its key"
                 )
             else:
                 message = (
-                    f"instance {id} cannot be retried: its parent {row['parent_id']} no "
+                    f"instance {id} cannot be retried: its parent {row.parent_id} no "
                     "longer waits for it"
                 )
             return await _refused(dashboard, request, id, message, form, 409)

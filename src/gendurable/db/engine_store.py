@@ -1,0 +1,540 @@
+"""The engine's statements: starts, the claim, commits, spawns, signals, lookups.
+
+Every method runs one named statement (`sql/instances.sql`, `signals.sql`, `explain.sql`,
+`rate_configs.sql`, and the heartbeat and startup reclaim of `maintenance.sql`) through the
+`Database`, with keyword arguments, and returns typed rows (`db/rows.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypedDict
+
+import asyncpg
+import msgspec
+
+from ..errors import DuplicateKey
+from ..sql import key_lock_prefix
+from .pool import Database
+from .rows import (
+    CommittedOutcome,
+    CreatedInstance,
+    Delivery,
+    ExplainedInstance,
+    InboxSignal,
+    InsertedInstance,
+    InstanceRow,
+    InstanceStatus,
+    KeyHolder,
+    LoadedChild,
+    PickedRow,
+    ReclaimedClaim,
+    ReplacedRateConfig,
+    UnknownStep,
+    WokenInstance,
+)
+
+
+class StepLimitValue(Protocol):
+    """The rate limit a step takes (`engine.entries.StepLimit`)."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def partition(self) -> str | None: ...
+    @property
+    def weight(self) -> int: ...
+
+
+class NewInstance(Protocol):
+    """One instance to insert, every column encoded (`engine.entries.NewRow`)."""
+
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def state(self) -> bytes: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def run_at(self) -> datetime | None: ...
+    @property
+    def delay(self) -> timedelta | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def scope(self) -> tuple[str, ...]: ...
+    @property
+    def concurrency_key(self) -> str | None: ...
+    @property
+    def limit(self) -> StepLimitValue: ...
+    @property
+    def state_version(self) -> int: ...
+
+
+class InstanceColumns(TypedDict):
+    """Instances to insert as parallel arrays (`engine.entries.columns`), by parameter name
+    of `instance_insert_many`."""
+
+    workflows: list[str]
+    queues: list[str]
+    steps: list[str]
+    states: list[bytes]
+    max_attempts: list[int]
+    priorities: list[int]
+    run_ats: list[datetime | None]
+    delays: list[timedelta | None]
+    keys: list[str | None]
+    scopes: list[str]
+    concurrency_keys: list[str | None]
+    rate_limits: list[str | None]
+    rate_partitions: list[str | None]
+    weights: list[int]
+    state_versions: list[int]
+
+
+_COLUMN_ORDER = tuple(InstanceColumns.__annotations__)
+"""TRANSITION: the positional order of `instance_insert_many` until it names its parameters."""
+
+_DELIVERY_HEAD = len(Delivery.__struct_fields__) - 1
+"""`signal_deliver`'s columns before the woken instance's (`Delivery.woken`)."""
+
+
+class _Stale(Exception):
+    """The spawning parent's claim was lost: roll the spawn back."""
+
+
+class _Held(Exception):
+    """Children keys already held: roll the spawn back."""
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__(keys)
+        self.keys = keys
+
+
+class EngineStore:
+    """The statements the engine runs on one schema (its client, schedulers and commits)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- starts (instances.sql) --------------------------------------------------------------
+
+    async def instance_insert(
+        self,
+        *,
+        row: NewInstance,
+        now: datetime | None,
+        trace_context: str | None = None,
+        locked_by: str | None = None,
+        lease: timedelta | None = None,
+    ) -> InsertedInstance:
+        """Insert one instance or return the live one holding its key.
+
+        With `locked_by` (and its `lease`) a created row is claimed by that worker already.
+        """
+        inserted = await self.db.positional(
+            "fetchrow",
+            "instance_insert",
+            row.workflow,
+            row.queue,
+            row.step,
+            row.state,
+            row.max_attempts,
+            row.priority,
+            row.run_at,
+            row.delay,
+            row.key,
+            list(row.scope),
+            row.concurrency_key,
+            now,
+            self.db.channel,
+            row.limit.name,
+            row.limit.partition,
+            row.limit.weight,
+            trace_context,
+            row.state_version,
+            locked_by,
+            lease,
+        )
+        assert inserted is not None
+        return InsertedInstance(*inserted)
+
+    async def instance_insert_many(
+        self,
+        *,
+        columns: InstanceColumns,
+        parent_id: int | None,
+        now: datetime | None,
+        trace_context: str | None = None,
+    ) -> list[CreatedInstance]:
+        """Insert a batch given as parallel columns; the rows created.
+
+        Rows whose key another instance holds are skipped (see `instances_holding_keys`).
+        """
+        return [
+            CreatedInstance(*r)
+            for r in await self.db.positional(
+                "fetch",
+                "instance_insert_many",
+                *self._many_args(columns, parent_id, now, trace_context),
+            )
+        ]
+
+    def _many_args(
+        self,
+        columns: InstanceColumns,
+        parent_id: int | None,
+        now: datetime | None,
+        trace_context: str | None,
+    ) -> tuple[Any, ...]:
+        return (
+            *(columns[c] for c in _COLUMN_ORDER[:14]),  # type: ignore[literal-required]
+            parent_id,
+            now,
+            self.db.channel,
+            trace_context,
+            columns["state_versions"],
+        )
+
+    async def instances_holding_keys(
+        self, *, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The id of the instance holding each (workflow, key)."""
+        rows = await self.db.positional(
+            "fetch", "instances_holding_keys", [w for w, _ in keys], [k for _, k in keys]
+        )
+        return {(h.workflow, h.key): h.id for h in (KeyHolder(*r) for r in rows)}
+
+    # -- the claim (instances.sql) -----------------------------------------------------------
+
+    async def queues_due(self, *, queues: Sequence[str], now: datetime | None) -> list[str]:
+        """The queues among `queues` that hold due rows."""
+        return [r[0] for r in await self.db.positional("fetch", "queues_due", list(queues), now)]
+
+    async def instance_claim(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        locked_by: str,
+        workflows: Sequence[str],
+        steps: Sequence[str],
+        leases: Sequence[timedelta],
+        now: datetime | None,
+        unknown_limit_wait: timedelta = timedelta(seconds=5),
+    ) -> list[PickedRow]:
+        """Claim up to `limit` due instances of `queue` whose (workflow, step) is known.
+
+        `workflows`, `steps` and `leases` are parallel: each claim lasts its pair's lease.
+        Every returned row has `go`: True for a claim, False for a row the rate limiter
+        deferred (still available, `throttled`). A claim that met a concurrency key another
+        claim took after this one's snapshot is retried at once (the unique index refused it).
+        """
+        for attempt in range(3):
+            try:
+                records = await self.db.positional(
+                    "fetch",
+                    "instance_claim",
+                    queue,
+                    limit,
+                    locked_by,
+                    list(leases),
+                    now,
+                    list(workflows),
+                    list(steps),
+                    key_lock_prefix(self.db.schema),
+                    unknown_limit_wait,
+                )
+                return [PickedRow(*r) for r in records]
+            except asyncpg.UniqueViolationError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def instances_unknown(
+        self,
+        *,
+        queue: str,
+        workflows: Sequence[str],
+        steps: Sequence[str],
+        now: datetime | None,
+    ) -> list[UnknownStep]:
+        """Due rows of `queue` whose (workflow, step) is not among the known pairs."""
+        return [
+            UnknownStep(*r)
+            for r in await self.db.positional(
+                "fetch", "instances_unknown", queue, list(workflows), list(steps), now
+            )
+        ]
+
+    async def children_load(
+        self, *, parent_ids: Sequence[int], first_ids: Sequence[int]
+    ) -> list[LoadedChild]:
+        """The children of each parent's latest spawn (from its first child's id), in spawn
+        order."""
+        return [
+            LoadedChild(*r)
+            for r in await self.db.positional(
+                "fetch", "children_load", list(parent_ids), list(first_ids)
+            )
+        ]
+
+    async def inbox_load(self, *, ids: Sequence[int]) -> list[InboxSignal]:
+        """Pending signals of the given instances, by instance then arrival."""
+        return await self.db.rows(InboxSignal, "inbox_load", ids=list(ids))
+
+    async def instance_release(self, *, id: int, locked_by: str, now: datetime | None) -> bool:
+        """Give a claim back untouched; False when it was no longer ours."""
+        found = await self.db.positional(
+            "fetchrow", "instance_release", id, locked_by, now, self.db.channel
+        )
+        return found is not None
+
+    # -- heartbeats and startup reclaim (maintenance.sql) ------------------------------------
+
+    async def lease_extend(
+        self,
+        *,
+        locked_by: str,
+        ids: Sequence[int],
+        workflows: Sequence[str],
+        leases: Sequence[timedelta],
+        now: datetime | None,
+    ) -> int:
+        """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
+        lease (`workflows` and `leases` parallel); how many."""
+        status = await self.db.positional(
+            "execute", "lease_extend", locked_by, list(workflows), now, list(leases), list(ids)
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def claims_reclaim(
+        self, *, prefix: str, now: datetime | None, limit: int
+    ) -> list[ReclaimedClaim]:
+        """Release expired claims whose `locked_by` starts with `prefix`."""
+        return [
+            ReclaimedClaim(*r)
+            for r in await self.db.positional("fetch", "claims_reclaim", prefix, now, limit)
+        ]
+
+    # -- outcomes (instances.sql) ------------------------------------------------------------
+
+    async def outcome_batch(
+        self,
+        *,
+        outcomes: bytes,
+        states: Sequence[bytes | None],
+        results: Sequence[bytes | None],
+        errors: Sequence[bytes | None],
+        now: datetime | None,
+    ) -> tuple[dict[int, bool | None], set[int]]:
+        """Commit many outcomes in one statement (group commit).
+
+        `outcomes` is the JSON array of their plain fields (see the statement); `states`,
+        `results` and `errors` are parallel to it (JSON bytes or None). Returns, for each id
+        whose guard held, whether a park among them was woken at once by its passed deadline
+        (True), by a signal already there (False), or None; and the ids whose row (or
+        parent) someone else had locked: not committed, to send again.
+        """
+        records = await self.db.positional(
+            "fetch",
+            "outcome_batch",
+            now,
+            outcomes,
+            list(states),
+            list(results),
+            list(errors),
+            self.db.channel,
+        )
+        done: dict[int, bool | None] = {}
+        busy: set[int] = set()
+        for outcome in (CommittedOutcome(*r) for r in records):
+            if outcome.busy:
+                busy.add(outcome.id)
+            else:
+                done[outcome.id] = outcome.woken_by_deadline
+        return done, busy
+
+    async def outcome_spawn(
+        self,
+        *,
+        id: int,
+        locked_by: str,
+        children: InstanceColumns | None,
+        keys: Sequence[tuple[str, str]],
+        then: str,
+        state: bytes | None,
+        state_version: int,
+        consumed: Sequence[int],
+        limit: StepLimitValue,
+        now: datetime | None,
+        trace_context: str | None = None,
+    ) -> bool:
+        """Insert the children and make the parent wait for them, in one transaction.
+
+        The children go in first (key locks), then the parent's guarded update (row lock):
+        the order every writer keeps. False when the claim was lost (nothing is inserted);
+        `DuplicateKey` naming the key when a child's key is held (nothing is inserted).
+        `keys` are the children's (workflow, key) pairs, to name the one held;
+        `trace_context` the parent's, so that the children join its trace. A new `state` is
+        written with `state_version`.
+        """
+        count = len(children["workflows"]) if children else 0
+        insert = self.db.sql["instance_insert_many"]
+        park = self.db.sql["outcome_spawn"]
+        timeout = self.db.timeout
+
+        async def spawn(conn: Any) -> tuple[bool, list[tuple[str, str]]]:
+            async with conn.transaction():
+                first: int | None = None
+                held: list[tuple[str, str]] = []
+                if children and count:
+                    created = [
+                        CreatedInstance(*r)
+                        for r in await conn.fetch(
+                            insert.sql,
+                            *self._many_args(children, id, now, trace_context),
+                            timeout=timeout,
+                        )
+                    ]
+                    made = {(c.workflow, c.key) for c in created}
+                    held = [k for k in keys if k not in made] if len(created) < count else []
+                    first = min((c.id for c in created), default=None)
+                parked = await conn.fetchrow(
+                    park.sql,
+                    id,
+                    locked_by,
+                    then,
+                    state,
+                    count,
+                    first,
+                    list(consumed),
+                    self.db.channel,
+                    now,
+                    limit.name,
+                    limit.partition,
+                    limit.weight,
+                    state_version,
+                    timeout=timeout,
+                )
+                # The guard is checked before the keys: a repeat whose first attempt committed
+                # (its answer lost) finds its own children holding their keys, and is stale.
+                if parked is None:
+                    raise _Stale()
+                if held:
+                    raise _Held(held)
+                return True, []
+
+        try:
+            await self.db.retrying(spawn, idempotent=True)
+        except _Stale:
+            return False
+        except _Held as held:
+            holders = await self.instances_holding_keys(keys=held.keys)
+            (workflow, key), *_ = held.keys
+            raise DuplicateKey(
+                f"spawn: {workflow} key {key!r} is held by instance {holders.get((workflow, key))}"
+                + (f" (and {len(held.keys) - 1} more keys)" if len(held.keys) > 1 else "")
+                + "; nothing of the spawn was inserted",
+                existing_id=holders.get((workflow, key)),
+            ) from None
+        return True
+
+    # -- signals (signals.sql) ---------------------------------------------------------------
+
+    async def signal_deliver(
+        self,
+        *,
+        workflow: str,
+        id: int | None,
+        key: str | None,
+        name: str,
+        payload: bytes,
+        now: datetime | None,
+        trace_context: str | None = None,
+        locked_by: str | None = None,
+        lease: timedelta | None = None,
+        queue: str | None = None,
+    ) -> Delivery | None:
+        """Store a signal for the live instance with `id` or `key` (waking it if it awaits
+        `name`); None when there is none (nothing is stored).
+
+        With `locked_by` (a scheduler of `queue`, and its `lease`), an instance of that
+        queue the signal wakes is claimed by it at once (`claimed`, `woken`), with its inbox.
+        """
+        record = await self.db.record(
+            "signal_deliver",
+            workflow=workflow,
+            id=id,
+            key=key,
+            name=name,
+            payload=payload,
+            now=now,
+            trace_context=trace_context,
+            locked_by=locked_by,
+            lease=lease,
+            queue=queue,
+        )
+        if record is None:
+            return None
+        values = tuple(record)
+        delivery = Delivery(*values[:_DELIVERY_HEAD])
+        if not delivery.claimed:
+            return delivery
+        return msgspec.structs.replace(delivery, woken=WokenInstance(*values[_DELIVERY_HEAD:]))
+
+    # -- lookups and cancel (instances.sql, explain.sql) -------------------------------------
+
+    async def instance_by_id(self, *, id: int) -> InstanceRow | None:
+        """The instance with this id, or None."""
+        found = await self.db.positional("fetchrow", "instance_by_id", id)
+        return None if found is None else InstanceRow(*found)
+
+    async def instance_by_key(self, *, workflow: str, key: str) -> InstanceRow | None:
+        """The live instance holding the key, else the latest that had it, else None."""
+        found = await self.db.positional("fetchrow", "instance_by_key", workflow, key)
+        return None if found is None else InstanceRow(*found)
+
+    async def instance_status(self, *, id: int) -> InstanceStatus | None:
+        """Status, result and error of one instance."""
+        found = await self.db.positional("fetchrow", "instance_status", id)
+        return None if found is None else InstanceStatus(*found)
+
+    async def instance_explain(self, *, id: int, now: datetime | None) -> ExplainedInstance | None:
+        """One instance with why it waits at `now` (`blocked_*`), or None."""
+        return await self.db.row(ExplainedInstance, "instance_explain", id=id, now=now)
+
+    async def instance_cancel(self, *, id: int, now: datetime | None) -> int | None:
+        """Cancel a live instance with its live descendants; how many descendants, or None
+        when it was not live."""
+        row = await self.db.positional("fetchrow", "instance_cancel", id, now, self.db.channel)
+        return None if row is None else int(row[1] or 0)
+
+    # -- rate limits (rate_configs.sql) ------------------------------------------------------
+
+    async def rate_config_write(
+        self,
+        *,
+        names: Sequence[str],
+        allowed: Sequence[int],
+        per_ms: Sequence[int],
+        burst: Sequence[int],
+        now: datetime | None,
+    ) -> list[ReplacedRateConfig]:
+        """Store limits given as parallel arrays; each with the values it replaced."""
+        return await self.db.rows(
+            ReplacedRateConfig,
+            "rate_config_write",
+            names=list(names),
+            allowed=list(allowed),
+            per_ms=list(per_ms),
+            burst=list(burst),
+            now=now,
+        )

@@ -1,0 +1,223 @@
+"""The database of one schema: an asyncpg pool, the named statements, and how they run.
+
+Every statement runs through `Database`: bound by keyword (`sql.Statement`), retried
+through connection failures when a repeat is harmless, and turned into typed rows
+(`db/rows.py`). The stores (`engine_store`, `maintenance_store`, `operator_store`) hold one
+method per statement on top of it.
+
+JSON travels as bytes both ways: msgspec encodes on the client and jsonb is sent in binary
+form, so values are stored as real jsonb objects and never as a jsonb string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ..sql import Statement, channel, statements
+from .connect import check_dsn
+
+R = TypeVar("R")
+
+JSONB_VERSION = b"\x01"
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+"""Failures of the connection, not of the statement: worth trying again."""
+
+RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.InterfaceError)
+"""What the retry loop catches: TRANSIENT, and InterfaceError when it is one (`_transient`)."""
+
+NOT_IDEMPOTENT = frozenset(
+    {
+        "instance_insert",
+        "instance_insert_many",
+        "signal_deliver",
+        "instance_cancel",
+        "instance_retry",
+    }
+)
+# A spawn is retried through connection failures: its transaction either committed, and the
+# repeat finds the claim gone (stale), or it did not, and the repeat is the first attempt.
+"""Statements a repeat could apply twice: retried only when they were never sent."""
+
+_log = logging.getLogger("gendurable.store")
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection failure, or the error of closing a transaction on a connection that
+    failed (asyncpg raises InterfaceError from the `async with` exit, the loss as context)."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc.__context__, TRANSIENT)
+
+
+def _encode_jsonb(value: bytes | str) -> bytes:
+    return JSONB_VERSION + (value.encode() if isinstance(value, str) else value)
+
+
+def _decode_jsonb(data: bytes) -> bytes:
+    return data[1:]
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Make jsonb travel as raw JSON bytes (binary format, no str round trip)."""
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        format="binary",
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release: a round trip per statement otherwise.
+
+    Safe because no statement here leaves session state behind: no LISTEN (the listener has
+    its own connection), no session advisory locks, no temporary tables, no SET.
+    """
+
+
+class Database:
+    """One schema's statements, run on an asyncpg pool."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, schema: str, *, timeout: float = 30.0, retry_for: float = 60.0
+    ) -> None:
+        self.pool = pool
+        self.retry_for = retry_for
+        self.schema = schema
+        self.timeout = timeout
+        self.sql: dict[str, Statement] = statements(schema)
+        """Every named statement, by name (tests may swap one for a variant)."""
+        self.channel = channel(schema)
+        """The schema's NOTIFY channel, for the listener."""
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        schema: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepare: bool = True,
+        timeout: float = 30.0,
+    ) -> Database:
+        """Open a pool on `dsn`; `prepare=False` disables the statement cache (poolers)."""
+        check_dsn(dsn)
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=init_connection,
+            statement_cache_size=100 if prepare else 0,
+            command_timeout=timeout,
+            timeout=timeout,
+            reset=_keep_session,
+        )
+        return cls(pool, schema, timeout=timeout)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the pool; after `grace` seconds (an unreachable server), terminate it."""
+        try:
+            async with asyncio.timeout(grace):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()
+
+    async def rows(self, row: type[R], name: str, /, **values: Any) -> list[R]:
+        """Run statement `name`; each result row as a `row` (its fields, the columns)."""
+        statement = self.sql[name]
+        records = await self._run("fetch", statement, statement.args(**values))
+        return [row(*record) for record in records]
+
+    async def row(self, row: type[R], name: str, /, **values: Any) -> R | None:
+        """Run statement `name`; its one result row as a `row`, or None when none came."""
+        statement = self.sql[name]
+        record = await self._run("fetchrow", statement, statement.args(**values))
+        return None if record is None else row(*record)
+
+    async def record(self, name: str, /, **values: Any) -> asyncpg.Record | None:
+        """Run statement `name`; its one result row as asyncpg returns it (for a store
+        method that builds a nested row), or None."""
+        statement = self.sql[name]
+        found: asyncpg.Record | None = await self._run(
+            "fetchrow", statement, statement.args(**values)
+        )
+        return found
+
+    async def column(self, name: str, /, **values: Any) -> list[Any]:
+        """Run statement `name`; the first column of each result row."""
+        statement = self.sql[name]
+        records = await self._run("fetch", statement, statement.args(**values))
+        return [record[0] for record in records]
+
+    async def guarded(self, name: str, /, **values: Any) -> bool:
+        """Run a guarded statement `name`: whether it returned a row (its guard held)."""
+        statement = self.sql[name]
+        return await self._run("fetchrow", statement, statement.args(**values)) is not None
+
+    async def execute(self, name: str, /, **values: Any) -> str:
+        """Run statement `name` for its effect; the command status (`UPDATE 3`)."""
+        statement = self.sql[name]
+        status: str = await self._run("execute", statement, statement.args(**values))
+        return status
+
+    async def positional(self, method: str, name: str, /, *args: Any) -> Any:
+        """TRANSITION: run a statement not yet converted to named parameters."""
+        return await self._run(method, self.sql[name], args)
+
+    async def _run(self, method: str, statement: Statement, args: tuple[Any, ...]) -> Any:
+        """Run `statement` with `method` (fetch, fetchrow, execute).
+
+        Statements whose repeat is harmless are retried through connection failures (a
+        restarting server) for up to `retry_for`; the others only when the failure came
+        before the statement was sent.
+        """
+        sql = statement.sql
+        call_timeout = self.timeout
+
+        async def once(conn: Any) -> Any:
+            return await getattr(conn, method)(sql, *args, timeout=call_timeout)
+
+        return await self.retrying(once, idempotent=statement.name not in NOT_IDEMPOTENT)
+
+    async def retrying(self, action: Callable[[Any], Awaitable[Any]], *, idempotent: bool) -> Any:
+        """Run `action(connection)` on a pooled connection, again through connection
+        failures for up to `retry_for` (when not `idempotent`: only if nothing was sent)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        delay = 0.05
+        while True:
+            sent = False
+            try:
+                async with self.pool.acquire(timeout=self.timeout) as conn:
+                    sent = True
+                    return await action(conn)
+            except RETRYABLE as exc:
+                if not _transient(exc):
+                    raise
+                if (sent and not idempotent) or loop.time() + delay > deadline:
+                    raise
+                lost = exc if isinstance(exc, TRANSIENT) else exc.__context__
+                _log.warning(
+                    "database unavailable (%s: %s); retrying in %.2fs",
+                    type(lost).__name__,
+                    lost,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
