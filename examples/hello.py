@@ -60,5 +60,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--schema", default="gendurable", help="PostgreSQL schema to use")
     args = parser.parse_args()
+    print("The workflow's state diagram, in Mermaid (paste it into https://mermaid.live):")
     print(Hello.spec.to_mermaid())
     print(asyncio.run(main(schema=args.schema)).message)

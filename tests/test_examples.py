@@ -18,7 +18,8 @@ async def test_examples_hello_runs_three_steps_to_completion(
 
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[:5] == [
+    assert lines[:6] == [
+        "The workflow's state diagram, in Mermaid (paste it into https://mermaid.live):",
         "stateDiagram-v2",
         "    [*] --> greet",
         "    greet --> punctuate",

@@ -22,7 +22,7 @@ import msgspec.inspect
 from .errors import DefinitionError
 from .limit import Backoff, Limit
 from .outcome import OUTCOME_TYPES, Done
-from .spec import END, AwaitSpec, RetryPolicy, StepSpec, WorkflowSpec
+from .spec import END, AwaitSpec, MoveOverride, RetryPolicy, StepSpec, WorkflowSpec
 
 RESERVED = frozenset(
     {"start", "start_many", "signal", "get", "result", "cancel", "new", "spec", "handle"}
@@ -117,6 +117,7 @@ def compile_workflow(
             edges=edges,
             partition=opts.partition,
             spawns=_source_spawns(tree),
+            overrides=_source_overrides(tree),
         )
 
     handler = cls.__dict__.get("handle")
@@ -477,6 +478,28 @@ def _source_targets(tree: ast.AST | None, step: str) -> Iterator[str]:
             target = _target(_argument(call, 1, "then"))
             if target:
                 yield target
+
+
+_OVERRIDES = ("rate_limit", "weight", "partition")
+"""The options of `goto` that override the target step's rate limit for one move."""
+
+
+def _source_overrides(tree: ast.AST | None) -> tuple[MoveOverride, ...]:
+    """The `goto(...)` calls in a step's source that override their target's rate limit,
+    with the options as written (for the generated docs)."""
+    if tree is None:
+        return ()
+    found: dict[MoveOverride, None] = {}
+    for call in _calls(tree):
+        if _called(call) != "goto":
+            continue
+        target = _target(_argument(call, 0, "step"))
+        options = tuple(
+            (kw.arg, ast.unparse(kw.value)) for kw in call.keywords if kw.arg in _OVERRIDES
+        )
+        if target and options:
+            found[MoveOverride(target, options)] = None
+    return tuple(found)
 
 
 def _source_spawns(tree: ast.AST | None) -> tuple[str, ...]:

@@ -5,6 +5,8 @@ Run before a deploy with the *new* code (`gendurable check app.module:engine`, o
 engine's schema and reports each kind of row the new code could not carry on:
 
 - `workflow_not_served`: live rows of a workflow the engine does not serve;
+- `queue_not_served`: live rows on a queue that neither a live engine nor the checked
+  engine runs (they would wait forever for an engine to claim them);
 - `step_removed`: live rows at a step the workflow no longer has;
 - `signal_removed`: parked rows awaiting a signal their step no longer declares;
 - `state_version_uncovered`: live rows whose state version no `@gd.upgrade` leads to the
@@ -23,7 +25,7 @@ problem is one more function. The check only reads: nothing is written or locked
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +42,7 @@ from .upgrader import uncovered, upgrade_state
 
 ProblemKind = Literal[
     "workflow_not_served",
+    "queue_not_served",
     "step_removed",
     "signal_removed",
     "state_version_uncovered",
@@ -66,12 +69,18 @@ class Problem:
     field: str | None = None
     detail: str = ""
     state_version: int | None = None
+    queue: str | None = None
 
     def __str__(self) -> str:
         rows = f"{self.count} live row{'s' if self.count != 1 else ''} of {self.workflow!r}"
         example = f"(example id {self.example_id})"
         if self.kind == "workflow_not_served":
             return f"{self.kind}: {rows} {example}: this engine does not serve the workflow"
+        if self.kind == "queue_not_served":
+            return (
+                f"{self.kind}: {rows} on queue {self.queue!r} {example}: no live engine runs "
+                "the queue, nor does this engine"
+            )
         if self.kind == "step_removed":
             return f"{self.kind}: {rows} at step {self.step!r} {example}: no such step any more"
         if self.kind == "signal_removed":
@@ -101,6 +110,7 @@ class Problem:
             "field": self.field,
             "detail": self.detail,
             "state_version": self.state_version,
+            "queue": self.queue,
         }
 
 
@@ -185,6 +195,8 @@ class _Live:
     full: bool
     sample: int
     objects: Mapping[str, Any] = field(default_factory=dict)
+    queues: frozenset[str] = frozenset()
+    """The queues the checked engine runs."""
     states_decoded: int = field(default=0)
     upgrades: list[Upgrade] = field(default_factory=list)
 
@@ -200,6 +212,17 @@ async def _workflows_not_served(live: _Live) -> list[Problem]:
             totals[r.workflow] = [count + r.n, min(first, r.example_id)]
     return [
         Problem("workflow_not_served", wf, count, first) for wf, (count, first) in totals.items()
+    ]
+
+
+async def _queues_not_served(live: _Live) -> list[Problem]:
+    served = set(live.queues)
+    for node in await live.store.nodes_live(now=None):
+        served.update(msgspec.json.decode(node.queues))
+    return [
+        Problem("queue_not_served", r.workflow, r.n, r.example_id, queue=r.queue)
+        for r in await live.store.check_live_queues()
+        if r.queue not in served
     ]
 
 
@@ -304,6 +327,7 @@ async def _states(live: _Live, workflow: str) -> AsyncIterator[tuple[int, bytes,
 
 CHECKS: tuple[Check, ...] = (
     _workflows_not_served,
+    _queues_not_served,
     _steps_removed,
     _signals_removed,
     _state_versions,
@@ -332,13 +356,23 @@ async def check_store(
     full: bool = False,
     sample: int = DEFAULT_SAMPLE,
     objects: Mapping[str, Any] | None = None,
+    queues: Iterable[str] = (),
 ) -> CheckReport:
     """Run every check of `specs` against the live rows behind `store`.
 
-    `objects` are the workflow objects (by name) that `@gd.upgrade` methods are called on.
+    `objects` are the workflow objects (by name) that `@gd.upgrade` methods are called on;
+    `queues` the queues the checked engine runs (besides those of the live nodes).
     """
     _check_sample(sample)
-    live = _Live(specs, store, await store.check_live_steps(), full, sample, objects or {})
+    live = _Live(
+        specs,
+        store,
+        await store.check_live_steps(),
+        full,
+        sample,
+        objects or {},
+        frozenset(queues),
+    )
     problems: list[Problem] = []
     for check in CHECKS:
         problems += await check(live)
@@ -369,6 +403,7 @@ async def check_engine(
                 full=full,
                 sample=sample,
                 objects=engine.workflow_objects,
+                queues=engine.config.queues,
             )
         except EngineError:
             pass  # not running: check through a pool of our own
@@ -389,6 +424,7 @@ async def check_engine(
             full=full,
             sample=sample,
             objects=engine.workflow_objects,
+            queues=engine.config.queues,
         )
     finally:
         await db.close(grace=2.0)

@@ -1,23 +1,20 @@
 """Checking a signal before it is stored, for callers that run no engine (CLI, dashboard).
 
 With the workflow's code at hand, the name must be one a step awaits and the payload must
-decode into the type that step declares. Without it, the name is checked against what the
-live nodes record (each engine records, per step, the signal names it awaits); the payload
-is then any JSON. Both refuse before anything is written.
+decode into the type that step declares. Without it, both are checked against what the
+live nodes record (each engine records, per step, the signal names it awaits, and each
+payload's type as JSON Schema). Both refuse before anything is written.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from .db.operator_store import OperatorStore
 from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .errors import NoEngine, ValidationError
 from .spec import WorkflowSpec
-
-_decode = msgspec.json.Decoder()
+from .workflow_records import check_value, did_you_mean, known_workflows, recorded
 
 
 def payload_by_code(spec: WorkflowSpec, name: str, payload: Any) -> bytes:
@@ -44,34 +41,50 @@ def payload_untyped(name: str, payload: Any) -> bytes:
     return check_size(encode_json(payload, what), DEFAULT_MAX_PAYLOAD_BYTES, what)
 
 
-async def names_by_nodes(store: OperatorStore, workflow: str) -> list[str] | None:
-    """The signal names `workflow`'s steps await per the live nodes; None if none knows it."""
-    knowing = False
-    names: dict[str, None] = {}
-    for node in await store.nodes_live(now=None):
-        described = _decode.decode(node.workflows).get(workflow)
-        if described is None:
-            continue
-        knowing = True
-        for awaited in described["steps"].values():
-            names.update(dict.fromkeys(awaited))
-    return list(names) if knowing else None
+async def payload_by_nodes(store: OperatorStore, workflow: str, name: str, payload: Any) -> bytes:
+    """`payload` encoded for signal `name` of `workflow`, checked against what the live
+    nodes record: the name must be one a step awaits, the payload must match the type
+    recorded for it (by every live node that knows the workflow).
 
-
-async def check_name_by_nodes(store: OperatorStore, workflow: str, name: str) -> None:
-    """Refuse a name no step of `workflow` awaits, as recorded by the live nodes.
-
-    Raises `NoEngine` when no live engine knows the workflow (the name cannot be checked),
-    `ValidationError` when none of its steps awaits `name`.
+    Raises `NoEngine` when no live engine knows the workflow (nothing can be checked; the
+    message suggests a near name), `ValidationError` for a bad name or payload.
     """
-    names = await names_by_nodes(store, workflow)
-    if names is None:
+    found = await recorded(store, workflow)
+    if found is None:
+        hint = did_you_mean(workflow, await known_workflows(store))
         raise NoEngine(
-            f"no live engine knows workflow {workflow!r}, so the signal name cannot be "
+            f"no live engine knows workflow {workflow!r}{hint}"
+            if hint
+            else f"no live engine knows workflow {workflow!r}, so the signal cannot be "
             "checked: pass --app MODULE:ENGINE to check it against the code"
         )
+    names = found.signal_names()
     if name not in names:
         raise ValidationError(
             f"{workflow} awaits no signal named {name!r} "
             f"(it awaits: {', '.join(names) or 'none'}, per the live engines)"
         )
+    what = f"payload of signal {name!r}"
+    for declared in found.signal_types(name):
+        check_value(declared, payload, what)
+    return payload_untyped(name, payload)
+
+
+async def payload_labels_by_nodes(store: OperatorStore, workflow: str) -> dict[str, str] | None:
+    """Each signal name of `workflow` with its payload type in words, per the live nodes;
+    None when no live node knows the workflow."""
+    found = await recorded(store, workflow)
+    if found is None:
+        return None
+    labels = {}
+    for name in found.signal_names():
+        try:
+            declared = {_label(d) for d in found.signal_types(name)}
+        except ValidationError:
+            declared = {"any JSON (unchecked: start the dashboard with --app)"}
+        labels[name] = " or ".join(sorted(declared))
+    return labels
+
+
+def _label(declared: dict[str, Any] | None) -> str:
+    return "any JSON" if declared is None else str(declared.get("type"))

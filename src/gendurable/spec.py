@@ -30,12 +30,28 @@ class AwaitSpec:
     timeout: timedelta | None
     decoders: Mapping[str, msgspec.json.Decoder[Any]] = field(repr=False, compare=False)
 
+    def label(self) -> str:
+        """`approved, rejected (timeout 2d)`: the names and the timeout, as diagrams show them."""
+        text = ", ".join(self.names)
+        if self.timeout is not None:
+            text += f" (timeout {_duration(self.timeout)})"
+        return text
+
     def decode(self, name: str, raw: bytes) -> Any:
         """Decode a stored payload for signal `name` into its declared type."""
         decoder = self.decoders.get(name)
         if decoder is None:
             return msgspec.json.decode(raw)
         return decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveOverride:
+    """A `goto(target, rate_limit=..., weight=..., partition=...)` in a step's source: the
+    rate-limit options the move overrides, each as written (`("weight", "2")`)."""
+
+    target: str
+    options: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +71,8 @@ class StepSpec:
     partition: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
     spawns: tuple[str, ...] = ()
     """The workflows this step's `spawn(...)` calls start, as written in its source (`Child`)."""
+    overrides: tuple[MoveOverride, ...] = ()
+    """The moves in this step's source that override their target's rate limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +118,10 @@ class WorkflowSpec:
         """The step called `name`; `KeyError` when there is none."""
         return self.steps[name]
 
+    def max_attempts(self, step: str) -> int:
+        """The attempts step `step` may use: its own `max_attempts`, else the workflow's."""
+        return self.steps[step].max_attempts or self.retry.max_attempts
+
     def edges(self) -> list[tuple[str, str]]:
         """Every (source, target) edge, in step order; `END` stands for a terminal outcome."""
         return [(s.name, t) for s in self.steps.values() for t in s.edges]
@@ -130,9 +152,7 @@ class WorkflowSpec:
         named = {self.start_step} | {n for edge in edges for n in edge}
         for s in self.steps.values():
             if s.awaits:
-                label = ", ".join(s.awaits.names)
-                if s.awaits.timeout is not None:
-                    label += f" (timeout {_duration(s.awaits.timeout)})"
+                label = s.awaits.label()
                 # With one description Mermaid draws it instead of the name; with two it draws
                 # the first as a title over the rest, so the step keeps its name.
                 lines.append(f"    {s.name} : {s.name}")

@@ -48,7 +48,42 @@ class Flaky:
         return gd.done("paid")
 
 
+@gd.workflow(name="cli.metered", queue="metered", priority=3, max_attempts=2, version=2)
+class Metered:
+    """Starts at a step that takes 2 tokens of an inline rate limit (for `start`)."""
+
+    class State(msgspec.Struct):
+        region: str
+        units: int = 1
+
+    @gd.step(start=True, rate_limit=gd.Limit(10, per=timedelta(seconds=1)), weight=2)
+    async def call(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+    @gd.upgrade(from_version=1)
+    def add_units(self, state: Any) -> Any:
+        return {**state, "units": 1}
+
+
+def _region(state: Any) -> str:
+    return str(state.region)
+
+
+@gd.workflow(name="cli.regional")
+class Regional:
+    """Starts at a step whose rate limit is partitioned by a function of the state."""
+
+    class State(msgspec.Struct):
+        region: str
+
+    @gd.step(start=True, rate_limit=gd.Limit(10, per=timedelta(seconds=1)), partition=_region)
+    async def call(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
 WORKFLOWS: list[Any] = [Expense, Flaky]
+"""What `engine` serves (`Metered` and `Regional` are started by the `start` tests' own
+engines)."""
 
 engine = gd.Engine("postgresql://unused@localhost/unused", workflows=WORKFLOWS)
 """Only loaded by `--app` (never started): its workflows' code checks signals."""

@@ -145,7 +145,7 @@ async def test_cli_signal_without_a_live_node_needs_the_app_to_check_the_name(
     assert unchecked.code == 1
     assert unchecked.error == (
         "gendurable signal: error: no live engine knows workflow 'cli.expense', so the signal "
-        "name cannot be checked: pass --app MODULE:ENGINE to check it against the code"
+        "cannot be checked: pass --app MODULE:ENGINE to check it against the code"
     )
     assert bad_payload.code == 1
     assert bad_payload.error == (
@@ -164,6 +164,122 @@ async def test_cli_signal_without_a_live_node_needs_the_app_to_check_the_name(
     )
     assert checked.code == 0, checked.err
     assert await Rows(db, gendurable_schema).signals() == [(handle.id, "approved", {"by": "ann"})]
+
+
+async def test_cli_signal_refuses_a_payload_of_the_wrong_type_per_the_live_nodes(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # No --app: the type comes from the JSON Schema the live node records for `approved`.
+    await make_engine(workflows=[Expense], queues=None)
+    handle = await Expense.start(key="e-1")
+
+    wrong = await cli("signal", "e-1", "approved", '{"by": 7}', "--workflow", "cli.expense")
+    missing = await cli("signal", "e-1", "approved", "--workflow", "cli.expense")
+    fine = await cli("signal", "e-1", "approved", '{"by": "ann"}', "--workflow", "cli.expense")
+    untyped = await cli("signal", "e-1", "rejected", "[1, 2]", "--workflow", "cli.expense")
+
+    assert (wrong.code, wrong.error) == (
+        1,
+        "gendurable signal: error: payload of signal 'approved' does not match Approved: "
+        "Expected `str`, got `int` - at `$.by`",
+    )
+    assert (missing.code, missing.error) == (
+        1,
+        "gendurable signal: error: payload of signal 'approved' does not match Approved: "
+        "Expected `object`, got `null`",
+    )
+    assert (fine.code, untyped.code) == (0, 0), fine.err + untyped.err
+    assert await Rows(db, gendurable_schema).signals() == [
+        (handle.id, "approved", {"by": "ann"}),
+        (handle.id, "rejected", [1, 2]),
+    ]
+
+
+async def test_cli_signal_checks_the_payload_against_every_live_nodes_record(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # Two live nodes running different code (a deploy under way): each record must pass.
+    await make_engine(workflows=[Expense], queues=None)
+    await Expense.start(key="e-1")
+    rows = Rows(db, gendurable_schema)
+    await rows.execute(
+        "INSERT INTO S.nodes (id, name, host, pid, schema, queues, workflows, version, "
+        "heartbeat, started_at, last_seen, expires_at) "
+        "SELECT id || '-new', name, host, pid, schema, queues, jsonb_set(workflows, "
+        "'{cli.expense,signals,approved,schema}', "
+        """'{"type": "object", "required": ["by", "at"]}'), version, heartbeat, """
+        "started_at, last_seen, expires_at FROM S.nodes"
+    )
+
+    run = await cli("signal", "e-1", "approved", '{"by": "ann"}', "--workflow", "cli.expense")
+    await rows.execute(  # the other node now runs a gendurable that recorded no types
+        "UPDATE S.nodes SET workflows = workflows #- '{cli.expense,signals}' WHERE id LIKE '%-new'"
+    )
+    untyped_node = await cli("signal", "e-1", "approved", '{"by": "ann"}')
+
+    assert run.code == 1
+    assert run.error.endswith("does not match Approved: Object missing required field `at`")
+    assert untyped_node.error == (
+        "gendurable signal: error: the live engines running cli.expense do not record payload "
+        "types (an older gendurable): pass --app MODULE:ENGINE to check the payload"
+    )
+    assert await rows.signals() == []
+
+
+async def test_cli_signal_finds_the_workflow_of_a_key_or_id_without_workflow(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    await make_engine(workflows=[Expense, Flaky], queues=None)
+    handle = await Expense.start(key="e-1")
+    await Flaky.start(key="shared")
+    await Expense.start(key="shared")
+
+    by_key = await cli("signal", "e-1", "approved", '{"by": "ann"}')
+    by_id = await cli("signal", str(handle.id), "rejected")
+    bad = await cli("signal", "e-1", "approved", '{"by": 1}')
+    ambiguous = await cli("signal", "shared", "rejected")
+    with_app = await cli("signal", "e-1", "approved", '{"by": 2}', "--app", "cli_app:engine")
+
+    assert (by_key.code, by_id.code) == (0, 0), by_key.err + by_id.err
+    assert "at `$.by`" in bad.error
+    assert ambiguous.error == (
+        "gendurable signal: error: key 'shared' is used by workflows cli.expense, cli.flaky: "
+        "pass --workflow NAME"
+    )
+    assert with_app.error == (
+        "gendurable signal: error: payload of signal 'approved' does not match Approved: "
+        "Expected `str`, got `int` - at `$.by`"
+    )
+    assert await Rows(db, gendurable_schema).signals() == [
+        (handle.id, "approved", {"by": "ann"}),
+        (handle.id, "rejected", None),
+    ]
+
+
+async def test_cli_suggests_the_workflow_a_wrongly_cased_name_means(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    await make_engine(workflows=[Expense], queues=None)
+    await Expense.start(key="e-1")
+
+    signal = await cli("signal", "e-1", "rejected", "--workflow", "CLI.Expense")
+    show = await cli("show", "e-1", "--workflow", "CLI.EXPENSE")  # no near spelling: its case
+    app = await cli("signal", "e-1", "rejected", "--workflow", "CLI.Expense", "--app",
+                    "cli_app:engine")  # fmt: skip
+
+    assert signal.error == (
+        "gendurable signal: error: no live engine knows workflow 'CLI.Expense'; "
+        "did you mean 'cli.expense'?"
+    )
+    assert show.error == (
+        "gendurable show: error: no CLI.EXPENSE instance with key 'e-1'; "
+        "did you mean 'cli.expense'?"
+    )
+    assert app.err.splitlines()[-1] == (
+        "gendurable signal: error: cli_app:engine does not serve workflow 'CLI.Expense'; "
+        "did you mean 'cli.expense'? (it serves: cli.expense, cli.flaky)"
+    )
+    assert await Rows(db, gendurable_schema).signals() == []
 
 
 # -- cancel ---------------------------------------------------------------------------------

@@ -205,7 +205,8 @@ async def test_cli_missing_schema_is_one_line_and_exit_1(cli: Cli) -> None:
     [
         (["ls", "--limit", "0"], "argument --limit: 0 is not a positive number"),
         (["ls", "--status", "sleeping"], "argument --status: invalid choice: 'sleeping'"),
-        (["signal", "k", "go"], "the following arguments are required: --workflow"),
+        (["signal", "k"], "the following arguments are required: NAME"),
+        (["start"], "the following arguments are required: WORKFLOW"),
         (["signal", "k", "go", "{oops", "--workflow", "w"], "PAYLOAD_JSON is not valid JSON"),
         (["show"], "the following arguments are required: KEY_OR_ID"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -310,8 +311,8 @@ def test_cli_help_lists_the_commands_by_group(capsys: pytest.CaptureFixture[str]
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()
               if line.startswith("    ") and not line.startswith("     ")]  # fmt: skip
     assert listed == [
-        "migrate", "dev", "worker", "status", "ls", "show", "signal", "cancel", "retry",
-        "docs", "check", "web",
+        "migrate", "dev", "worker", "status", "ls", "show", "start", "signal", "cancel",
+        "retry", "docs", "check", "web",
     ]  # fmt: skip
 
 

@@ -90,12 +90,13 @@ async def test_cli_status_nodes_json_lists_what_each_live_node_serves(
     assert engine.nodes is not None
     assert node["id"] == engine.nodes.id
     assert (node["name"], node["queues"]) == ("exp", {"expenses": 2})
-    assert node["workflows"] == {
-        "cli.expense": {
-            "queue": "expenses",
-            "steps": {"submit": [], "decide": ["approved", "rejected"]},
-        }
-    }
+    described = node["workflows"]["cli.expense"]
+    assert (described["queue"], described["steps"]) == (
+        "expenses",
+        {"submit": [], "decide": ["approved", "rejected"]},
+    )
+    assert described["signals"]["approved"]["type"] == "Approved"
+    assert described["state"]["type"] == "Expense.State"
     assert node["version"] == gd.__version__
     assert node["heartbeat_seconds"] == 10.0
 
@@ -169,6 +170,32 @@ async def test_cli_ls_reports_an_empty_page(cli: Cli, make_engine: MakeEngine) -
     assert (run.code, run.out) == (0, "no instances after that id\n")
 
 
+async def test_cli_ls_says_when_no_workflow_of_that_name_is_known(
+    cli: Cli, make_engine: MakeEngine
+) -> None:
+    both = await make_engine(workflows=[Expense, Flaky], queues=None)
+    await Flaky.start(key="f")
+    await both.stop()  # from here only a row has cli.flaky
+    await make_engine(workflows=[Expense], queues=None)  # a live node records cli.expense
+
+    known_to_a_node = await cli("ls", "--workflow", "cli.expense")
+    known_to_a_row = await cli("ls", "--workflow", "cli.flaky", "--status", "done")
+    nosuch = await cli("ls", "--workflow", "nosuch")
+    wrong_case = await cli("ls", "--workflow", "CLI.Flaky", "--json")
+
+    assert (known_to_a_node.code, known_to_a_node.out) == (0, "no instances\n")
+    assert (known_to_a_row.code, known_to_a_row.out) == (0, "no instances\n")
+    assert (nosuch.code, nosuch.error) == (
+        1,
+        "gendurable ls: error: no workflow 'nosuch' is known: no live engine records it and "
+        "no instance has it (known: cli.expense, cli.flaky)",
+    )
+    assert wrong_case.error == (
+        "gendurable ls: error: no workflow 'CLI.Flaky' is known: no live engine records it and "
+        "no instance has it; did you mean 'cli.flaky'?"
+    )
+
+
 # -- show -----------------------------------------------------------------------------------
 
 
@@ -232,11 +259,11 @@ async def test_cli_show_text_of_a_failed_instance_has_the_error_and_traceback(
         "workflow": "cli.flaky",
         "status": "failed",
         "step": "work",
-        "attempt": "0 (max 1)",
+        "attempt": "1 of 1",
     }
     error = next(i for i, line in enumerate(lines) if line.startswith("error"))
     assert lines[error].split(None, 1)[1] == (
-        "builtins.RuntimeError: the bank is down (step work, attempt 0)"
+        "builtins.RuntimeError: the bank is down (step work, attempt 1 of 1)"
     )
     assert lines[error + 1].strip() == "Traceback (most recent call last):"
     assert lines[-1].strip() == "RuntimeError: the bank is down"

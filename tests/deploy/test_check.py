@@ -88,6 +88,33 @@ async def test_check_of_the_running_code_finds_nothing(make_engine: MakeEngine) 
     )
 
 
+async def test_check_reports_rows_on_a_queue_no_engine_runs(make_engine: MakeEngine) -> None:
+    client = await make_engine(workflows=[ExpenseV1], queues=None)  # runs no queue
+    stuck = await ExpenseV1.start("stuck", ExpenseV1.State(amount=1), queue="nowhere",
+                                  engine=client)  # fmt: skip
+    await ExpenseV1.start("fine", ExpenseV1.State(amount=1), engine=client)  # on `default`
+    checked = await make_engine(workflows=[ExpenseV1], queues={"default": 1}, start=False)
+    runs_it = await make_engine(
+        workflows=[ExpenseV1], queues={"default": 1, "nowhere": 1}, start=False
+    )
+
+    report = await checked.check()
+    by_the_checked_engine = await runs_it.check()
+    await make_engine(workflows=[ExpenseV1], queues={"nowhere": 1})  # a live engine runs it
+    by_a_live_engine = await checked.check()
+
+    assert report.problems == (
+        Problem("queue_not_served", "expense", 1, stuck.id, queue="nowhere"),
+    )
+    assert str(report.problems[0]) == (
+        f"queue_not_served: 1 live row of 'expense' on queue 'nowhere' (example id {stuck.id}): "
+        "no live engine runs the queue, nor does this engine"
+    )
+    assert report.problems[0].to_dict()["queue"] == "nowhere"
+    assert by_the_checked_engine.ok
+    assert by_a_live_engine.ok
+
+
 async def test_check_sample_decodes_only_the_oldest_rows(make_engine: MakeEngine) -> None:
     ids = await old_rows(make_engine)
     new = await make_engine(workflows=[ExpenseV2], start=False)

@@ -17,14 +17,21 @@ from gendurable.maintenance.nodes import TTL_BEATS
 from gendurable.testing import MakeEngine
 
 
-@gd.workflow(name="nodes.expense", queue="expenses")
+class Approved(msgspec.Struct):
+    by: str
+
+
+@gd.workflow(name="nodes.expense", queue="expenses", priority=2)
 class Expense:
+    class State(msgspec.Struct):
+        amount: int = 0
+
     @gd.step(start=True)
     async def submit(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.goto(self.decide)
 
     @gd.step
-    @gd.await_signals("approved", "rejected")
+    @gd.await_signals("rejected", approved=Approved)
     async def decide(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.done()
 
@@ -61,12 +68,30 @@ async def test_node_records_what_the_engine_serves(
     }
     assert node["id"].startswith(f"api@{socket.gethostname()}-{os.getpid()}-")
     assert msgspec.json.decode(node["queues"]) == {"expenses": 3, "default": 1}
+    start = {"max_attempts": 5, "rate_limit": None, "weight": 1, "partitioned": False}
     assert msgspec.json.decode(node["workflows"]) == {
         "nodes.expense": {
-            "queue": "expenses", "steps": {"submit": [], "decide": ["approved", "rejected"]}
+            "queue": "expenses",
+            "priority": 2,
+            "version": 1,
+            "steps": {"submit": [], "decide": ["rejected", "approved"]},
+            "signals": {
+                "rejected": None,
+                "approved": {"type": "Approved", "schema": msgspec.json.schema(Approved)},
+            },
+            "state": {"type": "Expense.State", "schema": msgspec.json.schema(Expense.State)},
+            "start": {"step": "submit", **start},
         },
-        "nodes.mail": {"queue": "default", "steps": {"perform": []}},
-    }  # fmt: skip
+        "nodes.mail": {
+            "queue": "default",
+            "priority": 0,
+            "version": 1,
+            "steps": {"perform": []},
+            "signals": {},
+            "state": None,
+            "start": {**start, "step": "perform", "max_attempts": 20},
+        },
+    }
     assert node["started_at"] == node["last_seen"] == manual_clock.now()
     assert node["heartbeat"] == timedelta(seconds=10)  # a third of the 30 s lease
     assert node["expires_at"] == manual_clock.now() + TTL_BEATS * timedelta(seconds=10)

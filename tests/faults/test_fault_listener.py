@@ -59,7 +59,9 @@ async def test_fault_listener_killed_work_flows_by_polling_and_the_listener_come
     await backends.terminate(listener)
 
     async def reconnect_failed() -> bool:
-        return any("listener reconnect failed" in r.getMessage() for r in caplog.records)
+        return any(
+            r.getMessage().startswith("the LISTEN connection unavailable") for r in caplog.records
+        )
 
     await eventually(reconnect_failed, what="the listener trying to reconnect")
     # Started while nobody listens: the NOTIFY of each start is lost, the poll finds them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -136,3 +137,17 @@ def test_web_diagram_places_side_by_side_steps_of_one_layer() -> None:
     assert boxes["left"][1] == boxes["right"][1]  # one layer
     assert boxes["left"][0] + boxes["left"][2] < boxes["right"][0]
     assert boxes["split"][1] < boxes["left"][1] < boxes["join"][1]
+
+
+def test_web_diagram_shows_an_awaits_timeout_as_the_mermaid_text_does() -> None:
+    @gd.workflow(name="diagram.timed")
+    class Timed:
+        @gd.step(start=True)
+        @gd.await_signals("ok", "no", timeout=timedelta(minutes=2))
+        async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+            return gd.done()
+
+    note = _steps(_parse(diagram_svg(Timed.spec)))["wait"].findall(f"{SVG}text")[1].text
+
+    assert note == "awaits ok, no (timeout 2m)"
+    assert "    wait : awaits ok, no (timeout 2m)" in Timed.spec.to_mermaid()

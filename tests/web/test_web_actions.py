@@ -12,6 +12,7 @@ import web_app
 from web_support import Rows, Scene, WebFactory
 
 from gendurable.testing import MakeEngine
+from gendurable.web import flash
 from gendurable.web.params import MAX_FORM, MAX_PAYLOAD
 
 
@@ -27,6 +28,19 @@ async def _post(
     client: httpx.AsyncClient, path: str, fields: dict[str, str], **headers: str
 ) -> httpx.Response:
     return await client.post(path, data=fields, headers=headers)
+
+
+async def _refusal(client: httpx.AsyncClient, response: httpx.Response, id: int) -> str:
+    """The page a refused action redirected to (POST-redirect-GET), as text; the refusal is
+    shown once, so the page loaded again (a reload) no longer says it."""
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == f"/instances/{id}"
+    page = await client.get(response.headers["location"])
+    again = await client.get(response.headers["location"])
+    assert page.status_code == again.status_code == 200
+    assert 'class="problem" role="alert"' in page.text
+    assert 'class="problem" role="alert"' not in again.text
+    return html.unescape(page.text)
 
 
 # -- the read-only switch -------------------------------------------------------------------
@@ -177,11 +191,11 @@ async def test_web_signal_refuses_a_bad_name_or_payload_and_stores_nothing(
         w.client, f"/instances/{id}/signal", {"csrf": token, "name": name, "payload": payload}
     )
 
-    assert response.status_code == 400
-    assert says in html.unescape(response.text)
+    page = await _refusal(w.client, response, id)
+    assert says in page
     assert await rows.signals() == []
     if len(payload) < 100:  # the page shows again what was typed, to fix it
-        assert f">{payload}</textarea>" in html.unescape(response.text)
+        assert f">{payload}</textarea>" in page
 
 
 async def test_web_signal_to_an_ended_instance_is_refused_and_stores_nothing(
@@ -198,10 +212,8 @@ async def test_web_signal_to_an_ended_instance_is_refused_and_stores_nothing(
         {"csrf": token, "name": "rejected", "payload": "null"},
     )
 
-    assert response.status_code == 409
-    assert f"instance {id} is not live; signal 'rejected' was not stored" in html.unescape(
-        response.text
-    )
+    page = await _refusal(w.client, response, id)
+    assert f"instance {id} is not live; signal 'rejected' was not stored" in page
     assert await rows.signals() == []
 
 
@@ -220,9 +232,9 @@ async def test_web_signal_without_the_code_checks_the_name_with_the_live_nodes(
     )
     await scene.engine.drain()
 
-    assert unknown.status_code == 400
-    assert "expense awaits no signal named 'paid'" in html.unescape(unknown.text)
-    assert "per the live engines" in unknown.text
+    refused = await _refusal(w.client, unknown, id)
+    assert "expense awaits no signal named 'paid'" in refused
+    assert "per the live engines" in refused
     assert known.status_code == 303
     assert await web_app.Expense.result("exp-3", timeout=10) == {"paid": False}
 
@@ -242,9 +254,58 @@ async def test_web_signal_without_code_or_live_engine_is_refused(
         {"csrf": token, "name": "approved", "payload": "{}"},
     )
 
-    assert response.status_code == 400
-    assert "no live engine knows workflow 'expense'" in html.unescape(response.text)
+    assert "no live engine knows workflow 'expense'" in await _refusal(
+        w.client, response, handle.id
+    )
     assert await rows.signals() == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        ('{"by": 5}', "does not match Approved: Expected `str`, got `int` - at `$.by`"),
+        ("", "does not match Approved: Expected `object`, got `null`"),
+        ("{}", "does not match Approved: Object missing required field `by`"),
+    ],
+)
+async def test_web_signal_without_the_code_checks_the_payload_with_the_live_nodes(
+    scene: Scene, web: WebFactory, rows: Rows, payload: str, says: str
+) -> None:
+    w = await web(engine=None, allow_actions=True)
+    id = scene.ids["exp-1"]
+    token = await _token(w.client, id)
+
+    response = await _post(
+        w.client, f"/instances/{id}/signal", {"csrf": token, "name": "approved", "payload": payload}
+    )
+
+    assert f"payload of signal 'approved' {says}" in await _refusal(w.client, response, id)
+    assert await rows.signals() == []
+
+
+async def test_web_refusal_is_shown_only_from_a_cookie_this_dashboard_signed_for_the_page(
+    scene: Scene, web: WebFactory, rows: Rows
+) -> None:
+    w = await web(allow_actions=True)
+    other = await web(allow_actions=True)  # another secret
+    id, elsewhere = scene.ids["exp-1"], scene.ids["exp-2"]
+    token = await _token(w.client, id)
+    refused = await _post(
+        w.client, f"/instances/{id}/signal", {"csrf": token, "name": "nope", "payload": "1"}
+    )
+    cookie = refused.cookies[flash.COOKIE]
+
+    for_another_page = await w.client.get(f"/instances/{elsewhere}")
+    other.client.cookies.set(flash.COOKIE, cookie)
+    other_secret = await other.client.get(f"/instances/{id}")
+    w.client.cookies.set(flash.COOKIE, cookie[:-1] + ("0" if cookie[-1] != "0" else "1"))
+    tampered = await w.client.get(f"/instances/{id}")
+    w.client.cookies.set(flash.COOKIE, cookie)
+    signed = await w.client.get(f"/instances/{id}")
+
+    for page in (for_another_page, other_secret, tampered):
+        assert "awaits no signal named" not in page.text
+    assert "awaits no signal named 'nope'" in html.unescape(signed.text)
 
 
 # -- cancel and retry -----------------------------------------------------------------------
@@ -266,8 +327,9 @@ async def test_web_cancel_ends_a_live_instance_with_its_children(
         f'SELECT status::text FROM "{rows.schema}".instances WHERE parent_id = $1', order
     )
     assert [r[0] for r in shipments] == ["cancelled", "cancelled"]
-    assert again.status_code == 409
-    assert "is not live (or does not exist); nothing was cancelled" in again.text
+    assert "is not live (or does not exist); nothing was cancelled" in await _refusal(
+        w.client, again, order
+    )
 
 
 async def test_web_retry_puts_a_failed_instance_back_and_refuses_a_live_one(
@@ -284,8 +346,9 @@ async def test_web_retry_puts_a_failed_instance_back_and_refuses_a_live_one(
     response = await _post(w.client, f"/instances/{failed}/retry", {"csrf": token})
     await scene.engine.drain()
 
-    assert refused.status_code == 409
-    assert f"instance {live} is awaiting: only a failed instance can be retried" in refused.text
+    assert f"instance {live} is awaiting: only a failed instance can be retried" in (
+        await _refusal(w.client, refused, live)
+    )
     assert response.status_code == 303
     assert response.headers["location"] == f"/instances/{failed}?done=retry"
     assert await rows.status(failed) == "done"

@@ -175,6 +175,9 @@ async def test_web_in_chromium_overview_list_instance_and_a_signal_the_workflow_
         problem = await page.text_content("p.problem")
         assert problem is not None
         assert "payload of signal 'approved' does not match Approved" in problem
+        assert page.url == f"{served.url}instances/{scene.ids['exp-2']}"  # redirected: a GET
+        await page.reload()  # does not post again, and the refusal was shown once
+        assert await page.locator("p.problem").count() == 0
         assert await rows.signals() == []
 
         # ... and a good one is stored, and the workflow acts on it.

@@ -257,8 +257,10 @@ async def test_web_instance_page_without_the_code_says_how_to_get_a_diagram(
 
     assert "<svg" not in page
     assert "--app MODULE:ENGINE</code> to see the workflow's diagram" in page
-    # Without the code, the signal names come from what the live engine records.
-    assert "approved: any JSON (start the dashboard with --app to check it)" in page
+    # Without the code, the signal names and payload types come from what the live engine
+    # records.
+    assert "approved: Approved (awaited now)</option>" in page
+    assert "rejected: any JSON (awaited now)</option>" in page
 
 
 # -- workflows ------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The `gendurable` command line (`gendurable ...` or `python -m gendurable ...`).
 
 One module per group of subcommands, each registering its commands on import:
-`admin` (migrate, dev, worker), `inspection` (status, ls, show), `act` (signal, cancel,
-retry), `docs` (generated workflow pages), `check` (the deploy check) and `web` (the
+`admin` (migrate, dev, worker), `inspection` (status, ls, show), `act` (start, signal,
+cancel, retry), `docs` (generated workflow pages), `check` (the deploy check) and `web` (the
 dashboard). A new group is a module whose functions use `@command(...)`, imported below
 and listed in `GROUPS` (which orders the help).
 Shared pieces: `command` (the registry and common options), `output` (tables, JSON,
@@ -22,6 +22,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .. import __version__
 from ..db.connect import DATABASE_ERRORS, DSN_ENV, describe_failure, redact, resolve_dsn
 from ..errors import ConfigError, GenDurableError
 from . import act, admin, check, docs, inspection, web
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
         prog="gendurable", description="Durable workflows on PostgreSQL."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"gendurable {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     rank = {group.__name__: i for i, group in enumerate(GROUPS)}

@@ -1,11 +1,12 @@
-"""Acting on instances: `signal`, `cancel` and `retry`.
+"""Acting on instances: `start`, `signal`, `cancel` and `retry`.
 
-The command line has no workflow classes loaded, so `signal` checks the signal name
-against what the live nodes record about the workflow (each engine records, per step, the
-signal names it awaits): a name no step declares is refused, and so is any name when no
-live engine knows the workflow. `--app MODULE:ENGINE` checks against the code instead, and
-then also decodes the payload into its declared type. Either way a missing or terminal
-target stores nothing and fails (`NoTarget`, exit 1), as `Flow.signal` does.
+The command line has no workflow classes loaded, so `start` and `signal` check what they
+store against what the live nodes record about the workflow (each engine records its steps,
+the signal names each awaits, and the types of the payloads and the State as JSON Schema):
+an unknown name, or a payload or state of the wrong type, is refused, and so is anything
+when no live engine knows the workflow. `--app MODULE:ENGINE` checks against the code
+instead. Either way nothing is stored when a check fails, and a missing or terminal target
+stores nothing and fails (`NoTarget`, exit 1), as `Flow.signal` does.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 import msgspec
 
 from ..errors import ConfigError, NoTarget
-from ..signal_check import check_name_by_nodes, payload_by_code, payload_untyped
+from ..signal_check import payload_by_code, payload_by_nodes
 from ..spec import WorkflowSpec
+from ..start_check import row_by_code, row_by_nodes
 from ..worker import load_engine
+from ..workflow_records import did_you_mean
 from .command import EXIT_OK, command, database_options, json_option, target_options
 from .output import UserError, print_json
 from .session import find_instance, open_store
@@ -28,42 +31,21 @@ from .session import find_instance, open_store
 _decode = msgspec.json.Decoder()
 
 
-# -- signal ---------------------------------------------------------------------------------
-
-
-def _signal_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "target", metavar="KEY_OR_ID", help="the instance's id (all digits) or business key"
-    )
-    parser.add_argument("name", metavar="NAME", help="the signal's name")
-    parser.add_argument(
-        "payload", metavar="PAYLOAD_JSON", nargs="?", default="null", help="default: null"
-    )
-    parser.add_argument("--workflow", metavar="NAME", required=True, help="the workflow")
-    parser.add_argument(
-        "--key", action="store_true", help="read KEY_OR_ID as a key even when it is all digits"
-    )
+def _app_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app",
         metavar="MODULE:ENGINE",
-        help="check the name and payload against this engine's workflow code",
+        help="check against this engine's workflow code instead of the live engines' records",
     )
 
 
-@command("signal", database_options, json_option, _signal_options)
-def signal_command(args: argparse.Namespace) -> int:
-    """Send a signal to a live instance (nothing is stored if it is not live).
-
-    The name must be one a step of the workflow awaits, as recorded by the live engines;
-    with --app MODULE:ENGINE it is checked against that code instead, and the payload must
-    decode into the type the step declares.
-    """
+def _json_argument(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
     try:
-        payload = _decode.decode(args.payload)
+        return _decode.decode(text)
     except msgspec.DecodeError as exc:
-        raise ConfigError(f"PAYLOAD_JSON is not valid JSON: {exc}") from None
-    spec = _app_spec(args.app, args.workflow) if args.app else None
-    return asyncio.run(_signal(args, payload, spec))
+        raise ConfigError(f"{what} is not valid JSON: {exc}") from None
 
 
 def _app_spec(target: str, workflow: str) -> WorkflowSpec:
@@ -73,18 +55,96 @@ def _app_spec(target: str, workflow: str) -> WorkflowSpec:
     spec = engine.specs.get(workflow)
     if spec is None:
         served = ", ".join(sorted(engine.specs))
-        raise ConfigError(f"{target} does not serve workflow {workflow!r} (it serves: {served})")
+        hint = did_you_mean(workflow, engine.specs)
+        raise ConfigError(
+            f"{target} does not serve workflow {workflow!r}{hint} (it serves: {served})"
+        )
     return spec
 
 
-async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | None) -> int:
-    workflow, name = args.workflow, args.name
+# -- start ----------------------------------------------------------------------------------
+
+
+def _start_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow", metavar="WORKFLOW", help="the workflow's name")
+    parser.add_argument(
+        "key", metavar="KEY", nargs="?", default="", help="the business key ('' or none: no key)"
+    )
+    parser.add_argument(
+        "state",
+        metavar="STATE_JSON",
+        nargs="?",
+        default=None,
+        help="the start state (default: the State's defaults)",
+    )
+    _app_option(parser)
+
+
+@command("start", database_options, json_option, _start_options)
+def start_command(args: argparse.Namespace) -> int:
+    """Start an instance of a workflow (a live instance holding KEY is returned instead).
+
+    The state must match the workflow's State type, as recorded by the live engines; with
+    --app MODULE:ENGINE it is checked against that code instead.
+    """
+    state = _json_argument(args.state, "STATE_JSON")
+    spec = _app_spec(args.app, args.workflow) if args.app else None
+    return asyncio.run(_start(args, state, spec))
+
+
+async def _start(args: argparse.Namespace, state: Any, spec: WorkflowSpec | None) -> int:
+    workflow, key = args.workflow, args.key or None
     async with open_store(args) as store:
+        if spec is not None:
+            row = row_by_code(spec, key, state)
+        else:
+            row = await row_by_nodes(store, workflow, key, state)
+        inserted = await store.instance_insert(row=row, now=None)
+    id, created = inserted.id, inserted.created
+    if args.json:
+        print_json({"id": id, "workflow": workflow, "key": key, "created": created})
+    elif created:
+        print(f"started {workflow} instance {id}" + (f" with key {key!r}" if key else ""))
+    else:
+        print(f"{workflow} instance {id} already holds key {key!r} (live); nothing was started")
+    return EXIT_OK
+
+
+# -- signal ---------------------------------------------------------------------------------
+
+
+def _signal_options(parser: argparse.ArgumentParser) -> None:
+    target_options(parser)
+    parser.add_argument("name", metavar="NAME", help="the signal's name")
+    parser.add_argument(
+        "payload", metavar="PAYLOAD_JSON", nargs="?", default="null", help="default: null"
+    )
+    _app_option(parser)
+
+
+@command("signal", database_options, json_option, _signal_options)
+def signal_command(args: argparse.Namespace) -> int:
+    """Send a signal to a live instance (nothing is stored if it is not live).
+
+    The name must be one a step of the workflow awaits and the payload must match the type
+    declared for it, as recorded by the live engines; with --app MODULE:ENGINE both are
+    checked against that code instead.
+    """
+    payload = _json_argument(args.payload, "PAYLOAD_JSON")
+    spec = _app_spec(args.app, args.workflow) if args.app and args.workflow else None
+    return asyncio.run(_signal(args, payload, spec))
+
+
+async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | None) -> int:
+    name = args.name
+    async with open_store(args) as store:
+        workflow = args.workflow or (await find_instance(store, args)).workflow
+        if args.app and spec is None:
+            spec = _app_spec(args.app, workflow)
         if spec is not None:
             data = payload_by_code(spec, name, payload)
         else:
-            await check_name_by_nodes(store, workflow, name)
-            data = payload_untyped(name, payload)
+            data = await payload_by_nodes(store, workflow, name, payload)
         by_id = args.target.isdigit() and not args.key
         row = await store.signal_deliver(
             workflow=workflow,

@@ -9,12 +9,14 @@ from typing import Any
 
 import msgspec
 
+from ..attempts import attempt_of, error_where
 from ..blocked import BlockedBy
 from ..db.rows import CountedChild, ExplainedInstance, InboxSignal, LiveNode, StatusCount
 from ..errors import NoTarget
 from ..records import ALL_STATUSES, TERMINAL_STATUSES
+from ..workflow_records import unknown_workflow
 from .command import EXIT_OK, command, database_options, json_option, target_options
-from .output import age, compact_json, fields, print_json, raw_json, table, when
+from .output import UserError, age, compact_json, fields, print_json, raw_json, table, when
 from .session import find_instance, open_store
 
 CHILDREN_SHOWN = 20
@@ -207,6 +209,12 @@ async def _ls(args: argparse.Namespace) -> int:
             before_id=args.after,
             limit=args.limit,
         )
+        # An empty page for a name nothing knows is a typo, not an empty workflow.
+        unknown = None
+        if not rows and args.workflow is not None:
+            unknown = await unknown_workflow(store, args.workflow)
+    if unknown is not None:
+        raise UserError(unknown)
     if args.json:
         print_json([msgspec.structs.asdict(r) for r in rows])
         return EXIT_OK
@@ -340,7 +348,7 @@ def _show_text(
         ("workflow", row.workflow),
         ("status", status),
         ("step", row.step),
-        ("attempt", f"{row.attempt} (max {row.max_attempts})"),
+        ("attempt", attempt_of(row.attempt, row.max_attempts)),
         ("queue", f"{row.queue} (priority {row.priority})"),
     ]
     if status == "executing":
@@ -387,17 +395,16 @@ def _show_text(
         more = f"\n... and {total - len(children)} more" if total > len(children) else ""
         pairs.append((f"children ({total}, {row.pending_children} pending)", shown + more))
     if row.error is not None:
-        pairs.append(("error", _error_text(row.error)))
+        pairs.append(("error", _error_text(row.error, row.step, row.max_attempts)))
     return fields(pairs)
 
 
-def _error_text(data: bytes) -> str:
+def _error_text(data: bytes, step: str, max_attempts: int) -> str:
     error = _decode.decode(data)
     if not isinstance(error, dict):
         return compact_json(data)
     head = f"{error.get('type', 'error')}: {error.get('message', '')}"
-    where = (
-        f" (step {error['step']}, attempt {error.get('attempt', '?')})" if "step" in error else ""
-    )
+    where = error_where(error, step=step, max_attempts=max_attempts)
+    where = f" ({where})" if where else ""
     traceback = error.get("traceback")
     return head + where + (f"\n{traceback.rstrip()}" if traceback else "")

@@ -18,6 +18,7 @@ from ..db.operator_store import OperatorStore
 from ..db.pool import Database
 from ..errors import ConfigError, NoTarget
 from ..sql import quote_schema
+from ..workflow_records import did_you_mean, known_workflows
 from .command import require_dsn
 from .output import UserError
 
@@ -66,7 +67,8 @@ async def find_instance(store: OperatorStore, args: argparse.Namespace) -> Found
     """The instance `args.target` names (an id, or a key within `--workflow` if given).
 
     A key names the live instance holding it, else the latest that had it. A key used by
-    several workflows needs `--workflow`. Raises `NoTarget` when nothing matches.
+    several workflows needs `--workflow`. Raises `NoTarget` when nothing matches (suggesting
+    a known workflow when `--workflow` names none, such as one in the wrong case).
     """
     target: str = args.target
     workflow: str | None = args.workflow
@@ -80,7 +82,10 @@ async def find_instance(store: OperatorStore, args: argparse.Namespace) -> Found
     if workflow is not None:
         row = await store.instance_by_key(workflow=workflow, key=target)
         if row is None:
-            raise NoTarget(f"no {workflow} instance with key {target!r}")
+            raise NoTarget(
+                f"no {workflow} instance with key {target!r}"
+                + await _workflow_hint(store, workflow)
+            )
         return Found(row.id, row.workflow, row.status)
     rows = await store.instances_with_key(key=target)
     if not rows:
@@ -89,3 +94,11 @@ async def find_instance(store: OperatorStore, args: argparse.Namespace) -> Found
         names = ", ".join(r.workflow for r in rows)
         raise UserError(f"key {target!r} is used by workflows {names}: pass --workflow NAME")
     return Found(rows[0].id, rows[0].workflow, rows[0].status)
+
+
+async def _workflow_hint(store: OperatorStore, workflow: str) -> str:
+    """A suggestion when no live node and no row knows `workflow` ('' when one does)."""
+    known = await known_workflows(store)
+    if workflow in known:
+        return ""
+    return did_you_mean(workflow, known) or f" (no workflow {workflow!r} is known)"

@@ -372,6 +372,7 @@ class EngineStore:
         then: str,
         state: bytes | None,
         state_version: int,
+        max_attempts: int | None,
         consumed: Sequence[int],
         limit: StepLimitValue,
         now: datetime | None,
@@ -384,7 +385,8 @@ class EngineStore:
         `DuplicateKey` naming the key when a child's key is held (nothing is inserted).
         `keys` are the children's (workflow, key) pairs, to name the one held;
         `trace_context` the parent's, so that the children join its trace. A new `state` is
-        written with `state_version`.
+        written with `state_version`; `max_attempts` are those `then` may use (None: the row
+        keeps its own).
         """
         count = len(children["workflows"]) if children else 0
         insert = self.db.sql["instance_insert_many"]
@@ -422,6 +424,7 @@ class EngineStore:
                     limit.partition,
                     limit.weight,
                     state_version,
+                    max_attempts,
                     timeout=timeout,
                 )
                 # The guard is checked before the keys: a repeat whose first attempt committed

@@ -22,6 +22,7 @@ from .rows import (
     InstanceSummary,
     KeyedInstance,
     LiveNode,
+    LiveQueue,
     LiveStateVersion,
     LiveStep,
     NodeSummary,
@@ -41,6 +42,10 @@ class OperatorStore(EngineStore):
     async def check_live_steps(self) -> list[LiveStep]:
         """Live rows by (workflow, step)."""
         return await self.db.rows(LiveStep, "check_live_steps")
+
+    async def check_live_queues(self) -> list[LiveQueue]:
+        """Live rows by (workflow, queue)."""
+        return await self.db.rows(LiveQueue, "check_live_queues")
 
     async def check_awaited_names(self) -> list[AwaitedName]:
         """Parked rows by (workflow, step, awaited signal name)."""
@@ -96,6 +101,10 @@ class OperatorStore(EngineStore):
             before_id=before_id,
             limit=limit,
         )
+
+    async def instance_workflows(self) -> list[str]:
+        """Every workflow name some instance has (reads the whole table)."""
+        return await self.db.column("instance_workflows")
 
     async def instances_with_key(self, *, key: str) -> list[KeyedInstance]:
         """Per workflow, the live (else latest) instance holding `key`."""

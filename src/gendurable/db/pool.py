@@ -12,6 +12,7 @@ form, so values are stored as real jsonb objects and never as a jsonb string.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,7 +20,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..sql import Statement, channel, statements
-from .connect import check_dsn
+from .connect import asyncpg_dsn
+from .outage import Outage
 
 R = TypeVar("R")
 
@@ -98,6 +100,9 @@ class Database:
     ) -> None:
         self.pool = pool
         self.retry_for = retry_for
+        self.outage = Outage(_log)
+        """Reports, in a few lines, the outages every statement of this database retries
+        through."""
         self.schema = schema
         self.timeout = timeout
         self.sql: dict[str, Statement] = statements(schema)
@@ -116,11 +121,16 @@ class Database:
         prepare: bool = True,
         timeout: float = 30.0,
     ) -> Database:
-        """Open a pool on `dsn`; `prepare=False` disables the statement cache (poolers)."""
-        check_dsn(dsn)
+        """Open a pool on `dsn` with `min_size` connections open (raises if it cannot);
+        `prepare=False` disables the statement cache (poolers).
+
+        Connections closed later (an outage, idleness) are opened again when a statement
+        needs one, never in the background: asyncpg's own refill (0.32+) would retry on its
+        own while the server is down and log a traceback each time.
+        """
         pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
+            asyncpg_dsn(dsn),
+            min_size=0,
             max_size=max_size,
             init=init_connection,
             statement_cache_size=100 if prepare else 0,
@@ -128,6 +138,13 @@ class Database:
             timeout=timeout,
             reset=_keep_session,
         )
+        try:
+            async with contextlib.AsyncExitStack() as opened:
+                for _ in range(min(min_size, max_size)):
+                    await opened.enter_async_context(pool.acquire(timeout=timeout))
+        except BaseException:
+            pool.terminate()
+            raise
         return cls(pool, schema, timeout=timeout)
 
     async def close(self, grace: float | None = None) -> None:
@@ -206,18 +223,18 @@ class Database:
             try:
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
-                    return await action(conn)
+                    result = await action(conn)
             except RETRYABLE as exc:
                 if not _transient(exc):
                     raise
                 if (sent and not idempotent) or loop.time() + delay > deadline:
                     raise
                 lost = exc if isinstance(exc, TRANSIENT) else exc.__context__
-                _log.warning(
-                    "database unavailable (%s: %s); retrying in %.2fs",
-                    type(lost).__name__,
-                    lost,
-                    delay,
-                )
+                assert lost is not None
+                self.outage.failed(lost, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            else:
+                if self.outage.active:
+                    self.outage.recovered()
+                return result

@@ -340,6 +340,15 @@ class LiveStep(Row, frozen=True):
     example_id: int
 
 
+class LiveQueue(Row, frozen=True):
+    """Live rows of one workflow on one queue."""
+
+    workflow: str
+    queue: str
+    n: int
+    example_id: int
+
+
 class AwaitedName(Row, frozen=True):
     """Parked rows of one (workflow, step) awaiting one signal name."""
 

@@ -85,6 +85,7 @@ class Committer:
                 then=decision.then,
                 state=decision.state,
                 state_version=version,
+                max_attempts=decision.max_attempts,
                 consumed=decision.consumed,
                 limit=decision.limit,
                 now=now,
@@ -131,6 +132,7 @@ class Committer:
                     "seen": it.seen,
                     "keep_children": it.keep_children,
                     "consumed": it.consumed,
+                    "max_attempts": it.max_attempts,
                 }
             )
             states.append(it.state)
@@ -167,6 +169,7 @@ def _batch_item(
             seen=decision.seen,
             keep_children=decision.keep_children,
             state_version=version,
+            max_attempts=decision.max_attempts,
         )
     if isinstance(decision, MoveTo):
         return BatchItem(
@@ -180,6 +183,7 @@ def _batch_item(
             consumed=decision.consumed,
             limit=decision.limit,
             state_version=version,
+            max_attempts=decision.max_attempts,
         )
     if isinstance(decision, RetryLater):
         return BatchItem(

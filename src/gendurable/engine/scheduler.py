@@ -21,6 +21,7 @@ from datetime import timedelta
 
 from ..clock import Clock
 from ..db.engine_store import EngineStore
+from ..db.outage import log_failure
 from ..db.rows import PickedRow
 from ..events import (
     CONCURRENCY_CONTENDED,
@@ -318,11 +319,12 @@ class Scheduler:
                 claimed = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The engine's poller wakes this loop again while due rows wait.
-                _log.exception(
-                    "claim on queue %r failed; retrying after the poll interval", self.queue
-                )
+                log_failure(
+                    _log, exc, "claim on queue %r failed; retrying after the poll interval",
+                    self.queue,
+                )  # fmt: skip
                 claimed = 0
             if claimed and self._active() < self.concurrency:
                 continue  # the queue may hold more than this batch
@@ -435,10 +437,10 @@ class Scheduler:
     async def _execute(self, claim: Claimed) -> None:
         try:
             await self.executor.run(claim, self._committing_now)
-        except Exception:
+        except Exception as exc:
             # A commit that failed (database gone): the lease expires and the reaper
             # returns the instance; nothing was half-applied.
-            _log.exception("instance %s: committing its outcome failed", claim.id)
+            log_failure(_log, exc, "instance %s: committing its outcome failed", claim.id)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

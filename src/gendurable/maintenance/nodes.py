@@ -1,13 +1,15 @@
 """Nodes: every running engine records itself in `<schema>.nodes`, so others can see it.
 
 A node's row says what it serves: its queues with their concurrency, and for each workflow
-its default queue, its steps and the signal names each step awaits. The row is written at
+its default queue, its steps, the signal names each step awaits and the types (as JSON
+Schema) of the signal payloads and the State (`describe_workflows`). The row is written at
 start, refreshed by a heartbeat, and deleted at stop. A node that dies without stopping
 stops refreshing: past `expires_at` (`TTL_BEATS` heartbeats after it was last seen) it no
 longer counts, and the next heartbeat of any node deletes it.
 
 Readers: `blocked_by` (a due row that no live node can run says so), `gendurable status`
-(the live nodes) and `gendurable signal` (the signal names live nodes declare).
+(the live nodes), `gendurable signal` and `start` and the dashboard's signal form (the
+signal names and the payload and State types live nodes declare, `signal_check`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import msgspec
 
 from ..clock import Clock
 from ..db.maintenance_store import MaintenanceStore
+from ..json_schema import describe_type
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from .loop import every, observed
@@ -43,16 +46,35 @@ def node_id(engine: str) -> str:
 
 
 def describe_workflows(specs: Mapping[str, WorkflowSpec]) -> dict[str, Any]:
-    """What a node records about its workflows: queue, and each step's awaited signals."""
+    """What a node records about its workflows, for callers without their code.
+
+    Per workflow: its queue, priority and version; each step's awaited signal names; each
+    signal's payload type and the State's (`json_schema.describe_type`: a readable name and
+    its JSON Schema, or null when untyped); and how an instance starts (`start`: the step,
+    its attempts and the rate limit its first step takes).
+    """
+    return {name: _describe(spec) for name, spec in specs.items()}
+
+
+def _describe(spec: WorkflowSpec) -> dict[str, Any]:
+    first = spec.steps[spec.start_step]
     return {
-        name: {
-            "queue": spec.queue,
-            "steps": {
-                step.name: list(step.awaits.names) if step.awaits else []
-                for step in spec.steps.values()
-            },
-        }
-        for name, spec in specs.items()
+        "queue": spec.queue,
+        "priority": spec.priority,
+        "version": spec.version,
+        "steps": {
+            step.name: list(step.awaits.names) if step.awaits else []
+            for step in spec.steps.values()
+        },
+        "signals": {name: describe_type(spec.signal_type(name)[1]) for name in spec.signal_names()},
+        "state": describe_type(spec.state_type),
+        "start": {
+            "step": first.name,
+            "max_attempts": spec.retry.max_attempts,
+            "rate_limit": first.rate_limit,
+            "weight": first.weight,
+            "partitioned": first.partition is not None,
+        },
     }
 
 

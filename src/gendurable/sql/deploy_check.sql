@@ -44,3 +44,11 @@ FROM __schema__.instances
 WHERE status IN __live__
 GROUP BY workflow, state_version
 ORDER BY workflow, state_version;
+
+-- name: check_live_queues
+-- Live rows by (workflow, queue): each queue needs an engine that runs it.
+SELECT workflow, queue, count(*) AS n, min(id) AS example_id
+FROM __schema__.instances
+WHERE status IN __live__
+GROUP BY workflow, queue
+ORDER BY workflow, queue;

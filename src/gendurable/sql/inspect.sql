@@ -40,3 +40,8 @@ FROM __schema__.instances
 WHERE parent_id = :parent_id
 ORDER BY id
 LIMIT :limit;
+
+-- name: instance_workflows
+-- Every workflow name some row has, to say which are known when a name matches none (the
+-- CLI's error paths only: one pass over the table, as no index covers every row by workflow).
+SELECT DISTINCT workflow FROM __schema__.instances ORDER BY workflow;

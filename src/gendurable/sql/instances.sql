@@ -310,18 +310,20 @@ ORDER BY workflow, step;
 -- state (a row whose state is NULL keeps its stored state and version); `delay_s` (a park's
 -- await timeout) and `lease_s` in seconds. A park also has `await_names`, `keep_deadline`
 -- (a reawait), `seen` (the highest signal id it already saw) and `keep_children` (not
--- entered by a goto). $6 is the notification channel.
+-- entered by a goto). `max_attempts` are those of the step the row is on after the outcome
+-- (NULL keeps the row's): the reaper, `show` and the dashboard read them from the row.
+-- $6 is the notification channel.
 WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
 b AS (
     SELECT r.id, r.locked_by, r.kind, r.step, v.state, make_interval(secs => r.delay_s) AS delay,
            r.status, v.result, v.error, make_interval(secs => r.lease_s) AS lease,
            r.rate_limit, r.rate_partition, r.weight, r.state_version, r.await_names,
-           r.keep_deadline, r.seen, r.keep_children, r.consumed
+           r.keep_deadline, r.seen, r.keep_children, r.consumed, r.max_attempts
     FROM jsonb_to_recordset($2::jsonb) AS r(
              n bigint, id bigint, locked_by text, kind text, step text, delay_s float8,
              status text, lease_s float8, rate_limit text, rate_partition text, weight int,
              state_version int, await_names text[], keep_deadline boolean, seen bigint,
-             keep_children boolean, consumed bigint[])
+             keep_children boolean, consumed bigint[], max_attempts int)
     JOIN unnest($3::jsonb[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY
          AS v(state, result, error, n) ON v.n = r.n
 ),
@@ -354,6 +356,7 @@ upd AS (
                              ELSE 'available'::__schema__.status END,
         attempt = CASE b.kind WHEN 'retry' THEN i.attempt + 1
                               WHEN 'finish' THEN i.attempt ELSE 0 END,
+        max_attempts = coalesce(b.max_attempts, i.max_attempts),
         run_at = CASE WHEN b.kind IN ('goto', 'retry')
                       THEN now.t + coalesce(b.delay, interval '0') ELSE i.run_at END,
         locked_by = CASE WHEN b.kind = 'continue' THEN i.locked_by END,
@@ -412,7 +415,8 @@ SELECT b.id, NULL, NULL, true FROM b WHERE b.id NOT IN (SELECT id FROM ready);
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
 -- in (key locks first, then this row lock: the order every writer keeps). The parent waits
 -- for $5 children from id $6 on, or, with none, is due at once at `then`.
--- $10-$12: the rate limit, partition and weight of `then`; $13 the version of state $4.
+-- $10-$12: the rate limit, partition and weight of `then`; $13 the version of state $4;
+-- $14 the attempts `then` may use (NULL keeps the row's).
 WITH now AS (SELECT coalesce($9::timestamptz, now()) AS t),
 upd AS (
     UPDATE __schema__.instances i
@@ -420,6 +424,7 @@ upd AS (
         status = CASE WHEN $5::int = 0 THEN 'available'::__schema__.status
                       ELSE 'waiting'::__schema__.status END,
         pending_children = $5, children_from = $6, attempt = 0, run_at = now.t,
+        max_attempts = coalesce($14::int, i.max_attempts),
         locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
         await_names = NULL, await_deadline = NULL,
         rate_limit = $10, rate_partition = $11, weight = $12, updated_at = now.t,

@@ -59,7 +59,8 @@ rescued AS (
                          'message', format('step %s lost its worker on every one of %s attempts '
                                            '(last claim %s expired)', i.step, i.max_attempts,
                                            i.locked_by),
-                         'step', i.step, 'attempt', i.attempt)
+                         'step', i.step, 'attempt', i.attempt,
+                         'max_attempts', i.max_attempts)
                      ELSE i.error END,
         finished_at = CASE WHEN i.attempt + 1 >= i.max_attempts THEN now.t END,
         attempt = i.attempt + 1, rescued = i.rescued + 1, run_at = now.t,

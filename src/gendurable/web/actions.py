@@ -1,9 +1,11 @@
 """The actions: signal, cancel and retry one instance, from the instance page's forms.
 
 Each is a POST that passes, in order: the read-only switch (403 unless actions were
-allowed), the CSRF check (403), the form's validation (400), then one statement, the same
-the command line runs. Success redirects back to the instance page (303, so a reload does
-not repeat it); a refusal re-shows the page with the reason and what was typed.
+allowed), the CSRF check (403), the form's validation, then one statement, the same the
+command line runs. Success and refusal both redirect back to the instance page (303, so a
+reload does not post again): success with `?done=...`, a refusal (a bad name or payload, an
+instance not live) with its reason and what was typed in a signed cookie (`flash`) that the
+page shows once. A malformed request (not a form, too large) gets a 400 page instead.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import GenDurableError
-from ..signal_check import check_name_by_nodes, payload_by_code, payload_untyped
-from . import csrf
-from .pages import instance_page, path_id
+from ..signal_check import payload_by_code, payload_by_nodes
+from . import csrf, flash
+from .pages import path_id
 from .params import MAX_FORM, BadInput, parse_form, payload_json, text
 
 if TYPE_CHECKING:
@@ -45,8 +47,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
             if spec is not None:
                 data = payload_by_code(spec, name, payload)
             else:
-                await check_name_by_nodes(store, workflow, name)
-                data = payload_untyped(name, payload)
+                data = await payload_by_nodes(store, workflow, name, payload)
         except (BadInput, GenDurableError) as exc:
             return await _refused(dashboard, request, id, str(exc), form, 400)
         delivered = await store.signal_deliver(
@@ -134,7 +135,17 @@ async def _refused(
 ) -> Response:
     if status == 404:
         return dashboard.error_page(request, 404, "Not found", message)
-    return await instance_page(dashboard, request, id, error=message, form=form, status=status)
+    base = request.scope.get("root_path", "").rstrip("/")
+    response = RedirectResponse(f"{base}/instances/{id}", status_code=303)
+    response.set_cookie(
+        flash.COOKIE,
+        flash.encode(dashboard.settings.secret, flash.Refusal(id, message, form)),
+        max_age=flash.MAX_AGE,
+        path=base or "/",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
 
 
 def _back(request: Request, id: int, done: str) -> Response:

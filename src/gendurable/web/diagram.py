@@ -88,7 +88,7 @@ def _graph(
     for step in spec.steps.values():
         note = ""
         if step.awaits is not None:
-            note = "awaits " + ", ".join(step.awaits.names)
+            note = "awaits " + step.awaits.label()
         nodes[step.name] = _Node(step.name, step.name, note)
     edges = [(START_NODE, spec.start_step)]
     for source, target in spec.edges():

@@ -16,8 +16,9 @@ from ..db.rows import ExplainedInstance
 from ..docgen import type_label
 from ..errors import NoTarget
 from ..records import LIVE_STATUSES, TERMINAL_STATUSES
-from ..signal_check import names_by_nodes
+from ..signal_check import payload_labels_by_nodes
 from ..spec import WorkflowSpec
+from . import flash
 from .diagram import diagram_svg
 from .params import ListFilter, identifier, text
 from .spec_page import spec_html
@@ -78,7 +79,16 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         )
 
     async def instance(request: Request) -> Response:
-        return await instance_page(dashboard, request, path_id(request))
+        id = path_id(request)
+        refused = flash.decode(dashboard.settings.secret, request.cookies.get(flash.COOKIE), id)
+        if refused is None:
+            return await instance_page(dashboard, request, id)
+        response = await instance_page(
+            dashboard, request, id, error=refused.message, form=refused.form
+        )
+        base = request.scope.get("root_path", "").rstrip("/")
+        response.delete_cookie(flash.COOKIE, path=base or "/", httponly=True, samesite="strict")
+        return response
 
     async def workflows(request: Request) -> Response:
         specs = dashboard.settings.specs
@@ -120,11 +130,10 @@ async def instance_page(
     *,
     error: str | None = None,
     form: Mapping[str, str] | None = None,
-    status: int = 200,
 ) -> Response:
     """One instance: what it holds, why it waits, its inbox and children, and the actions.
 
-    `error` and `form` re-show a refused action with what was typed.
+    `error` and `form` show a refused action's reason with what was typed.
     """
     query = request.query_params
     inbox_after = identifier(query.get("inbox_after"), "inbox_after")
@@ -165,7 +174,6 @@ async def instance_page(
             "action_error": error,
             "form": form or {},
         },
-        status=status,
     )
 
 
@@ -192,13 +200,10 @@ async def _signal_choices(
         return sorted(choices, key=lambda c: not c.awaited_now)
     if row.status not in LIVE_STATUSES:
         return []
-    names = await names_by_nodes(await dashboard.store(), row.workflow)
-    if names is None:
+    labels = await payload_labels_by_nodes(await dashboard.store(), row.workflow)
+    if labels is None:
         return None
     return sorted(
-        (
-            SignalChoice(n, "any JSON (start the dashboard with --app to check it)", n in awaiting)
-            for n in names
-        ),
+        (SignalChoice(n, payload, n in awaiting) for n, payload in labels.items()),
         key=lambda c: not c.awaited_now,
     )
