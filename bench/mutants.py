@@ -97,8 +97,8 @@ S = SQL + "signals.sql"
 M = SQL + "maintenance.sql"
 G = SQL + "gc.sql"
 R = SQL + "repair.sql"
-OWN_SPAWN = "WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'"
-LIVE = "('available', 'executing', 'awaiting', 'waiting')"
+OWN_SPAWN = "WHERE i.id = :id AND i.locked_by = :locked_by AND i.status = 'executing'"
+LIVE = "__live__"
 EXECUTING_ONLY = (
     "locked_by is set only together with status 'executing' (by the claim, a local start, a "
     "local wake, a continue), and every statement that leaves 'executing' clears it (the "
@@ -126,9 +126,9 @@ MUTANTS: list[Mutant] = [
         "insert.scope",
         I,
         "instance_insert",
-        "$9, $10::text[]::__schema__.status[], $11",
-        "$9, (CASE WHEN $10::text[] IS NOT NULL THEN '{available,executing,awaiting,waiting}' "
-        "END)::text[]::__schema__.status[], $11",
+        ":key, :scope::text[]::__schema__.status[], :concurrency_key",
+        ":key, (CASE WHEN :scope::text[] IS NOT NULL THEN '{available,executing,awaiting,waiting}' "
+        "END)::text[]::__schema__.status[], :concurrency_key",
         "start stores the key's scope",
         START,
         MACHINE,
@@ -157,7 +157,7 @@ MUTANTS: list[Mutant] = [
         "insert.local_status",
         I,
         "instance_insert",
-        "CASE WHEN $19::text IS NULL THEN 'available'::__schema__.status\n"
+        "CASE WHEN :locked_by::text IS NULL THEN 'available'::__schema__.status\n"
         "                ELSE 'executing'::__schema__.status END",
         "'available'::__schema__.status",
         "local start: the row is inserted executing (no other claim can take it)",
@@ -168,7 +168,7 @@ MUTANTS: list[Mutant] = [
         "insert.local_only_when_asked",
         I,
         "instance_insert",
-        "CASE WHEN $19::text IS NULL THEN 'available'::__schema__.status",
+        "CASE WHEN :locked_by::text IS NULL THEN 'available'::__schema__.status",
         "CASE WHEN false THEN 'available'::__schema__.status",
         "local start: a start without a scheduler is inserted available",
         GUARDS,
@@ -178,8 +178,8 @@ MUTANTS: list[Mutant] = [
         "insert.local_lease",
         I,
         "instance_insert",
-        "$19::text, now.t + $20::interval",
-        "$19::text, now.t + 0 * $20::interval",
+        ":locked_by::text, now.t + :lease::interval",
+        ":locked_by::text, now.t + 0 * :lease::interval",
         "local start: the claim lasts its lease",
         GUARDS,
         "tests/engine/test_local_runs.py",
@@ -188,7 +188,7 @@ MUTANTS: list[Mutant] = [
         "insert.local_notify",
         I,
         "instance_insert",
-        "AND ins.run_at <= now.t AND $19::text IS NULL",
+        "AND ins.run_at <= now.t AND :locked_by::text IS NULL",
         "AND ins.run_at <= now.t",
         "local start: a row claimed at insert is announced to nobody",
         GUARDS,
@@ -210,8 +210,8 @@ MUTANTS: list[Mutant] = [
         "claim.status",
         I,
         "instance_claim",
-        "WHERE i.status = 'available' AND i.queue = $1",
-        "WHERE i.queue = $1",
+        "WHERE i.status = 'available' AND i.queue = :queue",
+        "WHERE i.queue = :queue",
         "the claim takes available rows only",
         OUTCOMES,
         AWAITS,
@@ -230,8 +230,8 @@ MUTANTS: list[Mutant] = [
         "claim.queue",
         I,
         "instance_claim",
-        "AND i.queue = $1 AND",
-        "AND $1::text IS NOT NULL AND",
+        "AND i.queue = :queue AND",
+        "AND :queue::text IS NOT NULL AND",
         "the claim takes rows of its own queue",
         START,
         GUARDS,
@@ -261,8 +261,9 @@ MUTANTS: list[Mutant] = [
         "claim.ck_lock",
         I,
         "instance_claim",
-        "AND pg_try_advisory_xact_lock(hashtextextended($8 || i.concurrency_key, 0))",
-        "AND hashtextextended($8 || i.concurrency_key, 0) IS NOT NULL",
+        "AND pg_try_advisory_xact_lock(\n"
+        "                   hashtextextended(__key_lock_prefix__ || i.concurrency_key, 0))",
+        "AND hashtextextended(__key_lock_prefix__ || i.concurrency_key, 0) IS NOT NULL",
         "concurrency keys: concurrent claims pass over each other's keys",
         CONCURRENCY,
     ),
@@ -602,8 +603,8 @@ MUTANTS: list[Mutant] = [
         "release.owner",
         I,
         "instance_release",
-        "AND i.locked_by = $2 AND i.status = 'executing'",
-        "AND $2::text IS NOT NULL",
+        "AND i.locked_by = :locked_by AND i.status = 'executing'",
+        "AND :locked_by::text IS NOT NULL",
         "ownership: a release gives back only its own claim",
         GUARDS,
     ),
@@ -821,7 +822,7 @@ MUTANTS: list[Mutant] = [
         I,
         "outcome_spawn",
         OWN_SPAWN,
-        "WHERE i.id = $1 AND $2::text IS NOT NULL",
+        "WHERE i.id = :id AND :locked_by::text IS NOT NULL",
         "ownership: a spawn commits only for the worker holding the claim",
         GUARDS,
     ),
@@ -829,8 +830,8 @@ MUTANTS: list[Mutant] = [
         "spawn.consume_all",
         I,
         "outcome_spawn",
-        "s.id = ANY ($7::bigint[])",
-        "(s.id = ANY ($7::bigint[]) OR true)",
+        "s.id = ANY (:consumed::bigint[])",
+        "(s.id = ANY (:consumed::bigint[]) OR true)",
         "consumption: a spawn deletes what the step saw only",
         GUARDS,
         MACHINE,
@@ -870,7 +871,7 @@ MUTANTS: list[Mutant] = [
         "deliver.flip_name",
         S,
         "signal_deliver",
-        "AND $4 = ANY (target.await_names)",
+        "AND :name = ANY (target.await_names)",
         "",
         "a signal wakes an instance only if it awaits that name",
         DELIVERY,
@@ -890,8 +891,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_asked",
         S,
         "signal_deliver",
-        "SELECT ($9::text IS NOT NULL AND target.queue = $11",
-        "SELECT (target.queue = $11",
+        "SELECT (:locked_by::text IS NOT NULL AND target.queue = :queue",
+        "SELECT (target.queue = :queue",
         "local wake: a delivery without a scheduler claims nothing",
         SIGNAL_GUARDS,
         DELIVERY,
@@ -900,8 +901,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_queue",
         S,
         "signal_deliver",
-        "AND target.queue = $11 AND",
-        "AND (target.queue = $11 OR true) AND",
+        "AND target.queue = :queue\n",
+        "AND (target.queue = :queue OR true)\n",
         "local wake: only a scheduler of the instance's queue claims it",
         SIGNAL_GUARDS,
         "tests/engine/test_local_runs.py",
@@ -940,8 +941,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_lease",
         S,
         "signal_deliver",
-        "THEN now.t + $10::interval END",
-        "THEN now.t + 0 * $10::interval END",
+        "THEN now.t + :lease::interval END",
+        "THEN now.t + 0 * :lease::interval END",
         "local wake: the claim lasts its lease",
         SIGNAL_GUARDS,
     ),
@@ -949,8 +950,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_notify",
         S,
         "signal_deliver",
-        "FROM flip WHERE NOT flip.claimed) AS notified",
-        "FROM flip) AS notified",
+        "FROM flip WHERE NOT flip.claimed)\n",
+        "FROM flip)\n",
         "local wake: a row claimed by its delivery is announced to nobody",
         SIGNAL_GUARDS,
     ),
@@ -968,8 +969,9 @@ MUTANTS: list[Mutant] = [
         "deliver.local_inbox_new",
         S,
         "signal_deliver",
-        "    UNION ALL\n    SELECT ins.id, $4, $5::jsonb, ins.received_at, $8::text FROM ins, flip "
-        "WHERE flip.claimed\n",
+        "    UNION ALL\n"
+        "    SELECT ins.id, :name, :payload::jsonb, ins.received_at, :trace_context::text\n"
+        "    FROM ins, flip WHERE flip.claimed\n",
         "",
         "local wake: the inbox it brings holds the waking signal",
         SIGNAL_GUARDS,
@@ -1010,12 +1012,13 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "WHERE i.id = ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')\n",
-                "WHERE i.id = ANY ($5::bigint[]) AND $1::text IS NOT NULL\n",
+                "WHERE i.id = ANY (:ids::bigint[]) "
+                "AND starts_with(i.locked_by, :locked_by || '#')\n",
+                "WHERE i.id = ANY (:ids::bigint[]) AND :locked_by::text IS NOT NULL\n",
             ),
             (
-                "WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '#') AND",
-                "WHERE i.id = mine.id AND $1::text IS NOT NULL AND",
+                "WHERE i.id = mine.id AND starts_with(i.locked_by, :locked_by || '#') AND",
+                "WHERE i.id = mine.id AND :locked_by::text IS NOT NULL AND",
             ),
         ],
         "",
@@ -1029,12 +1032,12 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')",
-                "ANY ($5::bigint[]) AND starts_with(i.locked_by, $1)",
+                "ANY (:ids::bigint[]) AND starts_with(i.locked_by, :locked_by || '#')",
+                "ANY (:ids::bigint[]) AND starts_with(i.locked_by, :locked_by)",
             ),
             (
-                "mine.id AND starts_with(i.locked_by, $1 || '#')",
-                "mine.id AND starts_with(i.locked_by, $1)",
+                "mine.id AND starts_with(i.locked_by, :locked_by || '#')",
+                "mine.id AND starts_with(i.locked_by, :locked_by)",
             ),
         ],
         "",
@@ -1046,8 +1049,8 @@ MUTANTS: list[Mutant] = [
         "heartbeat.ids",
         M,
         "lease_extend",
-        "WHERE i.id = ANY ($5::bigint[]) AND starts_with",
-        "WHERE $5::bigint[] IS NOT NULL AND starts_with",
+        "WHERE i.id = ANY (:ids::bigint[]) AND starts_with",
+        "WHERE :ids::bigint[] IS NOT NULL AND starts_with",
         "a heartbeat extends only the claims its scheduler runs (a lost claim answer expires)",
         GUARDS,
         LEASES,
@@ -1086,8 +1089,8 @@ MUTANTS: list[Mutant] = [
         "rescue.skip_locked",
         M,
         "lease_rescue",
-        "LIMIT $2\n    FOR UPDATE SKIP LOCKED",
-        "LIMIT $2\n    FOR UPDATE",
+        "LIMIT :limit\n    FOR UPDATE SKIP LOCKED",
+        "LIMIT :limit\n    FOR UPDATE",
         "SKIP LOCKED: the reaper never waits for a row",
         SKIPS,
     ),
@@ -1123,7 +1126,7 @@ MUTANTS: list[Mutant] = [
         "reclaim.prefix",
         M,
         "claims_reclaim",
-        "      AND substr(locked_by, length($1) + 1) ~ '^[0-9]+-[^-]+$'\n",
+        "      AND substr(locked_by, length(:prefix) + 1) ~ '^[0-9]+-[^-]+$'\n",
         "",
         "startup reclaim takes exactly its own predecessor's claims",
         LEASES,
@@ -1145,7 +1148,7 @@ MUTANTS: list[Mutant] = [
         "      AND NOT EXISTS (\n"
         "          SELECT 1 FROM __schema__.instances p\n"
         "          WHERE p.id = i.parent_id\n"
-        "            AND p.status IN ('available', 'executing', 'awaiting', 'waiting')\n"
+        "            AND p.status IN __live__\n"
         "      )\n",
         "",
         "purge: GC keeps the children of a live parent",
@@ -1157,13 +1160,15 @@ MUTANTS: list[Mutant] = [
         "terminal_sweep",
         [
             (
-                "      AND i.finished_at < coalesce($1::timestamptz, now()) - $2::interval\n"
+                "      AND i.finished_at < coalesce(:now::timestamptz, now())"
+                " - :retention::interval\n"
                 "      AND (i.finished_at, i.id)",
-                "      AND coalesce($1::timestamptz, now()) - $2::interval IS NOT NULL\n"
+                "      AND coalesce(:now::timestamptz, now()) - :retention::interval IS NOT NULL\n"
                 "      AND (i.finished_at, i.id)",
             ),
             (
-                "      AND i.finished_at < coalesce($1::timestamptz, now()) - $2::interval\n"
+                "      AND i.finished_at < coalesce(:now::timestamptz, now())"
+                " - :retention::interval\n"
                 "      AND NOT EXISTS",
                 "      AND NOT EXISTS",
             ),
@@ -1178,13 +1183,11 @@ MUTANTS: list[Mutant] = [
         "terminal_sweep",
         [
             (
-                "    WHERE i.status IN ('done', 'failed', 'cancelled')\n"
-                "      AND i.finished_at < coalesce",
+                "    WHERE i.status IN __terminal__\n      AND i.finished_at < coalesce",
                 "    WHERE i.finished_at < coalesce",
             ),
             (
-                "      AND i.status IN ('done', 'failed', 'cancelled')\n"
-                "      AND i.finished_at < coalesce",
+                "      AND i.status IN __terminal__\n      AND i.finished_at < coalesce",
                 "      AND i.finished_at < coalesce",
             ),
         ],
@@ -1223,8 +1226,8 @@ MUTANTS: list[Mutant] = [
         "config_sweep.ttl",
         G,
         "rate_config_sweep",
-        "WHERE c.updated_at < coalesce($1::timestamptz, now()) - $2::interval",
-        "WHERE $1::timestamptz IS NULL OR $2::interval IS NOT NULL",
+        "WHERE c.updated_at < coalesce(:now::timestamptz, now()) - :ttl::interval",
+        "WHERE :now::timestamptz IS NULL OR :ttl::interval IS NOT NULL",
         "purge: GC removes configs nobody refreshed only",
         GC,
     ),
@@ -1557,8 +1560,10 @@ def mutate(text: str, mutant: Mutant) -> str:
 
 
 def params(sql: str) -> set[str]:
-    """The `$n` parameters a statement uses (comments left out)."""
-    return set(re.findall(r"\$(\d+)", re.sub(r"--[^\n]*", "", sql)))
+    """The parameters a statement uses, `:name` (a function of the schema: `$n`), comments
+    and string literals left out."""
+    code = re.sub(r"--[^\n]*|'(?:[^']|'')*'", "", sql)
+    return set(re.findall(r"\$\d+|(?<![\w:\])\[]):[a-z_][a-z0-9_]*", code))
 
 
 # -- running the tests ----------------------------------------------------------------------

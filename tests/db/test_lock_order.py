@@ -113,7 +113,15 @@ async def test_claim_takes_rate_buckets_in_key_order(
     bucket = f"SELECT 1 FROM \"{s}\".rate_buckets WHERE name = 'api' AND partition = $1"
     await blocker.hold(bucket + " FOR UPDATE", "p0")
     claim = asyncio.create_task(
-        engine.store.instance_claim("default", 10, "w1", [LEASE], now, ["raw.leaf"], ["work"])
+        engine.store.instance_claim(
+            queue="default",
+            limit=10,
+            locked_by="w1",
+            leases=[LEASE],
+            now=now,
+            workflows=["raw.leaf"],
+            steps=["work"],
+        )
     )
     await lock_waiter(db)
 
@@ -122,7 +130,7 @@ async def test_claim_takes_rate_buckets_in_key_order(
     await blocker.release()
     async with asyncio.timeout(10):
         claimed = await claim
-    assert all(r["go"] for r in claimed)
+    assert all(r.go for r in claimed)
     assert len(claimed) == len(parts)
 
 

@@ -46,7 +46,7 @@ async def test_fault_listener_killed_work_flows_by_polling_and_the_listener_come
         dsn=proxy.dsn,
         poll_interval=timedelta(seconds=0.5),
     )
-    channel = worker.store.channel
+    channel = worker.store.db.channel
     [listener] = await backends.listening(channel)  # the worker's, before the client's
     client = await engines(workflows=[Flow, Waiter])
     others = set(await backends.listening(channel)) - {listener}

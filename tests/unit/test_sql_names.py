@@ -47,8 +47,8 @@ def test_a_parameter_may_follow_a_literal_or_comment_that_mentions_one() -> None
     assert params == ("yes", "also")
 
 
-def test_positional_parameters_mixed_with_names_are_refused() -> None:
-    with pytest.raises(ValueError, match="statement 'x' mixes"):
+def test_positional_parameters_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"statement 'x': positional parameter \$1; name it"):
         bind_names("x", "SELECT $1, :a")
 
 

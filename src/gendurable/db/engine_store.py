@@ -15,9 +15,9 @@ import asyncpg
 import msgspec
 
 from ..errors import DuplicateKey
-from ..sql import key_lock_prefix
 from .pool import Database
 from .rows import (
+    CancelledInstance,
     CommittedOutcome,
     CreatedInstance,
     Delivery,
@@ -99,9 +99,6 @@ class InstanceColumns(TypedDict):
     state_versions: list[int]
 
 
-_COLUMN_ORDER = tuple(InstanceColumns.__annotations__)
-"""TRANSITION: the positional order of `instance_insert_many` until it names its parameters."""
-
 _DELIVERY_HEAD = len(Delivery.__struct_fields__) - 1
 """`signal_deliver`'s columns before the woken instance's (`Delivery.woken`)."""
 
@@ -139,32 +136,31 @@ class EngineStore:
 
         With `locked_by` (and its `lease`) a created row is claimed by that worker already.
         """
-        inserted = await self.db.positional(
-            "fetchrow",
+        inserted = await self.db.row(
+            InsertedInstance,
             "instance_insert",
-            row.workflow,
-            row.queue,
-            row.step,
-            row.state,
-            row.max_attempts,
-            row.priority,
-            row.run_at,
-            row.delay,
-            row.key,
-            list(row.scope),
-            row.concurrency_key,
-            now,
-            self.db.channel,
-            row.limit.name,
-            row.limit.partition,
-            row.limit.weight,
-            trace_context,
-            row.state_version,
-            locked_by,
-            lease,
+            workflow=row.workflow,
+            queue=row.queue,
+            step=row.step,
+            state=row.state,
+            max_attempts=row.max_attempts,
+            priority=row.priority,
+            run_at=row.run_at,
+            delay=row.delay,
+            key=row.key,
+            scope=list(row.scope),
+            concurrency_key=row.concurrency_key,
+            rate_limit=row.limit.name,
+            rate_partition=row.limit.partition,
+            weight=row.limit.weight,
+            trace_context=trace_context,
+            state_version=row.state_version,
+            locked_by=locked_by,
+            lease=lease,
+            now=now,
         )
         assert inserted is not None
-        return InsertedInstance(*inserted)
+        return inserted
 
     async def instance_insert_many(
         self,
@@ -178,45 +174,32 @@ class EngineStore:
 
         Rows whose key another instance holds are skipped (see `instances_holding_keys`).
         """
-        return [
-            CreatedInstance(*r)
-            for r in await self.db.positional(
-                "fetch",
-                "instance_insert_many",
-                *self._many_args(columns, parent_id, now, trace_context),
-            )
-        ]
-
-    def _many_args(
-        self,
-        columns: InstanceColumns,
-        parent_id: int | None,
-        now: datetime | None,
-        trace_context: str | None,
-    ) -> tuple[Any, ...]:
-        return (
-            *(columns[c] for c in _COLUMN_ORDER[:14]),  # type: ignore[literal-required]
-            parent_id,
-            now,
-            self.db.channel,
-            trace_context,
-            columns["state_versions"],
+        return await self.db.rows(
+            CreatedInstance,
+            "instance_insert_many",
+            **columns,
+            parent_id=parent_id,
+            now=now,
+            trace_context=trace_context,
         )
 
     async def instances_holding_keys(
         self, *, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
         """The id of the instance holding each (workflow, key)."""
-        rows = await self.db.positional(
-            "fetch", "instances_holding_keys", [w for w, _ in keys], [k for _, k in keys]
+        holders = await self.db.rows(
+            KeyHolder,
+            "instances_holding_keys",
+            workflows=[w for w, _ in keys],
+            keys=[k for _, k in keys],
         )
-        return {(h.workflow, h.key): h.id for h in (KeyHolder(*r) for r in rows)}
+        return {(h.workflow, h.key): h.id for h in holders}
 
     # -- the claim (instances.sql) -----------------------------------------------------------
 
     async def queues_due(self, *, queues: Sequence[str], now: datetime | None) -> list[str]:
         """The queues among `queues` that hold due rows."""
-        return [r[0] for r in await self.db.positional("fetch", "queues_due", list(queues), now)]
+        return await self.db.column("queues_due", queues=list(queues), now=now)
 
     async def instance_claim(
         self,
@@ -239,20 +222,18 @@ class EngineStore:
         """
         for attempt in range(3):
             try:
-                records = await self.db.positional(
-                    "fetch",
+                return await self.db.rows(
+                    PickedRow,
                     "instance_claim",
-                    queue,
-                    limit,
-                    locked_by,
-                    list(leases),
-                    now,
-                    list(workflows),
-                    list(steps),
-                    key_lock_prefix(self.db.schema),
-                    unknown_limit_wait,
+                    queue=queue,
+                    limit=limit,
+                    locked_by=locked_by,
+                    workflows=list(workflows),
+                    steps=list(steps),
+                    leases=list(leases),
+                    now=now,
+                    unknown_limit_wait=unknown_limit_wait,
                 )
-                return [PickedRow(*r) for r in records]
             except asyncpg.UniqueViolationError:
                 if attempt == 2:
                     raise
@@ -267,24 +248,23 @@ class EngineStore:
         now: datetime | None,
     ) -> list[UnknownStep]:
         """Due rows of `queue` whose (workflow, step) is not among the known pairs."""
-        return [
-            UnknownStep(*r)
-            for r in await self.db.positional(
-                "fetch", "instances_unknown", queue, list(workflows), list(steps), now
-            )
-        ]
+        return await self.db.rows(
+            UnknownStep,
+            "instances_unknown",
+            queue=queue,
+            workflows=list(workflows),
+            steps=list(steps),
+            now=now,
+        )
 
     async def children_load(
         self, *, parent_ids: Sequence[int], first_ids: Sequence[int]
     ) -> list[LoadedChild]:
         """The children of each parent's latest spawn (from its first child's id), in spawn
         order."""
-        return [
-            LoadedChild(*r)
-            for r in await self.db.positional(
-                "fetch", "children_load", list(parent_ids), list(first_ids)
-            )
-        ]
+        return await self.db.rows(
+            LoadedChild, "children_load", parent_ids=list(parent_ids), first_ids=list(first_ids)
+        )
 
     async def inbox_load(self, *, ids: Sequence[int]) -> list[InboxSignal]:
         """Pending signals of the given instances, by instance then arrival."""
@@ -292,10 +272,7 @@ class EngineStore:
 
     async def instance_release(self, *, id: int, locked_by: str, now: datetime | None) -> bool:
         """Give a claim back untouched; False when it was no longer ours."""
-        found = await self.db.positional(
-            "fetchrow", "instance_release", id, locked_by, now, self.db.channel
-        )
-        return found is not None
+        return await self.db.guarded("instance_release", id=id, locked_by=locked_by, now=now)
 
     # -- heartbeats and startup reclaim (maintenance.sql) ------------------------------------
 
@@ -310,8 +287,13 @@ class EngineStore:
     ) -> int:
         """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
         lease (`workflows` and `leases` parallel); how many."""
-        status = await self.db.positional(
-            "execute", "lease_extend", locked_by, list(workflows), now, list(leases), list(ids)
+        status = await self.db.execute(
+            "lease_extend",
+            locked_by=locked_by,
+            ids=list(ids),
+            workflows=list(workflows),
+            leases=list(leases),
+            now=now,
         )
         return int(status.rsplit(" ", 1)[-1])
 
@@ -319,10 +301,9 @@ class EngineStore:
         self, *, prefix: str, now: datetime | None, limit: int
     ) -> list[ReclaimedClaim]:
         """Release expired claims whose `locked_by` starts with `prefix`."""
-        return [
-            ReclaimedClaim(*r)
-            for r in await self.db.positional("fetch", "claims_reclaim", prefix, now, limit)
-        ]
+        return await self.db.rows(
+            ReclaimedClaim, "claims_reclaim", prefix=prefix, now=now, limit=limit
+        )
 
     # -- outcomes (instances.sql) ------------------------------------------------------------
 
@@ -343,19 +324,18 @@ class EngineStore:
         (True), by a signal already there (False), or None; and the ids whose row (or
         parent) someone else had locked: not committed, to send again.
         """
-        records = await self.db.positional(
-            "fetch",
+        committed = await self.db.rows(
+            CommittedOutcome,
             "outcome_batch",
-            now,
-            outcomes,
-            list(states),
-            list(results),
-            list(errors),
-            self.db.channel,
+            outcomes=outcomes,
+            states=list(states),
+            results=list(results),
+            errors=list(errors),
+            now=now,
         )
         done: dict[int, bool | None] = {}
         busy: set[int] = set()
-        for outcome in (CommittedOutcome(*r) for r in records):
+        for outcome in committed:
             if outcome.busy:
                 busy.add(outcome.id)
             else:
@@ -402,7 +382,9 @@ class EngineStore:
                         CreatedInstance(*r)
                         for r in await conn.fetch(
                             insert.sql,
-                            *self._many_args(children, id, now, trace_context),
+                            *insert.args(
+                                **children, parent_id=id, now=now, trace_context=trace_context
+                            ),
                             timeout=timeout,
                         )
                     ]
@@ -411,20 +393,21 @@ class EngineStore:
                     first = min((c.id for c in created), default=None)
                 parked = await conn.fetchrow(
                     park.sql,
-                    id,
-                    locked_by,
-                    then,
-                    state,
-                    count,
-                    first,
-                    list(consumed),
-                    self.db.channel,
-                    now,
-                    limit.name,
-                    limit.partition,
-                    limit.weight,
-                    state_version,
-                    max_attempts,
+                    *park.args(
+                        id=id,
+                        locked_by=locked_by,
+                        step=then,
+                        state=state,
+                        state_version=state_version,
+                        pending=count,
+                        children_from=first,
+                        consumed=list(consumed),
+                        rate_limit=limit.name,
+                        rate_partition=limit.partition,
+                        weight=limit.weight,
+                        max_attempts=max_attempts,
+                        now=now,
+                    ),
                     timeout=timeout,
                 )
                 # The guard is checked before the keys: a repeat whose first attempt committed
@@ -497,18 +480,15 @@ class EngineStore:
 
     async def instance_by_id(self, *, id: int) -> InstanceRow | None:
         """The instance with this id, or None."""
-        found = await self.db.positional("fetchrow", "instance_by_id", id)
-        return None if found is None else InstanceRow(*found)
+        return await self.db.row(InstanceRow, "instance_by_id", id=id)
 
     async def instance_by_key(self, *, workflow: str, key: str) -> InstanceRow | None:
         """The live instance holding the key, else the latest that had it, else None."""
-        found = await self.db.positional("fetchrow", "instance_by_key", workflow, key)
-        return None if found is None else InstanceRow(*found)
+        return await self.db.row(InstanceRow, "instance_by_key", workflow=workflow, key=key)
 
     async def instance_status(self, *, id: int) -> InstanceStatus | None:
         """Status, result and error of one instance."""
-        found = await self.db.positional("fetchrow", "instance_status", id)
-        return None if found is None else InstanceStatus(*found)
+        return await self.db.row(InstanceStatus, "instance_status", id=id)
 
     async def instance_explain(self, *, id: int, now: datetime | None) -> ExplainedInstance | None:
         """One instance with why it waits at `now` (`blocked_*`), or None."""
@@ -517,8 +497,8 @@ class EngineStore:
     async def instance_cancel(self, *, id: int, now: datetime | None) -> int | None:
         """Cancel a live instance with its live descendants; how many descendants, or None
         when it was not live."""
-        row = await self.db.positional("fetchrow", "instance_cancel", id, now, self.db.channel)
-        return None if row is None else int(row[1] or 0)
+        cancelled = await self.db.row(CancelledInstance, "instance_cancel", id=id, now=now)
+        return None if cancelled is None else cancelled.cascaded or 0
 
     # -- rate limits (rate_configs.sql) ------------------------------------------------------
 

@@ -24,10 +24,7 @@ class MaintenanceStore:
 
     async def lease_rescue(self, *, now: datetime | None, limit: int) -> list[RescuedClaim]:
         """Return up to `limit` expired claims to their queue (or fail them when spent)."""
-        return [
-            RescuedClaim(*r)
-            for r in await self.db.positional("fetch", "lease_rescue", now, limit, self.db.channel)
-        ]
+        return await self.db.rows(RescuedClaim, "lease_rescue", now=now, limit=limit)
 
     async def await_expire(self, *, now: datetime | None, limit: int) -> list[ExpiredAwait]:
         """Wake up to `limit` awaiting instances whose deadline passed."""
@@ -120,30 +117,29 @@ class MaintenanceStore:
         now: datetime | None,
     ) -> None:
         """Record (or re-record) a running engine; it counts as live for `ttl`."""
-        await self.db.positional(
-            "execute",
+        await self.db.execute(
             "node_register",
-            id,
-            name,
-            host,
-            pid,
-            self.db.schema,
-            queues,
-            workflows,
-            version,
-            heartbeat,
-            ttl,
-            now,
+            id=id,
+            name=name,
+            host=host,
+            pid=pid,
+            schema=self.db.schema,
+            queues=queues,
+            workflows=workflows,
+            version=version,
+            heartbeat=heartbeat,
+            ttl=ttl,
+            now=now,
         )
 
     async def node_beat(self, *, id: str, ttl: timedelta, now: datetime | None) -> bool:
         """Refresh a node for another `ttl`; False when its row is gone (pruned)."""
-        return await self.db.positional("fetchrow", "node_beat", id, ttl, now) is not None
+        return await self.db.guarded("node_beat", id=id, ttl=ttl, now=now)
 
     async def node_prune(self, *, now: datetime | None) -> list[PrunedNode]:
         """Delete the nodes past their expiry; the rows deleted."""
-        return [PrunedNode(*r) for r in await self.db.positional("fetch", "node_prune", now)]
+        return await self.db.rows(PrunedNode, "node_prune", now=now)
 
     async def node_remove(self, *, id: str) -> bool:
         """Delete a node's row (at stop); False when it was already gone."""
-        return await self.db.positional("fetchrow", "node_remove", id) is not None
+        return await self.db.guarded("node_remove", id=id)

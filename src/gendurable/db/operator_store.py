@@ -73,7 +73,7 @@ class OperatorStore(EngineStore):
 
     async def nodes_live(self, *, now: datetime | None) -> list[LiveNode]:
         """The nodes alive at `now`."""
-        return [LiveNode(*r) for r in await self.db.positional("fetch", "nodes_live", now)]
+        return await self.db.rows(LiveNode, "nodes_live", now=now)
 
     async def status_counts(self, *, now: datetime | None) -> list[StatusCount]:
         """Counts by workflow x status x queue, with the oldest due `run_at` of each group."""
@@ -117,13 +117,13 @@ class OperatorStore(EngineStore):
     async def instance_retry(self, *, id: int, now: datetime | None) -> RetryResult:
         """Put a failed instance back on its failing step (see the statement for refusals)."""
         try:
-            row = await self.db.positional("fetchrow", "instance_retry", id, now, self.db.channel)
+            row = await self.db.row(RetryResult, "instance_retry", id=id, now=now)
         except asyncpg.UniqueViolationError:
             # A start took the key after this statement's snapshot (the unique index waited
             # for it to commit); run again, so the statement sees and names the holder.
-            row = await self.db.positional("fetchrow", "instance_retry", id, now, self.db.channel)
+            row = await self.db.row(RetryResult, "instance_retry", id=id, now=now)
         assert row is not None
-        return RetryResult(*row)
+        return row
 
     # -- the dashboard (dashboard.sql) -------------------------------------------------------
 

@@ -193,10 +193,6 @@ class Database:
         status: str = await self._run("execute", statement, statement.args(**values))
         return status
 
-    async def positional(self, method: str, name: str, /, *args: Any) -> Any:
-        """TRANSITION: run a statement not yet converted to named parameters."""
-        return await self._run(method, self.sql[name], args)
-
     async def _run(self, method: str, statement: Statement, args: tuple[Any, ...]) -> Any:
         """Run `statement` with `method` (fetch, fetchrow, execute).
 

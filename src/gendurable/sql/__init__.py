@@ -146,22 +146,20 @@ def bind_names(name: str, text: str) -> tuple[str, tuple[str, ...]]:
     `ValueError` for a positional `$n` (statements name their parameters).
     """
     order: dict[str, int] = {}
-    positional: list[str] = []
 
     def rewrite(found: re.Match[str]) -> str:
         if found.group("positional"):
-            positional.append(found.group("positional"))  # TRANSITION: refused once converted
-            return found.group(0)
+            raise ValueError(
+                f"statement {name!r}: positional parameter {found.group('positional')}; "
+                "name it (:name)"
+            )
         param = found.group("name")
         if param is None:
             return found.group(0)
         number = order.setdefault(param, len(order) + 1)
         return f"${number}"
 
-    rewritten = _LEXEME.sub(rewrite, text)
-    if positional and order:
-        raise ValueError(f"statement {name!r} mixes positional and named parameters")
-    return rewritten, tuple(order)
+    return _LEXEME.sub(rewrite, text), tuple(order)
 
 
 def _tokens(schema: str) -> dict[str, str]:

@@ -4,27 +4,27 @@
 
 -- name: lease_extend
 -- Heartbeat: extend every running claim of one scheduler in one statement, each by its
--- workflow's lease ($2 workflows, $4 leases, parallel arrays). The rows are locked in id
+-- workflow's lease (:workflows and :leases, parallel arrays). The rows are locked in id
 -- order first, like every multi-row writer, skipping the ones another transaction holds:
 -- a heartbeat never waits, so it deadlocks with nothing, and a row someone keeps locked
 -- (a long transaction, an operator's FOR UPDATE) does not starve the others of their
 -- extension; it is extended by the first heartbeat that finds it free (or, past its lease,
--- rescued by the reaper). Each claim of the scheduler ($1) locks its rows as
--- `$1#<claim number>`. Only the ids the scheduler runs ($5) are extended: rows of a claim
--- whose answer was lost (the connection dropped after it committed) are claimed by this
--- scheduler but run by nobody, and must expire so that the reaper hands them out.
-WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t),
+-- rescued by the reaper). Each claim of the scheduler (:locked_by) locks its rows as
+-- `<locked_by>#<claim number>`. Only the ids the scheduler runs (:ids) are extended: rows
+-- of a claim whose answer was lost (the connection dropped after it committed) are claimed
+-- by this scheduler but run by nobody, and must expire so that the reaper hands them out.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 mine AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.id = ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')
+    WHERE i.id = ANY (:ids::bigint[]) AND starts_with(i.locked_by, :locked_by || '#')
       AND i.status = 'executing'
     ORDER BY i.id
     FOR UPDATE SKIP LOCKED
 )
 UPDATE __schema__.instances i
 SET locked_until = now.t + l.lease
-FROM now, mine, unnest($2::text[], $4::interval[]) AS l(workflow, lease)
-WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '#') AND i.status = 'executing'
+FROM now, mine, unnest(:workflows::text[], :leases::interval[]) AS l(workflow, lease)
+WHERE i.id = mine.id AND starts_with(i.locked_by, :locked_by || '#') AND i.status = 'executing'
   AND i.workflow = l.workflow;
 
 -- name: lease_rescue
@@ -33,13 +33,13 @@ WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '#') AND i.status = 'exe
 -- `instances_ended`) instead of cycling through the reaper forever. Everything is taken
 -- with SKIP LOCKED, the rows and then the parents such a failure counts down: a reaper never
 -- waits, so it can close no cycle, and a row whose parent is busy waits for the next round.
-WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 expired AS (
     SELECT id, parent_id, attempt + 1 >= max_attempts AS dying
     FROM __schema__.instances, now
     WHERE status = 'executing' AND locked_until < now.t
     ORDER BY locked_until, id
-    LIMIT $2
+    LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ),
 parents AS (
@@ -73,13 +73,13 @@ rescued AS (
               i.attempt
 ),
 ended AS (
-    SELECT __schema__.instances_ended(array_agg(r.id), min(now.t), $3) AS cascaded
+    SELECT __schema__.instances_ended(array_agg(r.id), min(now.t), __channel__) AS cascaded
     FROM rescued r, now
     WHERE r.status = 'failed'
     HAVING count(*) > 0
 ),
 notified AS (
-    SELECT pg_notify($3, 'q:' || q.queue)
+    SELECT pg_notify(__channel__, 'q:' || q.queue)
     FROM (SELECT DISTINCT queue FROM rescued WHERE status <> 'failed') q
 )
 SELECT r.*, (SELECT count(*) FROM notified) AS notified,
@@ -88,18 +88,18 @@ FROM rescued r;
 
 -- name: claims_reclaim
 -- Startup reclaim: release, at once, the claims a dead predecessor of this scheduler left
--- (same engine, queue and host: `locked_by` prefix $1). The lease must have expired, so a
--- live process that happens to share the prefix (same hostname and pid in two containers)
--- never loses its work.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+-- (same engine, queue and host: `locked_by` prefix :prefix). The lease must have expired,
+-- so a live process that happens to share the prefix (same hostname and pid in two
+-- containers) never loses its work.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 stale AS (
     SELECT id FROM __schema__.instances, now
     WHERE status = 'executing' AND locked_until < now.t
       -- exactly "<prefix><pid>-<unique>": host "vm" must not match the claims of "vm-2"
-      AND starts_with(locked_by, $1)
-      AND substr(locked_by, length($1) + 1) ~ '^[0-9]+-[^-]+$'
+      AND starts_with(locked_by, :prefix)
+      AND substr(locked_by, length(:prefix) + 1) ~ '^[0-9]+-[^-]+$'
     ORDER BY id
-    LIMIT $3
+    LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
 UPDATE __schema__.instances i

@@ -8,11 +8,11 @@
 -- A child goes back only while its parent still waits for that spawn, and the parent's
 -- pending count rises in the same statement. Locks: the instance, then its parent, the
 -- order outcome commits use.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 target AS (
     SELECT i.id, i.workflow, i.key, i.parent_id, i.status
     FROM __schema__.instances i
-    WHERE i.id = $1
+    WHERE i.id = :id
     FOR UPDATE
 ),
 holder AS (
@@ -50,4 +50,4 @@ SELECT (SELECT status::text FROM target) AS status,
        (SELECT parent_id FROM target) AS parent_id,
        (SELECT id FROM upd) AS retried,
        (SELECT step FROM upd) AS step,
-       (SELECT pg_notify($3, 'q:' || queue) FROM upd) AS notified;
+       (SELECT pg_notify(__channel__, 'q:' || queue) FROM upd) AS notified;
