@@ -20,6 +20,7 @@ from ..clock import Clock
 from ..db.engine_store import EngineStore
 from ..db.rows import Delivery, ExplainedInstance, InstanceRow, InstanceStatus
 from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, WorkflowFailed
+from ..events import SIGNAL_DELIVERED
 from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
@@ -231,7 +232,8 @@ class Client:
     async def signal(
         self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
     ) -> int:
-        """Deliver a durable signal in one statement; returns the signal id.
+        """Deliver a durable signal in one statement; returns the signal id (and emits
+        `signal.delivered`).
 
         The payload is validated against the type some step declares for `name` before
         anything is written. Raises `NoTarget` (storing nothing) when no live instance has
@@ -284,6 +286,16 @@ class Client:
                 f"no live {workflow} instance with {_address(key_or_id)}; signal {name!r} "
                 "was not stored"
             )
+        self.telemetry.emit(
+            SIGNAL_DELIVERED,
+            {},
+            {
+                "workflow": workflow,
+                "target": key_or_id,
+                "name": name,
+                "signal_id": delivery.signal_id,
+            },
+        )
         return delivery.signal_id
 
     async def cancel(self, workflow: str, key_or_id: str | int) -> int:

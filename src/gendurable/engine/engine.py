@@ -23,7 +23,7 @@ from ..db.migrator import check_version, migrate_connection
 from ..db.pool import Database
 from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
-from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED, STEP_EXCEPTION
+from ..events import STEP_EXCEPTION
 from ..limit import Limit
 from ..maintenance.collector import Collector
 from ..maintenance.loop import every
@@ -38,6 +38,7 @@ from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
 from .config import EngineConfig
 from .decide import Catalog
+from .drain import drain
 from .executor import Executor
 from .local import LocalRunner
 from .notifier import Notifier
@@ -174,6 +175,30 @@ class Engine:
         self._started = True
 
     async def _open(self) -> None:
+        """Wire the engine: the database and listener, the client, the queues, maintenance."""
+        store, upkeep = await self._connect()
+        config, specs, clock = self.config, self.config.specs, self.config.clock
+        notifier = Notifier(
+            self._listener, self._wake_queue, poll_interval=config.poll_interval.total_seconds()
+        )
+        if self._listener is not None:
+            await self._listener.start()
+        self._client = Client(
+            specs,
+            store,
+            clock,
+            notifier,
+            self.telemetry,
+            LocalRunner(specs, self.schedulers, config.leases) if config.local_starts else None,
+            objects=self._objects,
+            max_payload_bytes=config.max_payload_bytes,
+        )
+        await self._start_queues(store)
+        await self._start_maintenance(upkeep)
+
+    async def _connect(self) -> tuple[EngineStore, MaintenanceStore]:
+        """Open the pool, migrate (or check) the schema, write the rate limits, and make the
+        listener (started by the caller)."""
         config = self.config
         dsn = resolve_dsn(config.dsn)
         if dsn is None:
@@ -184,7 +209,6 @@ class Engine:
         )
         self._db = db
         store = self._store = EngineStore(db)
-        upkeep = MaintenanceStore(db)
         async with db.pool.acquire() as conn:
             if config.migrate:
                 await migrate_connection(conn, schema=config.schema)
@@ -193,21 +217,16 @@ class Engine:
         await write_rate_configs(store, config.rate_configs, config.clock.now())
         if config.listen:
             self._listener = Listener(dsn, db.channel, timeout=timeout)
-        notifier = Notifier(
-            self._listener, self._wake_queue, poll_interval=config.poll_interval.total_seconds()
-        )
-        if self._listener is not None:
-            await self._listener.start()
-        specs, clock, leases = config.specs, config.clock, config.leases
-        self._client = Client(
-            specs,
-            store,
-            clock,
-            notifier,
-            self.telemetry,
-            LocalRunner(specs, self.schedulers, leases) if config.local_starts else None,
-            objects=self._objects,
-            max_payload_bytes=config.max_payload_bytes,
+        return store, MaintenanceStore(db)
+
+    async def _start_queues(self, store: EngineStore) -> None:
+        """One scheduler per queue (after the reclaim of a dead predecessor's claims), its
+        claim loop and its heartbeat; the executor they share; the watchdog and the poller."""
+        config, specs, clock, leases = (
+            self.config,
+            self.config.specs,
+            self.config.clock,
+            self.config.leases,
         )
         versions = {name: spec.version for name, spec in specs.items()}
         committer = Committer(store, clock, self.telemetry, leases, versions)
@@ -232,13 +251,7 @@ class Engine:
                 telemetry=self.telemetry,
             )
             self.schedulers[queue] = scheduler
-            reclaimed = await scheduler.reclaim()
-            if reclaimed:
-                self.telemetry.emit(
-                    SCHEDULER_RECLAIMED,
-                    {"count": reclaimed},
-                    {"queue": queue, "locked_by": scheduler.locked_by},
-                )
+            await scheduler.reclaim()
             await scheduler.report_unknown()
             self._claim_loops.append(
                 asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}")
@@ -249,44 +262,40 @@ class Engine:
                     name=f"gendurable:{queue}:heartbeat",
                 )
             )
+        if not config.queues:
+            return
+        # A step that blocks the event loop stops every heartbeat: the watchdog says which.
+        self._watchdog = LoopWatchdog(
+            specs,
+            self.telemetry,
+            threshold=config.heartbeat.total_seconds(),
+            lease=config.shortest_lease.total_seconds(),
+            engine=config.name,
+        )
+        self._watchdog.start()
+        poller = Poller(store, clock, self.schedulers, self.telemetry)
+        self._loops.append(
+            asyncio.create_task(
+                every(config.poll_interval, poller.run_once, "poller"),
+                name="gendurable:poller",
+            )
+        )
+
+    async def _start_maintenance(self, upkeep: MaintenanceStore) -> None:
+        """This node's record and heartbeat, the reaper and the collector. With a manual
+        clock none of them loops: time moves only by hand, and drain() runs them."""
+        config, clock = self.config, self.config.clock
         self.nodes = Nodes(
             upkeep,
             clock,
             engine_name=config.name,
             queues=config.queues,
-            specs=specs,
+            specs=config.specs,
             heartbeat=config.heartbeat,
             telemetry=self.telemetry,
         )
         await self.nodes.register()
-        if not clock.manual:  # with a manual clock drain() refreshes the node
-            self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
-        if config.queues:  # a step that blocks the loop stops every heartbeat: say which
-            self._watchdog = LoopWatchdog(
-                specs,
-                self.telemetry,
-                threshold=config.heartbeat.total_seconds(),
-                lease=config.shortest_lease.total_seconds(),
-                engine=config.name,
-            )
-            self._watchdog.start()
-        if config.queues:
-            poller = Poller(store, clock, self.schedulers, self.telemetry)
-            self._loops.append(
-                asyncio.create_task(
-                    every(config.poll_interval, poller.run_once, "poller"),
-                    name="gendurable:poller",
-                )
-            )
         self.reaper = Reaper(upkeep, clock, self.telemetry)
-        if config.queues and not clock.manual:
-            # With a manual clock time moves only by hand: drain() runs the reaper.
-            self._loops.append(
-                asyncio.create_task(
-                    every(config.reap_interval, self.reaper.run_once, "reaper"),
-                    name="gendurable:reaper",
-                )
-            )
         self.collector = Collector(
             upkeep,
             clock,
@@ -295,14 +304,20 @@ class Engine:
             batch=config.gc_batch,
             configs=config.rate_configs,
         )
-        if config.queues and not clock.manual:
-            # With a manual clock time moves only by hand: drain() runs the collector.
-            self._loops.append(
+        if clock.manual:
+            return
+        self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
+        if config.queues:
+            self._loops += [
+                asyncio.create_task(
+                    every(config.reap_interval, self.reaper.run_once, "reaper"),
+                    name="gendurable:reaper",
+                ),
                 asyncio.create_task(
                     every(config.gc_interval, self.collector.run_once, "collector"),
                     name="gendurable:collector",
-                )
-            )
+                ),
+            ]
 
     async def _start_embedded(self) -> str:
         from ..embedded import EmbeddedPostgres
@@ -388,31 +403,12 @@ class Engine:
         Then collect garbage once (terminal rows older than `gc_retention` by the clock).
         """
         self._require()
-        if self.nodes is not None:  # a manual clock may have moved past this node's expiry
-            await self.nodes.run_once()
-        for _ in range(max_rounds):
-            before = self._progress()
-            reaped = await self.reaper.run_once() if self.reaper and self.schedulers else None
-            for scheduler in self.schedulers.values():
-                await scheduler.run_once()
-            await asyncio.gather(*(s.idle() for s in self.schedulers.values()))
-            after = self._progress()
-            if after == before and not (reaped and (reaped.rescued or reaped.timed_out)):
-                for scheduler in self.schedulers.values():
-                    await scheduler.report_unknown()
-                if self.collector and self.schedulers:  # deletes only: nothing becomes due
-                    await self.collector.run_once()
-                return
-        raise EngineError(f"drain() did not settle within {max_rounds} rounds")
-
-    def _progress(self) -> tuple[int, int, int]:
-        """Claims made, rows deferred and steps finished so far: drain goes on while any
-        moves."""
-        schedulers = self.schedulers.values()
-        return (
-            sum(s.claimed_total for s in schedulers),
-            sum(s.deferred_total for s in schedulers),
-            sum(s.finished_total for s in schedulers),
+        await drain(
+            self.schedulers,
+            reaper=self.reaper,
+            collector=self.collector,
+            nodes=self.nodes,
+            max_rounds=max_rounds,
         )
 
     # -- the client API (the class-level API routes here) -------------------------------
@@ -433,13 +429,7 @@ class Engine:
         self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
     ) -> Any:
         """Deliver a signal (see `Flow.signal`); returns the stored signal's id."""
-        signal_id = await self._require().signal(workflow, key_or_id, name, payload)
-        self.telemetry.emit(
-            SIGNAL_DELIVERED,
-            {},
-            {"workflow": workflow, "target": key_or_id, "name": name, "signal_id": signal_id},
-        )
-        return signal_id
+        return await self._require().signal(workflow, key_or_id, name, payload)
 
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
         """A snapshot of one instance."""

@@ -27,6 +27,7 @@ from ..events import (
     CONCURRENCY_CONTENDED,
     RATE_LIMIT_THROTTLED,
     RATE_LIMIT_UNKNOWN,
+    SCHEDULER_RECLAIMED,
     WORKFLOW_UNKNOWN,
 )
 from ..maintenance.loop import observed
@@ -332,7 +333,8 @@ class Scheduler:
             await self._wake.wait()
 
     async def reclaim(self) -> int:
-        """Release, at once, expired claims a dead predecessor on this host left behind.
+        """Release, at once, expired claims a dead predecessor on this host left behind;
+        how many (`scheduler.reclaimed` when any).
 
         Reported as the `maintenance.run` (or `.exception`) of task `reclaim`.
         """
@@ -340,7 +342,13 @@ class Scheduler:
             prefix = self.locked_by.rsplit("-", 2)[0] + "-"
             rows = await self.store.claims_reclaim(prefix=prefix, now=self.clock.now(), limit=1000)
             run.rows = len(rows)
-            return run.rows
+        if run.rows:
+            self.telemetry.emit(
+                SCHEDULER_RECLAIMED,
+                {"count": run.rows},
+                {"queue": self.queue, "locked_by": self.locked_by},
+            )
+        return run.rows
 
     async def report_unknown(self) -> int:
         """Report (log and telemetry `workflow.unknown`) due rows this deploy cannot run;
