@@ -12,6 +12,7 @@ from .engine.engine import Engine
 from .errors import (
     ConfigError,
     DefinitionError,
+    DefinitionWarning,
     DuplicateKey,
     EngineError,
     GenDurableError,
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "DefinitionError",
+    "DefinitionWarning",
     "DuplicateKey",
     "Engine",
     "EngineError",

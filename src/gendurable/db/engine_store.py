@@ -279,18 +279,17 @@ class EngineStore:
     async def lease_extend(
         self,
         *,
-        locked_by: str,
-        ids: Sequence[int],
+        claims: Sequence[tuple[int, str]],
         workflows: Sequence[str],
         leases: Sequence[timedelta],
         now: datetime | None,
     ) -> int:
-        """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
+        """Extend each claim `(id, locked_by)` still held under that name by its workflow's
         lease (`workflows` and `leases` parallel); how many."""
         status = await self.db.execute(
             "lease_extend",
-            locked_by=locked_by,
-            ids=list(ids),
+            ids=[id for id, _ in claims],
+            names=[name for _, name in claims],
             workflows=list(workflows),
             leases=list(leases),
             now=now,

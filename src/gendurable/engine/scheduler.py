@@ -84,8 +84,9 @@ class Scheduler:
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
-        # The instance each running task runs: the heartbeat extends these claims only.
-        self._running_ids: dict[asyncio.Task[None], int] = {}
+        # The claim (instance id, claim name) each running task runs: the heartbeat extends
+        # these claims only.
+        self._running_claims: dict[asyncio.Task[None], tuple[int, str]] = {}
         self._claims_made = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -392,8 +393,7 @@ class Scheduler:
         with observed(self.telemetry, "heartbeat", self.queue) as run:
             if self._running:
                 run.rows = await self.store.lease_extend(
-                    locked_by=self.locked_by,
-                    ids=list(self._running_ids.values()),
+                    claims=list(self._running_claims.values()),
                     workflows=self.lease_workflows,
                     leases=self.lease_values,
                     now=self.clock.now(),
@@ -425,7 +425,7 @@ class Scheduler:
     def _start(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
-        self._running_ids[task] = claim.id
+        self._running_claims[task] = (claim.id, claim.locked_by)
         self._idle.clear()
         task.add_done_callback(self._finished)
 
@@ -453,7 +453,7 @@ class Scheduler:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._committing.discard(task)
-        self._running_ids.pop(task, None)
+        self._running_claims.pop(task, None)
         self.finished_total += 1
         if not self._running:
             self._idle.set()

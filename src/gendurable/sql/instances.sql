@@ -242,14 +242,17 @@ SELECT id, pg_notify(__channel__, 'q:' || queue) AS notified FROM released;
 -- with its live descendants (see `instances_ended`). The row and its parent are locked in
 -- id order first, like every writer that ends instances; the UPDATE rechecks the status on
 -- the row's latest version, so an instance that ended meanwhile is left alone.
+-- The two ids are computed first, as one array (an InitPlan), and the rows locked by a scan
+-- of `instances` alone: when a row was updated and committed while this statement waited
+-- for it (a heartbeat), PostgreSQL re-checks the row's newest version against the scan's
+-- own condition only, whatever the plan. Matched through a join instead (`IN (... UNION
+-- ALL ...)`), that re-check lost the row under a nested-loop plan, and a live instance was
+-- reported not live.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
-target AS (
-    SELECT id, parent_id FROM __schema__.instances WHERE id = :id
-),
 locked AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.id IN (SELECT id FROM target
-                   UNION ALL SELECT parent_id FROM target WHERE parent_id IS NOT NULL)
+    WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t
+                       WHERE t.id = :id)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i
 ),
@@ -305,7 +308,10 @@ ORDER BY workflow, step;
 -- and the parents that finishing rows count down, are locked in id order first with SKIP
 -- LOCKED: a batch never waits for a lock (so it closes no cycle), and a row someone else
 -- holds (a delivery, a cancel, a user's transaction) delays only its own outcome, which comes
--- back `busy` to be sent again, not the whole batch. Terminal effects are
+-- back `busy` to be sent again, not the whole batch. Their ids are gathered first into one
+-- array and the rows locked by a scan of `instances` alone (see `instance_cancel`): a row
+-- updated and committed after this statement's snapshot (a heartbeat) is re-checked on its
+-- own condition and locked, not lost to the plan and reported busy. Terminal effects are
 -- `instances_ended`'s, called once for the rows that finished here; parked rows are
 -- rechecked by `instances_parked` under the locks this statement holds.
 -- kind: 'goto' | 'continue' | 'retry' | 'park' | 'finish'. The outcomes ride in as one
@@ -336,10 +342,11 @@ b AS (
 locked AS (
     SELECT i.id
     FROM __schema__.instances i
-    WHERE i.id IN (SELECT b.id FROM b
-                   UNION ALL
-                   SELECT c.parent_id FROM __schema__.instances c JOIN b ON b.id = c.id
-                   WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL)
+    WHERE i.id = ANY ((SELECT array_agg(x.id) FROM (
+                           SELECT b.id FROM b
+                           UNION ALL
+                           SELECT c.parent_id FROM __schema__.instances c JOIN b ON b.id = c.id
+                           WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL) x)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i SKIP LOCKED
 ),
@@ -400,11 +407,16 @@ consumed AS (
     USING upd JOIN b ON b.id = upd.id
     WHERE upd.kind IN ('goto', 'continue', 'park') AND s.instance_id = upd.id
       AND s.id = ANY (b.consumed)
+    RETURNING s.id
 ),
+-- After `consumed`, which it reads: the cascade purges the inboxes of the descendants it
+-- cancels, and a signal this batch consumed for one of them must be gone by then. Deleted
+-- the other way round, the DELETE above would meet a row this same statement had deleted,
+-- and that fails the whole batch.
 ended AS (
     SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), __channel__) AS cascaded
-    FROM upd, now
-    WHERE upd.kind = 'finish'
+    FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first
+    WHERE upd.kind = 'finish' AND consumed_first.n >= 0
     HAVING count(*) > 0
 ),
 parked AS (

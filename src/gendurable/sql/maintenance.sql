@@ -3,28 +3,30 @@
 -- deadlocks with itself or with the claim.
 
 -- name: lease_extend
--- Heartbeat: extend every running claim of one scheduler in one statement, each by its
--- workflow's lease (:workflows and :leases, parallel arrays). The rows are locked in id
--- order first, like every multi-row writer, skipping the ones another transaction holds:
--- a heartbeat never waits, so it deadlocks with nothing, and a row someone keeps locked
--- (a long transaction, an operator's FOR UPDATE) does not starve the others of their
--- extension; it is extended by the first heartbeat that finds it free (or, past its lease,
--- rescued by the reaper). Each claim of the scheduler (:locked_by) locks its rows as
--- `<locked_by>#<claim number>`. Only the ids the scheduler runs (:ids) are extended: rows
--- of a claim whose answer was lost (the connection dropped after it committed) are claimed
--- by this scheduler but run by nobody, and must expire so that the reaper hands them out.
+-- Heartbeat: extend the claims one scheduler runs in one statement, each named by its pair
+-- (id, claim name) (:ids and :names, parallel arrays), each by its workflow's lease
+-- (:workflows and :leases, parallel). The rows are locked in id order first, like every
+-- multi-row writer, skipping the ones another transaction holds: a heartbeat never waits,
+-- so it deadlocks with nothing, and a row someone keeps locked (a long transaction, an
+-- operator's FOR UPDATE) does not starve the others of their extension; it is extended by
+-- the first heartbeat that finds it free (or, past its lease, rescued by the reaper). A pair
+-- extends only the claim it names: a row the scheduler took again under another claim name,
+-- whose answer was lost (the connection dropped after it committed), is claimed by this
+-- scheduler but run by nobody, and must expire so that the reaper hands it out, even while
+-- an earlier run of the same row under its old name still goes on here.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 mine AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.id = ANY (:ids::bigint[]) AND starts_with(i.locked_by, :locked_by || '#')
+    WHERE i.id = ANY (:ids::bigint[]) AND i.locked_by = ANY (:names::text[])
       AND i.status = 'executing'
     ORDER BY i.id
     FOR UPDATE SKIP LOCKED
 )
 UPDATE __schema__.instances i
 SET locked_until = now.t + l.lease
-FROM now, mine, unnest(:workflows::text[], :leases::interval[]) AS l(workflow, lease)
-WHERE i.id = mine.id AND starts_with(i.locked_by, :locked_by || '#') AND i.status = 'executing'
+FROM now, mine, unnest(:ids::bigint[], :names::text[]) AS c(id, locked_by),
+     unnest(:workflows::text[], :leases::interval[]) AS l(workflow, lease)
+WHERE i.id = mine.id AND c.id = i.id AND i.locked_by = c.locked_by AND i.status = 'executing'
   AND i.workflow = l.workflow;
 
 -- name: lease_rescue
