@@ -1384,22 +1384,19 @@ MUTANTS: list[Mutant] = [
         "fn:instances_ended",
         [
             (
-                "ANY (ended || cascaded)\n"
-                "              AND c.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "ANY (ended || cascaded)\n              AND c.status IN __live__",
                 "ANY (ended || cascaded)\n"
                 "              AND c.status IN ('available', 'executing', 'awaiting', 'waiting', "
                 "'done')",
             ),
             (
-                "JOIN tree ON c.parent_id = tree.id\n"
-                "            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "JOIN tree ON c.parent_id = tree.id\n            WHERE c.status IN __live__",
                 "JOIN tree ON c.parent_id = tree.id\n"
                 "            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting', "
                 "'done')",
             ),
             (
-                "JOIN tree ON tree.id = i.id\n"
-                "            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')",
+                "JOIN tree ON tree.id = i.id\n            WHERE i.status IN __live__",
                 "JOIN tree ON tree.id = i.id\n"
                 "            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting', "
                 "'done')",
@@ -1445,8 +1442,7 @@ MUTANTS: list[Mutant] = [
         "ended.count_live_parents",
         SCHEMA,
         "fn:instances_ended",
-        "        WHERE p.status IN ('available', 'executing', 'awaiting', 'waiting')\n"
-        "        ORDER BY p.id",
+        "        WHERE p.status IN __live__\n        ORDER BY p.id",
         "        ORDER BY p.id",
         "ended children count down live parents only",
         EFFECTS,

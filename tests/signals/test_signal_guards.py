@@ -279,3 +279,26 @@ async def test_a_local_wake_leaves_to_the_claim_what_the_claim_must_check(
     assert (woke["woke"], woke["claimed"]) == (True, False)
     after = await rig.row(id)
     assert (after["status"], after["locked_by"]) == ("available", None)
+
+
+async def test_a_delivery_brings_the_woken_instance_only_when_it_claimed_it(rig: Rig) -> None:
+    # The store builds `Delivery.woken` from the statement's last columns only for a local
+    # wake: a wake left to the claim (here: another queue's scheduler asked) brings none,
+    # so that nothing adopts an instance this process does not hold.
+    local, elsewhere = await rig.parked(), await rig.parked()
+
+    claimed = await rig.store.signal_deliver(
+        workflow="sigguards.flow", id=local, key=None, name="go", payload=b"null",
+        now=rig.now, locked_by="s#1", lease=DAY, queue="default",
+    )  # fmt: skip
+    woke = await rig.store.signal_deliver(
+        workflow="sigguards.flow", id=elsewhere, key=None, name="go", payload=b"null",
+        now=rig.now, locked_by="s#2", lease=DAY, queue="other",
+    )  # fmt: skip
+
+    assert claimed is not None
+    assert claimed.claimed
+    assert claimed.woken is not None
+    assert (claimed.woken.id, claimed.woken.step) == (local, "wait")
+    assert woke is not None
+    assert (woke.woke, woke.claimed, woke.woken) == (True, False, None)

@@ -277,7 +277,8 @@ class Client:
                 runner.scheduler.unreserve()
             raise
         if runner is not None:
-            if delivery is not None and delivery.woken is not None:
+            if delivery is not None and delivery.claimed:
+                assert delivery.woken is not None
                 runner.scheduler.adopt(delivery.woken, runner.locked_by, _inbox(delivery))
             else:
                 runner.scheduler.unreserve()

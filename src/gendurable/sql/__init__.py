@@ -45,8 +45,9 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MAX_IDENTIFIER_BYTES = 63
 
 # What a statement's text holds, left to right: what the rewrite passes over untouched
-# (comments, literals, quoted identifiers, dollar-quoted bodies, `::` casts), a positional
-# parameter (refused), or a named one (a colon after no word, digit, bracket or colon).
+# (comments, literals, quoted identifiers, dollar-quoted bodies), a positional parameter
+# (refused), or a named one: a colon after no word, digit, bracket or colon (so neither
+# half of a `::` cast, nor an array slice's bound).
 _LEXEME = re.compile(
     r"""
       (?P<skip>
@@ -56,7 +57,6 @@ _LEXEME = re.compile(
         | '(?:[^']|'')*'
         | "(?:[^"]|"")*"
         | \$(?P<tag>[A-Za-z_]\w*|)\$.*?\$(?P=tag)\$
-        | ::
       )
     | (?P<positional>\$\d+)
     | (?<![\w\])\[:]):(?P<name>[a-z_][a-z0-9_]*)

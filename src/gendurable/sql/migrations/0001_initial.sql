@@ -1,6 +1,7 @@
 -- Schema v1 of gendurable. Pre-1.0 this file is edited in place; it is idempotent so that
 -- applying it twice changes nothing. `__schema__` is replaced by the validated, quoted schema
--- name before it runs, under an advisory lock keyed by the schema (see db/migrator.py).
+-- name before it runs, under an advisory lock keyed by the schema (see db/migrator.py), and
+-- `__live__` and `__terminal__` by the status lists (see gendurable.sql).
 
 CREATE SCHEMA IF NOT EXISTS __schema__;
 
@@ -136,7 +137,7 @@ CREATE INDEX IF NOT EXISTS instances_lease
 
 CREATE INDEX IF NOT EXISTS instances_terminal
     ON __schema__.instances (finished_at, id)
-    WHERE status IN ('done', 'failed', 'cancelled');
+    WHERE status IN __terminal__;
 
 CREATE INDEX IF NOT EXISTS instances_parent
     ON __schema__.instances (parent_id, id)
@@ -182,14 +183,14 @@ BEGIN
         WITH RECURSIVE tree AS (
             SELECT c.id FROM __schema__.instances c
             WHERE c.parent_id = ANY (ended || cascaded)
-              AND c.status IN ('available', 'executing', 'awaiting', 'waiting')
+              AND c.status IN __live__
             UNION
             SELECT c.id FROM __schema__.instances c JOIN tree ON c.parent_id = tree.id
-            WHERE c.status IN ('available', 'executing', 'awaiting', 'waiting')
+            WHERE c.status IN __live__
         ),
         locked AS (
             SELECT i.id FROM __schema__.instances i JOIN tree ON tree.id = i.id
-            WHERE i.status IN ('available', 'executing', 'awaiting', 'waiting')
+            WHERE i.status IN __live__
             ORDER BY i.id
             FOR UPDATE OF i
         ),
@@ -217,7 +218,7 @@ BEGIN
     ),
     parents AS (
         SELECT p.id, counted.n FROM __schema__.instances p JOIN counted ON counted.parent_id = p.id
-        WHERE p.status IN ('available', 'executing', 'awaiting', 'waiting')
+        WHERE p.status IN __live__
         ORDER BY p.id
         FOR UPDATE OF p
     ),
