@@ -28,6 +28,7 @@ PUBLIC_API = [
     "NoTarget",
     "Outcome",
     "ResultTimeout",
+    "Schedule",
     "Signal",
     "StateUpgradeError",
     "StepTimeout",
