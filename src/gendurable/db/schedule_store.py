@@ -85,6 +85,12 @@ class ScheduleStore:
             )
         )
 
+    async def schedule_first(
+        self, names: Sequence[str], declared: Sequence[datetime], first: Sequence[datetime]
+    ) -> None:
+        """Set the first tick of schedules still as their declaration left them."""
+        await self.store._run("execute", "schedule_first", list(names), list(declared), list(first))
+
     async def schedule_refresh(
         self, names: Sequence[str], node: str, every: timedelta, now: datetime | None
     ) -> list[str]:

@@ -108,6 +108,13 @@ class Ticker:
             self.node,
             self.clock.now(),
         )
+        fresh = [r for r in rows if r["fresh"]]
+        if fresh:
+            await self.store.schedule_first(
+                [r["name"] for r in fresh],
+                [r["next_at"] for r in fresh],
+                [self.schedules[r["name"]].next_after(r["now"]) for r in fresh],
+            )
         for row in rows:
             schedule = self.schedules[row["name"]]
             previous = row["previous"]

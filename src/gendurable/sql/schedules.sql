@@ -10,7 +10,9 @@
 -- disabled schedule and keeps its `next_at`, so the ticks it missed while no engine ran it
 -- follow its `missed` policy. Rows go in ordered by name: engines declaring at once, and
 -- tickers (which lock in name order too), take the row locks in one order.
--- `previous` is the definition the row held before (NULL for a new one).
+-- `previous` is the definition the row held before (NULL for a new one); `fresh` says the row
+-- starts from now, and `now` is the declaration's time: the engine then sets the first tick
+-- (`schedule_first`), which only it can compute.
 WITH now AS (SELECT coalesce($5::timestamptz, now()) AS t),
 declared AS (
     SELECT d.name, d.workflow, d.spec
@@ -39,9 +41,19 @@ upserted AS (
     RETURNING s.name, s.next_at
 )
 SELECT u.name, u.next_at, o.spec AS previous, o.workflow AS previous_workflow,
-       o.disabled_at AS was_disabled_at
-FROM upserted u LEFT JOIN old o ON o.name = u.name
+       o.disabled_at AS was_disabled_at, u.next_at = now.t + interval '1 microsecond' AS fresh,
+       now.t AS now
+FROM upserted u LEFT JOIN old o ON o.name = u.name, now
 ORDER BY u.name;
+
+-- name: schedule_first
+-- The first tick of schedules a declaration started from now ($1 names, $2 the `next_at` the
+-- declaration wrote, $3 their first tick, parallel). Only a row still as declared changes:
+-- one another engine declared or advanced since is left as that engine made it.
+UPDATE __schema__.schedules s
+SET next_at = f.first_at
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS f(name, declared, first_at)
+WHERE s.name = f.name AND s.next_at = f.declared;
 
 -- name: schedule_refresh
 -- The declaring engines' heartbeat on their schedules ($1): mark them still declared, at
