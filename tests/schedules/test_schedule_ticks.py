@@ -211,6 +211,23 @@ async def test_schedules_a_changed_definition_takes_over_and_starts_from_now(
     assert await rows.keys() == ["sched.nightly@2030-01-01T03:00:00Z"]
 
 
+async def test_schedules_a_changed_definition_does_not_catch_up_the_old_ones_ticks(
+    make_engine: MakeEngine, manual_clock: ManualClock, rows: Rows
+) -> None:
+    old = await make_engine(workflows=[Nightly], schedules=[nightly(missed="all")])
+    await old.drain()
+    await old.stop()
+    manual_clock.advance(2 * DAY)
+    changed = gd.Schedule(Nightly, cron="0 4 * * *", tz="Europe/Paris", state=day_of, missed="all")
+
+    new = await make_engine(workflows=[Nightly], schedules=[changed])
+    await new.drain()
+    assert await rows.keys() == []  # no tick from before the change runs
+    manual_clock.advance(DAY)
+    await new.drain()
+    assert await rows.keys() == ["sched.nightly@2030-01-03T03:00:00Z"]
+
+
 async def test_schedules_not_declared_for_the_grace_period_are_disabled_only_then(
     make_engine: MakeEngine,
     manual_clock: ManualClock,
