@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -281,7 +282,8 @@ async def test_schedules_a_schedule_held_by_another_ticker_is_skipped_not_waited
                 f'SELECT 1 FROM "{gendurable_schema}".schedules WHERE name = $1 FOR UPDATE',
                 "sched.nightly",
             )
-            await engine.drain()
+            async with asyncio.timeout(10):  # skipped, not waited for
+                await engine.drain()
             assert await rows.keys() == []
     finally:
         await other.close()
@@ -318,3 +320,30 @@ async def test_schedules_run_only_on_engines_with_queues(
     count = await db.fetchval(f'SELECT count(*) FROM "{rows.schema}".schedules')
 
     assert count == 0
+
+
+async def test_schedules_disabling_passes_over_a_schedule_another_transaction_holds(
+    make_engine: MakeEngine,
+    manual_clock: ManualClock,
+    rows: Rows,
+    gendurable_dsn: str,
+) -> None:
+    gone = await make_engine(workflows=[Nightly], schedules=[nightly()])
+    await gone.stop()
+    other = await make_engine(workflows=[Nightly])
+    manual_clock.advance(2 * GRACE)
+    holder = await asyncpg.connect(gendurable_dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                f'SELECT 1 FROM "{rows.schema}".schedules WHERE name = $1 FOR UPDATE',
+                "sched.nightly",
+            )
+            async with asyncio.timeout(10):
+                await other.drain()
+            assert (await rows.schedule("sched.nightly"))["disabled_at"] is None
+    finally:
+        await holder.close()
+
+    await other.drain()
+    assert (await rows.schedule("sched.nightly"))["disabled_at"] == manual_clock.now()
