@@ -1,6 +1,7 @@
 """Benchmarks of gendurable against a PostgreSQL floor measured in the same run.
 
     python bench/run.py COMMAND [--dsn DSN] [--with-peers]
+    python bench/run.py COMMAND --against REF [--rounds N] [--no-record]
 
 COMMAND is one of `floor`, `w1` (`--bulk`, `--workers N`), `w2`, `w3`, `scale`, `idle` or
 `all`. Without `--dsn` (or `$GENDURABLE_DSN`) an embedded PostgreSQL is started for the run.
@@ -10,6 +11,9 @@ each workload. Each figure is printed as one JSON line on stdout with its ratio 
 of those two (the machine's speed in the same minutes) and the drift between them; a
 Markdown table of the run closes it on stderr. `--with-peers` also runs
 the same workloads on DBOS and PgQueuer from `bench/.peers-venv` (see `bench/peers/setup.sh`).
+`--against REF` is the regression gate: the same workloads for the engine at REF (a commit
+or tag, installed into `bench/.ab-venvs/<sha>`) and the working tree's, alternating round by
+round with the floor, each figure printed for both with their ratio (see `harness/ab.py`).
 Timings never go in tests: they live here.
 """
 
@@ -26,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import idle, peers, scale, w1, w2, w3, workers
+from harness import ab, idle, peers, scale, w1, w2, w3, workers
 from harness.counting import COUNTER
 from harness.env import BenchEnv
 from harness.floor import floor
@@ -50,6 +54,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--signals", type=int, default=200, help="w3")
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 1_000_000], help="scale")
     parser.add_argument("--seconds", type=float, default=10.0, help="idle")
+    parser.add_argument("--against", metavar="REF", help="A/B: the engine at REF against this tree")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B: rounds (default 3)")
+    parser.add_argument("--no-record", action="store_true", help="A/B: not to bench/results/")
     return parser.parse_args(argv)
 
 
@@ -132,6 +139,13 @@ async def bench(dsn: str, args: argparse.Namespace) -> Report:
 
 async def main(argv: list[str]) -> None:
     args = parse(argv)
+    against: tuple[ab.Side, ab.Side] | None = None
+    if args.against:
+        try:
+            ab.check(args)
+            against = ab.sides(args.against)
+        except ab.AbError as exc:
+            raise SystemExit(f"bench/run.py: {exc}") from None
     COUNTER.install()
     embedded: Any = None
     dsn = args.dsn
@@ -142,6 +156,13 @@ async def main(argv: list[str]) -> None:
         await embedded.astart()
         dsn = embedded.dsn
     try:
+        if against is not None:
+            env = await BenchEnv.open(dsn, Report())
+            try:
+                await ab.run(dsn, args, *against, server_local=env.postmaster is not None)
+            except ab.AbError as exc:
+                raise SystemExit(f"bench/run.py: {exc}") from None
+            return
         report = await bench(dsn, args)
     finally:
         if embedded is not None:

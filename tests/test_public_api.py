@@ -15,6 +15,7 @@ PUBLIC_API = [
     "ConfigError",
     "Context",
     "DefinitionError",
+    "DefinitionWarning",
     "DuplicateKey",
     "Engine",
     "EngineError",

@@ -38,9 +38,13 @@ class StatementCounter:
         return dict(self.counts.most_common())
 
     def install(self) -> None:
-        """Wrap `Store._run` and `Store.outcome_spawn` for every Store of this process."""
+        """Wrap `Store._run` and `Store.outcome_spawn` for every Store of this process.
+
+        An older engine (an A/B run against an earlier commit) may lack `outcome_spawn`: its
+        spawns then go uncounted, as they went outside `_run` there.
+        """
         counter = self
-        run, spawn = Store._run, Store.outcome_spawn
+        run, spawn = Store._run, getattr(Store, "outcome_spawn", None)
 
         async def counted_run(store: Store, method: str, name: str, *args: Any) -> Any:
             started = time.perf_counter()
@@ -61,7 +65,8 @@ class StatementCounter:
                 counter.seconds["outcome_spawn"].append(time.perf_counter() - started)
 
         Store._run = counted_run  # type: ignore[method-assign]
-        Store.outcome_spawn = counted_spawn  # type: ignore[method-assign]
+        if spawn is not None:
+            Store.outcome_spawn = counted_spawn  # type: ignore[method-assign]
 
 
 COUNTER = StatementCounter()

@@ -12,6 +12,7 @@ from .engine.engine import Engine
 from .errors import (
     ConfigError,
     DefinitionError,
+    DefinitionWarning,
     DuplicateKey,
     EngineError,
     GenDurableError,
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "DefinitionError",
+    "DefinitionWarning",
     "DuplicateKey",
     "Engine",
     "EngineError",

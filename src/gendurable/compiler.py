@@ -1,7 +1,7 @@
 """Turn a decorated class (or job function) into a `WorkflowSpec`, or fail at import.
 
 Pure: no engine, no database. Every check raises `DefinitionError` naming the workflow, the
-step and what to do about it.
+step and what to do about it; what compiles with something missing warns (`DefinitionWarning`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import ast
 import difflib
 import functools
 import inspect
+import os
 import textwrap
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import MappingProxyType
@@ -19,7 +21,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-from .errors import DefinitionError
+from .errors import DefinitionError, DefinitionWarning
 from .limit import Backoff, Limit
 from .outcome import OUTCOME_TYPES, Done
 from .spec import END, AwaitSpec, MoveOverride, RetryPolicy, StepSpec, WorkflowSpec
@@ -88,6 +90,7 @@ def compile_workflow(
     names = [n for n, _ in step_fns]
     rate_limits: dict[str, Limit] = {}
     steps: dict[str, StepSpec] = {}
+    unread: list[tuple[str, Any]] = []  # steps with no source and no `to=`: no edges known
     for step_name, fn in step_fns:
         at = f"{where}, step {step_name!r}"
         if step_name in RESERVED:
@@ -103,6 +106,8 @@ def compile_workflow(
         _check_partition(at, opts.partition, limit_name)
         _check_step_options(at, opts.max_attempts, opts.timeout)
         tree = _source_tree(fn)
+        if tree is None and not opts.to:
+            unread.append((step_name, fn))
         edges = _edges(at, tree, step_name, tuple(opts.to), names)
         steps[step_name] = StepSpec(
             name=step_name,
@@ -119,6 +124,9 @@ def compile_workflow(
             spawns=_source_spawns(tree),
             overrides=_source_overrides(tree),
         )
+
+    if unread:
+        _warn_unread(where, unread)
 
     handler = cls.__dict__.get("handle")
     if handler is not None:
@@ -445,6 +453,40 @@ def _source_tree(fn: Any) -> ast.AST | None:
         return ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError):
         return None
+
+
+def _warn_unread(where: str, unread: list[tuple[str, Any]]) -> None:
+    """One `DefinitionWarning` for the steps whose edges nothing declares, pointed at the
+    user's code (the first frame outside this package), where the class is decorated."""
+    steps = ", ".join(repr(name) for name, _ in unread)
+    files = sorted({getattr(getattr(fn, "__code__", None), "co_filename", "?") for _, fn in unread})
+    # `<stdin>`, `<string>`: code Python was handed as text; a real path whose file cannot be
+    # read is a deployment without its .py files.
+    why = "exec, stdin or a REPL" if all(f.startswith("<") for f in files) else "no .py file"
+    plural = "s" if len(unread) > 1 else ""
+    warnings.warn(
+        f"{where}: the source of step{plural} {steps} cannot be read (defined in "
+        f"{', '.join(files)}: {why}), so the compiler finds no edges there and "
+        "the diagram and generated docs show none; declare them with "
+        '@gd.step(to=[...]) (step names, "[*]" for done or stop)',
+        DefinitionWarning,
+        stacklevel=_outside_this_package(),
+    )
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_this_package() -> int:
+    """The `stacklevel`, for a `warnings.warn` in the caller, of the first frame not in
+    gendurable (however many of its frames lie between: `@gd.workflow` with or without
+    arguments)."""
+    frame = inspect.currentframe()
+    level = 0
+    while frame is not None and (level == 0 or frame.f_code.co_filename.startswith(_PACKAGE)):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _calls(tree: ast.AST) -> list[ast.Call]:

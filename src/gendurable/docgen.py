@@ -121,12 +121,12 @@ def page_name(workflow: str) -> str:
 def module_page(module: types.ModuleType, *, source: str | None = None) -> str:
     """One page for a whole module (the mkdocs site's example pages).
 
-    The module docstring's first line is the title and the rest its introduction; every
-    workflow follows as a section; `source`, when given, ends the page in a folded block.
+    The first sentence of the module docstring is the title (however many lines it wraps
+    over) and the rest its introduction; every workflow follows as a section; `source`,
+    when given, ends the page in a folded block.
     """
-    doc = inspect.cleandoc(module.__doc__ or module.__name__)
-    title, _, intro = doc.partition("\n")
-    out = [f"# {title.strip().rstrip('.')}", ""]
+    title, intro = _title_and_intro(inspect.cleandoc(module.__doc__ or module.__name__))
+    out = [f"# {title}", ""]
     if intro.strip():
         out += [intro.strip("\n"), ""]  # keep the indentation of a leading code block
     schedules = schedules_of(module)
@@ -137,6 +137,21 @@ def module_page(module: types.ModuleType, *, source: str | None = None) -> str:
         out += [f'??? example "Source: {Path(file).name}"', ""]
         out += [_indent(f"```python\n{source.rstrip()}\n```"), ""]
     return "\n".join(out)
+
+
+def _title_and_intro(doc: str) -> tuple[str, str]:
+    """The first sentence of `doc` (its first paragraph joined into one line, up to a
+    sentence end), without its final period, and the text after it."""
+    paragraph, blank, rest = doc.partition("\n\n")
+    joined = " ".join(line.strip() for line in paragraph.splitlines())
+    end = _SENTENCE_END.search(joined)
+    title, more = (joined[: end.end()], joined[end.end() :].lstrip()) if end else (joined, "")
+    intro = "\n\n".join(part for part in (more, rest) if part) if blank or more else ""
+    return title.rstrip(".").strip(), intro
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z`(\"'])")
+"""Where a first sentence ends: a stop before the capital (or quote) that starts the next."""
 
 
 def workflow_page(spec: WorkflowSpec, *, level: int = 1, schedules: Sequence[Schedule] = ()) -> str:

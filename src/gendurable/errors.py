@@ -15,7 +15,8 @@ GenDurableError
 └── EngineError            the engine could not do what was asked (stopped, not started)
 ```
 
-Every error a user may catch derives from `GenDurableError`.
+Every error a user may catch derives from `GenDurableError`. The one warning,
+`DefinitionWarning` (a `UserWarning`), says a definition compiled with something missing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class GenDurableError(Exception):
 
 class DefinitionError(GenDurableError):
     """A workflow or job definition is invalid; raised when the class is decorated."""
+
+
+class DefinitionWarning(UserWarning):
+    """A workflow compiled, but with something missing: issued when the class is decorated.
+
+    Today: a step whose source cannot be read (defined through `exec`, on stdin, in a plain
+    REPL) and that declares no `@gd.step(to=...)`, so its edges are unknown and the diagram
+    and the generated docs show none. One warning per workflow names every such step.
+    """
 
 
 class ConfigError(GenDurableError):
@@ -96,6 +106,7 @@ class WorkflowFailed(GenDurableError):
 __all__ = [
     "ConfigError",
     "DefinitionError",
+    "DefinitionWarning",
     "DuplicateKey",
     "EngineError",
     "GenDurableError",

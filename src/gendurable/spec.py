@@ -20,6 +20,12 @@ from .limit import Backoff, Limit
 END = "[*]"
 """The edge target standing for a terminal outcome (`done` or `stop`)."""
 
+START = "[*]"
+"""The edge source standing for the start of an instance (only `diagram_edges()` has it).
+
+Mermaid writes both the start and the end as `[*]`; one is only ever a source, the other
+only ever a target, so an edge's position says which it is."""
+
 
 @dataclass(frozen=True, slots=True)
 class AwaitSpec:
@@ -118,9 +124,18 @@ class WorkflowSpec:
         """The step called `name`; `KeyError` when there is none."""
         return self.steps[name]
 
+    def max_attempts(self, step: str) -> int:
+        """The attempts step `step` may use: its own `max_attempts`, else the workflow's."""
+        return self.steps[step].max_attempts or self.retry.max_attempts
+
     def edges(self) -> list[tuple[str, str]]:
         """Every (source, target) edge, in step order; `END` stands for a terminal outcome."""
         return [(s.name, t) for s in self.steps.values() for t in s.edges]
+
+    def diagram_edges(self) -> list[tuple[str, str]]:
+        """Every arrow of the workflow's state diagram, in order: `(START, start step)`, then
+        `edges()`. `to_mermaid()` writes these and the dashboard draws these, no others."""
+        return [(START, self.start_step), *self.edges()]
 
     def signal_type(self, name: str) -> tuple[bool, Any, msgspec.json.Decoder[Any] | None]:
         """(awaited by some step, declared payload type or None, its decoder or None)."""
@@ -143,9 +158,9 @@ class WorkflowSpec:
 
     def to_mermaid(self) -> str:
         """Render the transition table as a Mermaid `stateDiagram-v2`."""
-        lines = ["stateDiagram-v2", f"    [*] --> {self.start_step}"]
-        edges = self.edges()
-        named = {self.start_step} | {n for edge in edges for n in edge}
+        (start, first), *edges = self.diagram_edges()
+        lines = ["stateDiagram-v2", f"    {start} --> {first}"]
+        named = {first} | {n for edge in edges for n in edge}
         for s in self.steps.values():
             if s.awaits:
                 label = s.awaits.label()

@@ -3,6 +3,8 @@
 Events are tuples of names, each defined once in `gendurable.events` with the keys it
 carries (`events.STEP_STOP` is `step.stop`). A handler that raises is detached after being
 logged, so a broken handler never breaks the engine.
+Every engine has `failure_handler()` attached as `FAILURES`: each step failure is one
+WARNING line on the `gendurable.steps` logger.
 
 Trace context: a `tracer` (set by `gendurable.otel.instrument`) is asked for a context to
 store with each start and signal; the steps those cause get it back in the metadata of
@@ -14,9 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from .events import MAINTENANCE_EXCEPTION, MAINTENANCE_RUN, Event, dotted
+from .attempts import attempt_of
+from .durations import age
+from .events import MAINTENANCE_EXCEPTION, MAINTENANCE_RUN, STEP_EXCEPTION, Event, dotted
 
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
 Tracer = Callable[[str, Mapping[str, Any]], "str | None"]
@@ -106,3 +111,48 @@ def _field(value: Any) -> str:
     """A value on one log line: an exception as `Type: message`, newlines escaped."""
     text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
     return text.replace("\n", "\\n")
+
+
+FAILURES = "gendurable.failures"
+"""The name under which every engine attaches `failure_handler()` (detach it to silence)."""
+
+STEP_LOGGER = "gendurable.steps"
+"""The logger of step failures."""
+
+
+def failure_handler(logger: logging.Logger | None = None) -> Handler:
+    """A handler of `step.exception` that logs each step failure as one WARNING line.
+
+    The line names the workflow, key, instance id, step, attempt (`2 of 5`, counted from 1
+    against the step's limit), the error's type and message, and what follows: `retrying in
+    4.0s`, `the instance failed`, or the outcome `handle()` chose instead. When the logger
+    is enabled for DEBUG, the line carries the traceback too.
+    """
+    target = logger or logging.getLogger(STEP_LOGGER)
+
+    def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        if event != STEP_EXCEPTION or not target.isEnabledFor(logging.WARNING):
+            return
+        error = metadata.get("error")
+        outcome = metadata.get("outcome")
+        if outcome == "retry" and "retry_in" in measurements:
+            then = f"retrying in {age(timedelta(seconds=measurements['retry_in']))}"
+        elif outcome == "failed":
+            then = "the instance failed"
+        else:
+            then = f"handle() chose {outcome}"
+        key = metadata.get("key")
+        target.warning(
+            "%s %s (id %s): step %s failed on attempt %s: %s: %s; %s",
+            metadata.get("workflow"),
+            "(no key)" if key is None else repr(key),
+            metadata.get("id"),
+            metadata.get("step"),
+            attempt_of(int(metadata.get("attempt") or 0), metadata.get("max_attempts")),
+            type(error).__qualname__,
+            " ".join(str(error).split())[:500],
+            then,
+            exc_info=error if target.isEnabledFor(logging.DEBUG) else None,
+        )
+
+    return handle

@@ -2,12 +2,16 @@
 
 On the first SIGTERM/SIGINT the worker stops claiming, lets running steps finish within the
 drain timeout, and releases the claims of the rest so another node takes them at once.
+Unless the application configured logging itself, the worker logs to stderr at WARNING, one
+line a record: every step failure (see `gendurable.telemetry.failure_handler`) and database
+outage; `--log-level debug` adds tracebacks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import signal
 from typing import Any
 
@@ -16,6 +20,19 @@ from .errors import ConfigError
 
 READY = "gendurable worker ready"
 """Printed (and flushed) on stdout once the engine runs; supervisors and tests wait for it."""
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str = "warning") -> None:
+    """Log to stderr at `level`, one line a record, unless logging has a handler already
+    (the application's module, imported first, configured its own)."""
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def load_engine(target: str) -> Engine:

@@ -68,6 +68,20 @@ async def test_cli_signal_delivers_a_name_the_live_nodes_declare(
     ]
 
 
+async def test_cli_signal_key_reads_an_all_digit_target_as_a_key(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    rows = Rows(db, gendurable_schema)
+    await make_engine(workflows=[Expense], queues=None)
+    other = await Expense.start(key="other")
+    digits = await Expense.start(key=str(other.id))  # a key that reads as the other's id
+
+    run = await cli("signal", str(other.id), "rejected", "--workflow", "cli.expense", "--key")
+
+    assert run.code == 0, run.err
+    assert await rows.signals() == [(digits.id, "rejected", None)]
+
+
 async def test_cli_signal_wakes_an_instance_awaiting_it(
     cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:

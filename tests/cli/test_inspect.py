@@ -13,6 +13,15 @@ import gendurable as gd
 from gendurable.testing import MakeEngine
 
 
+@gd.workflow(name="cli.refund", queue="expenses")
+class Refund:
+    """A second workflow on the expenses queue."""
+
+    @gd.step(start=True)
+    async def pay(self, state: object, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
 async def _sql(db: asyncpg.Connection, schema: str, statement: str, *args: object) -> None:
     await db.execute(statement.replace("S.", f'"{schema}".'), *args)
 
@@ -99,6 +108,78 @@ async def test_cli_status_nodes_json_lists_what_each_live_node_serves(
     assert described["state"]["type"] == "Expense.State"
     assert node["version"] == gd.__version__
     assert node["heartbeat_seconds"] == 10.0
+
+
+async def test_cli_status_leaves_out_a_dead_node_not_yet_pruned(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # An engine that died without stopping keeps its row until a live node's heartbeat
+    # prunes it; past its expiry it is not live, and serves nothing.
+    await make_engine(workflows=[Flaky], queues={"default": 1}, name="alive")
+    await _sql(
+        db,
+        gendurable_schema,
+        "INSERT INTO S.nodes (id, name, host, pid, schema, queues, workflows, version, "
+        "heartbeat, started_at, last_seen, expires_at) "
+        "SELECT 'dead@h-1-x', 'dead', 'h', 1, $1, '{\"expenses\": 4}', '{}', '0', "
+        "interval '10 seconds', now() - interval '1 hour', now() - interval '31 seconds', "
+        "now() - interval '1 second'",
+        gendurable_schema,
+    )
+
+    nodes = (await cli("status", "--nodes", "--json")).json()
+    run = await cli("status")
+
+    assert [n["name"] for n in nodes] == ["alive"]
+    assert run.code == 0, run.err
+    _, queues, listed = run.out.strip().split("\n\n")
+    assert [line.split()[0] for line in listed.splitlines()[3:]] == ["alive"]
+    assert "expenses" not in queues  # only the dead node ran it
+
+
+async def test_cli_status_a_queue_with_only_rows_scheduled_later_is_not_behind(
+    cli: Cli, make_engine: MakeEngine
+) -> None:
+    await make_engine(workflows=[Expense], queues=None)
+    await Expense.start(key="later", delay=timedelta(hours=1))
+
+    rows = (await cli("status", "--json")).json()
+    run = await cli("status")
+
+    assert rows == [
+        {
+            "workflow": "cli.expense",
+            "status": "available",
+            "queue": "expenses",
+            "count": 1,
+            "oldest_due_seconds": None,
+        }
+    ]
+    queues = run.out.strip().split("\n\n")[1]
+    assert queues.splitlines()[2].split()[:2] == ["expenses", "0"]  # nothing due
+
+
+async def test_cli_status_a_queue_is_as_far_behind_as_its_oldest_due_row_of_any_workflow(
+    cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    await make_engine(workflows=[Expense, Refund], queues=None)  # client only: nothing runs
+    oldest = await Expense.start(key="a")
+    await Expense.start(key="b")
+    newer = await Refund.start(key="r")
+    for id, behind in ((oldest.id, "2 hours"), (newer.id, "1 hour")):
+        await _sql(
+            db,
+            gendurable_schema,
+            f"UPDATE S.instances SET run_at = now() - interval '{behind}' WHERE id = $1",
+            id,
+        )
+
+    run = await cli("status")
+
+    assert run.code == 0, run.err
+    queues = run.out.strip().split("\n\n")[1]
+    [expenses] = [line.split() for line in queues.splitlines()[2:] if line.startswith("expenses")]
+    assert expenses[1:3] == ["3", "2h"]  # three due rows of two workflows; the oldest's age
 
 
 # -- ls -------------------------------------------------------------------------------------
@@ -259,11 +340,11 @@ async def test_cli_show_text_of_a_failed_instance_has_the_error_and_traceback(
         "workflow": "cli.flaky",
         "status": "failed",
         "step": "work",
-        "attempt": "0 (max 1)",
+        "attempt": "1 of 1",
     }
     error = next(i for i, line in enumerate(lines) if line.startswith("error"))
     assert lines[error].split(None, 1)[1] == (
-        "builtins.RuntimeError: the bank is down (step work, attempt 0)"
+        "builtins.RuntimeError: the bank is down (step work, attempt 1 of 1)"
     )
     assert lines[error + 1].strip() == "Traceback (most recent call last):"
     assert lines[-1].strip() == "RuntimeError: the bank is down"
@@ -346,3 +427,24 @@ async def test_cli_show_prefers_the_live_instance_of_a_reused_key(
 
     assert (shown["id"], shown["status"]) == (new.id, "available")
     assert shown["blocked_by"]["reason"] == "queue"
+
+
+async def test_cli_show_prefers_the_live_instance_over_a_later_ended_one(
+    cli: Cli, make_engine: MakeEngine
+) -> None:
+    # A failed instance frees its key: a later instance takes it and ends; then `retry`
+    # makes the first one live again. The key names the live one, not the latest.
+    worker = await make_engine(workflows=[Flaky], queues={"default": 1})
+    first = await Flaky.start(key="k")
+    with pytest.raises(gd.WorkflowFailed):
+        await Flaky.result("k", timeout=10)
+    await worker.stop()
+    await make_engine(workflows=[Flaky], queues=None)
+    later = await Flaky.start(key="k")
+    await Flaky.cancel(later.id)
+    assert (await cli("retry", str(first.id))).code == 0
+
+    shown = (await cli("show", "k", "--json")).json()
+
+    assert later.id > first.id
+    assert (shown["id"], shown["status"]) == (first.id, "available")

@@ -5,6 +5,7 @@ list the dashboard pages through, is checked in test_inspect_plans.py)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -116,3 +117,23 @@ async def test_dashboard_oldest_due_row_is_the_one_waiting_longest(
     )
     assert [(r["queue"], r["id"]) for r in rows] == [(r["queue"], r["id"]) for r in expected]
     assert [(r["queue"], r["id"]) for r in rows] == [("q-0", 30), ("q-2", 20)]
+
+
+async def test_dashboard_throughput_counts_the_ends_of_its_window_only(
+    filled: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # Terminal rows ended over two days: the statement reads (and bins) the last hour only,
+    # so its cost is the rows of the window, never the table.
+    s = f'"{gendurable_schema}"'
+    sql = statements(gendurable_schema)["throughput_by_minute"]
+
+    rows = await filled.fetch(sql, None, 60)
+
+    now = rows[0]["now"]
+    expected = await filled.fetchval(
+        f"SELECT count(*) FROM {s}.instances WHERE status IN ('done', 'failed', 'cancelled') "
+        "AND finished_at > $1::timestamptz - interval '60 minutes' AND finished_at <= $1",
+        now,
+    )
+    assert 0 < sum(r["count"] for r in rows) == expected
+    assert min(r["minute"] for r in rows) >= now - timedelta(minutes=60)

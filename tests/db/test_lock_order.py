@@ -206,3 +206,32 @@ async def test_cancel_cascade_locks_descendants_in_id_order(
         await cancel
     for kid in kids:
         assert (await row(db, gendurable_schema, kid))["status"] == "cancelled"
+
+
+async def test_retry_locks_the_parent_before_the_child_it_puts_back(
+    engine: gd.Engine,
+    db: asyncpg.Connection,
+    gendurable_dsn: str,
+    gendurable_schema: str,
+    blocker: Blocker,
+) -> None:
+    # The blocker holds the parent, so the retry of its failed child waits, holding nothing.
+    # Then the blocker takes the child too, as a writer keeping the id order does: a retry
+    # that had taken the child first would now wait for the parent while holding the child,
+    # and the two would deadlock.
+    s = gendurable_schema
+    parent, (child,) = await family(db, s, engine, 1, status="failed")
+    await blocker.hold(lock_row(s), parent)
+    retry = asyncio.create_task(engine.store.instance_retry(child, None))
+    await lock_waiter(db)
+
+    assert not await instance_locked(gendurable_dsn, s, child)
+    await blocker.hold("SET lock_timeout = '5s'")
+    await blocker.hold(lock_row(s), child)
+    await blocker.release()
+    async with asyncio.timeout(10):
+        retried = await retry
+    assert retried["retried"] == child
+    counted = await row(db, s, parent)
+    assert (counted["status"], counted["pending_children"]) == ("waiting", 2)
+    assert (await row(db, s, child))["status"] == "available"

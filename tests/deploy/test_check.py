@@ -2,16 +2,55 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from deploy_flows import ExpenseV1, ExpenseV2, Report
 
+import gendurable as gd
 from gendurable import deploy_check
 from gendurable.deploy_check import CheckReport, Problem, field_of
 from gendurable.engine.engine import Engine
 from gendurable.errors import ConfigError, EngineError
 from gendurable.testing import MakeEngine
+
+
+@gd.workflow(name="batch.leaf")
+class Leaf:
+    @gd.step(start=True)
+    @gd.await_signals("go")
+    async def wait(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="batch")
+class BatchV1:
+    @gd.step(start=True)
+    async def fan(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Leaf.new(), Leaf.new()], then=self.collect)
+
+    @gd.step
+    async def collect(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+    @gd.step
+    async def audit(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="batch")
+class BatchV2:
+    """v1 without `collect` and `audit`: it gathers its children in a new step."""
+
+    @gd.step(start=True)
+    async def fan(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.spawn([Leaf.new(), Leaf.new()], then=self.gather)
+
+    @gd.step
+    async def gather(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
 
 
 async def old_rows(make_engine: MakeEngine) -> dict[str, int]:
@@ -75,6 +114,61 @@ async def test_check_reports_every_problem_with_count_and_example(
     ]
 
 
+async def test_check_reports_rows_waiting_for_children_or_executing_at_a_removed_step(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # Every live status counts: a parent waiting for its children at the removed step would
+    # wake into a step the new code does not have, and so would a row claimed at it.
+    old = await make_engine(workflows=[BatchV1, Leaf])
+    parent = await BatchV1.start(key="p", engine=old)
+    await old.drain()
+    await old.stop()
+    client = await make_engine(workflows=[BatchV1, Leaf], queues=None)
+    running = await BatchV1.start(key="r", engine=client)
+    # What a claim of the old code writes when it takes `audit` (and the step then runs).
+    await db.execute(
+        f"UPDATE \"{gendurable_schema}\".instances SET status = 'executing', step = 'audit', "
+        "locked_by = 'old#1', locked_until = now() + interval '1 hour' WHERE id = $1",
+        running.id,
+    )
+    new = await make_engine(workflows=[BatchV2, Leaf], start=False)
+
+    report = await new.check()
+
+    statuses = await db.fetch(
+        f'SELECT id, status::text FROM "{gendurable_schema}".instances ORDER BY id'
+    )
+    assert [r["status"] for r in statuses if r["id"] == parent.id] == ["waiting"]
+    assert report.live_rows == 4  # the parent, its two children, the running row
+    assert set(report.problems) == {
+        Problem("step_removed", "batch", 1, parent.id, step="collect"),
+        Problem("step_removed", "batch", 1, running.id, step="audit"),
+    }
+
+
+async def test_check_reports_only_parked_rows_as_awaiting_a_removed_signal(
+    make_engine: MakeEngine,
+) -> None:
+    # A row woken by `approved` keeps its step's awaited names until it runs; it awaits
+    # nothing any more, so v2 dropping `rejected` strands only the row still parked.
+    old = await make_engine(workflows=[ExpenseV1])
+    for key in ("parked", "woken"):
+        await ExpenseV1.start(key, ExpenseV1.State(amount=1), engine=old)
+    await old.drain()
+    await old.stop()
+    client = await make_engine(workflows=[ExpenseV1], queues=None)  # runs nothing
+    await ExpenseV1.signal("woken", "approved", engine=client)
+    parked = await ExpenseV1.get("parked", engine=client)
+    assert (await ExpenseV1.get("woken", engine=client)).status == "available"
+    new = await make_engine(workflows=[ExpenseV2], start=False)
+
+    report = await new.check()
+
+    assert [p for p in report.problems if p.kind == "signal_removed"] == [
+        Problem("signal_removed", "expense", 1, parked.id, step="decide", signal="rejected")
+    ]
+
+
 async def test_check_of_the_running_code_finds_nothing(make_engine: MakeEngine) -> None:
     await old_rows(make_engine)
     same = await make_engine(workflows=[ExpenseV1, Report], start=False)
@@ -124,6 +218,36 @@ async def test_check_sample_decodes_only_the_oldest_rows(make_engine: MakeEngine
     assert report.states_decoded == 1
     undecodable = [p for p in report.problems if p.kind == "state_undecodable"]
     assert [(p.field, p.count, p.example_id) for p in undecodable] == [("currency", 1, ids["e1"])]
+
+
+async def test_check_sample_is_the_states_written_longest_ago(
+    make_engine: MakeEngine, manual_clock: gd.ManualClock
+) -> None:
+    old = await make_engine(workflows=[ExpenseV1])
+    first = await ExpenseV1.start("first", ExpenseV1.State(amount="12"), engine=old)
+    await old.drain()
+    manual_clock.advance(timedelta(minutes=5))
+    await ExpenseV1.start("second", ExpenseV1.State(amount=1), engine=old)
+    await old.drain()
+    await old.stop()
+    new = await make_engine(workflows=[ExpenseV2], start=False)
+
+    report = await new.check(sample=1)
+
+    assert report.states_decoded == 1
+    undecodable = [p for p in report.problems if p.kind == "state_undecodable"]
+    assert [(p.field, p.example_id) for p in undecodable] == [("amount", first.id)]
+
+
+async def test_check_sample_decodes_live_states_only(make_engine: MakeEngine) -> None:
+    await old_rows(make_engine)  # e5 ended, with a state v2 cannot decode either
+    new = await make_engine(workflows=[ExpenseV2], start=False)
+
+    report = await new.check()
+
+    assert report.states_decoded == 4
+    counts = {p.field: p.count for p in report.problems if p.kind == "state_undecodable"}
+    assert counts == {"currency": 3, "amount": 1}
 
 
 async def test_check_full_reads_every_state_page_by_page(

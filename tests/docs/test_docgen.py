@@ -25,6 +25,8 @@ from gendurable.docgen import (
 )
 from gendurable.errors import ConfigError
 
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+
 
 def section(page: str, title: str) -> list[str]:
     """The lines of the section `title` (any heading level), up to the next heading."""
@@ -226,6 +228,35 @@ def test_docgen_module_page_keeps_the_docstring_code_block_and_folds_the_source(
     assert "\n## notify\n" in page
     assert page.endswith(
         "??? example \"Source: flows.py\"\n\n    ```python\n    print('hi')\n    ```\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("doc", "start"),
+    [
+        # A first sentence wrapped over two lines is the whole title, not its first line.
+        ("Orders: one per\nline item.\n\n    run it\n\nMore.",
+         "# Orders: one per line item\n\n    run it\n\nMore.\n"),
+        # A second sentence of the first paragraph opens the introduction.
+        ("Hello. It greets\nyou.\n\nMore.", "# Hello\n\nIt greets you.\n\nMore.\n"),
+        ("Just a title", "# Just a title\n"),
+        ("Calls gd.step twice, e.g. here. Then stops.",
+         "# Calls gd.step twice, e.g. here\n\nThen stops.\n"),
+    ],
+)  # fmt: skip
+def test_docgen_module_page_title_is_the_first_sentence(doc: str, start: str) -> None:
+    module = types.ModuleType("titled")
+    module.__doc__ = doc
+
+    assert module_page(module).startswith(start)
+
+
+def test_docgen_example_pages_have_their_whole_first_sentence_as_title() -> None:
+    orders = load_module(str(EXAMPLES / "orders.py"))
+
+    assert module_page(orders).splitlines()[0] == (
+        "# Orders: one child per line item reserves stock under a per-SKU concurrency key; "
+        "the order then joins"
     )
 
 

@@ -10,6 +10,7 @@ runs it when either is missing, and skips (saying why) only when it cannot insta
 from __future__ import annotations
 
 import functools
+import html.parser
 import http.server
 import os
 import shutil
@@ -111,6 +112,43 @@ def test_site_has_a_generated_page_per_example(site: Path) -> None:
     approval = (site / "examples" / "approval" / "index.html").read_text()
     assert "<code>approved</code>" in approval
     assert "<code>Approved</code>" in approval
+
+
+class _ProseText(html.parser.HTMLParser):
+    """The text of a page outside code, preformatted blocks, scripts and styles."""
+
+    SKIPPED = frozenset({"pre", "code", "script", "style", "textarea"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.depth += tag in self.SKIPPED
+
+    def handle_endtag(self, tag: str) -> None:
+        self.depth -= tag in self.SKIPPED and self.depth > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self.depth:
+            self.parts.append(data)
+
+
+def test_site_every_markdown_table_renders_as_a_table(site: Path) -> None:
+    # A table cut by a blank line, or with a bad delimiter row, becomes a paragraph of pipes:
+    # `mkdocs --strict` says nothing about it. Code blocks may show pipes; prose may not.
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        prose = _ProseText()
+        prose.feed(page.read_text())
+        text = "".join(prose.parts)
+        broken += [
+            f"{page.relative_to(site)}: {line.strip()[:80]}"
+            for line in text.splitlines()
+            if line.lstrip().startswith("|")
+        ]
+    assert broken == []
 
 
 def test_site_example_diagram_renders_as_svg_in_chromium(

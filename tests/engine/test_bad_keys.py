@@ -231,6 +231,35 @@ async def test_bad_keys_nul_in_json_is_refused_at_start_and_in_signals(
     assert (await NulState.get("ok")).state["text"] == "a\\u0000b"  # the literal text is fine
 
 
+NUL_AFTER_BACKSLASHES = {
+    "nul": ("a\x00b", True),
+    "backslash-nul": ("a\\\x00b", True),  # JSON `\\\u0000`: an escaped backslash, then NUL
+    "three-backslashes-nul": ("a\\\\\\\x00b", True),
+    "literal-escape": ("a\\u0000b", False),  # the text `\u0000`, no NUL in it
+    "two-backslashes-literal": ("a\\\\u0000b", False),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"), NUL_AFTER_BACKSLASHES.values(), ids=NUL_AFTER_BACKSLASHES.keys()
+)
+async def test_bad_keys_a_nul_is_found_whatever_the_backslashes_before_it(
+    make_engine: MakeEngine, rows: Db, text: str, refused: bool
+) -> None:
+    # In JSON a NUL is `\u0000` after an even number of backslashes: each pair is one
+    # escaped backslash of the text. An odd number escapes the `\` of `\u0000` itself.
+    await make_engine(workflows=[NulState], queues=None)
+    state = {"text": text, "put_nul": False, "raise_nul": False}
+
+    if refused:
+        with pytest.raises(gd.ValidationError, match="holds a NUL character"):
+            await NulState.start(key="k", state=state)
+        assert await rows.count() == 0
+    else:
+        await NulState.start(key="k", state=state)
+        assert (await NulState.get("k")).state["text"] == text
+
+
 async def test_bad_keys_nul_in_a_step_state_or_error_takes_the_error_path_alone(
     make_engine: MakeEngine,
 ) -> None:

@@ -37,6 +37,19 @@ class Failing:
         raise RuntimeError("the bank is down\nand more lines")
 
 
+@gd.workflow(name="bb.recovered", backoff=gd.Backoff(base=timedelta(minutes=1), jitter=0.0))
+class Recovered:
+    @gd.step(start=True)
+    async def call(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        if ctx.attempt == 0:
+            raise RuntimeError("the bank is down")
+        return gd.goto(self.report, delay=timedelta(hours=1))
+
+    @gd.step
+    async def report(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
 GATE: dict[str, asyncio.Event] = {}
 """The event `Blocking` waits on, made by the test on its own loop."""
 
@@ -146,6 +159,26 @@ async def test_blocked_by_backoff_after_a_failed_attempt(
         "backing off: attempt 1 of 5 failed: RuntimeError: the bank is down "
         "until 2030-01-01 00:01 UTC"
     )
+
+
+async def test_blocked_by_scheduled_after_a_step_that_failed_once_moved_on(
+    make_engine: MakeEngine, manual_clock: gd.ManualClock
+) -> None:
+    # The error of the failed attempt stays on the row after the retry succeeded, but the
+    # next step starts at attempt 0: its delay is a schedule, not a backoff.
+    engine = await make_engine(workflows=[Recovered])
+    await Recovered.start(key="r")
+    await engine.drain()  # attempt 0 fails: backing off for a minute
+    backing_off = (await Recovered.get("r")).blocked_by
+    manual_clock.advance(timedelta(minutes=1))
+    await engine.drain()  # attempt 1 moves on to `report`, an hour later
+
+    info = await Recovered.get("r")
+
+    assert backing_off is not None
+    assert backing_off.reason == "backoff"
+    assert (info.status, info.step, info.attempt) == ("available", "report", 0)
+    assert info.blocked_by == gd.BlockedBy("scheduled", manual_clock.now() + timedelta(hours=1), "")
 
 
 async def test_blocked_by_rate_limit_when_the_limiter_deferred_it(

@@ -220,25 +220,40 @@ async def test_a_stale_release_leaves_the_new_owner_claim(rig: Rig) -> None:
 
 
 async def test_a_heartbeat_extends_only_its_own_claims(rig: Rig) -> None:
-    # Claims are named `<scheduler>#<n>`. The scheduler "w1" lost `lost` (expired, rescued)
-    # to "w10", a name that starts like its own, while its step still runs; and it holds
-    # `orphan` through a claim whose answer never reached it (it runs nothing there).
+    # Claims are named `<scheduler>#<n>`, and the heartbeat of scheduler "w1" names each claim
+    # it runs by (id, name). Its claim w1#2 took `mine` and `dropped`, whose run ended without
+    # its commit (the database was gone): only `mine` still runs. It lost `lost` (expired,
+    # rescued) to "w10", a name that starts like its own, while its step still runs; it holds
+    # `orphan` through a claim whose answer never reached it (it runs nothing there); and it
+    # took `retaken` again, after its run as w1#3 expired, through a claim w1#5 whose answer
+    # was lost too, while the w1#3 run goes on. Only `mine` is extended: the others must
+    # expire, for the reaper to hand them out.
     lost = (await Flow.start()).id
     await rig.lose(lost, by=("w1#1", "w10#1"))
+    retaken = (await Flow.start()).id
+    assert await rig.claim("w1#3") == [retaken]
+    await rig.db.execute(  # its lease expired and the reaper took it back (played by hand)
+        f"UPDATE \"{rig.schema}\".instances SET status = 'available', locked_by = NULL, "
+        "locked_until = NULL WHERE id = $1",
+        retaken,
+    )
+    assert await rig.claim("w1#5") == [retaken]
     mine = (await Flow.start()).id
-    assert await rig.claim("w1#1") == [mine]
+    dropped = (await Flow.start()).id
+    assert await rig.claim("w1#2") == [mine, dropped]
     orphan = (await Flow.start()).id
-    assert await rig.claim("w1#2") == [orphan]
-    before = {id: (await rig.row(id))["locked_until"] for id in (lost, orphan)}
+    assert await rig.claim("w1#4") == [orphan]
+    others = (lost, retaken, dropped, orphan)
+    before = {id: (await rig.row(id))["locked_until"] for id in others}
     rig.engine.clock.advance(timedelta(seconds=10))  # type: ignore[attr-defined]
 
     extended = await rig.store.lease_extend(
-        "w1", ["guards.flow"], [LEASE], rig.now, ids=[mine, lost]
+        [(mine, "w1#2"), (lost, "w1#1"), (retaken, "w1#3")], ["guards.flow"], [LEASE], rig.now
     )
 
     assert extended == 1
     assert (await rig.row(mine))["locked_until"] == rig.now + LEASE
-    assert {id: (await rig.row(id))["locked_until"] for id in (lost, orphan)} == before
+    assert {id: (await rig.row(id))["locked_until"] for id in others} == before
 
 
 async def test_a_local_start_is_inserted_claimed_for_its_lease_and_only_when_it_creates(

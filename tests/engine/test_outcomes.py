@@ -283,7 +283,13 @@ async def test_outcome_stop_ends_failed_with_the_reason(make_engine: MakeEngine)
 
     info = await Quitter.get("q")
     assert info.status == "failed"
-    assert info.error == {"type": "stop", "message": "refused ann", "step": "judge"}
+    assert info.error == {
+        "type": "stop",
+        "message": "refused ann",
+        "step": "judge",
+        "attempt": 0,
+        "max_attempts": 5,
+    }
     assert info.state == {"who": "ann"}
     with pytest.raises(gd.WorkflowFailed, match="refused ann") as failed:
         await Quitter.result("q")

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 import gendurable as gd
-from commit_support import finish_batch
+from commit_support import commit, finish, finish_batch, move
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
@@ -236,3 +236,31 @@ async def test_cancel_reaches_children_a_spawn_committed_while_it_waited(
     assert (await rig.row(parent.id))["status"] == "cancelled"
     assert (await Child.get("x")).status == "cancelled"
     assert (await Child.get("y")).status == "cancelled"
+
+
+async def test_one_batch_ending_a_parent_and_consuming_a_live_childs_signal_commits_both(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # The engine never runs a parent while a child of it is live (a spawn makes it wait for
+    # them all), so it never sends such a batch; the rows are forced by hand here. The
+    # parent's end cascades to the child and purges its inbox within the statement, which
+    # also deletes the signal the child's goto consumed: whichever runs first, the other
+    # must find nothing left to delete, not fail the whole batch.
+    rig, parent, ids = await rig_with_children(make_engine, db, gendurable_schema, ["a"])
+    assert await rig.claim("w2") == [ids["a"]]
+    await db.execute(
+        f"UPDATE \"{gendurable_schema}\".instances SET status = 'executing', locked_by = 'w1' "
+        "WHERE id = $1",
+        parent,
+    )
+    signal = await db.fetchval(
+        f'SELECT id FROM "{gendurable_schema}".signals WHERE instance_id = $1', ids["a"]
+    )
+    goto = {**move(ids["a"], "w2", "wait"), "consumed": [signal]}
+
+    done, busy = await commit(rig.engine, [finish(parent, "w1", "done"), goto])
+
+    assert (set(done), busy) == ({parent, ids["a"]}, set())
+    assert (await rig.row(parent))["status"] == "done"
+    assert (await rig.row(ids["a"]))["status"] == "cancelled"
+    assert await rig.inbox(ids["a"]) == 0

@@ -113,6 +113,12 @@ class FaultProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def drop_all(self) -> None:
+        """Close every open connection, as a server that stops does (with `refusing`, the
+        server looks down until `refusing` is False again)."""
+        for conn in list(self._conns):
+            conn.close()
+
     def cut(self, sql: str, *, after_commit: bool = True, times: int = 1, skip: int = 0) -> Fault:
         """Arm a fault on the statement whose text is `sql`, letting the first `skip`
         executions through; `fault.event` is set when it fired."""

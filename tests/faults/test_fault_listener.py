@@ -7,6 +7,7 @@ is back (`pg_stat_activity` shows it listening) and notifications reach the engi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -59,7 +60,9 @@ async def test_fault_listener_killed_work_flows_by_polling_and_the_listener_come
     await backends.terminate(listener)
 
     async def reconnect_failed() -> bool:
-        return any("listener reconnect failed" in r.getMessage() for r in caplog.records)
+        return any(
+            r.getMessage().startswith("the LISTEN connection unavailable") for r in caplog.records
+        )
 
     await eventually(reconnect_failed, what="the listener trying to reconnect")
     # Started while nobody listens: the NOTIFY of each start is lost, the poll finds them.
@@ -86,3 +89,57 @@ async def test_fault_listener_killed_work_flows_by_polling_and_the_listener_come
     waiting = Waiter.result("w", timeout=10, engine=worker)
     await Waiter.signal("w", "go", "notified", engine=client)
     assert await waiting == "notified"
+
+
+async def test_fault_listener_back_wakes_a_result_whose_end_was_announced_while_it_was_down(
+    engines: Engines,
+    proxy: FaultProxy,
+    backends: Backends,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A client's result() waits on notifications only (it does not poll). The instance
+    # ends while the client's listener is down, so its announcement is lost: when the
+    # listener is back, every pending waiter must look at its row again.
+    caplog.set_level(logging.WARNING, logger="gendurable.listener")
+    worker = await engines(workflows=[Waiter], queues={"default": 2})
+    channel = worker.store.channel
+    others = set(await backends.listening(channel))  # the worker's listener
+    client = await engines(workflows=[Waiter], dsn=proxy.dsn)
+    [listener] = sorted(set(await backends.listening(channel)) - others)
+    handle = await Waiter.start(key="w", engine=worker)
+
+    async def parked() -> bool:
+        return (await Waiter.get("w", engine=client)).status == "awaiting"
+
+    await eventually(parked, what="the waiter parked")
+    looked = asyncio.Event()  # result() read the row, live, after it began to listen
+    instance_status = client.store.instance_status
+
+    async def watched(id: int) -> Any:
+        row = await instance_status(id)
+        if id == handle.id and row is not None and row["status"] == "awaiting":
+            looked.set()
+        return row
+
+    client.store.instance_status = watched  # type: ignore[method-assign]
+    waiting = asyncio.create_task(Waiter.result("w", timeout=None, engine=client))
+    try:
+        async with asyncio.timeout(10):
+            await looked.wait()
+        proxy.refusing = True
+        await backends.terminate(listener)
+
+        async def reconnect_failed() -> bool:
+            return any("listener reconnect failed" in r.getMessage() for r in caplog.records)
+
+        await eventually(reconnect_failed, what="the listener trying to reconnect")
+        await Waiter.signal("w", "go", "while down", engine=worker)
+        assert await Waiter.result("w", timeout=10, engine=worker) == "while down"
+        assert not waiting.done()  # the end's announcement was lost with the listener
+
+        proxy.refusing = False
+        async with asyncio.timeout(30):  # no poll: only the reconnect can wake it
+            assert await waiting == "while down"
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)

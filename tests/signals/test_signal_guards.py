@@ -188,6 +188,28 @@ async def test_a_reawait_past_its_deadline_wakes_at_once_as_timed_out(rig: Rig) 
     assert (after["status"], after["timed_out"]) == ("available", True)
 
 
+async def test_a_reawait_past_its_deadline_with_only_another_steps_signal_is_timed_out(
+    rig: Rig,
+) -> None:
+    # A signal newer than the seen mark, but of a name `wait` does not await (it is for
+    # `later`), sits in the inbox when the reawait's deadline has passed. The deadline is
+    # what wakes it: timed out, with nothing awaited, not a wake by that signal.
+    id = await rig.parked()
+    async with rig.store.pool.acquire() as conn:
+        seen = (await rig.deliver(conn, id, "go"))["signal_id"]
+        assert await rig.claim("w2", "wait") == [id]
+        kept = await rig.deliver(conn, id, "later")  # executing: kept, wakes nothing
+    assert kept["woke"] is False
+    rig.engine.clock.advance(2 * HOUR)  # type: ignore[attr-defined]
+
+    parked = await commit(rig.engine, [rig.park(id, "w2", seen=seen, keep_deadline=True)])
+
+    assert parked == ({id: True}, set())  # woken by the deadline, not by `later`
+    after = await rig.row(id)
+    assert (after["status"], after["timed_out"]) == ("available", True)
+    assert await rig.inbox(id) == ["go", "later"]
+
+
 async def test_a_local_wake_claims_the_instance_for_its_scheduler_with_its_own_inbox(
     rig: Rig,
 ) -> None:

@@ -1,16 +1,17 @@
 """Property: for any valid generated definition, compiling is deterministic, finds exactly the
 edges written in the source (or declared with `to=`), and renders a diagram that names every
-step and every edge.
+step and every edge; the dashboard's SVG draws the same edges, none of them behind a step.
 
 Definitions are generated as source text. The first variant writes it to a real file and
 imports it, so the compiler's source analysis reads it; the second `exec`s it, where there is
-no source and only `to=` declares edges.
+no source and only `to=` declares edges (and a step without `to=` is warned about).
 """
 
 import importlib.util
 import itertools
 import keyword
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,10 +22,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from svg_edges import drawn_edges, mermaid_edges
 
 import gendurable as gd
 from gendurable.compiler import RESERVED
 from gendurable.spec import END, WorkflowSpec
+from gendurable.web.diagram import diagram_svg
 
 # Names the generated class body itself uses; a step called `gd` would shadow the module.
 CLASS_BODY_NAMES = frozenset({"gd", "timedelta"})
@@ -206,6 +209,7 @@ def check_spec(spec: WorkflowSpec, steps: list[StepDef], *, from_source: bool) -
     assert [line for line in lines if " --> " in line] == [f"    [*] --> {start}"] + [
         f"    {a} --> {b}" for a, b in expected_edges
     ]
+    assert Counter(drawn_edges(diagram_svg(spec))) == Counter(mermaid_edges(spec))
 
 
 def compile_twice(cls: type) -> tuple[WorkflowSpec, WorkflowSpec]:
@@ -249,6 +253,15 @@ def test_compiler_source_edges_deterministic_and_drawn(
 def test_compiler_declared_edges_deterministic_and_drawn(steps: list[StepDef]) -> None:
     namespace = load_exec(render(steps, with_bodies=False))
 
-    first, again = compile_twice(namespace["Flow"])
+    unread = [s.name for s in steps if not s.to]
+    if unread:  # no source and no `to=`: one warning per compile, naming exactly those steps
+        with pytest.warns(gd.DefinitionWarning) as caught:
+            first, again = compile_twice(namespace["Flow"])
+        assert len(caught) == 2
+        named = re.search(r"the source of steps? (.*) cannot be read", str(caught[0].message))
+        assert named is not None
+        assert named.group(1) == ", ".join(map(repr, unread))
+    else:  # every step declares `to=`: silent (the suite turns a warning into an error)
+        first, again = compile_twice(namespace["Flow"])
     assert_same(first, again)
     check_spec(first, steps, from_source=False)

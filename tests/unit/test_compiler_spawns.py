@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 import gendurable as gd
 
 jobs = SimpleNamespace()  # stands for an imported module: `jobs.mail.new(...)`
@@ -61,12 +63,13 @@ def test_compiler_spawns_ignores_new_outside_a_spawn() -> None:
 
 def test_compiler_spawns_empty_without_source() -> None:
     namespace: dict[str, Any] = {"gd": gd, "Any": Any}
-    exec(
-        "@gd.workflow(name='nosource')\n"
-        "class NoSource:\n"
-        "    @gd.step\n"
-        "    async def only(self, state, ctx):\n"
-        "        return gd.spawn([Child.new()], then=self.only)\n",
-        namespace,
-    )
+    with pytest.warns(gd.DefinitionWarning, match="'nosource'"):
+        exec(
+            "@gd.workflow(name='nosource')\n"
+            "class NoSource:\n"
+            "    @gd.step\n"
+            "    async def only(self, state, ctx):\n"
+            "        return gd.spawn([Child.new()], then=self.only)\n",
+            namespace,
+        )
     assert namespace["NoSource"].spec.step("only").spawns == ()

@@ -18,6 +18,7 @@ from gendurable.engine.decide import (
     Park,
     RetriesExhausted,
     RetryLater,
+    SpawnChildren,
     decide,
     max_attempts,
 )
@@ -196,7 +197,28 @@ def test_decide_goto_moves_and_keeps_claim_only_when_nothing_to_wait_for(
 
     decision = _run(TYPED, "first", outcome, state=state)
 
-    assert decision == MoveTo(step, b'{"n":3,"tags":["a"]}', delay, keep_claim, limit=limit)
+    assert decision == MoveTo(
+        step, b'{"n":3,"tags":["a"]}', delay, keep_claim, limit=limit, max_attempts=4
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kind", "attempts"),
+    [
+        (gd.goto("fragile"), MoveTo, 2),
+        (gd.goto("sturdy", delay=timedelta(seconds=1)), MoveTo, 8),
+        (gd.goto("plain"), MoveTo, 4),
+        (gd.goto("awaiting"), Park, 4),
+        (gd.spawn([], then="fragile"), SpawnChildren, 2),
+    ],
+)
+def test_decide_a_move_carries_the_attempts_of_the_step_it_enters(
+    outcome: Any, kind: type, attempts: int
+) -> None:
+    decision = _run(TYPED, "first", outcome, state=Typed.State())
+
+    assert isinstance(decision, kind)
+    assert decision.max_attempts == attempts
 
 
 def test_decide_goto_awaiting_target_parks_instead_of_keeping_the_claim() -> None:
@@ -440,7 +462,13 @@ def test_decide_stop_fails_with_the_reason() -> None:
     assert decision.status == "failed"
     assert decision.state == b'{"n":6,"tags":[]}'
     assert decision.result is None
-    assert _error(decision.error) == {"type": "stop", "message": "customer left", "step": "limited"}
+    assert _error(decision.error) == {
+        "type": "stop",
+        "message": "customer left",
+        "step": "limited",
+        "attempt": 0,
+        "max_attempts": 4,
+    }
 
 
 # -- reawait ------------------------------------------------------------------------------
@@ -567,7 +595,7 @@ def test_decide_uncommittable_outcome_goes_to_the_handler_first(produced: Any) -
 def test_decide_handled_outcome_is_applied() -> None:
     decision = _run(HANDLED, "only", gd.goto("after"), state={"x": 1}, handled=True)
 
-    assert decision == MoveTo("after", b'{"x":1}', None, True)
+    assert decision == MoveTo("after", b'{"x":1}', None, True, max_attempts=3)
 
 
 def test_decide_handled_failure_falls_back_to_the_default_policy() -> None:

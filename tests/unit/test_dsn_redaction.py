@@ -43,7 +43,7 @@ def test_redact_masks_pgpassword(monkeypatch: pytest.MonkeyPatch) -> None:
         ("postgresql://bob:pw@db.example:5433/app", "database 'app' on db.example:5433 as bob"),
         ("postgresql://db/app", "database 'app' on db"),
         ("postgresql://u:pw@/postgres?host=/tmp/sock", "database 'postgres' on /tmp/sock as u"),
-        ("host=db password=pw", "the database"),
+        ("host=db password=pw", "the database on db"),
         (None, "the database"),
     ],
 )

@@ -53,8 +53,8 @@ def build(**options: Any) -> gd.Engine:
 # One case per refusal: the message names the option, the value and what is allowed.
 REFUSALS = {
     "dsn-scheme": ({"dsn": "mysql://u@h/db"}, "dsn scheme 'mysql' is not PostgreSQL"),
-    "dsn-blank": ({"dsn": "  "}, "dsn must be a non-empty string, got '  '"),
-    "dsn-type": ({"dsn": 5432}, "dsn must be a non-empty string, got 5432"),
+    "dsn-blank": ({"dsn": "  "}, "dsn must be a non-empty string, got a blank one"),
+    "dsn-type": ({"dsn": 5432}, "dsn must be a non-empty string, got int"),
     "name-empty": ({"name": ""}, "engine name must be a non-empty string, got ''"),
     "name-type": ({"name": 7}, "engine name must be a non-empty string, got 7"),
     "schema-quote": ({"schema": 'bad"name'}, "contains"),

@@ -81,15 +81,34 @@ def test_web_csrf_accepts_only_the_token_of_the_cookie_from_our_origin() -> None
             "origin": "https://ops.example",
         },
     )
+    for fetch_site in ("same-origin", "none"):  # a page of ours, or the user's own request
+        csrf.check(
+            SECRET, cookie=cookie, form_token=good, headers={**same, "sec-fetch-site": fetch_site}
+        )
     refused = [
-        dict(cookie=None, form_token=good, headers=same),
-        dict(cookie="short", form_token=csrf.token(SECRET, "short"), headers=same),
-        dict(cookie=cookie, form_token=None, headers=same),
-        dict(cookie=cookie, form_token=csrf.token(b"other" * 8, cookie), headers=same),
-        dict(cookie=cookie, form_token=good, headers={**same, "origin": "http://evil.example"}),
-        dict(cookie=cookie, form_token=good, headers={**same, "origin": "null"}),
-        dict(cookie=cookie, form_token=good, headers={**same, "sec-fetch-site": "same-site"}),
+        (dict(cookie=None, form_token=good, headers=same), "session cookie is missing"),
+        (
+            dict(cookie="short", form_token=csrf.token(SECRET, "short"), headers=same),
+            "session cookie is missing",
+        ),
+        (dict(cookie=cookie, form_token=None, headers=same), "token does not match"),
+        (
+            dict(cookie=cookie, form_token=csrf.token(b"other" * 8, cookie), headers=same),
+            "token does not match",
+        ),
+        (
+            dict(cookie=cookie, form_token=good, headers={**same, "origin": "http://evil.example"}),
+            "from another origin",
+        ),
+        (
+            dict(cookie=cookie, form_token=good, headers={**same, "origin": "null"}),
+            "from an opaque origin",
+        ),
+        (
+            dict(cookie=cookie, form_token=good, headers={**same, "sec-fetch-site": "same-site"}),
+            r"from another site \(same-site\)",
+        ),
     ]
-    for case in refused:
-        with pytest.raises(csrf.CsrfError):
+    for case, says in refused:
+        with pytest.raises(csrf.CsrfError, match=says):
             csrf.check(SECRET, **case)  # type: ignore[arg-type]

@@ -63,6 +63,62 @@ async def test_web_overview_names_the_oldest_due_row_of_each_queue(
     assert re.search(r'<td class="num">2</td>', queues)
 
 
+async def test_web_overview_leaves_out_a_dead_node_not_yet_pruned(
+    scene: Scene, web: WebFactory, rows: Rows
+) -> None:
+    # An engine that died without stopping keeps its row until a live node's heartbeat
+    # prunes it; past its expiry it is not live, and runs no queue.
+    await rows.execute(
+        "INSERT INTO S.nodes (id, name, host, pid, schema, queues, workflows, version, "
+        "heartbeat, started_at, last_seen, expires_at) "
+        "SELECT 'ghost@h-1-x', 'ghost-node', 'h', 1, 's', '{\"archive\": 4}', '{}', '0', "
+        "interval '10 seconds', now() - interval '1 hour', now() - interval '31 seconds', "
+        "now() - interval '1 second'"
+    )
+    w = await web()
+
+    page = (await w.client.get("/")).text
+
+    assert scene.engine.name in page  # the live node
+    assert "ghost-node" not in page
+    assert "archive" not in page  # the queue only the dead node ran
+
+
+async def test_web_overview_counts_the_ends_of_the_last_hour_only(
+    scene: Scene, web: WebFactory, rows: Rows
+) -> None:
+    # The receipts ended now; one of them is made to have ended two hours ago.
+    await rows.execute(
+        "UPDATE S.instances SET finished_at = now() - interval '2 hours' WHERE id = $1",
+        scene.ids["r-ok"],
+    )
+    w = await web()
+
+    page = (await w.client.get("/")).text
+
+    assert "1 ended:" in page
+
+
+async def test_web_overview_names_the_oldest_due_row_whatever_its_priority(
+    make_engine: MakeEngine, web: WebFactory, rows: Rows
+) -> None:
+    await make_engine(workflows=web_app.WORKFLOWS, queues=None)  # starts, runs nothing
+    oldest = await web_app.Expense.start(key="low", state=web_app.Expense.State(amount=1))
+    urgent = await web_app.Expense.start(
+        key="high", state=web_app.Expense.State(amount=2), priority=5
+    )
+    await rows.execute(
+        "UPDATE S.instances SET run_at = now() - interval '1 hour' WHERE id = $1", oldest.id
+    )
+    w = await web()
+
+    page = (await w.client.get("/")).text
+
+    queues = page.split("<h2>Queues</h2>")[1].split("</table>")[0]
+    assert f'<a href="/instances/{oldest.id}">#{oldest.id}</a>' in queues
+    assert f"#{urgent.id}<" not in queues
+
+
 async def test_web_overview_reads_once_per_refresh_for_every_viewer(
     scene: Scene, web: WebFactory
 ) -> None:
@@ -213,6 +269,26 @@ async def test_web_instance_page_links_parent_and_children_and_pages_them(
     assert f'<a href="/instances/{order}">#{order}</a>' in child_page
     assert "ord-1-parcel-1" in child_page
     assert "No more children." in after_last
+
+
+async def test_web_instance_page_pages_the_inbox_without_gaps_or_repeats(
+    make_engine: MakeEngine, web: WebFactory
+) -> None:
+    await make_engine(workflows=web_app.WORKFLOWS, queues=None)  # runs nothing: all kept
+    handle = await web_app.Expense.start(key="busy", state=web_app.Expense.State(amount=1))
+    sent = [await web_app.Expense.signal("busy", "rejected", None) for _ in range(25)]
+    w = await web()
+
+    seen: list[int] = []
+    url: str | None = f"/instances/{handle.id}"
+    while url is not None:
+        page = (await w.client.get(url)).text
+        inbox = page.split("<h2>Inbox</h2>")[1].split("</section>")[0]
+        seen += [int(i) for i in re.findall(r'<tr><td class="num">(\d+)</td>', inbox)]
+        more = re.search(r'<a href="([^"]+)">More signals</a>', inbox)
+        url = html.unescape(more.group(1)) if more else None
+
+    assert seen == sent
 
 
 async def test_web_instance_page_shows_the_error_with_its_traceback(

@@ -12,7 +12,7 @@ from ..db.migrator import migrate
 from ..embedded import EmbeddedPostgres
 from ..errors import ConfigError
 from ..sql import quote_schema
-from ..worker import load_engine, serve
+from ..worker import LOG_LEVELS, configure_logging, load_engine, serve
 from .command import EXIT_OK, command, dsn_option, require_dsn, schema_option
 from .output import UserError
 
@@ -50,6 +50,13 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds running steps get to finish after SIGTERM/SIGINT (default: 30)",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="warning",
+        help="log to stderr from this level on (default: warning: every step failure and "
+        "database outage in one line each; debug adds their tracebacks)",
+    )
 
 
 @command("worker", _worker_options)
@@ -59,6 +66,7 @@ def worker_command(args: argparse.Namespace) -> int:
     if "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: modules of the working directory import
     engine = load_engine(args.target)  # a bad MODULE:ENGINE is a usage error
+    configure_logging(args.log_level)  # after the import: the app's own logging setup wins
     try:
         asyncio.run(serve(engine, drain_timeout=args.drain_timeout))
     except ConfigError as exc:  # raised by the engine at start (a schema never migrated...)

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from ..attempts import attempt_of, error_where
 from ..blocked import BlockedBy
 from ..errors import NoTarget
 from ..records import ALL_STATUSES, TERMINAL_STATUSES
@@ -333,7 +334,7 @@ def _show_text(
         ("workflow", row["workflow"]),
         ("status", status),
         ("step", row["step"]),
-        ("attempt", f"{row['attempt']} (max {row['max_attempts']})"),
+        ("attempt", attempt_of(row["attempt"], row["max_attempts"])),
         ("queue", f"{row['queue']} (priority {row['priority']})"),
     ]
     if status == "executing":
@@ -381,17 +382,16 @@ def _show_text(
         more = f"\n... and {total - len(children)} more" if total > len(children) else ""
         pairs.append((f"children ({total}, {row['pending_children']} pending)", shown + more))
     if row["error"] is not None:
-        pairs.append(("error", _error_text(row["error"])))
+        pairs.append(("error", _error_text(row["error"], row["step"], row["max_attempts"])))
     return fields(pairs)
 
 
-def _error_text(data: bytes) -> str:
+def _error_text(data: bytes, step: str, max_attempts: int) -> str:
     error = _decode.decode(data)
     if not isinstance(error, dict):
         return compact_json(data)
     head = f"{error.get('type', 'error')}: {error.get('message', '')}"
-    where = (
-        f" (step {error['step']}, attempt {error.get('attempt', '?')})" if "step" in error else ""
-    )
+    where = error_where(error, step=step, max_attempts=max_attempts)
+    where = f" ({where})" if where else ""
     traceback = error.get("traceback")
     return head + where + (f"\n{traceback.rstrip()}" if traceback else "")

@@ -1,11 +1,16 @@
-"""Opening connections: DSN resolution and checks before anything is written."""
+"""Opening connections: DSN resolution and checks before anything is written.
+
+A DSN is a PostgreSQL URL (`postgresql://user:pw@host:5432/db`) or a libpq key=value string
+(`host=db port=5432 user=bob dbname=app`). asyncpg takes only URLs, so every connection
+goes through `asyncpg_dsn`, which turns a key=value string into the same URL.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import asyncpg
 
@@ -21,13 +26,122 @@ def resolve_dsn(dsn: str | None) -> str | None:
 
 def check_dsn(dsn: str) -> None:
     """Refuse a DSN that is not a PostgreSQL URL or key=value string, before connecting."""
-    if not isinstance(dsn, str) or not dsn.strip():
-        raise ConfigError(f"dsn must be a non-empty string, got {dsn!r}")
-    if "://" in dsn and not dsn.startswith(("postgres://", "postgresql://")):
-        scheme = dsn.split("://", 1)[0]
-        raise ConfigError(
-            f"dsn scheme {scheme!r} is not PostgreSQL; use postgresql://user@host:5432/db"
-        )
+    asyncpg_dsn(dsn)
+
+
+def asyncpg_dsn(dsn: str) -> str:
+    """`dsn` as the URL asyncpg connects with: a URL as it is, a key=value string converted.
+
+    Raises `ConfigError` (one line, never holding a value of the DSN) for anything else: a
+    URL of another scheme, a malformed key=value string, a keyword asyncpg cannot honour.
+    """
+    if not isinstance(dsn, str):
+        raise ConfigError(f"dsn must be a non-empty string, got {type(dsn).__name__}")
+    if not dsn.strip():
+        raise ConfigError("dsn must be a non-empty string, got a blank one")
+    if "://" in dsn:
+        if not dsn.startswith(("postgres://", "postgresql://")):
+            scheme = dsn.split("://", 1)[0]
+            raise ConfigError(
+                f"dsn scheme {scheme!r} is not PostgreSQL; use postgresql://user@host:5432/db"
+            )
+        return dsn
+    # Every keyword goes into the query string, where asyncpg reads each one by name: no
+    # netloc to build, so a unix-socket directory, an IPv6 address or a password holding
+    # '@', ':' or '/' needs nothing but percent-encoding.
+    pairs = parse_conninfo(dsn)
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in pairs.items() if v)
+    return f"postgresql://?{query}" if query else "postgresql://"
+
+
+CONNINFO_KEYWORDS = frozenset(
+    {
+        "host",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslcrl",
+        "sslpassword",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "service",
+        "application_name",
+    }
+)
+"""The libpq keywords a key=value DSN may use: those asyncpg reads from a URL."""
+
+_NOT_SUPPORTED = {
+    "hostaddr": "give the address as host=",
+    "connect_timeout": "the engine's statement_timeout bounds connecting",
+    "options": "set server options with ALTER ROLE ... SET",
+}
+
+
+def parse_conninfo(dsn: str) -> dict[str, str]:
+    """The keywords of a libpq key=value string, with libpq's quoting rules.
+
+    A value is a run of non-blank characters or a single-quoted string; a backslash escapes
+    the next character in both. Raises `ConfigError` naming the keyword at fault, never a
+    value (which may be a password).
+    """
+    pairs: dict[str, str] = {}
+    i, n = 0, len(dsn)
+    while True:
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i == n:
+            return pairs
+        start = i
+        while i < n and not dsn[i].isspace() and dsn[i] != "=":
+            i += 1
+        keyword = dsn[start:i]
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i == n or dsn[i] != "=" or not keyword:
+            where = f"after {keyword!r}" if keyword in CONNINFO_KEYWORDS else f"at {start + 1}"
+            raise ConfigError(
+                f"invalid dsn: expected keyword=value pairs or a postgresql:// URL; no '=' {where}"
+            )
+        i += 1
+        while i < n and dsn[i].isspace():
+            i += 1
+        value, i = _conninfo_value(dsn, i, keyword)
+        if keyword not in CONNINFO_KEYWORDS:
+            hint = _NOT_SUPPORTED.get(keyword)
+            raise ConfigError(
+                f"invalid dsn: keyword {keyword!r} is not supported"
+                + (f" ({hint})" if hint else f"; use one of {', '.join(sorted(CONNINFO_KEYWORDS))}")
+            )
+        pairs[keyword] = value
+
+
+def _conninfo_value(dsn: str, i: int, keyword: str) -> tuple[str, int]:
+    """The value starting at `i` and the index after it."""
+    quoted = i < len(dsn) and dsn[i] == "'"
+    i += quoted
+    out: list[str] = []
+    while i < len(dsn):
+        c = dsn[i]
+        if c == "\\" and i + 1 < len(dsn):
+            out.append(dsn[i + 1])
+            i += 2
+            continue
+        if (quoted and c == "'") or (not quoted and c.isspace()):
+            return "".join(out), i + quoted
+        out.append(c)
+        i += 1
+    if quoted:
+        raise ConfigError(f"invalid dsn: the quoted value of {keyword!r} has no closing quote")
+    return "".join(out), i
 
 
 async def connect(dsn: str | None, *, timeout: float = 10.0) -> asyncpg.Connection:
@@ -38,9 +152,8 @@ async def connect(dsn: str | None, *, timeout: float = 10.0) -> asyncpg.Connecti
             f"no database: pass dsn=... or set {DSN_ENV} "
             "(or install gendurable[embedded] and use the embedded server)"
         )
-    check_dsn(resolved)
     try:
-        return await asyncpg.connect(resolved, timeout=timeout)
+        return await asyncpg.connect(asyncpg_dsn(resolved), timeout=timeout)
     except (ValueError, asyncpg.ClientConfigurationError) as exc:
         raise ConfigError(f"invalid dsn: {exc}") from None
 
@@ -69,6 +182,13 @@ def dsn_passwords(dsn: str | None) -> list[str]:
                 found += parse_qs(parts.query).get("password", [])
             except ValueError:
                 pass
+        else:
+            try:
+                password = parse_conninfo(dsn).get("password")
+            except ConfigError:
+                password = None
+            if password:  # as written, and as the converted URL carries it
+                found += [password, quote(password, safe="")]
         found += [m.group(2).strip("'") for m in _KV_PASSWORD.finditer(dsn)]
     if os.environ.get("PGPASSWORD"):
         found.append(os.environ["PGPASSWORD"])
@@ -86,21 +206,23 @@ def redact(text: str, dsns: Iterable[str | None] = ()) -> str:
 
 def describe_dsn(dsn: str | None) -> str:
     """Where a DSN points, without its password: "database 'app' on host:5432 as bob"."""
-    if not dsn or "://" not in dsn:
+    if not dsn:
         return "the database"
     try:
-        parts = urlsplit(dsn)
-        query = parse_qs(parts.query)
-        host = parts.hostname or (query.get("host") or ["localhost"])[0]
-        port = parts.port
-    except ValueError:
+        parts = urlsplit(asyncpg_dsn(dsn))
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        host = parts.hostname or query.get("host") or "localhost"
+        port = parts.port or query.get("port")
+    except (ValueError, ConfigError):
         return "the database"
     text = "the database"
-    if parts.path.strip("/"):
-        text = f"database {unquote(parts.path.strip('/'))!r}"
+    database = unquote(parts.path.strip("/")) or query.get("dbname")
+    if database:
+        text = f"database {database!r}"
     text += f" on {host}:{port}" if port else f" on {host}"
-    if parts.username:
-        text += f" as {unquote(parts.username)}"
+    user = unquote(parts.username or "") or query.get("user")
+    if user:
+        text += f" as {user}"
     return text
 
 

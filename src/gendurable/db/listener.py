@@ -9,6 +9,9 @@ from typing import Any
 
 import asyncpg
 
+from .connect import asyncpg_dsn
+from .outage import Outage
+
 _log = logging.getLogger("gendurable.listener")
 
 
@@ -28,6 +31,7 @@ class Listener:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self.outage = Outage(_log, "the LISTEN connection")
 
     async def start(self) -> None:
         """Connect and listen; raises when the first connection fails."""
@@ -49,7 +53,7 @@ class Listener:
                 conn.terminate()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+        conn = await asyncpg.connect(asyncpg_dsn(self.dsn), timeout=self.timeout)
         conn.add_termination_listener(self._terminated)
         await conn.add_listener(self.channel, self._notified)
         self._conn = conn
@@ -74,10 +78,11 @@ class Listener:
                     asyncpg.PostgresError,
                     asyncpg.InterfaceError,
                 ) as exc:
-                    _log.warning("listener reconnect failed (%s); retrying in %.2fs", exc, delay)
+                    self.outage.failed(exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
                 delay = 0.05
+                self.outage.recovered()
                 self.on_reconnect()
                 break

@@ -7,6 +7,7 @@ form, so values are stored as real jsonb objects and never as a jsonb string.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -16,7 +17,8 @@ import asyncpg
 
 from ..errors import DuplicateKey
 from ..sql import schema_hash, statements
-from .connect import check_dsn
+from .connect import asyncpg_dsn
+from .outage import Outage
 
 JSONB_VERSION = b"\x01"
 
@@ -110,6 +112,8 @@ class Store:
     ) -> None:
         self.pool = pool
         self.retry_for = retry_for
+        self.outage = Outage(_log)
+        """Reports, in a few lines, the outages every statement of this store retries through."""
         self.schema = schema
         self.timeout = timeout
         self.sql = statements(schema)
@@ -128,11 +132,16 @@ class Store:
         prepare: bool = True,
         timeout: float = 30.0,
     ) -> Store:
-        """Open a pool on `dsn`; `prepare=False` disables the statement cache (poolers)."""
-        check_dsn(dsn)
+        """Open a pool on `dsn` with `min_size` connections open (raises if it cannot);
+        `prepare=False` disables the statement cache (poolers).
+
+        Connections closed later (an outage, idleness) are opened again when a statement
+        needs one, never in the background: asyncpg's own refill (0.32+) would retry on its
+        own while the server is down and log a traceback each time.
+        """
         pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
+            asyncpg_dsn(dsn),
+            min_size=0,
             max_size=max_size,
             init=init_connection,
             statement_cache_size=100 if prepare else 0,
@@ -140,6 +149,13 @@ class Store:
             timeout=timeout,
             reset=_keep_session,
         )
+        try:
+            async with contextlib.AsyncExitStack() as opened:
+                for _ in range(min(min_size, max_size)):
+                    await opened.enter_async_context(pool.acquire(timeout=timeout))
+        except BaseException:
+            pool.terminate()
+            raise
         return cls(pool, schema, timeout=timeout)
 
     async def close(self, grace: float | None = None) -> None:
@@ -303,6 +319,7 @@ class Store:
         trace_context: str | None = None,
         state_version: int = 1,
         child_versions: Sequence[int] | None = None,
+        max_attempts: int | None = None,
     ) -> bool:
         """Insert the children and make the parent wait for them, in one transaction.
 
@@ -312,7 +329,8 @@ class Store:
         `keys` are the children's (workflow, key) pairs, to name the one held;
         `trace_context` the parent's, so that the children join its trace. A new `state` is
         written with `state_version`; `child_versions` are the children's workflow versions
-        (1 for each when not given).
+        (1 for each when not given); `max_attempts` those `then` may use (None: the row keeps
+        its own).
         """
         count = len(children[0]) if children else 0
 
@@ -349,6 +367,7 @@ class Store:
                     limit.partition,
                     limit.weight,
                     state_version,
+                    max_attempts,
                     timeout=self.timeout,
                 )
                 # The guard is checked before the keys: a repeat whose first attempt committed
@@ -453,16 +472,21 @@ class Store:
 
     async def lease_extend(
         self,
-        locked_by: str,
+        claims: Sequence[tuple[int, str]],
         workflows: Sequence[str],
         leases: Sequence[timedelta],
         now: datetime | None,
-        ids: Sequence[int] = (),
     ) -> int:
-        """Extend the claims of `locked_by` on `ids` (the ones it runs) by their workflow's
+        """Extend each claim `(id, locked_by)` still held under that name by its workflow's
         lease; how many."""
         status = await self._run(
-            "execute", "lease_extend", locked_by, list(workflows), now, list(leases), list(ids)
+            "execute",
+            "lease_extend",
+            [id for id, _ in claims],
+            [name for _, name in claims],
+            list(workflows),
+            list(leases),
+            now,
         )
         return int(status.rsplit(" ", 1)[-1])
 
@@ -706,21 +730,21 @@ class Store:
             try:
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
-                    return await action(conn)
+                    result = await action(conn)
             except RETRYABLE as exc:
                 if not _transient(exc):
                     raise
                 if (sent and not idempotent) or loop.time() + delay > deadline:
                     raise
                 lost = exc if isinstance(exc, TRANSIENT) else exc.__context__
-                _log.warning(
-                    "database unavailable (%s: %s); retrying in %.2fs",
-                    type(lost).__name__,
-                    lost,
-                    delay,
-                )
+                assert lost is not None
+                self.outage.failed(lost, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            else:
+                if self.outage.active:
+                    self.outage.recovered()
+                return result
 
     async def _guarded(self, name: str, *args: Any) -> bool:
         row = await self._fetchrow(name, *args)

@@ -86,8 +86,11 @@ def decode_json(data: bytes | None, decoder: msgspec.json.Decoder[Any] | None = 
     return (decoder or _plain).decode(data)
 
 
-def error_record(exc: BaseException, *, step: str, attempt: int) -> dict[str, Any]:
-    """What is stored in `instances.error` for an exception raised by a step.
+def error_record(
+    exc: BaseException, *, step: str, attempt: int, max_attempts: int | None = None
+) -> dict[str, Any]:
+    """What is stored in `instances.error` for an exception raised by a step: its type,
+    message and traceback, the step, the attempt (from 0) and the attempts the step may use.
 
     A NUL character (which PostgreSQL cannot store) in the message or traceback is written
     as the text `\\x00`: the error path must always be able to commit.
@@ -98,4 +101,5 @@ def error_record(exc: BaseException, *, step: str, attempt: int) -> dict[str, An
         "traceback": "".join(traceback.format_exception(exc)).replace("\x00", "\\x00"),
         "step": step,
         "attempt": attempt,
+        **({} if max_attempts is None else {"max_attempts": max_attempts}),
     }

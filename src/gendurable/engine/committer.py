@@ -88,6 +88,7 @@ class Committer:
                 claim.trace_context,
                 version,
                 [c.state_version for c in children],
+                decision.max_attempts,
             )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
@@ -130,6 +131,7 @@ class Committer:
                     "seen": it.seen,
                     "keep_children": it.keep_children,
                     "consumed": it.consumed,
+                    "max_attempts": it.max_attempts,
                 }
             )
             states.append(it.state)
@@ -162,6 +164,7 @@ def _batch_item(
             seen=decision.seen,
             keep_children=decision.keep_children,
             state_version=version,
+            max_attempts=decision.max_attempts,
         )
     if isinstance(decision, MoveTo):
         return BatchItem(
@@ -175,6 +178,7 @@ def _batch_item(
             consumed=decision.consumed,
             limit=decision.limit,
             state_version=version,
+            max_attempts=decision.max_attempts,
         )
     if isinstance(decision, RetryLater):
         return BatchItem(

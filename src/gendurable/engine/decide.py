@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -34,7 +34,8 @@ class RetriesExhausted(GenDurableError):
 class MoveTo:
     """Commit `state` and go to `step`; `keep_claim` runs it at once on the same worker.
 
-    `consumed` are the ids of the signals the step saw; they leave the inbox.
+    `consumed` are the ids of the signals the step saw; they leave the inbox;
+    `max_attempts` those `step` may use (None: the row keeps its own).
     """
 
     step: str
@@ -43,13 +44,15 @@ class MoveTo:
     keep_claim: bool
     consumed: tuple[int, ...] = ()
     limit: StepLimit = NO_LIMIT
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SpawnChildren:
     """Insert `children` and wait until every one is terminal, then run `then`.
 
-    `limit` is the rate limit `then` takes when it runs; `consumed` leave the inbox.
+    `limit` is the rate limit `then` takes when it runs; `consumed` leave the inbox;
+    `max_attempts` those `then` may use (None: the row keeps its own).
     """
 
     then: str
@@ -57,25 +60,31 @@ class SpawnChildren:
     children: tuple[NewRow, ...]
     consumed: tuple[int, ...] = ()
     limit: StepLimit = NO_LIMIT
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RetryLater:
-    """Run the same step again after `delay`, attempt + 1 (`state` None keeps the stored one)."""
+    """Run the same step again after `delay`, attempt + 1 (`state` None keeps the stored one).
+
+    `cause` is the exception behind an error retry (what `error` records), for telemetry.
+    """
 
     state: bytes | None
     delay: timedelta
     error: bytes | None
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """End the instance as `done` or `failed`."""
+    """End the instance as `done` or `failed` (`cause`: the exception a failure records)."""
 
     status: str
     state: bytes | None
     result: bytes | None
     error: bytes | None
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,8 @@ class Park:
     """Enter the awaiting `step`: wake on one of `names` newer than `seen`, or the deadline.
 
     The deadline is now + `timeout` (none when None), or the current one when
-    `keep_deadline` (a reawait). `consumed` leave the inbox.
+    `keep_deadline` (a reawait). `consumed` leave the inbox; `max_attempts` are those
+    `step` may use (None: the row keeps its own).
     """
 
     step: str
@@ -95,6 +105,7 @@ class Park:
     consumed: tuple[int, ...] = ()
     limit: StepLimit = NO_LIMIT
     keep_children: bool = True
+    max_attempts: int | None = None
 
 
 def park(
@@ -182,7 +193,7 @@ def decide(
             decision = _commit(
                 spec, step, attempt, state, produced, awaited, seen, timed_out, rng, catalog
             )
-            return _within_limit(decision, catalog.max_payload_bytes)
+            return _within_limit(_with_attempts(spec, decision), catalog.max_payload_bytes)
         except GenDurableError as exc:
             produced = exc
     if spec.handler is not None and not handled:
@@ -192,7 +203,7 @@ def decide(
 
 def max_attempts(spec: WorkflowSpec, step: StepSpec) -> int:
     """The attempts a step may use: its own `max_attempts`, else the workflow's."""
-    return step.max_attempts or spec.retry.max_attempts
+    return spec.max_attempts(step.name)
 
 
 def _commit(
@@ -238,7 +249,13 @@ def _commit(
         result = encode_typed(outcome.result, spec.result_type, spec.result_decoder, "result")
         return Finish("done", _kept(spec, None, state), result, None)
     if isinstance(outcome, Stop):
-        error = {"type": "stop", "message": str(outcome.reason), "step": step.name}
+        error = {
+            "type": "stop",
+            "message": str(outcome.reason),
+            "step": step.name,
+            "attempt": attempt,
+            "max_attempts": max_attempts(spec, step),
+        }
         return Finish("failed", _kept(spec, None, state), None, encode_json(error))
     if isinstance(outcome, Reawait):
         if step.awaits is None:
@@ -255,6 +272,16 @@ def _commit(
         f"step {step.name!r} returned {outcome!r}, not an outcome "
         "(return gd.goto/retry/reawait/spawn/done/stop)"
     )
+
+
+def _with_attempts(spec: WorkflowSpec, decision: Decision) -> Decision:
+    """`decision` with the attempts of the step it puts the row on, when it moves the row to
+    a step (the row stores them: the reaper's limit, what `show` displays)."""
+    if isinstance(decision, MoveTo | Park):
+        return replace(decision, max_attempts=spec.max_attempts(decision.step))
+    if isinstance(decision, SpawnChildren):
+        return replace(decision, max_attempts=spec.max_attempts(decision.then))
+    return decision
 
 
 def _within_limit(decision: Decision, limit: int) -> Decision:
@@ -303,7 +330,9 @@ def _failure(
     error: BaseException,
     rng: random.Random | None,
 ) -> Decision:
-    record = encode_json(error_record(error, step=step.name, attempt=attempt))
+    record = encode_json(
+        error_record(error, step=step.name, attempt=attempt, max_attempts=max_attempts(spec, step))
+    )
     if isinstance(error, RetriesExhausted) or attempt + 1 >= max_attempts(spec, step):
-        return Finish("failed", None, None, record)
-    return RetryLater(None, spec.retry.backoff.delay(attempt + 1, rng), record)
+        return Finish("failed", None, None, record, error)
+    return RetryLater(None, spec.retry.backoff.delay(attempt + 1, rng), record, error)

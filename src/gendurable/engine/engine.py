@@ -23,7 +23,7 @@ from ..db.schedule_store import ScheduleStore
 from ..db.store import Store
 from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError, NoTarget
-from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED, WORKFLOW_UNKNOWN
+from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED, STEP_EXCEPTION, WORKFLOW_UNKNOWN
 from ..limit import Limit
 from ..maintenance.collector import Collector
 from ..maintenance.loop import every
@@ -34,7 +34,7 @@ from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo
 from ..schedule import Schedule
 from ..spec import WorkflowSpec
-from ..telemetry import Telemetry
+from ..telemetry import FAILURES, Telemetry, failure_handler
 from .client import Client
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
@@ -57,7 +57,9 @@ CLOSE_GRACE = 2.0
 class Engine:
     """Runs the steps of `workflows` on the `queues` it is given, durably, in PostgreSQL.
 
-    `dsn` falls back to `$GENDURABLE_DSN`, then to the embedded server (extra `embedded`).
+    `dsn` (a URL or a libpq key=value string) falls back to `$GENDURABLE_DSN`, then to the
+    embedded server (extra `embedded`). Every step failure is logged as one WARNING line on
+    `gendurable.steps` (`telemetry.failure_handler`, attached as `"gendurable.failures"`).
     `queues` maps a queue name to its concurrency; none makes a client-only engine.
     `clock=ManualClock()` makes time move only by hand (tests: `await engine.drain()`).
     `lease` is how long a claim lasts without a heartbeat (every lease/3), for workflows that
@@ -137,6 +139,7 @@ class Engine:
             listen=listen,
         )
         self.telemetry = Telemetry()
+        self.telemetry.attach(FAILURES, failure_handler(), [STEP_EXCEPTION])
         self.schedulers: dict[str, Scheduler] = {}
         self._objects = {
             n: _instantiate(s) for n, s in self.config.specs.items() if s.cls is not None

@@ -35,6 +35,7 @@ from .decide import (
     Decision,
     Finish,
     HandOff,
+    InvalidOutcome,
     MoveTo,
     Park,
     RetryLater,
@@ -197,6 +198,7 @@ class Executor:
             "workflow": claim.workflow,
             "step": claim.step,
             "attempt": claim.attempt,
+            "max_attempts": spec.max_attempts(claim.step),
             "key": claim.key,
             "queue": claim.queue,
             "trace_context": claim.trace_context,
@@ -219,6 +221,9 @@ class Executor:
         if not isinstance(produced, BaseException):
             produced = await self._call(step, step.fn, (self.objects.get(spec.name), state, ctx))
         decision = self._decide(spec, step, claim, state, produced, awaited=awaited)
+        # What went wrong, if anything: what the step raised, or why what it returned
+        # cannot be committed (then known from the decision).
+        error = produced if isinstance(produced, BaseException) else None
         if isinstance(decision, HandOff):
             assert spec.handler is not None
             error = decision.error
@@ -228,14 +233,19 @@ class Executor:
             decision = self._decide(
                 spec, step, claim, state, handled, handled=True, awaited=awaited
             )
+        if error is None and isinstance(decision, RetryLater | Finish):
+            error = decision.cause
         duration = time.perf_counter() - started
-        if isinstance(produced, BaseException):
+        if error is not None:
+            measured = {"duration": duration}
+            if isinstance(decision, RetryLater):
+                measured["retry_in"] = decision.delay.total_seconds()
             self.telemetry.emit(
                 STEP_EXCEPTION,
-                {"duration": duration},
+                measured,
                 {
                     **meta,
-                    "error": produced,
+                    "error": error,
                     "decision": type(decision).__name__,
                     "outcome": _outcome(decision),
                 },
@@ -281,13 +291,21 @@ class Executor:
         )
 
     async def _call(self, step: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """Call a step (or the handler); return its outcome or the exception it raised."""
+        """Call a step (or the handler); return its outcome or the exception it raised.
+
+        A coroutine returned instead of an outcome (a forgotten `await`) is closed, so it
+        never warns that it was not awaited, and becomes an `InvalidOutcome` saying so.
+        """
         timeout = step.timeout.total_seconds() if step.timeout else None
         try:
             async with asyncio.timeout(timeout):
                 if inspect.iscoroutinefunction(fn):
-                    return await fn(*args)
-                return await asyncio.to_thread(fn, *args)
+                    returned = await fn(*args)
+                else:
+                    returned = await asyncio.to_thread(fn, *args)
+            if inspect.isawaitable(returned):
+                return _not_awaited(step, fn, returned)
+            return returned
         except TimeoutError as exc:
             if timeout is not None and not isinstance(exc, StepTimeout):
                 return StepTimeout(
@@ -298,6 +316,17 @@ class Executor:
             raise
         except Exception as exc:
             return exc
+
+
+def _not_awaited(step: StepSpec, fn: Callable[..., Any], returned: Any) -> InvalidOutcome:
+    """The error of a step (or handler) that returned an awaitable instead of an outcome."""
+    what = f"step {step.name!r}" if fn is step.fn else f"handle() of step {step.name!r}"
+    name = getattr(returned, "__qualname__", type(returned).__name__)
+    if inspect.iscoroutine(returned):
+        returned.close()  # never run: no "coroutine ... was never awaited" warning later
+    return InvalidOutcome(
+        f"{what} returned {name}(...), an awaitable, instead of an outcome: did you forget `await`?"
+    )
 
 
 def _fresh(step: StepSpec, claim: Claimed) -> bool:

@@ -40,6 +40,8 @@ class BatchItem:
     keep_deadline: bool = False
     seen: int = 0
     keep_children: bool = True
+    max_attempts: int | None = None
+    """The attempts the step the row enters may use (None: the row keeps its own)."""
 
 
 class _Stale:

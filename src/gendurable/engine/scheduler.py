@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..clock import Clock
+from ..db.outage import log_failure
 from ..db.store import Store
 from ..events import CONCURRENCY_CONTENDED, RATE_LIMIT_THROTTLED, RATE_LIMIT_UNKNOWN
 from ..maintenance.loop import observed
@@ -77,8 +78,9 @@ class Scheduler:
         self.finished_total = 0
         self.claiming = True
         self._running: set[asyncio.Task[None]] = set()
-        # The instance each running task runs: the heartbeat extends these claims only.
-        self._running_ids: dict[asyncio.Task[None], int] = {}
+        # The claim (instance id, claim name) each running task runs: the heartbeat extends
+        # these claims only.
+        self._running_claims: dict[asyncio.Task[None], tuple[int, str]] = {}
         self._claims_made = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -311,11 +313,12 @@ class Scheduler:
                 claimed = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The engine's poller wakes this loop again while due rows wait.
-                _log.exception(
-                    "claim on queue %r failed; retrying after the poll interval", self.queue
-                )
+                log_failure(
+                    _log, exc, "claim on queue %r failed; retrying after the poll interval",
+                    self.queue,
+                )  # fmt: skip
                 claimed = 0
             if claimed and self._active() < self.concurrency:
                 continue  # the queue may hold more than this batch
@@ -348,11 +351,10 @@ class Scheduler:
         with observed(self.telemetry, "heartbeat", self.queue) as run:
             if self._running:
                 run.rows = await self.store.lease_extend(
-                    self.locked_by,
+                    list(self._running_claims.values()),
                     self.lease_workflows,
                     self.lease_values,
                     self.clock.now(),
-                    list(self._running_ids.values()),
                 )
             return run.rows
 
@@ -381,7 +383,7 @@ class Scheduler:
     def _start(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
-        self._running_ids[task] = claim.id
+        self._running_claims[task] = (claim.id, claim.locked_by)
         self._idle.clear()
         task.add_done_callback(self._finished)
 
@@ -401,15 +403,15 @@ class Scheduler:
     async def _execute(self, claim: Claimed) -> None:
         try:
             await self.executor.run(claim, self._committing_now)
-        except Exception:
+        except Exception as exc:
             # A commit that failed (database gone): the lease expires and the reaper
             # returns the instance; nothing was half-applied.
-            _log.exception("instance %s: committing its outcome failed", claim.id)
+            log_failure(_log, exc, "instance %s: committing its outcome failed", claim.id)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._committing.discard(task)
-        self._running_ids.pop(task, None)
+        self._running_claims.pop(task, None)
         self.finished_total += 1
         if not self._running:
             self._idle.set()

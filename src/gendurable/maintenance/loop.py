@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ..db.outage import log_failure
 from ..events import MAINTENANCE_EXCEPTION, MAINTENANCE_RUN
 from ..telemetry import Telemetry
 
@@ -27,8 +28,8 @@ async def every(interval: timedelta, run_once: Callable[[], Awaitable[Any]], nam
             await run_once()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            _log.exception("%s failed; trying again in %ss", name, seconds)
+        except Exception as exc:
+            log_failure(_log, exc, "%s failed; trying again in %ss", name, seconds)
         await asyncio.sleep(seconds)
 
 

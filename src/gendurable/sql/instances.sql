@@ -235,14 +235,17 @@ SELECT id, pg_notify($4, 'q:' || queue) AS notified FROM released;
 -- with its live descendants (see `instances_ended`). The row and its parent are locked in
 -- id order first, like every writer that ends instances; the UPDATE rechecks the status on
 -- the row's latest version, so an instance that ended meanwhile is left alone.
+-- The two ids are computed first, as one array (an InitPlan), and the rows locked by a scan
+-- of `instances` alone: when a row was updated and committed while this statement waited
+-- for it (a heartbeat), PostgreSQL re-checks the row's newest version against the scan's
+-- own condition only, whatever the plan. Matched through a join instead (`IN (... UNION
+-- ALL ...)`), that re-check lost the row under a nested-loop plan, and a live instance was
+-- reported not live.
 WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
-target AS (
-    SELECT id, parent_id FROM __schema__.instances WHERE id = $1
-),
 locked AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.id IN (SELECT id FROM target
-                   UNION ALL SELECT parent_id FROM target WHERE parent_id IS NOT NULL)
+    WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t
+                       WHERE t.id = $1)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i
 ),
@@ -298,7 +301,10 @@ ORDER BY workflow, step;
 -- and the parents that finishing rows count down, are locked in id order first with SKIP
 -- LOCKED: a batch never waits for a lock (so it closes no cycle), and a row someone else
 -- holds (a delivery, a cancel, a user's transaction) delays only its own outcome, which comes
--- back `busy` to be sent again, not the whole batch. Terminal effects are
+-- back `busy` to be sent again, not the whole batch. Their ids are gathered first into one
+-- array and the rows locked by a scan of `instances` alone (see `instance_cancel`): a row
+-- updated and committed after this statement's snapshot (a heartbeat) is re-checked on its
+-- own condition and locked, not lost to the plan and reported busy. Terminal effects are
 -- `instances_ended`'s, called once for the rows that finished here; parked rows are
 -- rechecked by `instances_parked` under the locks this statement holds.
 -- kind: 'goto' | 'continue' | 'retry' | 'park' | 'finish'. The outcomes ride in as one
@@ -310,28 +316,31 @@ ORDER BY workflow, step;
 -- state (a row whose state is NULL keeps its stored state and version); `delay_s` (a park's
 -- await timeout) and `lease_s` in seconds. A park also has `await_names`, `keep_deadline`
 -- (a reawait), `seen` (the highest signal id it already saw) and `keep_children` (not
--- entered by a goto). $6 is the notification channel.
+-- entered by a goto). `max_attempts` are those of the step the row is on after the outcome
+-- (NULL keeps the row's): the reaper, `show` and the dashboard read them from the row.
+-- $6 is the notification channel.
 WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
 b AS (
     SELECT r.id, r.locked_by, r.kind, r.step, v.state, make_interval(secs => r.delay_s) AS delay,
            r.status, v.result, v.error, make_interval(secs => r.lease_s) AS lease,
            r.rate_limit, r.rate_partition, r.weight, r.state_version, r.await_names,
-           r.keep_deadline, r.seen, r.keep_children, r.consumed
+           r.keep_deadline, r.seen, r.keep_children, r.consumed, r.max_attempts
     FROM jsonb_to_recordset($2::jsonb) AS r(
              n bigint, id bigint, locked_by text, kind text, step text, delay_s float8,
              status text, lease_s float8, rate_limit text, rate_partition text, weight int,
              state_version int, await_names text[], keep_deadline boolean, seen bigint,
-             keep_children boolean, consumed bigint[])
+             keep_children boolean, consumed bigint[], max_attempts int)
     JOIN unnest($3::jsonb[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY
          AS v(state, result, error, n) ON v.n = r.n
 ),
 locked AS (
     SELECT i.id
     FROM __schema__.instances i
-    WHERE i.id IN (SELECT b.id FROM b
-                   UNION ALL
-                   SELECT c.parent_id FROM __schema__.instances c JOIN b ON b.id = c.id
-                   WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL)
+    WHERE i.id = ANY ((SELECT array_agg(x.id) FROM (
+                           SELECT b.id FROM b
+                           UNION ALL
+                           SELECT c.parent_id FROM __schema__.instances c JOIN b ON b.id = c.id
+                           WHERE b.kind = 'finish' AND c.parent_id IS NOT NULL) x)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i SKIP LOCKED
 ),
@@ -354,6 +363,7 @@ upd AS (
                              ELSE 'available'::__schema__.status END,
         attempt = CASE b.kind WHEN 'retry' THEN i.attempt + 1
                               WHEN 'finish' THEN i.attempt ELSE 0 END,
+        max_attempts = coalesce(b.max_attempts, i.max_attempts),
         run_at = CASE WHEN b.kind IN ('goto', 'retry')
                       THEN now.t + coalesce(b.delay, interval '0') ELSE i.run_at END,
         locked_by = CASE WHEN b.kind = 'continue' THEN i.locked_by END,
@@ -391,11 +401,16 @@ consumed AS (
     USING upd JOIN b ON b.id = upd.id
     WHERE upd.kind IN ('goto', 'continue', 'park') AND s.instance_id = upd.id
       AND s.id = ANY (b.consumed)
+    RETURNING s.id
 ),
+-- After `consumed`, which it reads: the cascade purges the inboxes of the descendants it
+-- cancels, and a signal this batch consumed for one of them must be gone by then. Deleted
+-- the other way round, the DELETE above would meet a row this same statement had deleted,
+-- and that fails the whole batch.
 ended AS (
     SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), $6) AS cascaded
-    FROM upd, now
-    WHERE upd.kind = 'finish'
+    FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first
+    WHERE upd.kind = 'finish' AND consumed_first.n >= 0
     HAVING count(*) > 0
 ),
 parked AS (
@@ -412,7 +427,8 @@ SELECT b.id, NULL, NULL, true FROM b WHERE b.id NOT IN (SELECT id FROM ready);
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
 -- in (key locks first, then this row lock: the order every writer keeps). The parent waits
 -- for $5 children from id $6 on, or, with none, is due at once at `then`.
--- $10-$12: the rate limit, partition and weight of `then`; $13 the version of state $4.
+-- $10-$12: the rate limit, partition and weight of `then`; $13 the version of state $4;
+-- $14 the attempts `then` may use (NULL keeps the row's).
 WITH now AS (SELECT coalesce($9::timestamptz, now()) AS t),
 upd AS (
     UPDATE __schema__.instances i
@@ -420,6 +436,7 @@ upd AS (
         status = CASE WHEN $5::int = 0 THEN 'available'::__schema__.status
                       ELSE 'waiting'::__schema__.status END,
         pending_children = $5, children_from = $6, attempt = 0, run_at = now.t,
+        max_attempts = coalesce($14::int, i.max_attempts),
         locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
         await_names = NULL, await_deadline = NULL,
         rate_limit = $10, rate_partition = $11, weight = $12, updated_at = now.t,

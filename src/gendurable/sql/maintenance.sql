@@ -3,28 +3,30 @@
 -- deadlocks with itself or with the claim.
 
 -- name: lease_extend
--- Heartbeat: extend every running claim of one scheduler in one statement, each by its
--- workflow's lease ($2 workflows, $4 leases, parallel arrays). The rows are locked in id
--- order first, like every multi-row writer, skipping the ones another transaction holds:
--- a heartbeat never waits, so it deadlocks with nothing, and a row someone keeps locked
--- (a long transaction, an operator's FOR UPDATE) does not starve the others of their
--- extension; it is extended by the first heartbeat that finds it free (or, past its lease,
--- rescued by the reaper). Each claim of the scheduler ($1) locks its rows as
--- `$1#<claim number>`. Only the ids the scheduler runs ($5) are extended: rows of a claim
--- whose answer was lost (the connection dropped after it committed) are claimed by this
--- scheduler but run by nobody, and must expire so that the reaper hands them out.
-WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t),
+-- Heartbeat: extend the claims one scheduler runs in one statement, each named by its pair
+-- (id, claim name) ($1 ids, $2 names, parallel arrays), each by its workflow's lease ($3
+-- workflows, $4 leases, parallel). The rows are locked in id order first, like every
+-- multi-row writer, skipping the ones another transaction holds: a heartbeat never waits,
+-- so it deadlocks with nothing, and a row someone keeps locked (a long transaction, an
+-- operator's FOR UPDATE) does not starve the others of their extension; it is extended by
+-- the first heartbeat that finds it free (or, past its lease, rescued by the reaper). A pair
+-- extends only the claim it names: a row the scheduler took again under another claim name,
+-- whose answer was lost (the connection dropped after it committed), is claimed by this
+-- scheduler but run by nobody, and must expire so that the reaper hands it out, even while
+-- an earlier run of the same row under its old name still goes on here.
+WITH now AS (SELECT coalesce($5::timestamptz, now()) AS t),
 mine AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.id = ANY ($5::bigint[]) AND starts_with(i.locked_by, $1 || '#')
+    WHERE i.id = ANY ($1::bigint[]) AND i.locked_by = ANY ($2::text[])
       AND i.status = 'executing'
     ORDER BY i.id
     FOR UPDATE SKIP LOCKED
 )
 UPDATE __schema__.instances i
 SET locked_until = now.t + l.lease
-FROM now, mine, unnest($2::text[], $4::interval[]) AS l(workflow, lease)
-WHERE i.id = mine.id AND starts_with(i.locked_by, $1 || '#') AND i.status = 'executing'
+FROM now, mine, unnest($1::bigint[], $2::text[]) AS c(id, locked_by),
+     unnest($3::text[], $4::interval[]) AS l(workflow, lease)
+WHERE i.id = mine.id AND c.id = i.id AND i.locked_by = c.locked_by AND i.status = 'executing'
   AND i.workflow = l.workflow;
 
 -- name: lease_rescue
@@ -59,7 +61,8 @@ rescued AS (
                          'message', format('step %s lost its worker on every one of %s attempts '
                                            '(last claim %s expired)', i.step, i.max_attempts,
                                            i.locked_by),
-                         'step', i.step, 'attempt', i.attempt)
+                         'step', i.step, 'attempt', i.attempt,
+                         'max_attempts', i.max_attempts)
                      ELSE i.error END,
         finished_at = CASE WHEN i.attempt + 1 >= i.max_attempts THEN now.t END,
         attempt = i.attempt + 1, rescued = i.rescued + 1, run_at = now.t,

@@ -6,14 +6,24 @@
 -- say why not. `holder` is the live instance that took its key since it failed: the row is
 -- then left alone (the unique key index would refuse it anyway; this names the holder).
 -- A child goes back only while its parent still waits for that spawn, and the parent's
--- pending count rises in the same statement. Locks: the instance, then its parent, the
--- order outcome commits use.
+-- pending count rises in the same statement. Locks: the parent and the instance, in id order
+-- (a parent's id is below its children's), the order of every writer that ends an instance
+-- or counts its parent (cancel, group commit, cascade, reaper): a retry holding the child
+-- while it waited for the parent would deadlock with a cancel of that child, which holds
+-- the parent and waits for the child. As in `instance_cancel`, the ids are computed first
+-- and the rows locked by a scan of `instances` alone; what the statement reads of both rows
+-- comes from the versions it locked.
 WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
-target AS (
-    SELECT i.id, i.workflow, i.key, i.parent_id, i.status
+locked AS (
+    SELECT i.id, i.workflow, i.key, i.parent_id, i.status, i.children_from
     FROM __schema__.instances i
-    WHERE i.id = $1
-    FOR UPDATE
+    WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t
+                       WHERE t.id = $1)::bigint[])
+    ORDER BY i.id
+    FOR UPDATE OF i
+),
+target AS (
+    SELECT l.id, l.workflow, l.key, l.parent_id, l.status FROM locked l WHERE l.id = $1
 ),
 holder AS (
     SELECT j.id FROM __schema__.instances j, target t
@@ -24,9 +34,8 @@ holder AS (
 ),
 parent AS (
     SELECT p.id, p.status = 'waiting' AND t.id >= coalesce(p.children_from, 0) AS waits
-    FROM __schema__.instances p JOIN target t ON p.id = t.parent_id
+    FROM locked p JOIN target t ON p.id = t.parent_id
     WHERE t.status = 'failed'
-    FOR UPDATE OF p
 ),
 upd AS (
     UPDATE __schema__.instances i

@@ -1,19 +1,23 @@
 """A workflow's state diagram as inline SVG, drawn on the server.
 
 The dashboard runs with no network and no JavaScript bundle, so it does not ship Mermaid:
-the transition table of a `WorkflowSpec` is laid out here in layers (a longest-path
-layering of the graph without its back edges, then a few barycentre sweeps to uncross
-edges) and written as plain SVG. Forward edges go down; back edges (retries of an earlier
-step, loops) curve round the right-hand side. One step can be highlighted (an instance's
-current step); the styles are classes, so the stylesheet decides the colours.
+the arrows of `WorkflowSpec.diagram_edges()` (the ones `to_mermaid()` writes) are laid out
+here in layers (a longest-path layering of the graph without its back edges, then a few
+barycentre sweeps to uncross edges) and written as plain SVG. Forward edges go down; one that
+skips layers takes a lane of its own through each layer it crosses, so it never runs behind a
+step. Back edges (retries of an earlier step, loops) leave the bottom of their step, run up
+a lane right of the drawing and enter the top of their target; a step that loops on itself
+gets a small loop on its right. One step can be highlighted (an instance's current step);
+the styles are classes, so the stylesheet decides the colours.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from xml.sax.saxutils import escape, quoteattr
 
-from ..spec import END, WorkflowSpec
+from ..spec import END, START, WorkflowSpec
 
 START_NODE = "\x00start"
 END_NODE = "\x00end"
@@ -27,7 +31,12 @@ _GAP_X = 28.0
 _GAP_Y = 52.0
 _MARGIN = 16.0
 _DOT = 9.0
-_LOOP = 26.0  # how far back edges swing out to the right
+_LOOP = 26.0  # how far apart the lanes of back edges run, right of the drawing
+_PORT = 0.3  # where back edges meet a step: this fraction of its width right of its centre
+_CORNER = 8.0  # radius of the corners of a back edge
+_RUN = 10.0  # the first back edge runs this far into the gap between layers...
+_RUN_STEP = 5.0  # ...each further one this much further (at most _RUNS of them apart)
+_RUNS = 7
 
 
 @dataclass
@@ -41,40 +50,79 @@ class _Node:
     width: float = 0.0
     height: float = 0.0
     preds: list[str] = field(default_factory=list)
+    lane: bool = False  # a point a long forward edge passes through, not drawn
 
     @property
     def is_marker(self) -> bool:
         return self.name in (START_NODE, END_NODE)
 
 
+@dataclass
+class _Layout:
+    nodes: dict[str, _Node]
+    chains: list[list[str]]  # forward edges: source, the lanes they pass, target
+    back: list[tuple[str, str]]
+    bands: list[tuple[float, float]]  # top and bottom of each layer
+    right: float  # right edge of the rightmost node
+    width: float
+    height: float
+
+
 def diagram_svg(spec: WorkflowSpec, *, current: str | None = None, status: str = "") -> str:
     """The spec's state diagram as an `<svg>` element (a string of trusted markup).
 
-    `current` names the step to highlight (class `current`, plus `status-<status>` so a
-    failed or finished instance can look different). Unknown names highlight nothing.
+    It draws exactly the arrows `spec.to_mermaid()` writes, each once. `current` names the
+    step to highlight (class `current`, plus `status-<status>` so a failed or finished
+    instance can look different). Unknown names highlight nothing.
     """
-    nodes, forward, back = _graph(spec)
-    _layer(nodes, forward)
-    order = _order(nodes)
-    width, height = _place(nodes, order)
-    right = max(n.x + n.width / 2 for n in nodes.values())
+    layout = _layout(spec)
+    width, height = layout.width, layout.height
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="diagram" role="img" '
-        f'width="{width + _LOOP * (len(back) + 1):.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width + _LOOP * (len(back) + 1):.0f} {height:.0f}" '
+        f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f"aria-label={quoteattr(f'state diagram of {spec.name}')}>",
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" '
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>',
     ]
-    for source, target in forward:
-        parts.append(_forward_path(nodes[source], nodes[target]))
-    for i, (source, target) in enumerate(back):
-        parts.append(_back_path(nodes[source], nodes[target], right + _LOOP * (i + 1)))
-    for node in nodes.values():
-        parts.append(_node_svg(node, current=current, status=status))
+    for chain in layout.chains:
+        parts.append(_forward_path([layout.nodes[n] for n in chain], layout.bands))
+    lanes = 0
+    for source, target in layout.back:
+        if source == target:
+            parts.append(_self_loop(layout.nodes[source]))
+        else:
+            lanes += 1
+            parts.append(_back_path(layout, source, target, lanes))
+    for node in layout.nodes.values():
+        if not node.lane:
+            parts.append(_node_svg(node, current=current, status=status))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _layout(spec: WorkflowSpec) -> _Layout:
+    nodes, forward, back = _graph(spec)
+    _layer(nodes, forward)
+    chains = _chains(nodes, forward)
+    order = _order(nodes)
+    lanes = sum(1 for s, t in back if s != t)
+    last = len(order) - 1
+    # A back edge runs through the gap above its target and below its source: the first and
+    # last layer get one when a back edge needs it.
+    above = any(nodes[t].layer == 0 for s, t in back if s != t)
+    below = any(nodes[s].layer == last for s, t in back if s != t)
+    width, height, bands = _place(nodes, order, top=_GAP_Y if above else 0.0)
+    right = max(n.x + n.width / 2 for n in nodes.values())
+    return _Layout(
+        nodes=nodes,
+        chains=chains,
+        back=back,
+        bands=bands,
+        right=right,
+        width=width + _LOOP * (lanes + 1),
+        height=height + (_GAP_Y if below else 0.0),
+    )
 
 
 # -- the graph ------------------------------------------------------------------------------
@@ -90,12 +138,13 @@ def _graph(
         if step.awaits is not None:
             note = "awaits " + step.awaits.label()
         nodes[step.name] = _Node(step.name, step.name, note)
-    edges = [(START_NODE, spec.start_step)]
-    for source, target in spec.edges():
-        edges.append((source, END_NODE if target == END else target))
+    # START only ever begins an arrow and END only ever ends one (both are Mermaid's `[*]`).
+    edges = [
+        (START_NODE if s == START else s, END_NODE if t == END else t)
+        for s, t in spec.diagram_edges()
+    ]
     if any(t == END_NODE for _, t in edges):
         nodes[END_NODE] = _Node(END_NODE, "", "")
-    edges = [(s, t) for s, t in dict.fromkeys(edges) if s in nodes and t in nodes]
     out: dict[str, list[str]] = {n: [] for n in nodes}
     for s, t in edges:
         out[s].append(t)
@@ -122,8 +171,6 @@ def _graph(
                 on_path.add(target)
                 stack.append((target, 0))
     forward = [e for e in edges if e not in back]
-    for s, t in forward:
-        nodes[t].preds.append(s)
     return nodes, forward, [e for e in edges if e in back]
 
 
@@ -138,6 +185,23 @@ def _layer(nodes: dict[str, _Node], forward: list[tuple[str, str]]) -> None:
                 changed = True
     if END_NODE in nodes:
         nodes[END_NODE].layer = 1 + max(n.layer for k, n in nodes.items() if k != END_NODE)
+
+
+def _chains(nodes: dict[str, _Node], forward: list[tuple[str, str]]) -> list[list[str]]:
+    """Each forward edge as the nodes it passes: a lane node in every layer it skips, so the
+    ordering gives it a place of its own there and nothing is drawn over it."""
+    chains = []
+    for i, (s, t) in enumerate(forward):
+        chain = [s]
+        for layer in range(nodes[s].layer + 1, nodes[t].layer):
+            name = f"\x00lane{i}.{layer}"
+            nodes[name] = _Node(name, "", "", layer=layer, lane=True)
+            chain.append(name)
+        chain.append(t)
+        for a, b in pairwise(chain):
+            nodes[b].preds.append(a)
+        chains.append(chain)
+    return chains
 
 
 def _order(nodes: dict[str, _Node]) -> list[list[str]]:
@@ -158,10 +222,15 @@ def _order(nodes: dict[str, _Node]) -> list[list[str]]:
     return layers
 
 
-def _place(nodes: dict[str, _Node], layers: list[list[str]]) -> tuple[float, float]:
-    """Sizes and positions; the width and height of the drawing (before back edges)."""
+def _place(
+    nodes: dict[str, _Node], layers: list[list[str]], *, top: float
+) -> tuple[float, float, list[tuple[float, float]]]:
+    """Sizes and positions: the width and height of the drawing (before back edges' lanes)
+    and the top and bottom of each layer. A lane spans its layer's full height."""
     for node in nodes.values():
-        if node.is_marker:
+        if node.lane:
+            node.width = node.height = 0.0
+        elif node.is_marker:
             node.width = node.height = 2 * _DOT
         else:
             text = max(len(node.label) * _CHAR, len(node.note) * _SMALL_CHAR)
@@ -169,42 +238,94 @@ def _place(nodes: dict[str, _Node], layers: list[list[str]]) -> tuple[float, flo
             node.height = _TALL if node.note else _HEIGHT
     widths = [sum(nodes[n].width for n in layer) + _GAP_X * (len(layer) - 1) for layer in layers]
     total = max(widths) + 2 * _MARGIN
-    y = _MARGIN
+    bands = []
+    y = _MARGIN + top
     for layer, width in zip(layers, widths, strict=True):
         x = (total - width) / 2
         tallest = max(nodes[n].height for n in layer)
         for name in layer:
             node = nodes[name]
+            if node.lane:
+                node.height = tallest
             node.x = x + node.width / 2
             node.y = y + (tallest - node.height) / 2
             x += node.width + _GAP_X
+        bands.append((y, y + tallest))
         y += tallest + _GAP_Y
-    return total, y - _GAP_Y + _MARGIN
+    return total, y - _GAP_Y + _MARGIN, bands
 
 
 # -- drawing --------------------------------------------------------------------------------
 
 
-def _forward_path(source: _Node, target: _Node) -> str:
-    x1, y1 = source.x, source.y + source.height
-    x2, y2 = target.x, target.y
-    bend = (y2 - y1) / 2
-    return (
-        f'<path class="edge" marker-end="url(#arrow)" '
-        f'd="M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + bend:.1f} {x2:.1f},{y2 - bend:.1f} '
-        f'{x2:.1f},{y2:.1f}"/>'
-    )
+def _forward_path(chain: list[_Node], bands: list[tuple[float, float]]) -> str:
+    """Down from the source's bottom, through each lane, into the target's top. Within a
+    layer the path runs straight down its own column; between layers it bends."""
+    first = chain[0]
+    x, y = first.x, first.y + first.height
+    d = [f"M{x:.1f},{y:.1f}"]
+    bottom = bands[first.layer][1]
+    if bottom > y:  # a step lower than its layer's tallest: down to the layer's edge first
+        d.append(f"L{x:.1f},{bottom:.1f}")
+        y = bottom
+    for node in chain[1:]:
+        top, bottom = bands[node.layer]
+        bend = (top - y) / 2
+        d.append(f"C{x:.1f},{y + bend:.1f} {node.x:.1f},{top - bend:.1f} {node.x:.1f},{top:.1f}")
+        x, y = node.x, top
+        stop = bottom if node.lane else node.y
+        if stop > y:
+            d.append(f"L{x:.1f},{stop:.1f}")
+            y = stop
+    return f'<path class="edge" marker-end="url(#arrow)" d="{" ".join(d)}"/>'
 
 
-def _back_path(source: _Node, target: _Node, swing: float) -> str:
-    x1, y1 = source.x + source.width / 2, source.y + source.height / 2
-    x2, y2 = target.x + target.width / 2, target.y + target.height / 2
-    if source is target:  # a step that loops on itself
-        y1, y2 = y1 - 6, y1 + 6
-        swing = x1 + _LOOP
+def _back_path(layout: _Layout, source: str, target: str, lane: int) -> str:
+    """Down out of the source into the gap below its layer, right to the edge's own lane, up
+    it to the gap above the target's layer, left and down into the target: every part of
+    the way runs through a gap or right of every step, never behind one."""
+    s, t = layout.nodes[source], layout.nodes[target]
+    run = _RUN + _RUN_STEP * ((lane - 1) % _RUNS)
+    x1 = s.x + s.width * _PORT
+    x2 = t.x + t.width * _PORT
+    below = layout.bands[s.layer][1] + run
+    above = layout.bands[t.layer][0] - run
+    side = layout.right + _LOOP * lane
+    corners = [(x1, below), (side, below), (side, above), (x2, above)]
+    d = [f"M{x1:.1f},{s.y + s.height:.1f}"]
+    previous = (x1, s.y + s.height)
+    for i, (cx, cy) in enumerate(corners):
+        after = corners[i + 1] if i + 1 < len(corners) else (x2, t.y)
+        into = _toward((cx, cy), previous, _CORNER)
+        out = _toward((cx, cy), after, _CORNER)
+        d.append(f"L{into[0]:.1f},{into[1]:.1f}")
+        d.append(f"C{cx:.1f},{cy:.1f} {cx:.1f},{cy:.1f} {out[0]:.1f},{out[1]:.1f}")
+        previous = (cx, cy)
+    d.append(f"L{x2:.1f},{t.y:.1f}")
+    return f'<path class="edge back" marker-end="url(#arrow)" d="{" ".join(d)}"/>'
+
+
+def _toward(
+    corner: tuple[float, float], other: tuple[float, float], by: float
+) -> tuple[float, float]:
+    """The point `by` along the straight line from `corner` to `other` (at most halfway)."""
+    dx, dy = other[0] - corner[0], other[1] - corner[1]
+    length = (dx * dx + dy * dy) ** 0.5
+    if length == 0:
+        return corner
+    step = min(by, length / 2) / length
+    return corner[0] + dx * step, corner[1] + dy * step
+
+
+def _self_loop(node: _Node) -> str:
+    """A step that loops on itself: out of its right side and back in, within the gap to
+    its right (narrower than the gap between two steps)."""
+    x, y = node.x + node.width / 2, node.y + node.height / 2
+    swing = x + _LOOP
     return (
         f'<path class="edge back" marker-end="url(#arrow)" '
-        f'd="M{x1:.1f},{y1:.1f} C{swing:.1f},{y1:.1f} {swing:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"/>'
+        f'd="M{x:.1f},{y - 6:.1f} C{swing:.1f},{y - 6:.1f} {swing:.1f},{y + 6:.1f} '
+        f'{x:.1f},{y + 6:.1f}"/>'
     )
 
 

@@ -1,4 +1,5 @@
-"""How the pages write values: timestamps in UTC, ages, pretty JSON (the Jinja filters)."""
+"""How the pages write values: timestamps in UTC, ages, pretty JSON, attempts "2 of 5"
+(the Jinja filters)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from urllib.parse import quote
 
 import msgspec
 
+from ..attempts import attempt_of, error_where
 from ..blocked import format_utc
 from ..durations import age as age
 
@@ -58,4 +60,6 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "pretty": pretty,
     "compact": compact,
     "path_part": path_part,
+    "attempt_of": attempt_of,
+    "error_where": error_where,
 }

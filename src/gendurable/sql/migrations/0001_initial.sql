@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS __schema__.instances (
     state jsonb,
     status __schema__.status NOT NULL DEFAULT 'available',
     attempt int NOT NULL DEFAULT 0,
+    -- The attempts the current step may use (its own max_attempts, else the workflow's),
+    -- written with every move to a step: the reaper's limit, and what `show` displays.
     max_attempts int NOT NULL DEFAULT 5,
     priority smallint NOT NULL DEFAULT 0,
     run_at timestamptz NOT NULL,
