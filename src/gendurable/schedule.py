@@ -135,7 +135,11 @@ class Schedule:
         """The schedule in words: `At 03:00 every day (Europe/Paris)`, `every 5 minutes`."""
         if self.cron is not None:
             assert self._zone is not None
-            return f"{_cron(self.cron, datetime.now(self._zone)).explain()} ({self.tz})"
+            try:
+                words = _cron(self.cron, datetime.now(self._zone)).explain()
+            except Exception:  # an expression cronsim runs but cannot put into words
+                words = f"cron {self.cron!r}"
+            return f"{words} ({self.tz})"
         return f"every {_duration_words(self._every)}"
 
     def key(self, tick: datetime) -> str:
