@@ -347,3 +347,19 @@ async def test_schedules_disabling_passes_over_a_schedule_another_transaction_ho
 
     await other.drain()
     assert (await rows.schedule("sched.nightly"))["disabled_at"] == manual_clock.now()
+
+
+async def test_schedules_a_running_engine_that_was_silent_revives_its_disabled_schedule(
+    make_engine: MakeEngine, manual_clock: ManualClock, rows: Rows
+) -> None:
+    declaring = await make_engine(workflows=[Nightly], schedules=[nightly()])
+    other = await make_engine(workflows=[Nightly])
+    manual_clock.advance(2 * GRACE)  # `declaring` could not refresh all that time
+    await other.drain()
+    assert (await rows.schedule("sched.nightly"))["disabled_at"] is not None
+
+    await declaring.drain()
+
+    row = await rows.schedule("sched.nightly")
+    assert row["disabled_at"] is None
+    assert row["refreshed_at"] == manual_clock.now()
