@@ -175,24 +175,35 @@ async def test_schedules_a_failing_state_skips_its_tick_and_the_next_one_runs(
     make_engine: MakeEngine, manual_clock: ManualClock, rows: Rows, recorder: RecorderFactory
 ) -> None:
     def state(tick: datetime) -> Nightly.State:
-        if tick.day == 1:
-            raise RuntimeError("no data for the first")
+        if tick.day == 2:
+            raise RuntimeError("no data for the second")
         return day_of(tick)
 
     schedule = gd.Schedule(Nightly, cron="0 3 * * *", tz="Europe/Paris", state=state)
-    engine = await make_engine(workflows=[Nightly], schedules=[schedule], start=False)
+    engine = await make_engine(
+        workflows=[Nightly], schedules=[schedule], start=False, gc_retention=None
+    )
     rec = recorder(engine)
     await engine.start()
 
-    manual_clock.advance(DAY)
-    await engine.drain()
-    manual_clock.advance(DAY)
-    await engine.drain()
+    for _ in range(2):
+        manual_clock.advance(DAY)
+        await engine.drain()
 
-    assert await rows.keys() == [KEY.format(2)]
+    [first] = await rows.instances()
+    assert first["key"] == KEY.format(1)
     [failed] = rec.of(events.SCHEDULE_FAILED)
-    assert failed["key"] == KEY.format(1)
-    assert str(failed["error"]) == "no data for the first"
+    assert failed["key"] == KEY.format(2)
+    assert str(failed["error"]) == "no data for the second"
+    row = await rows.schedule("sched.nightly")
+    assert (row["last_at"], row["last_instance_id"]) == (
+        datetime(2030, 1, 1, 2, tzinfo=UTC),
+        first["id"],
+    )  # the failed tick started nothing: the last one is still the first
+    assert row["next_at"] == datetime(2030, 1, 3, 2, tzinfo=UTC)  # it went on
+    manual_clock.advance(DAY)
+    await engine.drain()
+    assert await rows.keys() == [KEY.format(1), KEY.format(3)]
 
 
 async def test_schedules_a_changed_definition_takes_over_and_starts_from_now(
