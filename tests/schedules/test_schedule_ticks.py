@@ -374,3 +374,23 @@ async def test_schedules_a_running_engine_that_was_silent_revives_its_disabled_s
     row = await rows.schedule("sched.nightly")
     assert row["disabled_at"] is None
     assert row["refreshed_at"] == manual_clock.now()
+
+
+async def test_schedules_a_tick_starts_in_the_transaction_that_advances_its_schedule(
+    make_engine: MakeEngine, manual_clock: ManualClock, rows: Rows
+) -> None:
+    engine = await make_engine(workflows=[Nightly], schedules=[nightly()])
+    manual_clock.advance(DAY)
+    advance = engine.store.sql["schedule_advance"]
+    engine.store.sql["schedule_advance"] = (  # the advance fails
+        "SELECT $1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[],"
+        " $5::timestamptz, 1 / 0"
+    )
+
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await engine.drain()
+
+    assert await rows.keys() == []  # so the instance was never started
+    engine.store.sql["schedule_advance"] = advance
+    await engine.drain()
+    assert await rows.keys() == [KEY.format(1)]
