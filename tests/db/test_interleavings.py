@@ -1076,11 +1076,20 @@ async def test_interleaving(schemas: Schemas, case: Case, plan: str, size: str) 
 TABLES = ("instances", "signals", "rate_buckets", "rate_configs")
 WRITERS = ("instances_ended", "instances_parked")
 
+_SCHEDULES = "locks or writes only `schedules` (tests/schedules: held rows, racing processes)"
+
 EXEMPT: dict[str, str] = {
     "node_register": "writes only `nodes`, which no statement locks together with instances",
     "node_beat": "writes only `nodes`, which no statement locks together with instances",
     "node_prune": "writes only `nodes`, which no statement locks together with instances",
     "node_remove": "writes only `nodes`, which no statement locks together with instances",
+    "schedule_declare": _SCHEDULES,
+    "schedule_first": _SCHEDULES,
+    "schedule_refresh": _SCHEDULES,
+    "schedule_claim_due": _SCHEDULES,
+    "schedule_advance": _SCHEDULES,
+    "schedule_disable": _SCHEDULES,
+    "schedule_pause": _SCHEDULES,
 }
 """Statements that lock or write rows and need no case, each with why."""
 
