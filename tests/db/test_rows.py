@@ -20,7 +20,7 @@ from gendurable.db.pool import init_connection
 from gendurable.sql import statements
 
 DB = Path(rows.__file__).parent
-STORES = ("engine_store.py", "maintenance_store.py", "operator_store.py")
+STORES = ("engine_store.py", "maintenance_store.py", "operator_store.py", "schedule_store.py")
 
 
 def pairs() -> list[tuple[str, str]]:
@@ -89,11 +89,14 @@ async def test_a_delivery_is_its_columns_then_the_woken_instances(
 async def test_rows_built_in_a_transaction_match_their_statements(
     conn: asyncpg.Connection, gendurable_schema: str
 ) -> None:
-    # The spawn runs `instance_insert_many` on its transaction's connection, not through
-    # `db.rows`; its rows are `CreatedInstance`s like a batch start's.
-    assert await columns(conn, gendurable_schema, "instance_insert_many") == list(
-        rows.CreatedInstance.__struct_fields__
-    )
+    # The spawn and the schedules' tick run statements on their transaction's connection,
+    # not through `db.rows`.
+    for name, row in (
+        ("instance_insert_many", rows.CreatedInstance),
+        ("instances_holding_keys", rows.KeyHolder),
+        ("schedule_claim_due", rows.DueSchedule),
+    ):
+        assert await columns(conn, gendurable_schema, name) == list(row.__struct_fields__), name
 
 
 def test_every_row_type_is_checked() -> None:
@@ -103,4 +106,4 @@ def test_every_row_type_is_checked() -> None:
         if isinstance(value, type) and issubclass(value, rows.Row) and value is not rows.Row
     }
 
-    assert sorted(types - {row for row, _ in PAIRS}) == ["Delivery", "WokenInstance"]
+    assert sorted(types - {row for row, _ in PAIRS}) == ["Delivery", "DueSchedule", "WokenInstance"]

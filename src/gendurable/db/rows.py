@@ -506,3 +506,63 @@ class NodeSummary(Row, frozen=True):
     started_at: datetime
     last_seen: datetime
     silent_for: timedelta
+
+
+# -- schedules: their declaration, the ticker, the operators' list -----------------------------
+
+
+class DeclaredSchedule(Row, frozen=True):
+    """A schedule an engine declared, with what it held before (`previous`: None for a new
+    one); `fresh` when it starts from now (its first tick to be set)."""
+
+    name: str
+    next_at: datetime
+    previous: bytes | None
+    previous_workflow: str | None
+    was_disabled_at: datetime | None
+    fresh: bool
+    now: datetime
+
+
+class DueSchedule(Row, frozen=True):
+    """A schedule the tick transaction holds: its first unhandled instant, and the
+    database's `now` (ticks are computed against it)."""
+
+    name: str
+    next_at: datetime
+    now: datetime
+
+
+class DisabledSchedule(Row, frozen=True):
+    """A schedule disabled because no running engine refreshed it since `refreshed_at`."""
+
+    name: str
+    workflow: str
+    refreshed_at: datetime
+
+
+class PausedSchedule(Row, frozen=True):
+    """A schedule just paused or resumed."""
+
+    name: str
+    workflow: str
+    paused: bool
+
+
+class StoredSchedule(Row, frozen=True):
+    """A schedule as stored (its definition as JSON), with its last tick's instance (key and
+    status None once garbage collection removed it)."""
+
+    name: str
+    workflow: str
+    spec: bytes
+    next_at: datetime
+    last_at: datetime | None
+    last_instance_id: int | None
+    last_key: str | None
+    last_status: str | None
+    paused: bool
+    disabled_at: datetime | None
+    declared_by: str
+    refreshed_at: datetime
+    created_at: datetime

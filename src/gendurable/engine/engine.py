@@ -8,6 +8,7 @@ queues it is a client only (start, signal, get, result, cancel).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -21,6 +22,7 @@ from ..db.listener import Listener
 from ..db.maintenance_store import MaintenanceStore
 from ..db.migrator import check_version, migrate_connection
 from ..db.pool import Database
+from ..db.schedule_store import ScheduleStore
 from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
 from ..events import STEP_EXCEPTION
@@ -29,8 +31,10 @@ from ..maintenance.collector import Collector
 from ..maintenance.loop import every
 from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
+from ..maintenance.ticker import REFRESH, Ticker
 from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..telemetry import FAILURES, Telemetry, failure_handler
 from .client import Client
@@ -78,6 +82,9 @@ class Engine:
     `local_starts` (on by default, off under a manual clock) lets a start made in this
     process, or a signal it sends, run at once on one of its schedulers with a free slot: the
     row is written already claimed (no notification, no claim statement).
+    `schedules` lists `gd.Schedule`s of its workflows, each with its own name: engines with
+    queues start each tick's instance, exactly once across all of them (checking for due
+    ticks every `poll_interval`; under a manual clock, in `drain()`).
 
     Every option is checked, for its type and range, when the engine is built: a bad one
     raises `ConfigError` before anything connects. `engine.config` holds them, validated and
@@ -93,6 +100,7 @@ class Engine:
         schema: str = "gendurable",
         queues: Mapping[str, int] | None = None,
         rate_limits: Mapping[str, Limit] | None = None,
+        schedules: Sequence[Schedule] | None = None,
         clock: Clock | None = None,
         lease: timedelta = timedelta(seconds=30),
         poll_interval: timedelta = timedelta(seconds=1),
@@ -116,6 +124,7 @@ class Engine:
             schema=schema,
             queues=queues,
             rate_limits=rate_limits,
+            schedules=schedules,
             clock=clock,
             lease=lease,
             poll_interval=poll_interval,
@@ -149,6 +158,7 @@ class Engine:
         self.reaper: Reaper | None = None
         self.collector: Collector | None = None
         self.nodes: Nodes | None = None
+        self.ticker: Ticker | None = None
         self._started = False
         self._watchdog: LoopWatchdog | None = None
 
@@ -282,8 +292,9 @@ class Engine:
         )
 
     async def _start_maintenance(self, upkeep: MaintenanceStore) -> None:
-        """This node's record and heartbeat, the reaper and the collector. With a manual
-        clock none of them loops: time moves only by hand, and drain() runs them."""
+        """This node's record and heartbeat, the reaper, the schedules' ticker and the
+        collector. With a manual clock none of them loops: time moves only by hand, and
+        drain() runs them."""
         config, clock = self.config, self.config.clock
         self.nodes = Nodes(
             upkeep,
@@ -296,6 +307,16 @@ class Engine:
         )
         await self.nodes.register()
         self.reaper = Reaper(upkeep, clock, self.telemetry)
+        self.ticker = Ticker(
+            ScheduleStore(upkeep.db),
+            clock,
+            self.telemetry,
+            config.schedules if config.queues else (),
+            node=self.nodes.id,
+            max_payload_bytes=config.max_payload_bytes,
+        )
+        if config.queues:
+            await self.ticker.declare()
         self.collector = Collector(
             upkeep,
             clock,
@@ -307,17 +328,35 @@ class Engine:
         if clock.manual:
             return
         self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
-        if config.queues:
-            self._loops += [
+        if not config.queues:
+            return
+        self._loops.append(
+            asyncio.create_task(
+                every(config.reap_interval, self.reaper.run_once, "reaper"),
+                name="gendurable:reaper",
+            )
+        )
+        if config.schedules:
+            self._loops.append(
                 asyncio.create_task(
-                    every(config.reap_interval, self.reaper.run_once, "reaper"),
-                    name="gendurable:reaper",
-                ),
-                asyncio.create_task(
-                    every(config.gc_interval, self.collector.run_once, "collector"),
-                    name="gendurable:collector",
-                ),
-            ]
+                    every(
+                        config.poll_interval,
+                        functools.partial(self.ticker.run_once, upkeep=False),
+                        "schedules",
+                    ),
+                    name="gendurable:schedules",
+                )
+            )
+        self._loops += [
+            asyncio.create_task(
+                every(REFRESH, self.ticker.run_once, "schedules upkeep"),
+                name="gendurable:schedules:upkeep",
+            ),
+            asyncio.create_task(
+                every(config.gc_interval, self.collector.run_once, "collector"),
+                name="gendurable:collector",
+            ),
+        ]
 
     async def _start_embedded(self) -> str:
         from ..embedded import EmbeddedPostgres
@@ -374,6 +413,7 @@ class Engine:
         self._executor = None
         self.reaper = None
         self.collector = None
+        self.ticker = None
         if self.nodes is not None and self._db is not None:
             await self.nodes.remove(grace=CLOSE_GRACE)
         self.nodes = None
@@ -400,12 +440,15 @@ class Engine:
     async def drain(self, *, max_rounds: int = 100_000) -> None:
         """Run everything due until nothing is, and no step of this engine is in flight.
 
+        Due schedule ticks count: their instances are started, then run like any other.
+
         Then collect garbage once (terminal rows older than `gc_retention` by the clock).
         """
         self._require()
         await drain(
             self.schedulers,
             reaper=self.reaper,
+            ticker=self.ticker,
             collector=self.collector,
             nodes=self.nodes,
             max_rounds=max_rounds,
@@ -442,6 +485,21 @@ class Engine:
     async def cancel(self, workflow: str, key_or_id: str | int) -> None:
         """Cancel a live instance and its live descendants (see `Flow.cancel`)."""
         await self._require().cancel(workflow, key_or_id)
+
+    async def pause_schedule(self, name: str) -> None:
+        """Pause schedule `name` for every engine, durably: its ticks start nothing until
+        `resume_schedule(name)`. `NoTarget` when no engine ever declared such a schedule."""
+        await self._set_paused(name, True)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume schedule `name` from now: ticks that came due while it was paused do not
+        run. `NoTarget` when no engine ever declared such a schedule."""
+        await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        self._require()
+        assert self.ticker is not None  # set while the engine runs
+        await self.ticker.set_paused(name, paused)
 
     async def check(self, *, full: bool = False, sample: int = 1000) -> CheckReport:
         """Would deploying this engine's code strand live rows? (see `gendurable.deploy_check`)

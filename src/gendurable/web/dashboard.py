@@ -30,6 +30,7 @@ from ..db.migrator import check_version
 from ..db.operator_store import OperatorStore
 from ..db.pool import Database
 from ..errors import ConfigError, NoTarget
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from . import csrf
 from .format import FILTERS
@@ -64,6 +65,8 @@ class Settings:
     secret: bytes
     source: str | None
     """Where the workflow code came from (`module:engine`), shown on the workflow pages."""
+    schedules: tuple[Schedule, ...] = ()
+    """The schedules of the code's engine: their workflows' pages state them."""
 
 
 class ReadOnly(Exception):
