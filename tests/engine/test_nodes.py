@@ -30,7 +30,7 @@ class Expense:
     async def submit(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.goto(self.decide)
 
-    @gd.step
+    @gd.step(max_attempts=2)
     @gd.await_signals("rejected", approved=Approved)
     async def decide(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.done()
@@ -81,6 +81,7 @@ async def test_node_records_what_the_engine_serves(
             },
             "state": {"type": "Expense.State", "schema": msgspec.json.schema(Expense.State)},
             "start": {"step": "submit", **start},
+            "entry": {"submit": start, "decide": {**start, "max_attempts": 2}},
         },
         "nodes.mail": {
             "queue": "default",
@@ -90,6 +91,7 @@ async def test_node_records_what_the_engine_serves(
             "signals": {},
             "state": None,
             "start": {**start, "step": "perform", "max_attempts": 20},
+            "entry": {"perform": {**start, "max_attempts": 20}},
         },
     }
     assert node["started_at"] == node["last_seen"] == manual_clock.now()
