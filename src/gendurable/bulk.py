@@ -63,6 +63,9 @@ class BulkReport:
     skipped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[int]] = field(default_factory=dict)
     pages: int = 0
+    left: int = 0
+    """Instances of the current page not done yet: held by another transaction when the page
+    came, they are being done one at a time."""
     last_id: int = 0
     """The highest id read: a run that stops goes on, when run again, from the start (it
     finds only what still matches); this says how far it got."""
@@ -84,6 +87,8 @@ class BulkReport:
         if skipped:
             why = ", ".join(f"{n} {REASONS[r]}" for r, n in sorted(self.skipped.items()))
             line += f", {skipped} skipped ({why})"
+        if self.left:
+            line += f", {self.left} not done yet"
         return line
 
     def as_json(self) -> dict[str, Any]:
@@ -147,9 +152,6 @@ class BulkRun:
             )
             if ids:
                 await self._page(ids)
-                report.matched += len(ids)
-                report.last_id = ids[-1]
-                report.pages += 1
                 if self.progress is not None:
                     self.progress(report)
             if len(ids) < size:
@@ -158,19 +160,30 @@ class BulkRun:
         return report
 
     async def _page(self, ids: list[int]) -> None:
+        report = self.report
         if self.action == RETRY:
             verdicts = await self.repairs.instances_retry_many(ids, self.now)
         else:
             page = await self.repairs.instances_cancel_many(ids, self.now)
             verdicts = page.verdicts
-            self.report.descendants_cancelled += page.cascaded
+            report.descendants_cancelled += page.cascaded
+        report.matched += len(ids)
+        report.last_id = ids[-1]
+        report.pages += 1
+        held = [v.id for v in verdicts if v.verdict == "busy"]
+        report.left = len(held)
         for v in verdicts:
-            if v.verdict == "busy":
-                v = await self._alone(v.id)
-            if v.verdict == ACTED[self.action]:
-                self.report.acted += 1
-            else:
-                self.report.skip(v.verdict, v.id)
+            if v.verdict != "busy":
+                self._count(v)
+        for id in held:
+            self._count(await self._alone(id))
+            report.left -= 1
+
+    def _count(self, v: Verdict) -> None:
+        if v.verdict == ACTED[self.action]:
+            self.report.acted += 1
+        else:
+            self.report.skip(v.verdict, v.id)
 
     async def _alone(self, id: int) -> Verdict:
         """Act on a row the page found held, with the single-row statement (which waits

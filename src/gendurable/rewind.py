@@ -107,10 +107,10 @@ async def entry_by_nodes(store: Store, workflow: str, step: str, state: Any = KE
                 "under way?): pass --app MODULE:ENGINE to rewind it with the code"
             )
         raise ValidationError(_unknown_step(workflow, step, list(dict.fromkeys(known))))
-    entries = {repr(d.get("entry", {}).get(step)) for d in found.descriptions}
+    entries = {repr((d.get("entry") or {}).get(step)) for d in found.descriptions}
     versions = {d.get("version") for d in found.descriptions}
     described = found.descriptions[0]
-    entry = described.get("entry", {}).get(step)
+    entry = (described.get("entry") or {}).get(step)
     if entry is None:
         raise ValidationError(
             f"the live engines running {workflow} do not record what entering a step takes "

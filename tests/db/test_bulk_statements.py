@@ -253,3 +253,65 @@ async def test_matching_selects_by_each_filter(
     assert await pick(limit=2) == [base, other_status]
     capped = Match(statuses=("failed", "done"))
     assert await repairs.instances_matching_count(capped, limit=3, now=now) == 3
+
+
+async def _rewind(repairs: RepairStore, id: int, step: str, **changes: Any) -> Any:
+    entry = {"state": None, "state_version": None, "max_attempts": 3, "rate_limit": None,
+             "rate_partition": None, "weight": 1, **changes}  # fmt: skip
+    return await repairs.instance_rewind(id, step=step, now=None, **entry)
+
+
+async def test_rewind_keeps_the_children_of_its_own_step_and_forgets_them_elsewhere(
+    repairs: RepairStore, table: Table, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    # Two parents cancelled while they waited for their children (the cascade cancelled the
+    # children; a cancelled parent is not counted down, so pending_children stayed).
+    same = await table.add(status="cancelled", step="wait", pending=2)
+    other = await table.add(status="cancelled", step="wait", pending=2)
+    kids = [await table.add(status="cancelled", parent=p) for p in (same, same, other)]
+    await table.set(same, "children_from", kids[0])
+    await table.set(other, "children_from", kids[2])
+    await db.execute(
+        f'UPDATE "{gendurable_schema}".instances SET await_seen = 7, timed_out = true, '
+        "result = 'null' WHERE id = ANY ($1)",
+        [same, other],
+    )
+
+    back = await _rewind(repairs, same, "wait")
+    moved = await _rewind(repairs, other, "work", state=b'{"n": 1}', state_version=4)
+
+    assert (back.rewound, moved.rewound) == (same, other)
+    found = {
+        r["id"]: dict(r)
+        for r in await db.fetch(
+            "SELECT id, status::text, step, children_from, pending_children, await_seen, "
+            "timed_out, result IS NULL AS no_result, state::text, state_version, max_attempts "
+            f'FROM "{gendurable_schema}".instances WHERE id = ANY ($1)',
+            [same, other],
+        )
+    }
+    assert found[same] == {
+        "id": same, "status": "available", "step": "wait", "children_from": kids[0],
+        "pending_children": 0, "await_seen": 0, "timed_out": False, "no_result": True,
+        "state": "null", "state_version": 1, "max_attempts": 3,
+    }  # fmt: skip
+    assert found[other] == {
+        **found[same], "id": other, "step": "work", "children_from": None,
+        "state": '{"n": 1}', "state_version": 4,
+    }  # fmt: skip
+    assert [(await table.get(k))[0] for k in kids] == ["cancelled"] * 3
+
+
+async def test_rewind_refuses_a_live_or_done_instance_and_writes_nothing(
+    repairs: RepairStore, table: Table
+) -> None:
+    live = await table.add(status="awaiting", step="wait")
+    done = await table.add(status="done")
+
+    answers = [await _rewind(repairs, id, "work") for id in (live, done, live + 1000)]
+
+    assert [(a.status, a.rewound) for a in answers] == [
+        ("awaiting", None), ("done", None), (None, None),
+    ]  # fmt: skip
+    assert (await table.get(live))[0] == "awaiting"
+    assert (await table.get(done))[0] == "done"
