@@ -246,3 +246,30 @@ async def test_rewind_locks_the_parent_before_the_child_it_restarts(
     assert (answer.rewound, answer.step) == (child, "work")
     assert (await row(db, s, parent))["pending_children"] == 2
     assert (await row(db, s, child))["status"] == "available"
+
+
+async def test_rewind_beaten_to_its_key_by_a_start_runs_again_and_names_the_holder(
+    engine: gd.Engine,
+    repairs: RepairStore,
+    db: asyncpg.Connection,
+    gendurable_schema: str,
+    blocker: Blocker,
+) -> None:
+    s, now = gendurable_schema, engine.clock.now()
+    assert now is not None
+    cancelled = await insert(db, s, now, status="cancelled", key="k")
+    holder = await insert(blocker.conn, s, now, key="k")
+    rewind = asyncio.create_task(
+        repairs.instance_rewind(
+            cancelled, step="work", state=None, state_version=None, max_attempts=3,
+            rate_limit=None, rate_partition=None, weight=1, now=None,
+        )
+    )  # fmt: skip
+    await lock_waiter(db)
+
+    await commit(blocker)
+    async with asyncio.timeout(10):
+        answer = await rewind
+
+    assert (answer.rewound, answer.holder) == (None, holder)
+    assert (await row(db, s, cancelled))["status"] == "cancelled"

@@ -277,7 +277,7 @@ async def test_rewind_keeps_the_children_of_its_own_step_and_forgets_them_elsewh
         [same, other],
     )
 
-    back = await _rewind(repairs, same, "wait")
+    back = await _rewind(repairs, same, "wait", state_version=9)  # no state: version kept
     moved = await _rewind(repairs, other, "work", state=b'{"n": 1}', state_version=4)
 
     assert (back.rewound, moved.rewound) == (same, other)
