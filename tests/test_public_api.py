@@ -29,6 +29,7 @@ PUBLIC_API = [
     "NoTarget",
     "Outcome",
     "ResultTimeout",
+    "Schedule",
     "Signal",
     "StateUpgradeError",
     "StepTimeout",

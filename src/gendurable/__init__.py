@@ -27,6 +27,7 @@ from .errors import (
 from .limit import Backoff, Limit
 from .outcome import Outcome, done, goto, reawait, retry, spawn, stop
 from .records import Handle, InstanceInfo
+from .schedule import Schedule
 from .spec import WorkflowSpec
 from .telemetry import Telemetry, logging_handler
 
@@ -54,6 +55,7 @@ __all__ = [
     "NoTarget",
     "Outcome",
     "ResultTimeout",
+    "Schedule",
     "Signal",
     "StateUpgradeError",
     "StepTimeout",
