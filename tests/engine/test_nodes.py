@@ -26,7 +26,7 @@ class Expense:
     class State(msgspec.Struct):
         amount: int = 0
 
-    @gd.step(start=True)
+    @gd.step(start=True, max_attempts=3)
     async def submit(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.goto(self.decide)
 
@@ -80,8 +80,11 @@ async def test_node_records_what_the_engine_serves(
                 "approved": {"type": "Approved", "schema": msgspec.json.schema(Approved)},
             },
             "state": {"type": "Expense.State", "schema": msgspec.json.schema(Expense.State)},
-            "start": {"step": "submit", **start},
-            "entry": {"submit": start, "decide": {**start, "max_attempts": 2}},
+            "start": {"step": "submit", **start, "max_attempts": 3},
+            "entry": {
+                "submit": {**start, "max_attempts": 3},
+                "decide": {**start, "max_attempts": 2},
+            },
         },
         "nodes.mail": {
             "queue": "default",

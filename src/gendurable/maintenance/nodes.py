@@ -71,7 +71,7 @@ def _describe(spec: WorkflowSpec) -> dict[str, Any]:
         "state": describe_type(spec.state_type),
         "start": {
             "step": first.name,
-            "max_attempts": spec.retry.max_attempts,
+            "max_attempts": spec.max_attempts(first.name),
             "rate_limit": first.rate_limit,
             "weight": first.weight,
             "partitioned": first.partition is not None,

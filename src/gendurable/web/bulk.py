@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..bulk import ACTED, CANCEL, RETRY, BulkRun, acted_on
+from ..bulk import CANCEL, RETRY, BulkRun, acted_on
 from ..db.repair_store import Match, RepairStore
 from . import csrf, flash
 from .params import FORM_TYPE, BadInput, ListFilter, parse_form, read_body
@@ -128,4 +128,4 @@ def _back(dashboard: Dashboard, request: Request, page: ListFilter, message: str
     return response
 
 
-__all__ = ["ACTED", "PER_POST", "match", "routes"]
+__all__ = ["LIST_PAGE", "PER_POST", "match", "routes"]
