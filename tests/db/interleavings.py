@@ -38,14 +38,14 @@ import msgspec
 
 from gendurable.db.maintenance_store import MaintenanceStore
 from gendurable.db.migrator import migrate
-from gendurable.db.operator_store import OperatorStore
 from gendurable.db.pool import Database, init_connection
+from gendurable.db.repair_store import RepairStore
 from gendurable.db.schema_admin import drop_schema
 
 
-class Store(OperatorStore, MaintenanceStore):
+class Store(RepairStore, MaintenanceStore):
     """Every statement the matrix runs, on one database: the engine's, the maintenance
-    loops' and the operators'."""
+    loops' and the operators' (repairs included)."""
 
 
 T = datetime(2030, 1, 1, tzinfo=UTC)
@@ -76,7 +76,7 @@ TABLES = ("instances", "signals", "rate_buckets", "rate_configs")
 
 # Result columns that hold ids of instances, and of signals (compared as labels).
 ID_COLUMNS = frozenset(
-    {"id", "woken_id", "instance_id", "holder", "parent_id", "retried", "last_id"}
+    {"id", "woken_id", "instance_id", "holder", "parent_id", "retried", "rewound", "last_id"}
 )
 SIGNAL_COLUMNS = frozenset({"signal_id", "inbox_ids"})
 

@@ -20,7 +20,13 @@ from gendurable.db.pool import init_connection
 from gendurable.sql import statements
 
 DB = Path(rows.__file__).parent
-STORES = ("engine_store.py", "maintenance_store.py", "operator_store.py", "schedule_store.py")
+STORES = (
+    "engine_store.py",
+    "maintenance_store.py",
+    "operator_store.py",
+    "repair_store.py",
+    "schedule_store.py",
+)
 
 
 def pairs() -> list[tuple[str, str]]:

@@ -48,6 +48,9 @@ NOT_IDEMPOTENT = frozenset(
         "signal_deliver",
         "instance_cancel",
         "instance_retry",
+        "instance_rewind",
+        "instances_retry_many",
+        "instances_cancel_many",
     }
 )
 # A spawn is retried through connection failures: its transaction either committed, and the

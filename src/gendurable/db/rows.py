@@ -566,3 +566,44 @@ class StoredSchedule(Row, frozen=True):
     declared_by: str
     refreshed_at: datetime
     created_at: datetime
+
+
+# -- repairs: many instances at once, rewinds --------------------------------------------------
+
+
+class MatchCount(Row, frozen=True):
+    """How many instances a bulk filter matches (up to its cap)."""
+
+    n: int
+
+
+class RetryVerdict(Row, frozen=True):
+    """What a bulk retry page did to one id (see `instances_retry_many`)."""
+
+    id: int
+    verdict: str
+    status: str | None
+    holder: int | None
+    parent_id: int | None
+    notified: int
+
+
+class CancelVerdict(Row, frozen=True):
+    """What a bulk cancel page did to one id, with the descendants the page cancelled."""
+
+    id: int
+    verdict: str
+    status: str | None
+    cascaded: int
+
+
+class Rewound(Row, frozen=True):
+    """The answer of `instance_rewind`: `rewound` (the id) when it went back to `step`;
+    otherwise `status` (None: no such row), `holder` and `parent_id` say why not."""
+
+    status: str | None
+    holder: int | None
+    parent_id: int | None
+    rewound: int | None
+    step: str | None
+    notified: object
