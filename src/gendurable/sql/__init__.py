@@ -4,8 +4,8 @@ Writing a statement (the conventions every `*.sql` file here keeps):
 
 - A statement file holds blocks that start with `-- name: <statement_name>`; the store
   method of the same name runs it (`db/engine_store.py`, `db/maintenance_store.py`,
-  `db/schedule_store.py`, `db/operator_store.py`), so one grep finds the SQL, its method
-  and its tests.
+  `db/schedule_store.py`, `db/operator_store.py`, `db/repair_store.py`), so one grep finds
+  the SQL, its method and its tests.
 - Parameters are named, `:name` (lower case, digits, underscores), and the store binds them
   by keyword. At load each statement is rewritten once to PostgreSQL's `$1..$n`, numbered in
   order of first use, a name used twice being one parameter; `Statement.params` keeps the
