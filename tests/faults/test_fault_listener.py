@@ -115,9 +115,9 @@ async def test_fault_listener_back_wakes_a_result_whose_end_was_announced_while_
     looked = asyncio.Event()  # result() read the row, live, after it began to listen
     instance_status = client.store.instance_status
 
-    async def watched(id: int) -> Any:
-        row = await instance_status(id)
-        if id == handle.id and row is not None and row["status"] == "awaiting":
+    async def watched(*, id: int) -> Any:
+        row = await instance_status(id=id)
+        if id == handle.id and row is not None and row.status == "awaiting":
             looked.set()
         return row
 
