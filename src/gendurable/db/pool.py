@@ -161,13 +161,13 @@ class Database:
     async def rows(self, row: type[R], name: str, /, **values: Any) -> list[R]:
         """Run statement `name`; each result row as a `row` (its fields, the columns)."""
         statement = self.sql[name]
-        records = await self._run("fetch", statement, statement.args(**values))
+        records = await self._run("fetch", statement, statement.bind(values))
         return [row(*record) for record in records]
 
     async def row(self, row: type[R], name: str, /, **values: Any) -> R | None:
         """Run statement `name`; its one result row as a `row`, or None when none came."""
         statement = self.sql[name]
-        record = await self._run("fetchrow", statement, statement.args(**values))
+        record = await self._run("fetchrow", statement, statement.bind(values))
         return None if record is None else row(*record)
 
     async def record(self, name: str, /, **values: Any) -> asyncpg.Record | None:
@@ -175,25 +175,25 @@ class Database:
         method that builds a nested row), or None."""
         statement = self.sql[name]
         found: asyncpg.Record | None = await self._run(
-            "fetchrow", statement, statement.args(**values)
+            "fetchrow", statement, statement.bind(values)
         )
         return found
 
     async def column(self, name: str, /, **values: Any) -> list[Any]:
         """Run statement `name`; the first column of each result row."""
         statement = self.sql[name]
-        records = await self._run("fetch", statement, statement.args(**values))
+        records = await self._run("fetch", statement, statement.bind(values))
         return [record[0] for record in records]
 
     async def guarded(self, name: str, /, **values: Any) -> bool:
         """Run a guarded statement `name`: whether it returned a row (its guard held)."""
         statement = self.sql[name]
-        return await self._run("fetchrow", statement, statement.args(**values)) is not None
+        return await self._run("fetchrow", statement, statement.bind(values)) is not None
 
     async def execute(self, name: str, /, **values: Any) -> str:
         """Run statement `name` for its effect; the command status (`UPDATE 3`)."""
         statement = self.sql[name]
-        status: str = await self._run("execute", statement, statement.args(**values))
+        status: str = await self._run("execute", statement, statement.bind(values))
         return status
 
     async def _run(self, method: str, statement: Statement, args: tuple[Any, ...]) -> Any:

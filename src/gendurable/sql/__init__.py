@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -117,6 +117,10 @@ class Statement:
 
     def args(self, **values: Any) -> tuple[Any, ...]:
         """The values in placeholder order; `TypeError` unless exactly `params` are given."""
+        return self.bind(values)
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """`args` of a mapping already built (the stores' calls: no copy of it)."""
         params = self.params
         if len(values) == len(params):
             try:
