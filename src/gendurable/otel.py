@@ -281,6 +281,11 @@ UNMAPPED: frozenset[Event] = frozenset(
         events.SCHEDULER_RECLAIMED,
         # Per claim, already visible as `gendurable.claim.latency` growing.
         events.CONCURRENCY_CONTENDED,
+        # An operator's acts and a client's resends: rare, and no metric of them says more
+        # than the event (attach `gd.logging_handler()` to log them).
+        events.SIGNAL_DUPLICATE,
+        events.QUEUE_PAUSED,
+        events.QUEUE_RESUMED,
     }
 )
 """The events `Instrumentation` does not turn into spans or metrics, and why."""

@@ -74,7 +74,7 @@ class Rig:
         return await conn.fetchrow(
             self.store.sql["signal_deliver"], "sigguards.flow", id, None, name, b"null",
             self.now, self.store.channel, None, locked_by, None if locked_by is None else DAY,
-            None if locked_by is None else "default",
+            None if locked_by is None else "default", None,
         )  # fmt: skip
 
     async def row(self, id: int) -> asyncpg.Record:
