@@ -131,8 +131,8 @@ picked AS (
     FROM __schema__.instances i
     JOIN known k ON k.workflow = i.workflow AND k.step = i.step, now
     WHERE i.status = 'available' AND i.queue = $1 AND i.run_at <= now.t
-      -- A paused queue starts nothing (see `queue_paused`): asked once per claim (an
-      -- InitPlan), and only when a due row was found.
+      -- A paused queue starts nothing (see `queue_paused`): asked once per claim, before
+      -- the scan (an InitPlan the planner makes a one-time filter).
       AND NOT (SELECT __schema__.queue_paused($1))
       AND (i.concurrency_key IS NULL
            OR (NOT EXISTS (SELECT 1 FROM __schema__.instances e
