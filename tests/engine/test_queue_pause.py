@@ -197,10 +197,12 @@ async def test_a_worker_hears_of_a_pause_at_once_and_of_the_resume_which_wakes_i
 
     worker.store.instance_claim = counted  # type: ignore[method-assign]
 
+    await pauser.pause("elsewhere")  # a queue it does not run: none of its business
     await pauser.pause("mail")
     async with asyncio.timeout(10):
         while "mail" not in scheduler.paused:  # noqa: ASYNC110 (no event for a notification)
             await asyncio.sleep(0.005)
+    assert scheduler.paused == {"mail"}  # heard in order: "elsewhere" came first
     await Mail.start(key="m", engine=pauser)  # announced: the worker's loop wakes
     assert await scheduler.run_once() == 0
     assert "mail" not in claims  # it did not even try
@@ -335,8 +337,17 @@ async def test_a_start_in_a_paused_queue_is_stored_unclaimed_by_a_local_schedule
 ) -> None:
     engine = await make_engine(workflows=FLOWS, queues=QUEUES, local_starts=True)
     await engine.pause("mail")
+    offered: list[str | None] = []
+    insert = engine.store.instance_insert
+
+    async def spy(row: Any, **kwargs: Any) -> Any:
+        offered.append(kwargs.get("locked_by"))
+        return await insert(row, **kwargs)
+
+    engine.store.instance_insert = spy  # type: ignore[method-assign]
 
     handle = await Mail.start(key="m")
+    assert offered == [None]  # it knew: no slot was even reserved for it
     await asyncio.gather(*(s.idle() for s in engine.schedulers.values()))
 
     assert ran == []
@@ -365,6 +376,6 @@ async def test_blocked_by_says_since_when_and_by_whom_a_queue_is_paused(
         assert (blocked.reason, blocked.until) == ("paused", None)
         assert str(blocked) == "paused: queue 'mail' since 2030-01-01 00:00:00 UTC by ann"
     await engine.resume("mail")
-    assert (await Mail.get(due.id)).blocked_by == gd.BlockedBy(
-        "queue", None, "due; waiting for a free slot on queue 'mail'"
-    )
+    blocked = (await Mail.get(later.id)).blocked_by
+    assert blocked is not None
+    assert blocked.reason == "scheduled"
