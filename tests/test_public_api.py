@@ -31,6 +31,7 @@ PUBLIC_API = [
     "Outcome",
     "QueuePause",
     "ResultTimeout",
+    "Schedule",
     "Signal",
     "StateUpgradeError",
     "StepTimeout",

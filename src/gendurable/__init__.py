@@ -28,6 +28,7 @@ from .errors import (
 from .limit import Backoff, Limit
 from .outcome import Outcome, done, goto, reawait, retry, spawn, stop
 from .records import Handle, InstanceInfo, QueuePause
+from .schedule import Schedule
 from .spec import WorkflowSpec
 from .telemetry import Telemetry, logging_handler
 
@@ -57,6 +58,7 @@ __all__ = [
     "Outcome",
     "QueuePause",
     "ResultTimeout",
+    "Schedule",
     "Signal",
     "StateUpgradeError",
     "StepTimeout",

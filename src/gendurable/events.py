@@ -38,6 +38,10 @@ CONCURRENCY_CONTENDED: Event = ("concurrency", "contended")
 LOOP_BLOCKED: Event = ("loop", "blocked")
 MAINTENANCE_RUN: Event = ("maintenance", "run")
 MAINTENANCE_EXCEPTION: Event = ("maintenance", "exception")
+SCHEDULE_STARTED: Event = ("schedule", "started")
+SCHEDULE_SKIPPED: Event = ("schedule", "skipped")
+SCHEDULE_FAILED: Event = ("schedule", "failed")
+SCHEDULE_DISABLED: Event = ("schedule", "disabled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,26 @@ CATALOGUE: Mapping[Event, EventSpec] = MappingProxyType(
         ),
         MAINTENANCE_EXCEPTION: EventSpec(
             ("duration",), ("task", "queue", "error"), "a background task's run failed"
+        ),
+        SCHEDULE_STARTED: EventSpec(
+            ("late",),
+            ("schedule", "workflow", "tick", "key", "id"),
+            "this engine started the instance of a schedule's tick",
+        ),
+        SCHEDULE_SKIPPED: EventSpec(
+            ("count",),
+            ("schedule", "workflow", "since", "until", "missed"),
+            "ticks that came due while no engine ran the schedule were not started",
+        ),
+        SCHEDULE_FAILED: EventSpec(
+            (),
+            ("schedule", "workflow", "tick", "key", "error"),
+            "a tick started nothing: its state could not be made",
+        ),
+        SCHEDULE_DISABLED: EventSpec(
+            (),
+            ("schedule", "workflow", "refreshed_at"),
+            "a schedule no running engine declares any more was disabled",
         ),
     }
 )

@@ -286,6 +286,13 @@ UNMAPPED: frozenset[Event] = frozenset(
         events.SIGNAL_DUPLICATE,
         events.QUEUE_PAUSED,
         events.QUEUE_RESUMED,
+        # Schedules: the instances a tick starts are traced as they run; the ticks started
+        # are counted by `gendurable.maintenance.rows` (task `schedules`); skipped and failed
+        # ticks and disabled schedules are in the engine's log.
+        events.SCHEDULE_STARTED,
+        events.SCHEDULE_SKIPPED,
+        events.SCHEDULE_FAILED,
+        events.SCHEDULE_DISABLED,
     }
 )
 """The events `Instrumentation` does not turn into spans or metrics, and why."""

@@ -130,7 +130,9 @@ async def test_fault_listener_back_wakes_a_result_whose_end_was_announced_while_
         await backends.terminate(listener)
 
         async def reconnect_failed() -> bool:
-            return any("listener reconnect failed" in r.getMessage() for r in caplog.records)
+            return any(
+                "the LISTEN connection unavailable" in r.getMessage() for r in caplog.records
+            )
 
         await eventually(reconnect_failed, what="the listener trying to reconnect")
         await Waiter.signal("w", "go", "while down", engine=worker)

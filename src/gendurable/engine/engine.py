@@ -8,6 +8,7 @@ queues it is a client only (start, signal, get, result, cancel).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -18,9 +19,10 @@ from ..clock import Clock
 from ..db.connect import resolve_dsn
 from ..db.listener import Listener
 from ..db.migrator import check_version, migrate_connection
+from ..db.schedule_store import ScheduleStore
 from ..db.store import Store
 from ..deploy_check import CheckReport, check_engine
-from ..errors import ConfigError, EngineError
+from ..errors import ConfigError, EngineError, NoTarget
 from ..events import (
     SCHEDULER_RECLAIMED,
     SIGNAL_DELIVERED,
@@ -33,8 +35,10 @@ from ..maintenance.collector import Collector
 from ..maintenance.loop import every
 from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
+from ..maintenance.ticker import REFRESH, Ticker
 from ..outcome import ChildEntry
 from ..records import Handle, InstanceInfo, QueuePause
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..telemetry import FAILURES, Telemetry, failure_handler
 from .client import Client
@@ -82,6 +86,9 @@ class Engine:
     `local_starts` (on by default, off under a manual clock) lets a start made in this
     process, or a signal it sends, run at once on one of its schedulers with a free slot: the
     row is written already claimed (no notification, no claim statement).
+    `schedules` lists `gd.Schedule`s of its workflows, each with its own name: engines with
+    queues start each tick's instance, exactly once across all of them (checking for due
+    ticks every `poll_interval`; under a manual clock, in `drain()`).
 
     Every option is checked, for its type and range, when the engine is built: a bad one
     raises `ConfigError` before anything connects. `engine.config` holds them, validated and
@@ -97,6 +104,7 @@ class Engine:
         schema: str = "gendurable",
         queues: Mapping[str, int] | None = None,
         rate_limits: Mapping[str, Limit] | None = None,
+        schedules: Sequence[Schedule] | None = None,
         clock: Clock | None = None,
         lease: timedelta = timedelta(seconds=30),
         poll_interval: timedelta = timedelta(seconds=1),
@@ -120,6 +128,7 @@ class Engine:
             schema=schema,
             queues=queues,
             rate_limits=rate_limits,
+            schedules=schedules,
             clock=clock,
             lease=lease,
             poll_interval=poll_interval,
@@ -152,6 +161,7 @@ class Engine:
         self.reaper: Reaper | None = None
         self.collector: Collector | None = None
         self.nodes: Nodes | None = None
+        self.ticker: Ticker | None = None
         self._started = False
         self._watchdog: LoopWatchdog | None = None
         self._pauses: Pauses | None = None
@@ -301,6 +311,35 @@ class Engine:
                     name="gendurable:reaper",
                 )
             )
+        self.ticker = Ticker(
+            ScheduleStore(store),
+            clock,
+            self.telemetry,
+            config.schedules if config.queues else (),
+            node=self.nodes.id,
+            max_payload_bytes=config.max_payload_bytes,
+        )
+        if config.queues:
+            await self.ticker.declare()
+        if config.queues and not clock.manual:
+            # With a manual clock time moves only by hand: drain() runs the ticker.
+            if config.schedules:
+                self._loops.append(
+                    asyncio.create_task(
+                        every(
+                            config.poll_interval,
+                            functools.partial(self.ticker.run_once, upkeep=False),
+                            "schedules",
+                        ),
+                        name="gendurable:schedules",
+                    )
+                )
+            self._loops.append(
+                asyncio.create_task(
+                    every(REFRESH, self.ticker.run_once, "schedules upkeep"),
+                    name="gendurable:schedules:upkeep",
+                )
+            )
         self.collector = Collector(
             store,
             clock,
@@ -374,6 +413,7 @@ class Engine:
         self._executor = None
         self.reaper = None
         self.collector = None
+        self.ticker = None
         if self.nodes is not None and self._store is not None:
             await self.nodes.remove(grace=CLOSE_GRACE)
         self.nodes = None
@@ -399,6 +439,8 @@ class Engine:
     async def drain(self, *, max_rounds: int = 100_000) -> None:
         """Run everything due until nothing is, and no step of this engine is in flight.
 
+        Due schedule ticks count: their instances are started, then run like any other.
+
         Then collect garbage once (terminal rows older than `gc_retention` by the clock).
         """
         self._require()
@@ -409,6 +451,8 @@ class Engine:
         for _ in range(max_rounds):
             before = self._progress()
             reaped = await self.reaper.run_once() if self.reaper and self.schedulers else None
+            if self.ticker is not None and self.schedulers:
+                await self.ticker.run_once()
             for scheduler in self.schedulers.values():
                 await scheduler.run_once()
             await asyncio.gather(*(s.idle() for s in self.schedulers.values()))
@@ -449,14 +493,15 @@ class Engine:
             )
         return sum(c for _, _, c, _ in found)
 
-    def _progress(self) -> tuple[int, int, int]:
-        """Claims made, rows deferred and steps finished so far: drain goes on while any
-        moves."""
+    def _progress(self) -> tuple[int, int, int, int]:
+        """Claims made, rows deferred, steps finished and ticks started so far: drain goes
+        on while any moves."""
         schedulers = self.schedulers.values()
         return (
             sum(s.claimed_total for s in schedulers),
             sum(s.deferred_total for s in schedulers),
             sum(s.finished_total for s in schedulers),
+            self.ticker.started_total if self.ticker is not None else 0,
         )
 
     # -- the client API (the class-level API routes here) -------------------------------
@@ -539,6 +584,22 @@ class Engine:
     async def cancel(self, workflow: str, key_or_id: str | int) -> None:
         """Cancel a live instance and its live descendants (see `Flow.cancel`)."""
         await self._require().cancel(workflow, key_or_id)
+
+    async def pause_schedule(self, name: str) -> None:
+        """Pause schedule `name` for every engine, durably: its ticks start nothing until
+        `resume_schedule(name)`. `NoTarget` when no engine ever declared such a schedule."""
+        await self._set_paused(name, True)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume schedule `name` from now: ticks that came due while it was paused do not
+        run. `NoTarget` when no engine ever declared such a schedule."""
+        await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        self._require()
+        row = await ScheduleStore(self.store).schedule_pause(name, paused, self.clock.now())
+        if row is None:
+            raise NoTarget(f"no schedule named {name!r} in schema {self.schema!r}")
 
     async def check(self, *, full: bool = False, sample: int = 1000) -> CheckReport:
         """Would deploying this engine's code strand live rows? (see `gendurable.deploy_check`)

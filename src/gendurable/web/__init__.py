@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..db.connect import DSN_ENV, check_dsn, resolve_dsn
 from ..engine.engine import Engine
 from ..errors import ConfigError
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..sql import quote_schema
 
@@ -42,8 +43,9 @@ def app(
     """The dashboard of `schema` on `dsn` (default `$GENDURABLE_DSN`), as an ASGI app.
 
     - `engine`: an `Engine` (or `"module:engine"`) whose workflow code the dashboard uses
-      to draw diagrams, show workflow pages and check signal payloads against their
-      declared types. Only its workflows are read; it is never started.
+      to draw diagrams, show workflow pages (with the engine's schedules of each workflow)
+      and check signal payloads against their declared types. Only its workflows and
+      schedules are read; it is never started.
     - `allow_actions`: off by default (read-only); on, the instance page can signal,
       cancel and retry, through CSRF-protected forms.
     - `pool_size`: the most connections the dashboard holds (opened on the first request).
@@ -76,6 +78,7 @@ def app(
 
         source, engine = engine, load_engine(engine)
     specs: Mapping[str, WorkflowSpec] = engine.specs if engine is not None else {}
+    schedules: tuple[Schedule, ...] = engine.config.schedules if engine is not None else ()
     if isinstance(secret, str):
         secret = secret.encode()
     return Dashboard(
@@ -83,6 +86,7 @@ def app(
             dsn=resolved,
             schema=schema,
             specs=dict(specs),
+            schedules=schedules,
             allow_actions=allow_actions,
             pool_size=pool_size,
             refresh=refresh,

@@ -29,6 +29,7 @@ from ..db.connect import DATABASE_ERRORS, describe_dsn, describe_failure, redact
 from ..db.migrator import check_version
 from ..db.store import Store
 from ..errors import ConfigError, NoTarget
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from . import csrf
 from .format import FILTERS
@@ -63,6 +64,8 @@ class Settings:
     secret: bytes
     source: str | None
     """Where the workflow code came from (`module:engine`), shown on the workflow pages."""
+    schedules: tuple[Schedule, ...] = ()
+    """The schedules of the code's engine: their workflows' pages state them."""
 
 
 class ReadOnly(Exception):

@@ -1,6 +1,7 @@
-"""The overview page: counts by workflow x status x queue, queues behind, throughput, nodes.
+"""The overview page: counts by workflow x status x queue, queues behind, throughput, nodes,
+schedules.
 
-Its numbers are read by four statements (one of them a pass over the table: the counts),
+Its numbers are read by five statements (one of them a pass over the table: the counts),
 so they are cached for the refresh interval and shared by every viewer: ten open tabs
 cost the database what one does. The live part of the page is re-fetched as an HTML
 fragment every `refresh` seconds by the page's small script.
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..db.schedule_store import ScheduleStore
 from ..records import ALL_STATUSES
 from .chart import Throughput, throughput, throughput_svg
 
@@ -72,6 +74,41 @@ class NodeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One schedule: its definition in words, state, ticks and the last tick's instance."""
+
+    name: str
+    workflow: str
+    description: str
+    state: str
+    next_at: datetime | None
+    last_at: datetime | None
+    last_id: int | None
+    last_status: str | None
+
+
+def schedule_rows(rows: Sequence[Any]) -> list[ScheduleRow]:
+    """The rows of `schedules_list` as the pages show them (no next tick while paused or
+    disabled)."""
+    out = []
+    for r in rows:
+        state = "disabled" if r["disabled_at"] else "paused" if r["paused"] else "active"
+        out.append(
+            ScheduleRow(
+                name=r["name"],
+                workflow=r["workflow"],
+                description=str(_decode.decode(r["spec"]).get("description", "")),
+                state=state,
+                next_at=r["next_at"] if state == "active" else None,
+                last_at=r["last_at"],
+                last_id=r["last_instance_id"],
+                last_status=r["last_status"],
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class OverviewData:
     """Everything the overview shows, as read at `read_at`."""
 
@@ -83,6 +120,7 @@ class OverviewData:
     nodes: list[NodeRow]
     more_nodes: bool
     read_at: datetime
+    schedules: list[ScheduleRow] = field(default_factory=list)
     statuses: Sequence[str] = field(default=ALL_STATUSES)
 
 
@@ -115,6 +153,7 @@ class Overview:
         due_queues = sorted({r["queue"] for r in counts if r["oldest_due"] is not None})
         oldest = await store.queue_oldest_due(due_queues, None) if due_queues else []
         ended = await store.throughput_by_minute(None, THROUGHPUT_MINUTES)
+        schedules = await ScheduleStore(store).schedules_list()
         first = counts[:1] or ended[:1]
         now: datetime = first[0]["now"] if first else datetime.now(UTC)
 
@@ -154,6 +193,7 @@ class Overview:
             nodes=node_rows,
             more_nodes=len(nodes) > NODES_SHOWN,
             read_at=now,
+            schedules=schedule_rows(schedules),
         )
 
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..blocked import BlockedBy
+from ..db.schedule_store import ScheduleStore
 from ..docgen import type_label
 from ..errors import NoTarget
 from ..records import LIVE_STATUSES, TERMINAL_STATUSES
@@ -19,6 +20,7 @@ from ..signal_check import payload_labels_by_nodes
 from ..spec import WorkflowSpec
 from . import flash
 from .diagram import diagram_svg
+from .overview import ScheduleRow, schedule_rows
 from .params import ListFilter, identifier, text
 from .spec_page import spec_html
 
@@ -102,10 +104,20 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         spec = dashboard.settings.specs.get(name)
         if spec is None:
             raise NoTarget(f"this dashboard serves no workflow named {name[:100]!r}")
+        schedules = [s for s in dashboard.settings.schedules if s.workflow == name]
+        live: list[ScheduleRow] = []
+        if schedules:  # their next and last ticks; a page without schedules needs no database
+            store = await dashboard.store()
+            live = schedule_rows(await ScheduleStore(store).schedules_list(name))
         return dashboard.render(
             request,
             "workflow.html",
-            {"page": "workflows", "spec": spec, "body": spec_html(spec)},
+            {
+                "page": "workflows",
+                "spec": spec,
+                "body": spec_html(spec, schedules),
+                "schedules": live,
+            },
         )
 
     return [

@@ -349,6 +349,31 @@ CREATE TABLE IF NOT EXISTS __schema__.nodes (
     expires_at timestamptz NOT NULL
 );
 
+-- Schedules (`gd.Schedule`): one row per schedule name, written by the engines that declare
+-- it. `next_at` is the earliest instant whose tick has not been handled: an engine holding
+-- the row lock starts the due ticks' instances and moves it past now in one transaction.
+-- `spec` is the definition as the engine that declared it last wrote it; an engine advances
+-- the row only while its own definition is that one (a deploy that changes a schedule takes
+-- it over at once). Engines that declare a schedule refresh `refreshed_at`; one no running
+-- engine refreshed for a grace period is marked disabled (`disabled_at`), never deleted.
+-- No index beyond the key: one row per schedule in the code, read by name.
+CREATE TABLE IF NOT EXISTS __schema__.schedules (
+    name text PRIMARY KEY,
+    workflow text NOT NULL,
+    -- {"cron": "0 3 * * *", "tz": "Europe/Paris"} or {"every": seconds}, with "missed",
+    -- "catch_up" and "description" (the schedule in words, for readers without the code).
+    spec jsonb NOT NULL,
+    next_at timestamptz NOT NULL,
+    last_at timestamptz,
+    last_instance_id bigint,
+    paused boolean NOT NULL DEFAULT false,
+    declared_by text NOT NULL,
+    refreshed_at timestamptz NOT NULL,
+    disabled_at timestamptz,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+
 -- Why an instance that is not executing waits, evaluated at `as_of`: one row (reason, until,
 -- detail), none for an executing or terminal instance. The candidates are ranked and the
 -- first one that holds wins; for a due row they follow the claim's own order of obstacles
