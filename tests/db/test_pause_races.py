@@ -28,6 +28,7 @@ from raw_rows import Blocker, Leaf, insert, lock_waiter, row
 
 import gendurable as gd
 from commit_support import commit, move
+from gendurable.db.queue_store import QueueStore
 from gendurable.engine.entries import new_row
 from gendurable.testing import MakeEngine
 
@@ -62,7 +63,7 @@ async def executing(db: asyncpg.Connection, schema: str) -> set[int]:
 
 
 async def pause(engine: gd.Engine) -> Any:
-    return await engine.store.queue_pause("default", "test", now_of(engine))
+    return await QueueStore(engine.store).queue_pause("default", "test", now_of(engine))
 
 
 async def advisory_waiter(db: asyncpg.Connection) -> bool:
@@ -105,7 +106,7 @@ async def test_a_claim_of_a_paused_queue_takes_nothing(
     assert (await pause(engine))["paused"] is True
 
     assert await claim(engine, "w#1") == []
-    assert await engine.store.queue_resume("default") is not None
+    assert await QueueStore(engine.store).queue_resume("default") is not None
     assert sorted(await claim(engine, "w#2")) == ids
 
 
@@ -117,7 +118,7 @@ async def test_a_local_start_in_a_paused_queue_goes_in_unclaimed(
     paused = await engine.store.instance_insert(
         entry, now=now_of(engine), locked_by="w#1", lease=LEASE
     )
-    await engine.store.queue_resume("default")
+    await QueueStore(engine.store).queue_resume("default")
     entry = new_row(Leaf.spec, Leaf.new(key="running"))
     running = await engine.store.instance_insert(
         entry, now=now_of(engine), locked_by="w#2", lease=LEASE
@@ -139,7 +140,7 @@ async def test_a_signal_does_not_claim_what_it_wakes_in_a_paused_queue(
     asleep = [await insert(db, s, now_of(engine), status="awaiting", step="wait") for _ in "ab"]
     await pause(engine)
     woken = await deliver(engine, asleep[0], locked_by="w#1")
-    await engine.store.queue_resume("default")
+    await QueueStore(engine.store).queue_resume("default")
     claimed = await deliver(engine, asleep[1], locked_by="w#2")
 
     assert (woken["woke"], woken["claimed"]) == (True, False)
@@ -181,7 +182,7 @@ async def test_the_poller_sees_a_paused_queue_as_paused_and_never_as_due(
 
     await pause(engine)
     assert await store.queues_due(["default", "idle"], now) == ([], {"default"})
-    await engine.store.queue_pause("idle", "test", now)
+    await QueueStore(engine.store).queue_pause("idle", "test", now)
     assert await store.queues_due(["default", "idle"], now) == ([], {"default", "idle"})
 
 
@@ -353,7 +354,7 @@ async def test_claims_and_local_starts_racing_a_pause_start_nothing_once_it_has_
     try:
         for n in range(RACES):
             race = Race(engine, n)
-            await engine.store.queue_resume("default")
+            await QueueStore(engine.store).queue_resume("default")
             for _ in range(60):
                 await insert(db, s, now_of(engine))
             racers = [asyncio.create_task(race.claimer(w)) for w in range(CLAIMERS)]
@@ -387,10 +388,10 @@ async def test_a_pause_by_name_is_one_row_and_a_resume_of_nothing_is_none(
     engine: gd.Engine,
 ) -> None:
     first = await pause(engine)
-    again = await engine.store.queue_pause("default", "someone else", now_of(engine))
+    again = await QueueStore(engine.store).queue_pause("default", "someone else", now_of(engine))
 
     assert (first["paused"], again["paused"]) == (True, False)
     assert (again["paused_at"], again["paused_by"]) == (first["paused_at"], "test")
-    assert [r["queue"] for r in await engine.store.queue_pauses()] == ["default"]
-    assert await engine.store.queue_resume("default") is not None
-    assert await engine.store.queue_resume("default") is None
+    assert [r["queue"] for r in await QueueStore(engine.store).queue_pauses()] == ["default"]
+    assert await QueueStore(engine.store).queue_resume("default") is not None
+    assert await QueueStore(engine.store).queue_resume("default") is None

@@ -170,22 +170,6 @@ class Store:
         except TimeoutError:
             self.pool.terminate()
 
-    async def queue_pause(self, queue: str, by: str, now: datetime | None) -> asyncpg.Record:
-        """Pause `queue` for every engine; the pause (`paused`: False if it was paused
-        already, then with its first `paused_at` and `paused_by`). Returns once no
-        statement that missed the pause is still starting steps of the queue."""
-        row = await self._fetchrow("queue_pause", queue, by, now, self.channel)
-        assert row is not None
-        return row
-
-    async def queue_resume(self, queue: str) -> asyncpg.Record | None:
-        """Resume `queue`; the pause it ended, or None when it was not paused."""
-        return await self._fetchrow("queue_resume", queue, self.channel)
-
-    async def queue_pauses(self) -> list[asyncpg.Record]:
-        """Every paused queue (`queue`, `paused_at`, `paused_by`), in name order."""
-        return list(await self._run("fetch", "queue_pauses"))
-
     async def instance_insert(
         self,
         row: Any,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Set
 
 from ..clock import Clock
+from ..db.queue_store import QueueStore
 from ..db.store import Store
 from ..errors import ValidationError
 from ..events import QUEUE_PAUSED, QUEUE_RESUMED
@@ -35,7 +36,7 @@ class Pauses:
         wake: Callable[[str], None],
         telemetry: Telemetry,
     ) -> None:
-        self.store = store
+        self.store = QueueStore(store)
         self.clock = clock
         self.served = frozenset(served)
         self.wake = wake  # wakes the scheduler of a resumed queue
