@@ -262,3 +262,31 @@ async def test_the_command_line_form_and_the_engine_form_share_keys(
     assert (row["signal_id"], row["duplicate"], row["same"], row["woke"]) == (
         first, True, True, False,
     )  # fmt: skip
+
+
+async def test_a_keyed_signal_is_not_claimed_where_it_is_sent_so_that_it_can_be_repeated(
+    make_engine: MakeEngine,
+) -> None:
+    # A local engine claims what an unkeyed signal wakes in the delivery itself; a keyed one
+    # is repeated after a lost answer, and a repeat could not hand that claim back: its
+    # wake goes through the queue.
+    engine = await make_engine(workflows=[Inbox], local_starts=True)
+    offered: list[str | None] = []
+    deliver = engine.store.signal_deliver
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        offered.append(kwargs.get("locked_by"))
+        return await deliver(*args, **kwargs)
+
+    engine.store.signal_deliver = spy  # type: ignore[method-assign]
+    await Inbox.start(key="a")
+    await engine.drain()
+
+    await Inbox.signal("a", "item", {"n": 1}, idempotency_key="k")
+    await engine.drain()
+    await Inbox.signal("a", "item", {"n": 2})
+    await engine.drain()
+
+    assert offered[0] is None
+    assert offered[1] is not None
+    assert runs == [[("item", {"n": 1})], [("item", {"n": 2})]]

@@ -271,7 +271,11 @@ class Client:
         trace = self.telemetry.trace_context(
             "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
         )
-        runner = self.local.runner_for_queue(spec) if self.local is not None else None
+        # A keyed delivery is repeated through a lost answer: it claims nothing here (a
+        # repeat could not hand back a claim the first attempt took), its wake goes through
+        # the queue.
+        local = self.local if idempotency_key is None else None
+        runner = local.runner_for_queue(spec) if local is not None else None
         try:
             row = await self.store.signal_deliver(
                 workflow,
