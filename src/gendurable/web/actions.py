@@ -116,12 +116,18 @@ async def _accepted(dashboard: Dashboard, request: Request) -> tuple[int, dict[s
     """The instance id and form of an action that passed the switch and the CSRF check."""
     dashboard.require_actions()
     id = path_id(request)
-    return id, await accepted_form(dashboard, request)
+    return id, await _checked_form(dashboard, request)
 
 
 async def accepted_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
-    """The form of an action post that passed the switch and the CSRF check."""
+    """The form of an action post (not about one instance) that passed the switch and the
+    CSRF check."""
     dashboard.require_actions()
+    return await _checked_form(dashboard, request)
+
+
+async def _checked_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
+    """The form of a post, once it is one and carries its CSRF token."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
