@@ -2532,7 +2532,8 @@ MUTANTS: list[Mutant] = [
         "pause.exclusive_lock",
         Q,
         "queue_pause",
-        "    SELECT pg_advisory_xact_lock(hashtextextended('gendurable:pause:__schema__:' || $1, 0))",
+        "    SELECT pg_advisory_xact_lock(hashtextextended('gendurable:pause:__schema__:' "
+        "|| $1, 0))",
         "    SELECT 1",
         "a pause waits for the statements starting steps of its queue",
         PAUSE_RACES,
@@ -2831,7 +2832,8 @@ MUTANTS: list[Mutant] = [
         "idem.key_checked",
         "src/gendurable/engine/client.py",
         "",
-        "        if idempotency_key is not None:\n            check_idempotency_key(idempotency_key)\n",
+        "        if idempotency_key is not None:\n"
+        "            check_idempotency_key(idempotency_key)\n",
         "",
         "a bad idempotency key is refused before anything is stored",
         IDEM,
