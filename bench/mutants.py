@@ -2780,11 +2780,10 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "idem.cascade",
-        SCHEMA,
-        "",
-        "    instance_id bigint NOT NULL REFERENCES __schema__.instances (id) ON DELETE CASCADE,\n"
-        "    idempotency_key text NOT NULL,",
-        "    instance_id bigint NOT NULL,\n    idempotency_key text NOT NULL,",
+        G,
+        "terminal_sweep",
+        "    WHERE k.instance_id = d.id\n",
+        "    WHERE k.instance_id = d.id AND false\n",
         "an instance's keys go with it",
         IDEM,
     ),
