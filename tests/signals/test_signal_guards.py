@@ -262,3 +262,18 @@ async def test_a_local_wake_leaves_to_the_claim_what_the_claim_must_check(
     assert (woke["woke"], woke["claimed"]) == (True, False)
     after = await rig.row(id)
     assert (after["status"], after["locked_by"]) == ("available", None)
+
+
+async def test_a_delivery_naming_a_queue_but_no_scheduler_claims_nothing(rig: Rig) -> None:
+    # Only a delivery made for a scheduler (its claim's name, `locked_by`) claims what it
+    # wakes: a queue given alone claims nothing.
+    id = await rig.parked()
+    async with rig.store.pool.acquire() as conn:
+        woke = await conn.fetchrow(
+            rig.store.sql["signal_deliver"], "sigguards.flow", id, None, "go", b"null",
+            rig.now, rig.store.channel, None, None, None, "default", None,
+        )  # fmt: skip
+
+    assert (woke["woke"], woke["claimed"]) == (True, False)
+    after = await rig.row(id)
+    assert (after["status"], after["locked_by"]) == ("available", None)
