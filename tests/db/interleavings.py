@@ -67,7 +67,7 @@ TABLES = ("instances", "signals", "rate_buckets", "rate_configs")
 
 # Result columns that hold ids of instances, and of signals (compared as labels).
 ID_COLUMNS = frozenset(
-    {"id", "woken_id", "instance_id", "holder", "parent_id", "retried", "last_id"}
+    {"id", "woken_id", "instance_id", "holder", "parent_id", "retried", "rewound", "last_id"}
 )
 SIGNAL_COLUMNS = frozenset({"signal_id", "inbox_ids"})
 

@@ -22,6 +22,7 @@ lock or write those tables, and fails for one with no case and no exemption.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,6 +49,7 @@ from interleavings import (
 )
 
 from commit_support import finish, move, park
+from gendurable.db.repair_store import RepairStore
 from gendurable.db.store import Store
 from gendurable.engine.entries import NO_LIMIT, NewRow, StepLimit, columns
 from gendurable.errors import DuplicateKey
@@ -300,6 +302,237 @@ def mixed(st: Store, r: Rows) -> Any:
 
 
 # -- the cases ----------------------------------------------------------------------------
+
+
+# -- bulk pages and rewinds (sql/bulk.sql, sql/rewind.sql) --------------------------------
+
+FAILED: dict[str, Any] = {"status": "failed", "finished_at": T - timedelta(hours=1),
+                          "error": '{"type": "boom"}'}  # fmt: skip
+RETRIED = "status = 'available', finished_at = NULL, error = NULL"
+MOVED_ON = "status = 'available', pending_children = 0"
+"""A parent's last live child ended: it no longer waits for that spawn."""
+
+
+async def retry_page(st: Store, r: Rows, *roles: str) -> Any:
+    verdicts = await RepairStore(st).instances_retry_many([r.id(x) for x in roles], T)
+    return [dataclasses.asdict(v) for v in verdicts]
+
+
+async def cancel_page(st: Store, r: Rows, *roles: str) -> Any:
+    page = await RepairStore(st).instances_cancel_many([r.id(x) for x in roles], T)
+    return {"verdicts": [dataclasses.asdict(v) for v in page.verdicts], "cascaded": page.cascaded}
+
+
+async def rewind_to(st: Store, r: Rows, role: str) -> Any:
+    answer = await RepairStore(st).instance_rewind(
+        r.id(role), step="next", state=b'{"n": 3}', state_version=1, max_attempts=3,
+        rate_limit=None, rate_partition=None, weight=1, now=T,
+    )  # fmt: skip
+    return dataclasses.asdict(answer)
+
+
+def page_merge(first: Any, again: Any) -> Any:
+    """A page's two runs: each id's verdict from the first run, unless it was busy there (the
+    second run judged it then)."""
+    if isinstance(first, dict):
+        return {
+            "verdicts": page_merge(first["verdicts"], again["verdicts"]),
+            "cascaded": first["cascaded"] + again["cascaded"],
+        }
+    kept = {v["id"]: v for v in first if v["verdict"] != "busy"}
+    return [kept.get(v["id"], v) for v in again]
+
+
+def verdicts(o: Outcome) -> dict[str, str]:
+    """Each labelled id's verdict in a page's result."""
+    found = o.result["verdicts"] if isinstance(o.result, dict) else o.result
+    return {v["id"]: v["verdict"] for v in found}
+
+
+def family(child: dict[str, Any], pending: int = 1) -> Callable[[Rows], Any]:
+    """A parent of a live child and of `child` (one spawn), waiting for `pending` of them."""
+    return rows(
+        i("parent", status="waiting", pending=pending),
+        i("child", parent="parent", **child),
+        i("live", parent="parent", status="awaiting", await_names=["go"]),
+    )
+
+
+def bulk_cases() -> list[Case]:
+    retry_one = ("instances_retry_many",)
+    cancel_one = ("instances_cancel_many",)
+    return [
+        Case(
+            "instances_retry_many.row_held",
+            retry_one,
+            rows(i("r1", **FAILED), i("r2", **FAILED)),
+            lambda st, r: retry_page(st, r, "r1", "r2"),
+            hold="r2",
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: (
+                verdicts(o) == {"r1": "retried", "r2": "busy"} and o.status("r2") == "failed"
+            ),
+            expect=lambda o: verdicts(o) == {"r1": "retried", "r2": "retried"},
+        ),
+        *(
+            Case(
+                f"instances_retry_many.{held}_held",
+                retry_one,
+                family(FAILED),
+                lambda st, r: retry_page(st, r, "child"),
+                hold=held,
+                skips=True,
+                merge=page_merge,
+                skipped=lambda o: (
+                    verdicts(o) == {"child": "busy"} and o.row("parent")["pending_children"] == 1
+                ),
+                expect=lambda o: (
+                    verdicts(o) == {"child": "retried"} and o.row("parent")["pending_children"] == 2
+                ),
+            )
+            for held in ("child", "parent")
+        ),
+        Case(
+            "instances_retry_many.retried_meanwhile",
+            retry_one,
+            rows(i("r", **FAILED)),
+            lambda st, r: retry_page(st, r, "r"),
+            hold="r",
+            touch=RETRIED,
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: verdicts(o) == {"r": "busy"},
+            expect=lambda o: (
+                o.result[0]["verdict"] == "not_failed" and o.result[0]["status"] == "available"
+            ),
+        ),
+        Case(
+            "instances_retry_many.parent_moves_on_meanwhile",
+            retry_one,
+            family(FAILED),
+            lambda st, r: retry_page(st, r, "child"),
+            hold="parent",
+            touch=MOVED_ON,
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: verdicts(o) == {"child": "busy"},
+            expect=lambda o: (
+                verdicts(o) == {"child": "parent_not_waiting"} and o.status("child") == "failed"
+            ),
+        ),
+        Case(
+            "instances_cancel_many.row_held",
+            cancel_one,
+            rows(i("r1", status="awaiting", await_names=["go"]), i("r2", **EXECUTING)),
+            lambda st, r: cancel_page(st, r, "r1", "r2"),
+            hold="r2",
+            touch=HEARTBEAT,
+            skips=True,
+            merge=page_merge,
+            reaches=("instances_ended",),
+            skipped=lambda o: (
+                verdicts(o) == {"r1": "cancelled", "r2": "busy"} and o.status("r2") == "executing"
+            ),
+            expect=lambda o: verdicts(o) == {"r1": "cancelled", "r2": "cancelled"},
+        ),
+        Case(
+            "instances_cancel_many.parent_held",
+            cancel_one,
+            family({"status": "awaiting", "await_names": ["go"]}, pending=2),
+            lambda st, r: cancel_page(st, r, "child"),
+            hold="parent",
+            skips=True,
+            merge=page_merge,
+            reaches=("instances_ended",),
+            skipped=lambda o: verdicts(o) == {"child": "busy"} and o.status("child") == "awaiting",
+            expect=lambda o: (
+                verdicts(o) == {"child": "cancelled"}
+                and (o.status("parent"), o.row("parent")["pending_children"]) == ("waiting", 1)
+            ),
+        ),
+        Case(
+            "instances_cancel_many.ends_meanwhile",
+            cancel_one,
+            rows(i("r", **EXECUTING)),
+            lambda st, r: cancel_page(st, r, "r"),
+            hold="r",
+            touch=ENDED,
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: verdicts(o) == {"r": "busy"},
+            expect=lambda o: verdicts(o) == {"r": "not_live"} and o.status("r") == "done",
+        ),
+        Case(
+            "instances_cancel_many.cascade_child_held",
+            cancel_one,
+            rows(
+                i("top", status="waiting", pending=2),
+                i("c1", status="awaiting", parent="top", await_names=["go"]),
+                i("c2", parent="top", **EXECUTING),
+            ),
+            lambda st, r: cancel_page(st, r, "top"),
+            hold="c2",
+            touch=HEARTBEAT,
+            reaches=("instances_ended",),
+            expect=lambda o: (
+                o.result["cascaded"] == 2 and o.status("c1") == o.status("c2") == "cancelled"
+            ),
+        ),
+    ]
+
+
+def rewind_cases() -> list[Case]:
+    cancelled = {"status": "cancelled", "finished_at": T - timedelta(hours=1)}
+    return [
+        Case(
+            "instance_rewind.top_held",
+            ("instance_rewind",),
+            rows(i("r", **FAILED)),
+            lambda st, r: rewind_to(st, r, "r"),
+            hold="r",
+            expect=lambda o: (
+                o.result["rewound"] == "r"
+                and (o.status("r"), o.row("r")["step"]) == ("available", "next")
+            ),
+        ),
+        *(
+            Case(
+                f"instance_rewind.{held}_held",
+                ("instance_rewind",),
+                family(cancelled),
+                lambda st, r: rewind_to(st, r, "child"),
+                hold=held,
+                expect=lambda o: (
+                    o.result["rewound"] == "child" and o.row("parent")["pending_children"] == 2
+                ),
+            )
+            for held in ("child", "parent")
+        ),
+        Case(
+            "instance_rewind.parent_moves_on_meanwhile",
+            ("instance_rewind",),
+            family(cancelled),
+            lambda st, r: rewind_to(st, r, "child"),
+            hold="parent",
+            touch=MOVED_ON,
+            expect=lambda o: o.result["rewound"] is None and o.status("child") == "cancelled",
+        ),
+        Case(
+            "instance_rewind.retried_meanwhile",
+            ("instance_rewind",),
+            rows(i("r", **FAILED)),
+            lambda st, r: rewind_to(st, r, "r"),
+            hold="r",
+            touch=RETRIED,
+            expect=lambda o: (
+                o.result["rewound"] is None
+                and o.result["status"] == "available"
+                and o.row("r")["step"] == "work"
+            ),
+        ),
+    ]
+
 
 CASES: list[Case] = [
     # instance_insert: ON CONFLICT DO UPDATE locks the live holder of the key.
@@ -1020,6 +1253,11 @@ CASES: list[Case] = [
         touch="status = 'available', finished_at = NULL",
         expect=lambda o: o.result["retried"] is None and o.result["status"] == "available",
     ),
+    # bulk pages (sql/bulk.sql): rows and parents SKIP LOCKED (busy, done again); a page's
+    # cascade waits for descendants as a single cancel's does.
+    *bulk_cases(),
+    # instance_rewind: locks the parent and the instance in id order (waits), as a retry.
+    *rewind_cases(),
 ]
 
 KNOWN: dict[tuple[str, str, str], str] = {}

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     ordered = sorted(COMMANDS.values(), key=lambda c: rank.get(c.handler.__module__, len(rank)))
     for cmd in ordered:
         doc = inspect.cleandoc(cmd.handler.__doc__ or "").splitlines()
-        summary = doc[0] if doc else None
+        # The first paragraph, however many lines it was wrapped to.
+        summary = " ".join(doc[: doc.index("")] if "" in doc else doc) or None
         sub = subparsers.add_parser(
             cmd.name,
             help=summary,

@@ -18,13 +18,16 @@ from typing import Any
 
 import msgspec
 
+from ..db.repair_store import RepairStore
 from ..engine.client import check_idempotency_key
 from ..errors import ConfigError, NoTarget, ValidationError
+from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
 from ..spec import WorkflowSpec
 from ..start_check import row_by_code, row_by_nodes
 from ..worker import load_engine
 from ..workflow_records import did_you_mean
+from .bulk import CANCEL, RETRY, bulk_requested, filter_options, run_bulk
 from .command import EXIT_OK, command, database_options, json_option, target_options
 from .output import UserError, print_json
 from .session import find_instance, open_store
@@ -203,9 +206,44 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
 # -- cancel ---------------------------------------------------------------------------------
 
 
-@command("cancel", database_options, json_option, target_options)
+def _many_target_options(parser: argparse.ArgumentParser) -> None:
+    """`[KEY_OR_ID]`, `--workflow`, `--key` and `--step`: one instance, or the filter of many."""
+    parser.add_argument(
+        "target",
+        metavar="KEY_OR_ID",
+        nargs="?",
+        help="the instance's id (all digits) or business key; none: every instance of "
+        "--workflow the options below match",
+    )
+    parser.add_argument(
+        "--workflow",
+        metavar="NAME",
+        help="the workflow of a key (needed when several workflows use the same key), or of "
+        "the instances to act on",
+    )
+    parser.add_argument(
+        "--key", action="store_true", help="read KEY_OR_ID as a key even when it is all digits"
+    )
+
+
+def _cancel_options(parser: argparse.ArgumentParser) -> None:
+    _many_target_options(parser)
+    parser.add_argument("--step", metavar="STEP", help="only instances at this step (bulk)")
+    filter_options(CANCEL, parser)
+
+
+@command("cancel", database_options, json_option, _cancel_options)
 def cancel_command(args: argparse.Namespace) -> int:
-    """Cancel a live instance (its inbox is purged, its parent told)."""
+    """Cancel a live instance (its inbox is purged, its parent told), or every one that
+    matches.
+
+    Without KEY_OR_ID, cancels every live instance of --workflow the filters match (with
+    their live descendants), a page of --batch-size at a time; --dry-run only counts them.
+    """
+    if bulk_requested(args):
+        return run_bulk(CANCEL, args)
+    if args.step is not None:
+        raise ConfigError("--step selects many instances: drop KEY_OR_ID, or drop it")
     return asyncio.run(_cancel(args))
 
 
@@ -236,9 +274,42 @@ async def _cancel(args: argparse.Namespace) -> int:
 # -- retry ----------------------------------------------------------------------------------
 
 
-@command("retry", database_options, json_option, target_options)
+def _retry_options(parser: argparse.ArgumentParser) -> None:
+    _many_target_options(parser)
+    parser.add_argument(
+        "--step",
+        metavar="STEP",
+        help="with KEY_OR_ID: restart the instance at STEP (a rewind); without: only "
+        "instances that failed at STEP",
+    )
+    parser.add_argument(
+        "--state",
+        metavar="STATE_JSON",
+        help="with KEY_OR_ID: restart it with this state instead of its stored one",
+    )
+    _app_option(parser)
+    filter_options(RETRY, parser)
+
+
+@command("retry", database_options, json_option, _retry_options)
 def retry_command(args: argparse.Namespace) -> int:
-    """Put a failed instance back on the step that failed, with attempt 0, due now."""
+    """Put a failed instance back on the step that failed, with attempt 0, due now; or
+    restart a failed or cancelled one at another step (--step), with another state (--state).
+
+    Without KEY_OR_ID, retries every failed instance of --workflow the filters match, a page
+    of --batch-size at a time; --dry-run only counts them. A rewind's step and state are
+    checked against what the live engines record, or the code with --app MODULE:ENGINE.
+    """
+    if bulk_requested(args):
+        extra = [o for o, v in (("--state", args.state), ("--app", args.app)) if v is not None]
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} go with one instance's KEY_OR_ID")
+        return run_bulk(RETRY, args)
+    if args.step is not None or args.state is not None:
+        state = _json_argument(args.state, "STATE_JSON") if args.state is not None else KEEP
+        return asyncio.run(_rewind(args, state))
+    if args.app is not None:
+        raise ConfigError("--app checks a rewind's --step and --state; a retry has neither")
     return asyncio.run(_retry(args))
 
 
@@ -251,7 +322,10 @@ async def _retry(args: argparse.Namespace) -> int:
         if row["status"] is None:
             raise NoTarget(f"{what} no longer exists")
         if row["status"] != "failed":
-            raise UserError(f"{what} is {row['status']}: only a failed instance can be retried")
+            raise UserError(
+                f"{what} is {row['status']}: only a failed instance can be retried"
+                + (" (rewind it: --step STEP)" if row["status"] == "cancelled" else "")
+            )
         if row["holder"] is not None:
             raise UserError(
                 f"{what} cannot be retried: live instance {row['holder']} now holds its key "
@@ -266,4 +340,39 @@ async def _retry(args: argparse.Namespace) -> int:
         )
     else:
         print(f"{what} goes back to step {row['step']!r} with attempt 0")
+    return EXIT_OK
+
+
+async def _rewind(args: argparse.Namespace, state: Any) -> int:
+    async with open_store(args) as store:
+        found = await find_instance(store, args)
+        row = await store.instance_by_id(found.id)
+        if row is None:
+            raise NoTarget(f"{found.workflow} instance {found.id} no longer exists")
+        step = args.step or row["step"]
+        if args.app:
+            spec = _app_spec(args.app, found.workflow)
+            entry = entry_by_code(
+                spec, step, state, stored_state=row["state"], stored_version=row["state_version"]
+            )
+        else:
+            entry = await entry_by_nodes(store, found.workflow, step, state)
+        answer = await rewind(RepairStore(store), found.id, entry)
+    what = f"{found.workflow} instance {found.id}"
+    refused = refusal(what, answer)
+    if refused is not None:
+        raise (NoTarget if answer.status is None else UserError)(refused)
+    kept = "its stored state" if entry.state is None else "the state given"
+    if args.json:
+        print_json(
+            {
+                "id": found.id,
+                "workflow": found.workflow,
+                "status": "available",
+                "step": answer.step,
+                "state": "stored" if entry.state is None else "given",
+            }
+        )
+    else:
+        print(f"{what} restarts at step {answer.step!r} with attempt 0 and {kept}")
     return EXIT_OK

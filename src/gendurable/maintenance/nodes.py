@@ -50,8 +50,9 @@ def describe_workflows(specs: Mapping[str, WorkflowSpec]) -> dict[str, Any]:
 
     Per workflow: its queue, priority and version; each step's awaited signal names; each
     signal's payload type and the State's (`json_schema.describe_type`: a readable name and
-    its JSON Schema, or null when untyped); and how an instance starts (`start`: the step,
-    its attempts and the rate limit its first step takes).
+    its JSON Schema, or null when untyped); how an instance starts (`start`: the step,
+    its attempts and the rate limit its first step takes); and what an entry into each step
+    takes (`entry`: its attempts and rate limit, for a rewind).
     """
     return {name: _describe(spec) for name, spec in specs.items()}
 
@@ -70,10 +71,19 @@ def _describe(spec: WorkflowSpec) -> dict[str, Any]:
         "state": describe_type(spec.state_type),
         "start": {
             "step": first.name,
-            "max_attempts": spec.retry.max_attempts,
+            "max_attempts": spec.max_attempts(first.name),
             "rate_limit": first.rate_limit,
             "weight": first.weight,
             "partitioned": first.partition is not None,
+        },
+        "entry": {
+            step.name: {
+                "max_attempts": spec.max_attempts(step.name),
+                "rate_limit": step.rate_limit,
+                "weight": step.weight,
+                "partitioned": step.partition is not None,
+            }
+            for step in spec.steps.values()
         },
     }
 

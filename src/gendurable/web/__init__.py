@@ -3,7 +3,8 @@
 `gendurable web --dsn ...` serves it; `gendurable.web.app(dsn=..., schema=...)` returns it
 as an ASGI application to mount in your own (Starlette, FastAPI, any ASGI router). It reads
 the schema through its own small pool and, only when `allow_actions=True`, signals,
-cancels and retries instances. `import gendurable` never imports it or its dependencies.
+cancels, retries and rewinds instances (one, or all a filter matches). `import gendurable`
+never imports it or its dependencies.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def app(
       and check signal payloads against their declared types. Only its workflows and
       schedules are read; it is never started.
     - `allow_actions`: off by default (read-only); on, the instance page can signal,
-      cancel and retry, through CSRF-protected forms.
+      cancel, retry and rewind, and the instance list retry or cancel everything its filter
+      matches, through CSRF-protected forms.
     - `pool_size`: the most connections the dashboard holds (opened on the first request).
     - `refresh`: seconds between live updates of the overview; its numbers are read at
       most once per interval, whatever the number of viewers.

@@ -1,4 +1,5 @@
-"""The actions: signal, cancel and retry one instance, from the instance page's forms.
+"""The actions: signal, cancel, retry and rewind one instance, from the instance page's
+forms.
 
 Each is a POST that passes, in order: the read-only switch (403 unless actions were
 allowed), the CSRF check (403), the form's validation, then one statement, the same the
@@ -16,23 +17,24 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..db.repair_store import RepairStore
 from ..engine.client import check_idempotency_key
 from ..errors import GenDurableError
+from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
 from . import csrf, flash
 from .pages import path_id
-from .params import MAX_FORM, BadInput, parse_form, payload_json, text
+from .params import FORM_TYPE, BadInput, parse_form, payload_json, read_body, text
 
 if TYPE_CHECKING:
     from .dashboard import Dashboard
 
-FORM_TYPE = "application/x-www-form-urlencoded"
 IDEMPOTENCY_FIELD = "idempotency_key"
 """The signal form's hidden field: a key drawn when the page is drawn (see `signal`)."""
 
 
 def routes(dashboard: Dashboard) -> list[BaseRoute]:
-    """`POST /instances/{id}/signal`, `/cancel` and `/retry`."""
+    """`POST /instances/{id}/signal`, `/cancel`, `/retry` and `/rewind`."""
 
     async def signal(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
@@ -105,10 +107,38 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
             return await _refused(dashboard, request, id, message, form, 409)
         return _back(request, id, "retry")
 
+    async def rewind_(request: Request) -> Response:
+        id, form = await _accepted(dashboard, request)
+        store = await dashboard.store()
+        row = await store.instance_by_id(id)
+        if row is None:
+            return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
+        workflow = row["workflow"]
+        spec = dashboard.settings.specs.get(workflow)
+        try:
+            step = text(form.get("step"), "step") or row["step"]
+            raw = form.get("state")
+            state = KEEP if raw is None or not raw.strip() else payload_json(raw, "state")
+            if spec is not None:
+                entry = entry_by_code(
+                    spec, step, state, stored_state=row["state"],
+                    stored_version=row["state_version"],
+                )  # fmt: skip
+            else:
+                entry = await entry_by_nodes(store, workflow, step, state)
+        except (BadInput, GenDurableError) as exc:
+            return await _refused(dashboard, request, id, str(exc), form, 400)
+        answer = await rewind(RepairStore(store), id, entry)
+        refused = refusal(f"instance {id}", answer)
+        if refused is not None:
+            return await _refused(dashboard, request, id, refused, form, 409)
+        return _back(request, id, "rewind")
+
     return [
         Route("/instances/{id}/signal", signal, methods=["POST"], name="signal"),
         Route("/instances/{id}/cancel", cancel, methods=["POST"], name="cancel"),
         Route("/instances/{id}/retry", retry, methods=["POST"], name="retry"),
+        Route("/instances/{id}/rewind", rewind_, methods=["POST"], name="rewind"),
     ]
 
 
@@ -131,7 +161,7 @@ async def _checked_form(dashboard: Dashboard, request: Request) -> dict[str, str
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
-    form = parse_form(await _body(request))
+    form = parse_form(await read_body(request))
     csrf.check(
         dashboard.settings.secret,
         cookie=request.cookies.get(csrf.COOKIE),
@@ -139,19 +169,6 @@ async def _checked_form(dashboard: Dashboard, request: Request) -> dict[str, str
         headers=request.headers,
     )
     return form
-
-
-async def _body(request: Request) -> bytes:
-    """The request body, refused unread past `MAX_FORM` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM:
-        raise BadInput(f"the form is larger than {MAX_FORM} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            raise BadInput(f"the form is larger than {MAX_FORM} bytes")
-    return bytes(body)
 
 
 async def _refused(

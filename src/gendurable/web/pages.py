@@ -13,13 +13,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..blocked import BlockedBy
+from ..bulk import CANCEL, RETRY
 from ..db.schedule_store import ScheduleStore
 from ..docgen import type_label
 from ..errors import NoTarget
 from ..records import LIVE_STATUSES, TERMINAL_STATUSES
+from ..rewind import REWINDABLE
 from ..signal_check import payload_labels_by_nodes
 from ..spec import WorkflowSpec
-from . import flash
+from ..workflow_records import recorded
+from . import bulk, flash
 from .diagram import diagram_svg
 from .overview import ScheduleRow, schedule_rows
 from .params import ListFilter, identifier, text
@@ -36,6 +39,7 @@ NOTICES = {
     "signal-again": "This form was sent already: its signal was stored once, then.",
     "cancel": "Cancelled.",
     "retry": "Back on its failed step with attempt 0, due now.",
+    "rewind": "Restarted at the step chosen with attempt 0, due now.",
 }
 """What a finished action says after its redirect (`?done=...`); other values show nothing."""
 
@@ -68,7 +72,9 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         )
         shown = rows[: page.limit]
         more = len(rows) > page.limit
-        return dashboard.render(
+        secret = dashboard.settings.secret
+        report = flash.decode(secret, request.cookies.get(flash.COOKIE), bulk.LIST_PAGE)
+        response = dashboard.render(
             request,
             "instances.html",
             {
@@ -78,8 +84,15 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 "next_query": page.query(before=shown[-1]["id"]) if more else None,
                 "first_query": page.query(before=None) if page.before else None,
                 "workflows": sorted(dashboard.settings.specs),
+                "bulk_query": page.query(before=None, limit=None),
+                "bulk_actions": [a for a in (RETRY, CANCEL) if bulk.match(a, page) is not None],
+                "notice": None if report is None else report.message,
             },
         )
+        if report is not None:
+            base = request.scope.get("root_path", "").rstrip("/")
+            response.delete_cookie(flash.COOKIE, path=base or "/", httponly=True, samesite="strict")
+        return response
 
     async def instance(request: Request) -> Response:
         id = path_id(request)
@@ -181,6 +194,7 @@ async def instance_page(
                 diagram_svg(spec, current=row["step"], status=row["status"]) if spec else None
             ),
             "signals": await _signal_choices(dashboard, spec, row),
+            "steps": await _step_choices(dashboard, spec, row),
             # Drawn with the page: the signal form sent twice stores its signal once.
             "signal_key": secrets.token_urlsafe(18),
             "notice": NOTICES.get(done or ""),
@@ -220,3 +234,18 @@ async def _signal_choices(
         (SignalChoice(n, payload, n in awaiting) for n, payload in labels.items()),
         key=lambda c: not c.awaited_now,
     )
+
+
+async def _step_choices(
+    dashboard: Dashboard, spec: WorkflowSpec | None, row: Any
+) -> list[str] | None:
+    """The steps the rewind form offers (None: unknown, typed in freely); only asked of the
+    live nodes for an instance that can be rewound."""
+    if spec is not None:
+        return list(spec.steps)
+    if row["status"] not in REWINDABLE:
+        return []
+    found = await recorded(await dashboard.store(), row["workflow"])
+    if found is None:
+        return None
+    return sorted({s for d in found.descriptions for s in d.get("steps", {})})
