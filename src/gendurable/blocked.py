@@ -19,6 +19,7 @@ Reason = Literal[
     "concurrency",
     "unknown",
     "queue",
+    "paused",
 ]
 """Every reason `BlockedBy.reason` may hold."""
 
@@ -36,6 +37,7 @@ _LEAD = {
     "concurrency": "serialized:",
     "unknown": "unknown:",
     "queue": "queued:",
+    "paused": "paused:",
 }
 
 
@@ -56,6 +58,8 @@ class BlockedBy:
       (`detail` names the key and that instance).
     - `"unknown"`: no live engine knows the workflow or step (a deploy is missing).
     - `"queue"`: due, and either no live engine runs its queue, or it waits for a free slot.
+    - `"paused"`: its queue is paused (`Engine.pause`), due or not: `detail` says since when
+      and by whom; nothing of the queue starts until it is resumed.
 
     `str(blocked_by)` reads as one sentence, for example
     "awaiting approved or rejected until 2026-12-02 10:00 UTC".

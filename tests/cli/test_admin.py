@@ -312,7 +312,7 @@ def test_cli_help_lists_the_commands_by_group(capsys: pytest.CaptureFixture[str]
               if line.startswith("    ") and not line.startswith("     ")]  # fmt: skip
     assert listed == [
         "migrate", "dev", "worker", "status", "ls", "show", "start", "signal", "cancel",
-        "retry", "schedules", "docs", "check", "web",
+        "retry", "pause", "resume", "schedules", "docs", "check", "web",
     ]  # fmt: skip
 
 

@@ -74,7 +74,7 @@ class Rig:
         return await conn.fetchrow(
             self.store.sql["signal_deliver"], "sigguards.flow", id, None, name, b"null",
             self.now, self.store.channel, None, locked_by, None if locked_by is None else DAY,
-            None if locked_by is None else "default",
+            None if locked_by is None else "default", None,
         )  # fmt: skip
 
     async def row(self, id: int) -> asyncpg.Record:
@@ -258,6 +258,21 @@ async def test_a_local_wake_leaves_to_the_claim_what_the_claim_must_check(
     )
     async with rig.store.pool.acquire() as conn:
         woke = await rig.deliver(conn, id, "go", locked_by="s#1")
+
+    assert (woke["woke"], woke["claimed"]) == (True, False)
+    after = await rig.row(id)
+    assert (after["status"], after["locked_by"]) == ("available", None)
+
+
+async def test_a_delivery_naming_a_queue_but_no_scheduler_claims_nothing(rig: Rig) -> None:
+    # Only a delivery made for a scheduler (its claim's name, `locked_by`) claims what it
+    # wakes: a queue given alone claims nothing.
+    id = await rig.parked()
+    async with rig.store.pool.acquire() as conn:
+        woke = await conn.fetchrow(
+            rig.store.sql["signal_deliver"], "sigguards.flow", id, None, "go", b"null",
+            rig.now, rig.store.channel, None, None, None, "default", None,
+        )  # fmt: skip
 
     assert (woke["woke"], woke["claimed"]) == (True, False)
     after = await rig.row(id)

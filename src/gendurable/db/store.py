@@ -51,6 +51,10 @@ NOT_IDEMPOTENT = frozenset(
 
 _log = logging.getLogger("gendurable.store")
 
+RELEASED = "released"
+"""`outcome_batch`'s answer for a kept-claim move whose queue is paused: committed as a
+plain goto, the claim given up."""
+
 
 def _transient(exc: BaseException) -> bool:
     """A connection failure, or the error of closing a transaction on a connection that
@@ -242,10 +246,15 @@ class Store:
         )
         return {(r["workflow"], r["key"]): int(r["id"]) for r in rows}
 
-    async def queues_due(self, queues: Sequence[str], now: datetime | None) -> list[str]:
-        """The queues among `queues` that hold due rows."""
+    async def queues_due(
+        self, queues: Sequence[str], now: datetime | None
+    ) -> tuple[list[str], set[str]]:
+        """The queues among `queues` that hold due rows and are not paused; the paused ones."""
         rows = await self._run("fetch", "queues_due", list(queues), now)
-        return [r["queue"] for r in rows]
+        return (
+            [r["queue"] for r in rows if not r["paused"]],
+            {r["queue"] for r in rows if r["paused"]},
+        )
 
     async def instance_claim(
         self,
@@ -292,17 +301,22 @@ class Store:
         outcomes: bytes,
         values: tuple[Sequence[bytes | None], Sequence[bytes | None], Sequence[bytes | None]],
         now: datetime | None,
-    ) -> tuple[dict[int, bool | None], set[int]]:
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
         """Commit many outcomes in one statement (group commit).
 
         `outcomes` is the JSON array of their plain fields (see the statement), `values` the
         parallel states, results and errors (JSON bytes or None). Returns, for each id whose
         guard held, whether a park among them was woken at once by its passed deadline
-        (True), by a signal already there (False), or None; and the ids whose row (or
+        (True), by a signal already there (False), `RELEASED` for a kept-claim move committed
+        as a plain goto because its queue is paused, or None; and the ids whose row (or
         parent) someone else had locked: not committed, to send again.
         """
         rows = await self._run("fetch", "outcome_batch", now, outcomes, *values, self.channel)
-        done = {int(r["id"]): r["woken_by_deadline"] for r in rows if not r["busy"]}
+        done = {
+            int(r["id"]): RELEASED if r["released"] else r["woken_by_deadline"]
+            for r in rows
+            if not r["busy"]
+        }
         return done, {int(r["id"]) for r in rows if r["busy"]}
 
     async def outcome_spawn(
@@ -415,26 +429,36 @@ class Store:
         locked_by: str | None = None,
         lease: timedelta | None = None,
         queue: str | None = None,
+        idempotency_key: str | None = None,
     ) -> asyncpg.Record | None:
         """Store a signal for a live instance (waking it if it awaits `name`); None if none.
 
         With `locked_by` (a scheduler of `queue`, and its `lease`), an instance of that
-        queue the signal wakes is claimed by it at once (`claimed`), with its inbox.
+        queue the signal wakes is claimed by it at once (`claimed`), with its inbox, unless
+        the queue is paused. With `idempotency_key`, a signal that key already stored for
+        the instance comes back instead (`duplicate`, and `same`: whether its name and
+        payload were these), storing nothing; such a delivery is also retried through
+        connection failures, being safe to repeat (unless it may claim: a repeat would
+        not return the claim).
         """
-        return await self._fetchrow(
-            "signal_deliver",
-            workflow,
-            id,
-            key,
-            name,
-            payload,
-            now,
-            self.channel,
-            trace_context,
-            locked_by,
-            lease,
-            queue,
-        )
+        args: tuple[Any, ...] = (workflow, id, key, name, payload, now, self.channel)
+        args += (trace_context, locked_by, lease, queue, idempotency_key)
+        if idempotency_key is None:
+            return await self._fetchrow("signal_deliver", *args)
+        sql = self.sql["signal_deliver"]
+
+        async def deliver(conn: Any) -> asyncpg.Record | None:
+            row: asyncpg.Record | None
+            try:
+                row = await conn.fetchrow(sql, *args, timeout=self.timeout)
+            except asyncpg.UniqueViolationError:
+                # A send of the same key committed after this statement's snapshot: nothing
+                # was stored; run again, to find it (see the statement).
+                row = await conn.fetchrow(sql, *args, timeout=self.timeout)
+            return row
+
+        row: asyncpg.Record | None = await self._retrying(deliver, idempotent=locked_by is None)
+        return row
 
     async def inbox_load(self, ids: Sequence[int]) -> list[asyncpg.Record]:
         """Pending signals of the given instances, by instance then arrival."""

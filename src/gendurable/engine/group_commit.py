@@ -42,6 +42,8 @@ class BatchItem:
     keep_children: bool = True
     max_attempts: int | None = None
     """The attempts the step the row enters may use (None: the row keeps its own)."""
+    queue: str | None = None
+    """The row's queue (a kept-claim move is refused in a paused queue)."""
 
 
 class _Stale:
