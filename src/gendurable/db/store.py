@@ -17,7 +17,7 @@ import asyncpg
 
 from ..errors import DuplicateKey
 from ..sql import schema_hash, statements
-from .connect import asyncpg_dsn
+from .connect import Hosts
 from .outage import Outage
 
 JSONB_VERSION = b"\x01"
@@ -30,6 +30,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # Every host answered, none accepts writes yet (a failover under way): nothing was sent.
+    asyncpg.TargetServerAttributeNotMatched,
 )
 """Failures of the connection, not of the statement: worth trying again."""
 
@@ -137,10 +139,13 @@ class Store:
 
         Connections closed later (an outage, idleness) are opened again when a statement
         needs one, never in the background: asyncpg's own refill (0.32+) would retry on its
-        own while the server is down and log a traceback each time.
+        own while the server is down and log a traceback each time. With several hosts in
+        `dsn`, each connection goes to the first usable one (see `Hosts`).
         """
+        hosts = Hosts(dsn)
         pool = await asyncpg.create_pool(
-            asyncpg_dsn(dsn),
+            hosts.url,
+            connect=hosts.connect,
             min_size=0,
             max_size=max_size,
             init=init_connection,
