@@ -8,9 +8,12 @@ too), for what only a failover can break:
   visible to other sessions only once the standby has it, so nothing read from the primary
   may be missing afterwards: no instance, no committed step (its token in the state's
   `trail`), no end, no stored signal.
-- `check_reruns_in_flight`: a step runs again only if its first execution was in flight at
-  the kill: every execution of a generation but the last began before the standby took
-  writes. A lost commit shows here too: the step it committed runs again later.
+- `check_reruns_in_flight`: a step runs again only if it was in flight at the kill: in each
+  generation, every execution but the last ran under a claim that was live when the primary
+  died (the row `executing` at that generation and attempt, as the standby shows it before
+  its promotion). A step started on such a claim after the promotion counts: the worker
+  took the claim before the kill, its claim expired during the outage and the instance was
+  handed out again, and the worker ran the step anyway, to see its commit dropped as stale.
 """
 
 from __future__ import annotations
@@ -79,9 +82,13 @@ def stored_for_sure(sent: Sequence[Sent], snapshot: Snapshot) -> int:
     return marked
 
 
-def check_reruns_in_flight(runs: Executions, writable_at: float) -> Invariant:
-    """Only executions begun before `writable_at` (monotonic seconds: when the promoted
-    standby took writes) were run again: every other generation ran once."""
+InFlight = set[tuple[int, int, int]]
+"""(instance id, generation `n`, attempt) of every row `executing` when the primary died."""
+
+
+def check_reruns_in_flight(runs: Executions, in_flight: InFlight) -> Invariant:
+    """Only steps in flight at the kill ran again: in every generation run more than once,
+    each execution but the last (by attempt) ran under a claim live at the kill."""
     inv = Invariant("only_steps_in_flight_at_the_kill_ran_twice")
     generations = reruns = 0
     for id, by_generation in runs.by_instance.items():
@@ -89,14 +96,14 @@ def check_reruns_in_flight(runs: Executions, writable_at: float) -> Invariant:
             generations += 1
             if len(execs) == 1:
                 continue
-            ordered = sorted(execs, key=lambda e: e.t0)
             reruns += len(execs) - 1
-            late = [e for e in ordered[:-1] if e.t0 >= writable_at]
-            for e in late:
-                inv.fail(
-                    f"instance {id} {e.enter['step']} (commit {g}) ran {len(execs)} times; "
-                    f"attempt {e.attempt} began {e.t0 - writable_at:.3f}s after the standby "
-                    f"took writes and was run again"
-                )
-    inv.counts = {"generations": generations, "reruns": reruns}
+            ordered = sorted(execs, key=lambda e: (e.attempt, e.t0))
+            for e in ordered[:-1]:
+                if (id, g, e.attempt) not in in_flight:
+                    inv.fail(
+                        f"instance {id} {e.enter['step']} (commit {g}) ran {len(execs)} times "
+                        f"(attempts {[x.attempt for x in ordered]}); attempt {e.attempt} was "
+                        f"not in flight at the kill"
+                    )
+    inv.counts = {"generations": generations, "reruns": reruns, "in_flight": len(in_flight)}
     return inv

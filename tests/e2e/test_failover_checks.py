@@ -101,28 +101,30 @@ def execution(id: int, n: int, attempt: int, t0: float) -> dict[str, Any]:
     }
 
 
-def test_failover_checks_reruns_pass_when_the_first_run_was_in_flight_at_the_kill() -> None:
+def test_failover_checks_reruns_pass_for_claims_live_at_the_kill() -> None:
     runs = Executions(
         [
-            execution(1, 0, 0, t0=1.0),  # in flight at the kill (10.0)...
-            execution(1, 0, 1, t0=12.0),  # ...run again once the standby took writes (11.0)
-            execution(1, 1, 1, t0=12.5),
-            execution(2, 0, 0, t0=12.0),
+            execution(1, 0, 0, t0=1.0),  # claimed and running at the kill...
+            execution(1, 0, 1, t0=12.0),  # ...rescued after it, run again
+            execution(1, 1, 0, t0=12.5),
+            execution(2, 3, 1, t0=12.0),  # claimed at the kill, started after the promotion
+            execution(2, 3, 0, t0=12.2),  # ...once rescued: the stale run starts late
+            execution(3, 0, 0, t0=13.0),
         ]
     )
 
-    inv = check_reruns_in_flight(runs, writable_at=11.0)
+    inv = check_reruns_in_flight(runs, in_flight={(1, 0, 0), (2, 3, 0), (9, 0, 0)})
 
     assert inv.ok, inv.problems
-    assert inv.counts == {"generations": 3, "reruns": 1}
+    assert inv.counts == {"generations": 4, "reruns": 2, "in_flight": 3}
 
 
-def test_failover_checks_reruns_fail_for_a_step_begun_on_the_new_primary() -> None:
+def test_failover_checks_reruns_fail_for_a_claim_taken_after_the_kill() -> None:
     runs = Executions([execution(1, 0, 0, t0=11.5), execution(1, 0, 1, t0=13.0)])
 
-    inv = check_reruns_in_flight(runs, writable_at=11.0)
+    inv = check_reruns_in_flight(runs, in_flight={(1, 1, 0), (2, 0, 0)})
 
     assert inv.problems == [
-        "instance 1 debit (commit 0) ran 2 times; attempt 0 began 0.500s after the standby "
-        "took writes and was run again"
+        "instance 1 debit (commit 0) ran 2 times (attempts [0, 1]); attempt 0 was not in "
+        "flight at the kill"
     ]
