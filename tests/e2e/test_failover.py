@@ -244,6 +244,7 @@ async def test_failover_to_the_synchronous_standby_loses_nothing_and_every_engin
     client.plan.roots = roots
     planned = planned_instances(roots)
     submitted = [0]
+    submitting: asyncio.Task[None] | None = None
     snapshot = Snapshot()
     marks: dict[str, float] = {}
     with noticing() as noticed:
@@ -311,7 +312,12 @@ async def test_failover_to_the_synchronous_standby_loses_nothing_and_every_engin
             assert counts == {"done": planned}
         finally:
             exits = [code for w in workers for code in await w.stop_all()]
-            await client.settle()
+            # Nothing is left of the submission unless the test failed half-way: then its
+            # retries (up to two minutes each) must not hold the teardown.
+            unfinished = [*client.tasks, *([submitting] if submitting else [])]
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
             await client_engine.stop(timeout=5)
 
     assert exits == [0, 0]
