@@ -35,6 +35,7 @@ async def noop(args: object, ctx: gd.Context) -> None:
     return None
 
 
+NO_TIME = timedelta(0)
 GUARD = 60.0
 """Seconds after which a statement that should not be blocked counts as blocked for good."""
 
@@ -67,16 +68,17 @@ class Conns:
     def all(self) -> list[asyncpg.Connection]:
         return [self.migrator, self.long, self.worker, self.observer]
 
-    async def migrator_waits(self, query_part: str, wait_event_type: str = "Lock") -> bool:
-        """Whether the migrator's backend is waiting on a lock in a statement holding
-        `query_part`."""
+    async def migrator_waits(self, query_part: str, *, longer_than: timedelta = NO_TIME) -> bool:
+        """Whether the migrator's backend waits for a lock in a statement holding
+        `query_part`, and has been waiting for it `longer_than` (by the server's clock)."""
         return bool(
             await self.observer.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = $2"
-                " AND strpos(query, $3) > 0",
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.pid = $1 AND NOT l.granted AND strpos(a.query, $2) > 0"
+                " AND clock_timestamp() - l.waitstart >= $3",
                 self.migrator.get_server_pid(),
-                wait_event_type,
                 query_part,
+                longer_than,
             )
         )
 
@@ -171,8 +173,12 @@ async def test_an_index_is_built_concurrently_outside_a_transaction_for_as_long_
             lock_attempts=1,
         )
     )
+    # Ten times the lock timeout into its wait, the build still waits.
     await eventually(
-        lambda: conns.migrator_waits("CREATE INDEX CONCURRENTLY"), what="the build to wait"
+        lambda: conns.migrator_waits(
+            "CREATE INDEX CONCURRENTLY", longer_than=timedelta(milliseconds=200)
+        ),
+        what="the build to wait ten times the lock timeout",
     )
 
     async with asyncio.timeout(GUARD):
