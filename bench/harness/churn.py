@@ -219,6 +219,82 @@ def _json(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
+def _machine_busy() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far (all cores, from /proc/stat;
+    steal counts as busy: another guest had the core)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])
+    return (total - idle) / _TICK, total / _TICK
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Window:
+    """What one window cost besides the engine's CPU: the machine's CPU (so the load of
+    other processes is known) and the WAL written."""
+
+    cpu: CpuWindow
+    busy0: float = 0.0
+    wal0: int = 0
+    others_cores: float = 0.0
+    wal_bytes: int = 0
+
+    async def start(self, conn: asyncpg.Connection) -> Window:
+        self.wal0 = await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        self.busy0 = _machine_busy()[0]
+        self.cpu.start()
+        return self
+
+    async def stop(self, conn: asyncpg.Connection) -> Window:
+        self.cpu.stop()
+        busy = _machine_busy()[0] - self.busy0
+        ours = self.cpu.client_s + (self.cpu.server_s or 0.0)
+        self.others_cores = max(0.0, (busy - ours) / self.cpu.wall_s)
+        wal = await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        self.wal_bytes = int(wal - self.wal0)
+        return self
+
+
+async def fresh_copy(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
+    """The sizes of a bloat-free `instances` holding the same live rows: a temporary copy,
+    its indexes built anew from the same definitions, in a transaction rolled back."""
+    table = f"{schema}.instances"
+    defs = await conn.fetch(
+        "SELECT ic.relname AS name, pg_get_indexdef(x.indexrelid) AS def FROM pg_index x "
+        "JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = $1::regclass",
+        f'"{schema}".instances',
+    )
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute(f'CREATE TEMP TABLE churn_fresh AS SELECT * FROM "{schema}".instances')
+        for d in defs:
+            sql = d["def"].replace(f" ON {table} ", " ON churn_fresh ")
+            if sql == d["def"]:
+                raise RuntimeError(f"unexpected index definition: {sql}")
+            await conn.execute(sql)
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM churn_fresh) AS rows, "
+            "pg_relation_size('churn_fresh') AS heap_bytes, "
+            "pg_indexes_size('churn_fresh') AS indexes_bytes, "
+            "(SELECT jsonb_object_agg(ic.relname, pg_relation_size(ic.oid)) FROM pg_index x "
+            " JOIN pg_class ic ON ic.oid = x.indexrelid "
+            " WHERE x.indrelid = 'churn_fresh'::regclass) AS index_bytes"
+        )
+    finally:
+        await tx.rollback()
+    return {
+        "rows": row["rows"],
+        "heap_bytes": row["heap_bytes"],
+        "indexes_bytes": row["indexes_bytes"],
+        "index_bytes": dict(sorted(_json(row["index_bytes"]).items())),
+    }
+
+
 def _rss_mb() -> float:
     pages = int(open("/proc/self/statm").read().split()[1])  # noqa: SIM115
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
@@ -301,7 +377,7 @@ async def _windows(
         while done < instances:
             target = min(done + every, instances)
             COUNTER.reset()
-            cpu = CpuWindow(env.postmaster).start()
+            window = await Window(CpuWindow(env.postmaster)).start(check)
             steps0, finished0 = progress.steps, progress.finished
             scheduler.resume_claiming()
             feeder.resume()
@@ -309,24 +385,22 @@ async def _windows(
             await feeder.pause()
             scheduler.stop_claiming()
             await scheduler.idle()
-            cpu.stop()
+            await window.stop(check)
             steps = progress.steps - steps0
-            finished = progress.finished - finished0
             done = progress.finished - base_finished
             now = await sizes(check, engine.schema)
+            fresh = await fresh_copy(check, engine.schema)
             floor_after = await floor(env.dsn, 8, seconds=2.0)
             line = _window_line(
                 len(windows) + 1,
-                done,
-                feeder.started - base_finished,
-                steps,
-                finished,
-                cpu,
-                now,
-                before_stats,
-                floor_before,
-                floor_after,
-                engine,
+                window,
+                steps=steps,
+                finished=progress.finished - finished0,
+                done=done,
+                started=feeder.started - base_finished,
+                now=now,
+                before=before_stats,
+                fresh=fresh,
             )
             line["sizes"] = now
             env.report.hold()
@@ -353,18 +427,18 @@ async def _until(waiting: Any, feeding: asyncio.Task[None]) -> None:
 
 def _window_line(
     number: int,
-    done: int,
-    started: int,
+    window: Window,
+    *,
     steps: int,
     finished: int,
-    cpu: CpuWindow,
+    done: int,
+    started: int,
     now: dict[str, dict[str, Any]],
     before: dict[str, dict[str, Any]],
-    floor_before: float,
-    floor_after: float,
-    engine: gd.Engine,
+    fresh: dict[str, Any],
 ) -> dict[str, Any]:
     inst = now["instances"]
+    cpu = window.cpu
     per = cpu.per(max(steps, 1))
     return {
         "bench": "churn",
@@ -381,11 +455,19 @@ def _window_line(
         "statements_per_step": round(COUNTER.total / max(steps, 1), 4),
         "client_cpu_ms_per_step": per["client_cpu_ms_per"],
         "server_cpu_ms_per_step": per["server_cpu_ms_per"],
+        "wal_bytes_per_step": round(window.wal_bytes / max(steps, 1)),
+        "other_processes_cores": round(window.others_cores, 2),
         "client_rss_mb": _rss_mb(),
         "instances_heap_bytes": inst["heap_bytes"],
         "instances_indexes_bytes": inst["indexes_bytes"],
         "instances_total_bytes": inst["total_bytes"],
         "signals_total_bytes": now["signals"]["total_bytes"],
+        "live_rows": fresh["rows"],
+        "heap_vs_fresh_copy": round(inst["heap_bytes"] / max(fresh["heap_bytes"], 8192), 2),
+        "indexes_vs_fresh_copy": round(
+            inst["indexes_bytes"] / max(fresh["indexes_bytes"], 8192), 2
+        ),
+        "fresh_copy": fresh,
         "n_live_tup": inst.get("n_live_tup"),
         "n_dead_tup": inst.get("n_dead_tup"),
         "autovacuum_count": inst.get("autovacuum_count"),
@@ -407,6 +489,7 @@ def _growth(windows: list[dict[str, Any]], k: int, pick: Any) -> dict[str, Any]:
     return {
         "start": values[0],
         "after_first": values[k],
+        "peak": max(values),
         "end": values[-1],
         "growth_first": first,
         "growth_last": last,
@@ -431,6 +514,17 @@ def _close(windows: list[dict[str, Any]], wall: float) -> None:
     end_ratio = median([w["ratio_to_floor8"] for w in last])
     start_rate = median([w["rate"] for w in first])
     end_rate = median([w["rate"] for w in last])
+
+    def cpu(w: dict[str, Any]) -> float:
+        return float(w["client_cpu_ms_per_step"] + (w["server_cpu_ms_per_step"] or 0.0))
+
+    # The machine's noise cancels out of the CPU a step costs (client + server, autovacuum
+    # included): the same work at the end as at the start costs the same, unless bloat
+    # makes PostgreSQL read or write more for it.
+    start_cpu = median([cpu(w) for w in first])
+    end_cpu = median([cpu(w) for w in last])
+    start_wal = median([w["wal_bytes_per_step"] for w in first])
+    end_wal = median([w["wal_bytes_per_step"] for w in last])
     relations: dict[str, dict[str, Any]] = {}
     for table in TABLES:
         relations[f"{table} total"] = _growth(windows, k, lambda s, t=table: s[t]["total_bytes"])
@@ -454,6 +548,13 @@ def _close(windows: list[dict[str, Any]], wall: float) -> None:
         end_ratio_to_floor8=end_ratio,
         end_vs_start=round(end_ratio / start_ratio, 3),
         end_vs_start_raw_rate=round(end_rate / start_rate, 3),
+        cpu_ms_per_step_start=round(start_cpu, 4),
+        cpu_ms_per_step_end=round(end_cpu, 4),
+        cpu_per_step_end_vs_start=round(end_cpu / start_cpu, 3),
+        wal_bytes_per_step_start=start_wal,
+        wal_bytes_per_step_end=end_wal,
+        other_processes_cores_start=median([w["other_processes_cores"] for w in first]),
+        other_processes_cores_end=median([w["other_processes_cores"] for w in last]),
         target_end_vs_start=0.9,
         throughput_held=end_ratio / start_ratio >= 0.9,
         sizes_levelled_off=levelled,
@@ -468,12 +569,13 @@ def _mb(value: int) -> str:
 
 
 def _table(measured: list[dict[str, Any]], relations: dict[str, Any], k: int) -> str:
-    rows = [
-        "| window | finished | steps/s | instances/s | floor(8) | ratio to floor(8) | drift | "
-        "instances heap MB | indexes MB | total MB | signals MB | live | dead | "
-        "autovacuums | HOT (window) | last autovacuum |",
-        "| " + " | ".join(["---"] * 16) + " |",
-    ]
+    head = (
+        "window | finished | steps/s | instances/s | floor(8) | ratio to floor(8) | drift | "
+        "other processes, cores | CPU ms/step (client + server) | WAL bytes/step | "
+        "heap MB | indexes MB | total MB | heap ÷ fresh | indexes ÷ fresh | signals MB | "
+        "live | dead | autovacuums | HOT (window) | last autovacuum"
+    )
+    rows = ["| " + head + " |", "| " + " | ".join(["---"] * (head.count("|") + 1)) + " |"]
     for w in measured:
         cells = [
             w["window"],
@@ -483,9 +585,14 @@ def _table(measured: list[dict[str, Any]], relations: dict[str, Any], k: int) ->
             f"{w['floor8_tx_per_s']:,}",
             w["ratio_to_floor8"],
             w["floor8_drift"],
+            w["other_processes_cores"],
+            f"{w['client_cpu_ms_per_step']} + {w['server_cpu_ms_per_step']}",
+            f"{w['wal_bytes_per_step']:,}",
             _mb(w["instances_heap_bytes"]),
             _mb(w["instances_indexes_bytes"]),
             _mb(w["instances_total_bytes"]),
+            w["heap_vs_fresh_copy"],
+            w["indexes_vs_fresh_copy"],
             _mb(w["signals_total_bytes"]),
             f"{w['n_live_tup']:,}",
             f"{w['n_dead_tup']:,}",
@@ -496,13 +603,13 @@ def _table(measured: list[dict[str, Any]], relations: dict[str, Any], k: int) ->
         rows.append("| " + " | ".join(str(c) for c in cells) + " |")
     rows += [
         "",
-        f"| relation | start MB | end MB | growth, first {k} windows | growth, last {k} | "
-        "last ÷ first |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| relation | start MB | peak MB | end MB | growth, first {k} windows | "
+        f"growth, last {k} | last ÷ first |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, g in relations.items():
         rows.append(
-            f"| {name} | {_mb(g['start'])} | {_mb(g['end'])} | {_mb(g['growth_first'])} | "
-            f"{_mb(g['growth_last'])} | {g['last_vs_first']} |"
+            f"| {name} | {_mb(g['start'])} | {_mb(g['peak'])} | {_mb(g['end'])} | "
+            f"{_mb(g['growth_first'])} | {_mb(g['growth_last'])} | {g['last_vs_first']} |"
         )
     return "\n".join(rows)
