@@ -4,18 +4,23 @@ when instances are inserted, updated and deleted for a long time?
 One engine runs `ThreeSteps` (w1's `a -> b -> c -> done`) at `concurrency` while a feeder in
 the same process starts instances with `start_many` in batches of `batch`, keeping at most
 `backlog` started-but-unfinished instances; the collector runs every `gc_interval` and
-deletes terminal instances older than `gc_retention`. So the table sees inserts, three
-updates per instance and a delete, at a steady rate, with autovacuum as the server runs it
-(this module changes no setting; it prints the ones that matter).
+deletes terminal instances older than `gc_retention`. So `instances` sees, per instance, an
+insert, four updates (the claim, two steps run back to back, the finish) and a delete, at a
+steady rate, with autovacuum as the server runs it (this module changes no setting; it
+prints the ones that matter).
 
 Every `every` finished instances the window closes: the feeder and the claims pause, the
-running steps finish, and the window's line is printed with its throughput, the sizes of
-`instances` and `signals` and of each of their indexes, and their `pg_stat_user_tables`
-counters (dead and live tuples, autovacuum runs, HOT updates); then floor(8) is measured
-(2 s) and the run resumes. Each window's ratio is to the mean of the floor measured just
-before it and just after it. The closing line compares the end with the start: throughput
-(ratio to the floor) and how much each relation grew over the last windows against the
-first ones.
+running steps finish, and the window's line is printed with its throughput, the CPU a step
+cost (this process and the server's, autovacuum included), the WAL it wrote, the CPU other
+processes of the machine took meanwhile (the noise), the sizes of `instances` and `signals`
+and of each of their indexes, their `pg_stat_user_tables` counters (dead and live tuples,
+autovacuum runs, HOT updates), and the sizes of a bloat-free copy of the live rows (a
+temporary table with the same indexes, rolled back; its read prunes pages as any reader
+does). Then floor(8) is measured (2 s) and the run resumes. Each window's ratio is to the
+mean of the floor measured just before it and just after it. The closing line compares the
+end with the start (the median of the last windows against the first ones): throughput as
+a ratio to the floor, the CPU and WAL a step cost, and how much each relation grew.
+The last window drains the backlog: its live rows fall, so its size ratios to the copy rise.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ COUNTERS = (
     "vacuum_count",
     "last_autovacuum",
     "last_autoanalyze",
+    "total_autovacuum_time",
 )
 """The `pg_stat_user_tables` columns each window reports (those the server has)."""
 
