@@ -38,6 +38,7 @@ import asyncpg
 
 import gendurable as gd
 
+from .ab import AbError, working_commit
 from .counting import COUNTER
 from .engines import bench_engine
 from .env import BenchEnv
@@ -325,8 +326,14 @@ async def run(
 ) -> None:
     check = await asyncpg.connect(env.dsn)
     try:
+        try:
+            commit, dirty = working_commit()
+        except AbError:  # not run from a git checkout
+            commit, dirty = None, None
         emit(
             bench="churn-settings",
+            commit=commit,
+            engine_dirty=dirty,
             server=await settings(check),
             instances=instances,
             every=every,
