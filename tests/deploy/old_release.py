@@ -4,9 +4,10 @@ its own, built from the wheel kept in `fixtures/`.
 The wheel was built (`python -m build --wheel`) from the 0.1.0 release commit (`Release
 0.1.0`, the commit the v0.1.0 tag names), so the test works from a clean clone without the
 tag or the network. The build is reproducible: `git archive <tag> | tar -x -C DIR` and a
-build there give the same bytes (sha256 7a1fd018b8d0...). The virtualenv gets only the wheel and, linked from this interpreter's
-site-packages, the same asyncpg, msgspec and typing-extensions this test run uses (no
-download): the old engine imports the old gendurable and nothing of the working tree.
+build there give the same bytes (sha256 7a1fd018b8d0...). The virtualenv gets only the
+wheel and, linked from this interpreter's site-packages, the same asyncpg, msgspec and
+typing-extensions this test run uses (no download): the old engine imports the old
+gendurable and nothing of the working tree.
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ class Deploy:
             new_code / "gendurable" if new_code is not None else Path(gendurable.__file__).parent
         )
         self.workers: dict[str, asyncio.subprocess.Process] = {}
+        self.spawned: list[asyncio.subprocess.Process] = []
 
     def env(self, *, old: bool, role: str = "client") -> dict[str, str]:
         return clean_env(
@@ -92,7 +93,7 @@ class Deploy:
     ) -> Any:
         """Start `python args...`; its stderr (and its stdout unless `output`) goes to a log."""
         with (self.logs / f"{name}.log").open("w") as log:  # the child keeps its own copy
-            return await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 self.python(old=old),
                 *args,
                 cwd=HERE,
@@ -100,6 +101,8 @@ class Deploy:
                 stdout=asyncio.subprocess.PIPE if output else log,
                 stderr=log,
             )
+        self.spawned.append(proc)
+        return proc
 
     async def worker(self, role: str, *, old: bool) -> None:
         self.workers[role] = await self.spawn(
@@ -136,6 +139,10 @@ class Deploy:
                 proc.kill()
                 await proc.wait()
             codes[role] = proc.returncode
+        for proc in self.spawned:  # what a failed test left running
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         return codes
 
 
