@@ -32,7 +32,7 @@ from .schedule import Schedule
 from .spec import WorkflowSpec
 from .telemetry import Telemetry, logging_handler
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 __all__ = [
     "Backoff",

@@ -74,8 +74,8 @@ def test_cli_migrate_bad_schema_exits_2_with_the_reason(
 ) -> None:
     assert main(["migrate", "--dsn", gendurable_dsn, "--schema", schema]) == 2
 
-    usage, error = capsys.readouterr().err.splitlines()
-    assert usage.startswith("usage: gendurable migrate")
+    *usage, error = capsys.readouterr().err.splitlines()
+    assert usage[0].startswith("usage: gendurable migrate")
     assert error.startswith("gendurable migrate: error: ")
     assert message in error
 

@@ -1335,6 +1335,7 @@ EXEMPT: dict[str, str] = {
     "schedule_pause": _SCHEDULES,
     "queue_pause": _PAUSES,
     "queue_resume": _PAUSES,
+    "migration_record": "writes only `migrations` and `meta`, under the migration lock",
 }
 """Statements that lock or write rows and need no case, each with why."""
 

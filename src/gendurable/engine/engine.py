@@ -18,7 +18,7 @@ from .. import routing
 from ..clock import Clock
 from ..db.connect import resolve_dsn
 from ..db.listener import Listener
-from ..db.migrator import check_version, migrate_connection
+from ..db.migrator import check_version, migrate
 from ..db.schedule_store import ScheduleStore
 from ..db.store import Store
 from ..deploy_check import CheckReport, check_engine
@@ -198,10 +198,12 @@ class Engine:
             dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
         )
         self._store = store
-        async with store.pool.acquire() as conn:
-            if config.migrate:
-                await migrate_connection(conn, schema=config.schema)
-            else:
+        if config.migrate:
+            # On a connection of its own: a migration run outside a transaction holds a
+            # session-level lock, which a pool's connections must never keep.
+            await migrate(dsn, schema=config.schema)
+        else:
+            async with store.pool.acquire() as conn:
                 await check_version(conn, schema=config.schema)
         await write_rate_configs(store, config.rate_configs, config.clock.now())
         if config.listen:

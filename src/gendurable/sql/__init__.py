@@ -48,6 +48,10 @@ def schema_hash(schema: str) -> str:
     return hashlib.sha1(schema.encode()).hexdigest()[:16]
 
 
+NO_TRANSACTION = re.compile(r"^--\s*gendurable:\s*no-transaction\s*$", re.MULTILINE)
+"""The line that marks a migration file to run outside a transaction, statement by statement."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One migration file: its version, name and SQL for a given schema."""
@@ -55,6 +59,21 @@ class Migration:
     version: int
     name: str
     sql: str
+    checksum: str
+    """sha256 (hex) of the file's text before substitution: the same for every schema."""
+    transactional: bool = True
+    """False for a file marked `-- gendurable: no-transaction` (see `migrations/README.md`)."""
+
+
+def migration(name: str, text: str, schema: str) -> Migration:
+    """The migration file `name` (`<version>_<what>.sql`) holding `text`, for `schema`."""
+    return Migration(
+        version=int(name.split("_", 1)[0]),
+        name=name,
+        sql=_substitute(text, schema),
+        checksum=hashlib.sha256(text.encode()).hexdigest(),
+        transactional=NO_TRANSACTION.search(text) is None,
+    )
 
 
 def _substitute(text: str, schema: str) -> str:
@@ -67,8 +86,7 @@ def migrations(schema: str) -> list[Migration]:
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append(Migration(version, entry.name, _substitute(entry.read_text(), schema)))
+            found.append(migration(entry.name, entry.read_text(encoding="utf-8"), schema))
     return sorted(found, key=lambda m: m.version)
 
 

@@ -1,6 +1,8 @@
--- Schema v1 of gendurable. Pre-1.0 this file is edited in place; it is idempotent so that
--- applying it twice changes nothing. `__schema__` is replaced by the validated, quoted schema
--- name before it runs, under an advisory lock keyed by the schema (see db/migrator.py).
+-- Schema v1 of gendurable, as released in 0.1.0. FROZEN: never edit this file (a test pins
+-- its checksum, and databases record it); every later change is a new numbered migration
+-- that follows the rules in README.md beside it. It is idempotent, so that applying it twice
+-- changes nothing. `__schema__` is replaced by the validated, quoted schema name before it
+-- runs, under an advisory lock keyed by the schema (see db/migrator.py).
 
 CREATE SCHEMA IF NOT EXISTS __schema__;
 
@@ -17,6 +19,19 @@ CREATE TABLE IF NOT EXISTS __schema__.meta (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version int NOT NULL,
     migrated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every migration applied to this schema, written by the migrator in the transaction that
+-- applied it: the checksum (sha256 of the file's text, before the schema is substituted) is
+-- what a later migrator or engine compares with the file it packages, refusing a database
+-- whose applied migration differs from it.
+CREATE TABLE IF NOT EXISTS __schema__.migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    -- `gendurable <version>` of the migrator that applied it.
+    applied_by text NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS __schema__.instances (
