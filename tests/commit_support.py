@@ -42,9 +42,11 @@ def park(
     }
 
 
-def move(id: int, locked_by: str, step: str, *, lease: timedelta | None = None) -> dict[str, Any]:
+def move(
+    id: int, locked_by: str, step: str, *, lease: timedelta | None = None, queue: str = "default"
+) -> dict[str, Any]:
     """The plain fields of a goto: with `lease`, one that keeps its claim (a continue: the
-    worker runs `step` at once, for a fresh lease)."""
+    worker runs `step` at once, for a fresh lease, unless its `queue` is paused)."""
     return {
         "id": id,
         "locked_by": locked_by,
@@ -54,6 +56,7 @@ def move(id: int, locked_by: str, step: str, *, lease: timedelta | None = None) 
         "weight": 1,
         "state_version": 1,
         "consumed": [],
+        "queue": queue,
     }
 
 

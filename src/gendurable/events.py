@@ -25,6 +25,9 @@ STEP_EXCEPTION: Event = ("step", "exception")
 OUTCOME_STALE: Event = ("outcome", "stale")
 AWAIT_TIMEOUT: Event = ("await", "timeout")
 SIGNAL_DELIVERED: Event = ("signal", "delivered")
+SIGNAL_DUPLICATE: Event = ("signal", "duplicate")
+QUEUE_PAUSED: Event = ("queue", "paused")
+QUEUE_RESUMED: Event = ("queue", "resumed")
 REAPER_RESCUED: Event = ("reaper", "rescued")
 SCHEDULER_RECLAIMED: Event = ("scheduler", "reclaimed")
 WORKFLOW_UNKNOWN: Event = ("workflow", "unknown")
@@ -76,6 +79,13 @@ CATALOGUE: Mapping[Event, EventSpec] = MappingProxyType(
         SIGNAL_DELIVERED: EventSpec(
             (), ("workflow", "target", "name", "signal_id"), "this engine sent a signal"
         ),
+        SIGNAL_DUPLICATE: EventSpec(
+            (),
+            ("workflow", "target", "name", "signal_id", "idempotency_key"),
+            "this engine resent a signal: its idempotency key had stored it already",
+        ),
+        QUEUE_PAUSED: EventSpec((), ("queue", "by"), "this engine paused a queue"),
+        QUEUE_RESUMED: EventSpec((), ("queue",), "this engine resumed a paused queue"),
         REAPER_RESCUED: EventSpec(
             ("attempt",),
             ("id", "workflow", "step", "queue", "status"),

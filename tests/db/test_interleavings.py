@@ -1353,6 +1353,11 @@ TABLES = ("instances", "signals", "rate_buckets", "rate_configs")
 WRITERS = ("instances_ended", "instances_parked")
 
 _SCHEDULES = "locks or writes only `schedules` (tests/schedules: held rows, racing processes)"
+_PAUSES = (
+    "writes only `paused_queues`; what it locks is the queue's advisory lock, which the "
+    "statements starting steps try shared (tests/db/test_pause_races.py: claims held mid-way, "
+    "claims and local starts racing a pause)"
+)
 
 EXEMPT: dict[str, str] = {
     "node_register": "writes only `nodes`, which no statement locks together with instances",
@@ -1366,6 +1371,9 @@ EXEMPT: dict[str, str] = {
     "schedule_advance": _SCHEDULES,
     "schedule_disable": _SCHEDULES,
     "schedule_pause": _SCHEDULES,
+    "queue_pause": _PAUSES,
+    "queue_resume": _PAUSES,
+    "migration_record": "writes only `migrations` and `meta`, under the migration lock",
 }
 """Statements that lock or write rows and need no case, each with why."""
 

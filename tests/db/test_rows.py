@@ -24,6 +24,7 @@ STORES = (
     "engine_store.py",
     "maintenance_store.py",
     "operator_store.py",
+    "queue_store.py",
     "repair_store.py",
     "schedule_store.py",
 )

@@ -67,7 +67,8 @@ async def test_statement_prepares_against_the_schema(
 def test_statement_tokens_are_all_substituted(name: str) -> None:
     # A misspelt token (`__chanel__`) would reach PostgreSQL as an identifier.
     statement = statements("gendurable")[name]
-    assert re.findall(r"__[a-z_]+__", statement.sql) == []
+    # `__index__` is the migrator's, filled in with the name of the index it drops.
+    assert re.findall(r"__[a-z_]+__", statement.sql.replace("__index__", "")) == []
     assert re.findall(r"(?<![\w:]):[a-z_]+", _code(statement.sql)) == []
 
 

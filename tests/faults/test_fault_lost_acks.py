@@ -257,6 +257,32 @@ async def test_fault_lost_signal_answer_raises_although_the_signal_was_stored(
     assert await Parker.result("p", timeout=15, engine=client) == ["once"]
 
 
+async def test_fault_lost_answer_of_a_signal_with_an_idempotency_key_is_asked_again(
+    engines: Engines, proxy: FaultProxy, gendurable_schema: str, db: asyncpg.Connection
+) -> None:
+    # With an idempotency key a delivery is safe to repeat: the store sends it again after
+    # the lost answer, the repeat finds the key, and the caller gets the stored signal's id.
+    await engines(workflows=[Parker], queues={"default": 4})
+    client = await engines(workflows=[Parker], dsn=proxy.dsn)
+    await Parker.start(key="p", engine=client)
+
+    async def parked() -> bool:
+        return (await Parker.get("p", engine=client)).status == "awaiting"
+
+    await eventually(parked, what="the instance parked")
+    fault = proxy.cut(statements(gendurable_schema)["signal_deliver"].sql)
+
+    sent = await Parker.signal("p", "go", "once", idempotency_key="k", engine=client)
+
+    assert fault.event.is_set()
+    assert await Parker.result("p", timeout=15, engine=client) == ["once"]
+    stored = await db.fetchval(
+        f'SELECT signal_id FROM "{gendurable_schema}".signal_keys WHERE idempotency_key = $1',
+        "k",
+    )
+    assert sent == stored
+
+
 async def test_fault_lost_start_answer_raises_and_starting_the_key_again_returns_it(
     engines: Engines, proxy: FaultProxy, gendurable_schema: str, db: asyncpg.Connection
 ) -> None:

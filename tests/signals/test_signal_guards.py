@@ -91,6 +91,7 @@ class Rig:
                 locked_by=locked_by,
                 lease=None if locked_by is None else DAY,
                 queue=None if locked_by is None else "default",
+                idempotency_key=None,
             ),
         )
 
@@ -302,3 +303,23 @@ async def test_a_delivery_brings_the_woken_instance_only_when_it_claimed_it(rig:
     assert (claimed.woken.id, claimed.woken.step) == (local, "wait")
     assert woke is not None
     assert (woke.woke, woke.claimed, woke.woken) == (True, False, None)
+
+
+async def test_a_delivery_naming_a_queue_but_no_scheduler_claims_nothing(rig: Rig) -> None:
+    # Only a delivery made for a scheduler (its claim's name, `locked_by`) claims what it
+    # wakes: a queue given alone claims nothing.
+    id = await rig.parked()
+    statement = rig.store.db.sql["signal_deliver"]
+    async with rig.store.db.pool.acquire() as conn:
+        woke = await conn.fetchrow(
+            statement.sql,
+            *statement.args(
+                workflow="sigguards.flow", id=id, key=None, name="go", payload=b"null",
+                now=rig.now, trace_context=None, locked_by=None, lease=None, queue="default",
+                idempotency_key=None,
+            ),
+        )  # fmt: skip
+
+    assert (woke["woke"], woke["claimed"]) == (True, False)
+    after = await rig.row(id)
+    assert (after["status"], after["locked_by"]) == ("available", None)

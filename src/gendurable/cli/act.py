@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 
 from ..db.repair_store import RepairStore
-from ..errors import ConfigError, NoTarget
+from ..engine.client import check_idempotency_key
+from ..errors import ConfigError, NoTarget, ValidationError
 from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
 from ..spec import WorkflowSpec
@@ -122,6 +123,11 @@ def _signal_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "payload", metavar="PAYLOAD_JSON", nargs="?", default="null", help="default: null"
     )
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="K",
+        help="send it once: a resend with K returns the signal K stored (and stores nothing)",
+    )
     _app_option(parser)
 
 
@@ -131,8 +137,15 @@ def signal_command(args: argparse.Namespace) -> int:
 
     The name must be one a step of the workflow awaits and the payload must match the type
     declared for it, as recorded by the live engines; with --app MODULE:ENGINE both are
-    checked against that code instead.
+    checked against that code instead. With --idempotency-key K the command is safe to run
+    again: a signal K already stored for the instance is not stored twice, and its id is
+    printed (with "duplicate"); K used for another name or payload fails, storing nothing.
     """
+    if args.idempotency_key is not None:
+        try:
+            check_idempotency_key(args.idempotency_key)
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
     payload = _json_argument(args.payload, "PAYLOAD_JSON")
     spec = _app_spec(args.app, args.workflow) if args.app and args.workflow else None
     return asyncio.run(_signal(args, payload, spec))
@@ -156,17 +169,37 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             name=name,
             payload=data,
             now=None,
+            idempotency_key=args.idempotency_key,
         )
     if row is None:
         address = f"id {args.target}" if by_id else f"key {args.target!r}"
         raise NoTarget(
             f"no live {workflow} instance with {address}; signal {name!r} was not stored"
         )
+    signal_id, instance_id = row.signal_id, row.instance_id
+    if not row.same:
+        raise UserError(
+            f"idempotency key {args.idempotency_key!r} already stored another signal (id "
+            f"{signal_id}, a different name or payload) for instance {instance_id}; signal "
+            f"{name!r} was not stored"
+        )
     if args.json:
-        print_json({"signal_id": row.signal_id, "instance_id": row.instance_id, "woke": row.woke})
+        print_json(
+            {
+                "signal_id": signal_id,
+                "instance_id": instance_id,
+                "woke": row.woke,
+                "duplicate": row.duplicate,
+            }
+        )
+    elif row.duplicate:
+        print(
+            f"signal {name!r} ({signal_id}) was stored for instance {instance_id} already, "
+            f"with idempotency key {args.idempotency_key!r}; nothing was stored"
+        )
     else:
         woke = " and woke it" if row.woke else ""
-        print(f"signal {name!r} ({row.signal_id}) stored for instance {row.instance_id}{woke}")
+        print(f"signal {name!r} ({signal_id}) stored for instance {instance_id}{woke}")
     return EXIT_OK
 
 

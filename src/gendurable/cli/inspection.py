@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from ..attempts import attempt_of, error_where
 from ..blocked import BlockedBy
-from ..db.rows import CountedChild, ExplainedInstance, InboxSignal, LiveNode, StatusCount
+from ..db.queue_store import QueueStore
+from ..db.rows import (
+    CountedChild,
+    ExplainedInstance,
+    InboxSignal,
+    LiveNode,
+    QueuePaused,
+    QueueResumed,
+    StatusCount,
+    StoredPause,
+)
 from ..errors import NoTarget
 from ..records import ALL_STATUSES, TERMINAL_STATUSES
 from ..workflow_records import unknown_workflow
@@ -36,9 +46,10 @@ def _status_options(parser: argparse.ArgumentParser) -> None:
 def status_command(args: argparse.Namespace) -> int:
     """Instances by workflow, status and queue; how far each queue is behind; live nodes.
 
-    `--json` prints a list of {"workflow", "status", "queue", "count", "oldest_due_seconds"}
-    objects (the last is null except for available rows that are due); with `--nodes`, a
-    list of the live nodes.
+    Paused queues (`gendurable pause`) are marked, with since when and by whom.
+    `--json` prints a list of {"workflow", "status", "queue", "count", "oldest_due_seconds",
+    "queue_paused"} objects (`oldest_due_seconds` is null except for available rows that
+    are due); with `--nodes`, a list of the live nodes.
     """
     return asyncio.run(_status(args))
 
@@ -47,6 +58,7 @@ async def _status(args: argparse.Namespace) -> int:
     async with open_store(args) as store:
         counts = await store.status_counts(now=None)
         nodes = await store.nodes_live(now=None)
+        pauses = {p.queue: p for p in await QueueStore(store.db).queue_pauses()}
     if args.nodes:
         if args.json:
             print_json([_node_json(n) for n in nodes])
@@ -64,6 +76,7 @@ async def _status(args: argparse.Namespace) -> int:
                     "oldest_due_seconds": None
                     if r.oldest_due is None
                     else (r.now - r.oldest_due).total_seconds(),
+                    "queue_paused": r.queue in pauses,
                 }
                 for r in counts
             ]
@@ -71,7 +84,7 @@ async def _status(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(_counts_table(counts))
     print()
-    print(_queues_table(counts, nodes))
+    print(_queues_table(counts, nodes, pauses))
     print()
     print(_nodes_table(nodes))
     return EXIT_OK
@@ -87,8 +100,11 @@ def _counts_table(counts: Sequence[StatusCount]) -> str:
     return table(["workflow", "queue", *ALL_STATUSES], rows)
 
 
-def _queues_table(counts: Sequence[StatusCount], nodes: Sequence[LiveNode]) -> str:
-    """Per queue: due rows, the age of the oldest, and the live engines running it."""
+def _queues_table(
+    counts: Sequence[StatusCount], nodes: Sequence[LiveNode], pauses: Mapping[str, StoredPause]
+) -> str:
+    """Per queue: due rows, the age of the oldest, the live engines running it, and
+    whether it is paused (since when, by whom)."""
     due: dict[str, list[Any]] = {}
     for r in counts:
         due.setdefault(r.queue, [0, None])
@@ -102,9 +118,10 @@ def _queues_table(counts: Sequence[StatusCount], nodes: Sequence[LiveNode]) -> s
         for queue, concurrency in _decode.decode(n.queues).items():
             served.setdefault(queue, []).append(int(concurrency))
     rows = []
-    for queue in sorted(set(due) | set(served)):
+    for queue in sorted(set(due) | set(served) | set(pauses)):
         available, behind = due.get(queue, [0, None])
         engines = served.get(queue, [])
+        pause = pauses.get(queue)
         rows.append(
             [
                 queue,
@@ -112,11 +129,17 @@ def _queues_table(counts: Sequence[StatusCount], nodes: Sequence[LiveNode]) -> s
                 age(behind),
                 len(engines),
                 sum(engines) if engines else "none: nothing runs this queue",
+                "" if pause is None else paused_text(pause),
             ]
         )
     if not rows:
         return "no queues"
-    return table(["queue", "due", "oldest due", "engines", "slots"], rows)
+    return table(["queue", "due", "oldest due", "engines", "slots", "paused"], rows)
+
+
+def paused_text(pause: StoredPause | QueuePaused | QueueResumed) -> str:
+    """`since <when> by <who>`: a pause as `status` shows it."""
+    return f"since {when(pause.paused_at)} by {pause.paused_by}"
 
 
 def _nodes_table(nodes: Sequence[LiveNode]) -> str:

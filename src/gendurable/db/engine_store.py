@@ -21,6 +21,7 @@ from .rows import (
     CommittedOutcome,
     CreatedInstance,
     Delivery,
+    DueQueue,
     ExplainedInstance,
     InboxSignal,
     InsertedInstance,
@@ -98,6 +99,10 @@ class InstanceColumns(TypedDict):
     weights: list[int]
     state_versions: list[int]
 
+
+RELEASED = "released"
+"""`outcome_batch`'s answer for a kept-claim move whose queue is paused: committed as a
+plain goto, the claim given up."""
 
 _DELIVERY_HEAD = len(Delivery.__struct_fields__) - 1
 """`signal_deliver`'s columns before the woken instance's (`Delivery.woken`)."""
@@ -197,9 +202,12 @@ class EngineStore:
 
     # -- the claim (instances.sql) -----------------------------------------------------------
 
-    async def queues_due(self, *, queues: Sequence[str], now: datetime | None) -> list[str]:
-        """The queues among `queues` that hold due rows."""
-        return await self.db.column("queues_due", queues=list(queues), now=now)
+    async def queues_due(
+        self, *, queues: Sequence[str], now: datetime | None
+    ) -> tuple[list[str], set[str]]:
+        """The queues among `queues` that hold due rows and are not paused; the paused ones."""
+        found = await self.db.rows(DueQueue, "queues_due", queues=list(queues), now=now)
+        return [q.queue for q in found if not q.paused], {q.queue for q in found if q.paused}
 
     async def instance_claim(
         self,
@@ -314,13 +322,14 @@ class EngineStore:
         results: Sequence[bytes | None],
         errors: Sequence[bytes | None],
         now: datetime | None,
-    ) -> tuple[dict[int, bool | None], set[int]]:
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
         """Commit many outcomes in one statement (group commit).
 
         `outcomes` is the JSON array of their plain fields (see the statement); `states`,
         `results` and `errors` are parallel to it (JSON bytes or None). Returns, for each id
         whose guard held, whether a park among them was woken at once by its passed deadline
-        (True), by a signal already there (False), or None; and the ids whose row (or
+        (True), by a signal already there (False), `RELEASED` for a kept-claim move committed
+        as a plain goto because its queue is paused, or None; and the ids whose row (or
         parent) someone else had locked: not committed, to send again.
         """
         committed = await self.db.rows(
@@ -332,13 +341,13 @@ class EngineStore:
             errors=list(errors),
             now=now,
         )
-        done: dict[int, bool | None] = {}
+        done: dict[int, bool | str | None] = {}
         busy: set[int] = set()
         for outcome in committed:
             if outcome.busy:
                 busy.add(outcome.id)
             else:
-                done[outcome.id] = outcome.woken_by_deadline
+                done[outcome.id] = RELEASED if outcome.released else outcome.woken_by_deadline
         return done, busy
 
     async def outcome_spawn(
@@ -447,15 +456,21 @@ class EngineStore:
         locked_by: str | None = None,
         lease: timedelta | None = None,
         queue: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Delivery | None:
         """Store a signal for the live instance with `id` or `key` (waking it if it awaits
         `name`); None when there is none (nothing is stored).
 
         With `locked_by` (a scheduler of `queue`, and its `lease`), an instance of that
-        queue the signal wakes is claimed by it at once (`claimed`, `woken`), with its inbox.
+        queue the signal wakes is claimed by it at once (`claimed`, `woken`), with its inbox,
+        unless the queue is paused. With `idempotency_key`, a signal that key already stored
+        for the instance comes back instead (`duplicate`, and `same`: whether its name and
+        payload were these), storing nothing; such a delivery is also retried through
+        connection failures, being safe to repeat (unless it may claim: a repeat would not
+        return the claim).
         """
-        record = await self.db.record(
-            "signal_deliver",
+        statement = self.db.sql["signal_deliver"]
+        args = statement.args(
             workflow=workflow,
             id=id,
             key=key,
@@ -466,6 +481,25 @@ class EngineStore:
             locked_by=locked_by,
             lease=lease,
             queue=queue,
+            idempotency_key=idempotency_key,
+        )
+        timeout = self.db.timeout
+
+        async def deliver(conn: Any) -> asyncpg.Record | None:
+            found: asyncpg.Record | None
+            try:
+                found = await conn.fetchrow(statement.sql, *args, timeout=timeout)
+            except asyncpg.UniqueViolationError:
+                if idempotency_key is None:
+                    raise
+                # A send of the same key committed after this statement's snapshot: nothing
+                # was stored; run again, to find it (see the statement).
+                found = await conn.fetchrow(statement.sql, *args, timeout=timeout)
+            return found
+
+        # Without a key a repeat could store the signal twice: retried only if never sent.
+        record: asyncpg.Record | None = await self.db.retrying(
+            deliver, idempotent=idempotency_key is not None and locked_by is None
         )
         if record is None:
             return None

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..sql import Statement, channel, statements
-from .connect import asyncpg_dsn
+from .connect import Hosts
 from .outage import Outage
 
 R = TypeVar("R")
@@ -35,11 +35,18 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # Every host answered, none accepts writes yet (a failover under way): nothing was sent.
+    asyncpg.TargetServerAttributeNotMatched,
 )
 """Failures of the connection, not of the statement: worth trying again."""
 
-RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.InterfaceError)
-"""What the retry loop catches: TRANSIENT, and InterfaceError when it is one (`_transient`)."""
+RETRYABLE: tuple[type[BaseException], ...] = (
+    *TRANSIENT,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""What the retry loop catches: TRANSIENT, and InterfaceError or InternalClientError when it
+is one (`_transient`)."""
 
 NOT_IDEMPOTENT = frozenset(
     {
@@ -61,11 +68,22 @@ _log = logging.getLogger("gendurable.store")
 
 
 def _transient(exc: BaseException) -> bool:
-    """A connection failure, or the error of closing a transaction on a connection that
-    failed (asyncpg raises InterfaceError from the `async with` exit, the loss as context)."""
-    if isinstance(exc, TRANSIENT):
+    """A connection failure, the error of closing a transaction on a connection that failed
+    (asyncpg raises InterfaceError from the `async with` exit, the loss as context), or a
+    connection that could not be used (`_stuck`)."""
+    if isinstance(exc, TRANSIENT) or _stuck(exc):
         return True
     return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc.__context__, TRANSIENT)
+
+
+def _stuck(exc: BaseException) -> bool:
+    """asyncpg refused to send anything on the connection: its protocol is still inside an
+    earlier exchange. So it is after a server sends an idle connection its last words (a
+    FATAL error as it shuts down, crashes or is terminated) and before the connection's end
+    reaches the client: the pool may hand it out in between."""
+    return isinstance(exc, asyncpg.InternalClientError) and str(exc).startswith(
+        "cannot switch to state"
+    )
 
 
 def _encode_jsonb(value: bytes | str) -> bytes:
@@ -129,10 +147,13 @@ class Database:
 
         Connections closed later (an outage, idleness) are opened again when a statement
         needs one, never in the background: asyncpg's own refill (0.32+) would retry on its
-        own while the server is down and log a traceback each time.
+        own while the server is down and log a traceback each time. With several hosts in
+        `dsn`, each connection goes to the first usable one (see `Hosts`).
         """
+        hosts = Hosts(dsn)
         pool = await asyncpg.create_pool(
-            asyncpg_dsn(dsn),
+            hosts.url,
+            connect=hosts.connect,
             min_size=0,
             max_size=max_size,
             init=init_connection,
@@ -222,13 +243,17 @@ class Database:
             try:
                 async with self.pool.acquire(timeout=self.timeout) as conn:
                     sent = True
-                    result = await action(conn)
+                    try:
+                        result = await action(conn)
+                    except asyncpg.InternalClientError as exc:
+                        sent = not _stuck(exc)  # asyncpg closed it, having sent nothing
+                        raise
             except RETRYABLE as exc:
                 if not _transient(exc):
                     raise
                 if (sent and not idempotent) or loop.time() + delay > deadline:
                     raise
-                lost = exc if isinstance(exc, TRANSIENT) else exc.__context__
+                lost = exc if isinstance(exc, TRANSIENT) or _stuck(exc) else exc.__context__
                 assert lost is not None
                 self.outage.failed(lost, delay)
                 await asyncio.sleep(delay)

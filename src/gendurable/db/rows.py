@@ -103,6 +103,8 @@ class CommittedOutcome(Row, frozen=True):
     woken_by_deadline: bool | None
     """For a park: woken at once by its passed deadline (True) or a signal there (False)."""
     busy: bool
+    released: bool | None
+    """A kept-claim move committed as a plain goto: its queue is paused."""
 
 
 class LoadedChild(Row, frozen=True):
@@ -152,10 +154,14 @@ class WokenInstance(Row, frozen=True):
 
 class Delivery(Row, frozen=True):
     """A stored signal: whether it woke its instance, and, when a local scheduler claimed it
-    at once (`claimed`), that instance (`woken`) with its whole inbox."""
+    at once (`claimed`), that instance (`woken`) with its whole inbox. With an idempotency
+    key already used, the signal that key stored instead (`duplicate`; `same`: whether it
+    had this name and payload), and nothing stored or woken."""
 
     signal_id: int
     instance_id: int
+    duplicate: bool
+    same: bool
     woke: bool
     claimed: bool
     notified: object
@@ -607,3 +613,41 @@ class Rewound(Row, frozen=True):
     rewound: int | None
     step: str | None
     notified: object
+
+
+# -- queue pauses ------------------------------------------------------------------------------
+
+
+class StoredPause(Row, frozen=True):
+    """A paused queue as stored: since when, and who paused it."""
+
+    queue: str
+    paused_at: datetime
+    paused_by: str
+
+
+class QueuePaused(Row, frozen=True):
+    """The pause of a queue (`paused`: False when it was paused already: then its first
+    `paused_at` and `paused_by`)."""
+
+    queue: str
+    paused_at: datetime
+    paused_by: str
+    paused: bool
+    notified: object
+
+
+class QueueResumed(Row, frozen=True):
+    """The pause a resume ended."""
+
+    queue: str
+    paused_at: datetime
+    paused_by: str
+    notified: object
+
+
+class DueQueue(Row, frozen=True):
+    """A queue the poller asked about that holds due rows, or is paused (`paused`)."""
+
+    queue: str
+    paused: bool

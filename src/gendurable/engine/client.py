@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -19,8 +20,14 @@ from ..blocked import WAITING_STATUSES, BlockedBy
 from ..clock import Clock
 from ..db.engine_store import EngineStore
 from ..db.rows import Delivery, ExplainedInstance, InstanceRow, InstanceStatus
-from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, WorkflowFailed
-from ..events import SIGNAL_DELIVERED
+from ..errors import (
+    DuplicateKey,
+    IdempotencyConflict,
+    NoTarget,
+    ResultTimeout,
+    ValidationError,
+    WorkflowFailed,
+)
 from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
@@ -107,7 +114,8 @@ class Client:
                 runner.scheduler.unreserve()
             raise
         if runner is not None:
-            if inserted.created:
+            # Not claimed when its queue turned out paused (or the key was held).
+            if inserted.created and inserted.locked_by == runner.locked_by:
                 runner.scheduler.adopt(inserted, runner.locked_by)
             else:
                 runner.scheduler.unreserve()
@@ -230,16 +238,25 @@ class Client:
         return self._outcome(workflow, id, row)
 
     async def signal(
-        self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
-    ) -> int:
-        """Deliver a durable signal in one statement; returns the signal id (and emits
-        `signal.delivered`).
+        self,
+        workflow: str,
+        key_or_id: str | int,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Sent:
+        """Deliver a durable signal in one statement; the signal id, and whether it is a
+        duplicate (its `idempotency_key` had stored it already: nothing was stored).
 
         The payload is validated against the type some step declares for `name` before
         anything is written. Raises `NoTarget` (storing nothing) when no live instance has
-        that key or id.
+        that key or id, and `IdempotencyConflict` (storing nothing) when the key stored
+        another signal (a different name or payload) for that instance.
         """
         spec = self.spec(workflow)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         if not isinstance(name, str) or not name:
             raise ValidationError(f"signal name must be a non-empty string, got {name!r}")
         awaited, tp, decoder = spec.signal_type(name)
@@ -258,7 +275,11 @@ class Client:
         trace = self.telemetry.trace_context(
             "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
         )
-        runner = self.local.runner_for_queue(spec) if self.local is not None else None
+        # A keyed delivery is repeated through a lost answer: it claims nothing here (a
+        # repeat could not hand back a claim the first attempt took), its wake goes through
+        # the queue.
+        local = self.local if idempotency_key is None else None
+        runner = local.runner_for_queue(spec) if local is not None else None
         try:
             delivery = await self.store.signal_deliver(
                 workflow=workflow,
@@ -271,6 +292,7 @@ class Client:
                 locked_by=runner.locked_by if runner else None,
                 lease=runner.lease if runner else None,
                 queue=runner.scheduler.queue if runner else None,
+                idempotency_key=idempotency_key,
             )
         except BaseException:
             if runner is not None:
@@ -287,17 +309,14 @@ class Client:
                 f"no live {workflow} instance with {_address(key_or_id)}; signal {name!r} "
                 "was not stored"
             )
-        self.telemetry.emit(
-            SIGNAL_DELIVERED,
-            {},
-            {
-                "workflow": workflow,
-                "target": key_or_id,
-                "name": name,
-                "signal_id": delivery.signal_id,
-            },
-        )
-        return delivery.signal_id
+        if not delivery.same:
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} already stored another signal (id "
+                f"{delivery.signal_id}, a different name or payload) for {workflow} instance "
+                f"{delivery.instance_id}; signal {name!r} was not stored",
+                signal_id=delivery.signal_id,
+            )
+        return Sent(delivery.signal_id, delivery.duplicate)
 
     async def cancel(self, workflow: str, key_or_id: str | int) -> int:
         """Cancel a live instance and its live descendants; how many descendants.
@@ -365,6 +384,26 @@ class Client:
             finished_at=row.finished_at,
             blocked_by=blocked_by,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A delivered signal: its id, and whether its idempotency key had stored it before."""
+
+    id: int
+    duplicate: bool
+
+
+MAX_IDEMPOTENCY_KEY_BYTES = 255
+"""The longest idempotency key, in bytes of UTF-8 (as Stripe's)."""
+
+
+def check_idempotency_key(key: object) -> str:
+    """An idempotency key as given, or `ValidationError`: a non-empty string of at most
+    `MAX_IDEMPOTENCY_KEY_BYTES` bytes that PostgreSQL can store."""
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"idempotency_key must be a non-empty string, got {key!r}")
+    return check_text(key, "idempotency_key", MAX_IDEMPOTENCY_KEY_BYTES)
 
 
 def _inbox(delivery: Delivery) -> tuple[StoredSignal, ...]:

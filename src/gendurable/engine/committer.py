@@ -11,6 +11,7 @@ that keeps the stored state keeps its version too.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ..clock import Clock
-from ..db.engine_store import EngineStore
+from ..db.engine_store import RELEASED, EngineStore
 from ..events import AWAIT_TIMEOUT, OUTCOME_STALE
 from ..telemetry import Telemetry
 from .claim import Claimed
@@ -27,6 +28,16 @@ from .entries import columns
 from .group_commit import STALE, BatchItem, GroupCommit
 
 _encoder = msgspec.json.Encoder()
+
+
+class Applied(enum.Enum):
+    """What `Committer.apply` did with a decision."""
+
+    COMMITTED = "committed"
+    STALE = "stale"
+    """Dropped: the claim was lost (reported as `outcome.stale`)."""
+    RELEASED = "released"
+    """A kept-claim move committed as a plain goto: its queue is paused."""
 
 
 class Committer:
@@ -53,8 +64,10 @@ class Committer:
             id=claim.id, locked_by=claim.locked_by, now=self.clock.now()
         )
 
-    async def apply(self, claim: Claimed, decision: Decision) -> bool:
-        """Commit `decision` for `claim`; False (and `outcome.stale`) if the claim was lost."""
+    async def apply(self, claim: Claimed, decision: Decision) -> Applied:
+        """Commit `decision` for `claim`: `STALE` (and `outcome.stale`) if the claim was lost;
+        `RELEASED` for a kept-claim move committed as a plain goto (its queue is paused:
+        the claim is given up and the next step waits); else `COMMITTED`."""
         now = self.clock.now()
         store = self.store
         version = self.versions.get(claim.workflow, 1)
@@ -62,6 +75,8 @@ class Committer:
             item = _batch_item(claim, decision, self.leases[claim.workflow], version)
             result = await self.group.submit(item)
             ok = result is not STALE
+            if result == RELEASED:
+                return Applied.RELEASED
             if result is True:  # a park woken at once by its passed deadline
                 assert isinstance(decision, Park)
                 self.telemetry.emit(
@@ -105,9 +120,11 @@ class Committer:
                     "decision": type(decision).__name__,
                 },
             )
-        return ok
+        return Applied.COMMITTED if ok else Applied.STALE
 
-    async def _flush(self, items: Sequence[BatchItem]) -> tuple[dict[int, bool | None], set[int]]:
+    async def _flush(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
         fields: list[dict[str, Any]] = []
         states: list[bytes | None] = []
         results: list[bytes | None] = []
@@ -133,6 +150,7 @@ class Committer:
                     "keep_children": it.keep_children,
                     "consumed": it.consumed,
                     "max_attempts": it.max_attempts,
+                    "queue": it.queue,
                 }
             )
             states.append(it.state)
@@ -184,6 +202,7 @@ def _batch_item(
             limit=decision.limit,
             state_version=version,
             max_attempts=decision.max_attempts,
+            queue=claim.queue,
         )
     if isinstance(decision, RetryLater):
         return BatchItem(

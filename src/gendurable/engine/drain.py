@@ -16,12 +16,14 @@ from ..maintenance.collector import Collector
 from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
 from ..maintenance.ticker import Ticker
+from .pauses import Pauses
 from .scheduler import Scheduler
 
 
 async def drain(
     schedulers: Mapping[str, Scheduler],
     *,
+    pauses: Pauses | None,
     reaper: Reaper | None,
     ticker: Ticker | None,
     collector: Collector | None,
@@ -33,6 +35,8 @@ async def drain(
     rounds."""
     if nodes is not None:  # a manual clock may have moved past this node's expiry
         await nodes.run_once()
+    if pauses is not None and schedulers:  # as paused as the database says
+        await pauses.listed()
     for _ in range(max_rounds):
         before = _progress(schedulers, ticker)
         reaped = await reaper.run_once() if reaper and schedulers else None

@@ -20,12 +20,12 @@ from ..db.connect import resolve_dsn
 from ..db.engine_store import EngineStore
 from ..db.listener import Listener
 from ..db.maintenance_store import MaintenanceStore
-from ..db.migrator import check_version, migrate_connection
+from ..db.migrator import check_version, migrate
 from ..db.pool import Database
 from ..db.schedule_store import ScheduleStore
 from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
-from ..events import STEP_EXCEPTION
+from ..events import SIGNAL_DELIVERED, SIGNAL_DUPLICATE, STEP_EXCEPTION
 from ..limit import Limit
 from ..maintenance.collector import Collector
 from ..maintenance.loop import every
@@ -33,7 +33,7 @@ from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
 from ..maintenance.ticker import REFRESH, Ticker
 from ..outcome import ChildEntry
-from ..records import Handle, InstanceInfo
+from ..records import Handle, InstanceInfo, QueuePause
 from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..telemetry import FAILURES, Telemetry, failure_handler
@@ -46,6 +46,7 @@ from .drain import drain
 from .executor import Executor
 from .local import LocalRunner
 from .notifier import Notifier
+from .pauses import Pauses
 from .poller import Poller
 from .rate_config import write_rate_configs
 from .scheduler import Scheduler
@@ -161,6 +162,7 @@ class Engine:
         self.ticker: Ticker | None = None
         self._started = False
         self._watchdog: LoopWatchdog | None = None
+        self._pauses: Pauses | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -185,14 +187,24 @@ class Engine:
         self._started = True
 
     async def _open(self) -> None:
-        """Wire the engine: the database and listener, the client, the queues, maintenance."""
+        """Wire the engine: the database and listener, the pauses, the client, the queues,
+        maintenance."""
         store, upkeep = await self._connect()
         config, specs, clock = self.config, self.config.specs, self.config.clock
+        pauses = Pauses(
+            store.db, clock, config.queues, wake=self._wake_queue, telemetry=self.telemetry
+        )
+        self._pauses = pauses
         notifier = Notifier(
-            self._listener, self._wake_queue, poll_interval=config.poll_interval.total_seconds()
+            self._listener,
+            self._wake_queue,
+            poll_interval=config.poll_interval.total_seconds(),
+            pause_changed=lambda queue, paused: pauses.changed(queue, paused=paused),
         )
         if self._listener is not None:
             await self._listener.start()
+        if config.queues:  # after LISTEN: a pause from now on is announced
+            await pauses.listed()
         self._client = Client(
             specs,
             store,
@@ -203,7 +215,7 @@ class Engine:
             objects=self._objects,
             max_payload_bytes=config.max_payload_bytes,
         )
-        await self._start_queues(store)
+        await self._start_queues(store, pauses)
         await self._start_maintenance(upkeep)
 
     async def _connect(self) -> tuple[EngineStore, MaintenanceStore]:
@@ -219,17 +231,19 @@ class Engine:
         )
         self._db = db
         store = self._store = EngineStore(db)
-        async with db.pool.acquire() as conn:
-            if config.migrate:
-                await migrate_connection(conn, schema=config.schema)
-            else:
+        if config.migrate:
+            # On a connection of its own: a migration run outside a transaction holds a
+            # session-level lock, which a pool's connections must never keep.
+            await migrate(dsn, schema=config.schema)
+        else:
+            async with db.pool.acquire() as conn:
                 await check_version(conn, schema=config.schema)
         await write_rate_configs(store, config.rate_configs, config.clock.now())
         if config.listen:
             self._listener = Listener(dsn, db.channel, timeout=timeout)
         return store, MaintenanceStore(db)
 
-    async def _start_queues(self, store: EngineStore) -> None:
+    async def _start_queues(self, store: EngineStore, pauses: Pauses) -> None:
         """One scheduler per queue (after the reclaim of a dead predecessor's claims), its
         claim loop and its heartbeat; the executor they share; the watchdog and the poller."""
         config, specs, clock, leases = (
@@ -242,6 +256,7 @@ class Engine:
         committer = Committer(store, clock, self.telemetry, leases, versions)
         catalog = Catalog(specs, config.rate_configs.limits, config.max_payload_bytes)
         executor = Executor(specs, self._objects, committer, self.telemetry, self, catalog)
+        executor.paused = pauses.known
         self._executor = executor
         known = [(w, s, leases[w]) for w, spec in specs.items() for s in spec.steps]
         awaiting = frozenset(
@@ -259,6 +274,7 @@ class Engine:
                 known=known,
                 awaiting=awaiting,
                 telemetry=self.telemetry,
+                paused=pauses.known,
             )
             self.schedulers[queue] = scheduler
             await scheduler.reclaim()
@@ -283,7 +299,7 @@ class Engine:
             engine=config.name,
         )
         self._watchdog.start()
-        poller = Poller(store, clock, self.schedulers, self.telemetry)
+        poller = Poller(store, clock, self.schedulers, self.telemetry, pauses)
         self._loops.append(
             asyncio.create_task(
                 every(config.poll_interval, poller.run_once, "poller"),
@@ -410,6 +426,7 @@ class Engine:
         self._claim_loops.clear()
         self.schedulers.clear()
         self._client = None
+        self._pauses = None
         self._executor = None
         self.reaper = None
         self.collector = None
@@ -447,6 +464,7 @@ class Engine:
         self._require()
         await drain(
             self.schedulers,
+            pauses=self._pauses,
             reaper=self.reaper,
             ticker=self.ticker,
             collector=self.collector,
@@ -469,10 +487,59 @@ class Engine:
         return await self._require().start_many(list(entries))
 
     async def signal(
-        self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
+        self,
+        workflow: str,
+        key_or_id: str | int,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Any:
-        """Deliver a signal (see `Flow.signal`); returns the stored signal's id."""
-        return await self._require().signal(workflow, key_or_id, name, payload)
+        """Deliver a signal (see `Flow.signal`); returns the stored signal's id (with an
+        `idempotency_key` used before for this instance: the first send's, storing nothing)."""
+        sent = await self._require().signal(
+            workflow, key_or_id, name, payload, idempotency_key=idempotency_key
+        )
+        meta = {"workflow": workflow, "target": key_or_id, "name": name, "signal_id": sent.id}
+        if sent.duplicate:
+            self.telemetry.emit(SIGNAL_DUPLICATE, {}, {**meta, "idempotency_key": idempotency_key})
+        else:
+            self.telemetry.emit(SIGNAL_DELIVERED, {}, meta)
+        return sent.id
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def pause(self, queue: str, *, by: str | None = None) -> bool:
+        """Pause `queue` on every engine of this schema, until `resume(queue)`.
+
+        Durable (stored in the database, kept across restarts) and exact: once this returns,
+        no engine starts a new step of the queue, whether or not it has heard of the pause
+        (an engine that listens hears at once, the others within their poll interval). Steps
+        running now finish and commit; a goto to a next step leaves it available, unrun.
+        Starts, signals and await timeouts are still accepted and stored; `blocked_by` of a
+        waiting instance of the queue says `paused`. Works on a client-only engine, and for
+        a queue no engine runs yet. `by` says who paused it (default: this engine's node
+        id). Returns False when the queue was paused already (its first pause is kept).
+        """
+        pauses = self._require_pauses()
+        return await pauses.pause(queue, by if by is not None else self._node_name())
+
+    async def resume(self, queue: str) -> bool:
+        """Resume a paused `queue` on every engine: its due instances run again (at once on
+        the engines that listen). Returns False when it was not paused."""
+        return await self._require_pauses().resume(queue)
+
+    async def paused_queues(self) -> list[QueuePause]:
+        """Every paused queue of this schema (queue, since when, by whom), in name order."""
+        return await self._require_pauses().listed()
+
+    def _require_pauses(self) -> Pauses:
+        self._require()
+        assert self._pauses is not None
+        return self._pauses
+
+    def _node_name(self) -> str:
+        return self.nodes.id if self.nodes is not None else self.name
 
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
         """A snapshot of one instance."""

@@ -16,7 +16,7 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from datetime import timedelta
 
 from ..clock import Clock
@@ -63,6 +63,7 @@ class Scheduler:
         known: Sequence[tuple[str, str, timedelta]],
         awaiting: frozenset[tuple[str, str]] = frozenset(),
         telemetry: Telemetry | None = None,
+        paused: Set[str] = frozenset(),
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -79,6 +80,9 @@ class Scheduler:
         self.lease_workflows = list(leases)
         self.lease_values = list(leases.values())
         self.awaiting = awaiting
+        # The queues the engine knows paused (shared, kept by `Pauses`): a paused queue's
+        # scheduler does not even try to claim (the claim would refuse it anyway).
+        self.paused = paused
         self.claimed_total = 0
         self.deferred_total = 0
         self.finished_total = 0
@@ -112,7 +116,7 @@ class Scheduler:
         """
         async with self._claim_lock:
             free = self.concurrency - self._active() - self._reserved
-            if not self.claiming or free < self.min_demand:
+            if not self.claiming or free < self.min_demand or self.queue in self.paused:
                 # Work may have been announced that this claim could not take: the next
                 # freed slot claims.
                 self.drained = False
@@ -165,10 +169,10 @@ class Scheduler:
         name (`locked_by` of the row), or None when there is no slot for it.
 
         Only while the queue is drained (its last claim found fewer due rows than free
-        slots), so that a start never overtakes due rows waiting in the queue. Each name
-        must be followed by `adopt()` or `unreserve()`.
+        slots), so that a start never overtakes due rows waiting in the queue, and not
+        paused. Each name must be followed by `adopt()` or `unreserve()`.
         """
-        if not self.claiming or not self.drained:
+        if not self.claiming or not self.drained or self.queue in self.paused:
             return None
         if self._active() + self._reserved >= self.concurrency:
             return None

@@ -21,7 +21,7 @@ Writing a statement (the conventions every `*.sql` file here keeps):
   literal), `__live__` and `__terminal__` (the status lists `('available', 'executing',
   'awaiting', 'waiting')` and `('done', 'failed', 'cancelled')`, written out in full so that
   `status IN __live__` reads as the literal list the planner matches partial indexes with).
-  Migrations get the same tokens.
+  Migrations get the same tokens (and released ones are frozen: `migrations/README.md`).
 - Every statement takes `now` as a nullable parameter, `coalesce(:now::timestamptz, now())`:
   NULL lets PostgreSQL own time (production), the manual clock passes its own (tests).
 - A statement's result columns are the fields, in order, of its typed row (`db/rows.py`):
@@ -136,6 +136,10 @@ class Statement:
         )
 
 
+NO_TRANSACTION = re.compile(r"^--\s*gendurable:\s*no-transaction\s*$", re.MULTILINE)
+"""The line that marks a migration file to run outside a transaction, statement by statement."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One migration file: its version, name and SQL for a given schema."""
@@ -143,6 +147,21 @@ class Migration:
     version: int
     name: str
     sql: str
+    checksum: str
+    """sha256 (hex) of the file's text before substitution: the same for every schema."""
+    transactional: bool = True
+    """False for a file marked `-- gendurable: no-transaction` (see `migrations/README.md`)."""
+
+
+def migration(name: str, text: str, schema: str) -> Migration:
+    """The migration file `name` (`<version>_<what>.sql`) holding `text`, for `schema`."""
+    return Migration(
+        version=int(name.split("_", 1)[0]),
+        name=name,
+        sql=_substitute(text, _tokens(schema)),
+        checksum=hashlib.sha256(text.encode()).hexdigest(),
+        transactional=NO_TRANSACTION.search(text) is None,
+    )
 
 
 def bind_names(name: str, text: str) -> tuple[str, tuple[str, ...]]:
@@ -189,13 +208,11 @@ def _substitute(text: str, tokens: dict[str, str]) -> str:
 
 def migrations(schema: str) -> list[Migration]:
     """Every migration, in version order, with the tokens substituted."""
-    tokens = _tokens(schema)
     folder = resources.files(__package__).joinpath("migrations")
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append(Migration(version, entry.name, _substitute(entry.read_text(), tokens)))
+            found.append(migration(entry.name, entry.read_text(encoding="utf-8"), schema))
     return sorted(found, key=lambda m: m.version)
 
 

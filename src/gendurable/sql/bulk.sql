@@ -18,7 +18,8 @@ WHERE i.status = ANY (:statuses::text[]::__schema__.status[])
   AND (:workflow::text IS NULL OR i.workflow = :workflow)
   AND (:step::text IS NULL OR i.step = :step)
   AND (:error_contains::text IS NULL
-       OR strpos(lower(concat_ws(': ', i.error->>'type', i.error->>'message')), lower(:error_contains)) > 0)
+       OR strpos(lower(concat_ws(': ', i.error->>'type', i.error->>'message')),
+                 lower(:error_contains)) > 0)
   AND (:since::interval IS NULL OR i.finished_at >= now.t - :since::interval)
   AND (:key_prefix::text IS NULL OR starts_with(i.key, :key_prefix))
   AND (:queue::text IS NULL OR i.queue = :queue)
@@ -133,7 +134,8 @@ reparent AS (
     WHERE p.id = c.parent_id
 ),
 notified AS (
-    SELECT count(pg_notify(__channel__, 'q:' || q.queue)) AS n FROM (SELECT DISTINCT queue FROM upd) q
+    SELECT count(pg_notify(__channel__, 'q:' || q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM upd) q
 )
 SELECT a.id,
        CASE WHEN f.id IS NOT NULL THEN f.verdict

@@ -7,10 +7,10 @@
 -- name: terminal_sweep
 -- Delete terminal instances that finished more than :retention ago, among the next :limit
 -- of the instances_terminal index after the cursor (:after_finished_at, :after_id). Their
--- inbox rows go with them (ON DELETE CASCADE). A child whose parent is still live stays: the
--- parent's next step reads its children's results. Returns the counts and the last key read
--- (the next cursor). The cutoff is an expression of the parameters, not a CTE, so that it
--- bounds the index scan.
+-- inbox rows go with them (ON DELETE CASCADE), and their idempotency keys (below). A child
+-- whose parent is still live stays: the parent's next step reads its children's results.
+-- Returns the counts and the last key read (the next cursor). The cutoff is an expression
+-- of the parameters, not a CTE, so that it bounds the index scan.
 WITH scanned AS (
     SELECT i.id, i.finished_at
     FROM __schema__.instances i
@@ -43,6 +43,14 @@ deleted AS (
     USING doomed d
     WHERE i.id = d.id
     RETURNING i.id
+),
+-- Their signals' idempotency keys go too (`signal_keys` has no foreign key, see the
+-- migration): nothing to do, and nothing read but an empty probe, when none had keys.
+keys AS (
+    DELETE FROM __schema__.signal_keys k
+    USING deleted d
+    WHERE k.instance_id = d.id
+    RETURNING k.instance_id
 ),
 last AS (
     SELECT s.finished_at, s.id FROM scanned s ORDER BY s.finished_at DESC, s.id DESC LIMIT 1

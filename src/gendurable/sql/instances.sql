@@ -10,8 +10,13 @@
 -- :rate_limit, :rate_partition and :weight are the start step's; :state_version the
 -- workflow's version. With :locked_by (a scheduler of this process that has a free slot),
 -- the new row is inserted already claimed by it for :lease and run at once: no claim
--- statement and no notification for it.
+-- statement and no notification for it. Unless :queue is paused (`queue_paused`, asked only
+-- then): the row then goes in available, unclaimed (`locked_by` NULL tells the caller).
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
+local AS (
+    SELECT CASE WHEN :locked_by::text IS NULL THEN false
+                ELSE NOT __schema__.queue_paused(:queue) END AS claimed
+),
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
@@ -21,10 +26,11 @@ ins AS (
            coalesce(:run_at::timestamptz, now.t + coalesce(:delay::interval, interval '0')),
            :key, :scope::text[]::__schema__.status[], :concurrency_key, :rate_limit,
            :rate_partition, :weight, now.t, now.t, :trace_context::text, :state_version::int,
-           CASE WHEN :locked_by::text IS NULL THEN 'available'::__schema__.status
-                ELSE 'executing'::__schema__.status END,
-           :locked_by::text, now.t + :lease::interval
-    FROM now
+           CASE WHEN local.claimed THEN 'executing'::__schema__.status
+                ELSE 'available'::__schema__.status END,
+           CASE WHEN local.claimed THEN :locked_by::text END,
+           CASE WHEN local.claimed THEN now.t + :lease::interval END
+    FROM now, local
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO UPDATE SET key = excluded.key
     RETURNING i.id, i.key, i.queue, i.run_at, (i.xmax = 0) AS created, i.workflow, i.step,
@@ -33,7 +39,7 @@ ins AS (
               i.state_version
 )
 SELECT ins.*, 0.0::float8 AS waited,
-       CASE WHEN ins.created AND ins.run_at <= now.t AND :locked_by::text IS NULL
+       CASE WHEN ins.created AND ins.run_at <= now.t AND ins.locked_by IS NULL
             THEN pg_notify(__channel__, 'q:' || ins.queue) END AS notified
 FROM ins, now;
 
@@ -116,6 +122,9 @@ ORDER BY k.workflow, k.key, (i.status = ANY (i.scope)) DESC, i.id DESC;
 -- front of the queue; a row whose limit no engine configured waits :unknown_limit_wait and
 -- is reported.
 -- A batch without rate-limited rows leaves the bucket CTEs with no input.
+--
+-- Paused queues: a claim of a paused queue takes nothing, and a pause waits for the claims
+-- in flight (`queue_paused`).
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 known AS (
     SELECT *
@@ -128,6 +137,9 @@ picked AS (
     FROM __schema__.instances i
     JOIN known k ON k.workflow = i.workflow AND k.step = i.step, now
     WHERE i.status = 'available' AND i.queue = :queue AND i.run_at <= now.t
+      -- A paused queue starts nothing (see `queue_paused`): asked once per claim, before
+      -- the scan (an InitPlan the planner makes a one-time filter).
+      AND NOT (SELECT __schema__.queue_paused(:queue))
       AND (i.concurrency_key IS NULL
            OR (NOT EXISTS (SELECT 1 FROM __schema__.instances e
                            WHERE e.concurrency_key = i.concurrency_key
@@ -325,9 +337,23 @@ ORDER BY workflow, step;
 -- (a reawait), `seen` (the highest signal id it already saw) and `keep_children` (not
 -- entered by a goto). `max_attempts` are those of the step the row is on after the outcome
 -- (NULL keeps the row's): the reaper, `show` and the dashboard read them from the row.
+-- A 'continue' (a goto that keeps the claim to run the next step at once) starts a step: in
+-- a queue that is paused (`queue_paused`, asked once per queue of such outcomes, each
+-- carrying its row's `queue`) it is committed as a plain 'goto' instead, and comes back
+-- `released`: the next step waits, available, for the queue to be resumed.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
+paused AS (
+    SELECT c.queue
+    FROM (SELECT DISTINCT r.queue
+          FROM jsonb_to_recordset(:outcomes::jsonb) AS r(kind text, queue text)
+          WHERE r.kind = 'continue') c
+    WHERE __schema__.queue_paused(c.queue)
+),
 b AS (
-    SELECT r.id, r.locked_by, r.kind, r.step, v.state, make_interval(secs => r.delay_s) AS delay,
+    SELECT r.id, r.locked_by,
+           CASE WHEN r.kind = 'continue' AND r.queue IN (SELECT queue FROM paused) THEN 'goto'
+                ELSE r.kind END AS kind,
+           r.kind AS asked, r.step, v.state, make_interval(secs => r.delay_s) AS delay,
            r.status, v.result, v.error, make_interval(secs => r.lease_s) AS lease,
            r.rate_limit, r.rate_partition, r.weight, r.state_version, r.await_names,
            r.keep_deadline, r.seen, r.keep_children, r.consumed, r.max_attempts
@@ -335,7 +361,7 @@ b AS (
              n bigint, id bigint, locked_by text, kind text, step text, delay_s float8,
              status text, lease_s float8, rate_limit text, rate_partition text, weight int,
              state_version int, await_names text[], keep_deadline boolean, seen bigint,
-             keep_children boolean, consumed bigint[], max_attempts int)
+             keep_children boolean, consumed bigint[], max_attempts int, queue text)
     JOIN unnest(:states::jsonb[], :results::jsonb[], :errors::jsonb[]) WITH ORDINALITY
          AS v(state, result, error, n) ON v.n = r.n
 ),
@@ -400,7 +426,7 @@ upd AS (
     FROM b, now, ready
     WHERE i.id = b.id AND ready.id = i.id
       AND i.locked_by = b.locked_by AND i.status = 'executing'
-    RETURNING i.id, b.kind
+    RETURNING i.id, b.kind, b.kind <> b.asked AS released
 ),
 consumed AS (
     DELETE FROM __schema__.signals s
@@ -424,10 +450,10 @@ parked AS (
         (SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park'), now.t, __channel__) p
 )
 SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded,
-       parked.woken_by_deadline, false AS busy
+       parked.woken_by_deadline, false AS busy, upd.released
 FROM upd LEFT JOIN parked ON parked.woken_id = upd.id
 UNION ALL
-SELECT b.id, NULL, NULL, true FROM b WHERE b.id NOT IN (SELECT id FROM ready);
+SELECT b.id, NULL, NULL, true, false FROM b WHERE b.id NOT IN (SELECT id FROM ready);
 
 -- name: outcome_spawn
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
@@ -473,11 +499,15 @@ ORDER BY c.parent_id, c.spawn_index;
 
 
 -- name: queues_due
--- Which of these queues hold due rows: the poller's one statement (one probe of the pick
--- index per queue, stopping at the first due row).
-SELECT q.queue
+-- Which of these queues hold due rows, and which are paused: the poller's one statement
+-- (one probe of the pick index per queue, stopping at the first due row, and one of
+-- `paused_queues`). A paused queue comes back with `paused`, never as due: the poller keeps
+-- its schedulers idle, and learns of a resume it was not told of.
+SELECT q.queue, p.queue IS NOT NULL AS paused
 FROM unnest(:queues::text[]) AS q(queue)
-WHERE EXISTS (
-    SELECT 1 FROM __schema__.instances i
-    WHERE i.status = 'available' AND i.queue = q.queue
-      AND i.run_at <= coalesce(:now::timestamptz, now()));
+LEFT JOIN __schema__.paused_queues p ON p.queue = q.queue
+WHERE p.queue IS NOT NULL
+   OR EXISTS (
+       SELECT 1 FROM __schema__.instances i
+       WHERE i.status = 'available' AND i.queue = q.queue
+         AND i.run_at <= coalesce(:now::timestamptz, now()));

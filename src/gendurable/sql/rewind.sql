@@ -39,13 +39,15 @@ parent AS (
 upd AS (
     UPDATE __schema__.instances i
     SET status = 'available', step = :step, state = coalesce(:state::jsonb, i.state),
-        state_version = CASE WHEN :state::jsonb IS NULL THEN i.state_version ELSE :state_version::int END,
+        state_version = CASE WHEN :state::jsonb IS NULL THEN i.state_version
+                             ELSE :state_version::int END,
         attempt = 0, max_attempts = :max_attempts, run_at = now.t, result = NULL, error = NULL,
         finished_at = NULL, locked_by = NULL, locked_until = NULL, timed_out = false,
         throttled = false, await_names = NULL, await_deadline = NULL, await_seen = 0,
         pending_children = 0,
         children_from = CASE WHEN i.step = :step THEN i.children_from END,
-        rate_limit = :rate_limit, rate_partition = :rate_partition, weight = :weight, updated_at = now.t
+        rate_limit = :rate_limit, rate_partition = :rate_partition, weight = :weight,
+        updated_at = now.t
     FROM target t, now
     WHERE i.id = t.id AND t.status IN ('failed', 'cancelled')
       AND NOT EXISTS (SELECT 1 FROM holder)

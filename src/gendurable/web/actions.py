@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..db.repair_store import RepairStore
+from ..engine.client import check_idempotency_key
 from ..errors import GenDurableError
 from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
@@ -27,6 +28,9 @@ from .params import FORM_TYPE, BadInput, parse_form, payload_json, read_body, te
 
 if TYPE_CHECKING:
     from .dashboard import Dashboard
+
+IDEMPOTENCY_FIELD = "idempotency_key"
+"""The signal form's hidden field: a key drawn when the page is drawn (see `signal`)."""
 
 
 def routes(dashboard: Dashboard) -> list[BaseRoute]:
@@ -45,6 +49,11 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
             if name is None:
                 raise BadInput("the signal name is missing")
             payload = payload_json(form.get("payload"))
+            # The form carries a key of its own: sent twice (a double click, a resubmit),
+            # it stores its signal once.
+            key = form.get(IDEMPOTENCY_FIELD) or None
+            if key is not None:
+                check_idempotency_key(key)
             if spec is not None:
                 data = payload_by_code(spec, name, payload)
             else:
@@ -52,11 +61,25 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         except (BadInput, GenDurableError) as exc:
             return await _refused(dashboard, request, id, str(exc), form, 400)
         delivered = await store.signal_deliver(
-            workflow=workflow, id=id, key=None, name=name, payload=data, now=None
+            workflow=workflow,
+            id=id,
+            key=None,
+            name=name,
+            payload=data,
+            now=None,
+            idempotency_key=key,
         )
         if delivered is None:
             message = f"instance {id} is not live; signal {name!r} was not stored"
             return await _refused(dashboard, request, id, message, form, 409)
+        if not delivered.same:
+            message = (
+                f"this form was sent already, with another signal (id {delivered.signal_id}); "
+                f"signal {name!r} was not stored"
+            )
+            return await _refused(dashboard, request, id, message, form, 409)
+        if delivered.duplicate:
+            return _back(request, id, "signal-again")
         return _back(request, id, "signal-woke" if delivered.woke else "signal")
 
     async def cancel(request: Request) -> Response:
@@ -128,6 +151,18 @@ async def _accepted(dashboard: Dashboard, request: Request) -> tuple[int, dict[s
     """The instance id and form of an action that passed the switch and the CSRF check."""
     dashboard.require_actions()
     id = path_id(request)
+    return id, await _checked_form(dashboard, request)
+
+
+async def accepted_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
+    """The form of an action post (not about one instance) that passed the switch and the
+    CSRF check."""
+    dashboard.require_actions()
+    return await _checked_form(dashboard, request)
+
+
+async def _checked_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
+    """The form of a post, once it is one and carries its CSRF token."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
@@ -138,7 +173,7 @@ async def _accepted(dashboard: Dashboard, request: Request) -> tuple[int, dict[s
         form_token=form.pop(csrf.FIELD, None),
         headers=request.headers,
     )
-    return id, form
+    return form
 
 
 async def _refused(

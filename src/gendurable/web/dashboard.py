@@ -77,7 +77,7 @@ class Dashboard:
     """The dashboard as an ASGI application; see `gendurable.web.app`."""
 
     def __init__(self, settings: Settings) -> None:
-        from . import actions, bulk, overview, pages  # the route modules need this class
+        from . import actions, bulk, overview, pages, queue_actions  # route modules need it
 
         self.settings = settings
         self.database = describe_dsn(settings.dsn)
@@ -96,6 +96,7 @@ class Dashboard:
             *overview.routes(self),
             *pages.routes(self),
             *actions.routes(self),
+            *queue_actions.routes(self),
             *bulk.routes(self),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]
@@ -159,7 +160,7 @@ class Dashboard:
         if not self.settings.allow_actions:
             raise ReadOnly(
                 "this dashboard is read-only: start it with --allow-actions "
-                "(or app(allow_actions=True)) to signal, cancel, retry or rewind"
+                "(or app(allow_actions=True)) to signal, cancel, retry, rewind or pause queues"
             )
 
     def render(

@@ -1,7 +1,7 @@
-"""The overview page: counts by workflow x status x queue, queues behind, throughput, nodes,
-schedules.
+"""The overview page: counts by workflow x status x queue, queues behind (and paused),
+throughput, nodes, schedules.
 
-Its numbers are read by five statements (one of them a pass over the table: the counts),
+Its numbers are read by six statements (one of them a pass over the table: the counts),
 so they are cached for the refresh interval and shared by every viewer: ten open tabs
 cost the database what one does. The live part of the page is re-fetched as an HTML
 fragment every `refresh` seconds by the page's small script.
@@ -21,13 +21,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..db.queue_store import QueueStore
 from ..db.rows import NodeSummary, OldestDue, StoredSchedule
 from ..db.schedule_store import ScheduleStore
-from ..records import ALL_STATUSES
+from ..records import ALL_STATUSES, QueuePause
 from .chart import Throughput, throughput, throughput_svg
+from .params import text
 
 if TYPE_CHECKING:
     from .dashboard import Dashboard
+
+NOTICES = {
+    "pause": "Queue paused: no engine starts a new step of it until it is resumed.",
+    "resume": "Queue resumed: its due instances run again.",
+}
+"""What a queue action says after its redirect (`/?done=...`); other values show nothing."""
 
 THROUGHPUT_MINUTES = 60
 NODES_SHOWN = 50
@@ -51,13 +59,15 @@ class GridRow:
 
 @dataclass(frozen=True, slots=True)
 class QueueRow:
-    """One queue: due rows, the one waiting longest, and the engines that run it."""
+    """One queue: due rows, the one waiting longest, the engines that run it, and its pause
+    (None: not paused)."""
 
     queue: str
     due: int
     oldest: OldestDue | None
     engines: int
     slots: int
+    paused: QueuePause | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +157,10 @@ class Overview:
             self._cached = (time.monotonic(), data)
             return data
 
+    def forget(self) -> None:
+        """Drop the shared numbers: an action changed them (the next view reads again)."""
+        self._cached = None
+
     async def _read(self) -> OverviewData:
         store = await self.dashboard.store()
         counts = await store.status_counts(now=None)
@@ -155,6 +169,10 @@ class Overview:
         oldest = await store.queue_oldest_due(queues=due_queues, now=None) if due_queues else []
         ended = await store.throughput_by_minute(now=None, minutes=THROUGHPUT_MINUTES)
         schedules = await ScheduleStore(store.db).schedules_list()
+        pauses = {
+            r.queue: QueuePause(r.queue, r.paused_at, r.paused_by)
+            for r in await QueueStore(store.db).queue_pauses()
+        }
         first = counts[:1] or ended[:1]
         now: datetime = first[0].now if first else datetime.now(UTC)
 
@@ -181,8 +199,9 @@ class Overview:
                 oldest=by_queue.get(q),
                 engines=len(served.get(q, [])),
                 slots=sum(served.get(q, [])),
+                paused=pauses.get(q),
             )
-            for q in sorted(set(due) | set(served))
+            for q in sorted(set(due) | set(served) | set(pauses))
         ]
         data = throughput(ended, now, THROUGHPUT_MINUTES)
         return OverviewData(
@@ -216,7 +235,12 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
 
     async def page(request: Request) -> Response:
         data = await dashboard.overview.get()
-        return dashboard.render(request, "overview.html", {"data": data, "page": "overview"})
+        done = text(request.query_params.get("done"), "done")
+        return dashboard.render(
+            request,
+            "overview.html",
+            {"data": data, "page": "overview", "notice": NOTICES.get(done or "")},
+        )
 
     async def live(request: Request) -> Response:
         data = await dashboard.overview.get()

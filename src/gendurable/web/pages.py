@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ CHILDREN_PAGE = 20
 NOTICES = {
     "signal": "Signal stored.",
     "signal-woke": "Signal stored; it woke the instance.",
+    "signal-again": "This form was sent already: its signal was stored once, then.",
     "cancel": "Cancelled.",
     "retry": "Back on its failed step with attempt 0, due now.",
     "rewind": "Restarted at the step chosen with attempt 0, due now.",
@@ -196,6 +198,8 @@ async def instance_page(
             "diagram": (diagram_svg(spec, current=row.step, status=row.status) if spec else None),
             "signals": await _signal_choices(dashboard, spec, row),
             "steps": await _step_choices(dashboard, spec, row),
+            # Drawn with the page: the signal form sent twice stores its signal once.
+            "signal_key": secrets.token_urlsafe(18),
             "notice": NOTICES.get(done or ""),
             "action_error": error,
             "form": form or {},
