@@ -111,7 +111,7 @@ async def test_a_claim_of_a_paused_queue_takes_nothing(
 ) -> None:
     s = gendurable_schema
     ids = [await insert(db, s, now_of(engine)) for _ in range(3)]
-    assert (await pause(engine))["paused"] is True
+    assert (await pause(engine)).paused is True
 
     assert await claim(engine, "w#1") == []
     assert await QueueStore(engine.store.db).queue_resume(queue="default") is not None
