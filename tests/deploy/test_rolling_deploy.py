@@ -40,8 +40,12 @@ PATIENCE = 90.0
 
 
 @pytest.fixture(scope="module")
-def old_python(request: pytest.FixtureRequest) -> Path:
-    return old_release_python(request.config.cache.mkdir("deploy-venvs"))
+def old_python(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Kept in pytest's cache between runs when the cache plugin is on (`-p no:cacheprovider`
+    # turns it off: then a directory of this run).
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("deploy-venvs") if cache is not None else tmp_path_factory.mktemp("venvs")
+    return old_release_python(folder)
 
 
 @pytest.fixture
