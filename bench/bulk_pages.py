@@ -20,9 +20,9 @@ from typing import Any
 
 from gendurable.bulk import CANCEL, RETRY, BulkRun
 from gendurable.db.migrator import migrate
+from gendurable.db.pool import Database
 from gendurable.db.repair_store import Match, RepairStore
 from gendurable.db.schema_admin import drop_schema
-from gendurable.db.store import Store
 from gendurable.embedded import embedded_dsn
 
 SCHEMA = "bench_bulk"
@@ -31,8 +31,8 @@ SCHEMA = "bench_bulk"
 class Timed(RepairStore):
     """A RepairStore timing each page: the read of its ids and the statement acting on them."""
 
-    def __init__(self, store: Store) -> None:
-        super().__init__(store)
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
         self.reads: list[float] = []
         self.acts: list[float] = []
 
@@ -65,10 +65,10 @@ def _ms(values: list[float]) -> str:
     return f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {max(values) * 1000:.1f} ms"
 
 
-async def fill(store: Store, rows: int, other: int) -> None:
+async def fill(db: Database, rows: int, other: int) -> None:
     s = f'"{SCHEMA}"'
     every = max(1, (rows + other) // max(rows, 1))
-    async with store.pool.acquire() as conn:
+    async with db.pool.acquire() as conn:
         await conn.execute(
             f"INSERT INTO {s}.instances (workflow, queue, step, state, status, run_at, key, "
             "error, finished_at, inserted_at, updated_at) "
@@ -85,8 +85,8 @@ async def fill(store: Store, rows: int, other: int) -> None:
         await conn.execute(f"ANALYZE {s}.instances")
 
 
-async def timed_run(store: Store, action: str, match: Match, page: int) -> None:
-    repairs = Timed(store)
+async def timed_run(db: Database, action: str, match: Match, page: int) -> None:
+    repairs = Timed(db)
     start = time.perf_counter()
     report = await BulkRun(repairs, action, match, page_size=page).run()
     total = time.perf_counter() - start
@@ -105,17 +105,17 @@ async def main() -> None:
     args = parser.parse_args()
     async with embedded_dsn() as dsn:
         await migrate(dsn, schema=SCHEMA)
-        store = await Store.open(dsn, SCHEMA, max_size=2, timeout=600)
+        db = await Database.open(dsn, SCHEMA, max_size=2, timeout=600)
         try:
-            await fill(store, args.rows, args.other)
+            await fill(db, args.rows, args.other)
             flaky = Match(statuses=("failed",), workflow="bench.flaky")
             sparse = Match(statuses=("failed",), workflow="bench.flaky", key_prefix="k-1000")
-            await timed_run(store, RETRY, sparse, args.page)
-            await timed_run(store, RETRY, flaky, args.page)
+            await timed_run(db, RETRY, sparse, args.page)
+            await timed_run(db, RETRY, flaky, args.page)
             live = Match(statuses=("available",), workflow="bench.flaky")
-            await timed_run(store, CANCEL, live, args.page)
+            await timed_run(db, CANCEL, live, args.page)
         finally:
-            await store.close()
+            await db.close()
             await drop_schema(dsn, SCHEMA)
 
 

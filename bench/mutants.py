@@ -127,8 +127,8 @@ DASH_SQL = SQL + "dashboard.sql"
 DEPLOY_SQL = SQL + "deploy_check.sql"
 WEB = "src/gendurable/web/"
 CLI = "src/gendurable/cli/"
-OWN_SPAWN = "WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'"
-LIVE = "('available', 'executing', 'awaiting', 'waiting')"
+OWN_SPAWN = "WHERE i.id = :id AND i.locked_by = :locked_by AND i.status = 'executing'"
+LIVE = "__live__"
 EXECUTING_ONLY = (
     "locked_by is set only together with status 'executing' (by the claim, a local start, a "
     "local wake, a continue), and every statement that leaves 'executing' clears it (the "
@@ -156,9 +156,9 @@ MUTANTS: list[Mutant] = [
         "insert.scope",
         I,
         "instance_insert",
-        "$9, $10::text[]::__schema__.status[], $11",
-        "$9, (CASE WHEN $10::text[] IS NOT NULL THEN '{available,executing,awaiting,waiting}' "
-        "END)::text[]::__schema__.status[], $11",
+        ":key, :scope::text[]::__schema__.status[], :concurrency_key",
+        ":key, (CASE WHEN :scope::text[] IS NOT NULL THEN '{available,executing,awaiting,waiting}' "
+        "END)::text[]::__schema__.status[], :concurrency_key",
         "start stores the key's scope",
         START,
         MACHINE,
@@ -198,7 +198,7 @@ MUTANTS: list[Mutant] = [
         "insert.local_only_when_asked",
         I,
         "instance_insert",
-        "SELECT CASE WHEN $19::text IS NULL THEN false",
+        "SELECT CASE WHEN :locked_by::text IS NULL THEN false",
         "SELECT CASE WHEN false THEN false",
         "local start: a start without a scheduler is inserted available",
         GUARDS,
@@ -208,8 +208,8 @@ MUTANTS: list[Mutant] = [
         "insert.local_lease",
         I,
         "instance_insert",
-        "CASE WHEN local.claimed THEN now.t + $20::interval END",
-        "CASE WHEN local.claimed THEN now.t + 0 * $20::interval END",
+        "CASE WHEN local.claimed THEN now.t + :lease::interval END",
+        "CASE WHEN local.claimed THEN now.t + 0 * :lease::interval END",
         "local start: the claim lasts its lease",
         GUARDS,
         "tests/engine/test_local_runs.py",
@@ -240,8 +240,8 @@ MUTANTS: list[Mutant] = [
         "claim.status",
         I,
         "instance_claim",
-        "WHERE i.status = 'available' AND i.queue = $1",
-        "WHERE i.queue = $1",
+        "WHERE i.status = 'available' AND i.queue = :queue",
+        "WHERE i.queue = :queue",
         "the claim takes available rows only",
         OUTCOMES,
         AWAITS,
@@ -260,8 +260,8 @@ MUTANTS: list[Mutant] = [
         "claim.queue",
         I,
         "instance_claim",
-        "AND i.queue = $1 AND",
-        "AND $1::text IS NOT NULL AND",
+        "AND i.queue = :queue AND",
+        "AND :queue::text IS NOT NULL AND",
         "the claim takes rows of its own queue",
         START,
         GUARDS,
@@ -291,8 +291,9 @@ MUTANTS: list[Mutant] = [
         "claim.ck_lock",
         I,
         "instance_claim",
-        "AND pg_try_advisory_xact_lock(hashtextextended($8 || i.concurrency_key, 0))",
-        "AND hashtextextended($8 || i.concurrency_key, 0) IS NOT NULL",
+        "AND pg_try_advisory_xact_lock(\n"
+        "                   hashtextextended(__key_lock_prefix__ || i.concurrency_key, 0))",
+        "AND hashtextextended(__key_lock_prefix__ || i.concurrency_key, 0) IS NOT NULL",
         "concurrency keys: concurrent claims pass over each other's keys",
         CONCURRENCY,
     ),
@@ -632,8 +633,8 @@ MUTANTS: list[Mutant] = [
         "release.owner",
         I,
         "instance_release",
-        "AND i.locked_by = $2 AND i.status = 'executing'",
-        "AND $2::text IS NOT NULL",
+        "AND i.locked_by = :locked_by AND i.status = 'executing'",
+        "AND :locked_by::text IS NOT NULL",
         "ownership: a release gives back only its own claim",
         GUARDS,
     ),
@@ -850,7 +851,7 @@ MUTANTS: list[Mutant] = [
         I,
         "outcome_spawn",
         OWN_SPAWN,
-        "WHERE i.id = $1 AND $2::text IS NOT NULL",
+        "WHERE i.id = :id AND :locked_by::text IS NOT NULL",
         "ownership: a spawn commits only for the worker holding the claim",
         GUARDS,
     ),
@@ -858,8 +859,8 @@ MUTANTS: list[Mutant] = [
         "spawn.consume_all",
         I,
         "outcome_spawn",
-        "s.id = ANY ($7::bigint[])",
-        "(s.id = ANY ($7::bigint[]) OR true)",
+        "s.id = ANY (:consumed::bigint[])",
+        "(s.id = ANY (:consumed::bigint[]) OR true)",
         "consumption: a spawn deletes what the step saw only",
         GUARDS,
         MACHINE,
@@ -899,7 +900,8 @@ MUTANTS: list[Mutant] = [
         "deliver.flip_name",
         S,
         "signal_deliver",
-        "WHERE i.id = target.id AND target.status = 'awaiting' AND $4 = ANY (target.await_names)",
+        "WHERE i.id = target.id AND target.status = 'awaiting' "
+        "AND :name = ANY (target.await_names)",
         "WHERE i.id = target.id AND target.status = 'awaiting'",
         "a signal wakes an instance only if it awaits that name",
         DELIVERY,
@@ -919,8 +921,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_asked",
         S,
         "signal_deliver",
-        "SELECT CASE WHEN $9::text IS NOT NULL AND target.queue = $11",
-        "SELECT CASE WHEN target.queue = $11",
+        "SELECT CASE WHEN :locked_by::text IS NOT NULL AND target.queue = :queue",
+        "SELECT CASE WHEN target.queue = :queue",
         "local wake: a delivery without a scheduler claims nothing",
         SIGNAL_GUARDS,
         DELIVERY,
@@ -929,8 +931,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_queue",
         S,
         "signal_deliver",
-        "AND target.queue = $11\n",
-        "AND (target.queue = $11 OR true)\n",
+        "AND target.queue = :queue\n",
+        "AND (target.queue = :queue OR true)\n",
         "local wake: only a scheduler of the instance's queue claims it",
         SIGNAL_GUARDS,
         "tests/engine/test_local_runs.py",
@@ -969,8 +971,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_lease",
         S,
         "signal_deliver",
-        "THEN now.t + $10::interval END",
-        "THEN now.t + 0 * $10::interval END",
+        "THEN now.t + :lease::interval END",
+        "THEN now.t + 0 * :lease::interval END",
         "local wake: the claim lasts its lease",
         SIGNAL_GUARDS,
     ),
@@ -978,8 +980,8 @@ MUTANTS: list[Mutant] = [
         "deliver.local_notify",
         S,
         "signal_deliver",
-        "FROM flip WHERE NOT flip.claimed) AS notified",
-        "FROM flip) AS notified",
+        "FROM flip WHERE NOT flip.claimed)\n",
+        "FROM flip)\n",
         "local wake: a row claimed by its delivery is announced to nobody",
         SIGNAL_GUARDS,
     ),
@@ -997,8 +999,9 @@ MUTANTS: list[Mutant] = [
         "deliver.local_inbox_new",
         S,
         "signal_deliver",
-        "    UNION ALL\n    SELECT ins.id, $4, $5::jsonb, ins.received_at, $8::text FROM ins, flip "
-        "WHERE flip.claimed\n",
+        "    UNION ALL\n"
+        "    SELECT ins.id, :name, :payload::jsonb, ins.received_at, :trace_context::text\n"
+        "    FROM ins, flip WHERE flip.claimed\n",
         "",
         "local wake: the inbox it brings holds the waking signal",
         SIGNAL_GUARDS,
@@ -1039,8 +1042,8 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "WHERE i.id = ANY ($1::bigint[]) AND i.locked_by = ANY ($2::text[])\n",
-                "WHERE i.id = ANY ($1::bigint[]) AND $2::text[] IS NOT NULL\n",
+                "WHERE i.id = ANY (:ids::bigint[]) AND i.locked_by = ANY (:names::text[])\n",
+                "WHERE i.id = ANY (:ids::bigint[]) AND :names::text[] IS NOT NULL\n",
             ),
             ("AND c.id = i.id AND i.locked_by = c.locked_by AND", "AND c.id = i.id AND"),
         ],
@@ -1055,8 +1058,8 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "AND i.locked_by = ANY ($2::text[])\n",
-                "AND EXISTS (SELECT FROM unnest($2::text[]) n\n"
+                "AND i.locked_by = ANY (:names::text[])\n",
+                "AND EXISTS (SELECT FROM unnest(:names::text[]) n\n"
                 "                  WHERE starts_with(i.locked_by, split_part(n, '#', 1) || '#'))\n",
             ),
             (
@@ -1076,8 +1079,8 @@ MUTANTS: list[Mutant] = [
         "lease_extend",
         [
             (
-                "WHERE i.id = ANY ($1::bigint[]) AND i.locked_by",
-                "WHERE $1::bigint[] IS NOT NULL AND i.locked_by",
+                "WHERE i.id = ANY (:ids::bigint[]) AND i.locked_by",
+                "WHERE :ids::bigint[] IS NOT NULL AND i.locked_by",
             ),
             ("AND c.id = i.id AND i.locked_by", "AND i.locked_by"),
         ],
@@ -1121,8 +1124,8 @@ MUTANTS: list[Mutant] = [
         "rescue.skip_locked",
         M,
         "lease_rescue",
-        "LIMIT $2\n    FOR UPDATE SKIP LOCKED",
-        "LIMIT $2\n    FOR UPDATE",
+        "LIMIT :limit\n    FOR UPDATE SKIP LOCKED",
+        "LIMIT :limit\n    FOR UPDATE",
         "SKIP LOCKED: the reaper never waits for a row",
         SKIPS,
     ),
@@ -1158,7 +1161,7 @@ MUTANTS: list[Mutant] = [
         "reclaim.prefix",
         M,
         "claims_reclaim",
-        "      AND substr(locked_by, length($1) + 1) ~ '^[0-9]+-[^-]+$'\n",
+        "      AND substr(locked_by, length(:prefix) + 1) ~ '^[0-9]+-[^-]+$'\n",
         "",
         "startup reclaim takes exactly its own predecessor's claims",
         LEASES,
@@ -1180,7 +1183,7 @@ MUTANTS: list[Mutant] = [
         "      AND NOT EXISTS (\n"
         "          SELECT 1 FROM __schema__.instances p\n"
         "          WHERE p.id = i.parent_id\n"
-        "            AND p.status IN ('available', 'executing', 'awaiting', 'waiting')\n"
+        "            AND p.status IN __live__\n"
         "      )\n",
         "",
         "purge: GC keeps the children of a live parent",
@@ -1192,13 +1195,15 @@ MUTANTS: list[Mutant] = [
         "terminal_sweep",
         [
             (
-                "      AND i.finished_at < coalesce($1::timestamptz, now()) - $2::interval\n"
+                "      AND i.finished_at < coalesce(:now::timestamptz, now())"
+                " - :retention::interval\n"
                 "      AND (i.finished_at, i.id)",
-                "      AND coalesce($1::timestamptz, now()) - $2::interval IS NOT NULL\n"
+                "      AND coalesce(:now::timestamptz, now()) - :retention::interval IS NOT NULL\n"
                 "      AND (i.finished_at, i.id)",
             ),
             (
-                "      AND i.finished_at < coalesce($1::timestamptz, now()) - $2::interval\n"
+                "      AND i.finished_at < coalesce(:now::timestamptz, now())"
+                " - :retention::interval\n"
                 "      AND NOT EXISTS",
                 "      AND NOT EXISTS",
             ),
@@ -1213,13 +1218,11 @@ MUTANTS: list[Mutant] = [
         "terminal_sweep",
         [
             (
-                "    WHERE i.status IN ('done', 'failed', 'cancelled')\n"
-                "      AND i.finished_at < coalesce",
+                "    WHERE i.status IN __terminal__\n      AND i.finished_at < coalesce",
                 "    WHERE i.finished_at < coalesce",
             ),
             (
-                "      AND i.status IN ('done', 'failed', 'cancelled')\n"
-                "      AND i.finished_at < coalesce",
+                "      AND i.status IN __terminal__\n      AND i.finished_at < coalesce",
                 "      AND i.finished_at < coalesce",
             ),
         ],
@@ -1258,8 +1261,8 @@ MUTANTS: list[Mutant] = [
         "config_sweep.ttl",
         G,
         "rate_config_sweep",
-        "WHERE c.updated_at < coalesce($1::timestamptz, now()) - $2::interval",
-        "WHERE $1::timestamptz IS NULL OR $2::interval IS NOT NULL",
+        "WHERE c.updated_at < coalesce(:now::timestamptz, now()) - :ttl::interval",
+        "WHERE :now::timestamptz IS NULL OR :ttl::interval IS NOT NULL",
         "purge: GC removes configs nobody refreshed only",
         GC,
     ),
@@ -1299,9 +1302,9 @@ MUTANTS: list[Mutant] = [
         "locked AS (\n"
         "    SELECT i.id FROM __schema__.instances i\n"
         "    WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t\n"
-        "                       WHERE t.id = $1)::bigint[])\n",
+        "                       WHERE t.id = :id)::bigint[])\n",
         "target AS (\n"
-        "    SELECT id, parent_id FROM __schema__.instances WHERE id = $1\n"
+        "    SELECT id, parent_id FROM __schema__.instances WHERE id = :id\n"
         "),\n"
         "locked AS (\n"
         "    SELECT i.id FROM __schema__.instances i\n"
@@ -1652,7 +1655,7 @@ MUTANTS: list[Mutant] = [
         "nodes.live_expiry",
         N,
         "nodes_live",
-        "WHERE expires_at >= coalesce($1::timestamptz, now())\n",
+        "WHERE expires_at >= coalesce(:now::timestamptz, now())\n",
         "",
         "`status` and `signal` see live nodes only, not a dead one not yet pruned",
         INSPECT,
@@ -1662,7 +1665,7 @@ MUTANTS: list[Mutant] = [
         "dashboard.nodes_expiry",
         DASH_SQL,
         "nodes_page",
-        "WHERE expires_at >= coalesce($1::timestamptz, now())\n  AND ",
+        "WHERE expires_at >= coalesce(:now::timestamptz, now())\n  AND ",
         "WHERE ",
         "the dashboard lists live nodes only, not a dead one not yet pruned",
         WEB_PAGES,
@@ -1671,7 +1674,7 @@ MUTANTS: list[Mutant] = [
         "deploy.live_waiting",
         DEPLOY_SQL,
         "check_live_steps",
-        "WHERE status IN ('available', 'executing', 'awaiting', 'waiting')",
+        "WHERE status IN __live__",
         "WHERE status IN ('available', 'executing', 'awaiting')",
         "deploy check: a parent waiting for children at a removed step is reported",
         DEPLOY,
@@ -1830,8 +1833,8 @@ MUTANTS: list[Mutant] = [
         "inspect.list_workflow",
         INSPECT_SQL,
         "instances_list",
-        "($1::text IS NULL OR workflow = $1)",
-        "($1::text IS NULL OR true)",
+        "(:workflow::text IS NULL OR workflow = :workflow)",
+        "(:workflow::text IS NULL OR true)",
         "`ls` and the dashboard's list filter by workflow",
         INSPECT,
         WEB_PAGES,
@@ -1840,8 +1843,8 @@ MUTANTS: list[Mutant] = [
         "inspect.list_status",
         INSPECT_SQL,
         "instances_list",
-        "($2::text[] IS NULL OR status::text = ANY ($2::text[]))",
-        "($2::text[] IS NULL OR true)",
+        "(:statuses::text[] IS NULL OR status::text = ANY (:statuses::text[]))",
+        "(:statuses::text[] IS NULL OR true)",
         "`ls` and the dashboard's list filter by status",
         INSPECT,
         WEB_PAGES,
@@ -1850,8 +1853,8 @@ MUTANTS: list[Mutant] = [
         "inspect.list_queue",
         INSPECT_SQL,
         "instances_list",
-        "($3::text IS NULL OR queue = $3)",
-        "($3::text IS NULL OR true)",
+        "(:queue::text IS NULL OR queue = :queue)",
+        "(:queue::text IS NULL OR true)",
         "`ls` and the dashboard's list filter by queue",
         INSPECT,
         WEB_PAGES,
@@ -1860,8 +1863,8 @@ MUTANTS: list[Mutant] = [
         "inspect.list_key_prefix",
         INSPECT_SQL,
         "instances_list",
-        "($4::text IS NULL OR starts_with(key, $4))",
-        "($4::text IS NULL OR true)",
+        "(:key_prefix::text IS NULL OR starts_with(key, :key_prefix))",
+        "(:key_prefix::text IS NULL OR true)",
         "`ls` and the dashboard's list filter by key prefix",
         INSPECT,
         WEB_PAGES,
@@ -1870,8 +1873,8 @@ MUTANTS: list[Mutant] = [
         "inspect.list_after",
         INSPECT_SQL,
         "instances_list",
-        "($5::bigint IS NULL OR id < $5)",
-        "($5::bigint IS NULL OR id <= $5)",
+        "(:before_id::bigint IS NULL OR id < :before_id)",
+        "(:before_id::bigint IS NULL OR id <= :before_id)",
         "`ls --after` and the dashboard's next page start after the last row shown",
         INSPECT,
         WEB_PAGES,
@@ -1880,7 +1883,7 @@ MUTANTS: list[Mutant] = [
         "inspect.key_prefers_live",
         INSPECT_SQL,
         "instances_with_key",
-        "ORDER BY workflow, (status IN ('available', 'executing', 'awaiting', 'waiting')) DESC,",
+        "ORDER BY workflow, (status IN __live__) DESC,",
         "ORDER BY workflow,",
         "a key names its live instance before a later ended one",
         INSPECT,
@@ -1889,7 +1892,7 @@ MUTANTS: list[Mutant] = [
         "dashboard.throughput_window",
         DASH_SQL,
         "throughput_by_minute",
-        "  AND i.finished_at > now.t - make_interval(mins => $2)\n",
+        "  AND i.finished_at > now.t - make_interval(mins => :minutes)\n",
         "",
         "the throughput chart reads the ends of its window only",
         DASH_STATEMENTS,
@@ -1917,8 +1920,8 @@ MUTANTS: list[Mutant] = [
         "dashboard.children_after",
         DASH_SQL,
         "children_page",
-        "($2::bigint IS NULL OR id > $2)",
-        "($2::bigint IS NULL OR id >= $2)",
+        "(:after_id::bigint IS NULL OR id > :after_id)",
+        "(:after_id::bigint IS NULL OR id >= :after_id)",
         "the instance page's next page of children starts after the last one shown",
         WEB_PAGES,
     ),
@@ -1926,8 +1929,8 @@ MUTANTS: list[Mutant] = [
         "dashboard.inbox_after",
         DASH_SQL,
         "inbox_page",
-        "($2::bigint IS NULL OR id > $2)",
-        "($2::bigint IS NULL OR id >= $2)",
+        "(:after_id::bigint IS NULL OR id > :after_id)",
+        "(:after_id::bigint IS NULL OR id >= :after_id)",
         "the instance page's next page of the inbox starts after the last signal shown",
         WEB_PAGES,
     ),
@@ -1945,8 +1948,8 @@ MUTANTS: list[Mutant] = [
         "status.due_summed",
         CLI + "inspection.py",
         "",
-        'entry[0] += r["count"]',
-        'entry[0] = r["count"]',
+        "entry[0] += r.count",
+        "entry[0] = r.count",
         "`status`: a queue's due rows are summed over its workflows",
         INSPECT,
     ),
@@ -1964,7 +1967,7 @@ MUTANTS: list[Mutant] = [
         "cli.id_of_workflow",
         CLI + "session.py",
         "",
-        'if workflow is not None and row["workflow"] != workflow:',
+        "if workflow is not None and row.workflow != workflow:",
         "if False:",
         "an id with --workflow names an instance of that workflow only",
         INSPECT,
@@ -2216,7 +2219,7 @@ MUTANTS: list[Mutant] = [
         "web.retry_refused",
         WEB + "actions.py",
         "",
-        '        if row["retried"] is None:\n',
+        "        if row.retried is None:\n",
         "        if False:\n",
         "a refused retry says why instead of reporting success",
         WEB_ACTIONS,
@@ -2325,7 +2328,7 @@ MUTANTS: list[Mutant] = [
         "deploy.live_executing",
         DEPLOY_SQL,
         "check_live_steps",
-        "WHERE status IN ('available', 'executing', 'awaiting', 'waiting')",
+        "WHERE status IN __live__",
         "WHERE status IN ('available', 'awaiting', 'waiting')",
         "deploy check: a row executing at a removed step is reported",
         DEPLOY,
@@ -2334,7 +2337,7 @@ MUTANTS: list[Mutant] = [
         "deploy.live_awaiting",
         DEPLOY_SQL,
         "check_live_steps",
-        "WHERE status IN ('available', 'executing', 'awaiting', 'waiting')",
+        "WHERE status IN __live__",
         "WHERE status IN ('available', 'executing', 'waiting')",
         "deploy check: a row parked at a removed step is reported",
         DEPLOY,
@@ -2352,7 +2355,7 @@ MUTANTS: list[Mutant] = [
         "deploy.signal_declared",
         "src/gendurable/deploy_check.py",
         "",
-        'if step.awaits is None or r["name"] not in step.awaits.names:',
+        "if step.awaits is None or r.name not in step.awaits.names:",
         "if step.awaits is None:",
         "deploy check: a parked row awaiting a name its step dropped is reported",
         DEPLOY,
@@ -2370,7 +2373,7 @@ MUTANTS: list[Mutant] = [
         "deploy.sample_live",
         DEPLOY_SQL,
         "check_states_oldest",
-        "AND status IN ('available', 'executing', 'awaiting', 'waiting')\n",
+        "AND status IN __live__\n",
         "\n",
         "deploy check: the sample decodes live states only",
         DEPLOY,
@@ -2379,7 +2382,7 @@ MUTANTS: list[Mutant] = [
         "deploy.page_live",
         DEPLOY_SQL,
         "check_states_page",
-        "AND status IN ('available', 'executing', 'awaiting', 'waiting')\n",
+        "AND status IN __live__\n",
         "\n",
         "deploy check --full decodes live states only",
         DEPLOY,
@@ -2388,8 +2391,8 @@ MUTANTS: list[Mutant] = [
         "deploy.page_after",
         DEPLOY_SQL,
         "check_states_page",
-        "AND id > $2",
-        "AND id >= $2",
+        "AND id > :after_id",
+        "AND id >= :after_id",
         "deploy check --full reads each state once, page after page",
         DEPLOY,
     ),
@@ -2397,7 +2400,7 @@ MUTANTS: list[Mutant] = [
         "deploy.versions_live",
         DEPLOY_SQL,
         "check_state_versions",
-        "WHERE status IN ('available', 'executing', 'awaiting', 'waiting')\n",
+        "WHERE status IN __live__\n",
         "",
         "deploy check: state versions of live rows only",
         DEPLOY_UPGRADES,
@@ -2416,8 +2419,8 @@ MUTANTS: list[Mutant] = [
         "nodes.beat_own",
         N,
         "node_beat",
-        "WHERE n.id = $1\n",
-        "WHERE $1::text IS NOT NULL\n",
+        "WHERE n.id = :id\n",
+        "WHERE :id::text IS NOT NULL\n",
         "a heartbeat refreshes its own node only",
         NODES,
     ),
@@ -2425,8 +2428,8 @@ MUTANTS: list[Mutant] = [
         "nodes.remove_own",
         N,
         "node_remove",
-        "WHERE id = $1 RETURNING id;",
-        "WHERE $1::text IS NOT NULL RETURNING id;",
+        "WHERE id = :id RETURNING id;",
+        "WHERE :id::text IS NOT NULL RETURNING id;",
         "a stopping engine deletes its own node only",
         NODES,
     ),
@@ -2444,7 +2447,7 @@ MUTANTS: list[Mutant] = [
         "pause.claim_asks",
         I,
         "instance_claim",
-        "      AND NOT (SELECT __schema__.queue_paused($1))\n",
+        "      AND NOT (SELECT __schema__.queue_paused(:queue))\n",
         "",
         "a claim of a paused queue takes nothing",
         PAUSE_RACES,
@@ -2453,7 +2456,7 @@ MUTANTS: list[Mutant] = [
         "pause.insert_asks",
         I,
         "instance_insert",
-        "ELSE NOT __schema__.queue_paused($2) END AS claimed",
+        "ELSE NOT __schema__.queue_paused(:queue) END AS claimed",
         "ELSE true END AS claimed",
         "a local start in a paused queue goes in unclaimed",
         PAUSE_RACES,
@@ -2533,7 +2536,7 @@ MUTANTS: list[Mutant] = [
         Q,
         "queue_pause",
         "    SELECT pg_advisory_xact_lock(hashtextextended('gendurable:pause:__schema__:' "
-        "|| $1, 0))",
+        "|| :queue, 0))",
         "    SELECT 1",
         "a pause waits for the statements starting steps of its queue",
         PAUSE_RACES,
@@ -2587,8 +2590,8 @@ MUTANTS: list[Mutant] = [
         "pause.adopt_claimed_only",
         "src/gendurable/engine/client.py",
         "",
-        'if inserted["created"] and inserted["locked_by"] == runner.locked_by:',
-        'if inserted["created"]:',
+        "if inserted.created and inserted.locked_by == runner.locked_by:",
+        "if inserted.created:",
         "a local start runs only if the database claimed it (not in a paused queue)",
         PAUSE,
     ),
@@ -2621,10 +2624,10 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "pause.drain_reads",
-        "src/gendurable/engine/engine.py",
+        "src/gendurable/engine/drain.py",
         "",
-        "        if self._pauses is not None and self.schedulers:  # as paused as the database "
-        "says\n            await self._pauses.listed()\n",
+        "    if pauses is not None and schedulers:  # as paused as the database says\n"
+        "        await pauses.listed()\n",
         "",
         "drain() reads the pauses again",
         PAUSE,
@@ -2661,8 +2664,8 @@ MUTANTS: list[Mutant] = [
         "pause.status_marked",
         CLI + "inspection.py",
         "",
-        '        pauses = {p["queue"]: p for p in await QueueStore(store).queue_pauses()}\n',
-        "        pauses: dict[str, Any] = {}\n",
+        "        pauses = {p.queue: p for p in await QueueStore(store.db).queue_pauses()}\n",
+        "        pauses: dict[str, StoredPause] = {}\n",
         "`gendurable status` marks paused queues",
         QUEUES_CLI,
     ),
@@ -2726,10 +2729,10 @@ MUTANTS: list[Mutant] = [
         "idem.address",
         S,
         "signal_deliver",
-        "      AND (($2::bigint IS NOT NULL AND i.id = $2)\n"
-        "           OR ($2::bigint IS NULL AND i.key = $3 AND i.key IS NOT NULL))\n"
+        "      AND ((:id::bigint IS NOT NULL AND i.id = :id)\n"
+        "           OR (:id::bigint IS NULL AND i.key = :key AND i.key IS NOT NULL))\n"
         "      AND (i.id IN",
-        "      AND ($2::bigint IS NULL OR $3 IS NULL OR true)\n      AND (i.id IN",
+        "      AND (:id::bigint IS NULL OR :key IS NULL OR true)\n      AND (i.id IN",
         "a key is looked up on the instance addressed only",
         IDEM,
     ),
@@ -2737,8 +2740,8 @@ MUTANTS: list[Mutant] = [
         "idem.workflow",
         S,
         "signal_deliver",
-        "    WHERE $12::text IS NOT NULL AND k.idempotency_key = $12 AND i.workflow = $1\n",
-        "    WHERE $12::text IS NOT NULL AND k.idempotency_key = $12\n",
+        "      AND i.workflow = :workflow\n",
+        "      AND :workflow::text IS NOT NULL\n",
         "a key is looked up within the signal's workflow",
         IDEM,
     ),
@@ -2746,8 +2749,8 @@ MUTANTS: list[Mutant] = [
         "idem.key_matched",
         S,
         "signal_deliver",
-        "    WHERE $12::text IS NOT NULL AND k.idempotency_key = $12 AND i.workflow = $1\n",
-        "    WHERE $12::text IS NOT NULL AND i.workflow = $1\n",
+        "    WHERE :idempotency_key::text IS NOT NULL AND k.idempotency_key = :idempotency_key\n",
+        "    WHERE :idempotency_key::text IS NOT NULL\n",
         "only the same key finds an earlier signal",
         IDEM,
     ),
@@ -2755,8 +2758,9 @@ MUTANTS: list[Mutant] = [
         "idem.payload_compared",
         S,
         "signal_deliver",
-        "(k.name = $4 AND k.payload_md5 = md5(coalesce($5::jsonb::text, ''))::uuid) AS same",
-        "(k.name = $4) AS same",
+        "(k.name = :name\n"
+        "            AND k.payload_md5 = md5(coalesce(:payload::jsonb::text, ''))::uuid) AS same",
+        "(k.name = :name\n            AND :payload::jsonb IS NOT NULL OR true) AS same",
         "a key reused with another payload is told apart",
         IDEM,
     ),
@@ -2764,8 +2768,10 @@ MUTANTS: list[Mutant] = [
         "idem.name_compared",
         S,
         "signal_deliver",
-        "(k.name = $4 AND k.payload_md5 = md5(coalesce($5::jsonb::text, ''))::uuid) AS same",
-        "(k.payload_md5 = md5(coalesce($5::jsonb::text, ''))::uuid) AS same",
+        "(k.name = :name\n"
+        "            AND k.payload_md5 = md5(coalesce(:payload::jsonb::text, ''))::uuid) AS same",
+        "(:name::text IS NOT NULL\n"
+        "            AND k.payload_md5 = md5(coalesce(:payload::jsonb::text, ''))::uuid) AS same",
         "a key reused with another name is told apart",
         IDEM,
     ),
@@ -2789,23 +2795,20 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "idem.run_again",
-        "src/gendurable/db/store.py",
+        "src/gendurable/db/engine_store.py",
         "",
         "            except asyncpg.UniqueViolationError:\n"
-        "                # A send of the same key committed after this statement's snapshot: "
-        "nothing\n",
-        "            except ZeroDivisionError:\n"
-        "                # A send of the same key committed after this statement's snapshot: "
-        "nothing\n",
+        "                if idempotency_key is None:\n",
+        "            except ZeroDivisionError:\n                if idempotency_key is None:\n",
         "a send that lost the race to its key is run again, to find the first",
         IDEM,
     ),
     m(
         "idem.repeated",
-        "src/gendurable/db/store.py",
+        "src/gendurable/db/engine_store.py",
         "",
-        "await self._retrying(deliver, idempotent=locked_by is None)",
-        "await self._retrying(deliver, idempotent=False)",
+        "deliver, idempotent=idempotency_key is not None and locked_by is None",
+        "deliver, idempotent=False",
         "a keyed delivery is repeated through a lost answer",
         ACKS,
     ),
@@ -2822,7 +2825,7 @@ MUTANTS: list[Mutant] = [
         "idem.conflict",
         "src/gendurable/engine/client.py",
         "",
-        '        if not row["same"]:\n',
+        "        if not delivery.same:\n",
         "        if False:\n",
         "a key reused for another signal raises IdempotencyConflict",
         IDEM,
@@ -2859,7 +2862,7 @@ MUTANTS: list[Mutant] = [
         "idem.cli_conflict",
         CLI + "act.py",
         "",
-        '    if not row["same"]:\n',
+        "    if not row.same:\n",
         "    if False:\n",
         "`gendurable signal` refuses a key reused for another signal",
         QUEUES_CLI,
@@ -2877,8 +2880,8 @@ MUTANTS: list[Mutant] = [
         "idem.web_sent",
         WEB + "actions.py",
         "",
-        "            workflow, id, None, name, data, None, idempotency_key=key\n",
-        "            workflow, id, None, name, data, None, idempotency_key=None\n",
+        "            idempotency_key=key,\n",
+        "            idempotency_key=None,\n",
         "the signal form's key is sent: a double submit stores once",
         WEB_QUEUES,
     ),
@@ -2886,7 +2889,7 @@ MUTANTS: list[Mutant] = [
         "idem.web_conflict",
         WEB + "actions.py",
         "",
-        '        if not delivered["same"]:\n',
+        "        if not delivered.same:\n",
         "        if False:\n",
         "the signal form sent again with another signal is refused",
         WEB_QUEUES,
@@ -2940,8 +2943,10 @@ def mutate(text: str, mutant: Mutant) -> str:
 
 
 def params(sql: str) -> set[str]:
-    """The `$n` parameters a statement uses (comments left out)."""
-    return set(re.findall(r"\$(\d+)", re.sub(r"--[^\n]*", "", sql)))
+    """The parameters a statement uses, `:name` (a function of the schema: `$n`), comments
+    and string literals left out."""
+    code = re.sub(r"--[^\n]*|'(?:[^']|'')*'", "", sql)
+    return set(re.findall(r"\$\d+|(?<![\w:\])\[]):[a-z_][a-z0-9_]*", code))
 
 
 # -- running the tests ----------------------------------------------------------------------

@@ -83,9 +83,13 @@ async def commit(
     encoded = msgspec.json.encode(fields)
     store = engine.store
     if conn is None:
-        return await store.outcome_batch(encoded, (nulls, results, nulls), when)
+        return await store.outcome_batch(
+            outcomes=encoded, states=nulls, results=results, errors=nulls, now=when
+        )
+    statement = store.db.sql["outcome_batch"]
     rows = await conn.fetch(
-        store.sql["outcome_batch"], when, encoded, nulls, results, nulls, store.channel
+        statement.sql,
+        *statement.args(outcomes=encoded, states=nulls, results=results, errors=nulls, now=when),
     )
     done = {int(r["id"]): r["woken_by_deadline"] for r in rows if not r["busy"]}
     return done, {int(r["id"]) for r in rows if r["busy"]}

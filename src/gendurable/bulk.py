@@ -162,9 +162,9 @@ class BulkRun:
     async def _page(self, ids: list[int]) -> None:
         report = self.report
         if self.action == RETRY:
-            verdicts = await self.repairs.instances_retry_many(ids, self.now)
+            verdicts = await self.repairs.instances_retry_many(ids=ids, now=self.now)
         else:
-            page = await self.repairs.instances_cancel_many(ids, self.now)
+            page = await self.repairs.instances_cancel_many(ids=ids, now=self.now)
             verdicts = page.verdicts
             report.descendants_cancelled += page.cascaded
         report.matched += len(ids)
@@ -188,18 +188,18 @@ class BulkRun:
     async def _alone(self, id: int) -> Verdict:
         """Act on a row the page found held, with the single-row statement (which waits
         for the lock, up to the store's timeout)."""
-        store = self.repairs.store
+        store = self.repairs
         try:
             if self.action == CANCEL:
-                cascaded = await store.instance_cancel(id, self.now)
+                cascaded = await store.instance_cancel(id=id, now=self.now)
                 if cascaded is None:
                     return Verdict(id, "not_live")
                 self.report.descendants_cancelled += cascaded
                 return Verdict(id, "cancelled")
-            row = await store.instance_retry(id, self.now)
+            row = await store.instance_retry(id=id, now=self.now)
         except (TimeoutError, asyncpg.QueryCanceledError):
             return Verdict(id, "busy")
-        return Verdict(id, retry_verdict(row["retried"], row["status"], row["holder"]))
+        return Verdict(id, retry_verdict(row.retried, row.status, row.holder))
 
 
 def retry_verdict(retried: int | None, status: str | None, holder: int | None) -> str:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .db.repair_store import RepairStore, Rewound
-from .db.store import Store
+from .db.operator_store import OperatorStore
+from .db.repair_store import RepairStore
+from .db.rows import Rewound
 from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .engine.entries import NO_LIMIT, StepLimit, step_limit
 from .errors import NoEngine, ValidationError
@@ -81,7 +82,9 @@ def entry_by_code(
     )
 
 
-async def entry_by_nodes(store: Store, workflow: str, step: str, state: Any = KEEP) -> Entry:
+async def entry_by_nodes(
+    store: OperatorStore, workflow: str, step: str, state: Any = KEEP
+) -> Entry:
     """The entry into `step` of `workflow`, per what every live node records about it.
 
     Raises `NoEngine` when no live engine knows the workflow, `ValidationError` for an
@@ -147,7 +150,7 @@ async def rewind(
 ) -> Rewound:
     """Write `entry` into instance `id` (see `instance_rewind` for the refusals)."""
     return await repairs.instance_rewind(
-        id,
+        id=id,
         step=entry.step,
         state=entry.state,
         state_version=entry.state_version,

@@ -31,7 +31,7 @@ async def engine(make_engine: MakeEngine) -> gd.Engine:
 
 @pytest.fixture
 def repairs(engine: gd.Engine) -> RepairStore:
-    return RepairStore(engine.store)
+    return RepairStore(engine.store.db)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ async def test_retry_page_passes_over_held_rows_and_children_of_held_parents(
     await blocker.hold(lock_row(s), parent)
 
     verdicts = await without_waiting(
-        db, repairs.instances_retry_many([first, held, child, last], None)
+        db, repairs.instances_retry_many(ids=[first, held, child, last], now=None)
     )
 
     assert [(v.id, v.verdict) for v in verdicts] == [
@@ -99,7 +99,9 @@ async def test_cancel_page_passes_over_held_rows_and_children_of_held_parents(
     await blocker.hold(lock_row(s), held)
     await blocker.hold(lock_row(s), parent)
 
-    page = await without_waiting(db, repairs.instances_cancel_many([first, held, child], None))
+    page = await without_waiting(
+        db, repairs.instances_cancel_many(ids=[first, held, child], now=None)
+    )
 
     assert [(v.id, v.verdict) for v in page.verdicts] == [
         (first, "cancelled"), (held, "busy"), (child, "busy"),
@@ -173,7 +175,7 @@ async def test_retry_page_beaten_to_a_key_by_a_start_runs_again_and_names_the_ho
     failed = await insert(db, s, now, status="failed", key="k")
     other = await insert(db, s, now, status="failed")
     holder = await insert(blocker.conn, s, now, key="k")
-    page = asyncio.create_task(repairs.instances_retry_many([failed, other], None))
+    page = asyncio.create_task(repairs.instances_retry_many(ids=[failed, other], now=None))
     await lock_waiter(db)
 
     await commit(blocker)
@@ -201,7 +203,7 @@ async def test_cancel_page_chosen_as_a_deadlock_victim_runs_again(
     parent = await insert(db, s, now, status="waiting", pending=1)
     child = await insert(db, s, now, status="awaiting", parent=parent)
     await blocker.hold(lock_row(s), child)
-    page = asyncio.create_task(repairs.instances_cancel_many([parent], None))
+    page = asyncio.create_task(repairs.instances_cancel_many(ids=[parent], now=None))
     await lock_waiter(db)
 
     crossing = asyncio.create_task(blocker.hold(lock_row(s), parent))
@@ -231,7 +233,7 @@ async def test_rewind_locks_the_parent_before_the_child_it_restarts(
     await blocker.hold(lock_row(s), parent)
     rewind = asyncio.create_task(
         repairs.instance_rewind(
-            child, step="work", state=None, state_version=None, max_attempts=3,
+            id=child, step="work", state=None, state_version=None, max_attempts=3,
             rate_limit=None, rate_partition=None, weight=1, now=None,
         )
     )  # fmt: skip
@@ -261,7 +263,7 @@ async def test_rewind_beaten_to_its_key_by_a_start_runs_again_and_names_the_hold
     holder = await insert(blocker.conn, s, now, key="k")
     rewind = asyncio.create_task(
         repairs.instance_rewind(
-            cancelled, step="work", state=None, state_version=None, max_attempts=3,
+            id=cancelled, step="work", state=None, state_version=None, max_attempts=3,
             rate_limit=None, rate_partition=None, weight=1, now=None,
         )
     )  # fmt: skip

@@ -26,7 +26,7 @@ async def engine(make_engine: MakeEngine) -> gd.Engine:
 
 @pytest.fixture
 def repairs(engine: gd.Engine) -> RepairStore:
-    return RepairStore(engine.store)
+    return RepairStore(engine.store.db)
 
 
 class Table:
@@ -118,13 +118,12 @@ async def test_retry_many_agrees_with_instance_retry_row_by_row(
     missing = max(single.values()) + 1000
 
     verdicts = await repairs.instances_retry_many(
-        [paged[r] for r in RETRY_TARGETS] + [missing], None
+        ids=[paged[r] for r in RETRY_TARGETS] + [missing], now=None
     )
     answers = {}
     for role in sorted(RETRY_TARGETS, key=lambda r: single[r]):
-        row = await engine.store.instance_retry(single[role], None)
-        answers[role] = (retry_verdict(row["retried"], row["status"], row["holder"]),
-                         row["holder"])  # fmt: skip
+        row = await repairs.instance_retry(id=single[role], now=None)
+        answers[role] = (retry_verdict(row.retried, row.status, row.holder), row.holder)
 
     by_id = {v.id: v for v in verdicts}
     assert by_id[missing].verdict == "gone"
@@ -170,11 +169,11 @@ async def test_cancel_many_agrees_with_instance_cancel_row_by_row(
     paged = await cancel_family(table)
     single = await cancel_family(table)
 
-    page = await repairs.instances_cancel_many([paged[r] for r in CANCEL_TARGETS], None)
+    page = await repairs.instances_cancel_many(ids=[paged[r] for r in CANCEL_TARGETS], now=None)
     cascaded = 0
     ended = set()
     for role in sorted(CANCEL_TARGETS, key=lambda r: single[r]):
-        answer = await engine.store.instance_cancel(single[role], None)
+        answer = await engine.store.instance_cancel(id=single[role], now=None)
         if answer is not None:
             ended.add(role)
             cascaded += answer
@@ -202,7 +201,7 @@ async def test_cancel_many_leaves_a_parent_it_ends_uncounted_by_its_children(
     mother = await table.add(status="waiting", pending=1)
     kid = await table.add(status="available", parent=mother)
 
-    page = await repairs.instances_cancel_many([kid, mother], None)
+    page = await repairs.instances_cancel_many(ids=[kid, mother], now=None)
 
     assert [(v.id, v.verdict) for v in page.verdicts] == [(mother, "cancelled"), (kid, "cancelled")]
     assert page.cascaded == 0
@@ -258,7 +257,7 @@ async def test_matching_selects_by_each_filter(
 async def _rewind(repairs: RepairStore, id: int, step: str, **changes: Any) -> Any:
     entry = {"state": None, "state_version": None, "max_attempts": 3, "rate_limit": None,
              "rate_partition": None, "weight": 1, **changes}  # fmt: skip
-    return await repairs.instance_rewind(id, step=step, now=None, **entry)
+    return await repairs.instance_rewind(id=id, step=step, now=None, **entry)
 
 
 async def test_rewind_keeps_the_children_of_its_own_step_and_forgets_them_elsewhere(

@@ -41,6 +41,7 @@ from interleavings import (
     Outcome,
     Rows,
     Schemas,
+    Store,
     T,
     comparable,
     create_schemas,
@@ -49,8 +50,6 @@ from interleavings import (
 )
 
 from commit_support import finish, move, park
-from gendurable.db.repair_store import RepairStore
-from gendurable.db.store import Store
 from gendurable.engine.entries import NO_LIMIT, NewRow, StepLimit, columns
 from gendurable.errors import DuplicateKey
 from gendurable.sql import statements
@@ -146,7 +145,9 @@ async def batch(store: Store, outcomes: Sequence[dict[str, Any]]) -> Any:
         b'{"type": "boom"}' if o["kind"] == "retry" or o.get("status") == "failed" else None
         for o in fields
     ]
-    return await store.outcome_batch(msgspec.json.encode(fields), (states, results, errors), T)
+    return await store.outcome_batch(
+        outcomes=msgspec.json.encode(fields), states=states, results=results, errors=errors, now=T
+    )
 
 
 async def spawn(
@@ -155,15 +156,17 @@ async def spawn(
     """The spawn transaction of `parent` (children first, then the parent's update)."""
     try:
         return await store.outcome_spawn(
-            r.id("parent"),
-            TOKEN,
-            columns(children),
-            [(c.workflow, c.key) for c in children if c.key is not None],
-            "after",
-            b'{"n": 2}',
-            [r.id(s) for s in consumed],
-            StepLimit(),
-            T,
+            id=r.id("parent"),
+            locked_by=TOKEN,
+            children=columns(children),
+            keys=[(c.workflow, c.key) for c in children if c.key is not None],
+            then="after",
+            state=b'{"n": 2}',
+            state_version=1,
+            max_attempts=None,
+            consumed=[r.id(s) for s in consumed],
+            limit=StepLimit(),
+            now=T,
         )
     except DuplicateKey as held:
         return ("duplicate", Ids((held.existing_id,)))
@@ -171,29 +174,35 @@ async def spawn(
 
 async def claim(store: Store, r: Rows) -> Any:
     return await store.instance_claim(
-        "m", 10, TOKEN, [LEASE, LEASE], T, ["m.flow", "m.flow"], ["work", "next"]
+        queue="m",
+        limit=10,
+        locked_by=TOKEN,
+        leases=[LEASE, LEASE],
+        now=T,
+        workflows=["m.flow", "m.flow"],
+        steps=["work", "next"],
     )
 
 
 async def deliver(store: Store, r: Rows, *, local: bool = False, by_key: bool = False) -> Any:
     row = await store.signal_deliver(
-        "m.flow",
-        None if by_key else r.id("r"),
-        "k1" if by_key else None,
-        "go",
-        b'{"v": 2}',
-        T,
-        None,
-        TOKEN if local else None,
-        LEASE if local else None,
-        "m" if local else None,
+        workflow="m.flow",
+        id=None if by_key else r.id("r"),
+        key="k1" if by_key else None,
+        name="go",
+        payload=b'{"v": 2}',
+        now=T,
+        trace_context=None,
+        locked_by=TOKEN if local else None,
+        lease=LEASE if local else None,
+        queue="m" if local else None,
     )
     return row
 
 
 def sweep_merge(first: Any, again: Any) -> Any:
     """A sweep's two runs: the rows deleted by either; the second run's counts otherwise."""
-    return {**dict(again), "deleted": first["deleted"] + again["deleted"]}
+    return msgspec.structs.replace(again, deleted=first.deleted + again.deleted)
 
 
 def busy(*held: str) -> Callable[[Outcome], bool]:
@@ -314,21 +323,28 @@ MOVED_ON = "status = 'available', pending_children = 0"
 
 
 async def retry_page(st: Store, r: Rows, *roles: str) -> Any:
-    verdicts = await RepairStore(st).instances_retry_many([r.id(x) for x in roles], T)
+    verdicts = await st.instances_retry_many(ids=[r.id(x) for x in roles], now=T)
     return [dataclasses.asdict(v) for v in verdicts]
 
 
 async def cancel_page(st: Store, r: Rows, *roles: str) -> Any:
-    page = await RepairStore(st).instances_cancel_many([r.id(x) for x in roles], T)
+    page = await st.instances_cancel_many(ids=[r.id(x) for x in roles], now=T)
     return {"verdicts": [dataclasses.asdict(v) for v in page.verdicts], "cascaded": page.cascaded}
 
 
 async def rewind_to(st: Store, r: Rows, role: str) -> Any:
-    answer = await RepairStore(st).instance_rewind(
-        r.id(role), step="next", state=b'{"n": 3}', state_version=1, max_attempts=3,
-        rate_limit=None, rate_partition=None, weight=1, now=T,
-    )  # fmt: skip
-    return dataclasses.asdict(answer)
+    answer = await st.instance_rewind(
+        id=r.id(role),
+        step="next",
+        state=b'{"n": 3}',
+        state_version=1,
+        max_attempts=3,
+        rate_limit=None,
+        rate_partition=None,
+        weight=1,
+        now=T,
+    )
+    return answer
 
 
 def page_merge(first: Any, again: Any) -> Any:
@@ -540,7 +556,7 @@ CASES: list[Case] = [
         "instance_insert.key_held",
         ("instance_insert",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert(new("k1"), now=T),
+        lambda st, r: st.instance_insert(row=new("k1"), now=T),
         hold="holder",
         expect=lambda o: o.result["created"] is False and o.result["id"] == "holder",
     ),
@@ -548,7 +564,7 @@ CASES: list[Case] = [
         "instance_insert.local_start_key_held",
         ("instance_insert",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert(new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
+        lambda st, r: st.instance_insert(row=new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
         hold="holder",
         expect=lambda o: (
             o.result["created"] is False
@@ -560,7 +576,7 @@ CASES: list[Case] = [
         "instance_insert.local_start_key_freed",
         ("instance_insert",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert(new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
+        lambda st, r: st.instance_insert(row=new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
         hold="holder",
         touch=ENDED,
         expect=lambda o: o.result["created"] is True and o.status("new1") == "executing",
@@ -570,7 +586,9 @@ CASES: list[Case] = [
         "instance_insert_many.key_held",
         ("instance_insert_many",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert_many(columns([new("k1"), new("k2")]), None, T),
+        lambda st, r: st.instance_insert_many(
+            columns=columns([new("k1"), new("k2")]), parent_id=None, now=T
+        ),
         hold="holder",
         expect=lambda o: [row["key"] for row in o.result] == ["k2"] and inserted(o) == ["new1"],
     ),
@@ -578,7 +596,9 @@ CASES: list[Case] = [
         "instance_insert_many.key_freed",
         ("instance_insert_many",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert_many(columns([new("k1"), new("k2")]), None, T),
+        lambda st, r: st.instance_insert_many(
+            columns=columns([new("k1"), new("k2")]), parent_id=None, now=T
+        ),
         hold="holder",
         touch=ENDED,
         expect=lambda o: [row["key"] for row in o.result] == ["k1", "k2"],
@@ -688,7 +708,7 @@ CASES: list[Case] = [
         "instance_release.row_held",
         ("instance_release",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_release(r.id("r"), TOKEN, T),
+        lambda st, r: st.instance_release(id=r.id("r"), locked_by=TOKEN, now=T),
         hold="r",
         touch=HEARTBEAT,
         expect=lambda o: o.result is True and o.status("r") == "available",
@@ -697,7 +717,7 @@ CASES: list[Case] = [
         "instance_release.claim_lost",
         ("instance_release",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_release(r.id("r"), TOKEN, T),
+        lambda st, r: st.instance_release(id=r.id("r"), locked_by=TOKEN, now=T),
         hold="r",
         touch=CLAIM_LOST,
         expect=lambda o: o.result is False and o.status("r") == "executing",
@@ -707,7 +727,7 @@ CASES: list[Case] = [
         "instance_cancel.top_held",
         ("instance_cancel",),
         rows(i("r", status="awaiting", await_names=["go"], await_deadline=T + LEASE)),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         reaches=("instances_ended",),
         expect=lambda o: o.result == 0 and o.status("r") == "cancelled",
@@ -716,7 +736,7 @@ CASES: list[Case] = [
         "instance_cancel.executing_held",
         ("instance_cancel",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         touch=HEARTBEAT,
         expect=lambda o: o.status("r") == "cancelled" and o.row("r")["locked_by"] is None,
@@ -728,7 +748,7 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", status="awaiting", parent="parent", await_names=["go"]),
         ),
-        lambda st, r: st.instance_cancel(r.id("child"), T),
+        lambda st, r: st.instance_cancel(id=r.id("child"), now=T),
         hold="child",
         expect=lambda o: (
             o.status("child") == "cancelled"
@@ -743,7 +763,7 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", status="awaiting", parent="parent", await_names=["go"]),
         ),
-        lambda st, r: st.instance_cancel(r.id("child"), T),
+        lambda st, r: st.instance_cancel(id=r.id("child"), now=T),
         hold="parent",
         expect=lambda o: o.status("child") == "cancelled" and o.status("parent") == "available",
     ),
@@ -755,7 +775,7 @@ CASES: list[Case] = [
             i("c1", status="awaiting", parent="top", await_names=["go"]),
             i("c2", parent="top", **EXECUTING),
         ),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="c2",
         touch=HEARTBEAT,
         reaches=("instances_ended",),
@@ -769,7 +789,7 @@ CASES: list[Case] = [
             i("child", status="waiting", parent="top", pending=1),
             i("grandchild", status="awaiting", parent="child", await_names=["go"]),
         ),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="grandchild",
         reaches=("instances_ended",),
         expect=lambda o: o.result == 2 and o.status("grandchild") == "cancelled",
@@ -778,7 +798,7 @@ CASES: list[Case] = [
         "instance_cancel.cascade_child_ends_meanwhile",
         ("instance_cancel",),
         rows(i("top", status="waiting", pending=1), i("child", parent="top", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="child",
         touch=ENDED,
         reaches=("instances_ended",),
@@ -788,7 +808,7 @@ CASES: list[Case] = [
         "instance_cancel.cascade_spawn_meanwhile",
         ("instance_cancel",),
         rows(i("top", status="waiting", pending=1), i("child", parent="top", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="child",
         # the child's spawn commits while the cascade waits: its children must go too
         touch="status = 'waiting', pending_children = 1, locked_by = NULL, locked_until = NULL",
@@ -800,7 +820,7 @@ CASES: list[Case] = [
         "instance_cancel.inbox_signal_held",
         ("instance_cancel",),
         rows(i("r", status="awaiting", await_names=["go"]), sig("s", "r", "other")),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="s",
         reaches=("instances_ended",),
         expect=lambda o: o.status("r") == "cancelled" and o.signals == {},
@@ -809,7 +829,7 @@ CASES: list[Case] = [
         "instance_cancel.ended_held",
         ("instance_cancel",),
         rows(i("r", status="done", finished_at=T - timedelta(hours=1))),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         may_wait=True,
         expect=lambda o: o.result is None and o.status("r") == "done",
@@ -818,7 +838,7 @@ CASES: list[Case] = [
         "instance_cancel.ends_meanwhile",
         ("instance_cancel",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         touch=ENDED,
         expect=lambda o: o.result is None and o.status("r") == "done",
@@ -1039,7 +1059,7 @@ CASES: list[Case] = [
         "await_expire.row_held",
         ("await_expire",),
         rows(i("r", status="awaiting", await_names=["go"], await_deadline=T - LEASE)),
-        lambda st, r: st.await_expire(T, 100),
+        lambda st, r: st.await_expire(now=T, limit=100),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("r") == "awaiting",
@@ -1049,7 +1069,7 @@ CASES: list[Case] = [
         "await_expire.woken_meanwhile",
         ("await_expire",),
         rows(i("r", status="awaiting", await_names=["go"], await_deadline=T - LEASE)),
-        lambda st, r: st.await_expire(T, 100),
+        lambda st, r: st.await_expire(now=T, limit=100),
         hold="r",
         # a signal woke it first (delivery leaves the deadline): no timeout any more
         touch="status = 'available', run_at = updated_at",
@@ -1061,7 +1081,9 @@ CASES: list[Case] = [
         "lease_extend.row_held",
         ("lease_extend",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.lease_extend([(r.id("r"), TOKEN)], ["m.flow"], [LEASE], T),
+        lambda st, r: st.lease_extend(
+            claims=[(r.id("r"), TOKEN)], workflows=["m.flow"], leases=[LEASE], now=T
+        ),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == 0,
@@ -1074,7 +1096,7 @@ CASES: list[Case] = [
         "lease_rescue.row_held",
         ("lease_rescue",),
         rows(i("r", **EXPIRED)),
-        lambda st, r: st.lease_rescue(T, 100),
+        lambda st, r: st.lease_rescue(now=T, limit=100),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("r") == "executing",
@@ -1087,7 +1109,7 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", parent="parent", attempt=4, max_attempts=5, **EXPIRED),
         ),
-        lambda st, r: st.lease_rescue(T, 100),
+        lambda st, r: st.lease_rescue(now=T, limit=100),
         hold="parent",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("child") == "executing",
@@ -1101,7 +1123,7 @@ CASES: list[Case] = [
             i("parent", attempt=4, max_attempts=5, **EXPIRED),
             i("child", status="awaiting", parent="parent", await_names=["go"]),
         ),
-        lambda st, r: st.lease_rescue(T, 100),
+        lambda st, r: st.lease_rescue(now=T, limit=100),
         hold="child",
         reaches=("instances_ended",),
         expect=lambda o: o.status("parent") == "failed" and o.status("child") == "cancelled",
@@ -1110,7 +1132,7 @@ CASES: list[Case] = [
         "claims_reclaim.row_held",
         ("claims_reclaim",),
         rows(i("r", **EXPIRED)),
-        lambda st, r: st.claims_reclaim("m:m@mhost-", T, 100),
+        lambda st, r: st.claims_reclaim(prefix="m:m@mhost-", now=T, limit=100),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("r") == "executing",
@@ -1120,7 +1142,13 @@ CASES: list[Case] = [
         "terminal_sweep.row_held",
         ("terminal_sweep",),
         rows(i("r", status="done", finished_at=T - timedelta(days=30))),
-        lambda st, r: st.terminal_sweep(T, timedelta(days=7), (None, None), 100),
+        lambda st, r: st.terminal_sweep(
+            now=T,
+            retention=timedelta(days=7),
+            after_finished_at=None,
+            after_id=None,
+            limit=100,
+        ),
         hold="r",
         skips=True,
         skipped=lambda o: o.result["deleted"] == 0 and "r" in o.instances,
@@ -1134,7 +1162,13 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", parent="parent", status="done", finished_at=T - timedelta(days=30)),
         ),
-        lambda st, r: st.terminal_sweep(T, timedelta(days=7), (None, None), 100),
+        lambda st, r: st.terminal_sweep(
+            now=T,
+            retention=timedelta(days=7),
+            after_finished_at=None,
+            after_id=None,
+            limit=100,
+        ),
         hold="child",
         skips=True,
         skipped=lambda o: o.result["deleted"] == 0,
@@ -1148,7 +1182,7 @@ CASES: list[Case] = [
             cfg("config", "m.api"),
             bucket("bucket", "m.api", "p", tokens=10, refreshed_at=T - timedelta(hours=1)),
         ),
-        lambda st, r: st.bucket_sweep(T, ("l", ""), 100),
+        lambda st, r: st.bucket_sweep(now=T, after_name="l", after_partition="", limit=100),
         hold="bucket",
         skips=True,
         skipped=lambda o: o.result["deleted"] == 0 and len(o.buckets) == 1,
@@ -1160,7 +1194,9 @@ CASES: list[Case] = [
         "rate_config_write.row_held",
         ("rate_config_write",),
         rows(cfg("config", "m.api", allowed=5)),
-        lambda st, r: st.rate_config_write((["m.api"], [20], [60000], [20]), T),
+        lambda st, r: st.rate_config_write(
+            names=["m.api"], allowed=[20], per_ms=[60000], burst=[20], now=T
+        ),
         hold="config",
         expect=lambda o: o.result[0]["old_allowed"] == 5 and o.configs[0]["allowed"] == 20,
     ),
@@ -1168,7 +1204,9 @@ CASES: list[Case] = [
         "rate_config_refresh.row_held",
         ("rate_config_refresh",),
         rows(cfg("config", "m.api", allowed=5, updated_at=T - timedelta(hours=1))),
-        lambda st, r: st.rate_config_refresh((["m.api"], [20], [60000], [20]), T),
+        lambda st, r: st.rate_config_refresh(
+            names=["m.api"], allowed=[20], per_ms=[60000], burst=[20], now=T
+        ),
         hold="config",
         expect=lambda o: (
             o.configs[0]["allowed"] == 5
@@ -1179,7 +1217,7 @@ CASES: list[Case] = [
         "rate_config_sweep.row_held",
         ("rate_config_sweep",),
         rows(cfg("config", "m.old", updated_at=T - timedelta(hours=2))),
-        lambda st, r: st.rate_config_sweep(T, timedelta(hours=1), 100),
+        lambda st, r: st.rate_config_sweep(now=T, ttl=timedelta(hours=1), limit=100),
         hold="config",
         skips=True,
         skipped=lambda o: o.result == 0 and len(o.configs) == 1,
@@ -1190,7 +1228,7 @@ CASES: list[Case] = [
         "instance_retry.top_held",
         ("instance_retry",),
         rows(i("r", status="failed", finished_at=T - timedelta(hours=1), error='{"t": 1}')),
-        lambda st, r: st.instance_retry(r.id("r"), T),
+        lambda st, r: st.instance_retry(id=r.id("r"), now=T),
         hold="r",
         expect=lambda o: o.result["retried"] == "r" and o.status("r") == "available",
     ),
@@ -1202,7 +1240,7 @@ CASES: list[Case] = [
             i("failed", parent="parent", status="failed", finished_at=T - timedelta(hours=1)),
             i("live", parent="parent", status="awaiting", await_names=["go"]),
         ),
-        lambda st, r: st.instance_retry(r.id("failed"), T),
+        lambda st, r: st.instance_retry(id=r.id("failed"), now=T),
         hold="failed",
         expect=lambda o: (
             o.result["retried"] == "failed" and o.row("parent")["pending_children"] == 2
@@ -1216,7 +1254,7 @@ CASES: list[Case] = [
             i("failed", parent="parent", status="failed", finished_at=T - timedelta(hours=1)),
             i("live", parent="parent", status="awaiting", await_names=["go"]),
         ),
-        lambda st, r: st.instance_retry(r.id("failed"), T),
+        lambda st, r: st.instance_retry(id=r.id("failed"), now=T),
         hold="parent",
         expect=lambda o: (
             o.result["retried"] == "failed" and o.row("parent")["pending_children"] == 2
@@ -1230,7 +1268,7 @@ CASES: list[Case] = [
             i("failed", parent="parent", status="failed", finished_at=T - timedelta(hours=1)),
             i("live", parent="parent", status="awaiting", await_names=["go"]),
         ),
-        lambda st, r: st.instance_retry(r.id("failed"), T),
+        lambda st, r: st.instance_retry(id=r.id("failed"), now=T),
         hold="parent",
         # the last live child ended: the parent no longer waits for this spawn
         touch="status = 'available', pending_children = 0",
@@ -1240,7 +1278,7 @@ CASES: list[Case] = [
         "instance_retry.not_failed_held",
         ("instance_retry",),
         rows(i("r", status="awaiting", await_names=["go"])),
-        lambda st, r: st.instance_retry(r.id("r"), T),
+        lambda st, r: st.instance_retry(id=r.id("r"), now=T),
         hold="r",
         expect=lambda o: o.result["retried"] is None and o.result["status"] == "awaiting",
     ),
@@ -1248,7 +1286,7 @@ CASES: list[Case] = [
         "instance_retry.retried_meanwhile",
         ("instance_retry",),
         rows(i("r", status="failed", finished_at=T - timedelta(hours=1))),
-        lambda st, r: st.instance_retry(r.id("r"), T),
+        lambda st, r: st.instance_retry(id=r.id("r"), now=T),
         hold="r",
         touch="status = 'available', finished_at = NULL",
         expect=lambda o: o.result["retried"] is None and o.result["status"] == "available",
@@ -1354,8 +1392,8 @@ def writing_statements() -> dict[str, set[str]]:
     """Each named statement that locks rows, writes a table or calls a writing function:
     what it touches (`lock` for a row lock)."""
     found: dict[str, set[str]] = {}
-    for name, sql in statements("__schema__").items():
-        code = _code(sql.replace('"__schema__"', "__schema__"))
+    for name, statement in statements("__schema__").items():
+        code = _code(statement.sql.replace('"__schema__"', "__schema__"))
         touched = set()
         for match in _WRITE.finditer(code):
             touched.add(match.group(1) or match.group(2) or "lock")

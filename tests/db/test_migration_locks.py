@@ -226,7 +226,8 @@ async def test_an_up_to_date_schema_needs_no_migration_lock(
 ) -> None:
     schema = gendurable_schema
     # Another migrator at work (a long concurrent index build of a later release).
-    await conns.long.execute(statements(schema)["migrate_lock_session"], schema)
+    lock = statements(schema)["migrate_lock_session"]
+    await conns.long.execute(lock.sql, *lock.args(schema=schema))
 
     async with asyncio.timeout(GUARD):
         assert await migrate(gendurable_dsn, schema=schema) == 1
@@ -237,5 +238,6 @@ async def test_an_up_to_date_schema_needs_no_migration_lock(
         migrate_connection(conns.migrator, schema=schema, steps=_later(schema, ADD_COLUMN))
     )
     await eventually(lambda: conns.migrator_waits("pg_advisory_xact_lock"))
-    await conns.long.execute(statements(schema)["migrate_unlock_session"], schema)
+    unlock = statements(schema)["migrate_unlock_session"]
+    await conns.long.execute(unlock.sql, *unlock.args(schema=schema))
     assert await migrating == 2

@@ -52,9 +52,15 @@ def now_of(engine: gd.Engine) -> datetime:
 async def claim(engine: gd.Engine, worker: str, limit: int = 10) -> list[int]:
     """Claim due `raw.leaf` rows of the default queue as `worker`; the ids it took."""
     rows = await engine.store.instance_claim(
-        "default", limit, worker, [LEASE], now_of(engine), ["raw.leaf"], ["work"]
+        queue="default",
+        limit=limit,
+        locked_by=worker,
+        leases=[LEASE],
+        now=now_of(engine),
+        workflows=["raw.leaf"],
+        steps=["work"],
     )
-    return [r["id"] for r in rows if r["go"]]
+    return [r.id for r in rows if r.go]
 
 
 async def executing(db: asyncpg.Connection, schema: str) -> set[int]:
@@ -63,7 +69,9 @@ async def executing(db: asyncpg.Connection, schema: str) -> set[int]:
 
 
 async def pause(engine: gd.Engine) -> Any:
-    return await QueueStore(engine.store).queue_pause("default", "test", now_of(engine))
+    return await QueueStore(engine.store.db).queue_pause(
+        queue="default", by="test", now=now_of(engine)
+    )
 
 
 async def advisory_waiter(db: asyncpg.Connection) -> bool:
@@ -103,10 +111,10 @@ async def test_a_claim_of_a_paused_queue_takes_nothing(
 ) -> None:
     s = gendurable_schema
     ids = [await insert(db, s, now_of(engine)) for _ in range(3)]
-    assert (await pause(engine))["paused"] is True
+    assert (await pause(engine)).paused is True
 
     assert await claim(engine, "w#1") == []
-    assert await QueueStore(engine.store).queue_resume("default") is not None
+    assert await QueueStore(engine.store.db).queue_resume(queue="default") is not None
     assert sorted(await claim(engine, "w#2")) == ids
 
 
@@ -116,21 +124,21 @@ async def test_a_local_start_in_a_paused_queue_goes_in_unclaimed(
     await pause(engine)
     entry = new_row(Leaf.spec, Leaf.new(key="paused"))
     paused = await engine.store.instance_insert(
-        entry, now=now_of(engine), locked_by="w#1", lease=LEASE
+        row=entry, now=now_of(engine), locked_by="w#1", lease=LEASE
     )
-    await QueueStore(engine.store).queue_resume("default")
+    await QueueStore(engine.store.db).queue_resume(queue="default")
     entry = new_row(Leaf.spec, Leaf.new(key="running"))
     running = await engine.store.instance_insert(
-        entry, now=now_of(engine), locked_by="w#2", lease=LEASE
+        row=entry, now=now_of(engine), locked_by="w#2", lease=LEASE
     )
 
-    assert (paused["created"], paused["locked_by"]) == (True, None)
-    assert dict(await row(db, gendurable_schema, paused["id"])) | {"timed_out": None} == {
+    assert (paused.created, paused.locked_by) == (True, None)
+    assert dict(await row(db, gendurable_schema, paused.id)) | {"timed_out": None} == {
         "status": "available", "locked_by": None, "attempt": 0, "pending_children": 0,
         "timed_out": None,
     }  # fmt: skip
-    assert running["locked_by"] == "w#2"
-    assert (await row(db, gendurable_schema, running["id"]))["status"] == "executing"
+    assert running.locked_by == "w#2"
+    assert (await row(db, gendurable_schema, running.id))["status"] == "executing"
 
 
 async def test_a_signal_does_not_claim_what_it_wakes_in_a_paused_queue(
@@ -140,12 +148,12 @@ async def test_a_signal_does_not_claim_what_it_wakes_in_a_paused_queue(
     asleep = [await insert(db, s, now_of(engine), status="awaiting", step="wait") for _ in "ab"]
     await pause(engine)
     woken = await deliver(engine, asleep[0], locked_by="w#1")
-    await QueueStore(engine.store).queue_resume("default")
+    await QueueStore(engine.store.db).queue_resume(queue="default")
     claimed = await deliver(engine, asleep[1], locked_by="w#2")
 
-    assert (woken["woke"], woken["claimed"]) == (True, False)
+    assert (woken.woke, woken.claimed) == (True, False)
     assert (await row(db, s, asleep[0]))["status"] == "available"
-    assert (claimed["woke"], claimed["claimed"]) == (True, True)
+    assert (claimed.woke, claimed.claimed) == (True, True)
     assert (await row(db, s, asleep[1]))["locked_by"] == "w#2"
 
 
@@ -178,12 +186,12 @@ async def test_the_poller_sees_a_paused_queue_as_paused_and_never_as_due(
 ) -> None:
     await insert(db, gendurable_schema, now_of(engine))
     store, now = engine.store, now_of(engine)
-    assert await store.queues_due(["default", "idle"], now) == (["default"], set())
+    assert await store.queues_due(queues=["default", "idle"], now=now) == (["default"], set())
 
     await pause(engine)
-    assert await store.queues_due(["default", "idle"], now) == ([], {"default"})
-    await QueueStore(engine.store).queue_pause("idle", "test", now)
-    assert await store.queues_due(["default", "idle"], now) == ([], {"default", "idle"})
+    assert await store.queues_due(queues=["default", "idle"], now=now) == ([], {"default"})
+    await QueueStore(engine.store.db).queue_pause(queue="idle", by="test", now=now)
+    assert await store.queues_due(queues=["default", "idle"], now=now) == ([], {"default", "idle"})
 
 
 # -- statements in flight when the pause commits -------------------------------------------
@@ -291,7 +299,7 @@ async def test_a_signal_waiting_for_its_row_when_the_pause_commits_sees_the_paus
     await blocker.release()
     delivered = await delivering
 
-    assert (delivered["woke"], delivered["claimed"]) == (True, False)
+    assert (delivered.woke, delivered.claimed) == (True, False)
     assert await executing(db, s) == at_pause == set()
     assert (await row(db, s, asleep))["status"] == "available"
 
@@ -299,8 +307,8 @@ async def test_a_signal_waiting_for_its_row_when_the_pause_commits_sees_the_paus
 async def deliver(engine: gd.Engine, id: int, *, locked_by: str) -> Any:
     """Deliver `go` to `id`, as a local scheduler of the default queue with a free slot."""
     delivered = await engine.store.signal_deliver(
-        "raw.leaf", id, None, "go", b"null", now_of(engine), locked_by=locked_by, lease=LEASE,
-        queue="default",
+        workflow="raw.leaf", id=id, key=None, name="go", payload=b"null", now=now_of(engine),
+        locked_by=locked_by, lease=LEASE, queue="default",
     )  # fmt: skip
     assert delivered is not None
     return delivered
@@ -334,10 +342,10 @@ class Race:
             count += 1
             entry = new_row(Leaf.spec, Leaf.new(key=f"s{self.n}-{count}"))
             made = await self.engine.store.instance_insert(
-                entry, now=now_of(self.engine), locked_by=f"s#{self.n}", lease=LEASE
+                row=entry, now=now_of(self.engine), locked_by=f"s#{self.n}", lease=LEASE
             )
-            if made["locked_by"] is not None:
-                self.taken.append(made["id"])
+            if made.locked_by is not None:
+                self.taken.append(made.id)
             after += self.paused.is_set()
 
 
@@ -354,7 +362,7 @@ async def test_claims_and_local_starts_racing_a_pause_start_nothing_once_it_has_
     try:
         for n in range(RACES):
             race = Race(engine, n)
-            await QueueStore(engine.store).queue_resume("default")
+            await QueueStore(engine.store.db).queue_resume(queue="default")
             for _ in range(60):
                 await insert(db, s, now_of(engine))
             racers = [asyncio.create_task(race.claimer(w)) for w in range(CLAIMERS)]
@@ -362,10 +370,11 @@ async def test_claims_and_local_starts_racing_a_pause_start_nothing_once_it_has_
             for _ in range(race.rng.randint(0, 40)):
                 await asyncio.sleep(0)
             async with pauser.transaction():
+                statement = engine.store.db.sql["queue_pause"]
                 await pauser.fetchrow(
-                    engine.store.sql["queue_pause"], "default", "race", now_of(engine),
-                    engine.store.channel,
-                )  # fmt: skip
+                    statement.sql,
+                    *statement.args(queue="default", by="race", now=now_of(engine)),
+                )
                 at_pause = {
                     r["id"]
                     for r in await pauser.fetch(
@@ -388,10 +397,12 @@ async def test_a_pause_by_name_is_one_row_and_a_resume_of_nothing_is_none(
     engine: gd.Engine,
 ) -> None:
     first = await pause(engine)
-    again = await QueueStore(engine.store).queue_pause("default", "someone else", now_of(engine))
+    again = await QueueStore(engine.store.db).queue_pause(
+        queue="default", by="someone else", now=now_of(engine)
+    )
 
-    assert (first["paused"], again["paused"]) == (True, False)
-    assert (again["paused_at"], again["paused_by"]) == (first["paused_at"], "test")
-    assert [r["queue"] for r in await QueueStore(engine.store).queue_pauses()] == ["default"]
-    assert await QueueStore(engine.store).queue_resume("default") is not None
-    assert await QueueStore(engine.store).queue_resume("default") is None
+    assert (first.paused, again.paused) == (True, False)
+    assert (again.paused_at, again.paused_by) == (first.paused_at, "test")
+    assert [r.queue for r in await QueueStore(engine.store.db).queue_pauses()] == ["default"]
+    assert await QueueStore(engine.store.db).queue_resume(queue="default") is not None
+    assert await QueueStore(engine.store.db).queue_resume(queue="default") is None

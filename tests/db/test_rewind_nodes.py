@@ -11,7 +11,8 @@ import msgspec
 import pytest
 
 import gendurable as gd
-from gendurable.db.store import Store
+from gendurable.db.maintenance_store import MaintenanceStore
+from gendurable.db.operator_store import OperatorStore
 from gendurable.errors import ValidationError
 from gendurable.maintenance.nodes import describe_workflows
 from gendurable.rewind import KEEP, entry_by_code, entry_by_nodes
@@ -45,10 +46,14 @@ SPEC = Rewound.spec  # type: ignore[attr-defined]
 Record = Callable[..., Awaitable[None]]
 
 
+class Store(OperatorStore, MaintenanceStore):
+    """The operators' reads and the node registry's writes, on one database."""
+
+
 @pytest.fixture
 async def store(make_engine: MakeEngine) -> Store:
     engine = await make_engine(workflows=[other], queues=None)
-    return engine.store
+    return Store(engine.store.db)
 
 
 @pytest.fixture

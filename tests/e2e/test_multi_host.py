@@ -30,7 +30,7 @@ from e2e_support import eventually, unique_name
 import gendurable as gd
 from gendurable.db.connect import asyncpg_dsn, hosts_of
 from gendurable.db.listener import Listener
-from gendurable.db.store import Store
+from gendurable.db.pool import Database
 
 QUEUE = "multi-host"
 
@@ -94,16 +94,16 @@ async def test_multi_host_a_first_host_that_never_answers_is_skipped_and_then_tr
 ) -> None:
     async with hung_server() as hung:
         dsn = with_hosts(gendurable_dsn, [("127.0.0.1", hung.port)])
-        store = await Store.open(dsn, "public", min_size=3, max_size=3, timeout=6)
+        db = await Database.open(dsn, "public", min_size=3, max_size=3, timeout=6)
         try:
             # Three connections, made one after the other: only the first waited on the
             # hung host (for half the timeout), the others went to the host that answered.
-            assert store.pool.get_size() == 3
+            assert db.pool.get_size() == 3
             assert hung.accepted == 1
-            async with store.pool.acquire() as conn:
+            async with db.pool.acquire() as conn:
                 assert await conn.fetchval("SELECT 1") == 1
         finally:
-            await store.close()
+            await db.close()
         listener = Listener(dsn, "gendurable_multi_host", timeout=6)
         await listener.start()
         await listener.stop()
@@ -190,7 +190,7 @@ async def test_multi_host_while_no_host_accepts_writes_a_start_waits_and_the_lis
         starting = asyncio.create_task(Echo.start("k", 7, engine=engine))
 
         async def start_refused_or_done() -> bool:
-            return starting.done() or store.outage.failures >= 2
+            return starting.done() or store.db.outage.failures >= 2
 
         await eventually(start_refused_or_done, timeout=30, what="the start refused twice")
         if starting.done():

@@ -44,9 +44,15 @@ async def test_group_commit_of_a_lost_claim_beside_its_successor_is_stale(
 
     async def claim(locked_by: str) -> list[int]:
         rows = await store.instance_claim(
-            "default", 10, locked_by, [LEASE], clock.now(), ["owners.flow"], ["first"]
+            queue="default",
+            limit=10,
+            locked_by=locked_by,
+            leases=[LEASE],
+            now=clock.now(),
+            workflows=["owners.flow"],
+            steps=["first"],
         )
-        return [r["id"] for r in rows if r["go"]]
+        return [r.id for r in rows if r.go]
 
     assert await claim("w#1") == [id]
     clock.advance(LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]

@@ -191,9 +191,9 @@ async def test_a_worker_hears_of_a_pause_at_once_and_of_the_resume_which_wakes_i
     claims: list[str] = []
     claim = worker.store.instance_claim
 
-    async def counted(queue: str, *args: Any, **kwargs: Any) -> Any:
-        claims.append(queue)
-        return await claim(queue, *args, **kwargs)
+    async def counted(**kwargs: Any) -> Any:
+        claims.append(kwargs["queue"])
+        return await claim(**kwargs)
 
     worker.store.instance_claim = counted  # type: ignore[method-assign]
 
@@ -278,9 +278,9 @@ async def test_a_step_running_when_its_queue_is_paused_finishes_and_its_next_ste
     sent: list[str] = []
     batch = engine.store.outcome_batch
 
-    async def spy(outcomes: bytes, *args: Any) -> Any:
+    async def spy(*, outcomes: bytes, **kwargs: Any) -> Any:
         sent.extend(o["kind"] for o in __import__("msgspec").json.decode(outcomes))
-        return await batch(outcomes, *args)
+        return await batch(outcomes=outcomes, **kwargs)
 
     engine.store.outcome_batch = spy  # type: ignore[method-assign]
     RUNNING["c"], RELEASE["c"] = asyncio.Event(), asyncio.Event()
@@ -340,9 +340,9 @@ async def test_a_start_in_a_paused_queue_is_stored_unclaimed_by_a_local_schedule
     offered: list[str | None] = []
     insert = engine.store.instance_insert
 
-    async def spy(row: Any, **kwargs: Any) -> Any:
+    async def spy(**kwargs: Any) -> Any:
         offered.append(kwargs.get("locked_by"))
-        return await insert(row, **kwargs)
+        return await insert(**kwargs)
 
     engine.store.instance_insert = spy  # type: ignore[method-assign]
 

@@ -12,6 +12,7 @@ from schedule_support import Nightly, Rows, day_of
 import gendurable as gd
 from gendurable import events
 from gendurable.maintenance.ticker import GRACE
+from gendurable.sql import Statement, bind_names
 from gendurable.testing import MakeEngine, ManualClock, RecorderFactory
 
 DAY = timedelta(days=1)
@@ -381,16 +382,20 @@ async def test_schedules_a_tick_starts_in_the_transaction_that_advances_its_sche
 ) -> None:
     engine = await make_engine(workflows=[Nightly], schedules=[nightly()])
     manual_clock.advance(DAY)
-    advance = engine.store.sql["schedule_advance"]
-    engine.store.sql["schedule_advance"] = (  # the advance fails
-        "SELECT $1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[],"
-        " $5::timestamptz, 1 / 0"
+    advance = engine.store.db.sql["schedule_advance"]
+    engine.store.db.sql["schedule_advance"] = Statement(  # the advance fails
+        advance.name,
+        *bind_names(
+            advance.name,
+            "SELECT :names::text[], :next_ats::timestamptz[], :last_ats::timestamptz[],"
+            " :instance_ids::bigint[], :now::timestamptz, 1 / 0",
+        ),
     )
 
     with pytest.raises(asyncpg.DivisionByZeroError):
         await engine.drain()
 
     assert await rows.keys() == []  # so the instance was never started
-    engine.store.sql["schedule_advance"] = advance
+    engine.store.db.sql["schedule_advance"] = advance
     await engine.drain()
     assert await rows.keys() == [KEY.format(1)]

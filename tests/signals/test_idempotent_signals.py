@@ -254,13 +254,11 @@ async def test_the_command_line_form_and_the_engine_form_share_keys(
     first = await engine.signal("idem.inbox", "a", "item", {"n": 1}, idempotency_key="k")
 
     row = await engine.store.signal_deliver(
-        "idem.inbox", None, "a", "item", msgspec.json.encode({"n": 1}), None,
-        idempotency_key="k",
+        workflow="idem.inbox", id=None, key="a", name="item",
+        payload=msgspec.json.encode({"n": 1}), now=None, idempotency_key="k",
     )  # fmt: skip
     assert row is not None
-    assert (row["signal_id"], row["duplicate"], row["same"], row["woke"]) == (
-        first, True, True, False,
-    )  # fmt: skip
+    assert (row.signal_id, row.duplicate, row.same, row.woke) == (first, True, True, False)
 
 
 async def test_a_keyed_signal_is_not_claimed_where_it_is_sent_so_that_it_can_be_repeated(

@@ -139,7 +139,7 @@ async def test_web_rewind_restarts_a_cancelled_instance_at_the_step_chosen(
 ) -> None:
     w = await web(allow_actions=True)
     id = scene.ids["exp-2"]
-    await scene.engine.store.instance_cancel(id, None)
+    await scene.engine.store.instance_cancel(id=id, now=None)
     token = await _token(w.client, id)
     page = (await w.client.get(f"/instances/{id}")).text
 

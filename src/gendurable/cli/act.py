@@ -103,8 +103,8 @@ async def _start(args: argparse.Namespace, state: Any, spec: WorkflowSpec | None
             row = row_by_code(spec, key, state)
         else:
             row = await row_by_nodes(store, workflow, key, state)
-        inserted = await store.instance_insert(row, now=None)
-    id, created = inserted["id"], inserted["created"]
+        inserted = await store.instance_insert(row=row, now=None)
+    id, created = inserted.id, inserted.created
     if args.json:
         print_json({"id": id, "workflow": workflow, "key": key, "created": created})
     elif created:
@@ -163,12 +163,12 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             data = await payload_by_nodes(store, workflow, name, payload)
         by_id = args.target.isdigit() and not args.key
         row = await store.signal_deliver(
-            workflow,
-            int(args.target) if by_id else None,
-            None if by_id else args.target,
-            name,
-            data,
-            None,
+            workflow=workflow,
+            id=int(args.target) if by_id else None,
+            key=None if by_id else args.target,
+            name=name,
+            payload=data,
+            now=None,
             idempotency_key=args.idempotency_key,
         )
     if row is None:
@@ -176,8 +176,8 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
         raise NoTarget(
             f"no live {workflow} instance with {address}; signal {name!r} was not stored"
         )
-    signal_id, instance_id = row["signal_id"], row["instance_id"]
-    if not row["same"]:
+    signal_id, instance_id = row.signal_id, row.instance_id
+    if not row.same:
         raise UserError(
             f"idempotency key {args.idempotency_key!r} already stored another signal (id "
             f"{signal_id}, a different name or payload) for instance {instance_id}; signal "
@@ -188,17 +188,17 @@ async def _signal(args: argparse.Namespace, payload: Any, spec: WorkflowSpec | N
             {
                 "signal_id": signal_id,
                 "instance_id": instance_id,
-                "woke": row["woke"],
-                "duplicate": row["duplicate"],
+                "woke": row.woke,
+                "duplicate": row.duplicate,
             }
         )
-    elif row["duplicate"]:
+    elif row.duplicate:
         print(
             f"signal {name!r} ({signal_id}) was stored for instance {instance_id} already, "
             f"with idempotency key {args.idempotency_key!r}; nothing was stored"
         )
     else:
-        woke = " and woke it" if row["woke"] else ""
+        woke = " and woke it" if row.woke else ""
         print(f"signal {name!r} ({signal_id}) stored for instance {instance_id}{woke}")
     return EXIT_OK
 
@@ -250,7 +250,7 @@ def cancel_command(args: argparse.Namespace) -> int:
 async def _cancel(args: argparse.Namespace) -> int:
     async with open_store(args) as store:
         found = await find_instance(store, args)
-        cascaded = await store.instance_cancel(found.id, None)
+        cascaded = await store.instance_cancel(id=found.id, now=None)
     if cascaded is None:
         raise NoTarget(
             f"{found.workflow} instance {found.id} is {found.status}, not live; "
@@ -316,48 +316,48 @@ def retry_command(args: argparse.Namespace) -> int:
 async def _retry(args: argparse.Namespace) -> int:
     async with open_store(args) as store:
         found = await find_instance(store, args)
-        row = await store.instance_retry(found.id, None)
+        row = await store.instance_retry(id=found.id, now=None)
     what = f"{found.workflow} instance {found.id}"
-    if row["retried"] is None:
-        if row["status"] is None:
+    if row.retried is None:
+        if row.status is None:
             raise NoTarget(f"{what} no longer exists")
-        if row["status"] != "failed":
+        if row.status != "failed":
             raise UserError(
-                f"{what} is {row['status']}: only a failed instance can be retried"
-                + (" (rewind it: --step STEP)" if row["status"] == "cancelled" else "")
+                f"{what} is {row.status}: only a failed instance can be retried"
+                + (" (rewind it: --step STEP)" if row.status == "cancelled" else "")
             )
-        if row["holder"] is not None:
+        if row.holder is not None:
             raise UserError(
-                f"{what} cannot be retried: live instance {row['holder']} now holds its key "
+                f"{what} cannot be retried: live instance {row.holder} now holds its key "
                 f"(cancel it first, or start a new instance)"
             )
         raise UserError(
-            f"{what} cannot be retried: its parent {row['parent_id']} no longer waits for it"
+            f"{what} cannot be retried: its parent {row.parent_id} no longer waits for it"
         )
     if args.json:
         print_json(
-            {"id": found.id, "workflow": found.workflow, "status": "available", "step": row["step"]}
+            {"id": found.id, "workflow": found.workflow, "status": "available", "step": row.step}
         )
     else:
-        print(f"{what} goes back to step {row['step']!r} with attempt 0")
+        print(f"{what} goes back to step {row.step!r} with attempt 0")
     return EXIT_OK
 
 
 async def _rewind(args: argparse.Namespace, state: Any) -> int:
     async with open_store(args) as store:
         found = await find_instance(store, args)
-        row = await store.instance_by_id(found.id)
+        row = await store.instance_by_id(id=found.id)
         if row is None:
             raise NoTarget(f"{found.workflow} instance {found.id} no longer exists")
-        step = args.step or row["step"]
+        step = args.step or row.step
         if args.app:
             spec = _app_spec(args.app, found.workflow)
             entry = entry_by_code(
-                spec, step, state, stored_state=row["state"], stored_version=row["state_version"]
+                spec, step, state, stored_state=row.state, stored_version=row.state_version
             )
         else:
             entry = await entry_by_nodes(store, found.workflow, step, state)
-        answer = await rewind(RepairStore(store), found.id, entry)
+        answer = await rewind(RepairStore(store.db), found.id, entry)
     what = f"{found.workflow} instance {found.id}"
     refused = refusal(what, answer)
     if refused is not None:

@@ -144,7 +144,7 @@ def run_bulk(action: str, args: argparse.Namespace) -> int:
 async def _bulk(action: str, args: argparse.Namespace, match: Match) -> int:
     label = f"{action} {args.workflow}"
     async with open_store(args) as store:
-        repairs = RepairStore(store)
+        repairs = RepairStore(store.db)
         if args.dry_run:
             matched = await repairs.instances_matching_count(match, limit=args.limit, now=None)
             report = None

@@ -15,7 +15,9 @@ from typing import Any
 
 import msgspec
 
+from ..db.operator_store import OperatorStore
 from ..db.queue_store import QueueStore
+from ..db.rows import QueuePaused, QueueResumed
 from ..engine.pauses import check_queue
 from ..errors import ConfigError, ValidationError
 from .command import EXIT_OK, command, database_options, json_option
@@ -63,13 +65,13 @@ def pause_command(args: argparse.Namespace) -> int:
 
 async def _pause(args: argparse.Namespace, queue: str, by: str) -> int:
     async with open_store(args) as store:
-        row = await QueueStore(store).queue_pause(queue, by, None)
+        row = await QueueStore(store.db).queue_pause(queue=queue, by=by, now=None)
         served = await _served(store)
     if args.json:
-        print_json({"queue": queue, "paused": row["paused"], **_since(row)})
+        print_json({"queue": queue, "paused": row.paused, **_since(row)})
         return EXIT_OK
     since = paused_text(row)
-    if row["paused"]:
+    if row.paused:
         print(f"paused queue {queue!r} ({since}): no engine starts a new step of it until")
         print(f"`gendurable resume {queue}`")
     else:
@@ -94,7 +96,7 @@ def resume_command(args: argparse.Namespace) -> int:
 
 async def _resume(args: argparse.Namespace, queue: str) -> int:
     async with open_store(args) as store:
-        row = await QueueStore(store).queue_resume(queue)
+        row = await QueueStore(store.db).queue_resume(queue=queue)
     if args.json:
         if row is None:
             print_json({"queue": queue, "resumed": False, "paused_at": None, "paused_by": None})
@@ -108,15 +110,15 @@ async def _resume(args: argparse.Namespace, queue: str) -> int:
     return EXIT_OK
 
 
-def _since(row: Any) -> dict[str, Any]:
-    return {"paused_at": row["paused_at"], "paused_by": row["paused_by"]}
+def _since(row: QueuePaused | QueueResumed) -> dict[str, Any]:
+    return {"paused_at": row.paused_at, "paused_by": row.paused_by}
 
 
-async def _served(store: Any) -> set[str]:
+async def _served(store: OperatorStore) -> set[str]:
     """The queues the live engines run."""
     served: set[str] = set()
-    for node in await store.nodes_live(None):
-        served.update(_decode.decode(node["queues"]))
+    for node in await store.nodes_live(now=None):
+        served.update(_decode.decode(node.queues))
     return served
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from ..db.rows import StoredSchedule
 from ..db.schedule_store import ScheduleStore
 from ..errors import ConfigError, NoTarget
 from ..workflow_records import did_you_mean
@@ -54,17 +55,19 @@ def schedules_command(args: argparse.Namespace) -> int:
 
 async def _schedules(args: argparse.Namespace) -> int:
     async with open_store(args) as store:
-        schedules = ScheduleStore(store)
+        schedules = ScheduleStore(store.db)
         if args.action is not None:
-            row = await schedules.schedule_pause(args.name, args.action == "pause", None)
+            row = await schedules.schedule_pause(
+                name=args.name, paused=args.action == "pause", now=None
+            )
             if row is None:
-                names = [r["name"] for r in await schedules.schedules_list()]
+                names = [r.name for r in await schedules.schedules_list()]
                 raise NoTarget(f"no schedule named {args.name!r}" + did_you_mean(args.name, names))
-            state = "paused" if row["paused"] else "resumed (from now)"
+            state = "paused" if row.paused else "resumed (from now)"
             if args.json:
-                print_json({"name": row["name"], "paused": row["paused"]})
+                print_json({"name": row.name, "paused": row.paused})
             else:
-                print(f"schedule {row['name']!r} ({row['workflow']}) {state}")
+                print(f"schedule {row.name!r} ({row.workflow}) {state}")
             return EXIT_OK
         rows = await schedules.schedules_list()
     if args.json:
@@ -74,41 +77,41 @@ async def _schedules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def schedule_json(row: Any) -> dict[str, Any]:
+def schedule_json(row: StoredSchedule) -> dict[str, Any]:
     """One schedule as the `--json` list (and the dashboard) show it."""
-    spec = _decode.decode(row["spec"])
+    spec = _decode.decode(row.spec)
     last = (
         None
-        if row["last_instance_id"] is None
-        else {"id": row["last_instance_id"], "key": row["last_key"], "status": row["last_status"]}
+        if row.last_instance_id is None
+        else {"id": row.last_instance_id, "key": row.last_key, "status": row.last_status}
     )
     return {
-        "name": row["name"],
-        "workflow": row["workflow"],
+        "name": row.name,
+        "workflow": row.workflow,
         "schedule": spec.get("description"),
         "cron": spec.get("cron"),
         "tz": spec.get("tz"),
         "every": spec.get("every"),
         "missed": spec.get("missed"),
         "catch_up": spec.get("catch_up"),
-        "next_at": row["next_at"],
-        "last_at": row["last_at"],
+        "next_at": row.next_at,
+        "last_at": row.last_at,
         "last_instance": last,
-        "paused": row["paused"],
-        "disabled_at": row["disabled_at"],
-        "declared_by": row["declared_by"],
-        "refreshed_at": row["refreshed_at"],
+        "paused": row.paused,
+        "disabled_at": row.disabled_at,
+        "declared_by": row.declared_by,
+        "refreshed_at": row.refreshed_at,
     }
 
 
-def state_word(row: Any) -> str:
+def state_word(row: StoredSchedule) -> str:
     """`active`, `paused`, or `disabled` (no running engine declares it)."""
-    if row["disabled_at"] is not None:
+    if row.disabled_at is not None:
         return "disabled"
-    return "paused" if row["paused"] else "active"
+    return "paused" if row.paused else "active"
 
 
-def schedules_table(rows: Sequence[Any]) -> str:
+def schedules_table(rows: Sequence[StoredSchedule]) -> str:
     """The schedules as a table."""
     if not rows:
         return "no schedules"
@@ -116,15 +119,15 @@ def schedules_table(rows: Sequence[Any]) -> str:
         ["NAME", "WORKFLOW", "SCHEDULE", "STATE", "NEXT TICK", "LAST TICK", "LAST INSTANCE"],
         [
             [
-                r["name"],
-                r["workflow"],
-                _decode.decode(r["spec"]).get("description", ""),
+                r.name,
+                r.workflow,
+                _decode.decode(r.spec).get("description", ""),
                 state_word(r),
-                "" if r["paused"] or r["disabled_at"] else when(r["next_at"]),
-                when(r["last_at"]),
+                "" if r.paused or r.disabled_at else when(r.next_at),
+                when(r.last_at),
                 ""
-                if r["last_instance_id"] is None
-                else f"{r['last_instance_id']} {r['last_status'] or '(collected)'}",
+                if r.last_instance_id is None
+                else f"{r.last_instance_id} {r.last_status or '(collected)'}",
             ]
             for r in rows
         ],

@@ -21,11 +21,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
 from ..errors import ConfigError, EngineError
-from ..sql import Migration, migrations, quote_schema, statements
+from ..sql import Migration, Statement, migrations, quote_schema, statements
 from ..sql.scripts import concurrent_index, split_statements, waits_harmlessly
 from .connect import connect
 
@@ -152,16 +153,16 @@ async def _migrate(
 
 async def _read_applied(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-    named: dict[str, str],
+    named: dict[str, Statement],
     schema: str,
 ) -> _Applied:
-    tables = await conn.fetchrow(named["bookkeeping_tables"], schema)
+    tables = await conn.fetchrow(*_call(named, "bookkeeping_tables", schema=schema))
     if tables is None or not tables["meta"]:
         return _Applied(0, {})
-    version = int(await conn.fetchval(named["meta_version"]) or 0)
+    version = int(await conn.fetchval(*_call(named, "meta_version")) or 0)
     if not tables["migrations"]:
         return _Applied(version, None)
-    rows = await conn.fetch(named["migrations_applied"])
+    rows = await conn.fetch(*_call(named, "migrations_applied"))
     return _Applied(version, {r["version"]: (r["name"], r["checksum"]) for r in rows})
 
 
@@ -205,7 +206,7 @@ def _verify(applied: _Applied, steps: Sequence[Migration], schema: str, *, adopt
 
 async def _apply_in_transaction(
     conn: asyncpg.Connection,
-    named: dict[str, str],
+    named: dict[str, Statement],
     schema: str,
     steps: Sequence[Migration],
     step: Migration,
@@ -215,14 +216,16 @@ async def _apply_in_transaction(
         try:
             async with conn.transaction():
                 # Taken before the lock timeout is set: other migrators may take long.
-                await conn.execute(named["migrate_lock"], schema)
+                await conn.execute(*_call(named, "migrate_lock", schema=schema))
                 applied = await _read_applied(conn, named, schema)
                 _verify(applied, steps, schema, adopting=True)
                 if not _pending(applied, step):
                     return  # another process applied it while we waited for the lock
-                await conn.execute(named["lock_timeout_local"], str(policy.lock_timeout_ms))
+                await conn.execute(
+                    *_call(named, "lock_timeout_local", timeout=str(policy.lock_timeout_ms))
+                )
                 await conn.execute(step.sql)
-                await conn.execute(named["migration_record"], *_record(step))
+                await conn.execute(*_call(named, "migration_record", **_record(step)))
             return
         except asyncpg.LockNotAvailableError:
             if attempt + 1 < policy.attempts:
@@ -232,13 +235,13 @@ async def _apply_in_transaction(
 
 async def _apply_statements(
     conn: asyncpg.Connection,
-    named: dict[str, str],
+    named: dict[str, Statement],
     schema: str,
     steps: Sequence[Migration],
     step: Migration,
     policy: _Policy,
 ) -> None:
-    await conn.execute(named["migrate_lock_session"], schema)
+    await conn.execute(*_call(named, "migrate_lock_session", schema=schema))
     try:
         applied = await _read_applied(conn, named, schema)
         _verify(applied, steps, schema, adopting=True)
@@ -247,15 +250,15 @@ async def _apply_statements(
         for statement in split_statements(step.sql):
             await _run_statement(conn, named, schema, step, statement, policy)
         async with conn.transaction():
-            await conn.execute(named["migration_record"], *_record(step))
+            await conn.execute(*_call(named, "migration_record", **_record(step)))
     finally:
-        await conn.execute(named["lock_timeout_reset"])
-        await conn.execute(named["migrate_unlock_session"], schema)
+        await conn.execute(*_call(named, "lock_timeout_reset"))
+        await conn.execute(*_call(named, "migrate_unlock_session", schema=schema))
 
 
 async def _run_statement(
     conn: asyncpg.Connection,
-    named: dict[str, str],
+    named: dict[str, Statement],
     schema: str,
     step: Migration,
     statement: str,
@@ -268,7 +271,7 @@ async def _run_statement(
     timeout = 0 if waits_harmlessly(statement) else policy.lock_timeout_ms
     for attempt in range(policy.attempts):
         try:
-            await conn.execute(named["lock_timeout_session"], str(timeout))
+            await conn.execute(*_call(named, "lock_timeout_session", timeout=str(timeout)))
             if index is not None:
                 await _drop_if_invalid(conn, named, schema, index)
             await conn.execute(statement)
@@ -280,19 +283,32 @@ async def _run_statement(
 
 
 async def _drop_if_invalid(
-    conn: asyncpg.Connection, named: dict[str, str], schema: str, index: str
+    conn: asyncpg.Connection, named: dict[str, Statement], schema: str, index: str
 ) -> None:
     """Drop `index` if a concurrent build cut short left it INVALID (IF NOT EXISTS would keep
     it so, and an invalid index is still updated by every write but never read)."""
     quoted = '"' + index.replace('"', '""') + '"'
-    if await conn.fetchval(named["index_invalid"], f"{quote_schema(schema)}.{quoted}"):
-        await conn.execute(named["index_drop_concurrently"].replace(_INDEX_TOKEN, quoted))
+    if await conn.fetchval(
+        *_call(named, "index_invalid", index=f"{quote_schema(schema)}.{quoted}")
+    ):
+        await conn.execute(named["index_drop_concurrently"].sql.replace(_INDEX_TOKEN, quoted))
 
 
-def _record(step: Migration) -> tuple[int, str, str, str]:
+def _record(step: Migration) -> dict[str, Any]:
     from .. import __version__
 
-    return step.version, step.name, step.checksum, f"gendurable {__version__}"
+    return {
+        "version": step.version,
+        "name": step.name,
+        "checksum": step.checksum,
+        "applied_by": f"gendurable {__version__}",
+    }
+
+
+def _call(named: dict[str, Statement], name: str, /, **values: Any) -> tuple[Any, ...]:
+    """Statement `name` with `values` bound, as a connection method takes them."""
+    statement = named[name]
+    return (statement.sql, *statement.bind(values))
 
 
 def _locked_out(schema: str, step: Migration, policy: _Policy) -> EngineError:

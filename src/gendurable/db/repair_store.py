@@ -1,22 +1,26 @@
-"""Database access for the repairs of many instances and for rewinds (`sql/bulk.sql`,
-`sql/rewind.sql`), over the Store's pool.
+"""The repairs of many instances and rewinds (`sql/bulk.sql`, `sql/rewind.sql`).
 
-One typed method per named statement, as in the Store. None of the writers is repeated
-through a connection failure once sent (a repeat would report rows it changed the first
-time as no longer matching); a page chosen as a deadlock's victim, rolled back whole, is
-run again.
+`RepairStore` is an `OperatorStore` (a bulk run falls back on the single-row cancel and
+retry for a row a page found held) with these statements on top, one method each, keyword
+arguments, typed rows. None of the writers is repeated through a connection failure once
+sent (a repeat would report rows it changed the first time as no longer matching; see
+`pool.NOT_IDEMPOTENT`); a page chosen as a deadlock's victim, rolled back whole, is run
+again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
-from .store import Store
+from .operator_store import OperatorStore
+from .rows import CancelVerdict, MatchCount, RetryVerdict, Rewound
+
+R = TypeVar("R")
 
 DEADLOCK_RETRIES = 3
 """Times a page rolled back as a deadlock's victim is run again before the error is raised."""
@@ -37,17 +41,17 @@ class Match:
     key_prefix: str | None = None
     queue: str | None = None
 
-    def args(self) -> tuple[Any, ...]:
-        """The filter as the statements' first seven parameters."""
-        return (
-            self.workflow,
-            list(self.statuses),
-            self.step,
-            self.error_contains,
-            self.since,
-            self.key_prefix,
-            self.queue,
-        )
+    def values(self) -> dict[str, Any]:
+        """The filter as the statements' parameters, by name."""
+        return {
+            "workflow": self.workflow,
+            "statuses": list(self.statuses),
+            "step": self.step,
+            "error_contains": self.error_contains,
+            "since": self.since,
+            "key_prefix": self.key_prefix,
+            "queue": self.queue,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,62 +76,53 @@ class CancelPage:
     cascaded: int
 
 
-@dataclass(frozen=True, slots=True)
-class Rewound:
-    """The answer of `instance_rewind`: `rewound` (the id) when it went back to `step`;
-    otherwise `status` (None: no such row), `holder` and `parent_id` say why not."""
-
-    status: str | None
-    holder: int | None
-    parent_id: int | None
-    rewound: int | None
-    step: str | None
-
-
-class RepairStore:
-    """Bulk repairs and rewinds of one schema, through `store`'s pool."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
+class RepairStore(OperatorStore):
+    """Bulk repairs and rewinds of one schema, with the operators' statements."""
 
     async def instances_matching(
         self, match: Match, *, after: int, limit: int, now: datetime | None
     ) -> list[int]:
         """The next `limit` ids above `after`, ascending, of the instances `match` selects."""
-        rows = await self.store._run(
-            "fetch", "instances_matching", *match.args(), after, limit, now
+        return await self.db.column(
+            "instances_matching", **match.values(), after_id=after, limit=limit, now=now
         )
-        return [int(r["id"]) for r in rows]
 
     async def instances_matching_count(
         self, match: Match, *, limit: int | None, now: datetime | None
     ) -> int:
         """How many instances `match` selects, counting up to `limit` (None: all)."""
-        row = await self.store._run(
-            "fetchrow", "instances_matching_count", *match.args(), limit, now
+        found = await self.db.row(
+            MatchCount, "instances_matching_count", **match.values(), limit=limit, now=now
         )
-        return int(row["n"])
+        assert found is not None
+        return found.n
 
-    async def instances_retry_many(self, ids: Sequence[int], now: datetime | None) -> list[Verdict]:
+    async def instances_retry_many(
+        self, *, ids: Sequence[int], now: datetime | None
+    ) -> list[Verdict]:
         """`instance_retry` for each of `ids`, in one statement that waits for no row lock."""
-        rows = await self._page("instances_retry_many", ids, now)
-        return [
-            Verdict(r["id"], r["verdict"], r["status"], r["holder"], r["parent_id"]) for r in rows
-        ]
+        rows = await _page(
+            lambda: self.db.rows(RetryVerdict, "instances_retry_many", ids=list(ids), now=now)
+        )
+        return [Verdict(r.id, r.verdict, r.status, r.holder, r.parent_id) for r in rows]
 
-    async def instances_cancel_many(self, ids: Sequence[int], now: datetime | None) -> CancelPage:
+    async def instances_cancel_many(
+        self, *, ids: Sequence[int], now: datetime | None
+    ) -> CancelPage:
         """`instance_cancel` for each of `ids`, in one statement that waits for no row lock
         of theirs (the cascade waits for descendants, as a single cancel's does)."""
-        rows = await self._page("instances_cancel_many", ids, now)
+        rows = await _page(
+            lambda: self.db.rows(CancelVerdict, "instances_cancel_many", ids=list(ids), now=now)
+        )
         return CancelPage(
-            [Verdict(r["id"], r["verdict"], r["status"]) for r in rows],
-            max((int(r["cascaded"]) for r in rows), default=0),
+            [Verdict(r.id, r.verdict, r.status) for r in rows],
+            max((r.cascaded for r in rows), default=0),
         )
 
     async def instance_rewind(
         self,
-        id: int,
         *,
+        id: int,
         step: str,
         state: bytes | None,
         state_version: int | None,
@@ -139,50 +134,35 @@ class RepairStore:
     ) -> Rewound:
         """Restart a failed or cancelled instance at `step` (see the statement for refusals);
         `state` None keeps its stored state."""
-        args = (
-            id,
-            now,
-            self.store.channel,
-            step,
-            state,
-            state_version,
-            max_attempts,
-            rate_limit,
-            rate_partition,
-            weight,
-        )
+        values = {
+            "id": id,
+            "step": step,
+            "state": state,
+            "state_version": state_version,
+            "max_attempts": max_attempts,
+            "rate_limit": rate_limit,
+            "rate_partition": rate_partition,
+            "weight": weight,
+            "now": now,
+        }
         try:
-            row = await self._write("fetchrow", "instance_rewind", *args)
+            row = await self.db.row(Rewound, "instance_rewind", **values)
         except asyncpg.UniqueViolationError:
             # A start took the key after this statement's snapshot (the unique index waited
             # for it to commit); run again, so the statement sees and names the holder.
-            row = await self._write("fetchrow", "instance_rewind", *args)
+            row = await self.db.row(Rewound, "instance_rewind", **values)
         assert row is not None
-        return Rewound(row["status"], row["holder"], row["parent_id"], row["rewound"], row["step"])
+        return row
 
-    async def _page(
-        self, name: str, ids: Sequence[int], now: datetime | None
-    ) -> list[asyncpg.Record]:
-        """Run a page statement, again when it was a deadlock's victim (rolled back whole)
-        or when a start took the key of a row it put back after its snapshot (the unique
-        index refused the page: the next run sees the holder)."""
-        for attempt in range(DEADLOCK_RETRIES + 1):
-            try:
-                rows: list[asyncpg.Record] = await self._write(
-                    "fetch", name, list(ids), now, self.store.channel
-                )
-                return rows
-            except (asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
-                if attempt == DEADLOCK_RETRIES:
-                    raise
-        raise AssertionError("unreachable")
 
-    async def _write(self, method: str, name: str, *args: Any) -> Any:
-        """Run writer `name`, repeated through a connection failure only when it was never
-        sent."""
-        sql, timeout = self.store.sql[name], self.store.timeout
-
-        async def once(conn: Any) -> Any:
-            return await getattr(conn, method)(sql, *args, timeout=timeout)
-
-        return await self.store._retrying(once, idempotent=False)
+async def _page(run: Callable[[], Awaitable[list[R]]]) -> list[R]:
+    """Run a page statement, again when it was a deadlock's victim (rolled back whole) or
+    when a start took the key of a row it put back after its snapshot (the unique index
+    refused the page: the next run sees the holder)."""
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            return await run()
+        except (asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
+            if attempt == DEADLOCK_RETRIES:
+                raise
+    raise AssertionError("unreachable")

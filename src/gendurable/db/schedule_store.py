@@ -1,8 +1,9 @@
-"""Database access for schedules (`sql/schedules.sql`), over the Store's pool.
+"""The schedules' statements (`sql/schedules.sql`): declared by engines, advanced by their
+tickers, listed and paused by operators.
 
-One typed method per named statement, as in the Store, and `tick`: the one transaction that
-claims due schedules, starts their ticks' instances (through `instance_insert_many`, the
-path every batch start takes) and advances them.
+One method per named statement, with keyword arguments and typed rows (`db/rows.py`), and
+`tick`: the one transaction that claims due schedules, starts their ticks' instances (through
+`instance_insert_many`, the path every batch start takes) and advances them.
 """
 
 from __future__ import annotations
@@ -12,19 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
-from .store import Store
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """A schedule the tick transaction holds: its first unhandled instant, and the
-    database's `now` (ticks are computed against it)."""
-
-    name: str
-    next_at: datetime
-    now: datetime
+from .engine_store import InstanceColumns
+from .pool import Database
+from .rows import (
+    CreatedInstance,
+    DeclaredSchedule,
+    DisabledSchedule,
+    DueSchedule,
+    KeyHolder,
+    PausedSchedule,
+    StoredSchedule,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +39,10 @@ class Advance:
 
 @dataclass(frozen=True, slots=True)
 class TickPlan:
-    """What the tick transaction writes: the instances (as `instance_insert_many`'s
-    columns with each row's workflow version) and each schedule's advance."""
+    """What the tick transaction writes: the instances (`instance_insert_many`'s columns)
+    and each schedule's advance."""
 
-    columns: list[list[Any]]
-    versions: list[int]
+    columns: InstanceColumns
     advances: list[Advance]
     trace_context: str | None = None
 
@@ -59,71 +57,82 @@ class Started:
 
 
 class ScheduleStore:
-    """The schedules of one schema, through `store`'s pool and retry policy."""
+    """The schedules of one schema, through `db`'s pool and retry policy."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def schedule_declare(
         self,
+        *,
         names: Sequence[str],
         workflows: Sequence[str],
         specs: Sequence[bytes],
         node: str,
         now: datetime | None,
-    ) -> list[asyncpg.Record]:
+    ) -> list[DeclaredSchedule]:
         """Insert or update the schedules of an engine; each with the definition it held."""
-        return list(
-            await self.store._run(
-                "fetch",
-                "schedule_declare",
-                list(names),
-                list(workflows),
-                list(specs),
-                node,
-                now,
-            )
+        return await self.db.rows(
+            DeclaredSchedule,
+            "schedule_declare",
+            names=list(names),
+            workflows=list(workflows),
+            specs=list(specs),
+            node=node,
+            now=now,
         )
 
     async def schedule_first(
-        self, names: Sequence[str], declared: Sequence[datetime], first: Sequence[datetime]
+        self,
+        *,
+        names: Sequence[str],
+        declared: Sequence[datetime],
+        first_ats: Sequence[datetime],
     ) -> None:
         """Set the first tick of schedules still as their declaration left them."""
-        await self.store._run("execute", "schedule_first", list(names), list(declared), list(first))
+        await self.db.execute(
+            "schedule_first",
+            names=list(names),
+            declared=list(declared),
+            first_ats=list(first_ats),
+        )
 
     async def schedule_refresh(
-        self, names: Sequence[str], node: str, every: timedelta, now: datetime | None
+        self, *, names: Sequence[str], node: str, every: timedelta, now: datetime | None
     ) -> list[str]:
         """Mark `names` still declared (at most once per `every`); the names refreshed."""
-        rows = await self.store._run("fetch", "schedule_refresh", list(names), node, every, now)
-        return [r["name"] for r in rows]
+        return await self.db.column(
+            "schedule_refresh", names=list(names), node=node, every=every, now=now
+        )
 
     async def schedule_disable(
-        self, now: datetime | None, grace: timedelta, limit: int
-    ) -> list[asyncpg.Record]:
+        self, *, now: datetime | None, grace: timedelta, limit: int
+    ) -> list[DisabledSchedule]:
         """Disable up to `limit` schedules nobody refreshed for `grace`; the rows disabled."""
-        return list(await self.store._run("fetch", "schedule_disable", now, grace, limit))
+        return await self.db.rows(
+            DisabledSchedule, "schedule_disable", now=now, grace=grace, limit=limit
+        )
 
     async def schedule_pause(
-        self, name: str, paused: bool, now: datetime | None
-    ) -> asyncpg.Record | None:
+        self, *, name: str, paused: bool, now: datetime | None
+    ) -> PausedSchedule | None:
         """Pause or resume one schedule; None when there is no schedule `name`."""
-        row: asyncpg.Record | None = await self.store._run(
-            "fetchrow", "schedule_pause", name, paused, now
+        return await self.db.row(
+            PausedSchedule, "schedule_pause", name=name, paused=paused, now=now
         )
-        return row
 
-    async def schedules_list(self, workflow: str | None = None) -> list[asyncpg.Record]:
+    async def schedules_list(self, *, workflow: str | None = None) -> list[StoredSchedule]:
         """Every schedule (of `workflow`), with its last tick's instance key and status."""
-        return list(await self.store._run("fetch", "schedules_list", workflow))
+        return await self.db.rows(StoredSchedule, "schedules_list", workflow=workflow)
 
     async def tick(
         self,
+        *,
         names: Sequence[str],
         specs: Sequence[bytes],
         now: datetime | None,
         limit: int,
-        plan: Callable[[list[Due]], TickPlan],
+        plan: Callable[[list[DueSchedule]], TickPlan],
     ) -> tuple[TickPlan, dict[tuple[str, str], Started]]:
         """In one transaction: lock up to `limit` due schedules among `names` (whose stored
         definitions are `specs`), ask `plan` what to write, insert the instances and advance
@@ -133,65 +142,73 @@ class ScheduleStore:
         lost) left its schedules advanced, so the repeat finds them no longer due, and the
         ticks' keys are reserved for good, so no repeat can start a tick twice.
         """
-        sql, timeout, channel = self.store.sql, self.store.timeout, self.store.channel
+        sql, timeout = self.db.sql, self.db.timeout
+        claim, insert, holding, advance = (
+            sql["schedule_claim_due"],
+            sql["instance_insert_many"],
+            sql["instances_holding_keys"],
+            sql["schedule_advance"],
+        )
 
         async def run(conn: Any) -> tuple[TickPlan, dict[tuple[str, str], Started]]:
             async with conn.transaction():
-                rows = await conn.fetch(
-                    sql["schedule_claim_due"],
-                    now,
-                    list(names),
-                    list(specs),
-                    limit,
-                    timeout=timeout,
-                )
-                work = plan([Due(r["name"], r["next_at"], r["now"]) for r in rows])
-                started: dict[tuple[str, str], Started] = {}
-                if work.versions:
-                    inserted = await conn.fetch(
-                        sql["instance_insert_many"],
-                        *work.columns,
-                        None,
-                        now,
-                        channel,
-                        work.trace_context,
-                        work.versions,
+                due = [
+                    DueSchedule(*r)
+                    for r in await conn.fetch(
+                        claim.sql,
+                        *claim.args(names=list(names), specs=list(specs), limit=limit, now=now),
                         timeout=timeout,
                     )
-                    for r in inserted:
-                        started[(r["workflow"], r["key"])] = Started(int(r["id"]), True)
+                ]
+                work = plan(due)
+                started: dict[tuple[str, str], Started] = {}
+                if work.columns["workflows"]:
+                    for r in await conn.fetch(
+                        insert.sql,
+                        *insert.args(
+                            **work.columns,
+                            parent_id=None,
+                            now=now,
+                            trace_context=work.trace_context,
+                        ),
+                        timeout=timeout,
+                    ):
+                        created = CreatedInstance(*r)
+                        assert created.key is not None  # every tick's instance is keyed
+                        started[(created.workflow, created.key)] = Started(created.id, True)
                 held = [
                     a.last_key
                     for a in work.advances
                     if a.last_key is not None and a.last_key not in started
                 ]
                 if held:
-                    holders = await conn.fetch(
-                        sql["instances_holding_keys"],
-                        [w for w, _ in held],
-                        [k for _, k in held],
+                    for r in await conn.fetch(
+                        holding.sql,
+                        *holding.args(workflows=[w for w, _ in held], keys=[k for _, k in held]),
                         timeout=timeout,
-                    )
-                    for r in holders:
-                        started[(r["workflow"], r["key"])] = Started(int(r["id"]), False)
+                    ):
+                        holder = KeyHolder(*r)
+                        started[(holder.workflow, holder.key)] = Started(holder.id, False)
                 if work.advances:
                     await conn.execute(
-                        sql["schedule_advance"],
-                        [a.name for a in work.advances],
-                        [a.next_at for a in work.advances],
-                        [a.last_at for a in work.advances],
-                        [
-                            started[a.last_key].id
-                            if a.last_key is not None and a.last_key in started
-                            else None
-                            for a in work.advances
-                        ],
-                        now,
+                        advance.sql,
+                        *advance.args(
+                            names=[a.name for a in work.advances],
+                            next_ats=[a.next_at for a in work.advances],
+                            last_ats=[a.last_at for a in work.advances],
+                            instance_ids=[
+                                started[a.last_key].id
+                                if a.last_key is not None and a.last_key in started
+                                else None
+                                for a in work.advances
+                            ],
+                            now=now,
+                        ),
                         timeout=timeout,
                     )
                 return work, started
 
-        result: tuple[TickPlan, dict[tuple[str, str], Started]] = await self.store._retrying(
+        result: tuple[TickPlan, dict[tuple[str, str], Started]] = await self.db.retrying(
             run, idempotent=True
         )
         return result

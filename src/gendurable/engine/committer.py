@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ..clock import Clock
-from ..db.store import RELEASED, Store
+from ..db.engine_store import RELEASED, EngineStore
 from ..events import AWAIT_TIMEOUT, OUTCOME_STALE
 from ..telemetry import Telemetry
 from .claim import Claimed
@@ -45,7 +45,7 @@ class Committer:
 
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         telemetry: Telemetry,
         leases: Mapping[str, timedelta],
@@ -60,7 +60,9 @@ class Committer:
 
     async def release(self, claim: Claimed) -> bool:
         """Give the claim back untouched: the instance is available again at once."""
-        return await self.store.instance_release(claim.id, claim.locked_by, self.clock.now())
+        return await self.store.instance_release(
+            id=claim.id, locked_by=claim.locked_by, now=self.clock.now()
+        )
 
     async def apply(self, claim: Claimed, decision: Decision) -> Applied:
         """Commit `decision` for `claim`: `STALE` (and `outcome.stale`) if the claim was lost;
@@ -91,19 +93,18 @@ class Committer:
         elif isinstance(decision, SpawnChildren):
             children = decision.children
             ok = await store.outcome_spawn(
-                claim.id,
-                claim.locked_by,
-                columns(children) if children else [],
-                [(c.workflow, c.key) for c in children if c.key is not None],
-                decision.then,
-                decision.state,
-                decision.consumed,
-                decision.limit,
-                now,
-                claim.trace_context,
-                version,
-                [c.state_version for c in children],
-                decision.max_attempts,
+                id=claim.id,
+                locked_by=claim.locked_by,
+                children=columns(children) if children else None,
+                keys=[(c.workflow, c.key) for c in children if c.key is not None],
+                then=decision.then,
+                state=decision.state,
+                state_version=version,
+                max_attempts=decision.max_attempts,
+                consumed=decision.consumed,
+                limit=decision.limit,
+                now=now,
+                trace_context=claim.trace_context,
             )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
@@ -156,7 +157,11 @@ class Committer:
             results.append(it.result)
             errors.append(it.error)
         return await self.store.outcome_batch(
-            _encoder.encode(fields), (states, results, errors), self.clock.now()
+            outcomes=_encoder.encode(fields),
+            states=states,
+            results=results,
+            errors=errors,
+            now=self.clock.now(),
         )
 
 

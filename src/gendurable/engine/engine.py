@@ -17,19 +17,15 @@ from typing import Any, Literal
 from .. import routing
 from ..clock import Clock
 from ..db.connect import resolve_dsn
+from ..db.engine_store import EngineStore
 from ..db.listener import Listener
+from ..db.maintenance_store import MaintenanceStore
 from ..db.migrator import check_version, migrate
+from ..db.pool import Database
 from ..db.schedule_store import ScheduleStore
-from ..db.store import Store
 from ..deploy_check import CheckReport, check_engine
-from ..errors import ConfigError, EngineError, NoTarget
-from ..events import (
-    SCHEDULER_RECLAIMED,
-    SIGNAL_DELIVERED,
-    SIGNAL_DUPLICATE,
-    STEP_EXCEPTION,
-    WORKFLOW_UNKNOWN,
-)
+from ..errors import ConfigError, EngineError
+from ..events import SIGNAL_DELIVERED, SIGNAL_DUPLICATE, STEP_EXCEPTION
 from ..limit import Limit
 from ..maintenance.collector import Collector
 from ..maintenance.loop import every
@@ -46,6 +42,7 @@ from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
 from .config import EngineConfig
 from .decide import Catalog
+from .drain import drain
 from .executor import Executor
 from .local import LocalRunner
 from .notifier import Notifier
@@ -151,7 +148,8 @@ class Engine:
         self._objects = {
             n: _instantiate(s) for n, s in self.config.specs.items() if s.cls is not None
         }
-        self._store: Store | None = None
+        self._db: Database | None = None
+        self._store: EngineStore | None = None
         self._client: Client | None = None
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []  # heartbeats and the reaper
@@ -189,27 +187,12 @@ class Engine:
         self._started = True
 
     async def _open(self) -> None:
-        config = self.config
-        dsn = resolve_dsn(config.dsn)
-        if dsn is None:
-            dsn = await self._start_embedded()
-        timeout = config.statement_timeout.total_seconds()
-        store = await Store.open(
-            dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
-        )
-        self._store = store
-        if config.migrate:
-            # On a connection of its own: a migration run outside a transaction holds a
-            # session-level lock, which a pool's connections must never keep.
-            await migrate(dsn, schema=config.schema)
-        else:
-            async with store.pool.acquire() as conn:
-                await check_version(conn, schema=config.schema)
-        await write_rate_configs(store, config.rate_configs, config.clock.now())
-        if config.listen:
-            self._listener = Listener(dsn, store.channel, timeout=timeout)
+        """Wire the engine: the database and listener, the pauses, the client, the queues,
+        maintenance."""
+        store, upkeep = await self._connect()
+        config, specs, clock = self.config, self.config.specs, self.config.clock
         pauses = Pauses(
-            store, config.clock, config.queues, wake=self._wake_queue, telemetry=self.telemetry
+            store.db, clock, config.queues, wake=self._wake_queue, telemetry=self.telemetry
         )
         self._pauses = pauses
         notifier = Notifier(
@@ -222,16 +205,52 @@ class Engine:
             await self._listener.start()
         if config.queues:  # after LISTEN: a pause from now on is announced
             await pauses.listed()
-        specs, clock, leases = config.specs, config.clock, config.leases
         self._client = Client(
             specs,
             store,
             clock,
             notifier,
             self.telemetry,
-            LocalRunner(specs, self.schedulers, leases) if config.local_starts else None,
+            LocalRunner(specs, self.schedulers, config.leases) if config.local_starts else None,
             objects=self._objects,
             max_payload_bytes=config.max_payload_bytes,
+        )
+        await self._start_queues(store, pauses)
+        await self._start_maintenance(upkeep)
+
+    async def _connect(self) -> tuple[EngineStore, MaintenanceStore]:
+        """Open the pool, migrate (or check) the schema, write the rate limits, and make the
+        listener (started by the caller)."""
+        config = self.config
+        dsn = resolve_dsn(config.dsn)
+        if dsn is None:
+            dsn = await self._start_embedded()
+        timeout = config.statement_timeout.total_seconds()
+        db = await Database.open(
+            dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
+        )
+        self._db = db
+        store = self._store = EngineStore(db)
+        if config.migrate:
+            # On a connection of its own: a migration run outside a transaction holds a
+            # session-level lock, which a pool's connections must never keep.
+            await migrate(dsn, schema=config.schema)
+        else:
+            async with db.pool.acquire() as conn:
+                await check_version(conn, schema=config.schema)
+        await write_rate_configs(store, config.rate_configs, config.clock.now())
+        if config.listen:
+            self._listener = Listener(dsn, db.channel, timeout=timeout)
+        return store, MaintenanceStore(db)
+
+    async def _start_queues(self, store: EngineStore, pauses: Pauses) -> None:
+        """One scheduler per queue (after the reclaim of a dead predecessor's claims), its
+        claim loop and its heartbeat; the executor they share; the watchdog and the poller."""
+        config, specs, clock, leases = (
+            self.config,
+            self.config.specs,
+            self.config.clock,
+            self.config.leases,
         )
         versions = {name: spec.version for name, spec in specs.items()}
         committer = Committer(store, clock, self.telemetry, leases, versions)
@@ -258,14 +277,8 @@ class Engine:
                 paused=pauses.known,
             )
             self.schedulers[queue] = scheduler
-            reclaimed = await scheduler.reclaim()
-            if reclaimed:
-                self.telemetry.emit(
-                    SCHEDULER_RECLAIMED,
-                    {"count": reclaimed},
-                    {"queue": queue, "locked_by": scheduler.locked_by},
-                )
-            await self.report_unknown(scheduler)
+            await scheduler.reclaim()
+            await scheduler.report_unknown()
             self._claim_loops.append(
                 asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}")
             )
@@ -275,46 +288,43 @@ class Engine:
                     name=f"gendurable:{queue}:heartbeat",
                 )
             )
+        if not config.queues:
+            return
+        # A step that blocks the event loop stops every heartbeat: the watchdog says which.
+        self._watchdog = LoopWatchdog(
+            specs,
+            self.telemetry,
+            threshold=config.heartbeat.total_seconds(),
+            lease=config.shortest_lease.total_seconds(),
+            engine=config.name,
+        )
+        self._watchdog.start()
+        poller = Poller(store, clock, self.schedulers, self.telemetry, pauses)
+        self._loops.append(
+            asyncio.create_task(
+                every(config.poll_interval, poller.run_once, "poller"),
+                name="gendurable:poller",
+            )
+        )
+
+    async def _start_maintenance(self, upkeep: MaintenanceStore) -> None:
+        """This node's record and heartbeat, the reaper, the schedules' ticker and the
+        collector. With a manual clock none of them loops: time moves only by hand, and
+        drain() runs them."""
+        config, clock = self.config, self.config.clock
         self.nodes = Nodes(
-            store,
+            upkeep,
             clock,
             engine_name=config.name,
             queues=config.queues,
-            specs=specs,
+            specs=config.specs,
             heartbeat=config.heartbeat,
             telemetry=self.telemetry,
         )
         await self.nodes.register()
-        if not clock.manual:  # with a manual clock drain() refreshes the node
-            self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
-        if config.queues:  # a step that blocks the loop stops every heartbeat: say which
-            self._watchdog = LoopWatchdog(
-                specs,
-                self.telemetry,
-                threshold=config.heartbeat.total_seconds(),
-                lease=config.shortest_lease.total_seconds(),
-                engine=config.name,
-            )
-            self._watchdog.start()
-        if config.queues:
-            poller = Poller(store, clock, self.schedulers, self.telemetry, pauses)
-            self._loops.append(
-                asyncio.create_task(
-                    every(config.poll_interval, poller.run_once, "poller"),
-                    name="gendurable:poller",
-                )
-            )
-        self.reaper = Reaper(store, clock, self.telemetry)
-        if config.queues and not clock.manual:
-            # With a manual clock time moves only by hand: drain() runs the reaper.
-            self._loops.append(
-                asyncio.create_task(
-                    every(config.reap_interval, self.reaper.run_once, "reaper"),
-                    name="gendurable:reaper",
-                )
-            )
+        self.reaper = Reaper(upkeep, clock, self.telemetry)
         self.ticker = Ticker(
-            ScheduleStore(store),
+            ScheduleStore(upkeep.db),
             clock,
             self.telemetry,
             config.schedules if config.queues else (),
@@ -323,41 +333,46 @@ class Engine:
         )
         if config.queues:
             await self.ticker.declare()
-        if config.queues and not clock.manual:
-            # With a manual clock time moves only by hand: drain() runs the ticker.
-            if config.schedules:
-                self._loops.append(
-                    asyncio.create_task(
-                        every(
-                            config.poll_interval,
-                            functools.partial(self.ticker.run_once, upkeep=False),
-                            "schedules",
-                        ),
-                        name="gendurable:schedules",
-                    )
-                )
-            self._loops.append(
-                asyncio.create_task(
-                    every(REFRESH, self.ticker.run_once, "schedules upkeep"),
-                    name="gendurable:schedules:upkeep",
-                )
-            )
         self.collector = Collector(
-            store,
+            upkeep,
             clock,
             self.telemetry,
             retention=config.gc_retention,
             batch=config.gc_batch,
             configs=config.rate_configs,
         )
-        if config.queues and not clock.manual:
-            # With a manual clock time moves only by hand: drain() runs the collector.
+        if clock.manual:
+            return
+        self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
+        if not config.queues:
+            return
+        self._loops.append(
+            asyncio.create_task(
+                every(config.reap_interval, self.reaper.run_once, "reaper"),
+                name="gendurable:reaper",
+            )
+        )
+        if config.schedules:
             self._loops.append(
                 asyncio.create_task(
-                    every(config.gc_interval, self.collector.run_once, "collector"),
-                    name="gendurable:collector",
+                    every(
+                        config.poll_interval,
+                        functools.partial(self.ticker.run_once, upkeep=False),
+                        "schedules",
+                    ),
+                    name="gendurable:schedules",
                 )
             )
+        self._loops += [
+            asyncio.create_task(
+                every(REFRESH, self.ticker.run_once, "schedules upkeep"),
+                name="gendurable:schedules:upkeep",
+            ),
+            asyncio.create_task(
+                every(config.gc_interval, self.collector.run_once, "collector"),
+                name="gendurable:collector",
+            ),
+        ]
 
     async def _start_embedded(self) -> str:
         from ..embedded import EmbeddedPostgres
@@ -416,15 +431,16 @@ class Engine:
         self.reaper = None
         self.collector = None
         self.ticker = None
-        if self.nodes is not None and self._store is not None:
+        if self.nodes is not None and self._db is not None:
             await self.nodes.remove(grace=CLOSE_GRACE)
         self.nodes = None
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
-        if self._store is not None:
-            await self._store.close(grace=CLOSE_GRACE)
-            self._store = None
+        self._store = None
+        if self._db is not None:
+            await self._db.close(grace=CLOSE_GRACE)
+            self._db = None
         if self._embedded is not None:
             await self._embedded.astop()
             self._embedded = None
@@ -446,64 +462,14 @@ class Engine:
         Then collect garbage once (terminal rows older than `gc_retention` by the clock).
         """
         self._require()
-        if self.nodes is not None:  # a manual clock may have moved past this node's expiry
-            await self.nodes.run_once()
-        if self._pauses is not None and self.schedulers:  # as paused as the database says
-            await self._pauses.listed()
-        for _ in range(max_rounds):
-            before = self._progress()
-            reaped = await self.reaper.run_once() if self.reaper and self.schedulers else None
-            if self.ticker is not None and self.schedulers:
-                await self.ticker.run_once()
-            for scheduler in self.schedulers.values():
-                await scheduler.run_once()
-            await asyncio.gather(*(s.idle() for s in self.schedulers.values()))
-            after = self._progress()
-            if after == before and not (reaped and (reaped.rescued or reaped.timed_out)):
-                for scheduler in self.schedulers.values():
-                    await self.report_unknown(scheduler)
-                if self.collector and self.schedulers:  # deletes only: nothing becomes due
-                    await self.collector.run_once()
-                return
-        raise EngineError(f"drain() did not settle within {max_rounds} rounds")
-
-    async def report_unknown(self, scheduler: Scheduler) -> int:
-        """Report (log and telemetry `workflow.unknown`) due rows this deploy cannot run.
-
-        Such rows are never claimed: they wait, untouched, for a deploy that knows them.
-        """
-        found = await scheduler.unknown()
-        for workflow, step, count, first_id in found:
-            _log.warning(
-                "queue %r holds %d due instance(s) of %s at step %r (first id %d) that this "
-                "deploy does not know; they are left untouched",
-                scheduler.queue,
-                count,
-                workflow,
-                step,
-                first_id,
-            )
-            self.telemetry.emit(
-                WORKFLOW_UNKNOWN,
-                {"count": count},
-                {
-                    "queue": scheduler.queue,
-                    "workflow": workflow,
-                    "step": step,
-                    "first_id": first_id,
-                },
-            )
-        return sum(c for _, _, c, _ in found)
-
-    def _progress(self) -> tuple[int, int, int, int]:
-        """Claims made, rows deferred, steps finished and ticks started so far: drain goes
-        on while any moves."""
-        schedulers = self.schedulers.values()
-        return (
-            sum(s.claimed_total for s in schedulers),
-            sum(s.deferred_total for s in schedulers),
-            sum(s.finished_total for s in schedulers),
-            self.ticker.started_total if self.ticker is not None else 0,
+        await drain(
+            self.schedulers,
+            pauses=self._pauses,
+            reaper=self.reaper,
+            ticker=self.ticker,
+            collector=self.collector,
+            nodes=self.nodes,
+            max_rounds=max_rounds,
         )
 
     # -- the client API (the class-level API routes here) -------------------------------
@@ -599,9 +565,8 @@ class Engine:
 
     async def _set_paused(self, name: str, paused: bool) -> None:
         self._require()
-        row = await ScheduleStore(self.store).schedule_pause(name, paused, self.clock.now())
-        if row is None:
-            raise NoTarget(f"no schedule named {name!r} in schema {self.schema!r}")
+        assert self.ticker is not None  # set while the engine runs
+        await self.ticker.set_paused(name, paused)
 
     async def check(self, *, full: bool = False, sample: int = 1000) -> CheckReport:
         """Would deploying this engine's code strand live rows? (see `gendurable.deploy_check`)
@@ -651,8 +616,8 @@ class Engine:
         return self._objects
 
     @property
-    def store(self) -> Store:
-        """The engine's database access (for tests and tools)."""
+    def store(self) -> EngineStore:
+        """The engine's statements (for tests and tools); `store.db` is its database."""
         if self._store is None:
             raise EngineError(f"engine {self.name!r} is not running")
         return self._store

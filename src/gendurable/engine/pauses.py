@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Set
 
 from ..clock import Clock
+from ..db.pool import Database
 from ..db.queue_store import QueueStore
-from ..db.store import Store
 from ..errors import ValidationError
 from ..events import QUEUE_PAUSED, QUEUE_RESUMED
 from ..records import QueuePause
@@ -29,14 +29,14 @@ class Pauses:
 
     def __init__(
         self,
-        store: Store,
+        db: Database,
         clock: Clock,
         served: Iterable[str],
         *,
         wake: Callable[[str], None],
         telemetry: Telemetry,
     ) -> None:
-        self.store = QueueStore(store)
+        self.store = QueueStore(db)
         self.clock = clock
         self.served = frozenset(served)
         self.wake = wake  # wakes the scheduler of a resumed queue
@@ -51,16 +51,16 @@ class Pauses:
         if not isinstance(by, str) or not by:
             raise ValidationError(f"by must be a non-empty string, got {by!r}")
         check_text(by, "by")
-        row = await self.store.queue_pause(queue, by, self.clock.now())
+        row = await self.store.queue_pause(queue=queue, by=by, now=self.clock.now())
         self.changed(queue, paused=True)
-        if row["paused"]:
+        if row.paused:
             self.telemetry.emit(QUEUE_PAUSED, {}, {"queue": queue, "by": by})
-        return bool(row["paused"])
+        return row.paused
 
     async def resume(self, queue: str) -> bool:
         """Resume `queue` for every engine; False when it was not paused."""
         queue = check_queue(queue)
-        row = await self.store.queue_resume(queue)
+        row = await self.store.queue_resume(queue=queue)
         self.changed(queue, paused=False)
         if row is not None:
             self.telemetry.emit(QUEUE_RESUMED, {}, {"queue": queue})
@@ -69,8 +69,7 @@ class Pauses:
     async def listed(self) -> list[QueuePause]:
         """Every paused queue of the schema, in name order (refreshing `known`)."""
         pauses = [
-            QueuePause(r["queue"], r["paused_at"], r["paused_by"])
-            for r in await self.store.queue_pauses()
+            QueuePause(r.queue, r.paused_at, r.paused_by) for r in await self.store.queue_pauses()
         ]
         self.sync({p.queue for p in pauses})
         return pauses

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..clock import Clock
-from ..db.store import Store
+from ..db.engine_store import EngineStore
 from ..maintenance.loop import observed
 from ..telemetry import Telemetry
 from .pauses import Pauses
@@ -27,7 +27,7 @@ class Poller:
 
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         schedulers: Mapping[str, Scheduler],
         telemetry: Telemetry | None = None,
@@ -54,7 +54,7 @@ class Poller:
         queues = [q for q, s in self.schedulers.items() if s.claiming]
         if not queues:
             return []
-        due, paused = await self.store.queues_due(queues, self.clock.now())
+        due, paused = await self.store.queues_due(queues=queues, now=self.clock.now())
         if self.pauses is not None:
             self.pauses.sync(paused, queues)
         for queue in due:

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from ..clock import Clock
-from ..db.store import Store
+from ..db.maintenance_store import MaintenanceStore
 from ..json_schema import describe_type
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
@@ -114,7 +114,7 @@ class Nodes:
 
     def __init__(
         self,
-        store: Store,
+        store: MaintenanceStore,
         clock: Clock,
         *,
         engine_name: str,
@@ -178,19 +178,19 @@ class Nodes:
             return report
 
     async def _beat(self) -> NodeReport:
-        refreshed = await self.store.node_beat(self.id, self.ttl, self.clock.now())
+        refreshed = await self.store.node_beat(id=self.id, ttl=self.ttl, now=self.clock.now())
         if not refreshed:
             await self._write()
-        pruned = await self.store.node_prune(self.clock.now())
+        pruned = await self.store.node_prune(now=self.clock.now())
         for row in pruned:
             _log.info(
                 "pruned node %s (%s pid %s), last seen %s",
-                row["id"],
-                row["host"],
-                row["pid"],
-                row["last_seen"],
+                row.id,
+                row.host,
+                row.pid,
+                row.last_seen,
             )
-        return NodeReport(refreshed, tuple(row["id"] for row in pruned))
+        return NodeReport(refreshed, tuple(row.id for row in pruned))
 
     async def loop(self) -> None:
         """`run_once()` every heartbeat, from one heartbeat after `register()`, until cancelled."""
@@ -201,7 +201,7 @@ class Nodes:
         """Delete this node's row, giving up after `grace` seconds (the row then expires)."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(grace):
-                await self.store.node_remove(self.id)
+                await self.store.node_remove(id=self.id)
 
 
 def _library_version() -> str:

@@ -28,9 +28,11 @@ from typing import Any
 import msgspec
 
 from ..clock import Clock
-from ..db.schedule_store import Advance, Due, ScheduleStore, TickPlan
+from ..db.rows import DueSchedule
+from ..db.schedule_store import Advance, ScheduleStore, TickPlan
 from ..engine.codec import check_size
 from ..engine.entries import NewRow, columns, new_row
+from ..errors import NoTarget
 from ..events import SCHEDULE_DISABLED, SCHEDULE_FAILED, SCHEDULE_SKIPPED, SCHEDULE_STARTED
 from ..outcome import ChildEntry
 from ..records import ALL_STATUSES
@@ -102,26 +104,26 @@ class Ticker:
         if not self.schedules:
             return
         rows = await self.store.schedule_declare(
-            self._names,
-            [s.workflow for s in self.schedules.values()],
-            self._specs,
-            self.node,
-            self.clock.now(),
+            names=self._names,
+            workflows=[s.workflow for s in self.schedules.values()],
+            specs=self._specs,
+            node=self.node,
+            now=self.clock.now(),
         )
-        fresh = [r for r in rows if r["fresh"]]
+        fresh = [r for r in rows if r.fresh]
         if fresh:
             await self.store.schedule_first(
-                [r["name"] for r in fresh],
-                [r["next_at"] for r in fresh],
-                [self.schedules[r["name"]].next_after(r["now"]) for r in fresh],
+                names=[r.name for r in fresh],
+                declared=[r.next_at for r in fresh],
+                first_ats=[self.schedules[r.name].next_after(r.now) for r in fresh],
             )
         for row in rows:
-            schedule = self.schedules[row["name"]]
-            previous = row["previous"]
+            schedule = self.schedules[row.name]
+            previous = row.previous
             if previous is None:
                 _log.info("schedule %r declared: %s", schedule.name, schedule.describe())
             elif msgspec.json.decode(previous) != schedule.definition() or (
-                row["previous_workflow"] != schedule.workflow
+                row.previous_workflow != schedule.workflow
             ):
                 _log.warning(
                     "schedule %r changed to %s, starting %s; it starts from now",
@@ -129,12 +131,19 @@ class Ticker:
                     schedule.describe(),
                     schedule.workflow,
                 )
-            elif row["was_disabled_at"] is not None:
+            elif row.was_disabled_at is not None:
                 _log.info(
                     "schedule %r is declared again (disabled since %s)",
                     schedule.name,
-                    row["was_disabled_at"],
+                    row.was_disabled_at,
                 )
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause (or resume, from now) schedule `name` for every engine, durably; `NoTarget`
+        when no engine ever declared such a schedule."""
+        row = await self.store.schedule_pause(name=name, paused=paused, now=self.clock.now())
+        if row is None:
+            raise NoTarget(f"no schedule named {name!r} in schema {self.store.db.schema!r}")
 
     async def run_once(self, *, upkeep: bool = True) -> TickReport:
         """Refresh and disable (with `upkeep`), then start every due tick, batch by batch.
@@ -155,24 +164,26 @@ class Ticker:
     async def _upkeep(self) -> int:
         now = self.clock.now()
         if self.schedules:
-            await self.store.schedule_refresh(self._names, self.node, REFRESH, now)
+            await self.store.schedule_refresh(
+                names=self._names, node=self.node, every=REFRESH, now=now
+            )
         disabled = 0
         while True:
-            rows = await self.store.schedule_disable(now, GRACE, self.batch)
+            rows = await self.store.schedule_disable(now=now, grace=GRACE, limit=self.batch)
             for row in rows:
                 _log.warning(
                     "schedule %r (workflow %s) is disabled: no running engine declared it since %s",
-                    row["name"],
-                    row["workflow"],
-                    row["refreshed_at"],
+                    row.name,
+                    row.workflow,
+                    row.refreshed_at,
                 )
                 self.telemetry.emit(
                     SCHEDULE_DISABLED,
                     {},
                     {
-                        "schedule": row["name"],
-                        "workflow": row["workflow"],
-                        "refreshed_at": row["refreshed_at"],
+                        "schedule": row.name,
+                        "workflow": row.workflow,
+                        "refreshed_at": row.refreshed_at,
                     },
                 )
             disabled += len(rows)
@@ -182,7 +193,7 @@ class Ticker:
     async def _tick_batch(self, counts: _Counts) -> TickPlan:
         planned = _Planned()
 
-        def plan(due: list[Due]) -> TickPlan:
+        def plan(due: list[DueSchedule]) -> TickPlan:
             planned.clear()  # a transaction retried after a lost connection plans again
             rows: list[NewRow] = []
             advances: list[Advance] = []
@@ -190,14 +201,10 @@ class Ticker:
                 advance, made = self._plan_one(item, planned)
                 advances.append(advance)
                 rows += made
-            return TickPlan(
-                columns=columns(rows),
-                versions=[r.state_version for r in rows],
-                advances=advances,
-            )
+            return TickPlan(columns=columns(rows), advances=advances)
 
         work, started = await self.store.tick(
-            self._names, self._specs, self.clock.now(), self.batch, plan
+            names=self._names, specs=self._specs, now=self.clock.now(), limit=self.batch, plan=plan
         )
         for count, metadata in planned.skipped:
             counts.skipped += count
@@ -214,7 +221,7 @@ class Ticker:
             self.telemetry.emit(SCHEDULE_STARTED, {"late": late}, {**metadata, "id": made.id})
         return work
 
-    def _plan_one(self, due: Due, planned: _Planned) -> tuple[Advance, list[NewRow]]:
+    def _plan_one(self, due: DueSchedule, planned: _Planned) -> tuple[Advance, list[NewRow]]:
         """The ticks of one held schedule to start, as rows, and where it goes next."""
         schedule = self.schedules[due.name]
         now = due.now

@@ -6,48 +6,50 @@
 -- a run stopped anywhere can be started again (it finds only what still matches).
 
 -- name: instances_matching
--- The next $9 ids above $8, ascending, of the instances matching a bulk filter: statuses $2
--- (required), and each optional filter (NULL: any): workflow $1, step $3, a text the error's
--- type or message contains ($4, any case), ended within $5 before now ($10), key prefix $6,
--- queue $7. Keyset on the primary key: each page reads on from where the last one stopped.
-WITH now AS (SELECT coalesce($10::timestamptz, now()) AS t)
+-- The next :limit ids above :after_id, ascending, of the instances matching a bulk filter:
+-- :statuses (required), and each optional filter (NULL: any): :workflow, :step, a text the
+-- error's type or message contains (:error_contains, any case), ended within :since before
+-- :now, :key_prefix, :queue. Keyset on the primary key: each page reads on from where the
+-- last one stopped.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t)
 SELECT i.id
 FROM __schema__.instances i, now
-WHERE i.status = ANY ($2::text[]::__schema__.status[])
-  AND ($1::text IS NULL OR i.workflow = $1)
-  AND ($3::text IS NULL OR i.step = $3)
-  AND ($4::text IS NULL
-       OR strpos(lower(concat_ws(': ', i.error->>'type', i.error->>'message')), lower($4)) > 0)
-  AND ($5::interval IS NULL OR i.finished_at >= now.t - $5::interval)
-  AND ($6::text IS NULL OR starts_with(i.key, $6))
-  AND ($7::text IS NULL OR i.queue = $7)
-  AND i.id > $8
+WHERE i.status = ANY (:statuses::text[]::__schema__.status[])
+  AND (:workflow::text IS NULL OR i.workflow = :workflow)
+  AND (:step::text IS NULL OR i.step = :step)
+  AND (:error_contains::text IS NULL
+       OR strpos(lower(concat_ws(': ', i.error->>'type', i.error->>'message')),
+                 lower(:error_contains)) > 0)
+  AND (:since::interval IS NULL OR i.finished_at >= now.t - :since::interval)
+  AND (:key_prefix::text IS NULL OR starts_with(i.key, :key_prefix))
+  AND (:queue::text IS NULL OR i.queue = :queue)
+  AND i.id > :after_id
 ORDER BY i.id
-LIMIT $9;
+LIMIT :limit;
 
 -- name: instances_matching_count
--- How many instances match the filter of `instances_matching` (same parameters, $8 caps the
--- count; NULL: no cap): a dry run's answer and the dashboard's confirmation. One pass over
+-- How many instances match the filter of `instances_matching` (same parameters, :limit caps
+-- the count; NULL: no cap): a dry run's answer and the dashboard's confirmation. One pass over
 -- the matching rows; it locks nothing.
-WITH now AS (SELECT coalesce($9::timestamptz, now()) AS t)
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t)
 SELECT count(*) AS n
 FROM (
     SELECT 1
     FROM __schema__.instances i, now
-    WHERE i.status = ANY ($2::text[]::__schema__.status[])
-      AND ($1::text IS NULL OR i.workflow = $1)
-      AND ($3::text IS NULL OR i.step = $3)
-      AND ($4::text IS NULL
+    WHERE i.status = ANY (:statuses::text[]::__schema__.status[])
+      AND (:workflow::text IS NULL OR i.workflow = :workflow)
+      AND (:step::text IS NULL OR i.step = :step)
+      AND (:error_contains::text IS NULL
            OR strpos(lower(concat_ws(': ', i.error->>'type', i.error->>'message')),
-                     lower($4)) > 0)
-      AND ($5::interval IS NULL OR i.finished_at >= now.t - $5::interval)
-      AND ($6::text IS NULL OR starts_with(i.key, $6))
-      AND ($7::text IS NULL OR i.queue = $7)
-    LIMIT $8
+                     lower(:error_contains)) > 0)
+      AND (:since::interval IS NULL OR i.finished_at >= now.t - :since::interval)
+      AND (:key_prefix::text IS NULL OR starts_with(i.key, :key_prefix))
+      AND (:queue::text IS NULL OR i.queue = :queue)
+    LIMIT :limit
 ) m;
 
 -- name: instances_retry_many
--- `instance_retry` for the ids $1 at once: one row per distinct id, its `verdict` one of
+-- `instance_retry` for the ids :ids at once: one row per distinct id, its `verdict` one of
 -- 'retried', 'not_failed' (its `status` now), 'key_held' (by `holder`), 'parent_not_waiting',
 -- 'busy' (another transaction holds the row or its parent: nothing was waited for; retry it
 -- on its own) or 'gone'. The rules are the single statement's: a failed row goes back to its
@@ -59,19 +61,19 @@ FROM (
 -- first, locked by a scan of `instances` alone: see `instance_cancel`): a page never waits
 -- for a lock, so it closes no cycle; a row whose lock or whose parent's lock it did not get
 -- is left as it was. What it judges comes from the versions it locked.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 asked AS (
-    SELECT DISTINCT a.id FROM unnest($1::bigint[]) AS a(id)
+    SELECT DISTINCT a.id FROM unnest(:ids::bigint[]) AS a(id)
 ),
 locked AS (
     SELECT i.id, i.workflow, i.key, i.parent_id, i.status, i.children_from
     FROM __schema__.instances i
     WHERE i.id = ANY ((SELECT array_agg(x.id) FROM (
                            SELECT t.id FROM __schema__.instances t
-                           WHERE t.id = ANY ($1::bigint[])
+                           WHERE t.id = ANY (:ids::bigint[])
                            UNION
                            SELECT t.parent_id FROM __schema__.instances t
-                           WHERE t.id = ANY ($1::bigint[]) AND t.parent_id IS NOT NULL) x
+                           WHERE t.id = ANY (:ids::bigint[]) AND t.parent_id IS NOT NULL) x
                       )::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i SKIP LOCKED
@@ -132,7 +134,8 @@ reparent AS (
     WHERE p.id = c.parent_id
 ),
 notified AS (
-    SELECT count(pg_notify($3, 'q:' || q.queue)) AS n FROM (SELECT DISTINCT queue FROM upd) q
+    SELECT count(pg_notify(__channel__, 'q:' || q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM upd) q
 )
 SELECT a.id,
        CASE WHEN f.id IS NOT NULL THEN f.verdict
@@ -144,33 +147,33 @@ LEFT JOIN final f ON f.id = a.id
 ORDER BY a.id;
 
 -- name: instances_cancel_many
--- `instance_cancel` for the ids $1 at once: one row per distinct id, its `verdict` one of
+-- `instance_cancel` for the ids :ids at once: one row per distinct id, its `verdict` one of
 -- 'cancelled', 'not_live' (its `status` now), 'busy' (another transaction holds the row or
 -- its parent: nothing was waited for; cancel it on its own) or 'gone'; `cascaded` the live
 -- descendants the page cancelled with them (`instances_ended`, called once for the page).
 -- Locks: the rows and their parents (which the ending counts down), in id order, with SKIP
 -- LOCKED, as in `instances_retry_many`; the cascade then locks descendants in id order, as
 -- a single cancel's does. The status is judged on the version locked.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 asked AS (
-    SELECT DISTINCT a.id FROM unnest($1::bigint[]) AS a(id)
+    SELECT DISTINCT a.id FROM unnest(:ids::bigint[]) AS a(id)
 ),
 locked AS (
     SELECT i.id, i.parent_id, i.status
     FROM __schema__.instances i
     WHERE i.id = ANY ((SELECT array_agg(x.id) FROM (
                            SELECT t.id FROM __schema__.instances t
-                           WHERE t.id = ANY ($1::bigint[])
+                           WHERE t.id = ANY (:ids::bigint[])
                            UNION
                            SELECT t.parent_id FROM __schema__.instances t
-                           WHERE t.id = ANY ($1::bigint[]) AND t.parent_id IS NOT NULL) x
+                           WHERE t.id = ANY (:ids::bigint[]) AND t.parent_id IS NOT NULL) x
                       )::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i SKIP LOCKED
 ),
 judged AS (
     SELECT t.id, t.status::text AS status,
-           CASE WHEN t.status NOT IN ('available', 'executing', 'awaiting', 'waiting')
+           CASE WHEN t.status NOT IN __live__
                 THEN 'not_live'
                 WHEN t.parent_id IS NOT NULL
                      AND NOT EXISTS (SELECT 1 FROM locked p WHERE p.id = t.parent_id)
@@ -189,7 +192,7 @@ fin AS (
     RETURNING i.id
 ),
 ended AS (
-    SELECT __schema__.instances_ended(array_agg(fin.id), min(now.t), $3) AS cascaded
+    SELECT __schema__.instances_ended(array_agg(fin.id), min(now.t), __channel__) AS cascaded
     FROM fin, now
     HAVING count(*) > 0
 )

@@ -1,27 +1,27 @@
 -- Rewind (`gendurable retry KEY --step S [--state JSON]`, the dashboard's instance page).
 
 -- name: instance_rewind
--- A failed or cancelled instance restarted at step $4, due now, with attempt 0: with its
--- stored state, or state $5 written by workflow version $6. $7-$10 are what an entry into
--- the step takes (its attempts, rate limit, partition and weight), as a goto would write
--- them. Always one row, as `instance_retry`'s: `rewound` is set when it went back;
+-- A failed or cancelled instance restarted at :step, due now, with attempt 0: with its
+-- stored state, or :state written by workflow version :state_version. :max_attempts,
+-- :rate_limit, :rate_partition and :weight are what an entry into the step takes, as a goto
+-- would write them. Always one row, as `instance_retry`'s: `rewound` is set when it went back;
 -- otherwise `status` (NULL: no such row) and `holder` say why not. Refused while another
 -- live instance holds its key, and for a child unless its parent still waits for that
 -- spawn (the parent's pending count then rises, as for a retry). Its cancelled
 -- descendants stay cancelled: back at the step it stopped at it keeps that step's
 -- children (ctx.children), moved to another step it has none, as after a goto. Locks: the
 -- parent and the instance, in id order, exactly as `instance_retry` takes them.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 locked AS (
     SELECT i.id, i.workflow, i.key, i.parent_id, i.status, i.children_from
     FROM __schema__.instances i
     WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t
-                       WHERE t.id = $1)::bigint[])
+                       WHERE t.id = :id)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i
 ),
 target AS (
-    SELECT l.id, l.workflow, l.key, l.parent_id, l.status FROM locked l WHERE l.id = $1
+    SELECT l.id, l.workflow, l.key, l.parent_id, l.status FROM locked l WHERE l.id = :id
 ),
 holder AS (
     SELECT j.id FROM __schema__.instances j, target t
@@ -38,14 +38,16 @@ parent AS (
 ),
 upd AS (
     UPDATE __schema__.instances i
-    SET status = 'available', step = $4, state = coalesce($5::jsonb, i.state),
-        state_version = CASE WHEN $5::jsonb IS NULL THEN i.state_version ELSE $6::int END,
-        attempt = 0, max_attempts = $7, run_at = now.t, result = NULL, error = NULL,
+    SET status = 'available', step = :step, state = coalesce(:state::jsonb, i.state),
+        state_version = CASE WHEN :state::jsonb IS NULL THEN i.state_version
+                             ELSE :state_version::int END,
+        attempt = 0, max_attempts = :max_attempts, run_at = now.t, result = NULL, error = NULL,
         finished_at = NULL, locked_by = NULL, locked_until = NULL, timed_out = false,
         throttled = false, await_names = NULL, await_deadline = NULL, await_seen = 0,
         pending_children = 0,
-        children_from = CASE WHEN i.step = $4 THEN i.children_from END,
-        rate_limit = $8, rate_partition = $9, weight = $10, updated_at = now.t
+        children_from = CASE WHEN i.step = :step THEN i.children_from END,
+        rate_limit = :rate_limit, rate_partition = :rate_partition, weight = :weight,
+        updated_at = now.t
     FROM target t, now
     WHERE i.id = t.id AND t.status IN ('failed', 'cancelled')
       AND NOT EXISTS (SELECT 1 FROM holder)
@@ -63,4 +65,4 @@ SELECT (SELECT status::text FROM target) AS status,
        (SELECT parent_id FROM target) AS parent_id,
        (SELECT id FROM upd) AS rewound,
        (SELECT step FROM upd) AS step,
-       (SELECT pg_notify($3, 'q:' || queue) FROM upd) AS notified;
+       (SELECT pg_notify(__channel__, 'q:' || queue) FROM upd) AS notified;

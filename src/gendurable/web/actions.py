@@ -39,10 +39,10 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     async def signal(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        row = await store.instance_explain(id, None)
+        row = await store.instance_explain(id=id, now=None)
         if row is None:
             return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
-        workflow = row["workflow"]
+        workflow = row.workflow
         spec = dashboard.settings.specs.get(workflow)
         try:
             name = text(form.get("name"), "signal name")
@@ -61,25 +61,31 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         except (BadInput, GenDurableError) as exc:
             return await _refused(dashboard, request, id, str(exc), form, 400)
         delivered = await store.signal_deliver(
-            workflow, id, None, name, data, None, idempotency_key=key
+            workflow=workflow,
+            id=id,
+            key=None,
+            name=name,
+            payload=data,
+            now=None,
+            idempotency_key=key,
         )
         if delivered is None:
             message = f"instance {id} is not live; signal {name!r} was not stored"
             return await _refused(dashboard, request, id, message, form, 409)
-        if not delivered["same"]:
+        if not delivered.same:
             message = (
-                f"this form was sent already, with another signal (id {delivered['signal_id']}); "
+                f"this form was sent already, with another signal (id {delivered.signal_id}); "
                 f"signal {name!r} was not stored"
             )
             return await _refused(dashboard, request, id, message, form, 409)
-        if delivered["duplicate"]:
+        if delivered.duplicate:
             return _back(request, id, "signal-again")
-        return _back(request, id, "signal-woke" if delivered["woke"] else "signal")
+        return _back(request, id, "signal-woke" if delivered.woke else "signal")
 
     async def cancel(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        cascaded = await store.instance_cancel(id, None)
+        cascaded = await store.instance_cancel(id=id, now=None)
         if cascaded is None:
             message = f"instance {id} is not live (or does not exist); nothing was cancelled"
             return await _refused(dashboard, request, id, message, form, 409)
@@ -88,20 +94,19 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     async def retry(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        row = await store.instance_retry(id, None)
-        if row["retried"] is None:
-            if row["status"] is None:
+        row = await store.instance_retry(id=id, now=None)
+        if row.retried is None:
+            if row.status is None:
                 message = f"no instance with id {id}"
-            elif row["status"] != "failed":
-                message = f"instance {id} is {row['status']}: only a failed instance can be retried"
-            elif row["holder"] is not None:
+            elif row.status != "failed":
+                message = f"instance {id} is {row.status}: only a failed instance can be retried"
+            elif row.holder is not None:
                 message = (
-                    f"instance {id} cannot be retried: live instance {row['holder']} now "
-                    "holds its key"
+                    f"instance {id} cannot be retried: live instance {row.holder} now holds its key"
                 )
             else:
                 message = (
-                    f"instance {id} cannot be retried: its parent {row['parent_id']} no "
+                    f"instance {id} cannot be retried: its parent {row.parent_id} no "
                     "longer waits for it"
                 )
             return await _refused(dashboard, request, id, message, form, 409)
@@ -110,25 +115,25 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     async def rewind_(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        row = await store.instance_by_id(id)
+        row = await store.instance_by_id(id=id)
         if row is None:
             return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
-        workflow = row["workflow"]
+        workflow = row.workflow
         spec = dashboard.settings.specs.get(workflow)
         try:
-            step = text(form.get("step"), "step") or row["step"]
+            step = text(form.get("step"), "step") or row.step
             raw = form.get("state")
             state = KEEP if raw is None or not raw.strip() else payload_json(raw, "state")
             if spec is not None:
                 entry = entry_by_code(
-                    spec, step, state, stored_state=row["state"],
-                    stored_version=row["state_version"],
+                    spec, step, state, stored_state=row.state,
+                    stored_version=row.state_version,
                 )  # fmt: skip
             else:
                 entry = await entry_by_nodes(store, workflow, step, state)
         except (BadInput, GenDurableError) as exc:
             return await _refused(dashboard, request, id, str(exc), form, 400)
-        answer = await rewind(RepairStore(store), id, entry)
+        answer = await rewind(RepairStore(store.db), id, entry)
         refused = refusal(f"instance {id}", answer)
         if refused is not None:
             return await _refused(dashboard, request, id, refused, form, 409)

@@ -56,7 +56,9 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         count = 0
         if chosen is not None:
             store = await dashboard.store()
-            count = await RepairStore(store).instances_matching_count(chosen, limit=None, now=None)
+            count = await RepairStore(store.db).instances_matching_count(
+                chosen, limit=None, now=None
+            )
         return dashboard.render(
             request,
             "bulk.html",
@@ -90,7 +92,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
             message = f"the filter selects no instance a {action} can act on; nothing was done"
         else:
             store = await dashboard.store()
-            bulk = BulkRun(RepairStore(store), action, chosen, limit=PER_POST)
+            bulk = BulkRun(RepairStore(store.db), action, chosen, limit=PER_POST)
             report = await bulk.run()
             message = f"{action.capitalize()}: {report.summary()}."
             if not report.finished:

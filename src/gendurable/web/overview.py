@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..db.queue_store import QueueStore
+from ..db.rows import NodeSummary, OldestDue, StoredSchedule
 from ..db.schedule_store import ScheduleStore
 from ..records import ALL_STATUSES, QueuePause
 from .chart import Throughput, throughput, throughput_svg
@@ -63,7 +64,7 @@ class QueueRow:
 
     queue: str
     due: int
-    oldest: Any | None
+    oldest: OldestDue | None
     engines: int
     slots: int
     paused: QueuePause | None = None
@@ -97,22 +98,22 @@ class ScheduleRow:
     last_status: str | None
 
 
-def schedule_rows(rows: Sequence[Any]) -> list[ScheduleRow]:
+def schedule_rows(rows: Sequence[StoredSchedule]) -> list[ScheduleRow]:
     """The rows of `schedules_list` as the pages show them (no next tick while paused or
     disabled)."""
     out = []
     for r in rows:
-        state = "disabled" if r["disabled_at"] else "paused" if r["paused"] else "active"
+        state = "disabled" if r.disabled_at else "paused" if r.paused else "active"
         out.append(
             ScheduleRow(
-                name=r["name"],
-                workflow=r["workflow"],
-                description=str(_decode.decode(r["spec"]).get("description", "")),
+                name=r.name,
+                workflow=r.workflow,
+                description=str(_decode.decode(r.spec).get("description", "")),
                 state=state,
-                next_at=r["next_at"] if state == "active" else None,
-                last_at=r["last_at"],
-                last_id=r["last_instance_id"],
-                last_status=r["last_status"],
+                next_at=r.next_at if state == "active" else None,
+                last_at=r.last_at,
+                last_id=r.last_instance_id,
+                last_status=r.last_status,
             )
         )
     return out
@@ -162,35 +163,35 @@ class Overview:
 
     async def _read(self) -> OverviewData:
         store = await self.dashboard.store()
-        counts = await store.status_counts(None)
-        nodes = await store.nodes_page(None, None, NODES_SHOWN + 1)
-        due_queues = sorted({r["queue"] for r in counts if r["oldest_due"] is not None})
-        oldest = await store.queue_oldest_due(due_queues, None) if due_queues else []
-        ended = await store.throughput_by_minute(None, THROUGHPUT_MINUTES)
-        schedules = await ScheduleStore(store).schedules_list()
+        counts = await store.status_counts(now=None)
+        nodes = await store.nodes_page(now=None, after_id=None, limit=NODES_SHOWN + 1)
+        due_queues = sorted({r.queue for r in counts if r.oldest_due is not None})
+        oldest = await store.queue_oldest_due(queues=due_queues, now=None) if due_queues else []
+        ended = await store.throughput_by_minute(now=None, minutes=THROUGHPUT_MINUTES)
+        schedules = await ScheduleStore(store.db).schedules_list()
         pauses = {
-            r["queue"]: QueuePause(r["queue"], r["paused_at"], r["paused_by"])
-            for r in await QueueStore(store).queue_pauses()
+            r.queue: QueuePause(r.queue, r.paused_at, r.paused_by)
+            for r in await QueueStore(store.db).queue_pauses()
         }
         first = counts[:1] or ended[:1]
-        now: datetime = first[0]["now"] if first else datetime.now(UTC)
+        now: datetime = first[0].now if first else datetime.now(UTC)
 
         grid: dict[tuple[str, str], dict[str, int]] = {}
         totals = dict.fromkeys(ALL_STATUSES, 0)
         due: dict[str, int] = {}
         for r in counts:
-            grid.setdefault((r["workflow"], r["queue"]), {})[r["status"]] = r["count"]
-            totals[r["status"]] = totals.get(r["status"], 0) + r["count"]
-            if r["oldest_due"] is not None:
-                due[r["queue"]] = due.get(r["queue"], 0) + r["count"]
+            grid.setdefault((r.workflow, r.queue), {})[r.status] = r.count
+            totals[r.status] = totals.get(r.status, 0) + r.count
+            if r.oldest_due is not None:
+                due[r.queue] = due.get(r.queue, 0) + r.count
             else:
-                due.setdefault(r["queue"], 0)
+                due.setdefault(r.queue, 0)
         node_rows = [_node(n) for n in nodes[:NODES_SHOWN]]
         served: dict[str, list[int]] = {}
         for n in node_rows:
             for queue, concurrency in n.queues.items():
                 served.setdefault(queue, []).append(concurrency)
-        by_queue = {r["queue"]: r for r in oldest}
+        by_queue = {r.queue: r for r in oldest}
         queues = [
             QueueRow(
                 queue=q,
@@ -216,16 +217,16 @@ class Overview:
         )
 
 
-def _node(row: Any) -> NodeRow:
+def _node(row: NodeSummary) -> NodeRow:
     return NodeRow(
-        name=row["name"],
-        host=row["host"],
-        pid=row["pid"],
-        queues={str(q): int(c) for q, c in _decode.decode(row["queues"]).items()},
-        workflows=list(_decode.decode(row["workflows"])),
-        version=row["version"],
-        started_at=row["started_at"],
-        silent_for=row["silent_for"],
+        name=row.name,
+        host=row.host,
+        pid=row.pid,
+        queues={str(q): int(c) for q, c in _decode.decode(row.queues).items()},
+        workflows=list(_decode.decode(row.workflows)),
+        version=row.version,
+        started_at=row.started_at,
+        silent_for=row.silent_for,
     )
 
 

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..blocked import BlockedBy
 from ..bulk import CANCEL, RETRY
+from ..db.rows import ExplainedInstance
 from ..db.schedule_store import ScheduleStore
 from ..docgen import type_label
 from ..errors import NoTarget
@@ -81,7 +82,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 "page": "instances",
                 "filter": page,
                 "rows": shown,
-                "next_query": page.query(before=shown[-1]["id"]) if more else None,
+                "next_query": page.query(before=shown[-1].id) if more else None,
                 "first_query": page.query(before=None) if page.before else None,
                 "workflows": sorted(dashboard.settings.specs),
                 "bulk_query": page.query(before=None, limit=None),
@@ -123,7 +124,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         live: list[ScheduleRow] = []
         if schedules:  # their next and last ticks; a page without schedules needs no database
             store = await dashboard.store()
-            live = schedule_rows(await ScheduleStore(store).schedules_list(name))
+            live = schedule_rows(await ScheduleStore(store.db).schedules_list(workflow=name))
         return dashboard.render(
             request,
             "workflow.html",
@@ -166,33 +167,35 @@ async def instance_page(
     children_after = identifier(query.get("children_after"), "children_after")
     done = text(query.get("done"), "done")
     store = await dashboard.store()
-    row = await store.instance_explain(id, None)
+    row = await store.instance_explain(id=id, now=None)
     if row is None:
         raise NoTarget(f"no instance with id {id}")
-    inbox = await store.inbox_page(id, inbox_after, INBOX_PAGE + 1)
-    children = await store.children_page(id, children_after, CHILDREN_PAGE + 1)
-    spec = dashboard.settings.specs.get(row["workflow"])
+    inbox = await store.inbox_page(instance_id=id, after_id=inbox_after, limit=INBOX_PAGE + 1)
+    children = await store.children_page(
+        parent_id=id, after_id=children_after, limit=CHILDREN_PAGE + 1
+    )
+    spec = dashboard.settings.specs.get(row.workflow)
     return dashboard.render(
         request,
         "instance.html",
         {
             "page": "instances",
             "row": row,
-            "live": row["status"] in LIVE_STATUSES,
-            "terminal": row["status"] in TERMINAL_STATUSES,
-            "blocked": BlockedBy.from_row(row),
-            "error_record": _error(row["error"]),
+            "live": row.status in LIVE_STATUSES,
+            "terminal": row.status in TERMINAL_STATUSES,
+            "blocked": BlockedBy.from_columns(
+                row.blocked_reason, row.blocked_until, row.blocked_detail
+            ),
+            "error_record": _error(row.error),
             "inbox": inbox[:INBOX_PAGE],
-            "inbox_next": inbox[INBOX_PAGE - 1]["id"] if len(inbox) > INBOX_PAGE else None,
+            "inbox_next": inbox[INBOX_PAGE - 1].id if len(inbox) > INBOX_PAGE else None,
             "inbox_after": inbox_after,
             "children": children[:CHILDREN_PAGE],
             "children_next": (
-                children[CHILDREN_PAGE - 1]["id"] if len(children) > CHILDREN_PAGE else None
+                children[CHILDREN_PAGE - 1].id if len(children) > CHILDREN_PAGE else None
             ),
             "children_after": children_after,
-            "diagram": (
-                diagram_svg(spec, current=row["step"], status=row["status"]) if spec else None
-            ),
+            "diagram": (diagram_svg(spec, current=row.step, status=row.status) if spec else None),
             "signals": await _signal_choices(dashboard, spec, row),
             "steps": await _step_choices(dashboard, spec, row),
             # Drawn with the page: the signal form sent twice stores its signal once.
@@ -214,10 +217,10 @@ def _error(data: bytes | None) -> dict[str, Any] | None:
 
 
 async def _signal_choices(
-    dashboard: Dashboard, spec: WorkflowSpec | None, row: Any
+    dashboard: Dashboard, spec: WorkflowSpec | None, row: ExplainedInstance
 ) -> list[SignalChoice] | None:
     """The names the signal form offers (None: unknown, typed in freely)."""
-    awaiting = set(row["await_names"] or ())
+    awaiting = set(row.await_names or ())
     if spec is not None:
         choices = []
         for name in spec.signal_names():
@@ -225,9 +228,9 @@ async def _signal_choices(
             payload = "any JSON" if tp is None else type_label(tp)
             choices.append(SignalChoice(name, payload, name in awaiting))
         return sorted(choices, key=lambda c: not c.awaited_now)
-    if row["status"] not in LIVE_STATUSES:
+    if row.status not in LIVE_STATUSES:
         return []
-    labels = await payload_labels_by_nodes(await dashboard.store(), row["workflow"])
+    labels = await payload_labels_by_nodes(await dashboard.store(), row.workflow)
     if labels is None:
         return None
     return sorted(
@@ -237,15 +240,15 @@ async def _signal_choices(
 
 
 async def _step_choices(
-    dashboard: Dashboard, spec: WorkflowSpec | None, row: Any
+    dashboard: Dashboard, spec: WorkflowSpec | None, row: ExplainedInstance
 ) -> list[str] | None:
     """The steps the rewind form offers (None: unknown, typed in freely); only asked of the
     live nodes for an instance that can be rewound."""
     if spec is not None:
         return list(spec.steps)
-    if row["status"] not in REWINDABLE:
+    if row.status not in REWINDABLE:
         return []
-    found = await recorded(await dashboard.store(), row["workflow"])
+    found = await recorded(await dashboard.store(), row.workflow)
     if found is None:
         return None
     return sorted({s for d in found.descriptions for s in d.get("steps", {})})

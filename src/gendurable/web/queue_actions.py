@@ -29,13 +29,13 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
 
     async def pause(request: Request) -> Response:
         queue = _queue(await accepted_form(dashboard, request))
-        store = QueueStore(await dashboard.store())
-        await store.queue_pause(queue, _who(request), None)
+        store = QueueStore((await dashboard.store()).db)
+        await store.queue_pause(queue=queue, by=_who(request), now=None)
         return _back(dashboard, request, "pause")
 
     async def resume(request: Request) -> Response:
         queue = _queue(await accepted_form(dashboard, request))
-        await QueueStore(await dashboard.store()).queue_resume(queue)
+        await QueueStore((await dashboard.store()).db).queue_resume(queue=queue)
         return _back(dashboard, request, "resume")
 
     return [
