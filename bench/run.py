@@ -4,7 +4,9 @@
     python bench/run.py COMMAND --against REF [--rounds N] [--no-record]
 
 COMMAND is one of `floor`, `w1` (`--bulk`, `--workers N`), `w2`, `w3`, `scale`, `idle` or
-`all`. Without `--dsn` (or `$GENDURABLE_DSN`) an embedded PostgreSQL is started for the run.
+`all`, or `churn` (not part of `all`: 1,000,000 instances through start, 3 steps and GC,
+a line every `--every` finished; see `harness/churn.py`). Without `--dsn` (or
+`$GENDURABLE_DSN`) an embedded PostgreSQL is started for the run.
 Every command first measures the floor: single-row `UPDATE ... WHERE id = $1` transactions
 from 1 and 8 asyncpg connections, then floor(8) again for 2 s just before and just after
 each workload. Each figure is printed as one JSON line on stdout with its ratio to the mean
@@ -30,13 +32,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ab, idle, peers, scale, w1, w2, w3, workers
+from harness import ab, churn, idle, peers, scale, w1, w2, w3, workers
 from harness.counting import COUNTER
 from harness.env import BenchEnv
 from harness.floor import floor
 from harness.report import Report, emit
 
-COMMANDS = ("floor", "w1", "w2", "w3", "scale", "idle", "all")
+COMMANDS = ("floor", "w1", "w2", "w3", "scale", "idle", "all", "churn")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -48,8 +50,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--with-peers", action="store_true", help="also run DBOS, PgQueuer")
     parser.add_argument("--bulk", action="store_true", help="w1: one start_many first")
     parser.add_argument("--workers", type=int, nargs="*", help="w1: N worker processes")
-    parser.add_argument("--instances", type=int, help="w1 (default 2,000; bulk 10,000)")
+    parser.add_argument(
+        "--instances", type=int, help="w1 (default 2,000; bulk 10,000), churn (1,000,000)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--every", type=int, default=100_000, help="churn: finished a line")
+    parser.add_argument("--backlog", type=int, default=20_000, help="churn: most unfinished")
+    parser.add_argument("--batch", type=int, default=1000, help="churn: per start_many")
+    parser.add_argument(
+        "--gc-retention", type=float, default=5.0, help="churn: seconds terminal rows stay"
+    )
+    parser.add_argument("--gc-interval", type=float, default=1.0, help="churn: seconds")
     parser.add_argument("--jobs", type=int, default=10_000, help="w2")
     parser.add_argument("--signals", type=int, default=200, help="w3")
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 1_000_000], help="scale")
@@ -132,6 +143,17 @@ async def bench(dsn: str, args: argparse.Namespace) -> Report:
         await scale.run(env, args.rows, max(args.concurrency))
     if args.command in ("idle", "all"):
         await idle.run(env, args.seconds)
+    if args.command == "churn":
+        await churn.run(
+            env,
+            instances=args.instances or 1_000_000,
+            every=args.every,
+            concurrency=max(args.concurrency),
+            backlog=args.backlog,
+            batch=args.batch,
+            gc_retention=args.gc_retention,
+            gc_interval=args.gc_interval,
+        )
     if args.command != "floor":
         report.floor_again({n: await floor(dsn, n) for n in (1, 8)})
     return report
@@ -139,6 +161,10 @@ async def bench(dsn: str, args: argparse.Namespace) -> Report:
 
 async def main(argv: list[str]) -> None:
     args = parse(argv)
+    if args.command == "churn":
+        problem = churn.check(args)
+        if problem:
+            raise SystemExit(f"bench/run.py: {problem}")
     against: tuple[ab.Side, ab.Side] | None = None
     if args.against:
         try:
@@ -167,7 +193,8 @@ async def main(argv: list[str]) -> None:
     finally:
         if embedded is not None:
             await embedded.astop()
-    report.print_summary()
+    if args.command != "churn":  # churn printed its own table of windows
+        report.print_summary()
 
 
 if __name__ == "__main__":

@@ -42,9 +42,11 @@ def park(
     }
 
 
-def move(id: int, locked_by: str, step: str, *, lease: timedelta | None = None) -> dict[str, Any]:
+def move(
+    id: int, locked_by: str, step: str, *, lease: timedelta | None = None, queue: str = "default"
+) -> dict[str, Any]:
     """The plain fields of a goto: with `lease`, one that keeps its claim (a continue: the
-    worker runs `step` at once, for a fresh lease)."""
+    worker runs `step` at once, for a fresh lease, unless its `queue` is paused)."""
     return {
         "id": id,
         "locked_by": locked_by,
@@ -54,6 +56,7 @@ def move(id: int, locked_by: str, step: str, *, lease: timedelta | None = None) 
         "weight": 1,
         "state_version": 1,
         "consumed": [],
+        "queue": queue,
     }
 
 
@@ -80,9 +83,13 @@ async def commit(
     encoded = msgspec.json.encode(fields)
     store = engine.store
     if conn is None:
-        return await store.outcome_batch(encoded, (nulls, results, nulls), when)
+        return await store.outcome_batch(
+            outcomes=encoded, states=nulls, results=results, errors=nulls, now=when
+        )
+    statement = store.db.sql["outcome_batch"]
     rows = await conn.fetch(
-        store.sql["outcome_batch"], when, encoded, nulls, results, nulls, store.channel
+        statement.sql,
+        *statement.args(outcomes=encoded, states=nulls, results=results, errors=nulls, now=when),
     )
     done = {int(r["id"]): r["woken_by_deadline"] for r in rows if not r["busy"]}
     return done, {int(r["id"]) for r in rows if r["busy"]}

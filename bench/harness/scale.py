@@ -68,10 +68,24 @@ async def _fill(dsn: str, schema: str, rows: int) -> float:
 async def _claim_plan_times(dsn: str, schema: str, scheduler: Any) -> list[float]:
     """The claim's execution time inside PostgreSQL (EXPLAIN ANALYZE, rolled back): the
     part a bigger table could slow down, free of the client's and the machine's noise."""
-    sql = "EXPLAIN (ANALYZE, FORMAT JSON) " + statements(schema)["instance_claim"]
-    args = (QUEUE, 1, "probe", scheduler.known_leases, None)
-    args += (scheduler.known_workflows, scheduler.known_steps)
-    args += (f"gendurable:ck:{schema}:", timedelta(seconds=5))
+    claim: Any = statements(schema)["instance_claim"]
+    if isinstance(claim, str):  # an engine from before statements named their parameters
+        sql = "EXPLAIN (ANALYZE, FORMAT JSON) " + claim
+        args: tuple[Any, ...] = (QUEUE, 1, "probe", scheduler.known_leases, None)
+        args += (scheduler.known_workflows, scheduler.known_steps)
+        args += (f"gendurable:ck:{schema}:", timedelta(seconds=5))
+    else:
+        sql = "EXPLAIN (ANALYZE, FORMAT JSON) " + claim.sql
+        args = claim.args(
+            queue=QUEUE,
+            limit=1,
+            locked_by="probe",
+            workflows=scheduler.known_workflows,
+            steps=scheduler.known_steps,
+            leases=scheduler.known_leases,
+            now=None,
+            unknown_limit_wait=timedelta(seconds=5),
+        )
     conn = await asyncpg.connect(dsn)
     times: list[float] = []
     try:
@@ -112,13 +126,13 @@ async def _claim_probe(dsn: str, schema: str) -> tuple[list[float], list[float]]
         for _ in range(PROBES):
             started = time.perf_counter()
             rows = await engine.store.instance_claim(
-                QUEUE,
-                1,
-                "probe",
-                scheduler.known_leases,
-                None,
-                scheduler.known_workflows,
-                scheduler.known_steps,
+                queue=QUEUE,
+                limit=1,
+                locked_by="probe",
+                leases=scheduler.known_leases,
+                now=None,
+                workflows=scheduler.known_workflows,
+                steps=scheduler.known_steps,
             )
             times.append(time.perf_counter() - started)
             assert len(rows) == 1, rows

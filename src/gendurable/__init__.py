@@ -16,6 +16,7 @@ from .errors import (
     DuplicateKey,
     EngineError,
     GenDurableError,
+    IdempotencyConflict,
     NoEngine,
     NoTarget,
     ResultTimeout,
@@ -26,11 +27,12 @@ from .errors import (
 )
 from .limit import Backoff, Limit
 from .outcome import Outcome, done, goto, reawait, retry, spawn, stop
-from .records import Handle, InstanceInfo
+from .records import Handle, InstanceInfo, QueuePause
+from .schedule import Schedule
 from .spec import WorkflowSpec
 from .telemetry import Telemetry, logging_handler
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
@@ -46,6 +48,7 @@ __all__ = [
     "EngineError",
     "GenDurableError",
     "Handle",
+    "IdempotencyConflict",
     "InstanceInfo",
     "Job",
     "Limit",
@@ -53,7 +56,9 @@ __all__ = [
     "NoEngine",
     "NoTarget",
     "Outcome",
+    "QueuePause",
     "ResultTimeout",
+    "Schedule",
     "Signal",
     "StateUpgradeError",
     "StepTimeout",

@@ -6,9 +6,10 @@ view `<schema>.instances_explained`); this module only carries and words its ans
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 Reason = Literal[
     "scheduled",
@@ -19,6 +20,7 @@ Reason = Literal[
     "concurrency",
     "unknown",
     "queue",
+    "paused",
 ]
 """Every reason `BlockedBy.reason` may hold."""
 
@@ -36,6 +38,7 @@ _LEAD = {
     "concurrency": "serialized:",
     "unknown": "unknown:",
     "queue": "queued:",
+    "paused": "paused:",
 }
 
 
@@ -56,6 +59,8 @@ class BlockedBy:
       (`detail` names the key and that instance).
     - `"unknown"`: no live engine knows the workflow or step (a deploy is missing).
     - `"queue"`: due, and either no live engine runs its queue, or it waits for a free slot.
+    - `"paused"`: its queue is paused (`Engine.pause`), due or not: `detail` says since when
+      and by whom; nothing of the queue starts until it is resumed.
 
     `str(blocked_by)` reads as one sentence, for example
     "awaiting approved or rejected until 2026-12-02 10:00 UTC".
@@ -74,12 +79,21 @@ class BlockedBy:
         return " ".join(words)
 
     @classmethod
-    def from_row(cls, row: Any) -> BlockedBy | None:
-        """The value of a row carrying `blocked_reason/_until/_detail`; None when unblocked."""
-        reason = row.get("blocked_reason")
+    def from_row(cls, row: Mapping[str, Any]) -> BlockedBy | None:
+        """The value of a row (a mapping) carrying `blocked_reason/_until/_detail`; None
+        when unblocked."""
+        return cls.from_columns(
+            row.get("blocked_reason"), row.get("blocked_until"), row.get("blocked_detail")
+        )
+
+    @classmethod
+    def from_columns(
+        cls, reason: str | None, until: datetime | None, detail: str | None
+    ) -> BlockedBy | None:
+        """The value of the `blocked_by` function's columns; None when unblocked."""
         if reason is None:
             return None
-        return cls(reason, row.get("blocked_until"), row.get("blocked_detail") or "")
+        return cls(cast(Reason, reason), until, detail or "")
 
 
 def format_utc(moment: datetime) -> str:

@@ -33,7 +33,9 @@ import msgspec
 
 from .db.connect import check_dsn, resolve_dsn
 from .db.migrator import check_version
-from .db.store import Store
+from .db.operator_store import OperatorStore
+from .db.pool import Database
+from .db.rows import LiveStep
 from .errors import ConfigError, EngineError, StateUpgradeError
 from .spec import WorkflowSpec
 from .upgrader import uncovered, upgrade_state
@@ -188,8 +190,8 @@ class _Live:
     """What the checks share: the served specs, the store and the live (workflow, step) rows."""
 
     specs: Mapping[str, WorkflowSpec]
-    store: Store
-    steps: list[Any]
+    store: OperatorStore
+    steps: list[LiveStep]
     full: bool
     sample: int
     objects: Mapping[str, Any] = field(default_factory=dict)
@@ -205,9 +207,9 @@ Check = Callable[[_Live], Awaitable[list[Problem]]]
 async def _workflows_not_served(live: _Live) -> list[Problem]:
     totals: dict[str, list[int]] = {}
     for r in live.steps:
-        if r["workflow"] not in live.specs:
-            count, first = totals.setdefault(r["workflow"], [0, r["example_id"]])
-            totals[r["workflow"]] = [count + r["n"], min(first, r["example_id"])]
+        if r.workflow not in live.specs:
+            count, first = totals.setdefault(r.workflow, [0, r.example_id])
+            totals[r.workflow] = [count + r.n, min(first, r.example_id)]
     return [
         Problem("workflow_not_served", wf, count, first) for wf, (count, first) in totals.items()
     ]
@@ -215,39 +217,39 @@ async def _workflows_not_served(live: _Live) -> list[Problem]:
 
 async def _queues_not_served(live: _Live) -> list[Problem]:
     served = set(live.queues)
-    for node in await live.store.nodes_live(None):
-        served.update(msgspec.json.decode(node["queues"]))
+    for node in await live.store.nodes_live(now=None):
+        served.update(msgspec.json.decode(node.queues))
     return [
-        Problem("queue_not_served", r["workflow"], r["n"], r["example_id"], queue=r["queue"])
+        Problem("queue_not_served", r.workflow, r.n, r.example_id, queue=r.queue)
         for r in await live.store.check_live_queues()
-        if r["queue"] not in served
+        if r.queue not in served
     ]
 
 
 async def _steps_removed(live: _Live) -> list[Problem]:
     return [
-        Problem("step_removed", r["workflow"], r["n"], r["example_id"], step=r["step"])
+        Problem("step_removed", r.workflow, r.n, r.example_id, step=r.step)
         for r in live.steps
-        if r["workflow"] in live.specs and r["step"] not in live.specs[r["workflow"]].steps
+        if r.workflow in live.specs and r.step not in live.specs[r.workflow].steps
     ]
 
 
 async def _signals_removed(live: _Live) -> list[Problem]:
     problems = []
     for r in await live.store.check_awaited_names():
-        spec = live.specs.get(r["workflow"])
-        step = spec.steps.get(r["step"]) if spec else None
+        spec = live.specs.get(r.workflow)
+        step = spec.steps.get(r.step) if spec else None
         if step is None:
             continue  # reported as a missing workflow or step already
-        if step.awaits is None or r["name"] not in step.awaits.names:
+        if step.awaits is None or r.name not in step.awaits.names:
             problems.append(
                 Problem(
                     "signal_removed",
-                    r["workflow"],
-                    r["n"],
-                    r["example_id"],
-                    step=r["step"],
-                    signal=r["name"],
+                    r.workflow,
+                    r.n,
+                    r.example_id,
+                    step=r.step,
+                    signal=r.name,
                 )
             )
     return problems
@@ -257,20 +259,20 @@ async def _state_versions(live: _Live) -> list[Problem]:
     """Rows of another state version: counted when an upgrade covers them, else problems."""
     problems = []
     for r in await live.store.check_state_versions():
-        spec = live.specs.get(r["workflow"])
-        version = r["state_version"]
+        spec = live.specs.get(r.workflow)
+        version = r.state_version
         if spec is None or version == spec.version:
             continue
         why = uncovered(spec, version)
         if why is None:
-            live.upgrades.append(Upgrade(spec.name, version, spec.version, r["n"], r["example_id"]))
+            live.upgrades.append(Upgrade(spec.name, version, spec.version, r.n, r.example_id))
         else:
             problems.append(
                 Problem(
                     "state_version_uncovered",
                     spec.name,
-                    r["n"],
-                    r["example_id"],
+                    r.n,
+                    r.example_id,
                     detail=why,
                     state_version=version,
                 )
@@ -280,7 +282,7 @@ async def _state_versions(live: _Live) -> list[Problem]:
 
 async def _states_undecodable(live: _Live) -> list[Problem]:
     problems = []
-    served = {r["workflow"] for r in live.steps if r["workflow"] in live.specs}
+    served = {r.workflow for r in live.steps if r.workflow in live.specs}
     for workflow in sorted(served):
         spec = live.specs[workflow]
         if spec.state_type is None and not spec.upgrades:
@@ -310,17 +312,17 @@ async def _states(live: _Live, workflow: str) -> AsyncIterator[tuple[int, bytes,
     """(id, raw state, its version) of the rows to decode: the oldest `sample`, or all, page
     by page."""
     if not live.full:
-        for r in await live.store.check_states_oldest(workflow, live.sample):
-            yield r["id"], r["state"], r["state_version"]
+        for r in await live.store.check_states_oldest(workflow=workflow, limit=live.sample):
+            yield r.id, r.state, r.state_version
         return
     after = 0
     while True:
-        page = await live.store.check_states_page(workflow, after, PAGE)
+        page = await live.store.check_states_page(workflow=workflow, after_id=after, limit=PAGE)
         for r in page:
-            yield r["id"], r["state"], r["state_version"]
+            yield r.id, r.state, r.state_version
         if len(page) < PAGE:
             return
-        after = page[-1]["id"]
+        after = page[-1].id
 
 
 CHECKS: tuple[Check, ...] = (
@@ -349,7 +351,7 @@ def field_of(message: str) -> str | None:
 
 async def check_store(
     specs: Mapping[str, WorkflowSpec],
-    store: Store,
+    store: OperatorStore,
     *,
     full: bool = False,
     sample: int = DEFAULT_SAMPLE,
@@ -376,7 +378,7 @@ async def check_store(
         problems += await check(live)
     return CheckReport(
         problems=tuple(problems),
-        live_rows=sum(r["n"] for r in live.steps),
+        live_rows=sum(r.n for r in live.steps),
         states_decoded=live.states_decoded,
         full=full,
         upgrades=tuple(live.upgrades),
@@ -397,7 +399,7 @@ async def check_engine(
         try:
             return await check_store(
                 engine.specs,
-                engine.store,
+                OperatorStore(engine.store.db),
                 full=full,
                 sample=sample,
                 objects=engine.workflow_objects,
@@ -412,20 +414,20 @@ async def check_engine(
         )
     check_dsn(target)
     timeout = engine.config.statement_timeout.total_seconds()
-    store = await Store.open(target, engine.schema, min_size=1, max_size=1, timeout=timeout)
+    db = await Database.open(target, engine.schema, min_size=1, max_size=1, timeout=timeout)
     try:
-        async with store.pool.acquire() as conn:
+        async with db.pool.acquire() as conn:
             await check_version(conn, schema=engine.schema)
         return await check_store(
             engine.specs,
-            store,
+            OperatorStore(db),
             full=full,
             sample=sample,
             objects=engine.workflow_objects,
             queues=engine.config.queues,
         )
     finally:
-        await store.close(grace=2.0)
+        await db.close(grace=2.0)
 
 
 def _check_sample(sample: int) -> None:

@@ -5,6 +5,10 @@ Mermaid state diagram, the steps with their timeouts, attempts and rate limits, 
 each step awaits with their payload types, the children it spawns, and the fields of its
 State and Result. Everything comes from the `WorkflowSpec`, so the page cannot drift from
 the code; the pages are Markdown for mkdocs (Material renders the `mermaid` fences).
+
+A workflow that a `gd.Schedule` starts says so on its page, with when. The spec does not
+know its schedules: they are found in the module, as `gd.Schedule` values, lists of them,
+or the `schedules=` of its `gd.Engine`s (`schedules_of`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError
+from .schedule import Schedule
 from .spec import END, StepSpec, WorkflowSpec
 
 
@@ -34,6 +39,21 @@ def workflows_of(module: types.ModuleType) -> list[WorkflowSpec]:
         spec = getattr(obj, "spec", None)
         if isinstance(spec, WorkflowSpec) and _owner(spec).__module__ == module.__name__:
             found.setdefault(spec.name, spec)
+    return list(found.values())
+
+
+def schedules_of(module: types.ModuleType) -> list[Schedule]:
+    """The schedules `module` holds: `gd.Schedule` values, lists and tuples of them, and
+    the `schedules=` of its engines; each once, in the order found."""
+    found: dict[int, Schedule] = {}
+    for obj in vars(module).values():
+        config = getattr(obj, "config", None)
+        candidates = getattr(config, "schedules", None) if config is not None else None
+        if candidates is None:
+            candidates = obj if isinstance(obj, list | tuple) else [obj]
+        for item in candidates:
+            if isinstance(item, Schedule):
+                found.setdefault(id(item), item)
     return list(found.values())
 
 
@@ -84,10 +104,11 @@ def write_pages(module: types.ModuleType, directory: Path) -> list[Path]:
             "or a function with @gd.job"
         )
     directory.mkdir(parents=True, exist_ok=True)
+    schedules = schedules_of(module)
     written = []
     for spec in specs:
         path = directory / f"{page_name(spec.name)}.md"
-        path.write_text(workflow_page(spec))
+        path.write_text(workflow_page(spec, schedules=schedules))
         written.append(path)
     return written
 
@@ -108,8 +129,9 @@ def module_page(module: types.ModuleType, *, source: str | None = None) -> str:
     out = [f"# {title}", ""]
     if intro.strip():
         out += [intro.strip("\n"), ""]  # keep the indentation of a leading code block
+    schedules = schedules_of(module)
     for spec in workflows_of(module):
-        out.append(workflow_page(spec, level=2))
+        out.append(workflow_page(spec, level=2, schedules=schedules))
     if source is not None:
         file = getattr(module, "__file__", None) or module.__name__
         out += [f'??? example "Source: {Path(file).name}"', ""]
@@ -132,8 +154,11 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z`(\"'])")
 """Where a first sentence ends: a stop before the capital (or quote) that starts the next."""
 
 
-def workflow_page(spec: WorkflowSpec, *, level: int = 1) -> str:
-    """The Markdown page of one workflow (or job); its title is a heading of `level`."""
+def workflow_page(spec: WorkflowSpec, *, level: int = 1, schedules: Sequence[Schedule] = ()) -> str:
+    """The Markdown page of one workflow (or job); its title is a heading of `level`.
+
+    Those of `schedules` that start it are listed under "Schedule".
+    """
     h = "#" * level
     kind = "Job" if spec.is_job else "Workflow"
     out = [f"{h} {spec.name}", ""]
@@ -141,6 +166,9 @@ def workflow_page(spec: WorkflowSpec, *, level: int = 1) -> str:
     doc = _docstring(spec)
     if doc:
         out += [doc, ""]
+    own = [s for s in schedules if s.workflow == spec.name]
+    if own:
+        out += [f"{h}# Schedule", "", *_schedules_table(own), ""]
     out += [f"{h}# Diagram", "", "```mermaid", spec.to_mermaid().rstrip(), "```", ""]
     out += [f"{h}# Steps", "", *_steps_table(spec), ""]
     awaits = _awaits_table(spec)
@@ -179,6 +207,27 @@ def _summary(spec: WorkflowSpec, kind: str) -> str:
     if not spec.is_job:
         parts.append(f"starts at `{spec.start_step}`")
     return ", ".join(parts) + "."
+
+
+MISSED_WORDS = {
+    "skip": "skipped",
+    "latest": "the latest one starts",
+    "all": "each starts, at most {catch_up}",
+}
+
+
+def _schedules_table(schedules: Sequence[Schedule]) -> list[str]:
+    """When the workflow starts by itself: one row per schedule."""
+    rows = [
+        "| schedule | starts | ticks missed while no engine ran | instance keys |",
+        "| --- | --- | --- | --- |",
+    ]
+    for schedule in schedules:
+        missed = MISSED_WORDS[schedule.missed].format(catch_up=schedule.catch_up)
+        rows.append(
+            f"| `{schedule.name}` | {schedule.describe()} | {missed} | `{schedule.name}@<tick>` |"
+        )
+    return rows
 
 
 def _upgrades(spec: WorkflowSpec) -> list[str]:

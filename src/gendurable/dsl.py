@@ -348,11 +348,25 @@ class Workflow:
 
     @classmethod
     async def signal(
-        cls, key_or_id: str | int, name: str, payload: Any = None, *, engine: Any = None
+        cls,
+        key_or_id: str | int,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        engine: Any = None,
     ) -> int:
-        """Deliver a durable signal to a live instance (its id); `NoTarget` when none is."""
+        """Deliver a durable signal to a live instance (its id); `NoTarget` when none is.
+
+        With `idempotency_key`, a resend is safe: a signal the key already stored for the
+        instance is not stored again, and its id is returned, for as long as the instance
+        exists (even after it was consumed, even once the instance ended). Reusing the key
+        for another name or payload raises `IdempotencyConflict`, storing nothing.
+        """
         wf = cls.spec.name
-        signal_id: int = await routing.resolve(wf, engine).signal(wf, key_or_id, name, payload)
+        signal_id: int = await routing.resolve(wf, engine).signal(
+            wf, key_or_id, name, payload, idempotency_key=idempotency_key
+        )
         return signal_id
 
     @classmethod

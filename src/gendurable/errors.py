@@ -7,6 +7,7 @@ GenDurableError
 ├── ValidationError        a state, payload or result does not match its declared type
 ├── NoTarget               a signal, cancel or lookup found no live instance
 ├── DuplicateKey           a start (on_conflict="raise") or a spawn met a key held already
+├── IdempotencyConflict    a signal's idempotency key stored another signal already
 ├── NoEngine               no running engine serves a workflow (or several do: pass engine=)
 ├── WorkflowFailed         result() of an instance that ended failed or cancelled
 ├── ResultTimeout          result(timeout=) passed before the instance ended
@@ -62,6 +63,18 @@ class DuplicateKey(GenDurableError):
     def __init__(self, message: str, *, existing_id: int | None = None) -> None:
         super().__init__(message)
         self.existing_id = existing_id
+
+
+class IdempotencyConflict(GenDurableError):
+    """A signal's idempotency key already stored a different signal (another name or
+    payload) for the same instance; nothing was stored.
+
+    `signal_id` is the id of the signal the key stored.
+    """
+
+    def __init__(self, message: str, *, signal_id: int) -> None:
+        super().__init__(message)
+        self.signal_id = signal_id
 
 
 class NoEngine(GenDurableError):

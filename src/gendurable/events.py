@@ -25,6 +25,9 @@ STEP_EXCEPTION: Event = ("step", "exception")
 OUTCOME_STALE: Event = ("outcome", "stale")
 AWAIT_TIMEOUT: Event = ("await", "timeout")
 SIGNAL_DELIVERED: Event = ("signal", "delivered")
+SIGNAL_DUPLICATE: Event = ("signal", "duplicate")
+QUEUE_PAUSED: Event = ("queue", "paused")
+QUEUE_RESUMED: Event = ("queue", "resumed")
 REAPER_RESCUED: Event = ("reaper", "rescued")
 SCHEDULER_RECLAIMED: Event = ("scheduler", "reclaimed")
 WORKFLOW_UNKNOWN: Event = ("workflow", "unknown")
@@ -35,6 +38,10 @@ CONCURRENCY_CONTENDED: Event = ("concurrency", "contended")
 LOOP_BLOCKED: Event = ("loop", "blocked")
 MAINTENANCE_RUN: Event = ("maintenance", "run")
 MAINTENANCE_EXCEPTION: Event = ("maintenance", "exception")
+SCHEDULE_STARTED: Event = ("schedule", "started")
+SCHEDULE_SKIPPED: Event = ("schedule", "skipped")
+SCHEDULE_FAILED: Event = ("schedule", "failed")
+SCHEDULE_DISABLED: Event = ("schedule", "disabled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,13 @@ CATALOGUE: Mapping[Event, EventSpec] = MappingProxyType(
         SIGNAL_DELIVERED: EventSpec(
             (), ("workflow", "target", "name", "signal_id"), "this engine sent a signal"
         ),
+        SIGNAL_DUPLICATE: EventSpec(
+            (),
+            ("workflow", "target", "name", "signal_id", "idempotency_key"),
+            "this engine resent a signal: its idempotency key had stored it already",
+        ),
+        QUEUE_PAUSED: EventSpec((), ("queue", "by"), "this engine paused a queue"),
+        QUEUE_RESUMED: EventSpec((), ("queue",), "this engine resumed a paused queue"),
         REAPER_RESCUED: EventSpec(
             ("attempt",),
             ("id", "workflow", "step", "queue", "status"),
@@ -109,6 +123,26 @@ CATALOGUE: Mapping[Event, EventSpec] = MappingProxyType(
         ),
         MAINTENANCE_EXCEPTION: EventSpec(
             ("duration",), ("task", "queue", "error"), "a background task's run failed"
+        ),
+        SCHEDULE_STARTED: EventSpec(
+            ("late",),
+            ("schedule", "workflow", "tick", "key", "id"),
+            "this engine started the instance of a schedule's tick",
+        ),
+        SCHEDULE_SKIPPED: EventSpec(
+            ("count",),
+            ("schedule", "workflow", "since", "until", "missed"),
+            "ticks that came due while no engine ran the schedule were not started",
+        ),
+        SCHEDULE_FAILED: EventSpec(
+            (),
+            ("schedule", "workflow", "tick", "key", "error"),
+            "a tick started nothing: its state could not be made",
+        ),
+        SCHEDULE_DISABLED: EventSpec(
+            (),
+            ("schedule", "workflow", "refreshed_at"),
+            "a schedule no running engine declares any more was disabled",
         ),
     }
 )

@@ -281,6 +281,18 @@ UNMAPPED: frozenset[Event] = frozenset(
         events.SCHEDULER_RECLAIMED,
         # Per claim, already visible as `gendurable.claim.latency` growing.
         events.CONCURRENCY_CONTENDED,
+        # An operator's acts and a client's resends: rare, and no metric of them says more
+        # than the event (attach `gd.logging_handler()` to log them).
+        events.SIGNAL_DUPLICATE,
+        events.QUEUE_PAUSED,
+        events.QUEUE_RESUMED,
+        # Schedules: the instances a tick starts are traced as they run; the ticks started
+        # are counted by `gendurable.maintenance.rows` (task `schedules`); skipped and failed
+        # ticks and disabled schedules are in the engine's log.
+        events.SCHEDULE_STARTED,
+        events.SCHEDULE_SKIPPED,
+        events.SCHEDULE_FAILED,
+        events.SCHEDULE_DISABLED,
     }
 )
 """The events `Instrumentation` does not turn into spans or metrics, and why."""

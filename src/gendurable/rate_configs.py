@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 from .errors import ConfigError
 from .limit import Limit
@@ -23,6 +23,15 @@ from .spec import WorkflowSpec
 _INT4_MAX = 2**31 - 1
 MS = timedelta(milliseconds=1)
 """The unit of `per` in the table (`per_ms`)."""
+
+
+class ConfigColumns(TypedDict):
+    """Limits as the parallel arrays the `rate_config_*` statements take, by parameter."""
+
+    names: list[str]
+    allowed: list[int]
+    per_ms: list[int]
+    burst: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +78,17 @@ class RateConfigs:
                 _check_steps(spec, limits)
         return cls(MappingProxyType(limits))
 
-    def columns(self) -> tuple[list[str], list[int], list[int], list[int]]:
-        """Parallel arrays (name, allowed, per_ms, burst) in the engine's order.
+    def columns(self) -> ConfigColumns:
+        """Parallel arrays (names, allowed, per_ms, burst) in the engine's order.
 
         The statements sort them by name on the server: the order given here is irrelevant.
         """
         names = list(self.limits)
-        return (
-            names,
-            [self.limits[n].allowed for n in names],
-            [self.limits[n].per // MS for n in names],
-            [self.limits[n].capacity for n in names],
+        return ConfigColumns(
+            names=names,
+            allowed=[self.limits[n].allowed for n in names],
+            per_ms=[self.limits[n].per // MS for n in names],
+            burst=[self.limits[n].capacity for n in names],
         )
 
 

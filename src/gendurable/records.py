@@ -1,4 +1,5 @@
-"""Values the API returns: `Handle` from start, `InstanceInfo` from get."""
+"""Values the API returns: `Handle` from start, `InstanceInfo` from get, `QueuePause` from
+`Engine.paused_queues`."""
 
 from __future__ import annotations
 
@@ -51,3 +52,13 @@ class InstanceInfo:
     def terminal(self) -> bool:
         """True once the instance is done, failed or cancelled."""
         return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePause:
+    """A paused queue: since when, and who paused it (an engine's node id, `gendurable
+    pause`, the dashboard, or what `Engine.pause(by=...)` was given)."""
+
+    queue: str
+    paused_at: datetime
+    paused_by: str

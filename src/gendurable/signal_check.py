@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .db.store import Store
+from .db.operator_store import OperatorStore
 from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .errors import NoEngine, ValidationError
 from .spec import WorkflowSpec
@@ -41,7 +41,7 @@ def payload_untyped(name: str, payload: Any) -> bytes:
     return check_size(encode_json(payload, what), DEFAULT_MAX_PAYLOAD_BYTES, what)
 
 
-async def payload_by_nodes(store: Store, workflow: str, name: str, payload: Any) -> bytes:
+async def payload_by_nodes(store: OperatorStore, workflow: str, name: str, payload: Any) -> bytes:
     """`payload` encoded for signal `name` of `workflow`, checked against what the live
     nodes record: the name must be one a step awaits, the payload must match the type
     recorded for it (by every live node that knows the workflow).
@@ -70,7 +70,7 @@ async def payload_by_nodes(store: Store, workflow: str, name: str, payload: Any)
     return payload_untyped(name, payload)
 
 
-async def payload_labels_by_nodes(store: Store, workflow: str) -> dict[str, str] | None:
+async def payload_labels_by_nodes(store: OperatorStore, workflow: str) -> dict[str, str] | None:
     """Each signal name of `workflow` with its payload type in words, per the live nodes;
     None when no live node knows the workflow."""
     found = await recorded(store, workflow)

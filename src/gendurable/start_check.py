@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .db.store import Store
+from .db.operator_store import OperatorStore
 from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json
 from .engine.entries import NO_LIMIT, NewRow, StepLimit, check_key, new_row
 from .errors import NoEngine, ValidationError
@@ -30,7 +30,7 @@ def row_by_code(spec: WorkflowSpec, key: str | None, state: Any) -> NewRow:
     return row
 
 
-async def row_by_nodes(store: Store, workflow: str, key: str | None, state: Any) -> NewRow:
+async def row_by_nodes(store: OperatorStore, workflow: str, key: str | None, state: Any) -> NewRow:
     """The row for a new instance of `workflow`, built from what the live nodes record.
 
     `state` (decoded JSON; None for a State whose fields all have defaults) must match the

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from .db.store import Store
+from .db.operator_store import OperatorStore
 from .errors import ValidationError
 from .json_schema import UnsupportedSchema, schema_problem
 
@@ -74,21 +74,21 @@ def check_value(recorded_type: dict[str, Any] | None, value: Any, what: str) -> 
         raise ValidationError(f"{what} does not match {label}: {problem}")
 
 
-async def recorded(store: Store, workflow: str) -> Recorded | None:
+async def recorded(store: OperatorStore, workflow: str) -> Recorded | None:
     """The descriptions of `workflow` by the live nodes; None when no live node knows it."""
     found: dict[bytes, dict[str, Any]] = {}
-    for node in await store.nodes_live(None):
-        described = _decode.decode(node["workflows"]).get(workflow)
+    for node in await store.nodes_live(now=None):
+        described = _decode.decode(node.workflows).get(workflow)
         if described is not None:
             found.setdefault(msgspec.json.encode(described, order="sorted"), described)
     return Recorded(workflow, tuple(found.values())) if found else None
 
 
-async def known_workflows(store: Store) -> list[str]:
+async def known_workflows(store: OperatorStore) -> list[str]:
     """Every workflow a live node records or an instance has, sorted (reads every row)."""
     names = set(await store.instance_workflows())
-    for node in await store.nodes_live(None):
-        names.update(_decode.decode(node["workflows"]))
+    for node in await store.nodes_live(now=None):
+        names.update(_decode.decode(node.workflows))
     return sorted(names)
 
 
@@ -100,7 +100,7 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-async def unknown_workflow(store: Store, workflow: str) -> str | None:
+async def unknown_workflow(store: OperatorStore, workflow: str) -> str | None:
     """Why `workflow` is unknown (with a suggestion), or None when a node or a row knows it."""
     known = await known_workflows(store)
     if workflow in known:

@@ -59,7 +59,10 @@ async def test_cli_signal_delivers_a_name_the_live_nodes_declare(
     by_id = await cli("signal", str(handle.id), "rejected", "--workflow", "cli.expense")
 
     sent = by_key.json()
-    assert sent == {"signal_id": sent["signal_id"], "instance_id": handle.id, "woke": False}
+    assert sent == {
+        "signal_id": sent["signal_id"], "instance_id": handle.id, "woke": False,
+        "duplicate": False,
+    }  # fmt: skip
     assert by_id.code == 0, by_id.err
     assert by_id.out.startswith("signal 'rejected' (")
     assert await rows.signals() == [

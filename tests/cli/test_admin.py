@@ -74,8 +74,8 @@ def test_cli_migrate_bad_schema_exits_2_with_the_reason(
 ) -> None:
     assert main(["migrate", "--dsn", gendurable_dsn, "--schema", schema]) == 2
 
-    usage, error = capsys.readouterr().err.splitlines()
-    assert usage.startswith("usage: gendurable migrate")
+    *usage, error = capsys.readouterr().err.splitlines()
+    assert usage[0].startswith("usage: gendurable migrate")
     assert error.startswith("gendurable migrate: error: ")
     assert message in error
 
@@ -312,8 +312,18 @@ def test_cli_help_lists_the_commands_by_group(capsys: pytest.CaptureFixture[str]
               if line.startswith("    ") and not line.startswith("     ")]  # fmt: skip
     assert listed == [
         "migrate", "dev", "worker", "status", "ls", "show", "start", "signal", "cancel",
-        "retry", "docs", "check", "web",
+        "retry", "pause", "resume", "schedules", "docs", "check", "web",
     ]  # fmt: skip
+
+
+def test_cli_help_gives_each_command_its_whole_first_paragraph(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+
+    text = " ".join(capsys.readouterr().out.split())
+    assert "or every one that matches." in text  # cancel's summary, wrapped in its docstring
 
 
 async def test_cli_worker_runs_shows_up_in_status_and_leaves_at_stop(

@@ -49,10 +49,13 @@ async def test_cli_status_json_counts_by_workflow_status_and_queue(
 
     ages = {(r["workflow"], r["status"]): r.pop("oldest_due_seconds") for r in rows}
     assert sorted(rows, key=lambda r: (r["workflow"], r["status"])) == [
-        {"workflow": "cli.expense", "status": "available", "queue": "expenses", "count": 3},
-        {"workflow": "cli.flaky", "status": "available", "queue": "default", "count": 1},
-        {"workflow": "cli.flaky", "status": "cancelled", "queue": "default", "count": 1},
-    ]
+        {"workflow": "cli.expense", "status": "available", "queue": "expenses", "count": 3,
+         "queue_paused": False},
+        {"workflow": "cli.flaky", "status": "available", "queue": "default", "count": 1,
+         "queue_paused": False},
+        {"workflow": "cli.flaky", "status": "cancelled", "queue": "default", "count": 1,
+         "queue_paused": False},
+    ]  # fmt: skip
     # The oldest due row of expenses is `a`, an hour behind; `late` is not due yet.
     assert 3600 <= ages[("cli.expense", "available")] < 3600 + 60
     assert 0 <= ages[("cli.flaky", "available")] < 60
@@ -153,6 +156,7 @@ async def test_cli_status_a_queue_with_only_rows_scheduled_later_is_not_behind(
             "queue": "expenses",
             "count": 1,
             "oldest_due_seconds": None,
+            "queue_paused": False,
         }
     ]
     queues = run.out.strip().split("\n\n")[1]

@@ -15,6 +15,7 @@ from cli_app import Expense, Metered, Regional
 from cli_support import Cli
 
 import gendurable as gd
+from gendurable.db.operator_store import OperatorStore
 from gendurable.engine.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from gendurable.errors import ValidationError
 from gendurable.start_check import row_by_nodes
@@ -170,9 +171,9 @@ async def test_start_by_nodes_refuses_an_older_record_and_a_state_above_the_payl
     )
 
     with pytest.raises(ValidationError, match=r"cli.expense do not record how it starts"):
-        await row_by_nodes(engine.store, "cli.expense", "e-1", {"amount": 1})
+        await row_by_nodes(OperatorStore(engine.store.db), "cli.expense", "e-1", {"amount": 1})
     with pytest.raises(ValidationError, match=r"cli.metered state is 1,048,5\d\d bytes of JSON"):
-        await row_by_nodes(engine.store, "cli.metered", "m-1", huge)
+        await row_by_nodes(OperatorStore(engine.store.db), "cli.metered", "m-1", huge)
     assert await _count(db, gendurable_schema) == 0
 
 

@@ -1,6 +1,6 @@
 """The interleaving matrix's machinery (the cases are in `test_interleavings.py`).
 
-A case sets up a few rows on queue `m`, then runs one statement (through the real `Store`
+A case sets up a few rows on queue `m`, then runs one statement (through the real store
 method, so with the engine's prepared statements and arguments) twice:
 
 - **control**: the rows, the concurrent update already committed (for a harmless update,
@@ -34,10 +34,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 
+from gendurable.db.maintenance_store import MaintenanceStore
 from gendurable.db.migrator import migrate
+from gendurable.db.pool import Database, init_connection
+from gendurable.db.repair_store import RepairStore
 from gendurable.db.schema_admin import drop_schema
-from gendurable.db.store import Store, init_connection
+
+
+class Store(RepairStore, MaintenanceStore):
+    """Every statement the matrix runs, on one database: the engine's, the maintenance
+    loops' and the operators' (repairs included)."""
+
 
 T = datetime(2030, 1, 1, tzinfo=UTC)
 """`now` of every statement the matrix runs (the manual clock's role)."""
@@ -67,7 +76,7 @@ TABLES = ("instances", "signals", "rate_buckets", "rate_configs")
 
 # Result columns that hold ids of instances, and of signals (compared as labels).
 ID_COLUMNS = frozenset(
-    {"id", "woken_id", "instance_id", "holder", "parent_id", "retried", "last_id"}
+    {"id", "woken_id", "instance_id", "holder", "parent_id", "retried", "rewound", "last_id"}
 )
 SIGNAL_COLUMNS = frozenset({"signal_id", "inbox_ids"})
 
@@ -492,6 +501,8 @@ class Labels:
         plan's."""
         if isinstance(value, Ids):
             return self.normal(list(value.ids), self.instances)
+        if isinstance(value, msgspec.Struct):  # a typed row
+            return self.normal(msgspec.structs.asdict(value), ids)
         if isinstance(value, asyncpg.Record) or (
             isinstance(value, dict) and all(isinstance(k, str) for k in value)
         ):
@@ -537,7 +548,7 @@ def merge(first: Any, again: Any) -> Any:
 
 
 class Runner:
-    """The statement's session: a `Store` on a one-connection pool with the plan settings."""
+    """The statement's session: a store on a one-connection pool with the plan settings."""
 
     def __init__(self, store: Store, pid: int) -> None:
         self.store = store
@@ -557,10 +568,10 @@ class Runner:
             pid = conn.get_server_pid()
             for name, value in settings.items():
                 assert await conn.fetchval(f"SHOW {name}") == value
-        return cls(Store(pool, schema, retry_for=0), pid)
+        return cls(Store(Database(pool, schema, retry_for=0)), pid)
 
     async def close(self) -> None:
-        await self.store.pool.close()
+        await self.store.db.pool.close()
 
 
 async def blocked_by(conn: asyncpg.Connection, pid: int, blocker: int) -> bool:

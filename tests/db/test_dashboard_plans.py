@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from gendurable.db.migrator import migrate
-from gendurable.db.store import init_connection
+from gendurable.db.pool import init_connection
 from gendurable.sql import statements
 
 ROWS = 20_000
@@ -62,26 +62,28 @@ async def filled(gendurable_dsn: str, gendurable_schema: str) -> AsyncIterator[a
 @pytest.mark.parametrize(
     ("name", "args", "index"),
     [
-        ("children_page", (5, None, 21), "instances_parent"),
-        ("children_page", (5, 15_000, 21), "instances_parent"),
-        ("inbox_page", (7, None, 21), "signals_inbox"),
-        ("inbox_page", (7, 9_000, 21), "signals_inbox"),
-        ("nodes_page", (None, None, 51), "nodes_pkey"),
-        ("nodes_page", (None, "node-01000", 51), "nodes_pkey"),
-        ("queue_oldest_due", (["q-0", "q-1", "q-2"], None), "instances_pick"),
-        ("throughput_by_minute", (None, 60), "instances_terminal"),
+        ("children_page", {"parent_id": 5, "after_id": None, "limit": 21}, "instances_parent"),
+        ("children_page", {"parent_id": 5, "after_id": 15_000, "limit": 21}, "instances_parent"),
+        ("inbox_page", {"instance_id": 7, "after_id": None, "limit": 21}, "signals_inbox"),
+        ("inbox_page", {"instance_id": 7, "after_id": 9_000, "limit": 21}, "signals_inbox"),
+        ("nodes_page", {"now": None, "after_id": None, "limit": 51}, "nodes_pkey"),
+        ("nodes_page", {"now": None, "after_id": "node-01000", "limit": 51}, "nodes_pkey"),
+        ("queue_oldest_due", {"queues": ["q-0", "q-1", "q-2"], "now": None}, "instances_pick"),
+        ("throughput_by_minute", {"now": None, "minutes": 60}, "instances_terminal"),
     ],
 )
 async def test_dashboard_statement_reads_an_index_and_sorts_no_table(
     filled: asyncpg.Connection,
     gendurable_schema: str,
     name: str,
-    args: tuple[object, ...],
+    args: dict[str, object],
     index: str,
 ) -> None:
-    sql = statements(gendurable_schema)[name]
+    statement = statements(gendurable_schema)[name]
 
-    plan = "\n".join(r[0] for r in await filled.fetch(f"EXPLAIN {sql}", *args))
+    plan = "\n".join(
+        r[0] for r in await filled.fetch(f"EXPLAIN {statement.sql}", *statement.args(**args))
+    )
 
     assert index in plan, plan
     assert "Seq Scan on instances" not in plan, plan
@@ -103,9 +105,11 @@ async def test_dashboard_oldest_due_row_is_the_one_waiting_longest(
     await filled.execute(
         f"UPDATE {s}.instances SET run_at = now() + interval '1 day' WHERE id = 60"
     )  # not due: never the oldest due
-    sql = statements(gendurable_schema)["queue_oldest_due"]
+    statement = statements(gendurable_schema)["queue_oldest_due"]
 
-    rows = await filled.fetch(sql, ["q-0", "q-2", "q-missing"], None)
+    rows = await filled.fetch(
+        statement.sql, *statement.args(queues=["q-0", "q-2", "q-missing"], now=None)
+    )
 
     expected = await filled.fetch(
         f"""
@@ -125,9 +129,9 @@ async def test_dashboard_throughput_counts_the_ends_of_its_window_only(
     # Terminal rows ended over two days: the statement reads (and bins) the last hour only,
     # so its cost is the rows of the window, never the table.
     s = f'"{gendurable_schema}"'
-    sql = statements(gendurable_schema)["throughput_by_minute"]
+    statement = statements(gendurable_schema)["throughput_by_minute"]
 
-    rows = await filled.fetch(sql, None, 60)
+    rows = await filled.fetch(statement.sql, *statement.args(now=None, minutes=60))
 
     now = rows[0]["now"]
     expected = await filled.fetchval(

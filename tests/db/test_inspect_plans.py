@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from gendurable.db.migrator import migrate
-from gendurable.db.store import init_connection
+from gendurable.db.pool import init_connection
 from gendurable.sql import statements
 
 ROWS = 20_000
@@ -48,9 +48,18 @@ async def filled(gendurable_dsn: str, gendurable_schema: str) -> AsyncIterator[a
 async def test_instances_list_pages_backwards_through_the_primary_key(
     filled: asyncpg.Connection, gendurable_schema: str, filters: tuple[object, ...]
 ) -> None:
-    sql = statements(gendurable_schema)["instances_list"]
+    statement = statements(gendurable_schema)["instances_list"]
+    workflow, statuses, queue, key_prefix, before_id = filters
+    args = statement.args(
+        workflow=workflow,
+        statuses=statuses,
+        queue=queue,
+        key_prefix=key_prefix,
+        before_id=before_id,
+        limit=50,
+    )
 
-    plan = "\n".join(r[0] for r in await filled.fetch(f"EXPLAIN {sql}", *filters, 50))
+    plan = "\n".join(r[0] for r in await filled.fetch(f"EXPLAIN {statement.sql}", *args))
 
     assert "Index Scan Backward using instances_pkey" in plan, plan
     assert "Sort" not in plan, plan

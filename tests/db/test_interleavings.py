@@ -22,6 +22,7 @@ lock or write those tables, and fails for one with no case and no exemption.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +41,7 @@ from interleavings import (
     Outcome,
     Rows,
     Schemas,
+    Store,
     T,
     comparable,
     create_schemas,
@@ -48,7 +50,6 @@ from interleavings import (
 )
 
 from commit_support import finish, move, park
-from gendurable.db.store import Store
 from gendurable.engine.entries import NO_LIMIT, NewRow, StepLimit, columns
 from gendurable.errors import DuplicateKey
 from gendurable.sql import statements
@@ -144,7 +145,9 @@ async def batch(store: Store, outcomes: Sequence[dict[str, Any]]) -> Any:
         b'{"type": "boom"}' if o["kind"] == "retry" or o.get("status") == "failed" else None
         for o in fields
     ]
-    return await store.outcome_batch(msgspec.json.encode(fields), (states, results, errors), T)
+    return await store.outcome_batch(
+        outcomes=msgspec.json.encode(fields), states=states, results=results, errors=errors, now=T
+    )
 
 
 async def spawn(
@@ -153,15 +156,17 @@ async def spawn(
     """The spawn transaction of `parent` (children first, then the parent's update)."""
     try:
         return await store.outcome_spawn(
-            r.id("parent"),
-            TOKEN,
-            columns(children),
-            [(c.workflow, c.key) for c in children if c.key is not None],
-            "after",
-            b'{"n": 2}',
-            [r.id(s) for s in consumed],
-            StepLimit(),
-            T,
+            id=r.id("parent"),
+            locked_by=TOKEN,
+            children=columns(children),
+            keys=[(c.workflow, c.key) for c in children if c.key is not None],
+            then="after",
+            state=b'{"n": 2}',
+            state_version=1,
+            max_attempts=None,
+            consumed=[r.id(s) for s in consumed],
+            limit=StepLimit(),
+            now=T,
         )
     except DuplicateKey as held:
         return ("duplicate", Ids((held.existing_id,)))
@@ -169,29 +174,35 @@ async def spawn(
 
 async def claim(store: Store, r: Rows) -> Any:
     return await store.instance_claim(
-        "m", 10, TOKEN, [LEASE, LEASE], T, ["m.flow", "m.flow"], ["work", "next"]
+        queue="m",
+        limit=10,
+        locked_by=TOKEN,
+        leases=[LEASE, LEASE],
+        now=T,
+        workflows=["m.flow", "m.flow"],
+        steps=["work", "next"],
     )
 
 
 async def deliver(store: Store, r: Rows, *, local: bool = False, by_key: bool = False) -> Any:
     row = await store.signal_deliver(
-        "m.flow",
-        None if by_key else r.id("r"),
-        "k1" if by_key else None,
-        "go",
-        b'{"v": 2}',
-        T,
-        None,
-        TOKEN if local else None,
-        LEASE if local else None,
-        "m" if local else None,
+        workflow="m.flow",
+        id=None if by_key else r.id("r"),
+        key="k1" if by_key else None,
+        name="go",
+        payload=b'{"v": 2}',
+        now=T,
+        trace_context=None,
+        locked_by=TOKEN if local else None,
+        lease=LEASE if local else None,
+        queue="m" if local else None,
     )
     return row
 
 
 def sweep_merge(first: Any, again: Any) -> Any:
     """A sweep's two runs: the rows deleted by either; the second run's counts otherwise."""
-    return {**dict(again), "deleted": first["deleted"] + again["deleted"]}
+    return msgspec.structs.replace(again, deleted=first.deleted + again.deleted)
 
 
 def busy(*held: str) -> Callable[[Outcome], bool]:
@@ -301,13 +312,251 @@ def mixed(st: Store, r: Rows) -> Any:
 
 # -- the cases ----------------------------------------------------------------------------
 
+
+# -- bulk pages and rewinds (sql/bulk.sql, sql/rewind.sql) --------------------------------
+
+FAILED: dict[str, Any] = {"status": "failed", "finished_at": T - timedelta(hours=1),
+                          "error": '{"type": "boom"}'}  # fmt: skip
+RETRIED = "status = 'available', finished_at = NULL, error = NULL"
+MOVED_ON = "status = 'available', pending_children = 0"
+"""A parent's last live child ended: it no longer waits for that spawn."""
+
+
+async def retry_page(st: Store, r: Rows, *roles: str) -> Any:
+    verdicts = await st.instances_retry_many(ids=[r.id(x) for x in roles], now=T)
+    return [dataclasses.asdict(v) for v in verdicts]
+
+
+async def cancel_page(st: Store, r: Rows, *roles: str) -> Any:
+    page = await st.instances_cancel_many(ids=[r.id(x) for x in roles], now=T)
+    return {"verdicts": [dataclasses.asdict(v) for v in page.verdicts], "cascaded": page.cascaded}
+
+
+async def rewind_to(st: Store, r: Rows, role: str) -> Any:
+    answer = await st.instance_rewind(
+        id=r.id(role),
+        step="next",
+        state=b'{"n": 3}',
+        state_version=1,
+        max_attempts=3,
+        rate_limit=None,
+        rate_partition=None,
+        weight=1,
+        now=T,
+    )
+    return answer
+
+
+def page_merge(first: Any, again: Any) -> Any:
+    """A page's two runs: each id's verdict from the first run, unless it was busy there (the
+    second run judged it then)."""
+    if isinstance(first, dict):
+        return {
+            "verdicts": page_merge(first["verdicts"], again["verdicts"]),
+            "cascaded": first["cascaded"] + again["cascaded"],
+        }
+    kept = {v["id"]: v for v in first if v["verdict"] != "busy"}
+    return [kept.get(v["id"], v) for v in again]
+
+
+def verdicts(o: Outcome) -> dict[str, str]:
+    """Each labelled id's verdict in a page's result."""
+    found = o.result["verdicts"] if isinstance(o.result, dict) else o.result
+    return {v["id"]: v["verdict"] for v in found}
+
+
+def family(child: dict[str, Any], pending: int = 1) -> Callable[[Rows], Any]:
+    """A parent of a live child and of `child` (one spawn), waiting for `pending` of them."""
+    return rows(
+        i("parent", status="waiting", pending=pending),
+        i("child", parent="parent", **child),
+        i("live", parent="parent", status="awaiting", await_names=["go"]),
+    )
+
+
+def bulk_cases() -> list[Case]:
+    retry_one = ("instances_retry_many",)
+    cancel_one = ("instances_cancel_many",)
+    return [
+        Case(
+            "instances_retry_many.row_held",
+            retry_one,
+            rows(i("r1", **FAILED), i("r2", **FAILED)),
+            lambda st, r: retry_page(st, r, "r1", "r2"),
+            hold="r2",
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: (
+                verdicts(o) == {"r1": "retried", "r2": "busy"} and o.status("r2") == "failed"
+            ),
+            expect=lambda o: verdicts(o) == {"r1": "retried", "r2": "retried"},
+        ),
+        *(
+            Case(
+                f"instances_retry_many.{held}_held",
+                retry_one,
+                family(FAILED),
+                lambda st, r: retry_page(st, r, "child"),
+                hold=held,
+                skips=True,
+                merge=page_merge,
+                skipped=lambda o: (
+                    verdicts(o) == {"child": "busy"} and o.row("parent")["pending_children"] == 1
+                ),
+                expect=lambda o: (
+                    verdicts(o) == {"child": "retried"} and o.row("parent")["pending_children"] == 2
+                ),
+            )
+            for held in ("child", "parent")
+        ),
+        Case(
+            "instances_retry_many.retried_meanwhile",
+            retry_one,
+            rows(i("r", **FAILED)),
+            lambda st, r: retry_page(st, r, "r"),
+            hold="r",
+            touch=RETRIED,
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: verdicts(o) == {"r": "busy"},
+            expect=lambda o: (
+                o.result[0]["verdict"] == "not_failed" and o.result[0]["status"] == "available"
+            ),
+        ),
+        Case(
+            "instances_retry_many.parent_moves_on_meanwhile",
+            retry_one,
+            family(FAILED),
+            lambda st, r: retry_page(st, r, "child"),
+            hold="parent",
+            touch=MOVED_ON,
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: verdicts(o) == {"child": "busy"},
+            expect=lambda o: (
+                verdicts(o) == {"child": "parent_not_waiting"} and o.status("child") == "failed"
+            ),
+        ),
+        Case(
+            "instances_cancel_many.row_held",
+            cancel_one,
+            rows(i("r1", status="awaiting", await_names=["go"]), i("r2", **EXECUTING)),
+            lambda st, r: cancel_page(st, r, "r1", "r2"),
+            hold="r2",
+            touch=HEARTBEAT,
+            skips=True,
+            merge=page_merge,
+            reaches=("instances_ended",),
+            skipped=lambda o: (
+                verdicts(o) == {"r1": "cancelled", "r2": "busy"} and o.status("r2") == "executing"
+            ),
+            expect=lambda o: verdicts(o) == {"r1": "cancelled", "r2": "cancelled"},
+        ),
+        Case(
+            "instances_cancel_many.parent_held",
+            cancel_one,
+            family({"status": "awaiting", "await_names": ["go"]}, pending=2),
+            lambda st, r: cancel_page(st, r, "child"),
+            hold="parent",
+            skips=True,
+            merge=page_merge,
+            reaches=("instances_ended",),
+            skipped=lambda o: verdicts(o) == {"child": "busy"} and o.status("child") == "awaiting",
+            expect=lambda o: (
+                verdicts(o) == {"child": "cancelled"}
+                and (o.status("parent"), o.row("parent")["pending_children"]) == ("waiting", 1)
+            ),
+        ),
+        Case(
+            "instances_cancel_many.ends_meanwhile",
+            cancel_one,
+            rows(i("r", **EXECUTING)),
+            lambda st, r: cancel_page(st, r, "r"),
+            hold="r",
+            touch=ENDED,
+            skips=True,
+            merge=page_merge,
+            skipped=lambda o: verdicts(o) == {"r": "busy"},
+            expect=lambda o: verdicts(o) == {"r": "not_live"} and o.status("r") == "done",
+        ),
+        Case(
+            "instances_cancel_many.cascade_child_held",
+            cancel_one,
+            rows(
+                i("top", status="waiting", pending=2),
+                i("c1", status="awaiting", parent="top", await_names=["go"]),
+                i("c2", parent="top", **EXECUTING),
+            ),
+            lambda st, r: cancel_page(st, r, "top"),
+            hold="c2",
+            touch=HEARTBEAT,
+            reaches=("instances_ended",),
+            expect=lambda o: (
+                o.result["cascaded"] == 2 and o.status("c1") == o.status("c2") == "cancelled"
+            ),
+        ),
+    ]
+
+
+def rewind_cases() -> list[Case]:
+    cancelled = {"status": "cancelled", "finished_at": T - timedelta(hours=1)}
+    return [
+        Case(
+            "instance_rewind.top_held",
+            ("instance_rewind",),
+            rows(i("r", **FAILED)),
+            lambda st, r: rewind_to(st, r, "r"),
+            hold="r",
+            expect=lambda o: (
+                o.result["rewound"] == "r"
+                and (o.status("r"), o.row("r")["step"]) == ("available", "next")
+            ),
+        ),
+        *(
+            Case(
+                f"instance_rewind.{held}_held",
+                ("instance_rewind",),
+                family(cancelled),
+                lambda st, r: rewind_to(st, r, "child"),
+                hold=held,
+                expect=lambda o: (
+                    o.result["rewound"] == "child" and o.row("parent")["pending_children"] == 2
+                ),
+            )
+            for held in ("child", "parent")
+        ),
+        Case(
+            "instance_rewind.parent_moves_on_meanwhile",
+            ("instance_rewind",),
+            family(cancelled),
+            lambda st, r: rewind_to(st, r, "child"),
+            hold="parent",
+            touch=MOVED_ON,
+            expect=lambda o: o.result["rewound"] is None and o.status("child") == "cancelled",
+        ),
+        Case(
+            "instance_rewind.retried_meanwhile",
+            ("instance_rewind",),
+            rows(i("r", **FAILED)),
+            lambda st, r: rewind_to(st, r, "r"),
+            hold="r",
+            touch=RETRIED,
+            expect=lambda o: (
+                o.result["rewound"] is None
+                and o.result["status"] == "available"
+                and o.row("r")["step"] == "work"
+            ),
+        ),
+    ]
+
+
 CASES: list[Case] = [
     # instance_insert: ON CONFLICT DO UPDATE locks the live holder of the key.
     Case(
         "instance_insert.key_held",
         ("instance_insert",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert(new("k1"), now=T),
+        lambda st, r: st.instance_insert(row=new("k1"), now=T),
         hold="holder",
         expect=lambda o: o.result["created"] is False and o.result["id"] == "holder",
     ),
@@ -315,7 +564,7 @@ CASES: list[Case] = [
         "instance_insert.local_start_key_held",
         ("instance_insert",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert(new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
+        lambda st, r: st.instance_insert(row=new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
         hold="holder",
         expect=lambda o: (
             o.result["created"] is False
@@ -327,7 +576,7 @@ CASES: list[Case] = [
         "instance_insert.local_start_key_freed",
         ("instance_insert",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert(new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
+        lambda st, r: st.instance_insert(row=new("k1"), now=T, locked_by=TOKEN, lease=LEASE),
         hold="holder",
         touch=ENDED,
         expect=lambda o: o.result["created"] is True and o.status("new1") == "executing",
@@ -337,7 +586,9 @@ CASES: list[Case] = [
         "instance_insert_many.key_held",
         ("instance_insert_many",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert_many(columns([new("k1"), new("k2")]), None, T),
+        lambda st, r: st.instance_insert_many(
+            columns=columns([new("k1"), new("k2")]), parent_id=None, now=T
+        ),
         hold="holder",
         expect=lambda o: [row["key"] for row in o.result] == ["k2"] and inserted(o) == ["new1"],
     ),
@@ -345,7 +596,9 @@ CASES: list[Case] = [
         "instance_insert_many.key_freed",
         ("instance_insert_many",),
         rows(i("holder", key="k1")),
-        lambda st, r: st.instance_insert_many(columns([new("k1"), new("k2")]), None, T),
+        lambda st, r: st.instance_insert_many(
+            columns=columns([new("k1"), new("k2")]), parent_id=None, now=T
+        ),
         hold="holder",
         touch=ENDED,
         expect=lambda o: [row["key"] for row in o.result] == ["k1", "k2"],
@@ -455,7 +708,7 @@ CASES: list[Case] = [
         "instance_release.row_held",
         ("instance_release",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_release(r.id("r"), TOKEN, T),
+        lambda st, r: st.instance_release(id=r.id("r"), locked_by=TOKEN, now=T),
         hold="r",
         touch=HEARTBEAT,
         expect=lambda o: o.result is True and o.status("r") == "available",
@@ -464,7 +717,7 @@ CASES: list[Case] = [
         "instance_release.claim_lost",
         ("instance_release",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_release(r.id("r"), TOKEN, T),
+        lambda st, r: st.instance_release(id=r.id("r"), locked_by=TOKEN, now=T),
         hold="r",
         touch=CLAIM_LOST,
         expect=lambda o: o.result is False and o.status("r") == "executing",
@@ -474,7 +727,7 @@ CASES: list[Case] = [
         "instance_cancel.top_held",
         ("instance_cancel",),
         rows(i("r", status="awaiting", await_names=["go"], await_deadline=T + LEASE)),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         reaches=("instances_ended",),
         expect=lambda o: o.result == 0 and o.status("r") == "cancelled",
@@ -483,7 +736,7 @@ CASES: list[Case] = [
         "instance_cancel.executing_held",
         ("instance_cancel",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         touch=HEARTBEAT,
         expect=lambda o: o.status("r") == "cancelled" and o.row("r")["locked_by"] is None,
@@ -495,7 +748,7 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", status="awaiting", parent="parent", await_names=["go"]),
         ),
-        lambda st, r: st.instance_cancel(r.id("child"), T),
+        lambda st, r: st.instance_cancel(id=r.id("child"), now=T),
         hold="child",
         expect=lambda o: (
             o.status("child") == "cancelled"
@@ -510,7 +763,7 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", status="awaiting", parent="parent", await_names=["go"]),
         ),
-        lambda st, r: st.instance_cancel(r.id("child"), T),
+        lambda st, r: st.instance_cancel(id=r.id("child"), now=T),
         hold="parent",
         expect=lambda o: o.status("child") == "cancelled" and o.status("parent") == "available",
     ),
@@ -522,7 +775,7 @@ CASES: list[Case] = [
             i("c1", status="awaiting", parent="top", await_names=["go"]),
             i("c2", parent="top", **EXECUTING),
         ),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="c2",
         touch=HEARTBEAT,
         reaches=("instances_ended",),
@@ -536,7 +789,7 @@ CASES: list[Case] = [
             i("child", status="waiting", parent="top", pending=1),
             i("grandchild", status="awaiting", parent="child", await_names=["go"]),
         ),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="grandchild",
         reaches=("instances_ended",),
         expect=lambda o: o.result == 2 and o.status("grandchild") == "cancelled",
@@ -545,7 +798,7 @@ CASES: list[Case] = [
         "instance_cancel.cascade_child_ends_meanwhile",
         ("instance_cancel",),
         rows(i("top", status="waiting", pending=1), i("child", parent="top", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="child",
         touch=ENDED,
         reaches=("instances_ended",),
@@ -555,7 +808,7 @@ CASES: list[Case] = [
         "instance_cancel.cascade_spawn_meanwhile",
         ("instance_cancel",),
         rows(i("top", status="waiting", pending=1), i("child", parent="top", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("top"), T),
+        lambda st, r: st.instance_cancel(id=r.id("top"), now=T),
         hold="child",
         # the child's spawn commits while the cascade waits: its children must go too
         touch="status = 'waiting', pending_children = 1, locked_by = NULL, locked_until = NULL",
@@ -567,7 +820,7 @@ CASES: list[Case] = [
         "instance_cancel.inbox_signal_held",
         ("instance_cancel",),
         rows(i("r", status="awaiting", await_names=["go"]), sig("s", "r", "other")),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="s",
         reaches=("instances_ended",),
         expect=lambda o: o.status("r") == "cancelled" and o.signals == {},
@@ -576,7 +829,7 @@ CASES: list[Case] = [
         "instance_cancel.ended_held",
         ("instance_cancel",),
         rows(i("r", status="done", finished_at=T - timedelta(hours=1))),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         may_wait=True,
         expect=lambda o: o.result is None and o.status("r") == "done",
@@ -585,7 +838,7 @@ CASES: list[Case] = [
         "instance_cancel.ends_meanwhile",
         ("instance_cancel",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.instance_cancel(r.id("r"), T),
+        lambda st, r: st.instance_cancel(id=r.id("r"), now=T),
         hold="r",
         touch=ENDED,
         expect=lambda o: o.result is None and o.status("r") == "done",
@@ -806,7 +1059,7 @@ CASES: list[Case] = [
         "await_expire.row_held",
         ("await_expire",),
         rows(i("r", status="awaiting", await_names=["go"], await_deadline=T - LEASE)),
-        lambda st, r: st.await_expire(T, 100),
+        lambda st, r: st.await_expire(now=T, limit=100),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("r") == "awaiting",
@@ -816,7 +1069,7 @@ CASES: list[Case] = [
         "await_expire.woken_meanwhile",
         ("await_expire",),
         rows(i("r", status="awaiting", await_names=["go"], await_deadline=T - LEASE)),
-        lambda st, r: st.await_expire(T, 100),
+        lambda st, r: st.await_expire(now=T, limit=100),
         hold="r",
         # a signal woke it first (delivery leaves the deadline): no timeout any more
         touch="status = 'available', run_at = updated_at",
@@ -828,7 +1081,9 @@ CASES: list[Case] = [
         "lease_extend.row_held",
         ("lease_extend",),
         rows(i("r", **EXECUTING)),
-        lambda st, r: st.lease_extend([(r.id("r"), TOKEN)], ["m.flow"], [LEASE], T),
+        lambda st, r: st.lease_extend(
+            claims=[(r.id("r"), TOKEN)], workflows=["m.flow"], leases=[LEASE], now=T
+        ),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == 0,
@@ -841,7 +1096,7 @@ CASES: list[Case] = [
         "lease_rescue.row_held",
         ("lease_rescue",),
         rows(i("r", **EXPIRED)),
-        lambda st, r: st.lease_rescue(T, 100),
+        lambda st, r: st.lease_rescue(now=T, limit=100),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("r") == "executing",
@@ -854,7 +1109,7 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", parent="parent", attempt=4, max_attempts=5, **EXPIRED),
         ),
-        lambda st, r: st.lease_rescue(T, 100),
+        lambda st, r: st.lease_rescue(now=T, limit=100),
         hold="parent",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("child") == "executing",
@@ -868,7 +1123,7 @@ CASES: list[Case] = [
             i("parent", attempt=4, max_attempts=5, **EXPIRED),
             i("child", status="awaiting", parent="parent", await_names=["go"]),
         ),
-        lambda st, r: st.lease_rescue(T, 100),
+        lambda st, r: st.lease_rescue(now=T, limit=100),
         hold="child",
         reaches=("instances_ended",),
         expect=lambda o: o.status("parent") == "failed" and o.status("child") == "cancelled",
@@ -877,7 +1132,7 @@ CASES: list[Case] = [
         "claims_reclaim.row_held",
         ("claims_reclaim",),
         rows(i("r", **EXPIRED)),
-        lambda st, r: st.claims_reclaim("m:m@mhost-", T, 100),
+        lambda st, r: st.claims_reclaim(prefix="m:m@mhost-", now=T, limit=100),
         hold="r",
         skips=True,
         skipped=lambda o: o.result == [] and o.status("r") == "executing",
@@ -887,7 +1142,13 @@ CASES: list[Case] = [
         "terminal_sweep.row_held",
         ("terminal_sweep",),
         rows(i("r", status="done", finished_at=T - timedelta(days=30))),
-        lambda st, r: st.terminal_sweep(T, timedelta(days=7), (None, None), 100),
+        lambda st, r: st.terminal_sweep(
+            now=T,
+            retention=timedelta(days=7),
+            after_finished_at=None,
+            after_id=None,
+            limit=100,
+        ),
         hold="r",
         skips=True,
         skipped=lambda o: o.result["deleted"] == 0 and "r" in o.instances,
@@ -901,7 +1162,13 @@ CASES: list[Case] = [
             i("parent", status="waiting", pending=1),
             i("child", parent="parent", status="done", finished_at=T - timedelta(days=30)),
         ),
-        lambda st, r: st.terminal_sweep(T, timedelta(days=7), (None, None), 100),
+        lambda st, r: st.terminal_sweep(
+            now=T,
+            retention=timedelta(days=7),
+            after_finished_at=None,
+            after_id=None,
+            limit=100,
+        ),
         hold="child",
         skips=True,
         skipped=lambda o: o.result["deleted"] == 0,
@@ -915,7 +1182,7 @@ CASES: list[Case] = [
             cfg("config", "m.api"),
             bucket("bucket", "m.api", "p", tokens=10, refreshed_at=T - timedelta(hours=1)),
         ),
-        lambda st, r: st.bucket_sweep(T, ("l", ""), 100),
+        lambda st, r: st.bucket_sweep(now=T, after_name="l", after_partition="", limit=100),
         hold="bucket",
         skips=True,
         skipped=lambda o: o.result["deleted"] == 0 and len(o.buckets) == 1,
@@ -927,7 +1194,9 @@ CASES: list[Case] = [
         "rate_config_write.row_held",
         ("rate_config_write",),
         rows(cfg("config", "m.api", allowed=5)),
-        lambda st, r: st.rate_config_write((["m.api"], [20], [60000], [20]), T),
+        lambda st, r: st.rate_config_write(
+            names=["m.api"], allowed=[20], per_ms=[60000], burst=[20], now=T
+        ),
         hold="config",
         expect=lambda o: o.result[0]["old_allowed"] == 5 and o.configs[0]["allowed"] == 20,
     ),
@@ -935,7 +1204,9 @@ CASES: list[Case] = [
         "rate_config_refresh.row_held",
         ("rate_config_refresh",),
         rows(cfg("config", "m.api", allowed=5, updated_at=T - timedelta(hours=1))),
-        lambda st, r: st.rate_config_refresh((["m.api"], [20], [60000], [20]), T),
+        lambda st, r: st.rate_config_refresh(
+            names=["m.api"], allowed=[20], per_ms=[60000], burst=[20], now=T
+        ),
         hold="config",
         expect=lambda o: (
             o.configs[0]["allowed"] == 5
@@ -946,7 +1217,7 @@ CASES: list[Case] = [
         "rate_config_sweep.row_held",
         ("rate_config_sweep",),
         rows(cfg("config", "m.old", updated_at=T - timedelta(hours=2))),
-        lambda st, r: st.rate_config_sweep(T, timedelta(hours=1), 100),
+        lambda st, r: st.rate_config_sweep(now=T, ttl=timedelta(hours=1), limit=100),
         hold="config",
         skips=True,
         skipped=lambda o: o.result == 0 and len(o.configs) == 1,
@@ -957,7 +1228,7 @@ CASES: list[Case] = [
         "instance_retry.top_held",
         ("instance_retry",),
         rows(i("r", status="failed", finished_at=T - timedelta(hours=1), error='{"t": 1}')),
-        lambda st, r: st.instance_retry(r.id("r"), T),
+        lambda st, r: st.instance_retry(id=r.id("r"), now=T),
         hold="r",
         expect=lambda o: o.result["retried"] == "r" and o.status("r") == "available",
     ),
@@ -969,7 +1240,7 @@ CASES: list[Case] = [
             i("failed", parent="parent", status="failed", finished_at=T - timedelta(hours=1)),
             i("live", parent="parent", status="awaiting", await_names=["go"]),
         ),
-        lambda st, r: st.instance_retry(r.id("failed"), T),
+        lambda st, r: st.instance_retry(id=r.id("failed"), now=T),
         hold="failed",
         expect=lambda o: (
             o.result["retried"] == "failed" and o.row("parent")["pending_children"] == 2
@@ -983,7 +1254,7 @@ CASES: list[Case] = [
             i("failed", parent="parent", status="failed", finished_at=T - timedelta(hours=1)),
             i("live", parent="parent", status="awaiting", await_names=["go"]),
         ),
-        lambda st, r: st.instance_retry(r.id("failed"), T),
+        lambda st, r: st.instance_retry(id=r.id("failed"), now=T),
         hold="parent",
         expect=lambda o: (
             o.result["retried"] == "failed" and o.row("parent")["pending_children"] == 2
@@ -997,7 +1268,7 @@ CASES: list[Case] = [
             i("failed", parent="parent", status="failed", finished_at=T - timedelta(hours=1)),
             i("live", parent="parent", status="awaiting", await_names=["go"]),
         ),
-        lambda st, r: st.instance_retry(r.id("failed"), T),
+        lambda st, r: st.instance_retry(id=r.id("failed"), now=T),
         hold="parent",
         # the last live child ended: the parent no longer waits for this spawn
         touch="status = 'available', pending_children = 0",
@@ -1007,7 +1278,7 @@ CASES: list[Case] = [
         "instance_retry.not_failed_held",
         ("instance_retry",),
         rows(i("r", status="awaiting", await_names=["go"])),
-        lambda st, r: st.instance_retry(r.id("r"), T),
+        lambda st, r: st.instance_retry(id=r.id("r"), now=T),
         hold="r",
         expect=lambda o: o.result["retried"] is None and o.result["status"] == "awaiting",
     ),
@@ -1015,11 +1286,16 @@ CASES: list[Case] = [
         "instance_retry.retried_meanwhile",
         ("instance_retry",),
         rows(i("r", status="failed", finished_at=T - timedelta(hours=1))),
-        lambda st, r: st.instance_retry(r.id("r"), T),
+        lambda st, r: st.instance_retry(id=r.id("r"), now=T),
         hold="r",
         touch="status = 'available', finished_at = NULL",
         expect=lambda o: o.result["retried"] is None and o.result["status"] == "available",
     ),
+    # bulk pages (sql/bulk.sql): rows and parents SKIP LOCKED (busy, done again); a page's
+    # cascade waits for descendants as a single cancel's does.
+    *bulk_cases(),
+    # instance_rewind: locks the parent and the instance in id order (waits), as a retry.
+    *rewind_cases(),
 ]
 
 KNOWN: dict[tuple[str, str, str], str] = {}
@@ -1076,11 +1352,28 @@ async def test_interleaving(schemas: Schemas, case: Case, plan: str, size: str) 
 TABLES = ("instances", "signals", "rate_buckets", "rate_configs")
 WRITERS = ("instances_ended", "instances_parked")
 
+_SCHEDULES = "locks or writes only `schedules` (tests/schedules: held rows, racing processes)"
+_PAUSES = (
+    "writes only `paused_queues`; what it locks is the queue's advisory lock, which the "
+    "statements starting steps try shared (tests/db/test_pause_races.py: claims held mid-way, "
+    "claims and local starts racing a pause)"
+)
+
 EXEMPT: dict[str, str] = {
     "node_register": "writes only `nodes`, which no statement locks together with instances",
     "node_beat": "writes only `nodes`, which no statement locks together with instances",
     "node_prune": "writes only `nodes`, which no statement locks together with instances",
     "node_remove": "writes only `nodes`, which no statement locks together with instances",
+    "schedule_declare": _SCHEDULES,
+    "schedule_first": _SCHEDULES,
+    "schedule_refresh": _SCHEDULES,
+    "schedule_claim_due": _SCHEDULES,
+    "schedule_advance": _SCHEDULES,
+    "schedule_disable": _SCHEDULES,
+    "schedule_pause": _SCHEDULES,
+    "queue_pause": _PAUSES,
+    "queue_resume": _PAUSES,
+    "migration_record": "writes only `migrations` and `meta`, under the migration lock",
 }
 """Statements that lock or write rows and need no case, each with why."""
 
@@ -1099,8 +1392,8 @@ def writing_statements() -> dict[str, set[str]]:
     """Each named statement that locks rows, writes a table or calls a writing function:
     what it touches (`lock` for a row lock)."""
     found: dict[str, set[str]] = {}
-    for name, sql in statements("__schema__").items():
-        code = _code(sql.replace('"__schema__"', "__schema__"))
+    for name, statement in statements("__schema__").items():
+        code = _code(statement.sql.replace('"__schema__"', "__schema__"))
         touched = set()
         for match in _WRITE.finditer(code):
             touched.add(match.group(1) or match.group(2) or "lock")

@@ -34,6 +34,7 @@ from raw_rows import (
 
 import gendurable as gd
 from commit_support import commit, finish
+from gendurable.db.operator_store import OperatorStore
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
@@ -113,7 +114,15 @@ async def test_claim_takes_rate_buckets_in_key_order(
     bucket = f"SELECT 1 FROM \"{s}\".rate_buckets WHERE name = 'api' AND partition = $1"
     await blocker.hold(bucket + " FOR UPDATE", "p0")
     claim = asyncio.create_task(
-        engine.store.instance_claim("default", 10, "w1", [LEASE], now, ["raw.leaf"], ["work"])
+        engine.store.instance_claim(
+            queue="default",
+            limit=10,
+            locked_by="w1",
+            leases=[LEASE],
+            now=now,
+            workflows=["raw.leaf"],
+            steps=["work"],
+        )
     )
     await lock_waiter(db)
 
@@ -122,7 +131,7 @@ async def test_claim_takes_rate_buckets_in_key_order(
     await blocker.release()
     async with asyncio.timeout(10):
         claimed = await claim
-    assert all(r["go"] for r in claimed)
+    assert all(r.go for r in claimed)
     assert len(claimed) == len(parts)
 
 
@@ -222,7 +231,7 @@ async def test_retry_locks_the_parent_before_the_child_it_puts_back(
     s = gendurable_schema
     parent, (child,) = await family(db, s, engine, 1, status="failed")
     await blocker.hold(lock_row(s), parent)
-    retry = asyncio.create_task(engine.store.instance_retry(child, None))
+    retry = asyncio.create_task(OperatorStore(engine.store.db).instance_retry(id=child, now=None))
     await lock_waiter(db)
 
     assert not await instance_locked(gendurable_dsn, s, child)
@@ -231,7 +240,7 @@ async def test_retry_locks_the_parent_before_the_child_it_puts_back(
     await blocker.release()
     async with asyncio.timeout(10):
         retried = await retry
-    assert retried["retried"] == child
+    assert retried.retried == child
     counted = await row(db, s, parent)
     assert (counted["status"], counted["pending_children"]) == ("waiting", 2)
     assert (await row(db, s, child))["status"] == "available"

@@ -35,7 +35,7 @@ from raw_rows import Leaf, insert, lock_waiter, row
 import gendurable as gd
 from commit_support import commit, finish, move
 from gendurable.clock import ManualClock
-from gendurable.db.store import init_connection
+from gendurable.db.pool import init_connection
 
 ROUNDS = 8
 LEASE = timedelta(seconds=30)

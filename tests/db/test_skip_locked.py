@@ -52,16 +52,28 @@ async def test_claim_passes_over_a_row_another_transaction_holds(
 
     async with asyncio.timeout(10):
         claimed = await engine.store.instance_claim(
-            "default", 10, "w1", [LEASE], now, ["raw.leaf"], ["work"]
+            queue="default",
+            limit=10,
+            locked_by="w1",
+            leases=[LEASE],
+            now=now,
+            workflows=["raw.leaf"],
+            steps=["work"],
         )
 
-    assert [r["id"] for r in claimed] == [free]
+    assert [r.id for r in claimed] == [free]
     assert (await row(db, gendurable_schema, held))["status"] == "available"
     await blocker.release()
     claimed = await engine.store.instance_claim(
-        "default", 10, "w2", [LEASE], now, ["raw.leaf"], ["work"]
+        queue="default",
+        limit=10,
+        locked_by="w2",
+        leases=[LEASE],
+        now=now,
+        workflows=["raw.leaf"],
+        steps=["work"],
     )
-    assert [r["id"] for r in claimed] == [held]
+    assert [r.id for r in claimed] == [held]
 
 
 async def test_group_commit_passes_over_a_row_another_transaction_holds_and_reports_it_busy(

@@ -365,3 +365,53 @@ def test_docgen_versioned_workflow_lists_its_state_upgrades() -> None:
         "cannot run (`gendurable check` reports them)."
     ]
     assert "State upgrades" not in workflow_page(flows.Order.spec)  # version 1: no section
+
+
+SCHEDULED = '''
+"""Scheduled workflows."""
+from datetime import timedelta
+from typing import Any
+
+import gendurable as gd
+
+
+@gd.workflow(name="docs.report")
+class Report:
+    @gd.step(start=True)
+    async def run(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+@gd.workflow(name="docs.unscheduled")
+class Unscheduled:
+    @gd.step(start=True)
+    async def run(self, state: Any, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+
+HOURLY = gd.Schedule(Report, every=timedelta(hours=1), name="hourly", missed="all", catch_up=5)
+engine = gd.Engine(
+    "postgresql://unused@localhost/unused",
+    workflows=[Report, Unscheduled],
+    schedules=[gd.Schedule(Report, cron="0 3 * * *", tz="Europe/Paris"), HOURLY],
+)
+'''
+
+
+def test_docgen_pages_of_scheduled_workflows_state_their_schedules(tmp_path: Path) -> None:
+    source = tmp_path / "scheduled_flows.py"
+    source.write_text(SCHEDULED)
+    module = load_module(str(source))
+
+    [report, unscheduled] = write_pages(module, tmp_path / "out")
+    page = module_page(module)
+
+    assert section(report.read_text(), "Schedule") == [
+        "| schedule | starts | ticks missed while no engine ran | instance keys |",
+        "| --- | --- | --- | --- |",
+        "| `hourly` | every hour | each starts, at most 5 | `hourly@<tick>` |",
+        "| `docs.report` | At 03:00 every day (Europe/Paris) | the latest one starts "
+        "| `docs.report@<tick>` |",
+    ]
+    assert "Schedule" not in unscheduled.read_text()
+    assert page.count("## Schedule") == 1  # the report's section only

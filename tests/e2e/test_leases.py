@@ -19,6 +19,7 @@ import pytest
 from e2e_support import eventually, row
 
 import gendurable as gd
+from gendurable.db.maintenance_store import MaintenanceStore
 from gendurable.events import REAPER_RESCUED
 from gendurable.maintenance.reaper import Reaper
 from gendurable.telemetry import Telemetry
@@ -84,15 +85,15 @@ async def fake_claim(engine: gd.Engine, locked_by: str, limit: int, workflow: An
     """Claim due rows as a worker that will never commit (it crashed)."""
     spec = workflow.spec
     rows = await engine.store.instance_claim(
-        spec.queue,
-        limit,
-        locked_by,
-        [LEASE] * len(spec.steps),
-        engine.clock.now(),
-        [spec.name] * len(spec.steps),
-        list(spec.steps),
+        queue=spec.queue,
+        limit=limit,
+        locked_by=locked_by,
+        leases=[LEASE] * len(spec.steps),
+        now=engine.clock.now(),
+        workflows=[spec.name] * len(spec.steps),
+        steps=list(spec.steps),
     )
-    return sorted(r["id"] for r in rows)
+    return sorted(r.id for r in rows)
 
 
 # --- claims and the heartbeat ------------------------------------------------------------------
@@ -319,7 +320,9 @@ async def test_leases_concurrent_reapers_rescue_each_row_once(
                 lambda _e, _m, meta, seen=seen: seen.append(dict(meta)),
                 events=[REAPER_RESCUED],
             )
-            reapers.append((Reaper(engine.store, manual_clock, telemetry, batch=7), seen))
+            reapers.append(
+                (Reaper(MaintenanceStore(engine.store.db), manual_clock, telemetry, batch=7), seen)
+            )
 
     for round in range(1, rounds + 1):
         claimed = await fake_claim(engines[1], f"x:default@h-{round}-dead", rows, Many)

@@ -96,7 +96,7 @@ async def test_multi_instance_notify_in_one_schema_does_not_wake_the_other(
     b = await make_engine(
         workflows=[Echo], schema=other_schema, clock=manual_clock, poll_interval=hour
     )
-    assert a.store.channel != b.store.channel
+    assert a.store.db.channel != b.store.db.channel
     woken: list[str] = []
     scheduler_b = b.schedulers["default"]
     wake_b = scheduler_b.wake
@@ -113,7 +113,7 @@ async def test_multi_instance_notify_in_one_schema_does_not_wake_the_other(
 
     # ...and not B: a sentinel sent on B's channel after A's start commits is delivered after
     # anything A's start sent there (notifications arrive in commit order).
-    await db.execute("SELECT pg_notify($1, 'q:default')", b.store.channel)
+    await db.execute("SELECT pg_notify($1, 'q:default')", b.store.db.channel)
 
     async def sentinel_arrived() -> bool:
         return bool(woken)

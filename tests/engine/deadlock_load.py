@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -103,10 +103,10 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
 def use_variant(engine: gd.Engine, variant: str) -> None:
     """Make a running engine use the variant's copy of its statement."""
     name, old, new = VARIANTS[variant]
-    sql = engine.store.sql[name]
-    if sql.count(old) != 1:
+    statement = engine.store.db.sql[name]
+    if statement.sql.count(old) != 1:
         raise AssertionError(f"variant {variant} no longer applies to {name}")
-    engine.store.sql[name] = sql.replace(old, new)
+    engine.store.db.sql[name] = replace(statement, sql=statement.sql.replace(old, new))
 
 
 def fast_deadlocks(dsn: str) -> str:

@@ -27,6 +27,7 @@ import pytest
 
 import gendurable as gd
 from commit_support import finish_batch
+from gendurable.db.rows import PickedRow
 from gendurable.testing import MakeEngine, RecorderFactory
 
 LEASE = timedelta(seconds=30)
@@ -64,15 +65,21 @@ class Hand:
         handles = await Side.start_many(Side.new(key=k, concurrency_key=c) for k, c in keys)
         return [h.id for h in handles]
 
-    async def claim(self, locked_by: str, limit: int = 10) -> list[asyncpg.Record]:
+    async def claim(self, locked_by: str, limit: int = 10) -> list[PickedRow]:
         """Claim on the side queue as worker `locked_by`; the claimed rows, by id."""
         rows = await self.engine.store.instance_claim(
-            SIDE, limit, locked_by, [LEASE], None, [Side.spec.name], ["run"]
+            queue=SIDE,
+            limit=limit,
+            locked_by=locked_by,
+            leases=[LEASE],
+            now=None,
+            workflows=[Side.spec.name],
+            steps=["run"],
         )
-        return sorted((r for r in rows if r["go"]), key=lambda r: r["id"])
+        return sorted((r for r in rows if r.go), key=lambda r: r.id)
 
     async def claim_keys(self, locked_by: str, limit: int = 10) -> list[str]:
-        return [r["key"] for r in await self.claim(locked_by, limit)]
+        return [r.key for r in await self.claim(locked_by, limit)]
 
     async def finish(self, ids: list[int], locked_by: str) -> set[int]:
         """Commit `done` for claimed rows (one group commit)."""
@@ -205,8 +212,8 @@ async def test_concurrency_keys_a_batch_takes_the_most_urgent_row_of_each_key(
 
     rows = await hand.claim("w1")
 
-    assert sorted(r["key"] for r in rows) == ["a2", "b1", "n1", "n2"]
-    assert {r["contended"] for r in rows} == {2}  # A and B have rows waiting behind
+    assert sorted(r.key for r in rows) == ["a2", "b1", "n1", "n2"]
+    assert {r.contended for r in rows} == {2}  # A and B have rows waiting behind
     assert await hand.claim_keys("w2") == []
 
 
@@ -224,7 +231,7 @@ async def test_concurrency_keys_a_long_backlog_of_one_key_blocks_nothing_behind_
     flowed: list[int] = []
     for round in range(10):
         rows = await hand.claim(f"w{round}", limit=5)
-        ids = [r["id"] for r in rows]
+        ids = [r.id for r in rows]
         # A's next row and four others: A's backlog never fills the batch.
         assert len([i for i in ids if i in backlog]) == 1, f"round {round}: {ids}"
         claimed_a += [i for i in ids if i in backlog]

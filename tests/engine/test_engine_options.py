@@ -77,8 +77,8 @@ async def test_engine_options_pool_size_and_statement_timeout_reach_the_pool(
     engine = await make_engine(
         workflows=[Quick], queues={"default": 4}, pool_size=1, statement_timeout=SEVEN_SECONDS
     )
-    assert engine.store.pool.get_max_size() == 1
-    assert engine.store.timeout == 7.0
+    assert engine.store.db.pool.get_max_size() == 1
+    assert engine.store.db.timeout == 7.0
     # One connection is enough: every statement holds it only while it runs.
     await Quick.start_many([Quick.new(key=f"k{i}") for i in range(9)], engine=engine)
     await engine.drain()

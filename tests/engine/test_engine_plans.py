@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 import gendurable as gd
-from gendurable.db.store import Store
+from gendurable.db.pool import Database
 from gendurable.testing import MakeEngine
 
 ENGINE_PLANS = ("force_generic_plan", "off")
@@ -34,9 +34,9 @@ async def test_engine_plans_are_set_on_every_connection_of_the_engines_pool(
     engine = await make_engine(workflows=[Quick], pool_size=3)
     # Three at once: the connections opened after start get them too.
     async with (
-        engine.store.pool.acquire() as a,
-        engine.store.pool.acquire() as b,
-        engine.store.pool.acquire() as c,
+        engine.store.db.pool.acquire() as a,
+        engine.store.db.pool.acquire() as b,
+        engine.store.db.pool.acquire() as c,
     ):
         assert [await plans(conn) for conn in (a, b, c)] == [ENGINE_PLANS] * 3
     await Quick.start(key="k", engine=engine)
@@ -48,7 +48,7 @@ async def test_engine_plans_are_not_set_behind_a_transaction_pooler(
     make_engine: MakeEngine, db: asyncpg.Connection
 ) -> None:
     engine = await make_engine(workflows=[Quick], prepare=False)
-    async with engine.store.pool.acquire() as conn:
+    async with engine.store.db.pool.acquire() as conn:
         assert await plans(conn) == await plans(db)
 
 
@@ -56,7 +56,7 @@ async def test_engine_plans_are_not_set_on_the_inspection_tools_stores(
     gendurable_dsn: str, gendurable_schema: str, db: asyncpg.Connection
 ) -> None:
     # How the dashboard, the command line and the deploy check open theirs.
-    store = await Store.open(gendurable_dsn, gendurable_schema, min_size=1, max_size=1)
+    store = await Database.open(gendurable_dsn, gendurable_schema, min_size=1, max_size=1)
     try:
         async with store.pool.acquire() as conn:
             assert await plans(conn) == await plans(db)

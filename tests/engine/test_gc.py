@@ -285,12 +285,11 @@ async def test_gc_sweep_is_an_index_range_of_one_batch(
     await insert(db, gendurable_schema, status="awaiting", at=now, n=20_000)
     await insert(db, gendurable_schema, status="done", at=now, finished_at=now - 2 * DAY, n=5_000)
     await db.execute(f'ANALYZE "{gendurable_schema}".instances')
-    sql = engine.store.sql["terminal_sweep"]
+    statement = engine.store.db.sql["terminal_sweep"]
+    args = statement.args(now=now, retention=DAY, after_finished_at=None, after_id=None, limit=100)
     tx = db.transaction()
     await tx.start()
-    explained = await db.fetchval(
-        f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", now, DAY, None, None, 100
-    )
+    explained = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.sql}", *args)
     await tx.rollback()  # ANALYZE ran the delete
     nodes = list(walk(json.loads(explained)[0]["Plan"]))
     on_instances = [n for n in nodes if n.get("Relation Name") == "instances"]

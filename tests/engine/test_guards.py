@@ -110,9 +110,15 @@ class Rig:
 
     async def claim(self, locked_by: str, step: str = "first", queue: str = "default") -> list[int]:
         rows = await self.store.instance_claim(
-            queue, 10, locked_by, [LEASE], self.now, ["guards.flow"], [step]
+            queue=queue,
+            limit=10,
+            locked_by=locked_by,
+            leases=[LEASE],
+            now=self.now,
+            workflows=["guards.flow"],
+            steps=[step],
         )
-        return [r["id"] for r in rows if r["go"]]
+        return [r.id for r in rows if r.go]
 
     async def lose(self, id: int, step: str = "first", by: tuple[str, str] = ("w1", "w2")) -> None:
         """The first worker's claim of `id` expires and the second takes the instance over."""
@@ -139,9 +145,11 @@ class Rig:
         return [r["name"] for r in rows]
 
     async def signal(self, id: int, name: str) -> int:
-        found = await self.store.signal_deliver("guards.flow", id, None, name, b"null", self.now)
+        found = await self.store.signal_deliver(
+            workflow="guards.flow", id=id, key=None, name=name, payload=b"null", now=self.now
+        )
         assert found is not None
-        return int(found["signal_id"])
+        return found.signal_id
 
     async def park(self, id: int, locked_by: str, consumed: list[int]) -> bool:
         """A goto into `wait` that consumes `consumed`, group-committed; did it commit?"""
@@ -156,9 +164,18 @@ class Rig:
     async def spawn(self, id: int, locked_by: str, consumed: list[int]) -> bool:
         rows = new_rows({"guards.kid": Kid.spec}, [Kid.new(key="kid")], what="spawn")
         return await self.store.outcome_spawn(
-            id, locked_by, columns(rows), [("guards.kid", "kid")], "wait", None, consumed,
-            NO_LIMIT, self.now, child_versions=[row.state_version for row in rows],
-        )  # fmt: skip
+            id=id,
+            locked_by=locked_by,
+            children=columns(rows),
+            keys=[("guards.kid", "kid")],
+            then="wait",
+            state=None,
+            state_version=1,
+            max_attempts=None,
+            consumed=consumed,
+            limit=NO_LIMIT,
+            now=self.now,
+        )
 
     async def count(self) -> int:
         return int(await self.db.fetchval(f'SELECT count(*) FROM "{self.schema}".instances'))
@@ -213,7 +230,7 @@ async def test_a_stale_release_leaves_the_new_owner_claim(rig: Rig) -> None:
     id = (await Flow.start()).id
     await rig.lose(id)
 
-    assert await rig.store.instance_release(id, "w1", rig.now) is False
+    assert await rig.store.instance_release(id=id, locked_by="w1", now=rig.now) is False
 
     after = await rig.row(id)
     assert (after["status"], after["locked_by"]) == ("executing", "w2")
@@ -248,7 +265,10 @@ async def test_a_heartbeat_extends_only_its_own_claims(rig: Rig) -> None:
     rig.engine.clock.advance(timedelta(seconds=10))  # type: ignore[attr-defined]
 
     extended = await rig.store.lease_extend(
-        [(mine, "w1#2"), (lost, "w1#1"), (retaken, "w1#3")], ["guards.flow"], [LEASE], rig.now
+        claims=[(mine, "w1#2"), (lost, "w1#1"), (retaken, "w1#3")],
+        workflows=["guards.flow"],
+        leases=[LEASE],
+        now=rig.now,
     )
 
     assert extended == 1
@@ -262,28 +282,28 @@ async def test_a_local_start_is_inserted_claimed_for_its_lease_and_only_when_it_
     # A start made where its queue runs (a scheduler with a free slot) inserts the row
     # claimed by that scheduler, for its lease, and tells nobody to claim it. A start that
     # finds its key held by a live instance claims nothing: that row stays as it was.
-    queued = await rig.store.instance_insert(new_row(Flow.spec, Flow.new(key="q")), now=rig.now)
+    queued = await rig.store.instance_insert(row=new_row(Flow.spec, Flow.new(key="q")), now=rig.now)
     heard: list[str] = []
-    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
+    await rig.db.add_listener(rig.store.db.channel, lambda *args: heard.append(args[3]))
 
     local = await rig.store.instance_insert(
-        new_row(Flow.spec, Flow.new(key="here")), now=rig.now, locked_by="s#1", lease=LEASE
+        row=new_row(Flow.spec, Flow.new(key="here")), now=rig.now, locked_by="s#1", lease=LEASE
     )
     again = await rig.store.instance_insert(
-        new_row(Flow.spec, Flow.new(key="q")), now=rig.now, locked_by="s#2", lease=LEASE
+        row=new_row(Flow.spec, Flow.new(key="q")), now=rig.now, locked_by="s#2", lease=LEASE
     )
     await rig.db.execute("SELECT 1")  # delivers what was announced before it
 
-    assert (local["created"], local["locked_by"]) == (True, "s#1")
-    after = await rig.row(local["id"])
+    assert (local.created, local.locked_by) == (True, "s#1")
+    after = await rig.row(local.id)
     assert (after["status"], after["locked_by"]) == ("executing", "s#1")
     assert after["locked_until"] == rig.now + LEASE
-    assert (again["id"], again["created"]) == (queued["id"], False)
-    after = await rig.row(queued["id"])
+    assert (again.id, again.created) == (queued.id, False)
+    after = await rig.row(queued.id)
     assert (after["status"], after["locked_by"]) == ("available", None)
     assert heard == []
-    assert await rig.claim("w1") == [queued["id"]]  # the local row is nobody else's
-    await rig.store.instance_insert(new_row(Flow.spec, Flow.new(key="later")), now=rig.now)
+    assert await rig.claim("w1") == [queued.id]  # the local row is nobody else's
+    await rig.store.instance_insert(row=new_row(Flow.spec, Flow.new(key="later")), now=rig.now)
     await rig.db.execute("SELECT 1")
     assert heard == ["q:default"]  # a start that goes through the queue is announced
 
@@ -350,9 +370,7 @@ async def test_cancel_cascade_leaves_ended_children_as_they_ended(rig: Rig) -> N
     )
     kids = [Kid.new(key="ended"), Kid.new(key="live")]
     rows = new_rows({"guards.kid": Kid.spec}, kids, what="spawn")
-    await rig.store.instance_insert_many(
-        columns(rows), parent, rig.now, state_versions=[row.state_version for row in rows]
-    )
+    await rig.store.instance_insert_many(columns=columns(rows), parent_id=parent, now=rig.now)
     await rig.db.execute(
         f"UPDATE \"{rig.schema}\".instances SET status = 'done', finished_at = $1 "
         "WHERE key = 'ended'",

@@ -19,6 +19,7 @@ import pytest
 
 import gendurable as gd
 from gendurable.engine.poller import Poller
+from gendurable.sql import Statement
 from gendurable.testing import MakeEngine, RecorderFactory
 
 ran: list[tuple[str, str, int]] = []
@@ -75,8 +76,8 @@ class Claims:
         async def counted(*args: Any, **kwargs: Any) -> Any:
             rows = await claim(*args, **kwargs)
             self.calls += 1
-            self.rows += sum(1 for r in rows if r["go"])
-            self.taken += [(r["key"], r["step"]) for r in rows if r["go"]]
+            self.rows += sum(1 for r in rows if r.go)
+            self.taken += [(r.key, r.step) for r in rows if r.go]
             return rows
 
         store.instance_claim = counted  # type: ignore[method-assign]
@@ -228,14 +229,14 @@ async def test_an_idle_engine_polls_once_per_interval_for_all_its_queues(
         poll_interval=timedelta(milliseconds=50),
     )
     counts: dict[str, int] = {}
-    store = engine.store
-    run = store._run
+    db = engine.store.db
+    run = db._run
 
-    async def counted(method: str, name: str, *args: Any) -> Any:
-        counts[name] = counts.get(name, 0) + 1
-        return await run(method, name, *args)
+    async def counted(method: str, statement: Statement, args: tuple[Any, ...]) -> Any:
+        counts[statement.name] = counts.get(statement.name, 0) + 1
+        return await run(method, statement, args)
 
-    store._run = counted  # type: ignore[method-assign]
+    db._run = counted  # type: ignore[method-assign]
     async with asyncio.timeout(10):
         while counts.get("queues_due", 0) < 6:  # noqa: ASYNC110 (counting what a loop sends)
             await asyncio.sleep(0.05)

@@ -26,11 +26,11 @@ class Expense:
     class State(msgspec.Struct):
         amount: int = 0
 
-    @gd.step(start=True)
+    @gd.step(start=True, max_attempts=3)
     async def submit(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.goto(self.decide)
 
-    @gd.step
+    @gd.step(max_attempts=2)
     @gd.await_signals("rejected", approved=Approved)
     async def decide(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.done()
@@ -80,7 +80,11 @@ async def test_node_records_what_the_engine_serves(
                 "approved": {"type": "Approved", "schema": msgspec.json.schema(Approved)},
             },
             "state": {"type": "Expense.State", "schema": msgspec.json.schema(Expense.State)},
-            "start": {"step": "submit", **start},
+            "start": {"step": "submit", **start, "max_attempts": 3},
+            "entry": {
+                "submit": {**start, "max_attempts": 3},
+                "decide": {**start, "max_attempts": 2},
+            },
         },
         "nodes.mail": {
             "queue": "default",
@@ -90,6 +94,7 @@ async def test_node_records_what_the_engine_serves(
             "signals": {},
             "state": None,
             "start": {**start, "step": "perform", "max_attempts": 20},
+            "entry": {"perform": {**start, "max_attempts": 20}},
         },
     }
     assert node["started_at"] == node["last_seen"] == manual_clock.now()

@@ -12,7 +12,9 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from gendurable.db.store import Store
+from gendurable.db.engine_store import EngineStore
+from gendurable.db.maintenance_store import MaintenanceStore
+from gendurable.db.pool import Database
 from gendurable.rate_configs import RateConfigs
 from gendurable.testing import MakeEngine, ManualClock
 
@@ -198,7 +200,7 @@ async def test_rate_config_writers_take_rows_in_key_order(
     # upsert locks rows in the order it writes them, so only the server-side sort keeps two
     # writers from locking a and b in opposite orders (a deadlock PostgreSQL would report).
     await make_engine(workflows=[Plain], queues=None)
-    stores = [await Store.open(gendurable_dsn, gendurable_schema, max_size=2) for _ in range(4)]
+    dbs = [await Database.open(gendurable_dsn, gendurable_schema, max_size=2) for _ in range(4)]
     names = [f"n{i:03d}" for i in range(300)]
     try:
 
@@ -208,10 +210,10 @@ async def test_rate_config_writers_take_rows_in_key_order(
                 order = names[:]
                 rng.shuffle(order)
                 limits = RateConfigs({name: gd.Limit(1 + (w + round_) % 7) for name in order})
-                await stores[w].rate_config_write(limits.columns(), None)
-                await stores[w].rate_config_refresh(limits.columns(), None)
+                await EngineStore(dbs[w]).rate_config_write(**limits.columns(), now=None)
+                await MaintenanceStore(dbs[w]).rate_config_refresh(**limits.columns(), now=None)
 
-        await asyncio.gather(*(writer(w) for w in range(len(stores))))
+        await asyncio.gather(*(writer(w) for w in range(len(dbs))))
     finally:
-        for store in stores:
-            await store.close()
+        for db in dbs:
+            await db.close()

@@ -260,18 +260,19 @@ async def test_a_claim_without_rate_limited_rows_pays_nothing_for_the_limiter(
         await Free.start(key=f"f{i}")
     await db.execute(f"SET search_path = {gendurable_schema}")
 
-    sql = engine.store.sql["instance_claim"]
+    statement = engine.store.db.sql["instance_claim"]
     raw = await db.fetchval(
-        "EXPLAIN (ANALYZE, FORMAT JSON) " + sql,
-        "default",
-        10,
-        "w",
-        [timedelta(seconds=30)],
-        None,
-        ["limits.free"],
-        ["run"],
-        "gendurable:ck:x:",
-        timedelta(seconds=5),
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + statement.sql,
+        *statement.args(
+            queue="default",
+            limit=10,
+            locked_by="w",
+            workflows=["limits.free"],
+            steps=["run"],
+            leases=[timedelta(seconds=30)],
+            now=None,
+            unknown_limit_wait=timedelta(seconds=5),
+        ),
         column=0,
     )
     plan = json.loads(raw)

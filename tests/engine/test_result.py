@@ -72,9 +72,9 @@ async def test_result_returns_when_a_background_engine_finishes_through_notify(
     checked = asyncio.Event()
     original = engine.store.instance_status
 
-    async def instance_status(id: int) -> Any:
-        row = await original(id)
-        if row is not None and row["status"] not in TERMINAL_STATUSES:
+    async def instance_status(*, id: int) -> Any:
+        row = await original(id=id)
+        if row is not None and row.status not in TERMINAL_STATUSES:
             checked.set()  # result() saw the instance live: from here on it must wait
         return row
 

@@ -151,15 +151,15 @@ async def fake_claim(engine: gd.Engine, locked_by: str, workflow: Any) -> list[i
     """Claim due rows as a worker that will never commit (it crashed)."""
     spec = workflow.spec
     rows = await engine.store.instance_claim(
-        spec.queue,
-        10,
-        locked_by,
-        [LEASE] * len(spec.steps),
-        engine.clock.now(),
-        [spec.name] * len(spec.steps),
-        list(spec.steps),
+        queue=spec.queue,
+        limit=10,
+        locked_by=locked_by,
+        leases=[LEASE] * len(spec.steps),
+        now=engine.clock.now(),
+        workflows=[spec.name] * len(spec.steps),
+        steps=list(spec.steps),
     )
-    return sorted(r["id"] for r in rows)
+    return sorted(r.id for r in rows)
 
 
 async def test_step_attempts_the_reaper_fails_after_the_steps_own_limit_of_crashes(

@@ -69,9 +69,15 @@ class Rig:
     async def claim(self, locked_by: str, limit: int = 10) -> list[int]:
         spec = Child.spec
         rows = await self.engine.store.instance_claim(
-            SIDE, limit, locked_by, [LEASE], self.engine.clock.now(), [spec.name], ["wait"]
+            queue=SIDE,
+            limit=limit,
+            locked_by=locked_by,
+            leases=[LEASE],
+            now=self.engine.clock.now(),
+            workflows=[spec.name],
+            steps=["wait"],
         )
-        return sorted(r["id"] for r in rows if r["go"])
+        return sorted(r.id for r in rows if r.go)
 
     async def commit(self, *outcomes: tuple[int, str, str]) -> set[int]:
         """Group-commit terminal outcomes (id, locked_by, status) in one statement."""
@@ -125,7 +131,7 @@ async def test_group_commit_drops_a_stale_outcome_committed_beside_a_fresh_one(
 ) -> None:
     rig, parent, ids = await rig_with_children(make_engine, db, gendurable_schema, ["a", "b"])
     heard = Announcements()
-    await db.add_listener(rig.engine.store.channel, heard)
+    await db.add_listener(rig.engine.store.db.channel, heard)
     assert await rig.claim("w1") == sorted(ids.values())
     await rig.expire()  # w1 lost both claims; w2 holds them now
     assert await rig.claim("w2") == sorted(ids.values())
@@ -158,7 +164,7 @@ async def test_every_terminal_path_counts_the_parent_down_once_and_purges_and_an
     keys = ["done", "failed", "cancelled", "crashed", "stale"]
     rig, parent, ids = await rig_with_children(make_engine, db, gendurable_schema, keys)
     heard = Announcements()
-    await db.add_listener(rig.engine.store.channel, heard)
+    await db.add_listener(rig.engine.store.db.channel, heard)
 
     # First claim: every child by w1; "crashed" and "stale" lose it to the reaper.
     await rig.claim("w1")
@@ -200,9 +206,15 @@ async def test_cancel_reaches_children_a_spawn_committed_while_it_waited(
     rig = Rig(engine, db, gendurable_schema)
     parent = await Parent.start(key="p", state={"keys": ["x", "y"]})
     claimed = await engine.store.instance_claim(
-        "default", 1, "w", [LEASE], engine.clock.now(), ["effects.parent"], ["fan_out"]
+        queue="default",
+        limit=1,
+        locked_by="w",
+        leases=[LEASE],
+        now=engine.clock.now(),
+        workflows=["effects.parent"],
+        steps=["fan_out"],
     )
-    assert [r["id"] for r in claimed] == [parent.id]
+    assert [r.id for r in claimed] == [parent.id]
 
     blocker = await asyncpg.connect(engine.dsn or "")
     try:

@@ -13,6 +13,10 @@ a statement, Bind executes it, Query runs a simple one), and on request:
   until `pause.released` is set; `pause.reached` tells that it arrived.
 - `refusing = True`: new connections are closed at once (a server that cannot be reached);
   open connections go on working.
+- `last_words()`: the next answer the server completes (its ReadyForQuery) is followed, in
+  the same write, by the FATAL error a backend sends before it exits (shutdown, crash,
+  termination), and the connection stays open: the client has read the error while idle
+  but not yet the end of the connection, as happens for a moment when a server goes away.
 
 Nothing here is a mock: every statement that reaches the server runs there for real.
 """
@@ -90,6 +94,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.pauses: list[Pause] = []
         self.accepted = 0
+        self.words: asyncio.Event | None = None
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -118,6 +123,11 @@ class FaultProxy:
         server looks down until `refusing` is False again)."""
         for conn in list(self._conns):
             conn.close()
+
+    def last_words(self) -> asyncio.Event:
+        """Arm `last_words` (see the module docstring); the event is set once they are sent."""
+        self.words = asyncio.Event()
+        return self.words
 
     def cut(self, sql: str, *, after_commit: bool = True, times: int = 1, skip: int = 0) -> Fault:
         """Arm a fault on the statement whose text is `sql`, letting the first `skip`
@@ -238,6 +248,9 @@ class FaultProxy:
             message = kind + head + body
             fault = conn.armed
             if fault is None or not conn.holding:
+                if kind == b"Z" and self.words is not None and not self.words.is_set():
+                    message += _FATAL
+                    self.words.set()
                 conn.client.write(message)
                 continue
             conn.held.append(message)
@@ -261,6 +274,16 @@ class FaultProxy:
         fault.times -= 1
         fault.fired.append(sql)
         fault.event.set()
+
+
+def _error_response(*fields: bytes) -> bytes:
+    body = b"".join(f + b"\0" for f in fields) + b"\0"
+    return b"E" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+_FATAL = _error_response(
+    b"SFATAL", b"VFATAL", b"C57P01", b"Mterminating connection due to administrator command"
+)
 
 
 def _is_commit(sql: str | None) -> bool:

@@ -182,7 +182,7 @@ async def test_fault_drop_during_a_claim_retries_the_claim_and_runs_each_step_on
     # table keeps it running on the server, its instances locked.
     async with holding(gendurable_dsn, f'LOCK TABLE "{gendurable_schema}".rate_buckets'):
         await Limited.start_many([Limited.new(key=f"k{i}") for i in range(6)], engine=worker)
-        await kill_while_blocked(backends, sql["instance_claim"])
+        await kill_while_blocked(backends, sql["instance_claim"].sql)
         assert await Rows(db, gendurable_schema).count("status = 'executing'") == 0
 
     async def all_done() -> bool:
@@ -215,7 +215,7 @@ async def test_fault_drop_during_a_group_commit_commits_every_outcome_of_the_bat
     # the inbox table their statement writes to.
     async with holding(gendurable_dsn, commits_blocked(gendurable_schema)):
         GATE.set()  # the steps end; their outcomes meet the lock in one or two batches
-        await kill_while_blocked(backends, sql["outcome_batch"])
+        await kill_while_blocked(backends, sql["outcome_batch"].sql)
     await asyncio.gather(*(TwoSteps.result(k, timeout=15, engine=worker) for k in keys))
 
     found = await Rows(db, gendurable_schema).all()
@@ -244,10 +244,10 @@ async def test_fault_drop_during_a_park_parks_once_and_a_racing_signal_still_wak
     async with holding(gendurable_dsn, commits_blocked(gendurable_schema)):
         GATE.set()
         # Parks are group-committed: both may ride in one batch, or in two.
-        await kill_while_blocked(backends, sql["outcome_batch"], count=1)
+        await kill_while_blocked(backends, sql["outcome_batch"].sql, count=1)
         # A signal sent now waits for the same lock as the park sent again.
         racing = asyncio.create_task(Parker.signal("racing", "go", "early", engine=client))
-        await backends.wait_running(sql["signal_deliver"])
+        await backends.wait_running(sql["signal_deliver"].sql)
     await racing
 
     async def later_parked() -> bool:
@@ -286,7 +286,7 @@ async def test_fault_drop_during_a_signal_raises_stores_nothing_and_a_resend_lan
     rows = f'SELECT id FROM "{gendurable_schema}".instances ORDER BY id FOR UPDATE'
     async with holding(gendurable_dsn, rows):
         sending = asyncio.create_task(Parker.signal("p", "go", "first", engine=client))
-        pids = await backends.wait_running(sql["signal_deliver"])
+        pids = await backends.wait_running(sql["signal_deliver"].sql)
         await backends.terminate(*pids)
         # Sent and then cut: it may have been stored, so it is not sent again blindly.
         with pytest.raises(asyncpg.ConnectionDoesNotExistError, match="administrator command"):
@@ -321,7 +321,7 @@ async def test_fault_drop_during_a_spawn_inserts_every_child_once(
     async with holding(gendurable_dsn, parent, args=(handle.id,)):
         GATE.set()
         # The children are inserted first (key locks), then the parent's update waits.
-        await kill_while_blocked(backends, sql["outcome_spawn"])
+        await kill_while_blocked(backends, sql["outcome_spawn"].sql)
 
     assert await Parent.result("p", timeout=15, engine=worker) == [0, 10, 20, 30, 40]
     found = await Rows(db, gendurable_schema).all()

@@ -47,7 +47,7 @@ async def test_fault_listener_killed_work_flows_by_polling_and_the_listener_come
         dsn=proxy.dsn,
         poll_interval=timedelta(seconds=0.5),
     )
-    channel = worker.store.channel
+    channel = worker.store.db.channel
     [listener] = await backends.listening(channel)  # the worker's, before the client's
     client = await engines(workflows=[Flow, Waiter])
     others = set(await backends.listening(channel)) - {listener}
@@ -102,7 +102,7 @@ async def test_fault_listener_back_wakes_a_result_whose_end_was_announced_while_
     # listener is back, every pending waiter must look at its row again.
     caplog.set_level(logging.WARNING, logger="gendurable.listener")
     worker = await engines(workflows=[Waiter], queues={"default": 2})
-    channel = worker.store.channel
+    channel = worker.store.db.channel
     others = set(await backends.listening(channel))  # the worker's listener
     client = await engines(workflows=[Waiter], dsn=proxy.dsn)
     [listener] = sorted(set(await backends.listening(channel)) - others)
@@ -115,9 +115,9 @@ async def test_fault_listener_back_wakes_a_result_whose_end_was_announced_while_
     looked = asyncio.Event()  # result() read the row, live, after it began to listen
     instance_status = client.store.instance_status
 
-    async def watched(id: int) -> Any:
-        row = await instance_status(id)
-        if id == handle.id and row is not None and row["status"] == "awaiting":
+    async def watched(*, id: int) -> Any:
+        row = await instance_status(id=id)
+        if id == handle.id and row is not None and row.status == "awaiting":
             looked.set()
         return row
 

@@ -148,7 +148,7 @@ async def test_fault_lost_claim_answer_rows_expire_and_are_rescued_while_others_
         return HELD == ["long"]
 
     await eventually(long_runs, what="the long step running")
-    cut = proxy.cut(statements(gendurable_schema)["instance_claim"])
+    cut = proxy.cut(statements(gendurable_schema)["instance_claim"].sql)
     await Quick.start_many([Quick.new(key=k) for k in ("a", "b")], engine=client)
     await cut.event.wait()
 
@@ -177,7 +177,7 @@ async def test_fault_lost_group_commit_answer_is_retried_and_applied_once(
     # The first cut hits `one`'s continue (the claim is kept, so the repeat matches and
     # writes the same values again); the second lets that repeat through and hits `two`'s
     # finish (its repeat finds the row done: nothing changes, and it is reported stale).
-    sql = statements(gendurable_schema)["outcome_batch"]
+    sql = statements(gendurable_schema)["outcome_batch"].sql
     cuts = [proxy.cut(sql), proxy.cut(sql, skip=1)]
     await Steps.start(key="s", engine=client)
 
@@ -196,7 +196,7 @@ async def test_fault_lost_park_answer_parks_once_and_a_signal_wakes_it(
 ) -> None:
     await engines(workflows=[Parker], queues={"default": 4}, dsn=proxy.dsn)
     client = await engines(workflows=[Parker])
-    cut = proxy.cut(statements(gendurable_schema)["outcome_batch"])  # the park's commit
+    cut = proxy.cut(statements(gendurable_schema)["outcome_batch"].sql)  # the park's commit
     await Parker.start(key="p", engine=client)
     await cut.event.wait()
 
@@ -220,7 +220,7 @@ async def test_fault_lost_spawn_answer_is_stale_not_a_duplicate_key(
     events = TelemetryRecorder().attach(worker)
     await worker.start()
     client = await engines(workflows=[Parent, Child])
-    cut = proxy.cut(statements(gendurable_schema)["outcome_spawn"])
+    cut = proxy.cut(statements(gendurable_schema)["outcome_spawn"].sql)
     handle = await Parent.start(key="p", engine=client)
 
     assert await Parent.result("p", timeout=15, engine=client) == 4
@@ -247,7 +247,7 @@ async def test_fault_lost_signal_answer_raises_although_the_signal_was_stored(
         return (await Parker.get("p", engine=client)).status == "awaiting"
 
     await eventually(parked, what="the instance parked")
-    proxy.cut(statements(gendurable_schema)["signal_deliver"])
+    proxy.cut(statements(gendurable_schema)["signal_deliver"].sql)
 
     # A signal is not repeated once sent (a repeat could deliver it twice): the caller
     # gets the connection error, and the signal may have been stored, as here.
@@ -257,11 +257,37 @@ async def test_fault_lost_signal_answer_raises_although_the_signal_was_stored(
     assert await Parker.result("p", timeout=15, engine=client) == ["once"]
 
 
+async def test_fault_lost_answer_of_a_signal_with_an_idempotency_key_is_asked_again(
+    engines: Engines, proxy: FaultProxy, gendurable_schema: str, db: asyncpg.Connection
+) -> None:
+    # With an idempotency key a delivery is safe to repeat: the store sends it again after
+    # the lost answer, the repeat finds the key, and the caller gets the stored signal's id.
+    await engines(workflows=[Parker], queues={"default": 4})
+    client = await engines(workflows=[Parker], dsn=proxy.dsn)
+    await Parker.start(key="p", engine=client)
+
+    async def parked() -> bool:
+        return (await Parker.get("p", engine=client)).status == "awaiting"
+
+    await eventually(parked, what="the instance parked")
+    fault = proxy.cut(statements(gendurable_schema)["signal_deliver"].sql)
+
+    sent = await Parker.signal("p", "go", "once", idempotency_key="k", engine=client)
+
+    assert fault.event.is_set()
+    assert await Parker.result("p", timeout=15, engine=client) == ["once"]
+    stored = await db.fetchval(
+        f'SELECT signal_id FROM "{gendurable_schema}".signal_keys WHERE idempotency_key = $1',
+        "k",
+    )
+    assert sent == stored
+
+
 async def test_fault_lost_start_answer_raises_and_starting_the_key_again_returns_it(
     engines: Engines, proxy: FaultProxy, gendurable_schema: str, db: asyncpg.Connection
 ) -> None:
     client = await engines(workflows=[Quick], dsn=proxy.dsn)
-    proxy.cut(statements(gendurable_schema)["instance_insert"])
+    proxy.cut(statements(gendurable_schema)["instance_insert"].sql)
 
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
         await Quick.start(key="k", engine=client)
@@ -282,7 +308,7 @@ async def test_fault_lost_before_sending_a_signal_stores_nothing(
         return (await Parker.get("p", engine=client)).status == "awaiting"
 
     await eventually(parked, what="the instance parked")
-    proxy.cut(statements(gendurable_schema)["signal_deliver"], after_commit=False)
+    proxy.cut(statements(gendurable_schema)["signal_deliver"].sql, after_commit=False)
 
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
         await Parker.signal("p", "go", "lost", engine=client)
@@ -336,7 +362,7 @@ async def test_fault_lost_spawn_answer_with_children_still_live_is_stale_not_a_d
     events = TelemetryRecorder().attach(worker)
     await worker.start()
     client = await engines(workflows=[SlowParent, SlowChild])
-    cut = proxy.cut(statements(gendurable_schema)["outcome_spawn"])
+    cut = proxy.cut(statements(gendurable_schema)["outcome_spawn"].sql)
     await SlowParent.start(key="p", engine=client)
     await cut.event.wait()
     # The repeat finds the children of its own first attempt holding their keys: the claim
@@ -375,7 +401,7 @@ async def test_fault_lost_commit_answer_repeated_after_the_same_worker_claimed_a
     events = TelemetryRecorder().attach(worker)
     await worker.start()
     client = await engines(workflows=[Retrier])
-    sql = statements(gendurable_schema)["outcome_batch"]
+    sql = statements(gendurable_schema)["outcome_batch"].sql
     cut = proxy.cut(sql)
     repeat = proxy.pause(sql, skip=1)  # the repeat of the cut commit waits here
     await Retrier.start(key="r", engine=client)

@@ -72,8 +72,8 @@ async def test_fault_outage_a_stopped_server_is_a_few_lines_without_tracebacks(
         assert await Flow.result("before", timeout=10, engine=engine) == "before"
         assert engine._listener is not None
         listener = engine._listener.outage
-        store = engine.store.outage
-        engine.store.retry_for = 1.0  # the loops give up soon: their own lines show too
+        store = engine.store.db.outage
+        engine.store.db.retry_for = 1.0  # the loops give up soon: their own lines show too
 
         await own_server.astop()
 
@@ -108,7 +108,7 @@ async def test_fault_outage_ends_with_one_line_per_connection_when_the_server_is
     assert await Flow.result("before", timeout=10, engine=engine) == "before"
     assert engine._listener is not None
     listener = engine._listener.outage
-    store = engine.store.outage
+    store = engine.store.db.outage
 
     proxy.refusing = True
     proxy.drop_all()

@@ -144,8 +144,8 @@ async def test_fault_statement_timeout_on_a_start_raises_and_writes_nothing(
             await Steps.start(key="k", engine=client)
         with pytest.raises(TimeoutError):
             await Steps.start_many([Steps.new(key="m")], engine=client)
-        await wait_cancelled(backends, sql["instance_insert"])
-        await wait_cancelled(backends, sql["instance_insert_many"])
+        await wait_cancelled(backends, sql["instance_insert"].sql)
+        await wait_cancelled(backends, sql["instance_insert_many"].sql)
     assert await Rows(db, gendurable_schema).count() == 0
 
     handle = await Steps.start(key="k", engine=client)
@@ -173,7 +173,7 @@ async def test_fault_statement_timeout_on_a_signal_raises_and_stores_nothing(
     async with holding(gendurable_dsn, row, args=(handle.id,)):
         with pytest.raises(TimeoutError):
             await Waiter.signal("w", "go", "lost", engine=client)
-        await wait_cancelled(backends, statements(gendurable_schema)["signal_deliver"])
+        await wait_cancelled(backends, statements(gendurable_schema)["signal_deliver"].sql)
     assert await Rows(db, gendurable_schema).signals() == []
     assert (await Waiter.get("w", engine=client)).status == "awaiting"
 

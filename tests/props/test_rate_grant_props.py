@@ -22,8 +22,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from props_support import Loop, scaled
 
+from gendurable.db.engine_store import EngineStore
 from gendurable.db.migrator import migrate
-from gendurable.db.store import Store
+from gendurable.db.pool import Database
+from gendurable.db.rows import PickedRow
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -165,13 +167,14 @@ class Rig:
         self.loop = Loop(dsn)
         self.schema = self.loop.schema()
         self.loop.run(migrate(dsn, schema=self.schema))
-        self.store = self.loop.run(Store.open(dsn, self.schema, max_size=2))
+        self.db = self.loop.run(Database.open(dsn, self.schema, max_size=2))
+        self.store = EngineStore(self.db)
         self.conn: asyncpg.Connection = self.loop.run(asyncpg.connect(dsn))
 
     def close(self) -> None:
         try:
             self.loop.run(self.conn.close())
-            self.loop.run(self.store.close())
+            self.loop.run(self.db.close())
         finally:
             self.loop.close()
 
@@ -213,9 +216,16 @@ class Rig:
                 )
             )
 
-    async def claim(self, case: Case) -> list[asyncpg.Record]:
+    async def claim(self, case: Case) -> list[PickedRow]:
         return await self.store.instance_claim(
-            "q", case.claim, "me", [LEASE], NOW, ["w"], ["s"], UNKNOWN_WAIT
+            queue="q",
+            limit=case.claim,
+            locked_by="me",
+            leases=[LEASE],
+            now=NOW,
+            workflows=["w"],
+            steps=["s"],
+            unknown_limit_wait=UNKNOWN_WAIT,
         )
 
     async def rows(self) -> dict[int, asyncpg.Record]:
@@ -257,9 +267,9 @@ def test_rate_grant_matches_the_model(rig: Rig, case: Case) -> None:
     rows = rig.loop.run(rig.rows())
     buckets = rig.loop.run(rig.buckets())
 
-    assert {r["id"]: r["go"] for r in claimed} == expected.go
+    assert {r.id: r.go for r in claimed} == expected.go
     for r in claimed:
-        assert r["unknown_limit"] is (case.rows[case.ids.index(r["id"])].limit == UNKNOWN)
+        assert r.unknown_limit is (case.rows[case.ids.index(r.id)].limit == UNKNOWN)
     for id, row in rows.items():
         if id not in expected.go:  # not picked: untouched
             assert (row["status"], row["throttled"], row["locked_by"]) == ("available", False, None)

@@ -53,9 +53,15 @@ class Rig:
 
     async def claim(self, locked_by: str, step: str, lease: timedelta = DAY) -> list[int]:
         rows = await self.store.instance_claim(
-            "default", 10, locked_by, [lease], self.now, ["sigguards.flow"], [step]
+            queue="default",
+            limit=10,
+            locked_by=locked_by,
+            leases=[lease],
+            now=self.now,
+            workflows=["sigguards.flow"],
+            steps=[step],
         )
-        return [r["id"] for r in rows if r["go"]]
+        return [r.id for r in rows if r.go]
 
     def park(self, id: int, locked_by: str, **more: Any) -> dict[str, Any]:
         """The group-commit form of a goto into `wait` (what the committer sends)."""
@@ -71,11 +77,23 @@ class Rig:
     async def deliver(self, conn: Any, id: int, name: str, *, locked_by: str | None = None) -> Any:
         """Deliver `name` on `conn`; with `locked_by`, as a scheduler of the default queue
         with a free slot (a local wake claims what it wakes)."""
+        statement = self.store.db.sql["signal_deliver"]
         return await conn.fetchrow(
-            self.store.sql["signal_deliver"], "sigguards.flow", id, None, name, b"null",
-            self.now, self.store.channel, None, locked_by, None if locked_by is None else DAY,
-            None if locked_by is None else "default",
-        )  # fmt: skip
+            statement.sql,
+            *statement.args(
+                workflow="sigguards.flow",
+                id=id,
+                key=None,
+                name=name,
+                payload=b"null",
+                now=self.now,
+                trace_context=None,
+                locked_by=locked_by,
+                lease=None if locked_by is None else DAY,
+                queue=None if locked_by is None else "default",
+                idempotency_key=None,
+            ),
+        )
 
     async def row(self, id: int) -> asyncpg.Record:
         found = await self.db.fetchrow(
@@ -105,7 +123,7 @@ async def test_a_signal_committing_after_the_parks_recheck_still_wakes_it(rig: R
     # lock and then sees the row awaiting.
     id = (await Flow.start()).id
     assert await rig.claim("w1", "first") == [id]
-    async with rig.store.pool.acquire() as parking, rig.store.pool.acquire() as send:
+    async with rig.store.db.pool.acquire() as parking, rig.store.db.pool.acquire() as send:
         park_tx, send_tx = parking.transaction(), send.transaction()
         await park_tx.start()
         parked = await commit(rig.engine, [rig.park(id, "w1")], conn=parking)
@@ -128,7 +146,7 @@ async def test_a_signal_committing_after_the_parks_recheck_still_wakes_it(rig: R
 
 async def test_a_signal_never_wakes_an_executing_instance(rig: Rig) -> None:
     id = await rig.parked()
-    async with rig.store.pool.acquire() as conn:
+    async with rig.store.db.pool.acquire() as conn:
         assert (await rig.deliver(conn, id, "go"))["woke"] is True
         assert await rig.claim("w2", "wait") == [id]  # running `wait`: its awaits still set
 
@@ -145,7 +163,7 @@ async def test_a_signal_of_a_name_the_step_does_not_await_is_kept_without_waking
     rig: Rig,
 ) -> None:
     id = await rig.parked()
-    async with rig.store.pool.acquire() as conn:
+    async with rig.store.db.pool.acquire() as conn:
         later = await rig.deliver(conn, id, "later")
 
     assert later["woke"] is False
@@ -155,7 +173,7 @@ async def test_a_signal_of_a_name_the_step_does_not_await_is_kept_without_waking
 
 async def test_an_await_deadline_never_wakes_an_instance_running_again(rig: Rig) -> None:
     id = await rig.parked()
-    async with rig.store.pool.acquire() as conn:
+    async with rig.store.db.pool.acquire() as conn:
         assert (await rig.deliver(conn, id, "go"))["woke"] is True
     assert await rig.claim("w2", "wait") == [id]
     rig.engine.clock.advance(2 * HOUR)  # type: ignore[attr-defined]
@@ -172,12 +190,12 @@ async def test_a_reawait_past_its_deadline_wakes_at_once_as_timed_out(rig: Rig) 
     # The deadline passed while the step ran: parking again with it wakes in the same
     # transaction, without waiting for the reaper.
     id = await rig.parked()
-    async with rig.store.pool.acquire() as conn:
+    async with rig.store.db.pool.acquire() as conn:
         seen = (await rig.deliver(conn, id, "go"))["signal_id"]
     assert await rig.claim("w2", "wait") == [id]
     rig.engine.clock.advance(2 * HOUR)  # type: ignore[attr-defined]
     heard: list[str] = []
-    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
+    await rig.db.add_listener(rig.store.db.channel, lambda *args: heard.append(args[3]))
 
     parked = await commit(rig.engine, [rig.park(id, "w2", seen=seen, keep_deadline=True)])
     await rig.db.execute("SELECT 1")  # delivers what was announced before it
@@ -195,7 +213,7 @@ async def test_a_reawait_past_its_deadline_with_only_another_steps_signal_is_tim
     # `later`), sits in the inbox when the reawait's deadline has passed. The deadline is
     # what wakes it: timed out, with nothing awaited, not a wake by that signal.
     id = await rig.parked()
-    async with rig.store.pool.acquire() as conn:
+    async with rig.store.db.pool.acquire() as conn:
         seen = (await rig.deliver(conn, id, "go"))["signal_id"]
         assert await rig.claim("w2", "wait") == [id]
         kept = await rig.deliver(conn, id, "later")  # executing: kept, wakes nothing
@@ -219,8 +237,8 @@ async def test_a_local_wake_claims_the_instance_for_its_scheduler_with_its_own_i
     # elsewhere wakes the instance for the queue and announces it.
     local, plain, other = await rig.parked(), await rig.parked(), await rig.parked()
     heard: list[str] = []
-    await rig.db.add_listener(rig.store.channel, lambda *args: heard.append(args[3]))
-    async with rig.store.pool.acquire() as conn:
+    await rig.db.add_listener(rig.store.db.channel, lambda *args: heard.append(args[3]))
+    async with rig.store.db.pool.acquire() as conn:
         await rig.deliver(conn, other, "later")  # another instance's inbox
         kept = await rig.deliver(conn, local, "later")  # not awaited: kept, no wake
         woke = await rig.deliver(conn, local, "go", locked_by="s#1")
@@ -256,8 +274,51 @@ async def test_a_local_wake_leaves_to_the_claim_what_the_claim_must_check(
     await rig.db.execute(
         f'UPDATE "{rig.schema}".instances SET {column} = {value} WHERE id = $1', id
     )
-    async with rig.store.pool.acquire() as conn:
+    async with rig.store.db.pool.acquire() as conn:
         woke = await rig.deliver(conn, id, "go", locked_by="s#1")
+
+    assert (woke["woke"], woke["claimed"]) == (True, False)
+    after = await rig.row(id)
+    assert (after["status"], after["locked_by"]) == ("available", None)
+
+
+async def test_a_delivery_brings_the_woken_instance_only_when_it_claimed_it(rig: Rig) -> None:
+    # The store builds `Delivery.woken` from the statement's last columns only for a local
+    # wake: a wake left to the claim (here: another queue's scheduler asked) brings none,
+    # so that nothing adopts an instance this process does not hold.
+    local, elsewhere = await rig.parked(), await rig.parked()
+
+    claimed = await rig.store.signal_deliver(
+        workflow="sigguards.flow", id=local, key=None, name="go", payload=b"null",
+        now=rig.now, locked_by="s#1", lease=DAY, queue="default",
+    )  # fmt: skip
+    woke = await rig.store.signal_deliver(
+        workflow="sigguards.flow", id=elsewhere, key=None, name="go", payload=b"null",
+        now=rig.now, locked_by="s#2", lease=DAY, queue="other",
+    )  # fmt: skip
+
+    assert claimed is not None
+    assert claimed.claimed
+    assert claimed.woken is not None
+    assert (claimed.woken.id, claimed.woken.step) == (local, "wait")
+    assert woke is not None
+    assert (woke.woke, woke.claimed, woke.woken) == (True, False, None)
+
+
+async def test_a_delivery_naming_a_queue_but_no_scheduler_claims_nothing(rig: Rig) -> None:
+    # Only a delivery made for a scheduler (its claim's name, `locked_by`) claims what it
+    # wakes: a queue given alone claims nothing.
+    id = await rig.parked()
+    statement = rig.store.db.sql["signal_deliver"]
+    async with rig.store.db.pool.acquire() as conn:
+        woke = await conn.fetchrow(
+            statement.sql,
+            *statement.args(
+                workflow="sigguards.flow", id=id, key=None, name="go", payload=b"null",
+                now=rig.now, trace_context=None, locked_by=None, lease=None, queue="default",
+                idempotency_key=None,
+            ),
+        )  # fmt: skip
 
     assert (woke["woke"], woke["claimed"]) == (True, False)
     after = await rig.row(id)

@@ -136,7 +136,7 @@ def _spy_woke(client: gd.Engine, woke: list[bool]) -> None:
     async def spy(*args: Any, **kwargs: Any) -> Any:
         row = await deliver(*args, **kwargs)
         if row is not None:
-            woke.append(bool(row["woke"]))
+            woke.append(row.woke)
         return row
 
     store.signal_deliver = spy  # type: ignore[method-assign]

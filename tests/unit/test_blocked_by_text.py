@@ -42,6 +42,10 @@ DEADLINE = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
             gd.BlockedBy("queue", None, "no live engine serves queue 'orders'"),
             "queued: no live engine serves queue 'orders'",
         ),
+        (
+            gd.BlockedBy("paused", None, "queue 'mail' since 2026-12-02 10:00:00 UTC by ops"),
+            "paused: queue 'mail' since 2026-12-02 10:00:00 UTC by ops",
+        ),
     ],
 )
 def test_blocked_by_str_is_one_sentence(blocked: gd.BlockedBy, sentence: str) -> None:
@@ -64,8 +68,8 @@ def test_blocked_by_is_a_frozen_value() -> None:
         blocked.reason = "unknown"  # type: ignore[misc]
 
 
-def test_blocked_by_reasons_are_the_documented_eight() -> None:
+def test_blocked_by_reasons_are_the_documented_nine() -> None:
     assert REASONS == (
         "scheduled", "backoff", "awaiting", "children", "rate_limit", "concurrency", "unknown",
-        "queue",
+        "queue", "paused",
     )  # fmt: skip

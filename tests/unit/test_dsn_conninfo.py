@@ -10,7 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from gendurable.db.connect import asyncpg_dsn, check_dsn, describe_dsn, parse_conninfo, redact
+from gendurable.db.connect import (
+    asyncpg_dsn,
+    check_dsn,
+    describe_dsn,
+    hosts_of,
+    parse_conninfo,
+    redact,
+)
 from gendurable.errors import ConfigError
 
 SECRET = "it's a p@ss:w/rd\\ &x=1+%"
@@ -114,3 +121,59 @@ def test_dsn_conninfo_is_described_without_its_password() -> None:
     assert describe_dsn(dsn) == "database 'app' on db.example:5433 as bob"
     assert describe_dsn("host=/var/run/postgresql") == "the database on /var/run/postgresql"
     assert describe_dsn("host=db dbname") == "the database"
+
+
+NAMED_HOSTS = [
+    "postgresql://bob@h1:5432,h2:5433/app?target_session_attrs=read-write",
+    "postgresql://bob@h1,h2:5433/app",
+    "postgresql://bob@[::1]:5432,h2/app",
+    "postgresql://bob@%2Ftmp%2Fa,h2:6000/app",
+    "host=h1,h2 port=5432,5433 user=bob dbname=app target_session_attrs=read-write",
+    "host=h1,h2,/tmp/s port=6000 dbname=app",
+    "host=h1,h2 dbname=app",
+    "host=db port=5433",
+    "postgresql://bob@db/app",
+]
+
+
+def _asyncpg_addresses(url: str) -> list[tuple[str, int] | str]:
+    """The addresses asyncpg itself would try (its private parser: the oracle)."""
+    from asyncpg.connect_utils import _parse_connect_dsn_and_args
+
+    empty = dict.fromkeys(
+        ("host", "port", "user", "password", "passfile", "database", "ssl", "service",
+         "servicefile", "direct_tls", "server_settings", "target_session_attrs", "krbsrvname",
+         "gsslib"),
+    )  # fmt: skip
+    addresses, _ = _parse_connect_dsn_and_args(dsn=url, **empty)
+    return list(addresses)
+
+
+@pytest.mark.parametrize("dsn", NAMED_HOSTS)
+def test_dsn_hosts_are_read_as_asyncpg_reads_them(dsn: str) -> None:
+    url = asyncpg_dsn(dsn)
+
+    # A unix-socket directory becomes the socket's path, which holds the port.
+    as_addresses = [f"{h}/.s.PGSQL.{p}" if h.startswith("/") else (h, p) for h, p in hosts_of(url)]
+    assert as_addresses == _asyncpg_addresses(url)
+
+
+def test_dsn_without_a_host_names_none() -> None:
+    assert hosts_of(asyncpg_dsn("dbname=app")) == []
+    assert hosts_of("postgresql:///app") == []
+
+
+def test_dsn_hosts_and_ports_must_pair_up() -> None:
+    with pytest.raises(ConfigError, match=r"^invalid dsn: 3 ports for 2 hosts$"):
+        check_dsn("host=h1,h2 port=1,2,3")
+    with pytest.raises(ConfigError, match=r"^invalid dsn: a port is not a number$"):
+        check_dsn("postgresql://h1:5432,h2:x/app")
+
+
+def test_dsn_several_hosts_are_described_with_their_ports() -> None:
+    assert describe_dsn("host=h1,h2 port=5432,5433 user=bob dbname=app") == (
+        "database 'app' on h1:5432,h2:5433 as bob"
+    )
+    assert describe_dsn(
+        "postgresql://bob:pw@[::1]:6000,h2/app?target_session_attrs=read-write"
+    ) == ("database 'app' on [::1]:6000,h2:5432 as bob")

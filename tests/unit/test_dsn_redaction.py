@@ -68,3 +68,15 @@ def test_describe_failure_is_one_line_without_the_password() -> None:
     assert describe_failure(TimeoutError(), dsn) == (
         "timed out reaching database 'app' on 127.0.0.1:1 as bob"
     )
+
+
+def test_describe_failure_when_no_host_suits_target_session_attrs() -> None:
+    dsn = "postgresql://bob:hunter2@db1:5432,db2:5432/app?target_session_attrs=read-write"
+    none_writable = asyncpg.TargetServerAttributeNotMatched(
+        "None of the hosts match the target attribute requirement <SessionAttribute.read_write>"
+    )
+
+    assert describe_failure(none_writable, dsn) == (
+        "no host of database 'app' on db1:5432,db2:5432 as bob is what target_session_attrs "
+        "asks for (in a failover: none is writable yet)"
+    )

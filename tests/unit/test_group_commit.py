@@ -35,3 +35,18 @@ async def test_group_commit_sends_a_busy_outcome_again_and_drops_only_a_stale_on
 
     assert results == [None, None, STALE]
     assert statement.sent == [[1, 2, 3], [1]]
+
+
+async def test_group_commit_sends_two_outcomes_of_one_instance_in_different_batches() -> None:
+    # A claim lost during an outage and the claim that took the instance over, both here:
+    # the statement answers by instance, so each goes in a batch of its own.
+    statement = Statement()
+    group = GroupCommit(statement, max_in_flight=1)
+
+    await asyncio.gather(
+        group.submit(BatchItem(1, "w#1", "finish", status="done")),
+        group.submit(BatchItem(2, "w#1", "finish", status="done")),
+        group.submit(BatchItem(1, "w#2", "finish", status="done")),
+    )
+
+    assert statement.sent == [[1, 2], [1]]

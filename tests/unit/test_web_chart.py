@@ -5,15 +5,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
+from gendurable.db.rows import EndedPerMinute
 from gendurable.web.chart import throughput, throughput_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 NOW = datetime(2026, 11, 2, 10, 30, 15, tzinfo=UTC)
 
 
-def _row(minutes_ago: int, status: str, count: int) -> dict[str, object]:
+def _row(minutes_ago: int, status: str, count: int) -> EndedPerMinute:
     start = NOW - timedelta(minutes=60)  # the statement bins from now - window
-    return {"minute": start + timedelta(minutes=60 - minutes_ago), "status": status, "count": count}
+    return EndedPerMinute(start + timedelta(minutes=60 - minutes_ago), status, count, NOW)
 
 
 def test_web_chart_bins_rows_by_minute_and_status() -> None:

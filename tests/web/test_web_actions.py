@@ -46,12 +46,12 @@ async def _refusal(client: httpx.AsyncClient, response: httpx.Response, id: int)
 # -- the read-only switch -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("action", ["signal", "cancel", "retry"])
+@pytest.mark.parametrize("action", ["signal", "cancel", "retry", "rewind"])
 async def test_web_action_refused_when_read_only(
     scene: Scene, web: WebFactory, rows: Rows, action: str
 ) -> None:
     w = await web()  # read-only by default
-    target = scene.ids["r-bad"] if action == "retry" else scene.ids["exp-1"]
+    target = scene.ids["r-bad"] if action in ("retry", "rewind") else scene.ids["exp-1"]
     before = await rows.status(target)
     token = await _token(w.client, target)
 
@@ -74,7 +74,7 @@ async def test_web_read_only_page_shows_the_actions_disabled(scene: Scene, web: 
     page = (await w.client.get(f"/instances/{scene.ids['exp-1']}")).text
 
     assert '<span class="badge readonly"' in page
-    assert page.count("<fieldset disabled>") == 3
+    assert page.count("<fieldset disabled>") == 4
     assert "This dashboard is read-only." in page
 
 

@@ -244,3 +244,45 @@ async def test_web_in_chromium_read_only_dashboard_refuses_an_action(
     await scene.engine.drain()
     assert await rows.signals() == []
     assert await rows.status(id) == "awaiting"
+
+
+async def test_web_in_chromium_cancel_everything_a_filter_matches_then_rewind_one(
+    scene: Scene,
+    rows: Rows,
+    chromium: str,
+    shots: Path,
+    gendurable_dsn: str,
+    gendurable_schema: str,
+) -> None:
+    async with (
+        serve_dashboard(
+            "--dsn", gendurable_dsn, "--schema", gendurable_schema,
+            "--app", "web_app:engine", "--allow-actions",
+        ) as served,
+        browser_page(chromium) as page,
+    ):  # fmt: skip
+        # The filtered list offers the action on everything it matches, with a count first.
+        await page.goto(f"{served.url}instances?workflow=expense&status=awaiting")
+        await page.click("a.bulk-cancel")
+        await page.wait_for_url(re.compile(r"/bulk/cancel\?workflow=expense&status=awaiting$"))
+        assert await page.text_content("p.count strong") == "3"
+        await page.screenshot(path=shots / "bulk-confirm.png", full_page=True)
+        await page.click("form.bulk-confirm button[type=submit]")
+        await page.wait_for_url(re.compile(r"/instances\?workflow=expense&status=awaiting$"))
+        assert await page.text_content("p.notice") == "Cancel: 3 matched, 3 cancelled."
+        assert await page.locator("table.list tbody tr").count() == 0
+
+        # One of them restarted at a step chosen on its page, with a new state.
+        id = scene.ids["exp-3"]
+        await page.goto(f"{served.url}instances/{id}")
+        await page.select_option("form.rewind select[name=step]", "pay")
+        await page.fill("form.rewind textarea[name=state]", '{"amount": 5}')
+        await page.click("form.rewind button[type=submit]")
+        assert await page.text_content("p.notice") == (
+            "Restarted at the step chosen with attempt 0, due now."
+        )
+        assert await web_app.Expense.result("exp-3", timeout=15) == {"paid": True, "amount": 5,
+                                                                    "by": None}  # fmt: skip
+    assert [await rows.status(scene.ids[k]) for k in ("exp-1", "exp-2", "exp-3")] == [
+        "cancelled", "cancelled", "done",
+    ]  # fmt: skip

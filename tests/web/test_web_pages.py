@@ -127,10 +127,10 @@ async def test_web_overview_reads_once_per_refresh_for_every_viewer(
     calls = 0
     counts = store.status_counts
 
-    async def counted(now: object) -> object:
+    async def counted(*, now: object) -> object:
         nonlocal calls
         calls += 1
-        return await counts(now)  # type: ignore[arg-type]
+        return await counts(now=now)  # type: ignore[arg-type]
 
     store.status_counts = counted  # type: ignore[method-assign]
 
@@ -447,8 +447,8 @@ async def test_web_holds_at_most_its_pool_size_of_connections(
 
     assert all(r.status_code == 200 for r in responses)
     store = await w.dashboard.store()
-    assert store.pool.get_max_size() == 2
-    assert 1 <= store.pool.get_size() <= 2
+    assert store.db.pool.get_max_size() == 2
+    assert 1 <= store.db.pool.get_size() <= 2
 
 
 async def test_web_pages_forbid_framing_and_foreign_scripts(scene: Scene, web: WebFactory) -> None:

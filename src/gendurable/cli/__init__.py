@@ -2,9 +2,10 @@
 
 One module per group of subcommands, each registering its commands on import:
 `admin` (migrate, dev, worker), `inspection` (status, ls, show), `act` (start, signal,
-cancel, retry), `docs` (generated workflow pages), `check` (the deploy check) and `web` (the
-dashboard). A new group is a module whose functions use `@command(...)`, imported below
-and listed in `GROUPS` (which orders the help).
+cancel, retry), `queues` (pause, resume), `schedules` (list, pause, resume), `docs`
+(generated workflow pages), `check` (the deploy check) and `web` (the dashboard). A new
+group is a module whose functions use `@command(...)`, imported below and listed in
+`GROUPS` (which orders the help).
 Shared pieces: `command` (the registry and common options), `output` (tables, JSON,
 one-line errors) and `session` (the database connection and instance lookup).
 
@@ -25,11 +26,11 @@ from collections.abc import Sequence
 from .. import __version__
 from ..db.connect import DATABASE_ERRORS, DSN_ENV, describe_failure, redact, resolve_dsn
 from ..errors import ConfigError, GenDurableError
-from . import act, admin, check, docs, inspection, web
+from . import act, admin, check, docs, inspection, queues, schedules, web
 from .command import COMMANDS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Handler
 from .output import UserError, error_line
 
-GROUPS = (admin, inspection, act, docs, check, web)
+GROUPS = (admin, inspection, act, queues, schedules, docs, check, web)
 """The modules whose commands the parser offers (each registered its own on import)."""
 
 __all__ = ["build_parser", "main"]
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     ordered = sorted(COMMANDS.values(), key=lambda c: rank.get(c.handler.__module__, len(rank)))
     for cmd in ordered:
         doc = inspect.cleandoc(cmd.handler.__doc__ or "").splitlines()
-        summary = doc[0] if doc else None
+        # The first paragraph, however many lines it was wrapped to.
+        summary = " ".join(doc[: doc.index("")] if "" in doc else doc) or None
         sub = subparsers.add_parser(
             cmd.name,
             help=summary,

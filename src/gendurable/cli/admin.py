@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import signal
 import sys
+from datetime import timedelta
 
-from ..db.connect import DATABASE_ERRORS, DSN_ENV, describe_failure, resolve_dsn
-from ..db.migrator import migrate
+from ..db.connect import DATABASE_ERRORS, DSN_ENV, check_dsn, describe_failure, resolve_dsn
+from ..db.migrator import DEFAULT_LOCK_ATTEMPTS, DEFAULT_LOCK_TIMEOUT, migrate
 from ..embedded import EmbeddedPostgres
 from ..errors import ConfigError
 from ..sql import quote_schema
@@ -17,12 +18,70 @@ from .command import EXIT_OK, command, dsn_option, require_dsn, schema_option
 from .output import UserError
 
 
-@command("migrate", dsn_option, schema_option)
+def _lock_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a statement waits for a table lock before the migration gives up and "
+        f"tries again (default: {DEFAULT_LOCK_TIMEOUT.total_seconds():g})",
+    )
+    parser.add_argument(
+        "--lock-attempts",
+        type=_attempts,
+        default=DEFAULT_LOCK_ATTEMPTS,
+        metavar="N",
+        help=f"tries before giving up, with a growing pause between them "
+        f"(default: {DEFAULT_LOCK_ATTEMPTS})",
+    )
+
+
+def _seconds(text: str) -> timedelta:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0.001:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 0.001 seconds")
+    return timedelta(seconds=value)
+
+
+def _attempts(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+@command("migrate", dsn_option, schema_option, _lock_options)
 def migrate_command(args: argparse.Namespace) -> int:
-    """Create or upgrade the schema (safe to run from many processes at once)."""
+    """Create or upgrade the schema (safe to run from many processes at once, and beside
+    running engines).
+
+    Refuses a database whose applied migrations differ from the packaged ones. Each
+    statement waits at most --lock-timeout for a table lock, then the migration is tried
+    again after a pause, --lock-attempts times in all. Run it against the database itself,
+    not through a transaction-mode pooler.
+    """
 
     quote_schema(args.schema)  # a bad name is refused before the DSN is even looked at
-    version = asyncio.run(migrate(require_dsn(args), schema=args.schema))
+    dsn = require_dsn(args)
+    check_dsn(dsn)
+    try:
+        version = asyncio.run(
+            migrate(
+                dsn,
+                schema=args.schema,
+                lock_timeout=args.lock_timeout,
+                lock_attempts=args.lock_attempts,
+            )
+        )
+    except ConfigError as exc:  # what the database holds, not how the command was called
+        raise UserError(str(exc)) from None
     print(f"schema {args.schema!r} is at version {version}")
     return EXIT_OK
 

@@ -42,7 +42,7 @@ def _web_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-actions",
         action="store_true",
-        help="allow signal, cancel and retry from the pages (default: read-only)",
+        help="allow signal, cancel, retry and rewind from the pages (default: read-only)",
     )
     parser.add_argument(
         "--refresh",

@@ -3,13 +3,19 @@
 A DSN is a PostgreSQL URL (`postgresql://user:pw@host:5432/db`) or a libpq key=value string
 (`host=db port=5432 user=bob dbname=app`). asyncpg takes only URLs, so every connection
 goes through `asyncpg_dsn`, which turns a key=value string into the same URL.
+
+A DSN may name several hosts (`postgresql://h1:5432,h2:5432/db?target_session_attrs=read-write`
+or `host=h1,h2 port=5432,5432 target_session_attrs=read-write`): every connection (the pool's,
+the listener's, the command line's) goes through `Hosts`, which tries them one at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import asyncpg
@@ -26,7 +32,7 @@ def resolve_dsn(dsn: str | None) -> str | None:
 
 def check_dsn(dsn: str) -> None:
     """Refuse a DSN that is not a PostgreSQL URL or key=value string, before connecting."""
-    asyncpg_dsn(dsn)
+    hosts_of(asyncpg_dsn(dsn))
 
 
 def asyncpg_dsn(dsn: str) -> str:
@@ -144,6 +150,106 @@ def _conninfo_value(dsn: str, i: int, keyword: str) -> tuple[str, int]:
     return "".join(out), i
 
 
+def hosts_of(url: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs a PostgreSQL URL names, in order, as asyncpg reads them.
+
+    Hosts come from the URL's authority (`h1:5432,[::1]:5433`) or else from its `host`
+    query parameter (`?host=h1,h2&port=5432,5433`, which a key=value DSN becomes); a host
+    without a port takes the `port` parameter's (one for all, or one each), else
+    `$PGPORT`'s, else 5432. Empty when the URL names no host (asyncpg's defaults apply).
+    """
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    specs = parts.netloc.rpartition("@")[2]
+    hosts: list[tuple[str, str]] = []
+    if specs:
+        for spec in specs.split(","):
+            if spec.startswith("["):
+                address, _, rest = spec[1:].partition("]")
+                hosts.append((unquote(address), rest.removeprefix(":")))
+            else:
+                address, _, port = spec.partition(":")
+                hosts.append((unquote(address), unquote(port)))
+        ports = _default_ports(None, len(hosts))
+    elif query.get("host"):
+        hosts = [(h, "") for h in query["host"].split(",")]
+        ports = _default_ports(query.get("port"), len(hosts))
+    else:
+        return []
+    try:
+        return [(h, int(p or ports[i])) for i, (h, p) in enumerate(hosts)]
+    except ValueError:
+        raise ConfigError("invalid dsn: a port is not a number") from None
+
+
+def _default_ports(given: str | None, count: int) -> list[str]:
+    ports = (given or os.environ.get("PGPORT") or "5432").split(",")
+    if len(ports) == 1:
+        return ports * count
+    if len(ports) != count:
+        raise ConfigError(f"invalid dsn: {len(ports)} ports for {count} hosts")
+    return ports
+
+
+HOST_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.TargetServerAttributeNotMatched,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+"""Why a host could not be used that lets the next one be tried (as libpq does; a refused
+login, a missing database or a bad setting end the attempt)."""
+
+
+class Hosts:
+    """Connects to the first usable host of a DSN, trying them one at a time.
+
+    asyncpg tries a DSN's hosts within one timeout, so a first host that hangs (a dead
+    machine drops packets, a stuck server accepts and never answers) takes all of it and the
+    next host is never tried. Here each host gets an equal share of what remains of the
+    timeout, and the host that last gave a connection is tried first: after a failover, only
+    the first connections wait on the dead primary. `target_session_attrs` is checked on each
+    host. When every host fails, the last failure to reach one is raised, else asyncpg's
+    `TargetServerAttributeNotMatched` (every host answered, none was what was asked for).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.url = asyncpg_dsn(dsn)
+        self.hosts = hosts_of(self.url)
+        self._first = 0
+
+    async def connect(self, *args: Any, timeout: float | None = 60.0, **kwargs: Any) -> Any:
+        """`asyncpg.connect(self.url, ...)` host by host; also the pool's `connect` hook
+        (which passes the URL it was given as the only positional argument)."""
+        limit = 60.0 if timeout is None else timeout  # asyncpg's default
+        if len(self.hosts) < 2:
+            return await asyncpg.connect(self.url, timeout=limit, **kwargs)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        order = self.hosts[self._first :] + self.hosts[: self._first]
+        unreachable: BaseException | None = None
+        mismatch: BaseException | None = None
+        for left, (host, port) in zip(range(len(order), 0, -1), order, strict=True):
+            share = max(deadline - loop.time(), 0.0) / left
+            try:
+                conn = await asyncpg.connect(
+                    self.url, host=host, port=port, timeout=share, **kwargs
+                )
+            except HOST_FAILURES as exc:
+                if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+                    mismatch = exc
+                else:
+                    unreachable = exc
+                continue
+            self._first = self.hosts.index((host, port))
+            return conn
+        failure = unreachable or mismatch
+        assert failure is not None
+        raise failure
+
+
 async def connect(dsn: str | None, *, timeout: float = 10.0) -> asyncpg.Connection:
     """One connection to `dsn` (or `$GENDURABLE_DSN`), with errors that say what to fix."""
     resolved = resolve_dsn(dsn)
@@ -153,9 +259,10 @@ async def connect(dsn: str | None, *, timeout: float = 10.0) -> asyncpg.Connecti
             "(or install gendurable[embedded] and use the embedded server)"
         )
     try:
-        return await asyncpg.connect(asyncpg_dsn(resolved), timeout=timeout)
+        conn: asyncpg.Connection = await Hosts(resolved).connect(timeout=timeout)
     except (ValueError, asyncpg.ClientConfigurationError) as exc:
         raise ConfigError(f"invalid dsn: {exc}") from None
+    return conn
 
 
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
@@ -163,6 +270,7 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.TargetServerAttributeNotMatched,
 )
 """Failures to reach or use the database (as opposed to bugs): `describe_failure` words them."""
 
@@ -209,17 +317,23 @@ def describe_dsn(dsn: str | None) -> str:
     if not dsn:
         return "the database"
     try:
-        parts = urlsplit(asyncpg_dsn(dsn))
+        url = asyncpg_dsn(dsn)
+        parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        host = parts.hostname or query.get("host") or "localhost"
-        port = parts.port or query.get("port")
+        hosts = hosts_of(url)
+        if len(hosts) > 1:
+            where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in hosts)
+        else:
+            host = parts.hostname or query.get("host") or "localhost"
+            port = parts.port or query.get("port")
+            where = f"{host}:{port}" if port else host
     except (ValueError, ConfigError):
         return "the database"
     text = "the database"
     database = unquote(parts.path.strip("/")) or query.get("dbname")
     if database:
         text = f"database {database!r}"
-    text += f" on {host}:{port}" if port else f" on {host}"
+    text += f" on {where}"
     user = unquote(parts.username or "") or query.get("user")
     if user:
         text += f" as {user}"
@@ -235,6 +349,11 @@ def describe_failure(exc: BaseException, dsn: str | None) -> str:
         text = f"the server refused the connection to {where}: {exc}"
     elif isinstance(exc, asyncpg.InvalidCatalogNameError):
         text = f"cannot connect to {where}: {exc}"
+    elif isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        text = (
+            f"no host of {where} is what target_session_attrs asks for "
+            "(in a failover: none is writable yet)"
+        )
     elif isinstance(exc, TimeoutError):
         text = f"timed out reaching {where}"
     elif isinstance(exc, ConnectionRefusedError) or "Connect call failed" in str(exc):

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from .connect import asyncpg_dsn
+from .connect import DATABASE_ERRORS, Hosts
 from .outage import Outage
 
 _log = logging.getLogger("gendurable.listener")
@@ -18,12 +18,14 @@ _log = logging.getLogger("gendurable.listener")
 class Listener:
     """Listens on one channel; calls `on_payload(payload)` for each notification.
 
-    When the connection drops it reconnects with backoff and calls `on_reconnect()`, since
-    notifications sent meanwhile are lost.
+    When the connection drops it reconnects with backoff, for as long as it takes (to
+    whichever host of `dsn` is usable: after a failover, the new primary), and calls
+    `on_reconnect()`, since notifications sent meanwhile are lost.
     """
 
     def __init__(self, dsn: str, channel: str, *, timeout: float = 10.0) -> None:
         self.dsn = dsn
+        self.hosts = Hosts(dsn)
         self.channel = channel
         self.timeout = timeout
         self.on_payload: Callable[[str], None] = lambda _: None
@@ -53,7 +55,7 @@ class Listener:
                 conn.terminate()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(asyncpg_dsn(self.dsn), timeout=self.timeout)
+        conn: asyncpg.Connection = await self.hosts.connect(timeout=self.timeout)
         conn.add_termination_listener(self._terminated)
         await conn.add_listener(self.channel, self._notified)
         self._conn = conn
@@ -72,12 +74,7 @@ class Listener:
             while True:
                 try:
                     await self._connect()
-                except (
-                    OSError,
-                    TimeoutError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                ) as exc:
+                except DATABASE_ERRORS as exc:
                     self.outage.failed(exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)

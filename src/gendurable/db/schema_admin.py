@@ -16,7 +16,7 @@ async def drop_schema(dsn: str | None, schema: str) -> None:
     another connection still holds locks in the schema for more than ten seconds.
     """
     quote_schema(schema)
-    sql = statements(schema)["schema_drop"]
+    sql = statements(schema)["schema_drop"].sql
     conn = await connect(dsn)
     try:
         async with conn.transaction():

@@ -4,9 +4,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
 from .entries import NO_LIMIT, StepLimit
+
+
+class ClaimSource(Protocol):
+    """A row that comes back claimed: from the claim (`PickedRow`), a start written claimed
+    (`InsertedInstance`) or a signal's local wake-up (`WokenInstance`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def state(self) -> bytes | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def await_seen(self) -> int: ...
+    @property
+    def rate_limit(self) -> str | None: ...
+    @property
+    def rate_partition(self) -> str | None: ...
+    @property
+    def weight(self) -> int: ...
+    @property
+    def trace_context(self) -> str | None: ...
+    @property
+    def waited(self) -> float: ...
+    @property
+    def state_version(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,32 +97,32 @@ class Claimed:
     @classmethod
     def from_row(
         cls,
-        row: Any,
+        row: ClaimSource,
         locked_by: str,
         inbox: tuple[StoredSignal, ...] = (),
         children: tuple[StoredChild, ...] = (),
     ) -> Claimed:
-        """Build from an `instance_claim` row."""
+        """Build from a row that came back claimed under `locked_by`."""
         return cls(
-            id=row["id"],
-            workflow=row["workflow"],
-            step=row["step"],
-            state=row["state"],
-            attempt=row["attempt"],
-            priority=row["priority"],
-            key=row["key"],
-            queue=row["queue"],
-            timed_out=row["timed_out"],
-            await_seen=row["await_seen"],
+            id=row.id,
+            workflow=row.workflow,
+            step=row.step,
+            state=row.state,
+            attempt=row.attempt,
+            priority=row.priority,
+            key=row.key,
+            queue=row.queue,
+            timed_out=row.timed_out,
+            await_seen=row.await_seen,
             locked_by=locked_by,
             inbox=inbox,
             children=children,
-            limit=StepLimit(row["rate_limit"], row["rate_partition"], row["weight"])
-            if row["rate_limit"] is not None
+            limit=StepLimit(row.rate_limit, row.rate_partition, row.weight)
+            if row.rate_limit is not None
             else NO_LIMIT,
-            trace_context=row["trace_context"],
-            waited=row["waited"],
-            state_version=row["state_version"],
+            trace_context=row.trace_context,
+            waited=row.waited,
+            state_version=row.state_version,
         )
 
     def moved(self, step: str, state: bytes, state_version: int) -> Claimed:

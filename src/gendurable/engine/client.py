@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -17,8 +18,16 @@ import msgspec
 
 from ..blocked import WAITING_STATUSES, BlockedBy
 from ..clock import Clock
-from ..db.store import Store
-from ..errors import DuplicateKey, NoTarget, ResultTimeout, ValidationError, WorkflowFailed
+from ..db.engine_store import EngineStore
+from ..db.rows import Delivery, ExplainedInstance, InstanceRow, InstanceStatus
+from ..errors import (
+    DuplicateKey,
+    IdempotencyConflict,
+    NoTarget,
+    ResultTimeout,
+    ValidationError,
+    WorkflowFailed,
+)
 from ..outcome import ChildEntry
 from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
@@ -37,7 +46,7 @@ class Client:
     def __init__(
         self,
         specs: Mapping[str, WorkflowSpec],
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         notifier: Notifier,
         telemetry: Telemetry | None = None,
@@ -92,7 +101,7 @@ class Client:
         runner = self.local.runner_for(row) if self.local is not None else None
         try:
             inserted = await self.store.instance_insert(
-                row,
+                row=row,
                 now=self.clock.now(),
                 trace_context=self.telemetry.trace_context(
                     "start", {"workflow": workflow, "key": key}
@@ -105,16 +114,17 @@ class Client:
                 runner.scheduler.unreserve()
             raise
         if runner is not None:
-            if inserted["created"]:
+            # Not claimed when its queue turned out paused (or the key was held).
+            if inserted.created and inserted.locked_by == runner.locked_by:
                 runner.scheduler.adopt(inserted, runner.locked_by)
             else:
                 runner.scheduler.unreserve()
-        if not inserted["created"] and on_conflict == "raise":
+        if not inserted.created and on_conflict == "raise":
             raise DuplicateKey(
-                f"{workflow} already has a live instance with key {key!r} (id {inserted['id']})",
-                existing_id=inserted["id"],
+                f"{workflow} already has a live instance with key {key!r} (id {inserted.id})",
+                existing_id=inserted.id,
             )
-        return Handle(inserted["id"], inserted["key"], inserted["created"])
+        return Handle(inserted.id, inserted.key, inserted.created)
 
     async def start_many(self, entries: Sequence[ChildEntry]) -> list[Handle]:
         """Insert entries in one statement; handles come back in entry order.
@@ -150,21 +160,21 @@ class Client:
             {"workflow": ",".join(sorted({r.workflow for r in rows})), "count": len(sent)},
         )
         inserted = await self.store.instance_insert_many(
-            columns(rows), None, self.clock.now(), trace, [r.state_version for r in rows]
+            columns=columns(rows), parent_id=None, now=self.clock.now(), trace_context=trace
         )
-        created = {(r["workflow"], r["key"]): int(r["id"]) for r in inserted if r["key"]}
+        created = {(r.workflow, r.key): r.id for r in inserted if r.key}
         held: list[tuple[str, str]] = []
         for i in sent:
             key = entries[i].key
             if key is not None and (entries[i].workflow, key) not in created:
                 held.append((entries[i].workflow, key))
-        holders = await self.store.instances_holding_keys(held) if held else {}
+        holders = await self.store.instances_holding_keys(keys=held) if held else {}
         # Unkeyed rows go in after the keyed ones of their workflow, in entry order, and
         # come back by id: within one workflow their ids ascend in entry order.
         unkeyed: dict[str, list[int]] = {}
         for r in inserted:
-            if r["key"] is None:
-                unkeyed.setdefault(r["workflow"], []).append(int(r["id"]))
+            if r.key is None:
+                unkeyed.setdefault(r.workflow, []).append(r.id)
         pending = {wf: iter(ids) for wf, ids in unkeyed.items()}
         handles: dict[int, Handle] = {}
         for i in sent:
@@ -188,32 +198,35 @@ class Client:
         row = await self._row(workflow, key_or_id)
         if row is None:
             raise NoTarget(f"no {workflow} instance with {_address(key_or_id)}")
-        if row["status"] in WAITING_STATUSES:  # read again with why it waits, one snapshot
-            row = await self.store.instance_explain(row["id"], self.clock.now()) or row
+        if row.status in WAITING_STATUSES:  # read again with why it waits, one snapshot
+            explained = await self.store.instance_explain(id=row.id, now=self.clock.now())
+            return self._info(explained or row)
         return self._info(row)
 
     async def result(self, workflow: str, key_or_id: str | int, timeout: float | None) -> Any:
         """Wait (on notifications) until the instance ends; its result or `WorkflowFailed`."""
-        row = await self._row(workflow, key_or_id)
-        if row is None:
+        found = await self._row(workflow, key_or_id)
+        if found is None:
             raise NoTarget(f"no {workflow} instance with {_address(key_or_id)}")
-        id = int(row["id"])
+        id = found.id
+        row: InstanceRow | InstanceStatus = found
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while row["status"] not in TERMINAL_STATUSES:
+        while row.status not in TERMINAL_STATUSES:
             # Listen first, then look again: an end committed in between is not missed.
             waiter = self.notifier.waiter(id)
             try:
-                row = await self.store.instance_status(id)
-                if row is None:
+                status = await self.store.instance_status(id=id)
+                if status is None:
                     raise NoTarget(f"{workflow} instance {id} no longer exists")
-                if row["status"] in TERMINAL_STATUSES:
+                row = status
+                if row.status in TERMINAL_STATUSES:
                     break
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise ResultTimeout(
                         f"{workflow} instance {id} did not end within {timeout}s "
-                        f"(status {row['status']})"
+                        f"(status {row.status})"
                     )
                 if self.notifier.recheck_after is not None:  # not listening: poll
                     remaining = min(remaining or math.inf, self.notifier.recheck_after)
@@ -225,15 +238,25 @@ class Client:
         return self._outcome(workflow, id, row)
 
     async def signal(
-        self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
-    ) -> int:
-        """Deliver a durable signal in one statement; returns the signal id.
+        self,
+        workflow: str,
+        key_or_id: str | int,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Sent:
+        """Deliver a durable signal in one statement; the signal id, and whether it is a
+        duplicate (its `idempotency_key` had stored it already: nothing was stored).
 
         The payload is validated against the type some step declares for `name` before
         anything is written. Raises `NoTarget` (storing nothing) when no live instance has
-        that key or id.
+        that key or id, and `IdempotencyConflict` (storing nothing) when the key stored
+        another signal (a different name or payload) for that instance.
         """
         spec = self.spec(workflow)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         if not isinstance(name, str) or not name:
             raise ValidationError(f"signal name must be a non-empty string, got {name!r}")
         awaited, tp, decoder = spec.signal_type(name)
@@ -252,35 +275,48 @@ class Client:
         trace = self.telemetry.trace_context(
             "signal", {"workflow": workflow, "signal": name, "key": key, "id": id}
         )
-        runner = self.local.runner_for_queue(spec) if self.local is not None else None
+        # A keyed delivery is repeated through a lost answer: it claims nothing here (a
+        # repeat could not hand back a claim the first attempt took), its wake goes through
+        # the queue.
+        local = self.local if idempotency_key is None else None
+        runner = local.runner_for_queue(spec) if local is not None else None
         try:
-            row = await self.store.signal_deliver(
-                workflow,
-                id,
-                key,
-                name,
-                data,
-                self.clock.now(),
-                trace,
+            delivery = await self.store.signal_deliver(
+                workflow=workflow,
+                id=id,
+                key=key,
+                name=name,
+                payload=data,
+                now=self.clock.now(),
+                trace_context=trace,
                 locked_by=runner.locked_by if runner else None,
                 lease=runner.lease if runner else None,
                 queue=runner.scheduler.queue if runner else None,
+                idempotency_key=idempotency_key,
             )
         except BaseException:
             if runner is not None:
                 runner.scheduler.unreserve()
             raise
         if runner is not None:
-            if row is not None and row["claimed"]:
-                runner.scheduler.adopt(row, runner.locked_by, _inbox(row))
+            if delivery is not None and delivery.claimed:
+                assert delivery.woken is not None
+                runner.scheduler.adopt(delivery.woken, runner.locked_by, _inbox(delivery))
             else:
                 runner.scheduler.unreserve()
-        if row is None:
+        if delivery is None:
             raise NoTarget(
                 f"no live {workflow} instance with {_address(key_or_id)}; signal {name!r} "
                 "was not stored"
             )
-        return int(row["signal_id"])
+        if not delivery.same:
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} already stored another signal (id "
+                f"{delivery.signal_id}, a different name or payload) for {workflow} instance "
+                f"{delivery.instance_id}; signal {name!r} was not stored",
+                signal_id=delivery.signal_id,
+            )
+        return Sent(delivery.signal_id, delivery.duplicate)
 
     async def cancel(self, workflow: str, key_or_id: str | int) -> int:
         """Cancel a live instance and its live descendants; how many descendants.
@@ -289,70 +325,97 @@ class Client:
         """
         row = await self._row(workflow, key_or_id)
         cascaded = (
-            None if row is None else await self.store.instance_cancel(row["id"], self.clock.now())
+            None
+            if row is None
+            else await self.store.instance_cancel(id=row.id, now=self.clock.now())
         )
         if cascaded is None:
             raise NoTarget(f"no live {workflow} instance with {_address(key_or_id)}")
         return cascaded
 
-    async def _row(self, workflow: str, key_or_id: str | int) -> Any:
+    async def _row(self, workflow: str, key_or_id: str | int) -> InstanceRow | None:
         id, key = _id_or_key(key_or_id)
         if key is None:
-            row = await self.store.instance_by_id(id)
-            return row if row is not None and row["workflow"] == workflow else None
-        return await self.store.instance_by_key(workflow, key)
+            row = await self.store.instance_by_id(id=id)
+            return row if row is not None and row.workflow == workflow else None
+        return await self.store.instance_by_key(workflow=workflow, key=key)
 
-    def _outcome(self, workflow: str, id: int, row: Any) -> Any:
+    def _outcome(self, workflow: str, id: int, row: InstanceRow | InstanceStatus) -> Any:
         spec = self.specs[workflow]
-        if row["status"] == "done":
-            return decode_json(row["result"], spec.result_decoder)
-        error = decode_json(row["error"])
+        if row.status == "done":
+            return decode_json(row.result, spec.result_decoder)
+        error = decode_json(row.error)
         detail = f": {error.get('message')}" if isinstance(error, dict) else ""
         raise WorkflowFailed(
-            f"{workflow} instance {id} ended {row['status']}{detail}",
-            status=row["status"],
+            f"{workflow} instance {id} ended {row.status}{detail}",
+            status=row.status,
             error=error,
         )
 
-    def _info(self, row: Any) -> InstanceInfo:
-        spec = self.specs.get(row["workflow"])
+    def _info(self, row: InstanceRow | ExplainedInstance) -> InstanceInfo:
+        spec = self.specs.get(row.workflow)
         state_decoder = spec.state_decoder if spec else None
         result_decoder = spec.result_decoder if spec else None
-        state = row["state"]
+        state = row.state
         if spec is not None:
             obj = self.objects.get(spec.name)
-            what = f"instance {row['id']}"
-            state = upgrade_state(spec, state, row["state_version"], obj, what=what)
+            what = f"instance {row.id}"
+            state = upgrade_state(spec, state, row.state_version, obj, what=what)
+        blocked_by = None
+        if isinstance(row, ExplainedInstance):
+            blocked_by = BlockedBy.from_columns(
+                row.blocked_reason, row.blocked_until, row.blocked_detail
+            )
         return InstanceInfo(
-            id=row["id"],
-            workflow=row["workflow"],
-            key=row["key"],
-            status=row["status"],
-            step=row["step"],
-            attempt=row["attempt"],
+            id=row.id,
+            workflow=row.workflow,
+            key=row.key,
+            status=row.status,
+            step=row.step,
+            attempt=row.attempt,
             state=_lenient(state, state_decoder),
-            result=_lenient(row["result"], result_decoder),
-            error=decode_json(row["error"]),
-            queue=row["queue"],
-            priority=row["priority"],
-            run_at=row["run_at"],
-            inserted_at=row["inserted_at"],
-            updated_at=row["updated_at"],
-            finished_at=row["finished_at"],
-            blocked_by=BlockedBy.from_row(row),
+            result=_lenient(row.result, result_decoder),
+            error=decode_json(row.error),
+            queue=row.queue,
+            priority=row.priority,
+            run_at=row.run_at,
+            inserted_at=row.inserted_at,
+            updated_at=row.updated_at,
+            finished_at=row.finished_at,
+            blocked_by=blocked_by,
         )
 
 
-def _inbox(row: Any) -> tuple[StoredSignal, ...]:
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A delivered signal: its id, and whether its idempotency key had stored it before."""
+
+    id: int
+    duplicate: bool
+
+
+MAX_IDEMPOTENCY_KEY_BYTES = 255
+"""The longest idempotency key, in bytes of UTF-8 (as Stripe's)."""
+
+
+def check_idempotency_key(key: object) -> str:
+    """An idempotency key as given, or `ValidationError`: a non-empty string of at most
+    `MAX_IDEMPOTENCY_KEY_BYTES` bytes that PostgreSQL can store."""
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"idempotency_key must be a non-empty string, got {key!r}")
+    return check_text(key, "idempotency_key", MAX_IDEMPOTENCY_KEY_BYTES)
+
+
+def _inbox(delivery: Delivery) -> tuple[StoredSignal, ...]:
     """The inbox a claiming delivery returned with the instance it woke."""
     return tuple(
         StoredSignal(*fields)
         for fields in zip(
-            row["inbox_ids"],
-            row["inbox_names"],
-            row["inbox_payloads"],
-            row["inbox_received"],
-            row["inbox_traces"],
+            delivery.inbox_ids or (),
+            delivery.inbox_names or (),
+            delivery.inbox_payloads or (),
+            delivery.inbox_received or (),
+            delivery.inbox_traces or (),
             strict=True,
         )
     )

@@ -11,6 +11,7 @@ that keeps the stored state keeps its version too.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ..clock import Clock
-from ..db.store import Store
+from ..db.engine_store import RELEASED, EngineStore
 from ..events import AWAIT_TIMEOUT, OUTCOME_STALE
 from ..telemetry import Telemetry
 from .claim import Claimed
@@ -29,12 +30,22 @@ from .group_commit import STALE, BatchItem, GroupCommit
 _encoder = msgspec.json.Encoder()
 
 
+class Applied(enum.Enum):
+    """What `Committer.apply` did with a decision."""
+
+    COMMITTED = "committed"
+    STALE = "stale"
+    """Dropped: the claim was lost (reported as `outcome.stale`)."""
+    RELEASED = "released"
+    """A kept-claim move committed as a plain goto: its queue is paused."""
+
+
 class Committer:
     """Commits decisions for claims held by `locked_by`; reports stale commits."""
 
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         telemetry: Telemetry,
         leases: Mapping[str, timedelta],
@@ -49,10 +60,14 @@ class Committer:
 
     async def release(self, claim: Claimed) -> bool:
         """Give the claim back untouched: the instance is available again at once."""
-        return await self.store.instance_release(claim.id, claim.locked_by, self.clock.now())
+        return await self.store.instance_release(
+            id=claim.id, locked_by=claim.locked_by, now=self.clock.now()
+        )
 
-    async def apply(self, claim: Claimed, decision: Decision) -> bool:
-        """Commit `decision` for `claim`; False (and `outcome.stale`) if the claim was lost."""
+    async def apply(self, claim: Claimed, decision: Decision) -> Applied:
+        """Commit `decision` for `claim`: `STALE` (and `outcome.stale`) if the claim was lost;
+        `RELEASED` for a kept-claim move committed as a plain goto (its queue is paused:
+        the claim is given up and the next step waits); else `COMMITTED`."""
         now = self.clock.now()
         store = self.store
         version = self.versions.get(claim.workflow, 1)
@@ -60,6 +75,8 @@ class Committer:
             item = _batch_item(claim, decision, self.leases[claim.workflow], version)
             result = await self.group.submit(item)
             ok = result is not STALE
+            if result == RELEASED:
+                return Applied.RELEASED
             if result is True:  # a park woken at once by its passed deadline
                 assert isinstance(decision, Park)
                 self.telemetry.emit(
@@ -76,19 +93,18 @@ class Committer:
         elif isinstance(decision, SpawnChildren):
             children = decision.children
             ok = await store.outcome_spawn(
-                claim.id,
-                claim.locked_by,
-                columns(children) if children else [],
-                [(c.workflow, c.key) for c in children if c.key is not None],
-                decision.then,
-                decision.state,
-                decision.consumed,
-                decision.limit,
-                now,
-                claim.trace_context,
-                version,
-                [c.state_version for c in children],
-                decision.max_attempts,
+                id=claim.id,
+                locked_by=claim.locked_by,
+                children=columns(children) if children else None,
+                keys=[(c.workflow, c.key) for c in children if c.key is not None],
+                then=decision.then,
+                state=decision.state,
+                state_version=version,
+                max_attempts=decision.max_attempts,
+                consumed=decision.consumed,
+                limit=decision.limit,
+                now=now,
+                trace_context=claim.trace_context,
             )
         else:
             raise TypeError(f"{type(decision).__name__} is not a committable decision")
@@ -104,9 +120,11 @@ class Committer:
                     "decision": type(decision).__name__,
                 },
             )
-        return ok
+        return Applied.COMMITTED if ok else Applied.STALE
 
-    async def _flush(self, items: Sequence[BatchItem]) -> tuple[dict[int, bool | None], set[int]]:
+    async def _flush(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
         fields: list[dict[str, Any]] = []
         states: list[bytes | None] = []
         results: list[bytes | None] = []
@@ -132,13 +150,18 @@ class Committer:
                     "keep_children": it.keep_children,
                     "consumed": it.consumed,
                     "max_attempts": it.max_attempts,
+                    "queue": it.queue,
                 }
             )
             states.append(it.state)
             results.append(it.result)
             errors.append(it.error)
         return await self.store.outcome_batch(
-            _encoder.encode(fields), (states, results, errors), self.clock.now()
+            outcomes=_encoder.encode(fields),
+            states=states,
+            results=results,
+            errors=errors,
+            now=self.clock.now(),
         )
 
 
@@ -179,6 +202,7 @@ def _batch_item(
             limit=decision.limit,
             state_version=version,
             max_attempts=decision.max_attempts,
+            queue=claim.queue,
         )
     if isinstance(decision, RetryLater):
         return BatchItem(

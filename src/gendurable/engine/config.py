@@ -20,6 +20,7 @@ from ..db.connect import check_dsn
 from ..errors import ConfigError
 from ..maintenance.collector import CONFIG_TTL
 from ..rate_configs import RateConfigs
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..sql import quote_schema
 
@@ -46,6 +47,7 @@ class EngineConfig:
     specs: Mapping[str, WorkflowSpec]
     queues: Mapping[str, int]
     rate_configs: RateConfigs
+    schedules: tuple[Schedule, ...]
     clock: Clock
     leases: Mapping[str, timedelta]
     poll_interval: timedelta
@@ -72,6 +74,7 @@ class EngineConfig:
         schema: str,
         queues: Mapping[str, int] | None,
         rate_limits: Mapping[str, Any] | None,
+        schedules: Sequence[Schedule] | None,
         clock: Clock | None,
         lease: timedelta,
         poll_interval: timedelta,
@@ -119,6 +122,7 @@ class EngineConfig:
             specs=specs,
             queues=checked_queues,
             rate_configs=RateConfigs.build(rate_limits, specs, check_steps=bool(checked_queues)),
+            schedules=_schedules(schedules, specs),
             clock=clock,
             leases=MappingProxyType({n: spec.lease or lease for n, spec in specs.items()}),
             poll_interval=_duration("poll_interval", poll_interval),
@@ -198,6 +202,31 @@ def _clock(clock: Any) -> Clock:
             f"clock must be a gd.Clock (gd.SystemClock() or gd.ManualClock()), got {clock!r}"
         )
     return clock  # type: ignore[no-any-return]
+
+
+def _schedules(schedules: Any, specs: Mapping[str, WorkflowSpec]) -> tuple[Schedule, ...]:
+    if schedules is None:
+        return ()
+    if isinstance(schedules, str | bytes | Mapping | Schedule) or not isinstance(
+        schedules, Iterable
+    ):
+        raise ConfigError(f"schedules must be a list of gd.Schedule(...), got {schedules!r}")
+    checked: dict[str, Schedule] = {}
+    for schedule in schedules:
+        if not isinstance(schedule, Schedule):
+            raise ConfigError(f"schedules must hold gd.Schedule(...) values, got {schedule!r}")
+        if specs.get(schedule.workflow) is not schedule.spec:
+            raise ConfigError(
+                f"schedule {schedule.name!r} starts workflow {schedule.workflow!r}, which is "
+                "not among this engine's workflows=[...]; add it there"
+            )
+        if schedule.name in checked:
+            raise ConfigError(
+                f"two schedules are named {schedule.name!r} (a schedule's name defaults to its "
+                "workflow's); give each schedule of one workflow its own name="
+            )
+        checked[schedule.name] = schedule
+    return tuple(checked.values())
 
 
 def _specs(workflows: Any) -> Mapping[str, WorkflowSpec]:

@@ -8,6 +8,7 @@ queues it is a client only (start, signal, get, result, cancel).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -16,19 +17,24 @@ from typing import Any, Literal
 from .. import routing
 from ..clock import Clock
 from ..db.connect import resolve_dsn
+from ..db.engine_store import EngineStore
 from ..db.listener import Listener
-from ..db.migrator import check_version, migrate_connection
-from ..db.store import Store
+from ..db.maintenance_store import MaintenanceStore
+from ..db.migrator import check_version, migrate
+from ..db.pool import Database
+from ..db.schedule_store import ScheduleStore
 from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
-from ..events import SCHEDULER_RECLAIMED, SIGNAL_DELIVERED, STEP_EXCEPTION, WORKFLOW_UNKNOWN
+from ..events import SIGNAL_DELIVERED, SIGNAL_DUPLICATE, STEP_EXCEPTION
 from ..limit import Limit
 from ..maintenance.collector import Collector
 from ..maintenance.loop import every
 from ..maintenance.nodes import Nodes
 from ..maintenance.reaper import Reaper
+from ..maintenance.ticker import REFRESH, Ticker
 from ..outcome import ChildEntry
-from ..records import Handle, InstanceInfo
+from ..records import Handle, InstanceInfo, QueuePause
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..telemetry import FAILURES, Telemetry, failure_handler
 from .client import Client
@@ -36,9 +42,11 @@ from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
 from .config import EngineConfig
 from .decide import Catalog
+from .drain import drain
 from .executor import Executor
 from .local import LocalRunner
 from .notifier import Notifier
+from .pauses import Pauses
 from .poller import Poller
 from .rate_config import write_rate_configs
 from .scheduler import Scheduler
@@ -75,6 +83,9 @@ class Engine:
     `local_starts` (on by default, off under a manual clock) lets a start made in this
     process, or a signal it sends, run at once on one of its schedulers with a free slot: the
     row is written already claimed (no notification, no claim statement).
+    `schedules` lists `gd.Schedule`s of its workflows, each with its own name: engines with
+    queues start each tick's instance, exactly once across all of them (checking for due
+    ticks every `poll_interval`; under a manual clock, in `drain()`).
 
     Every option is checked, for its type and range, when the engine is built: a bad one
     raises `ConfigError` before anything connects. `engine.config` holds them, validated and
@@ -90,6 +101,7 @@ class Engine:
         schema: str = "gendurable",
         queues: Mapping[str, int] | None = None,
         rate_limits: Mapping[str, Limit] | None = None,
+        schedules: Sequence[Schedule] | None = None,
         clock: Clock | None = None,
         lease: timedelta = timedelta(seconds=30),
         poll_interval: timedelta = timedelta(seconds=1),
@@ -113,6 +125,7 @@ class Engine:
             schema=schema,
             queues=queues,
             rate_limits=rate_limits,
+            schedules=schedules,
             clock=clock,
             lease=lease,
             poll_interval=poll_interval,
@@ -135,7 +148,8 @@ class Engine:
         self._objects = {
             n: _instantiate(s) for n, s in self.config.specs.items() if s.cls is not None
         }
-        self._store: Store | None = None
+        self._db: Database | None = None
+        self._store: EngineStore | None = None
         self._client: Client | None = None
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []  # heartbeats and the reaper
@@ -145,8 +159,10 @@ class Engine:
         self.reaper: Reaper | None = None
         self.collector: Collector | None = None
         self.nodes: Nodes | None = None
+        self.ticker: Ticker | None = None
         self._started = False
         self._watchdog: LoopWatchdog | None = None
+        self._pauses: Pauses | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -171,12 +187,46 @@ class Engine:
         self._started = True
 
     async def _open(self) -> None:
+        """Wire the engine: the database and listener, the pauses, the client, the queues,
+        maintenance."""
+        store, upkeep = await self._connect()
+        config, specs, clock = self.config, self.config.specs, self.config.clock
+        pauses = Pauses(
+            store.db, clock, config.queues, wake=self._wake_queue, telemetry=self.telemetry
+        )
+        self._pauses = pauses
+        notifier = Notifier(
+            self._listener,
+            self._wake_queue,
+            poll_interval=config.poll_interval.total_seconds(),
+            pause_changed=lambda queue, paused: pauses.changed(queue, paused=paused),
+        )
+        if self._listener is not None:
+            await self._listener.start()
+        if config.queues:  # after LISTEN: a pause from now on is announced
+            await pauses.listed()
+        self._client = Client(
+            specs,
+            store,
+            clock,
+            notifier,
+            self.telemetry,
+            LocalRunner(specs, self.schedulers, config.leases) if config.local_starts else None,
+            objects=self._objects,
+            max_payload_bytes=config.max_payload_bytes,
+        )
+        await self._start_queues(store, pauses)
+        await self._start_maintenance(upkeep)
+
+    async def _connect(self) -> tuple[EngineStore, MaintenanceStore]:
+        """Open the pool, migrate (or check) the schema, write the rate limits, and make the
+        listener (started by the caller)."""
         config = self.config
         dsn = resolve_dsn(config.dsn)
         if dsn is None:
             dsn = await self._start_embedded()
         timeout = config.statement_timeout.total_seconds()
-        store = await Store.open(
+        db = await Database.open(
             dsn,
             config.schema,
             max_size=config.pool_size,
@@ -184,35 +234,34 @@ class Engine:
             timeout=timeout,
             engine_plans=True,
         )
-        self._store = store
-        async with store.pool.acquire() as conn:
-            if config.migrate:
-                await migrate_connection(conn, schema=config.schema)
-            else:
+        self._db = db
+        store = self._store = EngineStore(db)
+        if config.migrate:
+            # On a connection of its own: a migration run outside a transaction holds a
+            # session-level lock, which a pool's connections must never keep.
+            await migrate(dsn, schema=config.schema)
+        else:
+            async with db.pool.acquire() as conn:
                 await check_version(conn, schema=config.schema)
         await write_rate_configs(store, config.rate_configs, config.clock.now())
         if config.listen:
-            self._listener = Listener(dsn, store.channel, timeout=timeout)
-        notifier = Notifier(
-            self._listener, self._wake_queue, poll_interval=config.poll_interval.total_seconds()
-        )
-        if self._listener is not None:
-            await self._listener.start()
-        specs, clock, leases = config.specs, config.clock, config.leases
-        self._client = Client(
-            specs,
-            store,
-            clock,
-            notifier,
-            self.telemetry,
-            LocalRunner(specs, self.schedulers, leases) if config.local_starts else None,
-            objects=self._objects,
-            max_payload_bytes=config.max_payload_bytes,
+            self._listener = Listener(dsn, db.channel, timeout=timeout)
+        return store, MaintenanceStore(db)
+
+    async def _start_queues(self, store: EngineStore, pauses: Pauses) -> None:
+        """One scheduler per queue (after the reclaim of a dead predecessor's claims), its
+        claim loop and its heartbeat; the executor they share; the watchdog and the poller."""
+        config, specs, clock, leases = (
+            self.config,
+            self.config.specs,
+            self.config.clock,
+            self.config.leases,
         )
         versions = {name: spec.version for name, spec in specs.items()}
         committer = Committer(store, clock, self.telemetry, leases, versions)
         catalog = Catalog(specs, config.rate_configs.limits, config.max_payload_bytes)
         executor = Executor(specs, self._objects, committer, self.telemetry, self, catalog)
+        executor.paused = pauses.known
         self._executor = executor
         known = [(w, s, leases[w]) for w, spec in specs.items() for s in spec.steps]
         awaiting = frozenset(
@@ -230,16 +279,11 @@ class Engine:
                 known=known,
                 awaiting=awaiting,
                 telemetry=self.telemetry,
+                paused=pauses.known,
             )
             self.schedulers[queue] = scheduler
-            reclaimed = await scheduler.reclaim()
-            if reclaimed:
-                self.telemetry.emit(
-                    SCHEDULER_RECLAIMED,
-                    {"count": reclaimed},
-                    {"queue": queue, "locked_by": scheduler.locked_by},
-                )
-            await self.report_unknown(scheduler)
+            await scheduler.reclaim()
+            await scheduler.report_unknown()
             self._claim_loops.append(
                 asyncio.create_task(scheduler.loop(), name=f"gendurable:{queue}")
             )
@@ -249,60 +293,91 @@ class Engine:
                     name=f"gendurable:{queue}:heartbeat",
                 )
             )
+        if not config.queues:
+            return
+        # A step that blocks the event loop stops every heartbeat: the watchdog says which.
+        self._watchdog = LoopWatchdog(
+            specs,
+            self.telemetry,
+            threshold=config.heartbeat.total_seconds(),
+            lease=config.shortest_lease.total_seconds(),
+            engine=config.name,
+        )
+        self._watchdog.start()
+        poller = Poller(store, clock, self.schedulers, self.telemetry, pauses)
+        self._loops.append(
+            asyncio.create_task(
+                every(config.poll_interval, poller.run_once, "poller"),
+                name="gendurable:poller",
+            )
+        )
+
+    async def _start_maintenance(self, upkeep: MaintenanceStore) -> None:
+        """This node's record and heartbeat, the reaper, the schedules' ticker and the
+        collector. With a manual clock none of them loops: time moves only by hand, and
+        drain() runs them."""
+        config, clock = self.config, self.config.clock
         self.nodes = Nodes(
-            store,
+            upkeep,
             clock,
             engine_name=config.name,
             queues=config.queues,
-            specs=specs,
+            specs=config.specs,
             heartbeat=config.heartbeat,
             telemetry=self.telemetry,
         )
         await self.nodes.register()
-        if not clock.manual:  # with a manual clock drain() refreshes the node
-            self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
-        if config.queues:  # a step that blocks the loop stops every heartbeat: say which
-            self._watchdog = LoopWatchdog(
-                specs,
-                self.telemetry,
-                threshold=config.heartbeat.total_seconds(),
-                lease=config.shortest_lease.total_seconds(),
-                engine=config.name,
-            )
-            self._watchdog.start()
+        self.reaper = Reaper(upkeep, clock, self.telemetry)
+        self.ticker = Ticker(
+            ScheduleStore(upkeep.db),
+            clock,
+            self.telemetry,
+            config.schedules if config.queues else (),
+            node=self.nodes.id,
+            max_payload_bytes=config.max_payload_bytes,
+        )
         if config.queues:
-            poller = Poller(store, clock, self.schedulers, self.telemetry)
-            self._loops.append(
-                asyncio.create_task(
-                    every(config.poll_interval, poller.run_once, "poller"),
-                    name="gendurable:poller",
-                )
-            )
-        self.reaper = Reaper(store, clock, self.telemetry)
-        if config.queues and not clock.manual:
-            # With a manual clock time moves only by hand: drain() runs the reaper.
-            self._loops.append(
-                asyncio.create_task(
-                    every(config.reap_interval, self.reaper.run_once, "reaper"),
-                    name="gendurable:reaper",
-                )
-            )
+            await self.ticker.declare()
         self.collector = Collector(
-            store,
+            upkeep,
             clock,
             self.telemetry,
             retention=config.gc_retention,
             batch=config.gc_batch,
             configs=config.rate_configs,
         )
-        if config.queues and not clock.manual:
-            # With a manual clock time moves only by hand: drain() runs the collector.
+        if clock.manual:
+            return
+        self._loops.append(asyncio.create_task(self.nodes.loop(), name="gendurable:node"))
+        if not config.queues:
+            return
+        self._loops.append(
+            asyncio.create_task(
+                every(config.reap_interval, self.reaper.run_once, "reaper"),
+                name="gendurable:reaper",
+            )
+        )
+        if config.schedules:
             self._loops.append(
                 asyncio.create_task(
-                    every(config.gc_interval, self.collector.run_once, "collector"),
-                    name="gendurable:collector",
+                    every(
+                        config.poll_interval,
+                        functools.partial(self.ticker.run_once, upkeep=False),
+                        "schedules",
+                    ),
+                    name="gendurable:schedules",
                 )
             )
+        self._loops += [
+            asyncio.create_task(
+                every(REFRESH, self.ticker.run_once, "schedules upkeep"),
+                name="gendurable:schedules:upkeep",
+            ),
+            asyncio.create_task(
+                every(config.gc_interval, self.collector.run_once, "collector"),
+                name="gendurable:collector",
+            ),
+        ]
 
     async def _start_embedded(self) -> str:
         from ..embedded import EmbeddedPostgres
@@ -356,18 +431,21 @@ class Engine:
         self._claim_loops.clear()
         self.schedulers.clear()
         self._client = None
+        self._pauses = None
         self._executor = None
         self.reaper = None
         self.collector = None
-        if self.nodes is not None and self._store is not None:
+        self.ticker = None
+        if self.nodes is not None and self._db is not None:
             await self.nodes.remove(grace=CLOSE_GRACE)
         self.nodes = None
         if self._listener is not None:
             await self._listener.stop(grace=CLOSE_GRACE)
             self._listener = None
-        if self._store is not None:
-            await self._store.close(grace=CLOSE_GRACE)
-            self._store = None
+        self._store = None
+        if self._db is not None:
+            await self._db.close(grace=CLOSE_GRACE)
+            self._db = None
         if self._embedded is not None:
             await self._embedded.astop()
             self._embedded = None
@@ -384,62 +462,19 @@ class Engine:
     async def drain(self, *, max_rounds: int = 100_000) -> None:
         """Run everything due until nothing is, and no step of this engine is in flight.
 
+        Due schedule ticks count: their instances are started, then run like any other.
+
         Then collect garbage once (terminal rows older than `gc_retention` by the clock).
         """
         self._require()
-        if self.nodes is not None:  # a manual clock may have moved past this node's expiry
-            await self.nodes.run_once()
-        for _ in range(max_rounds):
-            before = self._progress()
-            reaped = await self.reaper.run_once() if self.reaper and self.schedulers else None
-            for scheduler in self.schedulers.values():
-                await scheduler.run_once()
-            await asyncio.gather(*(s.idle() for s in self.schedulers.values()))
-            after = self._progress()
-            if after == before and not (reaped and (reaped.rescued or reaped.timed_out)):
-                for scheduler in self.schedulers.values():
-                    await self.report_unknown(scheduler)
-                if self.collector and self.schedulers:  # deletes only: nothing becomes due
-                    await self.collector.run_once()
-                return
-        raise EngineError(f"drain() did not settle within {max_rounds} rounds")
-
-    async def report_unknown(self, scheduler: Scheduler) -> int:
-        """Report (log and telemetry `workflow.unknown`) due rows this deploy cannot run.
-
-        Such rows are never claimed: they wait, untouched, for a deploy that knows them.
-        """
-        found = await scheduler.unknown()
-        for workflow, step, count, first_id in found:
-            _log.warning(
-                "queue %r holds %d due instance(s) of %s at step %r (first id %d) that this "
-                "deploy does not know; they are left untouched",
-                scheduler.queue,
-                count,
-                workflow,
-                step,
-                first_id,
-            )
-            self.telemetry.emit(
-                WORKFLOW_UNKNOWN,
-                {"count": count},
-                {
-                    "queue": scheduler.queue,
-                    "workflow": workflow,
-                    "step": step,
-                    "first_id": first_id,
-                },
-            )
-        return sum(c for _, _, c, _ in found)
-
-    def _progress(self) -> tuple[int, int, int]:
-        """Claims made, rows deferred and steps finished so far: drain goes on while any
-        moves."""
-        schedulers = self.schedulers.values()
-        return (
-            sum(s.claimed_total for s in schedulers),
-            sum(s.deferred_total for s in schedulers),
-            sum(s.finished_total for s in schedulers),
+        await drain(
+            self.schedulers,
+            pauses=self._pauses,
+            reaper=self.reaper,
+            ticker=self.ticker,
+            collector=self.collector,
+            nodes=self.nodes,
+            max_rounds=max_rounds,
         )
 
     # -- the client API (the class-level API routes here) -------------------------------
@@ -457,16 +492,59 @@ class Engine:
         return await self._require().start_many(list(entries))
 
     async def signal(
-        self, workflow: str, key_or_id: str | int, name: str, payload: Any = None
+        self,
+        workflow: str,
+        key_or_id: str | int,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Any:
-        """Deliver a signal (see `Flow.signal`); returns the stored signal's id."""
-        signal_id = await self._require().signal(workflow, key_or_id, name, payload)
-        self.telemetry.emit(
-            SIGNAL_DELIVERED,
-            {},
-            {"workflow": workflow, "target": key_or_id, "name": name, "signal_id": signal_id},
+        """Deliver a signal (see `Flow.signal`); returns the stored signal's id (with an
+        `idempotency_key` used before for this instance: the first send's, storing nothing)."""
+        sent = await self._require().signal(
+            workflow, key_or_id, name, payload, idempotency_key=idempotency_key
         )
-        return signal_id
+        meta = {"workflow": workflow, "target": key_or_id, "name": name, "signal_id": sent.id}
+        if sent.duplicate:
+            self.telemetry.emit(SIGNAL_DUPLICATE, {}, {**meta, "idempotency_key": idempotency_key})
+        else:
+            self.telemetry.emit(SIGNAL_DELIVERED, {}, meta)
+        return sent.id
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def pause(self, queue: str, *, by: str | None = None) -> bool:
+        """Pause `queue` on every engine of this schema, until `resume(queue)`.
+
+        Durable (stored in the database, kept across restarts) and exact: once this returns,
+        no engine starts a new step of the queue, whether or not it has heard of the pause
+        (an engine that listens hears at once, the others within their poll interval). Steps
+        running now finish and commit; a goto to a next step leaves it available, unrun.
+        Starts, signals and await timeouts are still accepted and stored; `blocked_by` of a
+        waiting instance of the queue says `paused`. Works on a client-only engine, and for
+        a queue no engine runs yet. `by` says who paused it (default: this engine's node
+        id). Returns False when the queue was paused already (its first pause is kept).
+        """
+        pauses = self._require_pauses()
+        return await pauses.pause(queue, by if by is not None else self._node_name())
+
+    async def resume(self, queue: str) -> bool:
+        """Resume a paused `queue` on every engine: its due instances run again (at once on
+        the engines that listen). Returns False when it was not paused."""
+        return await self._require_pauses().resume(queue)
+
+    async def paused_queues(self) -> list[QueuePause]:
+        """Every paused queue of this schema (queue, since when, by whom), in name order."""
+        return await self._require_pauses().listed()
+
+    def _require_pauses(self) -> Pauses:
+        self._require()
+        assert self._pauses is not None
+        return self._pauses
+
+    def _node_name(self) -> str:
+        return self.nodes.id if self.nodes is not None else self.name
 
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
         """A snapshot of one instance."""
@@ -479,6 +557,21 @@ class Engine:
     async def cancel(self, workflow: str, key_or_id: str | int) -> None:
         """Cancel a live instance and its live descendants (see `Flow.cancel`)."""
         await self._require().cancel(workflow, key_or_id)
+
+    async def pause_schedule(self, name: str) -> None:
+        """Pause schedule `name` for every engine, durably: its ticks start nothing until
+        `resume_schedule(name)`. `NoTarget` when no engine ever declared such a schedule."""
+        await self._set_paused(name, True)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume schedule `name` from now: ticks that came due while it was paused do not
+        run. `NoTarget` when no engine ever declared such a schedule."""
+        await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        self._require()
+        assert self.ticker is not None  # set while the engine runs
+        await self.ticker.set_paused(name, paused)
 
     async def check(self, *, full: bool = False, sample: int = 1000) -> CheckReport:
         """Would deploying this engine's code strand live rows? (see `gendurable.deploy_check`)
@@ -528,8 +621,8 @@ class Engine:
         return self._objects
 
     @property
-    def store(self) -> Store:
-        """The engine's database access (for tests and tools)."""
+    def store(self) -> EngineStore:
+        """The engine's statements (for tests and tools); `store.db` is its database."""
         if self._store is None:
             raise EngineError(f"engine {self.name!r} is not running")
         return self._store

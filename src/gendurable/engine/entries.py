@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..db.engine_store import InstanceColumns
 from ..errors import DuplicateKey, ValidationError
 from ..limit import Limit
 from ..outcome import ChildEntry
@@ -102,29 +103,25 @@ def new_rows(
     return rows
 
 
-def columns(rows: Sequence[NewRow]) -> list[list[Any]]:
-    """The parallel arrays `instance_insert_many` takes, in its parameter order."""
-    out: list[list[Any]] = [[] for _ in range(14)]
-    for r in rows:
-        values = (
-            r.workflow,
-            r.queue,
-            r.step,
-            r.state,
-            r.max_attempts,
-            r.priority,
-            r.run_at,
-            r.delay,
-            r.key,
-            "{" + ",".join(r.scope) + "}",
-            r.concurrency_key,
-            r.limit.name,
-            r.limit.partition,
-            r.limit.weight,
-        )
-        for column, value in zip(out, values, strict=True):
-            column.append(value)
-    return out
+def columns(rows: Sequence[NewRow]) -> InstanceColumns:
+    """The parallel arrays `instance_insert_many` takes, by parameter name."""
+    return InstanceColumns(
+        workflows=[r.workflow for r in rows],
+        queues=[r.queue for r in rows],
+        steps=[r.step for r in rows],
+        states=[r.state for r in rows],
+        max_attempts=[r.max_attempts for r in rows],
+        priorities=[r.priority for r in rows],
+        run_ats=[r.run_at for r in rows],
+        delays=[r.delay for r in rows],
+        keys=[r.key for r in rows],
+        scopes=["{" + ",".join(r.scope) + "}" for r in rows],
+        concurrency_keys=[r.concurrency_key for r in rows],
+        rate_limits=[r.limit.name for r in rows],
+        rate_partitions=[r.limit.partition for r in rows],
+        weights=[r.limit.weight for r in rows],
+        state_versions=[r.state_version for r in rows],
+    )
 
 
 def step_limit(

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
 from .claim import Claimed, StoredChild, StoredSignal
 from .codec import decode_json
-from .committer import Committer
+from .committer import Applied, Committer
 from .decide import (
     NO_CATALOG,
     Catalog,
@@ -68,6 +68,9 @@ class Executor:
         self.engine = engine
         self.rng = random.Random()
         self.keep_claims = True
+        self.paused: Set[str] = frozenset()
+        """The queues this engine knows to be paused: a step of one never keeps its claim
+        to run the next at once (the database refuses it too, see `queue_paused`)."""
         self._current: dict[int, Claimed] = {}
 
     async def run(self, claim: Claimed, on_last_commit: Callable[[], None] | None = None) -> None:
@@ -108,7 +111,12 @@ class Executor:
                 state: Any = None
             else:
                 decision, state = await self._run_step(spec, step, claim, unreadable)
-            if isinstance(decision, MoveTo) and decision.keep_claim and not self.keep_claims:
+            if (
+                isinstance(decision, MoveTo)
+                and decision.keep_claim
+                and (not self.keep_claims or claim.queue in self.paused)
+            ):
+                # Stopping, or the queue is paused: the next step goes through the queue.
                 decision = replace(decision, keep_claim=False)
             if on_last_commit is not None and not (
                 isinstance(decision, MoveTo) and decision.keep_claim
@@ -116,14 +124,18 @@ class Executor:
                 on_last_commit()
                 on_last_commit = None
             try:
-                committed = await self.committer.apply(claim, decision)
+                applied = await self.committer.apply(claim, decision)
             except DuplicateKey as exc:
                 # A spawn met a key held by a live instance: nothing was inserted, and the
                 # error path decides what happens to the parent.
                 assert isinstance(decision, SpawnChildren)
                 decision = await self._on_error(spec, step, claim, state, exc)
-                committed = await self.committer.apply(claim, decision)
-            if not (committed and isinstance(decision, MoveTo) and decision.keep_claim):
+                applied = await self.committer.apply(claim, decision)
+            if not (
+                applied is Applied.COMMITTED
+                and isinstance(decision, MoveTo)
+                and decision.keep_claim
+            ):
                 return
             claim = claim.moved(decision.step, decision.state, spec.version)
         # The chain is long: let the queue's order decide what runs next.

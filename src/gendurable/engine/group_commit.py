@@ -4,6 +4,11 @@ The first outcome goes out at once, alone; outcomes that arrive while a batch is
 wait for the next batch. So an idle engine commits with no added latency and a busy one pays
 one round trip and one WAL flush per batch instead of per step. Each step still waits for
 its own durable commit before its instance moves on.
+
+A batch holds at most one outcome per instance: the statement answers by instance, so two
+claims of one instance (a claim lost during an outage, and the claim that took the instance
+over, both in this worker) must not share a statement, or the lost one would be told it
+committed and run on. The second waits for the next batch.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class BatchItem:
     keep_children: bool = True
     max_attempts: int | None = None
     """The attempts the step the row enters may use (None: the row keeps its own)."""
+    queue: str | None = None
+    """The row's queue (a kept-claim move is refused in a paused queue)."""
 
 
 class _Stale:
@@ -89,8 +96,7 @@ class GroupCommit:
         backoff = BUSY_BACKOFF[0]
         try:
             while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
+                batch = self._take()
                 try:
                     done, busy = await self.flush([item for item, _ in batch])
                 except BaseException as exc:
@@ -119,6 +125,23 @@ class GroupCommit:
                 backoff = BUSY_BACKOFF[0]
         finally:
             self._in_flight -= 1
+
+    def _take(self) -> list[tuple[BatchItem, asyncio.Future[Any]]]:
+        """The next batch: pending outcomes in order, up to `max_batch`, one per instance."""
+        batch: list[tuple[BatchItem, asyncio.Future[Any]]] = []
+        ids: set[int] = set()
+        left = []
+        for n, entry in enumerate(self._pending):
+            if len(batch) == self.max_batch:
+                left += self._pending[n:]
+                break
+            if entry[0].id in ids:
+                left.append(entry)
+            else:
+                batch.append(entry)
+                ids.add(entry[0].id)
+        self._pending[:] = left
+        return batch
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -1,7 +1,8 @@
 """The engine's one LISTEN connection: wakes schedulers and `result()` waiters.
 
-Payloads on the schema's channel are `q:<queue>` (work became due) and `t:<id>` (an
-instance ended). Notifications are hints: schedulers also poll and waiters recheck the row,
+Payloads on the schema's channel are `q:<queue>` (work became due), `t:<id>` (an
+instance ended), `p:<queue>` and `r:<queue>` (a queue was paused, resumed). Notifications
+are hints: schedulers also poll and waiters recheck the row,
 so a notification lost while the connection was down costs latency, never correctness.
 """
 
@@ -25,9 +26,11 @@ class Notifier:
         wake_queue: Callable[[str], None],
         *,
         poll_interval: float,
+        pause_changed: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.listener = listener
         self.wake_queue = wake_queue
+        self.pause_changed = pause_changed
         self._waiters: dict[int, set[asyncio.Future[None]]] = {}
         # With no listener nothing announces an end: waiters look again at this pace.
         self.recheck_after = None if listener is not None else poll_interval
@@ -53,6 +56,9 @@ class Notifier:
         kind, _, value = payload.partition(":")
         if kind == "q":
             self.wake_queue(value)
+        elif kind in ("p", "r"):
+            if self.pause_changed is not None:
+                self.pause_changed(value, kind == "p")
         elif kind == "t":
             try:
                 id = int(value)

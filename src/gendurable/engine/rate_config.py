@@ -11,23 +11,24 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from ..db.store import Store
+from ..db.engine_store import EngineStore
 from ..rate_configs import MS, RateConfigs
 
 _log = logging.getLogger("gendurable.engine")
 
 
-async def write_rate_configs(store: Store, configs: RateConfigs, now: datetime | None) -> None:
+async def write_rate_configs(
+    store: EngineStore, configs: RateConfigs, now: datetime | None
+) -> None:
     """Store every limit (the last start wins), warning about each one that changed."""
     if not configs.limits:
         return
-    rows = await store.rate_config_write(configs.columns(), now)
-    for row in rows:
-        if row["old_allowed"] is None:
+    for row in await store.rate_config_write(**configs.columns(), now=now):
+        if row.old_allowed is None:
             continue
-        name = row["name"]
+        name = row.name
         new = configs.limits[name]
-        old = (row["old_allowed"], row["old_per_ms"], row["old_burst"])
+        old = (row.old_allowed, row.old_per_ms, row.old_burst)
         if old != (new.allowed, new.per // MS, new.capacity):
             _log.warning(
                 "rate limit %r was configured as allowed=%d per=%sms burst=%d by an "

@@ -16,17 +16,23 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from datetime import timedelta
-from typing import Any
 
 from ..clock import Clock
+from ..db.engine_store import EngineStore
 from ..db.outage import log_failure
-from ..db.store import Store
-from ..events import CONCURRENCY_CONTENDED, RATE_LIMIT_THROTTLED, RATE_LIMIT_UNKNOWN
+from ..db.rows import PickedRow
+from ..events import (
+    CONCURRENCY_CONTENDED,
+    RATE_LIMIT_THROTTLED,
+    RATE_LIMIT_UNKNOWN,
+    SCHEDULER_RECLAIMED,
+    WORKFLOW_UNKNOWN,
+)
 from ..maintenance.loop import observed
 from ..telemetry import Telemetry
-from .claim import Claimed, StoredChild, StoredSignal
+from .claim import Claimed, ClaimSource, StoredChild, StoredSignal
 from .executor import Executor
 
 _log = logging.getLogger("gendurable.scheduler")
@@ -51,12 +57,13 @@ class Scheduler:
         queue: str,
         concurrency: int,
         min_demand: int,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         executor: Executor,
         known: Sequence[tuple[str, str, timedelta]],
         awaiting: frozenset[tuple[str, str]] = frozenset(),
         telemetry: Telemetry | None = None,
+        paused: Set[str] = frozenset(),
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -73,6 +80,9 @@ class Scheduler:
         self.lease_workflows = list(leases)
         self.lease_values = list(leases.values())
         self.awaiting = awaiting
+        # The queues the engine knows paused (shared, kept by `Pauses`): a paused queue's
+        # scheduler does not even try to claim (the claim would refuse it anyway).
+        self.paused = paused
         self.claimed_total = 0
         self.deferred_total = 0
         self.finished_total = 0
@@ -106,7 +116,7 @@ class Scheduler:
         """
         async with self._claim_lock:
             free = self.concurrency - self._active() - self._reserved
-            if not self.claiming or free < self.min_demand:
+            if not self.claiming or free < self.min_demand or self.queue in self.paused:
                 # Work may have been announced that this claim could not take: the next
                 # freed slot claims.
                 self.drained = False
@@ -117,24 +127,24 @@ class Scheduler:
             current = asyncio.current_task()
             claim = asyncio.create_task(
                 self.store.instance_claim(
-                    self.queue,
-                    free,
-                    token,
-                    self.known_leases,
-                    self.clock.now(),
-                    self.known_workflows,
-                    self.known_steps,
+                    queue=self.queue,
+                    limit=free,
+                    locked_by=token,
+                    workflows=self.known_workflows,
+                    steps=self.known_steps,
+                    leases=self.known_leases,
+                    now=self.clock.now(),
                 ),
                 name=current.get_name() if current is not None else None,
             )
             try:
                 rows = await asyncio.shield(claim)
-                claimed = [r for r in rows if r["go"]]
+                claimed = [r for r in rows if r.go]
                 self._report(rows, claimed)
                 if len(claimed) < len(rows):
                     # Deferred rows are due when their tokens come: claim again then,
                     # rather than at the next poll.
-                    self._wake_at({r["wait"] for r in rows if not r["go"]})
+                    self._wake_at({r.wait for r in rows if not r.go})
                 inboxes = await self._inboxes(claimed)
                 children = await self._children(claimed)
             except asyncio.CancelledError:
@@ -145,8 +155,8 @@ class Scheduler:
                     Claimed.from_row(
                         row,
                         token,
-                        inboxes.get(row["id"], ()),
-                        children.get(row["id"], ()),
+                        inboxes.get(row.id, ()),
+                        children.get(row.id, ()),
                     )
                 )
             self.claimed_total += len(claimed)
@@ -159,10 +169,10 @@ class Scheduler:
         name (`locked_by` of the row), or None when there is no slot for it.
 
         Only while the queue is drained (its last claim found fewer due rows than free
-        slots), so that a start never overtakes due rows waiting in the queue. Each name
-        must be followed by `adopt()` or `unreserve()`.
+        slots), so that a start never overtakes due rows waiting in the queue, and not
+        paused. Each name must be followed by `adopt()` or `unreserve()`.
         """
-        if not self.claiming or not self.drained:
+        if not self.claiming or not self.drained or self.queue in self.paused:
             return None
         if self._active() + self._reserved >= self.concurrency:
             return None
@@ -173,7 +183,7 @@ class Scheduler:
         """Give back a slot `reserve()` promised (the row was not created claimed)."""
         self._reserved -= 1
 
-    def adopt(self, row: Any, token: str, inbox: tuple[StoredSignal, ...] = ()) -> None:
+    def adopt(self, row: ClaimSource, token: str, inbox: tuple[StoredSignal, ...] = ()) -> None:
         """Run a row claimed under `token` (from `reserve()`) elsewhere: by a start, by a
         signal's wake-up; in the slot reserved for it."""
         self._reserved -= 1
@@ -215,7 +225,7 @@ class Scheduler:
         self.wake()
         self._arm()
 
-    async def _give_back(self, claim: asyncio.Task[list[Any]], token: str) -> None:
+    async def _give_back(self, claim: asyncio.Task[list[PickedRow]], token: str) -> None:
         """Release the rows of a claim whose loop was cancelled (stop) before it started them.
 
         The statement may have committed on the server already: its rows would otherwise
@@ -225,39 +235,41 @@ class Scheduler:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(GIVE_BACK_GRACE):
                 for row in await claim:
-                    if row["go"]:
-                        await self.store.instance_release(row["id"], token, self.clock.now())
+                    if row.go:
+                        await self.store.instance_release(
+                            id=row.id, locked_by=token, now=self.clock.now()
+                        )
 
-    def _report(self, rows: Sequence[Any], claimed: Sequence[Any]) -> None:
+    def _report(self, rows: Sequence[PickedRow], claimed: Sequence[PickedRow]) -> None:
         """Telemetry for rows a claim held back: busy concurrency keys, throttles, unknowns."""
-        if rows and rows[0]["contended"]:
+        if rows and rows[0].contended:
             self.telemetry.emit(
                 CONCURRENCY_CONTENDED,
-                {"count": rows[0]["contended"]},
+                {"count": rows[0].contended},
                 {"queue": self.queue},
             )
         if len(claimed) == len(rows):
             return
         buckets: dict[tuple[str, str | None], list[int]] = {}
         for row in rows:
-            if row["rate_limit"] is not None:
-                tally = buckets.setdefault((row["rate_limit"], row["rate_partition"]), [0, 0, 0])
-                tally[0 if row["go"] else 1] += 1
-                tally[2] |= bool(row["unknown_limit"])
+            if row.rate_limit is not None:
+                tally = buckets.setdefault((row.rate_limit, row.rate_partition), [0, 0, 0])
+                tally[0 if row.go else 1] += 1
+                tally[2] |= row.unknown_limit
         for (limit, partition), (granted, denied, unknown) in buckets.items():
             if not denied:
                 continue
             waiting = [
                 r
                 for r in rows
-                if not r["go"] and (r["rate_limit"], r["rate_partition"]) == (limit, partition)
+                if not r.go and (r.rate_limit, r.rate_partition) == (limit, partition)
             ]
             meta = {
                 "queue": self.queue,
                 "limit": limit,
                 "partition": partition,
-                "first_id": min(r["id"] for r in waiting),
-                "retry_at": min(r["run_at"] for r in waiting),
+                "first_id": min(r.id for r in waiting),
+                "retry_at": min(r.run_at for r in waiting),
             }
             if unknown:
                 _log.warning(
@@ -274,30 +286,30 @@ class Scheduler:
                     RATE_LIMIT_THROTTLED, {"granted": granted, "denied": denied}, meta
                 )
 
-    async def _children(self, rows: Sequence[Any]) -> dict[int, tuple[StoredChild, ...]]:
+    async def _children(self, rows: Sequence[PickedRow]) -> dict[int, tuple[StoredChild, ...]]:
         """Load the children of the claimed rows that come back from a spawn, in one query."""
-        parents = [(r["id"], r["children_from"]) for r in rows if r["children_from"] is not None]
+        parents = [(r.id, r.children_from) for r in rows if r.children_from is not None]
         if not parents:
             return {}
         grouped: dict[int, list[StoredChild]] = {}
-        loaded = await self.store.children_load([p for p, _ in parents], [f for _, f in parents])
+        loaded = await self.store.children_load(
+            parent_ids=[p for p, _ in parents], first_ids=[f for _, f in parents]
+        )
         for c in loaded:
-            grouped.setdefault(c["parent_id"], []).append(
-                StoredChild(c["id"], c["key"], c["workflow"], c["status"], c["result"], c["error"])
+            grouped.setdefault(c.parent_id, []).append(
+                StoredChild(c.id, c.key, c.workflow, c.status, c.result, c.error)
             )
         return {id: tuple(cs) for id, cs in grouped.items()}
 
-    async def _inboxes(self, rows: Sequence[Any]) -> dict[int, tuple[StoredSignal, ...]]:
+    async def _inboxes(self, rows: Sequence[PickedRow]) -> dict[int, tuple[StoredSignal, ...]]:
         """Load the inboxes of the claimed rows that sit at an awaiting step, in one query."""
-        ids = [r["id"] for r in rows if (r["workflow"], r["step"]) in self.awaiting]
+        ids = [r.id for r in rows if (r.workflow, r.step) in self.awaiting]
         if not ids:
             return {}
         grouped: dict[int, list[StoredSignal]] = {}
-        for sig in await self.store.inbox_load(ids):
-            grouped.setdefault(sig["instance_id"], []).append(
-                StoredSignal(
-                    sig["id"], sig["name"], sig["payload"], sig["received_at"], sig["trace_context"]
-                )
+        for sig in await self.store.inbox_load(ids=ids):
+            grouped.setdefault(sig.instance_id, []).append(
+                StoredSignal(sig.id, sig.name, sig.payload, sig.received_at, sig.trace_context)
             )
         return {id: tuple(sigs) for id, sigs in grouped.items()}
 
@@ -326,22 +338,56 @@ class Scheduler:
             await self._wake.wait()
 
     async def reclaim(self) -> int:
-        """Release, at once, expired claims a dead predecessor on this host left behind.
+        """Release, at once, expired claims a dead predecessor on this host left behind;
+        how many (`scheduler.reclaimed` when any).
 
         Reported as the `maintenance.run` (or `.exception`) of task `reclaim`.
         """
         with observed(self.telemetry, "reclaim", self.queue) as run:
             prefix = self.locked_by.rsplit("-", 2)[0] + "-"
-            rows = await self.store.claims_reclaim(prefix, self.clock.now(), 1000)
+            rows = await self.store.claims_reclaim(prefix=prefix, now=self.clock.now(), limit=1000)
             run.rows = len(rows)
-            return run.rows
+        if run.rows:
+            self.telemetry.emit(
+                SCHEDULER_RECLAIMED,
+                {"count": run.rows},
+                {"queue": self.queue, "locked_by": self.locked_by},
+            )
+        return run.rows
 
-    async def unknown(self) -> list[tuple[str, str, int, int]]:
-        """(workflow, step, count, first id) of due rows this deploy cannot run."""
-        rows = await self.store.instances_unknown(
-            self.queue, self.known_workflows, self.known_steps, self.clock.now()
+    async def report_unknown(self) -> int:
+        """Report (log and telemetry `workflow.unknown`) due rows this deploy cannot run;
+        how many.
+
+        Such rows are never claimed: they wait, untouched, for a deploy that knows them.
+        """
+        found = await self.store.instances_unknown(
+            queue=self.queue,
+            workflows=self.known_workflows,
+            steps=self.known_steps,
+            now=self.clock.now(),
         )
-        return [(r["workflow"], r["step"], r["n"], r["first_id"]) for r in rows]
+        for unknown in found:
+            _log.warning(
+                "queue %r holds %d due instance(s) of %s at step %r (first id %d) that this "
+                "deploy does not know; they are left untouched",
+                self.queue,
+                unknown.n,
+                unknown.workflow,
+                unknown.step,
+                unknown.first_id,
+            )
+            self.telemetry.emit(
+                WORKFLOW_UNKNOWN,
+                {"count": unknown.n},
+                {
+                    "queue": self.queue,
+                    "workflow": unknown.workflow,
+                    "step": unknown.step,
+                    "first_id": unknown.first_id,
+                },
+            )
+        return sum(unknown.n for unknown in found)
 
     async def heartbeat(self) -> int:
         """Extend all running claims of this scheduler by their leases; how many.
@@ -351,10 +397,10 @@ class Scheduler:
         with observed(self.telemetry, "heartbeat", self.queue) as run:
             if self._running:
                 run.rows = await self.store.lease_extend(
-                    list(self._running_claims.values()),
-                    self.lease_workflows,
-                    self.lease_values,
-                    self.clock.now(),
+                    claims=list(self._running_claims.values()),
+                    workflows=self.lease_workflows,
+                    leases=self.lease_values,
+                    now=self.clock.now(),
                 )
             return run.rows
 

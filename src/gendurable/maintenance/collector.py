@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..clock import Clock
-from ..db.store import Store
+from ..db.maintenance_store import MaintenanceStore
 from ..events import GC_SWEPT
 from ..rate_configs import RateConfigs
 from ..telemetry import Telemetry
@@ -48,7 +48,7 @@ class Collector:
 
     def __init__(
         self,
-        store: Store,
+        store: MaintenanceStore,
         clock: Clock,
         telemetry: Telemetry,
         *,
@@ -76,7 +76,7 @@ class Collector:
 
     async def _collect(self) -> SweepReport:
         if self.configs.limits:
-            await self.store.rate_config_refresh(self.configs.columns(), self.clock.now())
+            await self.store.rate_config_refresh(**self.configs.columns(), now=self.clock.now())
         instances = await self._sweep_instances() if self.retention is not None else 0
         configs = await self._sweep_configs()
         buckets = await self._sweep_buckets()  # after the configs: their buckets go now
@@ -92,30 +92,43 @@ class Collector:
     async def _sweep_instances(self) -> int:
         assert self.retention is not None
         deleted = 0
-        after: tuple[datetime | None, int | None] = (None, None)
+        after_finished_at: datetime | None = None
+        after_id: int | None = None
         while True:
-            row = await self.store.terminal_sweep(
-                self.clock.now(), self.retention, after, self.batch
+            swept = await self.store.terminal_sweep(
+                now=self.clock.now(),
+                retention=self.retention,
+                after_finished_at=after_finished_at,
+                after_id=after_id,
+                limit=self.batch,
             )
-            deleted += int(row["deleted"])
-            if row["scanned"] < self.batch:
+            deleted += swept.deleted
+            if swept.scanned < self.batch:
                 return deleted
-            after = (row["last_finished_at"], row["last_id"])
+            after_finished_at, after_id = swept.last_finished_at, swept.last_id
 
     async def _sweep_configs(self) -> int:
         deleted = 0
         while True:
-            n = await self.store.rate_config_sweep(self.clock.now(), CONFIG_TTL, self.batch)
+            n = await self.store.rate_config_sweep(
+                now=self.clock.now(), ttl=CONFIG_TTL, limit=self.batch
+            )
             deleted += n
             if n < self.batch:
                 return deleted
 
     async def _sweep_buckets(self) -> int:
         deleted = 0
-        after: tuple[str | None, str | None] = (None, None)
+        after_name: str | None = None
+        after_partition: str | None = None
         while True:
-            row = await self.store.bucket_sweep(self.clock.now(), after, self.batch)
-            deleted += int(row["deleted"])
-            if row["scanned"] < self.batch:
+            swept = await self.store.bucket_sweep(
+                now=self.clock.now(),
+                after_name=after_name,
+                after_partition=after_partition,
+                limit=self.batch,
+            )
+            deleted += swept.deleted
+            if swept.scanned < self.batch:
                 return deleted
-            after = (row["last_name"], row["last_partition"])
+            after_name, after_partition = swept.last_name, swept.last_partition

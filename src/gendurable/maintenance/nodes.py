@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from ..clock import Clock
-from ..db.store import Store
+from ..db.maintenance_store import MaintenanceStore
 from ..json_schema import describe_type
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
@@ -50,8 +50,9 @@ def describe_workflows(specs: Mapping[str, WorkflowSpec]) -> dict[str, Any]:
 
     Per workflow: its queue, priority and version; each step's awaited signal names; each
     signal's payload type and the State's (`json_schema.describe_type`: a readable name and
-    its JSON Schema, or null when untyped); and how an instance starts (`start`: the step,
-    its attempts and the rate limit its first step takes).
+    its JSON Schema, or null when untyped); how an instance starts (`start`: the step,
+    its attempts and the rate limit its first step takes); and what an entry into each step
+    takes (`entry`: its attempts and rate limit, for a rewind).
     """
     return {name: _describe(spec) for name, spec in specs.items()}
 
@@ -70,10 +71,19 @@ def _describe(spec: WorkflowSpec) -> dict[str, Any]:
         "state": describe_type(spec.state_type),
         "start": {
             "step": first.name,
-            "max_attempts": spec.retry.max_attempts,
+            "max_attempts": spec.max_attempts(first.name),
             "rate_limit": first.rate_limit,
             "weight": first.weight,
             "partitioned": first.partition is not None,
+        },
+        "entry": {
+            step.name: {
+                "max_attempts": spec.max_attempts(step.name),
+                "rate_limit": step.rate_limit,
+                "weight": step.weight,
+                "partitioned": step.partition is not None,
+            }
+            for step in spec.steps.values()
         },
     }
 
@@ -104,7 +114,7 @@ class Nodes:
 
     def __init__(
         self,
-        store: Store,
+        store: MaintenanceStore,
         clock: Clock,
         *,
         engine_name: str,
@@ -168,19 +178,19 @@ class Nodes:
             return report
 
     async def _beat(self) -> NodeReport:
-        refreshed = await self.store.node_beat(self.id, self.ttl, self.clock.now())
+        refreshed = await self.store.node_beat(id=self.id, ttl=self.ttl, now=self.clock.now())
         if not refreshed:
             await self._write()
-        pruned = await self.store.node_prune(self.clock.now())
+        pruned = await self.store.node_prune(now=self.clock.now())
         for row in pruned:
             _log.info(
                 "pruned node %s (%s pid %s), last seen %s",
-                row["id"],
-                row["host"],
-                row["pid"],
-                row["last_seen"],
+                row.id,
+                row.host,
+                row.pid,
+                row.last_seen,
             )
-        return NodeReport(refreshed, tuple(row["id"] for row in pruned))
+        return NodeReport(refreshed, tuple(row.id for row in pruned))
 
     async def loop(self) -> None:
         """`run_once()` every heartbeat, from one heartbeat after `register()`, until cancelled."""
@@ -191,7 +201,7 @@ class Nodes:
         """Delete this node's row, giving up after `grace` seconds (the row then expires)."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(grace):
-                await self.store.node_remove(self.id)
+                await self.store.node_remove(id=self.id)
 
 
 def _library_version() -> str:

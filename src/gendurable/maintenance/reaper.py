@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..clock import Clock
-from ..db.store import Store
+from ..db.maintenance_store import MaintenanceStore
 from ..events import AWAIT_TIMEOUT, REAPER_RESCUED
 from ..telemetry import Telemetry
 from .loop import observed
@@ -32,7 +32,9 @@ class ReapReport:
 class Reaper:
     """Rescues expired claims and resolves await timeouts for one schema."""
 
-    def __init__(self, store: Store, clock: Clock, telemetry: Telemetry, batch: int = 500) -> None:
+    def __init__(
+        self, store: MaintenanceStore, clock: Clock, telemetry: Telemetry, batch: int = 500
+    ) -> None:
         self.store = store
         self.clock = clock
         self.telemetry = telemetry
@@ -51,39 +53,39 @@ class Reaper:
     async def _reap(self) -> ReapReport:
         rescued = failed = timed_out = 0
         while True:
-            rows = await self.store.lease_rescue(self.clock.now(), self.batch)
-            for row in rows:
-                status = row["status"]
+            rescues = await self.store.lease_rescue(now=self.clock.now(), limit=self.batch)
+            for row in rescues:
+                status = row.status
                 failed += status == "failed"
                 rescued += status != "failed"
                 self.telemetry.emit(
                     REAPER_RESCUED,
-                    {"attempt": row["attempt"]},
+                    {"attempt": row.attempt},
                     {
-                        "id": row["id"],
-                        "workflow": row["workflow"],
-                        "step": row["step"],
-                        "queue": row["queue"],
+                        "id": row.id,
+                        "workflow": row.workflow,
+                        "step": row.step,
+                        "queue": row.queue,
                         "status": status,
                     },
                 )
-            if len(rows) < self.batch:
+            if len(rescues) < self.batch:
                 break
         while True:
-            rows = await self.store.await_expire(self.clock.now(), self.batch)
-            for row in rows:
+            expired = await self.store.await_expire(now=self.clock.now(), limit=self.batch)
+            for woken in expired:
                 timed_out += 1
                 self.telemetry.emit(
                     AWAIT_TIMEOUT,
                     {},
                     {
-                        "id": row["id"],
-                        "workflow": row["workflow"],
-                        "step": row["step"],
-                        "key": row["key"],
-                        "queue": row["queue"],
+                        "id": woken.id,
+                        "workflow": woken.workflow,
+                        "step": woken.step,
+                        "key": woken.key,
+                        "queue": woken.queue,
                     },
                 )
-            if len(rows) < self.batch:
+            if len(expired) < self.batch:
                 break
         return ReapReport(rescued, failed, timed_out)

@@ -4,32 +4,32 @@
 -- `instance_explain` (explain.sql).
 
 -- name: throughput_by_minute
--- Instances that ended per minute and terminal status over the last $2 minutes up to $1
--- (NULL: the database's now). Reads the terminal-rows index on finished_at, so the cost is
+-- Instances that ended per minute and terminal status over the last :minutes minutes up to
+-- :now (NULL: the database's now). Reads the terminal-rows index on finished_at, so the cost is
 -- the rows that ended in the window, never the table. Minutes with nothing have no row.
-WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t)
-SELECT date_bin('1 minute', i.finished_at, now.t - make_interval(mins => $2)) AS minute,
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t)
+SELECT date_bin('1 minute', i.finished_at, now.t - make_interval(mins => :minutes)) AS minute,
        i.status::text AS status, count(*) AS count, now.t AS now
 FROM __schema__.instances i, now
-WHERE i.status IN ('done', 'failed', 'cancelled')
-  AND i.finished_at > now.t - make_interval(mins => $2)
+WHERE i.status IN __terminal__
+  AND i.finished_at > now.t - make_interval(mins => :minutes)
   AND i.finished_at <= now.t
 GROUP BY 1, 2, now.t
 ORDER BY 1, 2;
 
 -- name: queue_oldest_due
--- For each queue of $1, the due available row that has waited longest (run_at, then id),
--- as of $2. The pick index leads with (queue, priority DESC), so run_at is ordered only
+-- For each queue of :queues, the due available row that has waited longest (run_at, then
+-- id), as of :now. The pick index leads with (queue, priority DESC), so run_at is ordered only
 -- within one priority: the recursive part walks the distinct priorities of the queue (one
 -- index probe each, a loose index scan) and each priority gives its oldest due row from
 -- the index. Cost: queues x distinct priorities probes, whatever the backlog.
-WITH RECURSIVE now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+WITH RECURSIVE now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 priorities AS (
     SELECT q.queue,
            (SELECT i.priority FROM __schema__.instances i
             WHERE i.status = 'available' AND i.queue = q.queue
             ORDER BY i.priority DESC LIMIT 1) AS priority
-    FROM unnest($1::text[]) AS q(queue)
+    FROM unnest(:queues::text[]) AS q(queue)
     UNION ALL
     SELECT p.queue,
            (SELECT i.priority FROM __schema__.instances i
@@ -53,32 +53,32 @@ JOIN LATERAL (
 ORDER BY p.queue, o.run_at, o.id;
 
 -- name: children_page
--- A page of an instance's children in spawn order: ids above $2 (NULL: from the first),
--- at most $3, through the (parent_id, id) index.
+-- A page of an instance's children in spawn order: ids above :after_id (NULL: from the
+-- first), at most :limit, through the (parent_id, id) index.
 SELECT id, workflow, key, status::text, step, spawn_index
 FROM __schema__.instances
-WHERE parent_id = $1
-  AND ($2::bigint IS NULL OR id > $2)
+WHERE parent_id = :parent_id
+  AND (:after_id::bigint IS NULL OR id > :after_id)
 ORDER BY id
-LIMIT $3;
+LIMIT :limit;
 
 -- name: inbox_page
--- A page of an instance's pending signals in arrival order: ids above $2 (NULL: from the
--- first), at most $3, through the (instance_id, id) inbox index.
+-- A page of an instance's pending signals in arrival order: ids above :after_id (NULL: from
+-- the first), at most :limit, through the (instance_id, id) inbox index.
 SELECT id, name, payload, received_at
 FROM __schema__.signals
-WHERE instance_id = $1
-  AND ($2::bigint IS NULL OR id > $2)
+WHERE instance_id = :instance_id
+  AND (:after_id::bigint IS NULL OR id > :after_id)
 ORDER BY id
-LIMIT $3;
+LIMIT :limit;
 
 -- name: nodes_page
--- A page of the nodes alive at $1 (NULL: the database's now) in id order, ids above $2
--- (NULL: from the first), at most $3, through the primary key.
+-- A page of the nodes alive at :now (NULL: the database's now) in id order, ids above
+-- :after_id (NULL: from the first), at most :limit, through the primary key.
 SELECT id, name, host, pid, queues, workflows, version, started_at, last_seen,
-       coalesce($1::timestamptz, now()) - last_seen AS silent_for
+       coalesce(:now::timestamptz, now()) - last_seen AS silent_for
 FROM __schema__.nodes
-WHERE expires_at >= coalesce($1::timestamptz, now())
-  AND ($2::text IS NULL OR id > $2)
+WHERE expires_at >= coalesce(:now::timestamptz, now())
+  AND (:after_id::text IS NULL OR id > :after_id)
 ORDER BY id
-LIMIT $3;
+LIMIT :limit;

@@ -5,7 +5,7 @@
 -- Live rows by (workflow, step): the compiled workflows must still know every pair.
 SELECT workflow, step, count(*) AS n, min(id) AS example_id
 FROM __schema__.instances
-WHERE status IN ('available', 'executing', 'awaiting', 'waiting')
+WHERE status IN __live__
 GROUP BY workflow, step
 ORDER BY workflow, step;
 
@@ -22,26 +22,26 @@ ORDER BY i.workflow, i.step, a.name;
 -- written by older code.
 SELECT id, state, state_version
 FROM __schema__.instances
-WHERE workflow = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
+WHERE workflow = :workflow AND status IN __live__
   AND state IS NOT NULL
 ORDER BY updated_at, id
-LIMIT $2;
+LIMIT :limit;
 
 -- name: check_states_page
 -- Every live state of one workflow, one page at a time (keyset on id: O(page) per call).
 SELECT id, state, state_version
 FROM __schema__.instances
-WHERE workflow = $1 AND status IN ('available', 'executing', 'awaiting', 'waiting')
-  AND state IS NOT NULL AND id > $2
+WHERE workflow = :workflow AND status IN __live__
+  AND state IS NOT NULL AND id > :after_id
 ORDER BY id
-LIMIT $3;
+LIMIT :limit;
 
 -- name: check_state_versions
 -- Live rows by (workflow, state version): the compiled upgrades must lead every stored
 -- version to the workflow's current one.
 SELECT workflow, state_version, count(*) AS n, min(id) AS example_id
 FROM __schema__.instances
-WHERE status IN ('available', 'executing', 'awaiting', 'waiting')
+WHERE status IN __live__
 GROUP BY workflow, state_version
 ORDER BY workflow, state_version;
 
@@ -49,6 +49,6 @@ ORDER BY workflow, state_version;
 -- Live rows by (workflow, queue): each queue needs an engine that runs it.
 SELECT workflow, queue, count(*) AS n, min(id) AS example_id
 FROM __schema__.instances
-WHERE status IN ('available', 'executing', 'awaiting', 'waiting')
+WHERE status IN __live__
 GROUP BY workflow, queue
 ORDER BY workflow, queue;

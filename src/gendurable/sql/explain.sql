@@ -3,7 +3,7 @@
 
 -- name: instance_explain
 -- One instance with everything `get()` and `gendurable show` report, and why it waits,
--- evaluated at $2 (the engine clock's now; NULL: the database's).
+-- evaluated at :now (the engine clock's now; NULL: the database's).
 SELECT i.id, i.workflow, i.key, i.status::text, i.step, i.attempt, i.max_attempts, i.state,
        i.result, i.error, i.queue, i.priority, i.run_at, i.locked_by, i.locked_until,
        i.await_names, i.await_deadline, i.pending_children, i.parent_id, i.concurrency_key,
@@ -12,5 +12,5 @@ SELECT i.id, i.workflow, i.key, i.status::text, i.step, i.attempt, i.max_attempt
        b.reason AS blocked_reason, b.until AS blocked_until, b.detail AS blocked_detail,
        i.state_version
 FROM __schema__.instances i
-LEFT JOIN LATERAL __schema__.blocked_by(i, coalesce($2::timestamptz, now())) b ON true
-WHERE i.id = $1;
+LEFT JOIN LATERAL __schema__.blocked_by(i, coalesce(:now::timestamptz, now())) b ON true
+WHERE i.id = :id;

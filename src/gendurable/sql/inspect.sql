@@ -3,7 +3,7 @@
 -- name: status_counts
 -- Instances by workflow x status x queue, with the oldest due row of each available group
 -- (how far that queue is behind). One pass over the table: meant for an operator, not a loop.
-WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t)
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t)
 SELECT i.workflow, i.status::text AS status, i.queue, count(*) AS count,
        min(i.run_at) FILTER (WHERE i.status = 'available' AND i.run_at <= now.t) AS oldest_due,
        now.t AS now
@@ -12,34 +12,34 @@ GROUP BY i.workflow, i.status, i.queue, now.t
 ORDER BY i.workflow, i.queue, i.status;
 
 -- name: instances_list
--- Newest first, keyset-paginated on id ($5: only ids below it), read backwards through the
--- primary key so a page costs the rows it skips, never a sort of the table. Each filter is
--- optional (NULL: any): workflow, statuses, queue, key prefix.
+-- Newest first, keyset-paginated on id (:before_id: only ids below it), read backwards
+-- through the primary key so a page costs the rows it skips, never a sort of the table. Each
+-- filter is optional (NULL: any): workflow, statuses, queue, key prefix.
 SELECT id, workflow, key, status::text, step, attempt, queue, priority, run_at, updated_at
 FROM __schema__.instances
-WHERE ($1::text IS NULL OR workflow = $1)
-  AND ($2::text[] IS NULL OR status::text = ANY ($2::text[]))
-  AND ($3::text IS NULL OR queue = $3)
-  AND ($4::text IS NULL OR starts_with(key, $4))
-  AND ($5::bigint IS NULL OR id < $5)
+WHERE (:workflow::text IS NULL OR workflow = :workflow)
+  AND (:statuses::text[] IS NULL OR status::text = ANY (:statuses::text[]))
+  AND (:queue::text IS NULL OR queue = :queue)
+  AND (:key_prefix::text IS NULL OR starts_with(key, :key_prefix))
+  AND (:before_id::bigint IS NULL OR id < :before_id)
 ORDER BY id DESC
-LIMIT $6;
+LIMIT :limit;
 
 -- name: instances_with_key
 -- For each workflow with an instance holding `key`: its live instance, else its latest one
 -- (the CLI addressing a key without --workflow).
 SELECT DISTINCT ON (workflow) id, workflow, status::text
 FROM __schema__.instances
-WHERE key = $1
-ORDER BY workflow, (status IN ('available', 'executing', 'awaiting', 'waiting')) DESC, id DESC;
+WHERE key = :key
+ORDER BY workflow, (status IN __live__) DESC, id DESC;
 
 -- name: children_list
--- The children of an instance in spawn order, at most $2 of them, with their total count.
+-- The children of an instance in spawn order, at most :limit of them, with their total count.
 SELECT id, workflow, key, status::text, step, spawn_index, count(*) OVER () AS total
 FROM __schema__.instances
-WHERE parent_id = $1
+WHERE parent_id = :parent_id
 ORDER BY id
-LIMIT $2;
+LIMIT :limit;
 
 -- name: instance_workflows
 -- Every workflow name some row has, to say which are known when a name matches none (the

@@ -7,24 +7,30 @@
 -- existing row is returned even when it committed after this statement's snapshot; `created`
 -- tells a fresh insert (xmax = 0) from the live instance that already held the key. A single
 -- start holds no other lock, so waiting for that row's lock can close no cycle.
--- $14-$16: the start step's rate limit, partition and weight; $18 the workflow's version.
--- With $19 (a scheduler of this process that has a free slot), the new row is inserted
--- already claimed by it for $20 (its lease) and run at once: no claim statement and no
--- notification for it.
-WITH now AS (SELECT coalesce($12::timestamptz, now()) AS t),
+-- :rate_limit, :rate_partition and :weight are the start step's; :state_version the
+-- workflow's version. With :locked_by (a scheduler of this process that has a free slot),
+-- the new row is inserted already claimed by it for :lease and run at once: no claim
+-- statement and no notification for it. Unless :queue is paused (`queue_paused`, asked only
+-- then): the row then goes in available, unclaimed (`locked_by` NULL tells the caller).
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
+local AS (
+    SELECT CASE WHEN :locked_by::text IS NULL THEN false
+                ELSE NOT __schema__.queue_paused(:queue) END AS claimed
+),
 ins AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
         concurrency_key, rate_limit, rate_partition, weight, inserted_at, updated_at,
         trace_context, state_version, status, locked_by, locked_until)
-    SELECT $1, $2, $3, $4::jsonb, $5, $6,
-           coalesce($7::timestamptz, now.t + coalesce($8::interval, interval '0')),
-           $9, $10::text[]::__schema__.status[], $11, $14, $15, $16, now.t, now.t, $17::text,
-           $18::int,
-           CASE WHEN $19::text IS NULL THEN 'available'::__schema__.status
-                ELSE 'executing'::__schema__.status END,
-           $19::text, now.t + $20::interval
-    FROM now
+    SELECT :workflow, :queue, :step, :state::jsonb, :max_attempts, :priority,
+           coalesce(:run_at::timestamptz, now.t + coalesce(:delay::interval, interval '0')),
+           :key, :scope::text[]::__schema__.status[], :concurrency_key, :rate_limit,
+           :rate_partition, :weight, now.t, now.t, :trace_context::text, :state_version::int,
+           CASE WHEN local.claimed THEN 'executing'::__schema__.status
+                ELSE 'available'::__schema__.status END,
+           CASE WHEN local.claimed THEN :locked_by::text END,
+           CASE WHEN local.claimed THEN now.t + :lease::interval END
+    FROM now, local
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO UPDATE SET key = excluded.key
     RETURNING i.id, i.key, i.queue, i.run_at, (i.xmax = 0) AS created, i.workflow, i.step,
@@ -33,26 +39,28 @@ ins AS (
               i.state_version
 )
 SELECT ins.*, 0.0::float8 AS waited,
-       CASE WHEN ins.created AND ins.run_at <= now.t AND $19::text IS NULL
-            THEN pg_notify($13, 'q:' || ins.queue) END AS notified
+       CASE WHEN ins.created AND ins.run_at <= now.t AND ins.locked_by IS NULL
+            THEN pg_notify(__channel__, 'q:' || ins.queue) END AS notified
 FROM ins, now;
 
 -- name: instance_insert_many
--- A batch of starts, or the children of one spawn ($15 the parent, NULL for start_many), as
+-- A batch of starts, or the children of one spawn (:parent_id, NULL for start_many), as
 -- parallel arrays. Rows go in ordered by (workflow, key) in the C collation: two writers
 -- racing over the same new keys take the unique-index locks in the same order, so they
 -- cannot deadlock. ON CONFLICT DO NOTHING takes no row lock on an instance that holds a key
 -- already (it is returned by `instances_holding_keys` afterwards): a batch waits only on
 -- key locks, never on rows, so it closes no cycle with writers that lock rows (cancel,
 -- commits). Keys must be unique within the batch (the caller dedupes). A child's
--- `spawn_index` is its position in the spawn. $19 holds each row's workflow version, parallel
--- to the other arrays.
-WITH now AS (SELECT coalesce($16::timestamptz, now()) AS t),
+-- `spawn_index` is its position in the spawn. :state_versions holds each row's workflow
+-- version, parallel to the other arrays.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 rows AS (
     SELECT u.*
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
-                $7::timestamptz[], $8::interval[], $9::text[], $10::text[], $11::text[],
-                $12::text[], $13::text[], $14::int[])
+    FROM unnest(:workflows::text[], :queues::text[], :steps::text[], :states::jsonb[],
+                :max_attempts::int[], :priorities::int[], :run_ats::timestamptz[],
+                :delays::interval[], :keys::text[], :scopes::text[],
+                :concurrency_keys::text[], :rate_limits::text[], :rate_partitions::text[],
+                :weights::int[])
          WITH ORDINALITY AS u(workflow, queue, step, state, max_attempts, priority,
                               run_at, delay, key, scope, concurrency_key, rate_limit,
                               rate_partition, weight, ord)
@@ -65,9 +73,9 @@ ins AS (
     SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
            coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
            r.key, r.scope::__schema__.status[], r.concurrency_key, r.rate_limit,
-           r.rate_partition, r.weight, $15::bigint,
-           CASE WHEN $15::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t, $18::text,
-           ($19::int[])[r.ord::int]
+           r.rate_partition, r.weight, :parent_id::bigint,
+           CASE WHEN :parent_id::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t,
+           :trace_context::text, (:state_versions::int[])[r.ord::int]
     FROM rows r, now
     ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
@@ -75,7 +83,7 @@ ins AS (
     RETURNING i.id, i.workflow, i.key, i.queue, i.run_at
 ),
 woken AS (
-    SELECT pg_notify($17, 'q:' || q.queue)
+    SELECT pg_notify(__channel__, 'q:' || q.queue)
     FROM (SELECT DISTINCT ins.queue FROM ins, now WHERE ins.run_at <= now.t) q
 )
 SELECT ins.id, ins.workflow, ins.key, (SELECT count(*) FROM woken) AS notified
@@ -86,20 +94,21 @@ ORDER BY ins.id;
 -- Who holds each of these keys after a batch insert skipped them: the instance in its scope
 -- (a fresh snapshot sees one that committed while the insert waited), else the latest one.
 SELECT DISTINCT ON (k.workflow, k.key) k.workflow, k.key, i.id
-FROM unnest($1::text[], $2::text[]) AS k(workflow, key)
+FROM unnest(:workflows::text[], :keys::text[]) AS k(workflow, key)
 JOIN __schema__.instances i ON i.workflow = k.workflow AND i.key = k.key
 ORDER BY k.workflow, k.key, (i.status = ANY (i.scope)) DESC, i.id DESC;
 
 -- name: instance_claim
 -- The pick: the most urgent due rows of a queue, skipping rows other claims hold. Only
 -- (workflow, step) pairs this deploy knows are taken: rows of other deploys stay untouched.
--- Each claim lasts its workflow's lease ($4 lists them, parallel to the known pairs).
+-- Each claim lasts its workflow's lease (:leases, parallel to the known pairs :workflows
+-- and :steps).
 --
 -- Concurrency keys: only the most urgent due row of each key in the queue is eligible
 -- (found through `instances_concurrency_head`), so a batch takes at most one row per key
 -- and a key's backlog never fills the LIMIT ahead of other rows (no head-of-line
 -- blocking); a row whose key is executing elsewhere is passed over in the scan, and an
--- advisory lock per key ($8 namespaces it by schema) makes two claims running at once pass
+-- advisory lock per key (namespaced by schema) makes two claims running at once pass
 -- over each other's keys. The unique index `instances_concurrency_active` is the guarantee
 -- itself: a claim whose snapshot predates another's commit fails with a unique violation
 -- rather than run a second row of the key (the store retries it). `contended` counts the
@@ -110,18 +119,27 @@ ORDER BY k.workflow, k.key, (i.status = ANY (i.scope)) DESC, i.id DESC;
 -- INSERT ... ON CONFLICT DO UPDATE, which refills them from `now` up to burst and grants the
 -- urgency-ordered prefix of their rows whose cumulative weight fits. A row left out is
 -- deferred (`throttled`) to the moment its tokens will be there, so it stops occupying the
--- front of the queue; a row whose limit no engine configured waits $9 and is reported.
+-- front of the queue; a row whose limit no engine configured waits :unknown_limit_wait and
+-- is reported.
 -- A batch without rate-limited rows leaves the bucket CTEs with no input.
-WITH now AS (SELECT coalesce($5::timestamptz, now()) AS t),
+--
+-- Paused queues: a claim of a paused queue takes nothing, and a pause waits for the claims
+-- in flight (`queue_paused`).
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 known AS (
-    SELECT * FROM unnest($6::text[], $7::text[], $4::interval[]) AS k(workflow, step, lease)
+    SELECT *
+    FROM unnest(:workflows::text[], :steps::text[], :leases::interval[])
+         AS k(workflow, step, lease)
 ),
 picked AS (
     SELECT i.id, k.lease, i.concurrency_key, i.rate_limit, i.rate_partition, i.weight,
            i.priority, i.run_at
     FROM __schema__.instances i
     JOIN known k ON k.workflow = i.workflow AND k.step = i.step, now
-    WHERE i.status = 'available' AND i.queue = $1 AND i.run_at <= now.t
+    WHERE i.status = 'available' AND i.queue = :queue AND i.run_at <= now.t
+      -- A paused queue starts nothing (see `queue_paused`): asked once per claim, before
+      -- the scan (an InitPlan the planner makes a one-time filter).
+      AND NOT (SELECT __schema__.queue_paused(:queue))
       AND (i.concurrency_key IS NULL
            OR (NOT EXISTS (SELECT 1 FROM __schema__.instances e
                            WHERE e.concurrency_key = i.concurrency_key
@@ -134,9 +152,10 @@ picked AS (
                              AND h.status = 'available' AND h.run_at <= now.t
                            ORDER BY h.priority DESC, h.run_at, h.id
                            LIMIT 1)
-               AND pg_try_advisory_xact_lock(hashtextextended($8 || i.concurrency_key, 0))))
+               AND pg_try_advisory_xact_lock(
+                   hashtextextended(__key_lock_prefix__ || i.concurrency_key, 0))))
     ORDER BY i.priority DESC, i.run_at, i.id
-    LIMIT $2
+    LIMIT :limit
     FOR UPDATE OF i SKIP LOCKED
 ),
 -- Keys this claim took that have more due rows waiting behind them
@@ -148,7 +167,7 @@ held_back AS (
     CROSS JOIN now
     WHERE p.concurrency_key IS NOT NULL
       AND (SELECT h.id FROM __schema__.instances h
-           WHERE h.concurrency_key = p.concurrency_key AND h.queue = $1
+           WHERE h.concurrency_key = p.concurrency_key AND h.queue = :queue
              AND h.status = 'available' AND h.run_at <= now.t AND h.id <> p.id
            LIMIT 1) IS NOT NULL
 ),
@@ -186,7 +205,7 @@ verdict AS (
     SELECT c.id, c.lease, c.run_at AS due_at,
            (c.rate_limit IS NULL OR coalesce(d.cum <= b.granted, false)) AS go,
            (c.rate_limit IS NOT NULL AND b.name IS NULL) AS unknown_limit,
-           CASE WHEN b.name IS NULL THEN now.t + $9::interval
+           CASE WHEN b.name IS NULL THEN now.t + :unknown_limit_wait::interval
                 ELSE now.t + make_interval(
                     secs => (d.cum - b.granted - b.tokens) * cfg.per_ms / cfg.allowed / 1000.0)
            END AS wake_at
@@ -200,7 +219,7 @@ claimed AS (
     UPDATE __schema__.instances i
     SET status = CASE WHEN v.go THEN 'executing'::__schema__.status
                       ELSE 'available'::__schema__.status END,
-        locked_by = CASE WHEN v.go THEN $3 END,
+        locked_by = CASE WHEN v.go THEN :locked_by END,
         locked_until = CASE WHEN v.go THEN now.t + v.lease END,
         run_at = CASE WHEN v.go THEN i.run_at ELSE v.wake_at END,
         throttled = NOT v.go,
@@ -219,16 +238,16 @@ FROM claimed;
 -- name: instance_release
 -- Give a claim back untouched (drain, long chains): available again at once, and announced
 -- so that another node takes it now rather than at its next poll.
-WITH now AS (SELECT coalesce($3::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 released AS (
     UPDATE __schema__.instances i
     SET status = 'available', locked_by = NULL, locked_until = NULL, run_at = now.t,
         updated_at = now.t
     FROM now
-    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    WHERE i.id = :id AND i.locked_by = :locked_by AND i.status = 'executing'
     RETURNING i.id, i.queue
 )
-SELECT id, pg_notify($4, 'q:' || queue) AS notified FROM released;
+SELECT id, pg_notify(__channel__, 'q:' || queue) AS notified FROM released;
 
 -- name: instance_cancel
 -- Cancel a live instance (an executing one too: its worker's late commit is then stale),
@@ -241,11 +260,11 @@ SELECT id, pg_notify($4, 'q:' || queue) AS notified FROM released;
 -- own condition only, whatever the plan. Matched through a join instead (`IN (... UNION
 -- ALL ...)`), that re-check lost the row under a nested-loop plan, and a live instance was
 -- reported not live.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 locked AS (
     SELECT i.id FROM __schema__.instances i
     WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t
-                       WHERE t.id = $1)::bigint[])
+                       WHERE t.id = :id)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i
 ),
@@ -254,12 +273,12 @@ fin AS (
     SET status = 'cancelled', locked_by = NULL, locked_until = NULL, throttled = false,
         await_names = NULL, await_deadline = NULL, finished_at = now.t, updated_at = now.t
     FROM now, locked
-    WHERE i.id = $1 AND locked.id = i.id
-      AND i.status IN ('available', 'executing', 'awaiting', 'waiting')
+    WHERE i.id = :id AND locked.id = i.id
+      AND i.status IN __live__
     RETURNING i.id
 ),
 ended AS (
-    SELECT __schema__.instances_ended(array_agg(fin.id), min(now.t), $3) AS cascaded
+    SELECT __schema__.instances_ended(array_agg(fin.id), min(now.t), __channel__) AS cascaded
     FROM fin, now
     HAVING count(*) > 0
 )
@@ -270,7 +289,7 @@ SELECT id, workflow, key, status::text, step, attempt, state, result, error, que
        priority, run_at, locked_by, locked_until, await_names, await_deadline,
        pending_children, inserted_at, updated_at, finished_at, state_version
 FROM __schema__.instances
-WHERE id = $1;
+WHERE id = :id;
 
 -- name: instance_by_key
 -- The live instance holding the key, else the most recent one that had it.
@@ -278,20 +297,20 @@ SELECT id, workflow, key, status::text, step, attempt, state, result, error, que
        priority, run_at, locked_by, locked_until, await_names, await_deadline,
        pending_children, inserted_at, updated_at, finished_at, state_version
 FROM __schema__.instances
-WHERE workflow = $1 AND key = $2 AND key IS NOT NULL
-ORDER BY (status IN ('available', 'executing', 'awaiting', 'waiting')) DESC, id DESC
+WHERE workflow = :workflow AND key = :key AND key IS NOT NULL
+ORDER BY (status IN __live__) DESC, id DESC
 LIMIT 1;
 
 -- name: instance_status
-SELECT status::text, result, error FROM __schema__.instances WHERE id = $1;
+SELECT status::text, result, error FROM __schema__.instances WHERE id = :id;
 
 -- name: instances_unknown
 -- Due rows of a queue whose (workflow, step) this deploy does not know: left untouched by
 -- the claim, and counted here so the engine can report them.
 SELECT workflow, step, count(*) AS n, min(id) AS first_id
 FROM __schema__.instances
-WHERE status = 'available' AND queue = $1 AND run_at <= coalesce($4::timestamptz, now())
-  AND (workflow, step) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))
+WHERE status = 'available' AND queue = :queue AND run_at <= coalesce(:now::timestamptz, now())
+  AND (workflow, step) NOT IN (SELECT * FROM unnest(:workflows::text[], :steps::text[]))
 GROUP BY workflow, step
 ORDER BY workflow, step;
 
@@ -308,9 +327,9 @@ ORDER BY workflow, step;
 -- `instances_ended`'s, called once for the rows that finished here; parked rows are
 -- rechecked by `instances_parked` under the locks this statement holds.
 -- kind: 'goto' | 'continue' | 'retry' | 'park' | 'finish'. The outcomes ride in as one
--- JSON array ($2) of their plain fields (one parameter, however many outcomes: cheaper to
--- send than a dozen parallel arrays), each with its position `n` in the parallel jsonb
--- arrays of states ($3), results ($4) and errors ($5), which go as they are. Per outcome:
+-- JSON array (:outcomes) of their plain fields (one parameter, however many outcomes:
+-- cheaper to send than a dozen parallel arrays), each with its position `n` in the parallel
+-- jsonb arrays :states, :results and :errors, which go as they are. Per outcome:
 -- `consumed` the signal ids it saw (to delete); `rate_limit`, `rate_partition`, `weight`
 -- what the step a goto, continue or park enters takes; `state_version` the version of its
 -- state (a row whose state is NULL keeps its stored state and version); `delay_s` (a park's
@@ -318,19 +337,32 @@ ORDER BY workflow, step;
 -- (a reawait), `seen` (the highest signal id it already saw) and `keep_children` (not
 -- entered by a goto). `max_attempts` are those of the step the row is on after the outcome
 -- (NULL keeps the row's): the reaper, `show` and the dashboard read them from the row.
--- $6 is the notification channel.
-WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
+-- A 'continue' (a goto that keeps the claim to run the next step at once) starts a step: in
+-- a queue that is paused (`queue_paused`, asked once per queue of such outcomes, each
+-- carrying its row's `queue`) it is committed as a plain 'goto' instead, and comes back
+-- `released`: the next step waits, available, for the queue to be resumed.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
+paused AS (
+    SELECT c.queue
+    FROM (SELECT DISTINCT r.queue
+          FROM jsonb_to_recordset(:outcomes::jsonb) AS r(kind text, queue text)
+          WHERE r.kind = 'continue') c
+    WHERE __schema__.queue_paused(c.queue)
+),
 b AS (
-    SELECT r.id, r.locked_by, r.kind, r.step, v.state, make_interval(secs => r.delay_s) AS delay,
+    SELECT r.id, r.locked_by,
+           CASE WHEN r.kind = 'continue' AND r.queue IN (SELECT queue FROM paused) THEN 'goto'
+                ELSE r.kind END AS kind,
+           r.kind AS asked, r.step, v.state, make_interval(secs => r.delay_s) AS delay,
            r.status, v.result, v.error, make_interval(secs => r.lease_s) AS lease,
            r.rate_limit, r.rate_partition, r.weight, r.state_version, r.await_names,
            r.keep_deadline, r.seen, r.keep_children, r.consumed, r.max_attempts
-    FROM jsonb_to_recordset($2::jsonb) AS r(
+    FROM jsonb_to_recordset(:outcomes::jsonb) AS r(
              n bigint, id bigint, locked_by text, kind text, step text, delay_s float8,
              status text, lease_s float8, rate_limit text, rate_partition text, weight int,
              state_version int, await_names text[], keep_deadline boolean, seen bigint,
-             keep_children boolean, consumed bigint[], max_attempts int)
-    JOIN unnest($3::jsonb[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY
+             keep_children boolean, consumed bigint[], max_attempts int, queue text)
+    JOIN unnest(:states::jsonb[], :results::jsonb[], :errors::jsonb[]) WITH ORDINALITY
          AS v(state, result, error, n) ON v.n = r.n
 ),
 locked AS (
@@ -394,7 +426,7 @@ upd AS (
     FROM b, now, ready
     WHERE i.id = b.id AND ready.id = i.id
       AND i.locked_by = b.locked_by AND i.status = 'executing'
-    RETURNING i.id, b.kind
+    RETURNING i.id, b.kind, b.kind <> b.asked AS released
 ),
 consumed AS (
     DELETE FROM __schema__.signals s
@@ -408,66 +440,74 @@ consumed AS (
 -- the other way round, the DELETE above would meet a row this same statement had deleted,
 -- and that fails the whole batch.
 ended AS (
-    SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), $6) AS cascaded
+    SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), __channel__) AS cascaded
     FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first
     WHERE upd.kind = 'finish' AND consumed_first.n >= 0
     HAVING count(*) > 0
 ),
 parked AS (
     SELECT p.* FROM now, __schema__.instances_parked(
-        (SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park'), now.t, $6) p
+        (SELECT array_agg(upd.id) FROM upd WHERE upd.kind = 'park'), now.t, __channel__) p
 )
 SELECT upd.id, (SELECT cardinality(cascaded) FROM ended) AS cascaded,
-       parked.woken_by_deadline, false AS busy
+       parked.woken_by_deadline, false AS busy, upd.released
 FROM upd LEFT JOIN parked ON parked.woken_id = upd.id
 UNION ALL
-SELECT b.id, NULL, NULL, true FROM b WHERE b.id NOT IN (SELECT id FROM ready);
+SELECT b.id, NULL, NULL, true, false FROM b WHERE b.id NOT IN (SELECT id FROM ready);
 
 -- name: outcome_spawn
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
 -- in (key locks first, then this row lock: the order every writer keeps). The parent waits
--- for $5 children from id $6 on, or, with none, is due at once at `then`.
--- $10-$12: the rate limit, partition and weight of `then`; $13 the version of state $4;
--- $14 the attempts `then` may use (NULL keeps the row's).
-WITH now AS (SELECT coalesce($9::timestamptz, now()) AS t),
+-- for :pending children from id :children_from on, or, with none, is due at once at :step
+-- (the spawn's `then`). :rate_limit, :rate_partition and :weight are those :step takes,
+-- :state_version the version of :state, :max_attempts the attempts :step may use (NULL
+-- keeps the row's).
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 upd AS (
     UPDATE __schema__.instances i
-    SET step = $3, state = coalesce($4::jsonb, i.state),
-        status = CASE WHEN $5::int = 0 THEN 'available'::__schema__.status
+    SET step = :step, state = coalesce(:state::jsonb, i.state),
+        status = CASE WHEN :pending::int = 0 THEN 'available'::__schema__.status
                       ELSE 'waiting'::__schema__.status END,
-        pending_children = $5, children_from = $6, attempt = 0, run_at = now.t,
-        max_attempts = coalesce($14::int, i.max_attempts),
+        pending_children = :pending, children_from = :children_from, attempt = 0,
+        run_at = now.t, max_attempts = coalesce(:max_attempts::int, i.max_attempts),
         locked_by = NULL, locked_until = NULL, timed_out = false, await_seen = 0,
         await_names = NULL, await_deadline = NULL,
-        rate_limit = $10, rate_partition = $11, weight = $12, updated_at = now.t,
-        state_version = CASE WHEN $4::jsonb IS NULL THEN i.state_version ELSE $13::int END
+        rate_limit = :rate_limit, rate_partition = :rate_partition, weight = :weight,
+        updated_at = now.t,
+        state_version = CASE WHEN :state::jsonb IS NULL THEN i.state_version
+                             ELSE :state_version::int END
     FROM now
-    WHERE i.id = $1 AND i.locked_by = $2 AND i.status = 'executing'
+    WHERE i.id = :id AND i.locked_by = :locked_by AND i.status = 'executing'
     RETURNING i.id, i.queue, i.status
 ),
 consumed AS (
     DELETE FROM __schema__.signals s USING upd
-    WHERE s.instance_id = upd.id AND s.id = ANY ($7::bigint[])
+    WHERE s.instance_id = upd.id AND s.id = ANY (:consumed::bigint[])
 )
 SELECT upd.id,
-       CASE WHEN upd.status = 'available' THEN pg_notify($8, 'q:' || upd.queue) END AS notified
+       CASE WHEN upd.status = 'available' THEN pg_notify(__channel__, 'q:' || upd.queue) END
+           AS notified
 FROM upd;
 
 -- name: children_load
--- The children of the latest spawn of each claimed parent ($1 parents, $2 the first child
--- id of their spawn), in spawn order: what `ctx.children` shows.
+-- The children of the latest spawn of each claimed parent (:parent_ids, parallel to
+-- :first_ids, the first child id of their spawn), in spawn order: what `ctx.children` shows.
 SELECT c.parent_id, c.id, c.key, c.workflow, c.status::text AS status, c.result, c.error
-FROM unnest($1::bigint[], $2::bigint[]) AS p(id, from_id)
+FROM unnest(:parent_ids::bigint[], :first_ids::bigint[]) AS p(id, from_id)
 JOIN __schema__.instances c ON c.parent_id = p.id AND c.id >= p.from_id
 ORDER BY c.parent_id, c.spawn_index;
 
 
 -- name: queues_due
--- Which of these queues hold due rows: the poller's one statement (one probe of the pick
--- index per queue, stopping at the first due row).
-SELECT q.queue
-FROM unnest($1::text[]) AS q(queue)
-WHERE EXISTS (
-    SELECT 1 FROM __schema__.instances i
-    WHERE i.status = 'available' AND i.queue = q.queue
-      AND i.run_at <= coalesce($2::timestamptz, now()));
+-- Which of these queues hold due rows, and which are paused: the poller's one statement
+-- (one probe of the pick index per queue, stopping at the first due row, and one of
+-- `paused_queues`). A paused queue comes back with `paused`, never as due: the poller keeps
+-- its schedulers idle, and learns of a resume it was not told of.
+SELECT q.queue, p.queue IS NOT NULL AS paused
+FROM unnest(:queues::text[]) AS q(queue)
+LEFT JOIN __schema__.paused_queues p ON p.queue = q.queue
+WHERE p.queue IS NOT NULL
+   OR EXISTS (
+       SELECT 1 FROM __schema__.instances i
+       WHERE i.status = 'available' AND i.queue = q.queue
+         AND i.run_at <= coalesce(:now::timestamptz, now()));

@@ -4,8 +4,8 @@
 
 -- name: lease_extend
 -- Heartbeat: extend the claims one scheduler runs in one statement, each named by its pair
--- (id, claim name) ($1 ids, $2 names, parallel arrays), each by its workflow's lease ($3
--- workflows, $4 leases, parallel). The rows are locked in id order first, like every
+-- (id, claim name) (:ids and :names, parallel arrays), each by its workflow's lease
+-- (:workflows and :leases, parallel). The rows are locked in id order first, like every
 -- multi-row writer, skipping the ones another transaction holds: a heartbeat never waits,
 -- so it deadlocks with nothing, and a row someone keeps locked (a long transaction, an
 -- operator's FOR UPDATE) does not starve the others of their extension; it is extended by
@@ -14,18 +14,18 @@
 -- whose answer was lost (the connection dropped after it committed), is claimed by this
 -- scheduler but run by nobody, and must expire so that the reaper hands it out, even while
 -- an earlier run of the same row under its old name still goes on here.
-WITH now AS (SELECT coalesce($5::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 mine AS (
     SELECT i.id FROM __schema__.instances i
-    WHERE i.id = ANY ($1::bigint[]) AND i.locked_by = ANY ($2::text[])
+    WHERE i.id = ANY (:ids::bigint[]) AND i.locked_by = ANY (:names::text[])
       AND i.status = 'executing'
     ORDER BY i.id
     FOR UPDATE SKIP LOCKED
 )
 UPDATE __schema__.instances i
 SET locked_until = now.t + l.lease
-FROM now, mine, unnest($1::bigint[], $2::text[]) AS c(id, locked_by),
-     unnest($3::text[], $4::interval[]) AS l(workflow, lease)
+FROM now, mine, unnest(:ids::bigint[], :names::text[]) AS c(id, locked_by),
+     unnest(:workflows::text[], :leases::interval[]) AS l(workflow, lease)
 WHERE i.id = mine.id AND c.id = i.id AND i.locked_by = c.locked_by AND i.status = 'executing'
   AND i.workflow = l.workflow;
 
@@ -35,13 +35,13 @@ WHERE i.id = mine.id AND c.id = i.id AND i.locked_by = c.locked_by AND i.status 
 -- `instances_ended`) instead of cycling through the reaper forever. Everything is taken
 -- with SKIP LOCKED, the rows and then the parents such a failure counts down: a reaper never
 -- waits, so it can close no cycle, and a row whose parent is busy waits for the next round.
-WITH now AS (SELECT coalesce($1::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 expired AS (
     SELECT id, parent_id, attempt + 1 >= max_attempts AS dying
     FROM __schema__.instances, now
     WHERE status = 'executing' AND locked_until < now.t
     ORDER BY locked_until, id
-    LIMIT $2
+    LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ),
 parents AS (
@@ -75,13 +75,13 @@ rescued AS (
               i.attempt
 ),
 ended AS (
-    SELECT __schema__.instances_ended(array_agg(r.id), min(now.t), $3) AS cascaded
+    SELECT __schema__.instances_ended(array_agg(r.id), min(now.t), __channel__) AS cascaded
     FROM rescued r, now
     WHERE r.status = 'failed'
     HAVING count(*) > 0
 ),
 notified AS (
-    SELECT pg_notify($3, 'q:' || q.queue)
+    SELECT pg_notify(__channel__, 'q:' || q.queue)
     FROM (SELECT DISTINCT queue FROM rescued WHERE status <> 'failed') q
 )
 SELECT r.*, (SELECT count(*) FROM notified) AS notified,
@@ -90,18 +90,18 @@ FROM rescued r;
 
 -- name: claims_reclaim
 -- Startup reclaim: release, at once, the claims a dead predecessor of this scheduler left
--- (same engine, queue and host: `locked_by` prefix $1). The lease must have expired, so a
--- live process that happens to share the prefix (same hostname and pid in two containers)
--- never loses its work.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+-- (same engine, queue and host: `locked_by` prefix :prefix). The lease must have expired,
+-- so a live process that happens to share the prefix (same hostname and pid in two
+-- containers) never loses its work.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 stale AS (
     SELECT id FROM __schema__.instances, now
     WHERE status = 'executing' AND locked_until < now.t
       -- exactly "<prefix><pid>-<unique>": host "vm" must not match the claims of "vm-2"
-      AND starts_with(locked_by, $1)
-      AND substr(locked_by, length($1) + 1) ~ '^[0-9]+-[^-]+$'
+      AND starts_with(locked_by, :prefix)
+      AND substr(locked_by, length(:prefix) + 1) ~ '^[0-9]+-[^-]+$'
     ORDER BY id
-    LIMIT $3
+    LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
 UPDATE __schema__.instances i

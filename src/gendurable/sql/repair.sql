@@ -13,17 +13,17 @@
 -- the parent and waits for the child. As in `instance_cancel`, the ids are computed first
 -- and the rows locked by a scan of `instances` alone; what the statement reads of both rows
 -- comes from the versions it locked.
-WITH now AS (SELECT coalesce($2::timestamptz, now()) AS t),
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 locked AS (
     SELECT i.id, i.workflow, i.key, i.parent_id, i.status, i.children_from
     FROM __schema__.instances i
     WHERE i.id = ANY ((SELECT ARRAY[t.id, t.parent_id] FROM __schema__.instances t
-                       WHERE t.id = $1)::bigint[])
+                       WHERE t.id = :id)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i
 ),
 target AS (
-    SELECT l.id, l.workflow, l.key, l.parent_id, l.status FROM locked l WHERE l.id = $1
+    SELECT l.id, l.workflow, l.key, l.parent_id, l.status FROM locked l WHERE l.id = :id
 ),
 holder AS (
     SELECT j.id FROM __schema__.instances j, target t
@@ -59,4 +59,4 @@ SELECT (SELECT status::text FROM target) AS status,
        (SELECT parent_id FROM target) AS parent_id,
        (SELECT id FROM upd) AS retried,
        (SELECT step FROM upd) AS step,
-       (SELECT pg_notify($3, 'q:' || queue) FROM upd) AS notified;
+       (SELECT pg_notify(__channel__, 'q:' || queue) FROM upd) AS notified;

@@ -1,4 +1,4 @@
--- Settings of the engine's own connections, made once when each opens (db/store.py,
+-- Settings of the engine's own connections, made once when each opens (db/pool.py,
 -- init_engine_connection, says why; docs/performance.md, "Plans", has the measurements).
 
 -- name: engine_plans

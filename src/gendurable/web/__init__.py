@@ -3,7 +3,8 @@
 `gendurable web --dsn ...` serves it; `gendurable.web.app(dsn=..., schema=...)` returns it
 as an ASGI application to mount in your own (Starlette, FastAPI, any ASGI router). It reads
 the schema through its own small pool and, only when `allow_actions=True`, signals,
-cancels and retries instances. `import gendurable` never imports it or its dependencies.
+cancels, retries and rewinds instances (one, or all a filter matches). `import gendurable`
+never imports it or its dependencies.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..db.connect import DSN_ENV, check_dsn, resolve_dsn
 from ..engine.engine import Engine
 from ..errors import ConfigError
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..sql import quote_schema
 
@@ -42,10 +44,12 @@ def app(
     """The dashboard of `schema` on `dsn` (default `$GENDURABLE_DSN`), as an ASGI app.
 
     - `engine`: an `Engine` (or `"module:engine"`) whose workflow code the dashboard uses
-      to draw diagrams, show workflow pages and check signal payloads against their
-      declared types. Only its workflows are read; it is never started.
+      to draw diagrams, show workflow pages (with the engine's schedules of each workflow)
+      and check signal payloads against their declared types. Only its workflows and
+      schedules are read; it is never started.
     - `allow_actions`: off by default (read-only); on, the instance page can signal,
-      cancel and retry, through CSRF-protected forms.
+      cancel, retry and rewind, and the instance list retry or cancel everything its filter
+      matches, through CSRF-protected forms.
     - `pool_size`: the most connections the dashboard holds (opened on the first request).
     - `refresh`: seconds between live updates of the overview; its numbers are read at
       most once per interval, whatever the number of viewers.
@@ -76,6 +80,7 @@ def app(
 
         source, engine = engine, load_engine(engine)
     specs: Mapping[str, WorkflowSpec] = engine.specs if engine is not None else {}
+    schedules: tuple[Schedule, ...] = engine.config.schedules if engine is not None else ()
     if isinstance(secret, str):
         secret = secret.encode()
     return Dashboard(
@@ -83,6 +88,7 @@ def app(
             dsn=resolved,
             schema=schema,
             specs=dict(specs),
+            schedules=schedules,
             allow_actions=allow_actions,
             pool_size=pool_size,
             refresh=refresh,

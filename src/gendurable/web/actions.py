@@ -1,4 +1,5 @@
-"""The actions: signal, cancel and retry one instance, from the instance page's forms.
+"""The actions: signal, cancel, retry and rewind one instance, from the instance page's
+forms.
 
 Each is a POST that passes, in order: the read-only switch (403 unless actions were
 allowed), the CSRF check (403), the form's validation, then one statement, the same the
@@ -16,50 +17,75 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..db.repair_store import RepairStore
+from ..engine.client import check_idempotency_key
 from ..errors import GenDurableError
+from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
 from . import csrf, flash
 from .pages import path_id
-from .params import MAX_FORM, BadInput, parse_form, payload_json, text
+from .params import FORM_TYPE, BadInput, parse_form, payload_json, read_body, text
 
 if TYPE_CHECKING:
     from .dashboard import Dashboard
 
-FORM_TYPE = "application/x-www-form-urlencoded"
+IDEMPOTENCY_FIELD = "idempotency_key"
+"""The signal form's hidden field: a key drawn when the page is drawn (see `signal`)."""
 
 
 def routes(dashboard: Dashboard) -> list[BaseRoute]:
-    """`POST /instances/{id}/signal`, `/cancel` and `/retry`."""
+    """`POST /instances/{id}/signal`, `/cancel`, `/retry` and `/rewind`."""
 
     async def signal(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        row = await store.instance_explain(id, None)
+        row = await store.instance_explain(id=id, now=None)
         if row is None:
             return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
-        workflow = row["workflow"]
+        workflow = row.workflow
         spec = dashboard.settings.specs.get(workflow)
         try:
             name = text(form.get("name"), "signal name")
             if name is None:
                 raise BadInput("the signal name is missing")
             payload = payload_json(form.get("payload"))
+            # The form carries a key of its own: sent twice (a double click, a resubmit),
+            # it stores its signal once.
+            key = form.get(IDEMPOTENCY_FIELD) or None
+            if key is not None:
+                check_idempotency_key(key)
             if spec is not None:
                 data = payload_by_code(spec, name, payload)
             else:
                 data = await payload_by_nodes(store, workflow, name, payload)
         except (BadInput, GenDurableError) as exc:
             return await _refused(dashboard, request, id, str(exc), form, 400)
-        delivered = await store.signal_deliver(workflow, id, None, name, data, None)
+        delivered = await store.signal_deliver(
+            workflow=workflow,
+            id=id,
+            key=None,
+            name=name,
+            payload=data,
+            now=None,
+            idempotency_key=key,
+        )
         if delivered is None:
             message = f"instance {id} is not live; signal {name!r} was not stored"
             return await _refused(dashboard, request, id, message, form, 409)
-        return _back(request, id, "signal-woke" if delivered["woke"] else "signal")
+        if not delivered.same:
+            message = (
+                f"this form was sent already, with another signal (id {delivered.signal_id}); "
+                f"signal {name!r} was not stored"
+            )
+            return await _refused(dashboard, request, id, message, form, 409)
+        if delivered.duplicate:
+            return _back(request, id, "signal-again")
+        return _back(request, id, "signal-woke" if delivered.woke else "signal")
 
     async def cancel(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        cascaded = await store.instance_cancel(id, None)
+        cascaded = await store.instance_cancel(id=id, now=None)
         if cascaded is None:
             message = f"instance {id} is not live (or does not exist); nothing was cancelled"
             return await _refused(dashboard, request, id, message, form, 409)
@@ -68,29 +94,56 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     async def retry(request: Request) -> Response:
         id, form = await _accepted(dashboard, request)
         store = await dashboard.store()
-        row = await store.instance_retry(id, None)
-        if row["retried"] is None:
-            if row["status"] is None:
+        row = await store.instance_retry(id=id, now=None)
+        if row.retried is None:
+            if row.status is None:
                 message = f"no instance with id {id}"
-            elif row["status"] != "failed":
-                message = f"instance {id} is {row['status']}: only a failed instance can be retried"
-            elif row["holder"] is not None:
+            elif row.status != "failed":
+                message = f"instance {id} is {row.status}: only a failed instance can be retried"
+            elif row.holder is not None:
                 message = (
-                    f"instance {id} cannot be retried: live instance {row['holder']} now "
-                    "holds its key"
+                    f"instance {id} cannot be retried: live instance {row.holder} now holds its key"
                 )
             else:
                 message = (
-                    f"instance {id} cannot be retried: its parent {row['parent_id']} no "
+                    f"instance {id} cannot be retried: its parent {row.parent_id} no "
                     "longer waits for it"
                 )
             return await _refused(dashboard, request, id, message, form, 409)
         return _back(request, id, "retry")
 
+    async def rewind_(request: Request) -> Response:
+        id, form = await _accepted(dashboard, request)
+        store = await dashboard.store()
+        row = await store.instance_by_id(id=id)
+        if row is None:
+            return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
+        workflow = row.workflow
+        spec = dashboard.settings.specs.get(workflow)
+        try:
+            step = text(form.get("step"), "step") or row.step
+            raw = form.get("state")
+            state = KEEP if raw is None or not raw.strip() else payload_json(raw, "state")
+            if spec is not None:
+                entry = entry_by_code(
+                    spec, step, state, stored_state=row.state,
+                    stored_version=row.state_version,
+                )  # fmt: skip
+            else:
+                entry = await entry_by_nodes(store, workflow, step, state)
+        except (BadInput, GenDurableError) as exc:
+            return await _refused(dashboard, request, id, str(exc), form, 400)
+        answer = await rewind(RepairStore(store.db), id, entry)
+        refused = refusal(f"instance {id}", answer)
+        if refused is not None:
+            return await _refused(dashboard, request, id, refused, form, 409)
+        return _back(request, id, "rewind")
+
     return [
         Route("/instances/{id}/signal", signal, methods=["POST"], name="signal"),
         Route("/instances/{id}/cancel", cancel, methods=["POST"], name="cancel"),
         Route("/instances/{id}/retry", retry, methods=["POST"], name="retry"),
+        Route("/instances/{id}/rewind", rewind_, methods=["POST"], name="rewind"),
     ]
 
 
@@ -98,30 +151,29 @@ async def _accepted(dashboard: Dashboard, request: Request) -> tuple[int, dict[s
     """The instance id and form of an action that passed the switch and the CSRF check."""
     dashboard.require_actions()
     id = path_id(request)
+    return id, await _checked_form(dashboard, request)
+
+
+async def accepted_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
+    """The form of an action post (not about one instance) that passed the switch and the
+    CSRF check."""
+    dashboard.require_actions()
+    return await _checked_form(dashboard, request)
+
+
+async def _checked_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
+    """The form of a post, once it is one and carries its CSRF token."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
-    form = parse_form(await _body(request))
+    form = parse_form(await read_body(request))
     csrf.check(
         dashboard.settings.secret,
         cookie=request.cookies.get(csrf.COOKIE),
         form_token=form.pop(csrf.FIELD, None),
         headers=request.headers,
     )
-    return id, form
-
-
-async def _body(request: Request) -> bytes:
-    """The request body, refused unread past `MAX_FORM` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM:
-        raise BadInput(f"the form is larger than {MAX_FORM} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            raise BadInput(f"the form is larger than {MAX_FORM} bytes")
-    return bytes(body)
+    return form
 
 
 async def _refused(

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from xml.sax.saxutils import escape
+
+from ..db.rows import EndedPerMinute
 
 ENDINGS = ("done", "failed", "cancelled")
 """The terminal statuses, bottom to top in each bar."""
@@ -45,14 +46,14 @@ class Throughput:
         return out
 
 
-def throughput(rows: Iterable[Any], now: datetime, minutes: int) -> Throughput:
-    """Bin the rows of `throughput_by_minute` (minute, status, count) into `minutes` bins."""
+def throughput(rows: Iterable[EndedPerMinute], now: datetime, minutes: int) -> Throughput:
+    """Bin the rows of `throughput_by_minute` into `minutes` bins."""
     start = now - timedelta(minutes=minutes)
     bins: list[dict[str, int]] = [{} for _ in range(minutes)]
     for row in rows:
-        index = int((row["minute"] - start) // timedelta(minutes=1))
+        index = int((row.minute - start) // timedelta(minutes=1))
         if 0 <= index < minutes:
-            bins[index][row["status"]] = bins[index].get(row["status"], 0) + int(row["count"])
+            bins[index][row.status] = bins[index].get(row.status, 0) + row.count
     return Throughput(start, minutes, bins)
 
 

@@ -27,8 +27,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..db.connect import DATABASE_ERRORS, describe_dsn, describe_failure, redact
 from ..db.migrator import check_version
-from ..db.store import Store
+from ..db.operator_store import OperatorStore
+from ..db.pool import Database
 from ..errors import ConfigError, NoTarget
+from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from . import csrf
 from .format import FILTERS
@@ -63,6 +65,8 @@ class Settings:
     secret: bytes
     source: str | None
     """Where the workflow code came from (`module:engine`), shown on the workflow pages."""
+    schedules: tuple[Schedule, ...] = ()
+    """The schedules of the code's engine: their workflows' pages state them."""
 
 
 class ReadOnly(Exception):
@@ -73,11 +77,11 @@ class Dashboard:
     """The dashboard as an ASGI application; see `gendurable.web.app`."""
 
     def __init__(self, settings: Settings) -> None:
-        from . import actions, overview, pages  # the route modules need this class
+        from . import actions, bulk, overview, pages, queue_actions  # route modules need it
 
         self.settings = settings
         self.database = describe_dsn(settings.dsn)
-        self._store: Store | None = None
+        self._store: OperatorStore | None = None
         self._opening: asyncio.Lock | None = None
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("gendurable.web", "templates"),
@@ -92,6 +96,8 @@ class Dashboard:
             *overview.routes(self),
             *pages.routes(self),
             *actions.routes(self),
+            *queue_actions.routes(self),
+            *bulk.routes(self),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]
         self._app = Starlette(
@@ -113,8 +119,8 @@ class Dashboard:
 
     # -- the pool ---------------------------------------------------------------------------
 
-    async def store(self) -> Store:
-        """The dashboard's Store, opened (and the schema checked) on first use."""
+    async def store(self) -> OperatorStore:
+        """The dashboard's store, opened (and the schema checked) on first use."""
         if self._store is not None:
             return self._store
         if self._opening is None:
@@ -124,23 +130,23 @@ class Dashboard:
                 self._store = await self._open()
         return self._store
 
-    async def _open(self) -> Store:
+    async def _open(self) -> OperatorStore:
         s = self.settings
-        store = await Store.open(s.dsn, s.schema, min_size=1, max_size=s.pool_size, timeout=10.0)
-        store.retry_for = 0.0  # a page reports an outage at once instead of hanging
+        db = await Database.open(s.dsn, s.schema, min_size=1, max_size=s.pool_size, timeout=10.0)
+        db.retry_for = 0.0  # a page reports an outage at once instead of hanging
         try:
-            async with store.pool.acquire() as conn:
+            async with db.pool.acquire() as conn:
                 await check_version(conn, schema=s.schema)
         except BaseException:
-            await store.close(grace=2.0)
+            await db.close(grace=2.0)
             raise
-        return store
+        return OperatorStore(db)
 
     async def close(self) -> None:
         """Close the pool (the next request opens it again)."""
         store, self._store = self._store, None
         if store is not None:
-            await store.close(grace=5.0)
+            await store.db.close(grace=5.0)
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -154,7 +160,7 @@ class Dashboard:
         if not self.settings.allow_actions:
             raise ReadOnly(
                 "this dashboard is read-only: start it with --allow-actions "
-                "(or app(allow_actions=True)) to signal, cancel or retry"
+                "(or app(allow_actions=True)) to signal, cancel, retry, rewind or pause queues"
             )
 
     def render(

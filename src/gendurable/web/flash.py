@@ -24,12 +24,13 @@ MAX_AGE = 120
 MAX_VALUE = 3000
 """Longest cookie value set (browsers keep at least 4096 bytes per cookie)."""
 
-_KEPT_FIELDS = ("name", "payload")
+_KEPT_FIELDS = ("name", "payload", "step", "state")
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why an action on instance `id` was refused, and the fields that were typed."""
+    """Why an action on instance `id` was refused, and the fields that were typed. Id 0 is
+    the instance list, where a bulk action's report is carried the same way."""
 
     id: int
     message: str
@@ -41,8 +42,9 @@ def encode(secret: bytes, refusal: Refusal) -> str:
     form = {k: v for k, v in refusal.form.items() if k in _KEPT_FIELDS}
     message = refusal.message[:1000]
     value = _sign(secret, {"id": refusal.id, "message": message, "form": form})
-    if len(value) > MAX_VALUE:  # the payload does not fit: keep the reason and the name
+    if len(value) > MAX_VALUE:  # the JSON typed does not fit: keep the reason and the names
         form.pop("payload", None)
+        form.pop("state", None)
         value = _sign(secret, {"id": refusal.id, "message": message, "form": form})
     return value
 

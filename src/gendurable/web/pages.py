@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,13 +13,19 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..blocked import BlockedBy
+from ..bulk import CANCEL, RETRY
+from ..db.rows import ExplainedInstance
+from ..db.schedule_store import ScheduleStore
 from ..docgen import type_label
 from ..errors import NoTarget
 from ..records import LIVE_STATUSES, TERMINAL_STATUSES
+from ..rewind import REWINDABLE
 from ..signal_check import payload_labels_by_nodes
 from ..spec import WorkflowSpec
-from . import flash
+from ..workflow_records import recorded
+from . import bulk, flash
 from .diagram import diagram_svg
+from .overview import ScheduleRow, schedule_rows
 from .params import ListFilter, identifier, text
 from .spec_page import spec_html
 
@@ -30,8 +37,10 @@ CHILDREN_PAGE = 20
 NOTICES = {
     "signal": "Signal stored.",
     "signal-woke": "Signal stored; it woke the instance.",
+    "signal-again": "This form was sent already: its signal was stored once, then.",
     "cancel": "Cancelled.",
     "retry": "Back on its failed step with attempt 0, due now.",
+    "rewind": "Restarted at the step chosen with attempt 0, due now.",
 }
 """What a finished action says after its redirect (`?done=...`); other values show nothing."""
 
@@ -64,18 +73,27 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         )
         shown = rows[: page.limit]
         more = len(rows) > page.limit
-        return dashboard.render(
+        secret = dashboard.settings.secret
+        report = flash.decode(secret, request.cookies.get(flash.COOKIE), bulk.LIST_PAGE)
+        response = dashboard.render(
             request,
             "instances.html",
             {
                 "page": "instances",
                 "filter": page,
                 "rows": shown,
-                "next_query": page.query(before=shown[-1]["id"]) if more else None,
+                "next_query": page.query(before=shown[-1].id) if more else None,
                 "first_query": page.query(before=None) if page.before else None,
                 "workflows": sorted(dashboard.settings.specs),
+                "bulk_query": page.query(before=None, limit=None),
+                "bulk_actions": [a for a in (RETRY, CANCEL) if bulk.match(a, page) is not None],
+                "notice": None if report is None else report.message,
             },
         )
+        if report is not None:
+            base = request.scope.get("root_path", "").rstrip("/")
+            response.delete_cookie(flash.COOKIE, path=base or "/", httponly=True, samesite="strict")
+        return response
 
     async def instance(request: Request) -> Response:
         id = path_id(request)
@@ -102,10 +120,20 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         spec = dashboard.settings.specs.get(name)
         if spec is None:
             raise NoTarget(f"this dashboard serves no workflow named {name[:100]!r}")
+        schedules = [s for s in dashboard.settings.schedules if s.workflow == name]
+        live: list[ScheduleRow] = []
+        if schedules:  # their next and last ticks; a page without schedules needs no database
+            store = await dashboard.store()
+            live = schedule_rows(await ScheduleStore(store.db).schedules_list(workflow=name))
         return dashboard.render(
             request,
             "workflow.html",
-            {"page": "workflows", "spec": spec, "body": spec_html(spec)},
+            {
+                "page": "workflows",
+                "spec": spec,
+                "body": spec_html(spec, schedules),
+                "schedules": live,
+            },
         )
 
     return [
@@ -139,34 +167,39 @@ async def instance_page(
     children_after = identifier(query.get("children_after"), "children_after")
     done = text(query.get("done"), "done")
     store = await dashboard.store()
-    row = await store.instance_explain(id, None)
+    row = await store.instance_explain(id=id, now=None)
     if row is None:
         raise NoTarget(f"no instance with id {id}")
-    inbox = await store.inbox_page(id, inbox_after, INBOX_PAGE + 1)
-    children = await store.children_page(id, children_after, CHILDREN_PAGE + 1)
-    spec = dashboard.settings.specs.get(row["workflow"])
+    inbox = await store.inbox_page(instance_id=id, after_id=inbox_after, limit=INBOX_PAGE + 1)
+    children = await store.children_page(
+        parent_id=id, after_id=children_after, limit=CHILDREN_PAGE + 1
+    )
+    spec = dashboard.settings.specs.get(row.workflow)
     return dashboard.render(
         request,
         "instance.html",
         {
             "page": "instances",
             "row": row,
-            "live": row["status"] in LIVE_STATUSES,
-            "terminal": row["status"] in TERMINAL_STATUSES,
-            "blocked": BlockedBy.from_row(row),
-            "error_record": _error(row["error"]),
+            "live": row.status in LIVE_STATUSES,
+            "terminal": row.status in TERMINAL_STATUSES,
+            "blocked": BlockedBy.from_columns(
+                row.blocked_reason, row.blocked_until, row.blocked_detail
+            ),
+            "error_record": _error(row.error),
             "inbox": inbox[:INBOX_PAGE],
-            "inbox_next": inbox[INBOX_PAGE - 1]["id"] if len(inbox) > INBOX_PAGE else None,
+            "inbox_next": inbox[INBOX_PAGE - 1].id if len(inbox) > INBOX_PAGE else None,
             "inbox_after": inbox_after,
             "children": children[:CHILDREN_PAGE],
             "children_next": (
-                children[CHILDREN_PAGE - 1]["id"] if len(children) > CHILDREN_PAGE else None
+                children[CHILDREN_PAGE - 1].id if len(children) > CHILDREN_PAGE else None
             ),
             "children_after": children_after,
-            "diagram": (
-                diagram_svg(spec, current=row["step"], status=row["status"]) if spec else None
-            ),
+            "diagram": (diagram_svg(spec, current=row.step, status=row.status) if spec else None),
             "signals": await _signal_choices(dashboard, spec, row),
+            "steps": await _step_choices(dashboard, spec, row),
+            # Drawn with the page: the signal form sent twice stores its signal once.
+            "signal_key": secrets.token_urlsafe(18),
             "notice": NOTICES.get(done or ""),
             "action_error": error,
             "form": form or {},
@@ -184,10 +217,10 @@ def _error(data: bytes | None) -> dict[str, Any] | None:
 
 
 async def _signal_choices(
-    dashboard: Dashboard, spec: WorkflowSpec | None, row: Any
+    dashboard: Dashboard, spec: WorkflowSpec | None, row: ExplainedInstance
 ) -> list[SignalChoice] | None:
     """The names the signal form offers (None: unknown, typed in freely)."""
-    awaiting = set(row["await_names"] or ())
+    awaiting = set(row.await_names or ())
     if spec is not None:
         choices = []
         for name in spec.signal_names():
@@ -195,12 +228,27 @@ async def _signal_choices(
             payload = "any JSON" if tp is None else type_label(tp)
             choices.append(SignalChoice(name, payload, name in awaiting))
         return sorted(choices, key=lambda c: not c.awaited_now)
-    if row["status"] not in LIVE_STATUSES:
+    if row.status not in LIVE_STATUSES:
         return []
-    labels = await payload_labels_by_nodes(await dashboard.store(), row["workflow"])
+    labels = await payload_labels_by_nodes(await dashboard.store(), row.workflow)
     if labels is None:
         return None
     return sorted(
         (SignalChoice(n, payload, n in awaiting) for n, payload in labels.items()),
         key=lambda c: not c.awaited_now,
     )
+
+
+async def _step_choices(
+    dashboard: Dashboard, spec: WorkflowSpec | None, row: ExplainedInstance
+) -> list[str] | None:
+    """The steps the rewind form offers (None: unknown, typed in freely); only asked of the
+    live nodes for an instance that can be rewound."""
+    if spec is not None:
+        return list(spec.steps)
+    if row.status not in REWINDABLE:
+        return []
+    found = await recorded(await dashboard.store(), row.workflow)
+    if found is None:
+        return None
+    return sorted({s for d in found.descriptions for s in d.get("steps", {})})

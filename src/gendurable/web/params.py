@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import msgspec
+from starlette.requests import Request
 
 from ..records import ALL_STATUSES
 
@@ -26,6 +27,7 @@ MAX_PAYLOAD = 64 * 1024
 """Largest signal payload (bytes of JSON) the dashboard sends."""
 MAX_FORM = MAX_PAYLOAD + 4096
 """Largest form body read; a larger one is refused unread."""
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 _LIST_FIELDS = ("workflow", "status", "queue", "key_prefix", "before", "limit")
@@ -146,14 +148,28 @@ def parse_form(body: bytes) -> dict[str, str]:
     return form
 
 
-def payload_json(raw: str | None) -> Any:
-    """The signal payload typed in the form: JSON (empty means null), at most `MAX_PAYLOAD`."""
+def payload_json(raw: str | None, field: str = "payload") -> Any:
+    """JSON typed in a form (a signal's payload, a rewind's state): empty means null, at
+    most `MAX_PAYLOAD`."""
     if raw is None or not raw.strip():
         return None
     data = raw.encode()
     if len(data) > MAX_PAYLOAD:
-        raise BadInput(f"the payload is larger than {MAX_PAYLOAD // 1024} KiB")
+        raise BadInput(f"the {field} is larger than {MAX_PAYLOAD // 1024} KiB")
     try:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise BadInput(f"the payload is not valid JSON: {exc}") from None
+        raise BadInput(f"the {field} is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused unread past `MAX_FORM` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM:
+        raise BadInput(f"the form is larger than {MAX_FORM} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise BadInput(f"the form is larger than {MAX_FORM} bytes")
+    return bytes(body)

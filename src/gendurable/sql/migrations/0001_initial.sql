@@ -1,6 +1,8 @@
--- Schema v1 of gendurable. Pre-1.0 this file is edited in place; it is idempotent so that
--- applying it twice changes nothing. `__schema__` is replaced by the validated, quoted schema
--- name before it runs, under an advisory lock keyed by the schema (see db/migrator.py).
+-- Schema v1 of gendurable, as released in 0.1.0. FROZEN: never edit this file (a test pins
+-- its checksum, and databases record it); every later change is a new numbered migration
+-- that follows the rules in README.md beside it. It is idempotent, so that applying it twice
+-- changes nothing. `__schema__` is replaced by the validated, quoted schema name before it
+-- runs, under an advisory lock keyed by the schema (see db/migrator.py).
 
 CREATE SCHEMA IF NOT EXISTS __schema__;
 
@@ -17,6 +19,19 @@ CREATE TABLE IF NOT EXISTS __schema__.meta (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version int NOT NULL,
     migrated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every migration applied to this schema, written by the migrator in the transaction that
+-- applied it: the checksum (sha256 of the file's text, before the schema is substituted) is
+-- what a later migrator or engine compares with the file it packages, refusing a database
+-- whose applied migration differs from it.
+CREATE TABLE IF NOT EXISTS __schema__.migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    -- `gendurable <version>` of the migrator that applied it.
+    applied_by text NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS __schema__.instances (
@@ -78,6 +93,34 @@ CREATE TABLE IF NOT EXISTS __schema__.signals (
     received_at timestamptz NOT NULL,
     -- W3C traceparent of the span that sent this signal (OpenTelemetry), or NULL.
     trace_context text
+);
+
+-- Idempotency keys of signals: the signal a key stored for an instance, kept after the
+-- signal itself was consumed (its inbox row deleted) and until the instance is deleted, so
+-- that a resend with the same key stores nothing and gets the first send's signal id. A
+-- table of its own: signals without a key, and every consumption, never touch it. The
+-- primary key is the guarantee that two concurrent sends of one key store one signal.
+-- `name` and `payload_md5` (of the payload's jsonb text) tell a true resend from another
+-- signal reusing the key, which is refused. No foreign key: `terminal_sweep` deletes the
+-- keys of the instances it deletes (a cascade would cost every deleted instance a trigger
+-- run, keyed or not: a third more per GC batch, measured); a key left by an instance
+-- deleted otherwise is never read (lookups join the instance).
+CREATE TABLE IF NOT EXISTS __schema__.signal_keys (
+    instance_id bigint NOT NULL,
+    idempotency_key text NOT NULL,
+    signal_id bigint NOT NULL,
+    name text NOT NULL,
+    payload_md5 uuid NOT NULL,
+    PRIMARY KEY (instance_id, idempotency_key)
+);
+
+-- Paused queues: no engine starts a new step of a queue listed here (see `queues_paused`).
+-- A row per paused queue; resuming deletes it.
+CREATE TABLE IF NOT EXISTS __schema__.paused_queues (
+    queue text PRIMARY KEY,
+    paused_at timestamptz NOT NULL,
+    -- Who paused it: an engine (`<name>@<host>-<pid>`), `gendurable pause`, the dashboard.
+    paused_by text NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS __schema__.rate_configs (
@@ -281,6 +324,27 @@ BEGIN
 END
 $fn$;
 
+-- Whether queue `q` is paused, as committed by the time this returns: asked by every
+-- statement that starts steps of a queue (the claim, a start or a signal's wake claimed by
+-- a local scheduler, a kept-claim move), inside that statement. It first takes a shared
+-- transaction-level advisory lock on the queue, which `queue_pause` takes exclusively; then,
+-- being VOLATILE, it reads `paused_queues` in a snapshot taken after the lock, not in the
+-- caller's (older) one. So a pause either committed before the read, which sees it, or waits
+-- for the caller's transaction to commit what it started: once `queue_pause` has returned,
+-- no statement that missed the pause is still in flight. The lock is only tried: while a
+-- pause holds or waits for it, the queue counts as paused (it is about to be), so a caller
+-- never waits here and no lock cycle can form through it.
+CREATE OR REPLACE FUNCTION __schema__.queue_paused(q text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock_shared(
+            hashtextextended('gendurable:pause:__schema__:' || q, 0)) THEN
+        RETURN true;
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM __schema__.paused_queues p WHERE p.queue = q);
+END
+$fn$;
+
 -- Running engines ("nodes"). Each engine records what it serves at start, refreshes
 -- `last_seen`/`expires_at` with its heartbeat and deletes its row at stop. A row past
 -- `expires_at` is a node that died without stopping: ignored by blocked_by, pruned by any
@@ -301,6 +365,31 @@ CREATE TABLE IF NOT EXISTS __schema__.nodes (
     last_seen timestamptz NOT NULL,
     -- last_seen plus a few heartbeats: past it the node counts as dead.
     expires_at timestamptz NOT NULL
+);
+
+-- Schedules (`gd.Schedule`): one row per schedule name, written by the engines that declare
+-- it. `next_at` is the earliest instant whose tick has not been handled: an engine holding
+-- the row lock starts the due ticks' instances and moves it past now in one transaction.
+-- `spec` is the definition as the engine that declared it last wrote it; an engine advances
+-- the row only while its own definition is that one (a deploy that changes a schedule takes
+-- it over at once). Engines that declare a schedule refresh `refreshed_at`; one no running
+-- engine refreshed for a grace period is marked disabled (`disabled_at`), never deleted.
+-- No index beyond the key: one row per schedule in the code, read by name.
+CREATE TABLE IF NOT EXISTS __schema__.schedules (
+    name text PRIMARY KEY,
+    workflow text NOT NULL,
+    -- {"cron": "0 3 * * *", "tz": "Europe/Paris"} or {"every": seconds}, with "missed",
+    -- "catch_up" and "description" (the schedule in words, for readers without the code).
+    spec jsonb NOT NULL,
+    next_at timestamptz NOT NULL,
+    last_at timestamptz,
+    last_instance_id bigint,
+    paused boolean NOT NULL DEFAULT false,
+    declared_by text NOT NULL,
+    refreshed_at timestamptz NOT NULL,
+    disabled_at timestamptz,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
 );
 
 -- Why an instance that is not executing waits, evaluated at `as_of`: one row (reason, until,
@@ -325,6 +414,14 @@ FROM (
                   (SELECT count(*) FROM __schema__.instances k
                    WHERE k.parent_id = i.id AND k.id >= coalesce(i.children_from, 0)))
     WHERE i.status = 'waiting'
+    UNION ALL
+    -- An operator paused its queue: nothing of it starts, due or not, until it is resumed.
+    SELECT 2, 'paused', NULL,
+           format('queue %L since %s by %s', p.queue,
+                  to_char(p.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                  p.paused_by)
+    FROM __schema__.paused_queues p
+    WHERE i.status = 'available' AND p.queue = i.queue
     UNION ALL
     -- Not yet due: the rate limiter deferred it, a retry's backoff, or a plain schedule.
     SELECT 3,
