@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -105,11 +106,30 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def init_engine_connection(conn: asyncpg.Connection, plans: str) -> None:
+    """`init_connection`, then `plans` (the statement `engine_plans`): the engine's own
+    connections plan each prepared statement once, with index scans.
+
+    Every statement the engine runs is a keyed lookup or an index range. By default
+    PostgreSQL re-plans a prepared statement at each execution while it guesses a custom plan
+    may be cheaper, which it does for the group commit's array parameters, and planning then
+    costs more than running. A generic plan alone is made once, often while a new schema's
+    tables are nearly empty, and with sequential scans in it each group commit would read the
+    whole table as it grows: `enable_seqscan = off` keeps the index path, always at hand for
+    these statements. Every locking statement is correct under both settings (the
+    interleaving matrix, `tests/db/test_interleavings.py`); docs/performance.md ("Plans")
+    has the measurements.
+    """
+    await init_connection(conn)
+    await conn.execute(plans)
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's reset query on release: a round trip per statement otherwise.
 
     Safe because no statement here leaves session state behind: no LISTEN (the listener has
-    its own connection), no session advisory locks, no temporary tables, no SET.
+    its own connection), no session advisory locks, no temporary tables, and the only
+    settings (the engine's plan settings) are made when a connection opens, for every use.
     """
 
 
@@ -141,9 +161,14 @@ class Database:
         max_size: int = 10,
         prepare: bool = True,
         timeout: float = 30.0,
+        engine_plans: bool = False,
     ) -> Database:
         """Open a pool on `dsn` with `min_size` connections open (raises if it cannot);
-        `prepare=False` disables the statement cache (poolers).
+        `prepare=False` disables the statement cache (poolers). `engine_plans` (with
+        `prepare`) gives every connection the plan settings of `init_engine_connection`: for
+        the engine's own pool, not for inspection tools whose queries may read whole tables.
+        Behind a transaction pooler (`prepare=False`) they are never set: a setting would stay
+        on a server connection other clients share.
 
         Connections closed later (an outage, idleness) are opened again when a statement
         needs one, never in the background: asyncpg's own refill (0.32+) would retry on its
@@ -156,7 +181,13 @@ class Database:
             connect=hosts.connect,
             min_size=0,
             max_size=max_size,
-            init=init_connection,
+            init=(
+                functools.partial(
+                    init_engine_connection, plans=statements(schema)["engine_plans"].sql
+                )
+                if prepare and engine_plans
+                else init_connection
+            ),
             statement_cache_size=100 if prepare else 0,
             command_timeout=timeout,
             timeout=timeout,

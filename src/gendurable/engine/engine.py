@@ -227,7 +227,12 @@ class Engine:
             dsn = await self._start_embedded()
         timeout = config.statement_timeout.total_seconds()
         db = await Database.open(
-            dsn, config.schema, max_size=config.pool_size, prepare=config.prepare, timeout=timeout
+            dsn,
+            config.schema,
+            max_size=config.pool_size,
+            prepare=config.prepare,
+            timeout=timeout,
+            engine_plans=True,
         )
         self._db = db
         store = self._store = EngineStore(db)
