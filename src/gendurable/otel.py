@@ -44,6 +44,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from . import events
 from .events import Event
+from .version import __version__
 
 __all__ = ["HANDLER_NAME", "Instrumentation", "instrument"]
 
@@ -67,8 +68,6 @@ class Instrumentation:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        from . import __version__
-
         self.engine = engine
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider)
