@@ -1644,7 +1644,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "codec.nul_backslashes",
-        "src/gendurable/engine/codec.py",
+        "src/gendurable/codec.py",
         "",
         r'_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")',
         r'_NUL = re.compile(rb"(?<!\\)\\u0000")',

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .db.operator_store import OperatorStore
 from .db.repair_store import RepairStore
 from .db.rows import Rewound
-from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .engine.entries import NO_LIMIT, StepLimit, step_limit
 from .errors import NoEngine, ValidationError
 from .spec import WorkflowSpec

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .db.operator_store import OperatorStore
-from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .errors import NoEngine, ValidationError
 from .spec import WorkflowSpec
 from .workflow_records import check_value, did_you_mean, known_workflows, recorded

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json
 from .db.operator_store import OperatorStore
-from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json
 from .engine.entries import NO_LIMIT, NewRow, StepLimit, check_key, new_row
 from .errors import NoEngine, ValidationError
 from .outcome import ChildEntry

@@ -18,6 +18,7 @@ import msgspec
 
 from ..blocked import WAITING_STATUSES, BlockedBy
 from ..clock import Clock
+from ..codec import check_size, decode_json, encode_json, encode_typed
 from ..db.engine_store import EngineStore
 from ..db.rows import Delivery, ExplainedInstance, InstanceRow, InstanceStatus
 from ..errors import (
@@ -34,7 +35,6 @@ from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
 from .claim import StoredSignal
-from .codec import check_size, decode_json, encode_json, encode_typed
 from .entries import NewRow, check_text, columns, new_row
 from .local import LocalRunner
 from .notifier import Notifier

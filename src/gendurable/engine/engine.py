@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from .. import routing
 from ..clock import Clock
+from ..codec import DEFAULT_MAX_PAYLOAD_BYTES
 from ..db.connect import resolve_dsn
 from ..db.engine_store import EngineStore
 from ..db.listener import Listener
@@ -38,7 +39,6 @@ from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..telemetry import FAILURES, Telemetry, failure_handler
 from .client import Client
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
 from .config import EngineConfig
 from .decide import Catalog

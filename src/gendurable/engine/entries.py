@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..codec import encode_typed
 from ..db.engine_store import InstanceColumns
 from ..errors import DuplicateKey, ValidationError
 from ..limit import Limit
 from ..outcome import ChildEntry
 from ..records import ALL_STATUSES, LIVE_STATUSES
 from ..spec import StepSpec, WorkflowSpec
-from .codec import encode_typed
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from ..codec import decode_json
 from ..context import ChildResult, Context, Signal
 from ..errors import DuplicateKey, StateUpgradeError, StepTimeout, ValidationError
 from ..events import STEP_EXCEPTION, STEP_START, STEP_STOP
@@ -27,7 +28,6 @@ from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
 from .claim import Claimed, StoredChild, StoredSignal
-from .codec import decode_json
 from .committer import Applied, Committer
 from .decide import (
     NO_CATALOG,
