@@ -28,7 +28,7 @@ import asyncpg
 
 from gendurable.db.rows import CommittedOutcome, PickedRow
 from gendurable.engine.claim import Claimed
-from gendurable.engine.entries import NO_LIMIT, StepLimit
+from gendurable.entries import NO_LIMIT, StepLimit
 
 CLAIM_ROWS = """
 SELECT g::bigint AS id, 'w' AS workflow, 'step' AS step, '{"n": 1}'::jsonb::text::bytea AS state,

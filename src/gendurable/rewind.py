@@ -24,7 +24,7 @@ from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_ty
 from .db.operator_store import OperatorStore
 from .db.repair_store import RepairStore
 from .db.rows import Rewound
-from .engine.entries import NO_LIMIT, StepLimit, step_limit
+from .entries import NO_LIMIT, StepLimit, step_limit
 from .errors import NoEngine, ValidationError
 from .spec import WorkflowSpec
 from .workflow_records import check_value, did_you_mean, known_workflows, recorded

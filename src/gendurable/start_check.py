@@ -12,7 +12,7 @@ from typing import Any
 
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json
 from .db.operator_store import OperatorStore
-from .engine.entries import NO_LIMIT, NewRow, StepLimit, check_key, new_row
+from .entries import NO_LIMIT, NewRow, StepLimit, check_key, new_row
 from .errors import NoEngine, ValidationError
 from .outcome import ChildEntry
 from .records import LIVE_STATUSES

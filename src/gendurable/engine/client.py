@@ -21,6 +21,7 @@ from ..clock import Clock
 from ..codec import check_size, decode_json, encode_json, encode_typed
 from ..db.engine_store import EngineStore
 from ..db.rows import Delivery, ExplainedInstance, InstanceRow, InstanceStatus
+from ..entries import NewRow, check_text, columns, new_row
 from ..errors import (
     DuplicateKey,
     IdempotencyConflict,
@@ -35,7 +36,6 @@ from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
 from .claim import StoredSignal
-from .entries import NewRow, check_text, columns, new_row
 from .local import LocalRunner
 from .notifier import Notifier
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from ..entries import NewRow
 from ..spec import WorkflowSpec
-from .entries import NewRow
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler

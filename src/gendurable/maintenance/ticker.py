@@ -31,7 +31,7 @@ from ..clock import Clock
 from ..codec import check_size
 from ..db.rows import DueSchedule
 from ..db.schedule_store import Advance, ScheduleStore, TickPlan
-from ..engine.entries import NewRow, columns, new_row
+from ..entries import NewRow, columns, new_row
 from ..errors import NoTarget
 from ..events import SCHEDULE_DISABLED, SCHEDULE_FAILED, SCHEDULE_SKIPPED, SCHEDULE_STARTED
 from ..outcome import ChildEntry
