@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import asyncpg
 
 from gendurable.db.rows import CommittedOutcome, PickedRow
-from gendurable.engine.claim import Claimed
+from gendurable.engine.claimed import Claimed
 from gendurable.entries import NO_LIMIT, StepLimit
 
 CLAIM_ROWS = """

@@ -35,7 +35,7 @@ from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
-from .claim import StoredSignal
+from .claimed import StoredSignal
 from .local import LocalRunner
 from .notifier import Notifier
 

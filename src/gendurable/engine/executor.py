@@ -27,7 +27,7 @@ from ..events import STEP_EXCEPTION, STEP_START, STEP_STOP
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
-from .claim import Claimed, StoredChild, StoredSignal
+from .claimed import Claimed, StoredChild, StoredSignal
 from .committer import Applied, Committer
 from .decide import (
     NO_CATALOG,
