@@ -12,10 +12,11 @@ from ..db.connect import DATABASE_ERRORS, DSN_ENV, check_dsn, describe_failure, 
 from ..db.migrator import DEFAULT_LOCK_ATTEMPTS, DEFAULT_LOCK_TIMEOUT, migrate
 from ..embedded import EmbeddedPostgres
 from ..errors import ConfigError
+from ..loader import load_engine
 from ..sql import quote_schema
-from ..worker import LOG_LEVELS, configure_logging, load_engine, serve
 from .command import EXIT_OK, command, dsn_option, require_dsn, schema_option
 from .output import UserError
+from .runner import LOG_LEVELS, configure_logging, serve
 
 
 def _lock_options(parser: argparse.ArgumentParser) -> None:

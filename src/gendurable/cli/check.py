@@ -19,7 +19,7 @@ import asyncpg
 from ..db.connect import DSN_ENV, resolve_dsn
 from ..deploy_check import DEFAULT_SAMPLE, check_engine
 from ..errors import ConfigError
-from ..worker import load_engine
+from ..loader import load_engine
 from .command import command
 
 EXIT_STRANDS = 1

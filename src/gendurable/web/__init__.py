@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..db.connect import DSN_ENV, check_dsn, resolve_dsn
 from ..engine.engine import Engine
 from ..errors import ConfigError
+from ..loader import load_engine
 from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..sql import quote_schema
@@ -76,8 +77,6 @@ def app(
         raise ConfigError(f"refresh must be between 1 and 3600 seconds, got {refresh}")
     source: str | None = None
     if isinstance(engine, str):
-        from ..worker import load_engine
-
         source, engine = engine, load_engine(engine)
     specs: Mapping[str, WorkflowSpec] = engine.specs if engine is not None else {}
     schedules: tuple[Schedule, ...] = engine.config.schedules if engine is not None else ()
