@@ -19,7 +19,6 @@ import inspect
 import re
 import sys
 import types
-import typing
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ import msgspec
 from .errors import ConfigError
 from .schedule import Schedule
 from .spec import END, StepSpec, WorkflowSpec
+from .type_labels import type_label
 
 
 def workflows_of(module: types.ModuleType) -> list[WorkflowSpec]:
@@ -387,28 +387,6 @@ def _default(field: msgspec.structs.FieldInfo) -> str:
 
 
 # -- formatting ----------------------------------------------------------------------------
-
-
-def type_label(tp: Any) -> str:
-    """A readable type: `int | None`, `list[Approved]`, `Literal['a', 'b']`, `Any`."""
-    if tp is None or tp is type(None):
-        return "None"
-    if tp is Any:
-        return "Any"
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Annotated:
-        return type_label(args[0])
-    if origin is typing.Union or origin is types.UnionType:
-        return " | ".join(type_label(a) for a in args)
-    if origin is typing.Literal:
-        return f"Literal[{', '.join(repr(a) for a in args)}]"
-    if origin is not None:
-        inner = ", ".join("..." if a is Ellipsis else type_label(a) for a in args)
-        return f"{type_label(origin)}[{inner}]" if args else type_label(origin)
-    if isinstance(tp, type):
-        return tp.__name__ if tp.__module__ == "builtins" else tp.__qualname__.split(".")[-1]
-    return str(tp).replace("typing.", "")
 
 
 def _duration(d: timedelta) -> str:

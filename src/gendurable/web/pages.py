@@ -16,12 +16,12 @@ from ..blocked import BlockedBy
 from ..bulk import CANCEL, RETRY
 from ..db.rows import ExplainedInstance
 from ..db.schedule_store import ScheduleStore
-from ..docgen import type_label
 from ..errors import NoTarget
 from ..records import LIVE_STATUSES, TERMINAL_STATUSES
 from ..rewind import REWINDABLE
 from ..signal_check import payload_labels_by_nodes
 from ..spec import WorkflowSpec
+from ..type_labels import type_label
 from ..workflow_records import recorded
 from . import bulk, flash
 from .diagram import diagram_svg
