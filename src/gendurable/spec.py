@@ -1,8 +1,8 @@
 """The compiled, immutable form of a workflow: its transition table.
 
 A `WorkflowSpec` is built once, at decoration time, by `gendurable.compiler`. The engine
-reads it and never changes it. It renders itself as a Mermaid state diagram and as a Markdown
-page (`gendurable.docgen`).
+reads it and never changes it. It renders itself as a Mermaid state diagram; the Markdown
+page of it is `gendurable.docgen.workflow_page(spec)`.
 """
 
 from __future__ import annotations
@@ -174,10 +174,3 @@ class WorkflowSpec:
         for source, target in edges:
             lines.append(f"    {source} --> {target}")
         return "\n".join(lines) + "\n"
-
-    def to_markdown(self, *, level: int = 1) -> str:
-        """Render the page `gendurable docs` writes: docstring, diagram, steps, signals,
-        children, State and Result fields; its title is a heading of `level`."""
-        from .docgen import workflow_page  # the renderer needs this module: imported late
-
-        return workflow_page(self, level=level)

@@ -24,7 +24,6 @@ from ..db.maintenance_store import MaintenanceStore
 from ..db.migrator import check_version, migrate
 from ..db.pool import Database
 from ..db.schedule_store import ScheduleStore
-from ..deploy_check import CheckReport, check_engine
 from ..errors import ConfigError, EngineError
 from ..events import SIGNAL_DELIVERED, SIGNAL_DUPLICATE, STEP_EXCEPTION
 from ..limit import Limit
@@ -567,16 +566,6 @@ class Engine:
         self._require()
         assert self.ticker is not None  # set while the engine runs
         await self.ticker.set_paused(name, paused)
-
-    async def check(self, *, full: bool = False, sample: int = 1000) -> CheckReport:
-        """Would deploying this engine's code strand live rows? (see `gendurable.deploy_check`)
-
-        Compares the workflows this engine was given with the live rows of its schema: rows
-        of workflows it does not serve, at steps that no longer exist, awaiting signals no
-        longer declared, and states (the oldest `sample` of each workflow, all with
-        `full=True`) that no longer decode. Works on a stopped engine without starting it.
-        """
-        return await check_engine(self, full=full, sample=sample)
 
     def _require(self) -> Client:
         if self._client is None:
