@@ -63,7 +63,8 @@ def app(
     when it runs as the top-level ASGI app).
     """
     try:
-        from .dashboard import Dashboard, Settings
+        from .dashboard import Dashboard
+        from .site import Settings
     except ImportError as exc:
         raise ConfigError(f"{EXTRA_HINT} ({exc})") from None
     resolved = resolve_dsn(dsn)
