@@ -20,9 +20,9 @@ from ..engine.client import check_idempotency_key
 from ..errors import GenDurableError
 from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
-from . import csrf, flash
+from . import flash
 from .pages import path_id
-from .params import FORM_TYPE, BadInput, parse_form, payload_json, read_body, text
+from .params import BadInput, payload_json, text
 from .site import Site
 
 IDEMPOTENCY_FIELD = "idempotency_key"
@@ -147,29 +147,14 @@ async def _accepted(site: Site, request: Request) -> tuple[int, dict[str, str]]:
     """The instance id and form of an action that passed the switch and the CSRF check."""
     site.require_actions()
     id = path_id(request)
-    return id, await _checked_form(site, request)
+    return id, await site.posted_form(request)
 
 
 async def accepted_form(site: Site, request: Request) -> dict[str, str]:
     """The form of an action post (not about one instance) that passed the switch and the
     CSRF check."""
     site.require_actions()
-    return await _checked_form(site, request)
-
-
-async def _checked_form(site: Site, request: Request) -> dict[str, str]:
-    """The form of a post, once it is one and carries its CSRF token."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != FORM_TYPE:
-        raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
-    form = parse_form(await read_body(request))
-    csrf.check(
-        site.settings.secret,
-        cookie=request.cookies.get(csrf.COOKIE),
-        form_token=form.pop(csrf.FIELD, None),
-        headers=request.headers,
-    )
-    return form
+    return await site.posted_form(request)
 
 
 async def _refused(
@@ -182,17 +167,8 @@ async def _refused(
 ) -> Response:
     if status == 404:
         return site.error_page(request, 404, "Not found", message)
-    base = request.scope.get("root_path", "").rstrip("/")
-    response = RedirectResponse(f"{base}/instances/{id}", status_code=303)
-    response.set_cookie(
-        flash.COOKIE,
-        flash.encode(site.settings.secret, flash.Refusal(id, message, form)),
-        max_age=flash.MAX_AGE,
-        path=base or "/",
-        httponly=True,
-        samesite="strict",
-    )
-    return response
+    refusal = flash.Refusal(id, message, form)
+    return flash.redirect(request, f"/instances/{id}", site.settings.secret, refusal)
 
 
 def _back(request: Request, id: int, done: str) -> Response:

@@ -14,13 +14,13 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..bulk import CANCEL, RETRY, BulkRun, acted_on
 from ..db.repair_store import Match, RepairStore
-from . import csrf, flash
-from .params import FORM_TYPE, BadInput, ListFilter, parse_form, read_body
+from . import flash
+from .params import BadInput, ListFilter
 from .site import Site
 
 PER_POST = 10_000
@@ -73,16 +73,7 @@ def routes(site: Site) -> list[BaseRoute]:
     async def run(request: Request) -> Response:
         site.require_actions()
         action = _action(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != FORM_TYPE:
-            raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
-        form = parse_form(await read_body(request))
-        csrf.check(
-            site.settings.secret,
-            cookie=request.cookies.get(csrf.COOKIE),
-            form_token=form.pop(csrf.FIELD, None),
-            headers=request.headers,
-        )
+        form = await site.posted_form(request)
         page = ListFilter.parse(parse_qs(form.get("filter", "")))
         chosen = match(action, page)
         if chosen is None:
@@ -113,18 +104,11 @@ def _action(request: Request) -> str:
 
 
 def _back(site: Site, request: Request, page: ListFilter, message: str) -> Response:
-    base = request.scope.get("root_path", "").rstrip("/")
     query = page.query(before=None)
-    response = RedirectResponse(f"{base}/instances" + (f"?{query}" if query else ""), 303)
-    response.set_cookie(
-        flash.COOKIE,
-        flash.encode(site.settings.secret, flash.Refusal(LIST_PAGE, message, {})),
-        max_age=flash.MAX_AGE,
-        path=base or "/",
-        httponly=True,
-        samesite="strict",
+    path = "/instances" + (f"?{query}" if query else "")
+    return flash.redirect(
+        request, path, site.settings.secret, flash.Refusal(LIST_PAGE, message, {})
     )
-    return response
 
 
 __all__ = ["LIST_PAGE", "PER_POST", "match", "routes"]

@@ -26,6 +26,7 @@ from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from . import csrf
 from .format import FILTERS
+from .params import FORM_TYPE, BadInput, parse_form, read_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,21 @@ class Site:
                 "this dashboard is read-only: start it with --allow-actions "
                 "(or app(allow_actions=True)) to signal, cancel, retry, rewind or pause queues"
             )
+
+    async def posted_form(self, request: Request) -> dict[str, str]:
+        """The fields of a form post carrying this dashboard's CSRF token: `BadInput` for
+        anything but a form post, `CsrfError` without a valid token."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != FORM_TYPE:
+            raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
+        form = parse_form(await read_body(request))
+        csrf.check(
+            self.settings.secret,
+            cookie=request.cookies.get(csrf.COOKIE),
+            form_token=form.pop(csrf.FIELD, None),
+            headers=request.headers,
+        )
+        return form
 
     def render(
         self, request: Request, template: str, context: Mapping[str, Any], status: int = 200
