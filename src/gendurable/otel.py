@@ -219,10 +219,8 @@ class Instrumentation:
             span, token = opened
             if outcome is not None:
                 span.set_attribute("gendurable.outcome", str(outcome))
-            error = metadata.get("error")
-            if failed and isinstance(error, BaseException):
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            if failed:
+                _record_error(span, metadata)
             span.end()
             try:
                 otel_context.detach(token)  # type: ignore[arg-type]
@@ -260,10 +258,8 @@ class Instrumentation:
             attributes=_attributes(metadata, task=task, rows=rows),
             start_time=end - int(duration * 1e9),
         )
-        error = metadata.get("error")
-        if failed and isinstance(error, BaseException):
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        if failed:
+            _record_error(span, metadata)
         span.end(end_time=end)
 
 
@@ -341,6 +337,15 @@ def _attributes(
             continue
         out[f"gendurable.{name}"] = value if isinstance(value, bool | int | float) else str(value)
     return out
+
+
+def _record_error(span: trace.Span, metadata: Mapping[str, Any]) -> None:
+    """Mark `span` failed with the event's `error`: the exception, and its type and message
+    as the status."""
+    error = metadata.get("error")
+    if isinstance(error, BaseException):
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 def _context(traceparent: Any) -> otel_context.Context | None:
