@@ -43,6 +43,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import events
+from .engine.engine import Engine
 from .events import Event
 from .version import __version__
 
@@ -64,7 +65,7 @@ class Instrumentation:
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
@@ -294,7 +295,7 @@ UNMAPPED: frozenset[Event] = frozenset(
 
 
 def instrument(
-    engine: Any,
+    engine: Engine,
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
