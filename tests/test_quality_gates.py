@@ -114,8 +114,8 @@ PACKAGE = ROOT / "src" / "gendurable"
 def layer_of() -> dict[str, int]:
     """`gendurable.x.y` -> the rank of its layer (0 is the lowest)."""
     ranks: dict[str, int] = {}
-    for rank, names in enumerate(LAYERS.values()):
-        for name in names:
+    for rank, members in enumerate(LAYERS.values()):
+        for name in members:
             full = "gendurable" if name == "gendurable" else f"gendurable.{name}"
             assert full not in ranks, f"{full} is in two layers of LAYERS"
             ranks[full] = rank
