@@ -43,6 +43,7 @@ import pytest
 
 from .clock import Clock, ManualClock
 from .db.schema_admin import drop_schema
+from .embedded import EmbeddedPostgres
 from .engine.engine import Engine
 from .events import Event, dotted
 
@@ -98,8 +99,6 @@ def gendurable_dsn() -> Iterator[str]:
     if given:
         yield given
         return
-    from .embedded import EmbeddedPostgres
-
     server = EmbeddedPostgres()
     try:
         yield server.start()

@@ -24,6 +24,7 @@ from ..db.maintenance_store import MaintenanceStore
 from ..db.migrator import check_version, migrate
 from ..db.pool import Database
 from ..db.schedule_store import ScheduleStore
+from ..embedded import EmbeddedPostgres
 from ..errors import ConfigError, EngineError
 from ..events import SIGNAL_DELIVERED, SIGNAL_DUPLICATE, STEP_EXCEPTION
 from ..limit import Limit
@@ -153,7 +154,7 @@ class Engine:
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []  # heartbeats and the reaper
         self._claim_loops: list[asyncio.Task[None]] = []
-        self._embedded: Any = None
+        self._embedded: EmbeddedPostgres | None = None
         self._executor: Executor | None = None
         self.reaper: Reaper | None = None
         self.collector: Collector | None = None
@@ -374,8 +375,6 @@ class Engine:
         ]
 
     async def _start_embedded(self) -> str:
-        from ..embedded import EmbeddedPostgres
-
         self._embedded = EmbeddedPostgres()
         await self._embedded.astart()
         return str(self._embedded.dsn)
