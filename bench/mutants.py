@@ -1644,7 +1644,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "codec.nul_backslashes",
-        "src/gendurable/engine/codec.py",
+        "src/gendurable/codec.py",
         "",
         r'_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")',
         r'_NUL = re.compile(rb"(?<!\\)\\u0000")',
@@ -2043,12 +2043,15 @@ MUTANTS: list[Mutant] = [
         "signal_check.no_engine",
         "src/gendurable/signal_check.py",
         "",
+        "    found = await recorded_or_refused(\n"
+        "        store,\n"
+        "        workflow,\n"
+        '        "the signal cannot be checked: pass --app MODULE:ENGINE to check it against '
+        'the code",\n'
+        "    )\n",
+        "    found = await recorded(store, workflow)\n"
         "    if found is None:\n"
-        "        hint = did_you_mean(workflow, await known_workflows(store))\n"
-        "        raise NoEngine(\n",
-        "    if found is None:\n"
-        "        return payload_untyped(name, payload)\n"
-        "        raise NoEngine(\n",
+        "        return payload_untyped(name, payload)\n",
         "without the code, a workflow no live node knows cannot have its signals checked",
         ACT,
         WEB_ACTIONS,
@@ -2147,14 +2150,14 @@ MUTANTS: list[Mutant] = [
         "web.actions_switch",
         WEB + "actions.py",
         "",
-        "    dashboard.require_actions()\n    id = path_id(request)\n",
+        "    site.require_actions()\n    id = path_id(request)\n",
         "    id = path_id(request)\n",
         "a read-only dashboard refuses every action",
         WEB_ACTIONS,
     ),
     m(
         "web.read_only",
-        WEB + "dashboard.py",
+        WEB + "site.py",
         "",
         "if not self.settings.allow_actions:",
         "if False:",
@@ -2163,16 +2166,16 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "web.csrf_checked",
-        WEB + "actions.py",
+        WEB + "site.py",
         "",
-        "    csrf.check(\n",
-        "    (lambda *_, **__: None)(\n",
+        "        csrf.check(\n",
+        "        (lambda *_, **__: None)(\n",
         "every action passes the CSRF check",
         WEB_ACTIONS,
     ),
     m(
         "web.form_only",
-        WEB + "actions.py",
+        WEB + "site.py",
         "",
         "if content_type != FORM_TYPE:",
         "if False:",
@@ -2673,8 +2676,8 @@ MUTANTS: list[Mutant] = [
         "pause.web_switch",
         WEB + "actions.py",
         "",
-        "    dashboard.require_actions()\n    return await _checked_form(dashboard, request)\n",
-        "    return await _checked_form(dashboard, request)\n",
+        "    site.require_actions()\n    return await site.posted_form(request)\n",
+        "    return await site.posted_form(request)\n",
         "a read-only dashboard refuses to pause or resume",
         WEB_QUEUES,
     ),
@@ -2691,7 +2694,7 @@ MUTANTS: list[Mutant] = [
         "pause.web_shown_at_once",
         WEB + "queue_actions.py",
         "",
-        "    dashboard.overview.forget()  # the next view shows the change at once\n",
+        "    overview.forget()  # the next view shows the change at once\n",
         "",
         "after a pause or resume the overview is read again, not shown from its cache",
         WEB_QUEUES,

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import asyncpg
 
 from gendurable.db.rows import CommittedOutcome, PickedRow
-from gendurable.engine.claim import Claimed
-from gendurable.engine.entries import NO_LIMIT, StepLimit
+from gendurable.engine.claimed import Claimed
+from gendurable.entries import NO_LIMIT, StepLimit
 
 CLAIM_ROWS = """
 SELECT g::bigint AS id, 'w' AS workflow, 'step' AS step, '{"n": 1}'::jsonb::text::bytea AS state,

@@ -31,8 +31,7 @@ from .records import Handle, InstanceInfo, QueuePause
 from .schedule import Schedule
 from .spec import WorkflowSpec
 from .telemetry import Telemetry, logging_handler
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "Backoff",

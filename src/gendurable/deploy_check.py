@@ -1,7 +1,7 @@
 """The deploy check: would this engine's code strand any live row?
 
 Run before a deploy with the *new* code (`gendurable check app.module:engine`, or
-`await engine.check()`): it compares the compiled workflows with the live rows of the
+`await check_engine(engine)`): it compares the compiled workflows with the live rows of the
 engine's schema and reports each kind of row the new code could not carry on:
 
 - `workflow_not_served`: live rows of a workflow the engine does not serve;
@@ -36,6 +36,7 @@ from .db.migrator import check_version
 from .db.operator_store import OperatorStore
 from .db.pool import Database
 from .db.rows import LiveStep
+from .engine.engine import Engine
 from .errors import ConfigError, EngineError, StateUpgradeError
 from .spec import WorkflowSpec
 from .upgrader import uncovered, upgrade_state
@@ -144,7 +145,7 @@ class Upgrade:
 
 @dataclass(frozen=True, slots=True)
 class CheckReport:
-    """What `engine.check()` found: `ok` when no live row would be stranded.
+    """What `check_engine(engine)` found: `ok` when no live row would be stranded.
 
     `upgrades` lists the rows an `@gd.upgrade` chain will carry to the current version: they
     are fine, and listed so a deploy knows what its upgrades will touch.
@@ -386,9 +387,10 @@ async def check_store(
 
 
 async def check_engine(
-    engine: Any, *, full: bool = False, sample: int = DEFAULT_SAMPLE, dsn: str | None = None
+    engine: Engine, *, full: bool = False, sample: int = DEFAULT_SAMPLE, dsn: str | None = None
 ) -> CheckReport:
-    """Check `engine`'s workflows against its schema; `engine.check()` calls this.
+    """Check `engine`'s workflows against its schema: would deploying its code strand live
+    rows? `gendurable check` runs this.
 
     A running engine is checked through its own pool; a stopped one opens a small pool of
     its own for the check (on `dsn`, else the engine's, else `$GENDURABLE_DSN`) and never

@@ -19,17 +19,17 @@ import inspect
 import re
 import sys
 import types
-import typing
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from .durations import format_duration
 from .errors import ConfigError
 from .schedule import Schedule
 from .spec import END, StepSpec, WorkflowSpec
+from .type_labels import type_label
 
 
 def workflows_of(module: types.ModuleType) -> list[WorkflowSpec]:
@@ -201,7 +201,7 @@ def _summary(spec: WorkflowSpec, kind: str) -> str:
         f"max attempts {spec.retry.max_attempts}",
     ]
     if spec.lease is not None:
-        parts.append(f"lease {_duration(spec.lease)}")
+        parts.append(f"lease {format_duration(spec.lease, words=True)}")
     if spec.version > 1:
         parts.append(f"state version {spec.version}")
     if not spec.is_job:
@@ -265,7 +265,7 @@ def _steps_table(spec: WorkflowSpec) -> list[str]:
     ]
     for step in spec.steps.values():
         name = f"`{step.name}`" + (" (start)" if step.start and not spec.is_job else "")
-        timeout = _duration(step.timeout) if step.timeout else ""
+        timeout = format_duration(step.timeout, words=True) if step.timeout else ""
         attempts = str(step.max_attempts or spec.retry.max_attempts)
         awaits = ", ".join(f"`{n}`" for n in step.awaits.names) if step.awaits else ""
         targets = ", ".join("end" if t == END else f"`{t}`" for t in step.edges)
@@ -295,7 +295,7 @@ def _own_rate_limit(spec: WorkflowSpec, step: StepSpec) -> str:
     text = f"`{step.rate_limit}`" if limit is None else "inline"
     if limit is not None:
         burst = f", burst {limit.capacity}" if limit.burst is not None else ""
-        text += f" ({limit.allowed} per {_duration(limit.per)}{burst})"
+        text += f" ({limit.allowed} per {format_duration(limit.per, words=True)}{burst})"
     text += f", weight {step.weight}"
     # `partition` arrives with per-tenant rate limits; shown whenever the spec has it.
     partition = getattr(step, "partition", None)
@@ -309,7 +309,9 @@ def _awaits_table(spec: WorkflowSpec) -> list[str]:
     for step in spec.steps.values():
         if step.awaits is None:
             continue
-        timeout = _duration(step.awaits.timeout) if step.awaits.timeout else "none"
+        timeout = (
+            format_duration(step.awaits.timeout, words=True) if step.awaits.timeout else "none"
+        )
         for name in step.awaits.names:
             tp = step.awaits.types.get(name)
             payload = f"`{type_label(tp)}`" if tp is not None else "any JSON"
@@ -387,47 +389,6 @@ def _default(field: msgspec.structs.FieldInfo) -> str:
 
 
 # -- formatting ----------------------------------------------------------------------------
-
-
-def type_label(tp: Any) -> str:
-    """A readable type: `int | None`, `list[Approved]`, `Literal['a', 'b']`, `Any`."""
-    if tp is None or tp is type(None):
-        return "None"
-    if tp is Any:
-        return "Any"
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Annotated:
-        return type_label(args[0])
-    if origin is typing.Union or origin is types.UnionType:
-        return " | ".join(type_label(a) for a in args)
-    if origin is typing.Literal:
-        return f"Literal[{', '.join(repr(a) for a in args)}]"
-    if origin is not None:
-        inner = ", ".join("..." if a is Ellipsis else type_label(a) for a in args)
-        return f"{type_label(origin)}[{inner}]" if args else type_label(origin)
-    if isinstance(tp, type):
-        return tp.__name__ if tp.__module__ == "builtins" else tp.__qualname__.split(".")[-1]
-    return str(tp).replace("typing.", "")
-
-
-def _duration(d: timedelta) -> str:
-    """`2 days`, `1 h 30 min`, `0.5 s`: a duration as people write it."""
-    total = d.total_seconds()
-    days, rest = divmod(int(total), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    parts = []
-    if days:
-        parts.append(f"{days} day" + ("s" if days > 1 else ""))
-    if hours:
-        parts.append(f"{hours} h")
-    if minutes:
-        parts.append(f"{minutes} min")
-    fraction = total - int(total)
-    if seconds or fraction or not parts:
-        parts.append(f"{seconds + fraction:g} s")
-    return " ".join(parts)
 
 
 def _callable_name(fn: Callable[..., Any] | None) -> str:

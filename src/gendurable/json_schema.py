@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .docgen import type_label
+from .type_labels import type_label
 
 ANNOTATIONS = frozenset(
     {

@@ -43,7 +43,9 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import events
+from .engine.engine import Engine
 from .events import Event
+from .version import __version__
 
 __all__ = ["HANDLER_NAME", "Instrumentation", "instrument"]
 
@@ -63,12 +65,10 @@ class Instrumentation:
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        from . import __version__
-
         self.engine = engine
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider)
@@ -220,10 +220,8 @@ class Instrumentation:
             span, token = opened
             if outcome is not None:
                 span.set_attribute("gendurable.outcome", str(outcome))
-            error = metadata.get("error")
-            if failed and isinstance(error, BaseException):
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            if failed:
+                _record_error(span, metadata)
             span.end()
             try:
                 otel_context.detach(token)  # type: ignore[arg-type]
@@ -261,10 +259,8 @@ class Instrumentation:
             attributes=_attributes(metadata, task=task, rows=rows),
             start_time=end - int(duration * 1e9),
         )
-        error = metadata.get("error")
-        if failed and isinstance(error, BaseException):
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        if failed:
+            _record_error(span, metadata)
         span.end(end_time=end)
 
 
@@ -299,7 +295,7 @@ UNMAPPED: frozenset[Event] = frozenset(
 
 
 def instrument(
-    engine: Any,
+    engine: Engine,
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
@@ -342,6 +338,15 @@ def _attributes(
             continue
         out[f"gendurable.{name}"] = value if isinstance(value, bool | int | float) else str(value)
     return out
+
+
+def _record_error(span: trace.Span, metadata: Mapping[str, Any]) -> None:
+    """Mark `span` failed with the event's `error`: the exception, and its type and message
+    as the status."""
+    error = metadata.get("error")
+    if isinstance(error, BaseException):
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 def _context(traceparent: Any) -> otel_context.Context | None:

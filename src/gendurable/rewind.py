@@ -20,14 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .db.operator_store import OperatorStore
 from .db.repair_store import RepairStore
 from .db.rows import Rewound
-from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
-from .engine.entries import NO_LIMIT, StepLimit, step_limit
-from .errors import NoEngine, ValidationError
+from .entries import NO_LIMIT, StepLimit, step_limit
+from .errors import ValidationError
 from .spec import WorkflowSpec
-from .workflow_records import check_value, did_you_mean, known_workflows, recorded
+from .workflow_records import (
+    check_value,
+    did_you_mean,
+    recorded_or_refused,
+)
 
 KEEP: Any = object()
 """The state argument meaning: keep the stored state."""
@@ -92,15 +96,12 @@ async def entry_by_nodes(
     cannot say what the entry takes (nodes that disagree, an older gendurable, a step
     whose rate limit is partitioned by a function only the code can run).
     """
-    found = await recorded(store, workflow)
-    if found is None:
-        hint = did_you_mean(workflow, await known_workflows(store))
-        raise NoEngine(
-            f"no live engine knows workflow {workflow!r}{hint}"
-            if hint
-            else f"no live engine knows workflow {workflow!r}, so the step and state cannot "
-            "be checked: pass --app MODULE:ENGINE to check them against the code"
-        )
+    found = await recorded_or_refused(
+        store,
+        workflow,
+        "the step and state cannot be checked: pass --app MODULE:ENGINE to check them against "
+        "the code",
+    )
     steps = [list(d.get("steps", {})) for d in found.descriptions]
     if not all(step in names for names in steps):
         known = [s for names in steps for s in names]

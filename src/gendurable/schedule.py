@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .entries import encode_state
 from .errors import ConfigError, ValidationError
 from .spec import WorkflowSpec
 
@@ -278,8 +279,6 @@ def _check_every(what: str, every: Any) -> None:
 
 
 def _check_state(what: str, spec: WorkflowSpec, state: Any) -> None:
-    from .engine.entries import encode_state
-
     try:
         encode_state(spec, state)
     except ValidationError as exc:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
 from .db.operator_store import OperatorStore
-from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed
-from .errors import NoEngine, ValidationError
+from .errors import ValidationError
 from .spec import WorkflowSpec
-from .workflow_records import check_value, did_you_mean, known_workflows, recorded
+from .workflow_records import (
+    check_value,
+    recorded,
+    recorded_or_refused,
+)
 
 
 def payload_by_code(spec: WorkflowSpec, name: str, payload: Any) -> bytes:
@@ -49,15 +53,11 @@ async def payload_by_nodes(store: OperatorStore, workflow: str, name: str, paylo
     Raises `NoEngine` when no live engine knows the workflow (nothing can be checked; the
     message suggests a near name), `ValidationError` for a bad name or payload.
     """
-    found = await recorded(store, workflow)
-    if found is None:
-        hint = did_you_mean(workflow, await known_workflows(store))
-        raise NoEngine(
-            f"no live engine knows workflow {workflow!r}{hint}"
-            if hint
-            else f"no live engine knows workflow {workflow!r}, so the signal cannot be "
-            "checked: pass --app MODULE:ENGINE to check it against the code"
-        )
+    found = await recorded_or_refused(
+        store,
+        workflow,
+        "the signal cannot be checked: pass --app MODULE:ENGINE to check it against the code",
+    )
     names = found.signal_names()
     if name not in names:
         raise ValidationError(

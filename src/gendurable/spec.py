@@ -1,8 +1,8 @@
 """The compiled, immutable form of a workflow: its transition table.
 
 A `WorkflowSpec` is built once, at decoration time, by `gendurable.compiler`. The engine
-reads it and never changes it. It renders itself as a Mermaid state diagram and as a Markdown
-page (`gendurable.docgen`).
+reads it and never changes it. It renders itself as a Mermaid state diagram; the Markdown
+page of it is `gendurable.docgen.workflow_page(spec)`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from .durations import format_duration
 from .limit import Backoff, Limit
 
 END = "[*]"
@@ -40,7 +41,7 @@ class AwaitSpec:
         """`approved, rejected (timeout 2d)`: the names and the timeout, as diagrams show them."""
         text = ", ".join(self.names)
         if self.timeout is not None:
-            text += f" (timeout {_duration(self.timeout)})"
+            text += f" (timeout {format_duration(self.timeout, sep='')})"
         return text
 
     def decode(self, name: str, raw: bytes) -> Any:
@@ -173,21 +174,3 @@ class WorkflowSpec:
         for source, target in edges:
             lines.append(f"    {source} --> {target}")
         return "\n".join(lines) + "\n"
-
-    def to_markdown(self, *, level: int = 1) -> str:
-        """Render the page `gendurable docs` writes: docstring, diagram, steps, signals,
-        children, State and Result fields; its title is a heading of `level`."""
-        from .docgen import workflow_page  # the renderer needs this module: imported late
-
-        return workflow_page(self, level=level)
-
-
-def _duration(d: timedelta) -> str:
-    """`2d`, `1h30m`, `0.25s`: a duration without colons, which Mermaid reads as separators."""
-    minutes, seconds = divmod(d.seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    parts = [f"{n}{unit}" for n, unit in ((d.days, "d"), (hours, "h"), (minutes, "m")) if n]
-    if seconds or d.microseconds or not parts:
-        fraction = f".{d.microseconds:06d}".rstrip("0") if d.microseconds else ""
-        parts.append(f"{seconds}{fraction}s")
-    return "".join(parts)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json
 from .db.operator_store import OperatorStore
-from .engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json
-from .engine.entries import NO_LIMIT, NewRow, StepLimit, check_key, new_row
-from .errors import NoEngine, ValidationError
+from .entries import NO_LIMIT, NewRow, StepLimit, check_key, new_row
+from .errors import ValidationError
 from .outcome import ChildEntry
 from .records import LIVE_STATUSES
 from .spec import WorkflowSpec
-from .workflow_records import check_value, did_you_mean, known_workflows, recorded
+from .workflow_records import (
+    check_value,
+    recorded_or_refused,
+)
 
 _START_FIELDS = ("queue", "priority", "version", "start")
 """What every live node must agree on to start an instance without the code."""
@@ -38,15 +41,11 @@ async def row_by_nodes(store: OperatorStore, workflow: str, key: str | None, sta
     `ValidationError` for a bad key or state, or when the nodes' records cannot build the
     row (nodes that disagree, a start step whose rate limit is partitioned by a function).
     """
-    found = await recorded(store, workflow)
-    if found is None:
-        hint = did_you_mean(workflow, await known_workflows(store))
-        raise NoEngine(
-            f"no live engine knows workflow {workflow!r}{hint}"
-            if hint
-            else f"no live engine knows workflow {workflow!r}, so the state cannot be "
-            "checked: pass --app MODULE:ENGINE to start it with the code"
-        )
+    found = await recorded_or_refused(
+        store,
+        workflow,
+        "the state cannot be checked: pass --app MODULE:ENGINE to start it with the code",
+    )
     described = found.descriptions[0]
     starts = {tuple(repr(d.get(f)) for f in _START_FIELDS) for d in found.descriptions}
     if len(starts) > 1:

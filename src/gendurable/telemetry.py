@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from .attempts import attempt_of
-from .durations import age
+from .durations import format_duration
 from .events import MAINTENANCE_EXCEPTION, MAINTENANCE_RUN, STEP_EXCEPTION, Event, dotted
 
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
@@ -136,7 +136,8 @@ def failure_handler(logger: logging.Logger | None = None) -> Handler:
         error = metadata.get("error")
         outcome = metadata.get("outcome")
         if outcome == "retry" and "retry_in" in measurements:
-            then = f"retrying in {age(timedelta(seconds=measurements['retry_in']))}"
+            retry_in = timedelta(seconds=measurements["retry_in"])
+            then = f"retrying in {format_duration(retry_in, approximate=True)}"
         elif outcome == "failed":
             then = "the instance failed"
         else:

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from .clock import Clock, ManualClock
+from .db.schema_admin import drop_schema
+from .embedded import EmbeddedPostgres
 from .engine.engine import Engine
 from .events import Event, dotted
 
@@ -97,8 +99,6 @@ def gendurable_dsn() -> Iterator[str]:
     if given:
         yield given
         return
-    from .embedded import EmbeddedPostgres
-
     server = EmbeddedPostgres()
     try:
         yield server.start()
@@ -109,8 +109,6 @@ def gendurable_dsn() -> Iterator[str]:
 @pytest.fixture
 def gendurable_schema(gendurable_dsn: str) -> Iterator[str]:
     """A schema name no other test uses; dropped (CASCADE) after the test."""
-    from .db.schema_admin import drop_schema
-
     schema = f"t_{secrets.token_hex(6)}"
     yield schema
     _run(drop_schema(gendurable_dsn, schema))

@@ -4,7 +4,8 @@ Every running engine records, per workflow it was given, its queue, steps, await
 names and declared types (`maintenance.nodes.describe_workflows`). `recorded()` reads the
 descriptions of one workflow from every live node; nodes running different code (a deploy
 under way) may record different ones, and a value is then checked against each of them.
-`unknown_workflow()` words the error for a name nothing knows, with a suggestion.
+`recorded_or_refused()` refuses a workflow no live node knows and `unknown_workflow()`
+words the error for a name nothing knows, with a suggestion.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 
 from .db.operator_store import OperatorStore
-from .errors import ValidationError
+from .errors import NoEngine, ValidationError
 from .json_schema import UnsupportedSchema, schema_problem
 
 _decode = msgspec.json.Decoder()
@@ -82,6 +83,21 @@ async def recorded(store: OperatorStore, workflow: str) -> Recorded | None:
         if described is not None:
             found.setdefault(msgspec.json.encode(described, order="sorted"), described)
     return Recorded(workflow, tuple(found.values())) if found else None
+
+
+async def recorded_or_refused(store: OperatorStore, workflow: str, unchecked: str) -> Recorded:
+    """`recorded(store, workflow)`, or `NoEngine` when no live node knows the workflow: with
+    a near name when there is one, else saying why that matters (`unchecked`: "the signal
+    cannot be checked: pass --app MODULE:ENGINE to check it against the code")."""
+    found = await recorded(store, workflow)
+    if found is not None:
+        return found
+    hint = did_you_mean(workflow, await known_workflows(store))
+    raise NoEngine(
+        f"no live engine knows workflow {workflow!r}{hint}"
+        if hint
+        else f"no live engine knows workflow {workflow!r}, so {unchecked}"
+    )
 
 
 async def known_workflows(store: OperatorStore) -> list[str]:

@@ -25,10 +25,10 @@ from cli_app import Expense
 from cli_support import HERE, Cli, cli_env, run_cli
 
 from gendurable.cli import main
+from gendurable.cli.runner import READY
 from gendurable.embedded import EmbeddedPostgres, sweep
 from gendurable.sql import migrations
 from gendurable.testing import MakeEngine
-from gendurable.worker import READY
 
 LATEST = max(m.version for m in migrations("gendurable"))
 

@@ -15,8 +15,8 @@ from cli_app import Expense, Metered, Regional
 from cli_support import Cli
 
 import gendurable as gd
+from gendurable.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from gendurable.db.operator_store import OperatorStore
-from gendurable.engine.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from gendurable.errors import ValidationError
 from gendurable.start_check import row_by_nodes
 from gendurable.testing import MakeEngine

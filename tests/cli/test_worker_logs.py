@@ -15,8 +15,8 @@ import pytest
 from cli_app import Flaky
 from cli_support import HERE, cli_env
 
+from gendurable.cli.runner import READY
 from gendurable.testing import MakeEngine
-from gendurable.worker import READY
 from polling import eventually
 
 

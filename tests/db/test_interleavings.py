@@ -50,7 +50,7 @@ from interleavings import (
 )
 
 from commit_support import finish, move, park
-from gendurable.engine.entries import NO_LIMIT, NewRow, StepLimit, columns
+from gendurable.entries import NO_LIMIT, NewRow, StepLimit, columns
 from gendurable.errors import DuplicateKey
 from gendurable.sql import statements
 

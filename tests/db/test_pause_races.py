@@ -29,7 +29,7 @@ from raw_rows import Blocker, Leaf, insert, lock_waiter, row
 import gendurable as gd
 from commit_support import commit, move
 from gendurable.db.queue_store import QueueStore
-from gendurable.engine.entries import new_row
+from gendurable.entries import new_row
 from gendurable.testing import MakeEngine
 
 T = TypeVar("T")

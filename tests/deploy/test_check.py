@@ -1,4 +1,4 @@
-"""`await engine.check()`: what a deploy of the new code would strand, on real rows."""
+"""`await check_engine(engine)`: what a deploy of the new code would strand, on real rows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from deploy_flows import ExpenseV1, ExpenseV2, Report
 
 import gendurable as gd
 from gendurable import deploy_check
-from gendurable.deploy_check import CheckReport, Problem, field_of
+from gendurable.deploy_check import CheckReport, Problem, check_engine, field_of
 from gendurable.engine.engine import Engine
 from gendurable.errors import ConfigError, EngineError
 from gendurable.testing import MakeEngine
@@ -76,7 +76,7 @@ async def test_check_reports_every_problem_with_count_and_example(
     ids = await old_rows(make_engine)
     new = await make_engine(workflows=[ExpenseV2], start=False)
 
-    report = await new.check(full=True)
+    report = await check_engine(new, full=True)
 
     assert not report.ok
     assert report.live_rows == 5  # e1-e4 and r2: finished rows are not checked
@@ -133,7 +133,7 @@ async def test_check_reports_rows_waiting_for_children_or_executing_at_a_removed
     )
     new = await make_engine(workflows=[BatchV2, Leaf], start=False)
 
-    report = await new.check()
+    report = await check_engine(new)
 
     statuses = await db.fetch(
         f'SELECT id, status::text FROM "{gendurable_schema}".instances ORDER BY id'
@@ -162,7 +162,7 @@ async def test_check_reports_only_parked_rows_as_awaiting_a_removed_signal(
     assert (await ExpenseV1.get("woken", engine=client)).status == "available"
     new = await make_engine(workflows=[ExpenseV2], start=False)
 
-    report = await new.check()
+    report = await check_engine(new)
 
     assert [p for p in report.problems if p.kind == "signal_removed"] == [
         Problem("signal_removed", "expense", 1, parked.id, step="decide", signal="rejected")
@@ -173,7 +173,7 @@ async def test_check_of_the_running_code_finds_nothing(make_engine: MakeEngine) 
     await old_rows(make_engine)
     same = await make_engine(workflows=[ExpenseV1, Report], start=False)
 
-    report = await same.check(full=True)
+    report = await check_engine(same, full=True)
 
     assert report == CheckReport(problems=(), live_rows=5, states_decoded=4, full=True)
     assert report.ok
@@ -192,10 +192,10 @@ async def test_check_reports_rows_on_a_queue_no_engine_runs(make_engine: MakeEng
         workflows=[ExpenseV1], queues={"default": 1, "nowhere": 1}, start=False
     )
 
-    report = await checked.check()
-    by_the_checked_engine = await runs_it.check()
+    report = await check_engine(checked)
+    by_the_checked_engine = await check_engine(runs_it)
     await make_engine(workflows=[ExpenseV1], queues={"nowhere": 1})  # a live engine runs it
-    by_a_live_engine = await checked.check()
+    by_a_live_engine = await check_engine(checked)
 
     assert report.problems == (
         Problem("queue_not_served", "expense", 1, stuck.id, queue="nowhere"),
@@ -213,7 +213,7 @@ async def test_check_sample_decodes_only_the_oldest_rows(make_engine: MakeEngine
     ids = await old_rows(make_engine)
     new = await make_engine(workflows=[ExpenseV2], start=False)
 
-    report = await new.check(sample=1)
+    report = await check_engine(new, sample=1)
 
     assert report.states_decoded == 1
     undecodable = [p for p in report.problems if p.kind == "state_undecodable"]
@@ -232,7 +232,7 @@ async def test_check_sample_is_the_states_written_longest_ago(
     await old.stop()
     new = await make_engine(workflows=[ExpenseV2], start=False)
 
-    report = await new.check(sample=1)
+    report = await check_engine(new, sample=1)
 
     assert report.states_decoded == 1
     undecodable = [p for p in report.problems if p.kind == "state_undecodable"]
@@ -243,7 +243,7 @@ async def test_check_sample_decodes_live_states_only(make_engine: MakeEngine) ->
     await old_rows(make_engine)  # e5 ended, with a state v2 cannot decode either
     new = await make_engine(workflows=[ExpenseV2], start=False)
 
-    report = await new.check()
+    report = await check_engine(new)
 
     assert report.states_decoded == 4
     counts = {p.field: p.count for p in report.problems if p.kind == "state_undecodable"}
@@ -257,7 +257,7 @@ async def test_check_full_reads_every_state_page_by_page(
     monkeypatch.setattr(deploy_check, "PAGE", 2)  # four rows: two full pages, one empty
     new = await make_engine(workflows=[ExpenseV2], start=False)
 
-    report = await new.check(full=True)
+    report = await check_engine(new, full=True)
 
     assert report.states_decoded == 4
     counts = {p.field: p.count for p in report.problems if p.kind == "state_undecodable"}
@@ -274,7 +274,7 @@ async def test_check_on_a_stopped_engine_never_starts_it(
     new = await make_engine(workflows=[ExpenseV1, Report], start=False)
     before = await db.fetch(f'SELECT id, status, step FROM "{gendurable_schema}".instances')
 
-    await new.check()
+    await check_engine(new)
 
     after = await db.fetch(f'SELECT id, status, step FROM "{gendurable_schema}".instances')
     assert sorted(map(tuple, after)) == sorted(map(tuple, before))
@@ -287,7 +287,7 @@ async def test_check_on_a_running_engine_uses_its_pool(make_engine: MakeEngine) 
     await old_rows(make_engine)
     running = await make_engine(workflows=[ExpenseV2])
 
-    report = await running.check(full=True)
+    report = await check_engine(running, full=True)
 
     assert len(report.problems) == 5
 
@@ -296,14 +296,14 @@ async def test_check_refuses_a_schema_that_does_not_exist(gendurable_dsn: str) -
     engine = Engine(gendurable_dsn, workflows=[ExpenseV2], schema="never_migrated_here")
 
     with pytest.raises(ConfigError, match="'never_migrated_here' does not exist"):
-        await engine.check()
+        await check_engine(engine)
 
 
 async def test_check_refuses_a_sample_below_one(make_engine: MakeEngine) -> None:
     engine = await make_engine(workflows=[ExpenseV2], start=False)
 
     with pytest.raises(ConfigError, match="sample must be an int of at least 1, got 0"):
-        await engine.check(sample=0)
+        await check_engine(engine, sample=0)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from deploy_flows import ExpenseV1, ExpenseV3, ExpenseV3Buggy, ExpenseV3From2, R
 from test_check import old_rows
 from test_check_command import gendurable
 
-from gendurable.deploy_check import CheckReport, Problem, Upgrade
+from gendurable.deploy_check import CheckReport, Problem, Upgrade, check_engine
 from gendurable.testing import MakeEngine
 
 
@@ -19,7 +19,7 @@ async def test_check_counts_the_rows_an_upgrade_will_carry_and_passes(
     ids = await old_rows(make_engine)  # expense rows e1-e4 live, written by version 1
     new = await make_engine(workflows=[ExpenseV3, Report], start=False)
 
-    report = await new.check(full=True)
+    report = await check_engine(new, full=True)
 
     # v2's State change failed this check; v3 makes it with upgrades, and every state
     # decodes once upgraded (e3's amount "12" included).
@@ -44,7 +44,7 @@ async def test_check_reports_rows_older_than_the_oldest_upgrade(make_engine: Mak
     ids = await old_rows(make_engine)
     new = await make_engine(workflows=[ExpenseV3From2, Report], start=False)
 
-    report = await new.check(full=True)
+    report = await check_engine(new, full=True)
 
     assert not report.ok
     assert report.problems == (
@@ -69,7 +69,7 @@ async def test_check_reports_rows_newer_than_the_code(make_engine: MakeEngine) -
     await newer.stop()
     old = await make_engine(workflows=[ExpenseV1], start=False)  # a rollback
 
-    report = await old.check(full=True)
+    report = await check_engine(old, full=True)
 
     (problem,) = report.problems
     assert problem == Problem(
@@ -94,7 +94,7 @@ async def test_check_runs_the_upgrades_and_reports_one_that_breaks(
     ids = await old_rows(make_engine)
     new = await make_engine(workflows=[ExpenseV3Buggy, Report], start=False)
 
-    report = await new.check(full=True)
+    report = await check_engine(new, full=True)
 
     assert report.problems == (
         Problem(

@@ -18,12 +18,12 @@ from gendurable.docgen import (
     load_module,
     module_page,
     page_name,
-    type_label,
     workflow_page,
     workflows_of,
     write_pages,
 )
 from gendurable.errors import ConfigError
+from gendurable.type_labels import type_label
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 

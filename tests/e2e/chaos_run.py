@@ -37,8 +37,8 @@ from chaos_app import LIMIT, Account, Call, Item, Pack, Tree
 from chaos_checks import Freeze, Invariant, Plan, Root, Sent, check_all, planned_instances
 
 import gendurable as gd
+from gendurable.cli.runner import READY
 from gendurable.embedded import EmbeddedPostgres
-from gendurable.worker import READY
 
 HERE = Path(__file__).resolve().parent
 TERMINAL = ("done", "failed", "cancelled")

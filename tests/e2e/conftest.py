@@ -29,8 +29,8 @@ from e2e_support import (
     Worker,
 )
 
+from gendurable.cli.runner import READY
 from gendurable.db.schema_admin import drop_schema
-from gendurable.worker import READY
 
 HERE = Path(__file__).resolve().parent
 

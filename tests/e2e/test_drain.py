@@ -19,8 +19,8 @@ from e2e_app import QUEUE, Chore
 from e2e_support import Marks, SpawnWorker, row
 
 import gendurable as gd
+from gendurable.cli.runner import READY
 from gendurable.testing import MakeEngine, RecorderFactory
-from gendurable.worker import READY
 
 DRAIN_TIMEOUT = 1.0
 LEASE = 60.0

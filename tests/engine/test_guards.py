@@ -18,7 +18,7 @@ import pytest
 
 import gendurable as gd
 from commit_support import commit, move, park
-from gendurable.engine.entries import NO_LIMIT, columns, new_row, new_rows
+from gendurable.entries import NO_LIMIT, columns, new_row, new_rows
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)

@@ -26,6 +26,7 @@ from svg_edges import drawn_edges, mermaid_edges
 
 import gendurable as gd
 from gendurable.compiler import RESERVED
+from gendurable.docgen import workflow_page
 from gendurable.spec import END, WorkflowSpec
 from gendurable.web.diagram import diagram_svg
 
@@ -223,7 +224,7 @@ def assert_same(a: WorkflowSpec, b: WorkflowSpec) -> None:
     assert a is not b
     assert (list(a.steps), a.edges(), a.start_step) == (list(b.steps), b.edges(), b.start_step)
     assert a.to_mermaid() == b.to_mermaid()
-    assert a.to_markdown() == b.to_markdown()
+    assert workflow_page(a) == workflow_page(b)
 
 
 @pytest.fixture(scope="module")

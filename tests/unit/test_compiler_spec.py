@@ -9,7 +9,6 @@ import pytest
 
 import gendurable as gd
 from gendurable import done, goto
-from gendurable.docgen import workflow_page
 from gendurable.outcome import ChildEntry, Done, Retry
 from gendurable.spec import END
 
@@ -433,12 +432,6 @@ def test_to_mermaid_declares_step_without_edges() -> None:
             return gd.goto(state["next"])
 
     assert Computed.spec.to_mermaid() == "stateDiagram-v2\n    [*] --> first\n    second\n"
-
-
-def test_to_markdown_is_the_generated_page() -> None:
-    # The page itself is tested in test_docgen.py.
-    assert Expense.spec.to_markdown() == workflow_page(Expense.spec)
-    assert Expense.spec.to_markdown(level=2).startswith("## Expense\n")
 
 
 # -- the job form ------------------------------------------------------------------------

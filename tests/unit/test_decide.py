@@ -22,7 +22,7 @@ from gendurable.engine.decide import (
     decide,
     max_attempts,
 )
-from gendurable.engine.entries import NO_LIMIT, StepLimit
+from gendurable.entries import NO_LIMIT, StepLimit
 from gendurable.errors import ValidationError
 
 BACKOFF = gd.Backoff(base=timedelta(seconds=10), factor=3.0, jitter=0.5)

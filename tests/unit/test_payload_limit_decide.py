@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 import gendurable as gd
-from gendurable.engine.codec import DEFAULT_MAX_PAYLOAD_BYTES, decode_json
+from gendurable.codec import DEFAULT_MAX_PAYLOAD_BYTES, decode_json
 from gendurable.engine.decide import (
     Catalog,
     Finish,

@@ -12,7 +12,7 @@ import pytest
 import gendurable as gd
 from gendurable.bulk import CANCEL, RETRY, BulkReport, acted_on
 from gendurable.durations import parse_duration
-from gendurable.engine.entries import StepLimit
+from gendurable.entries import StepLimit
 from gendurable.errors import ValidationError
 from gendurable.rewind import KEEP, Entry, entry_by_code
 

@@ -23,9 +23,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__
 from ..db.connect import DATABASE_ERRORS, DSN_ENV, describe_failure, redact, resolve_dsn
 from ..errors import ConfigError, GenDurableError
+from ..version import __version__
 from . import act, admin, check, docs, inspection, queues, schedules, web
 from .command import COMMANDS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Handler
 from .output import UserError, error_line

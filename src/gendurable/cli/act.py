@@ -21,11 +21,11 @@ import msgspec
 from ..db.repair_store import RepairStore
 from ..engine.client import check_idempotency_key
 from ..errors import ConfigError, NoTarget, ValidationError
+from ..loader import load_engine
 from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
 from ..spec import WorkflowSpec
 from ..start_check import row_by_code, row_by_nodes
-from ..worker import load_engine
 from ..workflow_records import did_you_mean
 from .bulk import CANCEL, RETRY, bulk_requested, filter_options, run_bulk
 from .command import EXIT_OK, command, database_options, json_option, target_options

@@ -12,10 +12,11 @@ from ..db.connect import DATABASE_ERRORS, DSN_ENV, check_dsn, describe_failure, 
 from ..db.migrator import DEFAULT_LOCK_ATTEMPTS, DEFAULT_LOCK_TIMEOUT, migrate
 from ..embedded import EmbeddedPostgres
 from ..errors import ConfigError
+from ..loader import load_engine
 from ..sql import quote_schema
-from ..worker import LOG_LEVELS, configure_logging, load_engine, serve
-from .command import EXIT_OK, command, dsn_option, require_dsn, schema_option
+from .command import EXIT_OK, command, dsn_option, positive_int, require_dsn, schema_option
 from .output import UserError
+from .runner import LOG_LEVELS, configure_logging, serve
 
 
 def _lock_options(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def _lock_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lock-attempts",
-        type=_attempts,
+        type=positive_int,
         default=DEFAULT_LOCK_ATTEMPTS,
         metavar="N",
         help=f"tries before giving up, with a growing pause between them "
@@ -45,16 +46,6 @@ def _seconds(text: str) -> timedelta:
     if not value >= 0.001:
         raise argparse.ArgumentTypeError(f"{text} is not at least 0.001 seconds")
     return timedelta(seconds=value)
-
-
-def _attempts(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
 
 
 @command("migrate", dsn_option, schema_option, _lock_options)

@@ -23,7 +23,7 @@ from ..durations import parse_duration
 from ..errors import ConfigError
 from ..records import ALL_STATUSES, LIVE_STATUSES
 from ..workflow_records import unknown_workflow
-from .command import EXIT_OK
+from .command import EXIT_OK, positive_int
 from .output import UserError, print_json
 from .session import open_store
 
@@ -31,14 +31,8 @@ BULK_ONLY = ("status", "error_contains", "since", "key_prefix", "queue", "limit"
 """Options that select many instances: meaningless with a KEY_OR_ID."""
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
-
-
 def _page(text: str) -> int:
-    size = _count(text)
+    size = positive_int(text)
     if size > MAX_PAGE_SIZE:
         raise argparse.ArgumentTypeError(f"at most {MAX_PAGE_SIZE}, got {size}")
     return size
@@ -77,7 +71,7 @@ def filter_options(action: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-prefix", metavar="PREFIX", help="only keys starting with PREFIX")
     parser.add_argument("--queue", metavar="NAME", help="only instances of this queue")
     parser.add_argument(
-        "--limit", type=_count, metavar="N", help="at most N matching instances, oldest first"
+        "--limit", type=positive_int, metavar="N", help="at most N matching instances, oldest first"
     )
     parser.add_argument(
         "--batch-size",

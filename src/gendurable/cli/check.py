@@ -19,8 +19,8 @@ import asyncpg
 from ..db.connect import DSN_ENV, resolve_dsn
 from ..deploy_check import DEFAULT_SAMPLE, check_engine
 from ..errors import ConfigError
-from ..worker import load_engine
-from .command import command
+from ..loader import load_engine
+from .command import command, positive_int
 
 EXIT_STRANDS = 1
 
@@ -38,7 +38,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sample",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_SAMPLE,
         metavar="N",
         help=f"states decoded per workflow without --full (default: {DEFAULT_SAMPLE})",
@@ -72,13 +72,6 @@ def check_command(args: argparse.Namespace) -> int:
             print(upgrade)
         print(report.summary())
     return 0 if report.ok else EXIT_STRANDS
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _redact(message: str, dsn: str | None) -> str:

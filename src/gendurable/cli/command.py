@@ -100,6 +100,17 @@ def target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """An option's whole number of at least 1 (`--limit`, `--sample`, `--lock-attempts`...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number (must be at least 1)")
+    return value
+
+
 def require_dsn(args: argparse.Namespace) -> str:
     """The DSN from `--dsn` or `$GENDURABLE_DSN`; a usage error when there is none."""
     dsn = resolve_dsn(args.dsn)

@@ -22,11 +22,12 @@ from ..db.rows import (
     StatusCount,
     StoredPause,
 )
+from ..durations import format_duration
 from ..errors import NoTarget
 from ..records import ALL_STATUSES, TERMINAL_STATUSES
 from ..workflow_records import unknown_workflow
-from .command import EXIT_OK, command, database_options, json_option, target_options
-from .output import UserError, age, compact_json, fields, print_json, raw_json, table, when
+from .command import EXIT_OK, command, database_options, json_option, positive_int, target_options
+from .output import UserError, compact_json, fields, print_json, raw_json, table, when
 from .session import find_instance, open_store
 
 CHILDREN_SHOWN = 20
@@ -126,7 +127,7 @@ def _queues_table(
             [
                 queue,
                 available,
-                age(behind),
+                format_duration(behind, approximate=True),
                 len(engines),
                 sum(engines) if engines else "none: nothing runs this queue",
                 "" if pause is None else paused_text(pause),
@@ -158,7 +159,7 @@ def _nodes_table(nodes: Sequence[LiveNode]) -> str:
                 ", ".join(workflows),
                 n.version,
                 when(n.started_at),
-                f"{age(n.silent_for)} ago",
+                f"{format_duration(n.silent_for, approximate=True)} ago",
             ]
         )
     headers = ["node", "host", "pid", "queues", "workflows", "version", "started", "last seen"]
@@ -184,16 +185,6 @@ def _node_json(n: LiveNode) -> dict[str, Any]:
 # -- ls -------------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
 def _ls_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workflow", metavar="NAME", help="only this workflow")
     parser.add_argument(
@@ -207,11 +198,11 @@ def _ls_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--after",
         metavar="ID",
-        type=_positive,
+        type=positive_int,
         help="continue after this id (the last id of the previous page)",
     )
     parser.add_argument(
-        "--limit", type=_positive, default=50, help="rows per page (default: 50, at most 1000)"
+        "--limit", type=positive_int, default=50, help="rows per page (default: 50, at most 1000)"
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import msgspec
 
 from ..blocked import format_utc
-from ..durations import age as age
+from ..durations import format_duration
 
 
 class UserError(Exception):
@@ -93,7 +93,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return when(value)
     if isinstance(value, timedelta):
-        return age(value)
+        return format_duration(value, approximate=True)
     if isinstance(value, bool):
         return "yes" if value else "no"
     return " ".join(str(value).split())

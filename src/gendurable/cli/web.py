@@ -12,6 +12,7 @@ import sys
 
 from ..db.connect import describe_dsn
 from ..errors import ConfigError
+from ..web import EXTRA_HINT, app
 from .command import EXIT_OK, command, database_options, require_dsn
 from .output import UserError
 
@@ -60,8 +61,6 @@ def web_command(args: argparse.Namespace) -> int:
     Read-only unless --allow-actions. Prints the address once it listens; Ctrl-C stops it.
     """
     dsn = require_dsn(args)
-    from ..web import EXTRA_HINT, app
-
     try:
         from ..web.server import listen, serve
     except ImportError as exc:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
 
+from ..entries import InstanceColumns
 from ..errors import DuplicateKey
 from .pool import Database
 from .rows import (
@@ -38,7 +39,7 @@ from .rows import (
 
 
 class StepLimitValue(Protocol):
-    """The rate limit a step takes (`engine.entries.StepLimit`)."""
+    """The rate limit a step takes (`entries.StepLimit`)."""
 
     @property
     def name(self) -> str | None: ...
@@ -49,7 +50,7 @@ class StepLimitValue(Protocol):
 
 
 class NewInstance(Protocol):
-    """One instance to insert, every column encoded (`engine.entries.NewRow`)."""
+    """One instance to insert, every column encoded (`entries.NewRow`)."""
 
     @property
     def workflow(self) -> str: ...
@@ -77,27 +78,6 @@ class NewInstance(Protocol):
     def limit(self) -> StepLimitValue: ...
     @property
     def state_version(self) -> int: ...
-
-
-class InstanceColumns(TypedDict):
-    """Instances to insert as parallel arrays (`engine.entries.columns`), by parameter name
-    of `instance_insert_many`."""
-
-    workflows: list[str]
-    queues: list[str]
-    steps: list[str]
-    states: list[bytes]
-    max_attempts: list[int]
-    priorities: list[int]
-    run_ats: list[datetime | None]
-    delays: list[timedelta | None]
-    keys: list[str | None]
-    scopes: list[str]
-    concurrency_keys: list[str | None]
-    rate_limits: list[str | None]
-    rate_partitions: list[str | None]
-    weights: list[int]
-    state_versions: list[int]
 
 
 RELEASED = "released"

@@ -28,6 +28,7 @@ import asyncpg
 from ..errors import ConfigError, EngineError
 from ..sql import Migration, Statement, migrations, quote_schema, statements
 from ..sql.scripts import concurrent_index, split_statements, waits_harmlessly
+from ..version import __version__
 from .connect import connect
 
 DEFAULT_LOCK_TIMEOUT = timedelta(seconds=5)
@@ -295,8 +296,6 @@ async def _drop_if_invalid(
 
 
 def _record(step: Migration) -> dict[str, Any]:
-    from .. import __version__
-
     return {
         "version": step.version,
         "name": step.name,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .engine_store import InstanceColumns
+from ..entries import InstanceColumns
 from .pool import Database
 from .rows import (
     CreatedInstance,

@@ -18,8 +18,10 @@ import msgspec
 
 from ..blocked import WAITING_STATUSES, BlockedBy
 from ..clock import Clock
+from ..codec import check_size, decode_json, encode_json, encode_typed
 from ..db.engine_store import EngineStore
 from ..db.rows import Delivery, ExplainedInstance, InstanceRow, InstanceStatus
+from ..entries import NewRow, check_text, columns, new_row
 from ..errors import (
     DuplicateKey,
     IdempotencyConflict,
@@ -33,9 +35,7 @@ from ..records import TERMINAL_STATUSES, Handle, InstanceInfo
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
-from .claim import StoredSignal
-from .codec import check_size, decode_json, encode_json, encode_typed
-from .entries import NewRow, check_text, columns, new_row
+from .claimed import StoredSignal
 from .local import LocalRunner
 from .notifier import Notifier
 

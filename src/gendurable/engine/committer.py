@@ -20,11 +20,11 @@ import msgspec
 
 from ..clock import Clock
 from ..db.engine_store import RELEASED, EngineStore
+from ..entries import columns
 from ..events import AWAIT_TIMEOUT, OUTCOME_STALE
 from ..telemetry import Telemetry
-from .claim import Claimed
+from .claimed import Claimed
 from .decide import Decision, Finish, MoveTo, Park, RetryLater, SpawnChildren
-from .entries import columns
 from .group_commit import STALE, BatchItem, GroupCommit
 
 _encoder = msgspec.json.Encoder()

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeAlias
 
+from ..codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed, error_record
+from ..entries import NO_LIMIT, NewRow, StepLimit, new_rows, step_limit
 from ..errors import GenDurableError
 from ..limit import Limit
 from ..outcome import Done, Goto, Reawait, Retry, Spawn, Stop
 from ..spec import StepSpec, WorkflowSpec
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES, check_size, encode_json, encode_typed, error_record
-from .entries import NO_LIMIT, NewRow, StepLimit, new_rows, step_limit
 
 
 class InvalidOutcome(GenDurableError):

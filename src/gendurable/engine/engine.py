@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from .. import routing
 from ..clock import Clock
+from ..codec import DEFAULT_MAX_PAYLOAD_BYTES
 from ..db.connect import resolve_dsn
 from ..db.engine_store import EngineStore
 from ..db.listener import Listener
@@ -23,7 +24,7 @@ from ..db.maintenance_store import MaintenanceStore
 from ..db.migrator import check_version, migrate
 from ..db.pool import Database
 from ..db.schedule_store import ScheduleStore
-from ..deploy_check import CheckReport, check_engine
+from ..embedded import EmbeddedPostgres
 from ..errors import ConfigError, EngineError
 from ..events import SIGNAL_DELIVERED, SIGNAL_DUPLICATE, STEP_EXCEPTION
 from ..limit import Limit
@@ -38,7 +39,6 @@ from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..telemetry import FAILURES, Telemetry, failure_handler
 from .client import Client
-from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .committer import Committer
 from .config import EngineConfig
 from .decide import Catalog
@@ -154,7 +154,7 @@ class Engine:
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []  # heartbeats and the reaper
         self._claim_loops: list[asyncio.Task[None]] = []
-        self._embedded: Any = None
+        self._embedded: EmbeddedPostgres | None = None
         self._executor: Executor | None = None
         self.reaper: Reaper | None = None
         self.collector: Collector | None = None
@@ -380,8 +380,6 @@ class Engine:
         ]
 
     async def _start_embedded(self) -> str:
-        from ..embedded import EmbeddedPostgres
-
         self._embedded = EmbeddedPostgres()
         await self._embedded.astart()
         return str(self._embedded.dsn)
@@ -572,16 +570,6 @@ class Engine:
         self._require()
         assert self.ticker is not None  # set while the engine runs
         await self.ticker.set_paused(name, paused)
-
-    async def check(self, *, full: bool = False, sample: int = 1000) -> CheckReport:
-        """Would deploying this engine's code strand live rows? (see `gendurable.deploy_check`)
-
-        Compares the workflows this engine was given with the live rows of its schema: rows
-        of workflows it does not serve, at steps that no longer exist, awaiting signals no
-        longer declared, and states (the oldest `sample` of each workflow, all with
-        `full=True`) that no longer decode. Works on a stopped engine without starting it.
-        """
-        return await check_engine(self, full=full, sample=sample)
 
     def _require(self) -> Client:
         if self._client is None:

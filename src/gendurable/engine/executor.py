@@ -20,14 +20,14 @@ from typing import Any
 
 import msgspec
 
+from ..codec import decode_json
 from ..context import ChildResult, Context, Signal
 from ..errors import DuplicateKey, StateUpgradeError, StepTimeout, ValidationError
 from ..events import STEP_EXCEPTION, STEP_START, STEP_STOP
 from ..spec import StepSpec, WorkflowSpec
 from ..telemetry import Telemetry
 from ..upgrader import upgrade_state
-from .claim import Claimed, StoredChild, StoredSignal
-from .codec import decode_json
+from .claimed import Claimed, StoredChild, StoredSignal
 from .committer import Applied, Committer
 from .decide import (
     NO_CATALOG,

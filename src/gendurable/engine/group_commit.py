@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from .entries import NO_LIMIT, StepLimit
+from ..entries import NO_LIMIT, StepLimit
 
 
 @dataclass(frozen=True, slots=True)

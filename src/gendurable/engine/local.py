@@ -17,13 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
+from ..entries import NewRow
 from ..spec import WorkflowSpec
-from .entries import NewRow
-
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
+from .scheduler import Scheduler
 
 
 @dataclass(frozen=True, slots=True)

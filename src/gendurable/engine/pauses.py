@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Set
 from ..clock import Clock
 from ..db.pool import Database
 from ..db.queue_store import QueueStore
+from ..entries import check_text
 from ..errors import ValidationError
 from ..events import QUEUE_PAUSED, QUEUE_RESUMED
 from ..records import QueuePause
 from ..telemetry import Telemetry
-from .entries import check_text
 
 
 class Pauses:

@@ -32,7 +32,7 @@ from ..events import (
 )
 from ..maintenance.loop import observed
 from ..telemetry import Telemetry
-from .claim import Claimed, ClaimSource, StoredChild, StoredSignal
+from .claimed import Claimed, ClaimSource, StoredChild, StoredSignal
 from .executor import Executor
 
 _log = logging.getLogger("gendurable.scheduler")

@@ -32,6 +32,7 @@ from ..db.maintenance_store import MaintenanceStore
 from ..json_schema import describe_type
 from ..spec import WorkflowSpec
 from ..telemetry import Telemetry
+from ..version import __version__
 from .loop import every, observed
 
 TTL_BEATS = 3
@@ -161,7 +162,7 @@ class Nodes:
             pid=os.getpid(),
             queues=self._queues_json,
             workflows=self._workflows_json,
-            version=_library_version(),
+            version=__version__,
             heartbeat=self.heartbeat,
             ttl=self.ttl,
             now=self.clock.now(),
@@ -202,10 +203,3 @@ class Nodes:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(grace):
                 await self.store.node_remove(id=self.id)
-
-
-def _library_version() -> str:
-    # Imported here: the package's __init__ imports the engine, which imports this module.
-    from .. import __version__
-
-    return __version__

@@ -28,10 +28,10 @@ from typing import Any
 import msgspec
 
 from ..clock import Clock
+from ..codec import check_size
 from ..db.rows import DueSchedule
 from ..db.schedule_store import Advance, ScheduleStore, TickPlan
-from ..engine.codec import check_size
-from ..engine.entries import NewRow, columns, new_row
+from ..entries import NewRow, columns, new_row
 from ..errors import NoTarget
 from ..events import SCHEDULE_DISABLED, SCHEDULE_FAILED, SCHEDULE_SKIPPED, SCHEDULE_STARTED
 from ..outcome import ChildEntry

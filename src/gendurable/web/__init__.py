@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..db.connect import DSN_ENV, check_dsn, resolve_dsn
 from ..engine.engine import Engine
 from ..errors import ConfigError
+from ..loader import load_engine
 from ..schedule import Schedule
 from ..spec import WorkflowSpec
 from ..sql import quote_schema
@@ -62,7 +63,8 @@ def app(
     when it runs as the top-level ASGI app).
     """
     try:
-        from .dashboard import Dashboard, Settings
+        from .dashboard import Dashboard
+        from .site import Settings
     except ImportError as exc:
         raise ConfigError(f"{EXTRA_HINT} ({exc})") from None
     resolved = resolve_dsn(dsn)
@@ -76,8 +78,6 @@ def app(
         raise ConfigError(f"refresh must be between 1 and 3600 seconds, got {refresh}")
     source: str | None = None
     if isinstance(engine, str):
-        from ..worker import load_engine
-
         source, engine = engine, load_engine(engine)
     specs: Mapping[str, WorkflowSpec] = engine.specs if engine is not None else {}
     schedules: tuple[Schedule, ...] = engine.config.schedules if engine is not None else ()

@@ -11,8 +11,6 @@ page shows once. A malformed request (not a form, too large) gets a 400 page ins
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,28 +20,26 @@ from ..engine.client import check_idempotency_key
 from ..errors import GenDurableError
 from ..rewind import KEEP, entry_by_code, entry_by_nodes, refusal, rewind
 from ..signal_check import payload_by_code, payload_by_nodes
-from . import csrf, flash
+from . import flash
 from .pages import path_id
-from .params import FORM_TYPE, BadInput, parse_form, payload_json, read_body, text
-
-if TYPE_CHECKING:
-    from .dashboard import Dashboard
+from .params import BadInput, payload_json, text
+from .site import Site
 
 IDEMPOTENCY_FIELD = "idempotency_key"
 """The signal form's hidden field: a key drawn when the page is drawn (see `signal`)."""
 
 
-def routes(dashboard: Dashboard) -> list[BaseRoute]:
+def routes(site: Site) -> list[BaseRoute]:
     """`POST /instances/{id}/signal`, `/cancel`, `/retry` and `/rewind`."""
 
     async def signal(request: Request) -> Response:
-        id, form = await _accepted(dashboard, request)
-        store = await dashboard.store()
+        id, form = await _accepted(site, request)
+        store = await site.store()
         row = await store.instance_explain(id=id, now=None)
         if row is None:
-            return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
+            return await _refused(site, request, id, f"no instance with id {id}", form, 404)
         workflow = row.workflow
-        spec = dashboard.settings.specs.get(workflow)
+        spec = site.settings.specs.get(workflow)
         try:
             name = text(form.get("name"), "signal name")
             if name is None:
@@ -59,7 +55,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
             else:
                 data = await payload_by_nodes(store, workflow, name, payload)
         except (BadInput, GenDurableError) as exc:
-            return await _refused(dashboard, request, id, str(exc), form, 400)
+            return await _refused(site, request, id, str(exc), form, 400)
         delivered = await store.signal_deliver(
             workflow=workflow,
             id=id,
@@ -71,29 +67,29 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         )
         if delivered is None:
             message = f"instance {id} is not live; signal {name!r} was not stored"
-            return await _refused(dashboard, request, id, message, form, 409)
+            return await _refused(site, request, id, message, form, 409)
         if not delivered.same:
             message = (
                 f"this form was sent already, with another signal (id {delivered.signal_id}); "
                 f"signal {name!r} was not stored"
             )
-            return await _refused(dashboard, request, id, message, form, 409)
+            return await _refused(site, request, id, message, form, 409)
         if delivered.duplicate:
             return _back(request, id, "signal-again")
         return _back(request, id, "signal-woke" if delivered.woke else "signal")
 
     async def cancel(request: Request) -> Response:
-        id, form = await _accepted(dashboard, request)
-        store = await dashboard.store()
+        id, form = await _accepted(site, request)
+        store = await site.store()
         cascaded = await store.instance_cancel(id=id, now=None)
         if cascaded is None:
             message = f"instance {id} is not live (or does not exist); nothing was cancelled"
-            return await _refused(dashboard, request, id, message, form, 409)
+            return await _refused(site, request, id, message, form, 409)
         return _back(request, id, "cancel")
 
     async def retry(request: Request) -> Response:
-        id, form = await _accepted(dashboard, request)
-        store = await dashboard.store()
+        id, form = await _accepted(site, request)
+        store = await site.store()
         row = await store.instance_retry(id=id, now=None)
         if row.retried is None:
             if row.status is None:
@@ -109,17 +105,17 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                     f"instance {id} cannot be retried: its parent {row.parent_id} no "
                     "longer waits for it"
                 )
-            return await _refused(dashboard, request, id, message, form, 409)
+            return await _refused(site, request, id, message, form, 409)
         return _back(request, id, "retry")
 
     async def rewind_(request: Request) -> Response:
-        id, form = await _accepted(dashboard, request)
-        store = await dashboard.store()
+        id, form = await _accepted(site, request)
+        store = await site.store()
         row = await store.instance_by_id(id=id)
         if row is None:
-            return await _refused(dashboard, request, id, f"no instance with id {id}", form, 404)
+            return await _refused(site, request, id, f"no instance with id {id}", form, 404)
         workflow = row.workflow
-        spec = dashboard.settings.specs.get(workflow)
+        spec = site.settings.specs.get(workflow)
         try:
             step = text(form.get("step"), "step") or row.step
             raw = form.get("state")
@@ -132,11 +128,11 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
             else:
                 entry = await entry_by_nodes(store, workflow, step, state)
         except (BadInput, GenDurableError) as exc:
-            return await _refused(dashboard, request, id, str(exc), form, 400)
+            return await _refused(site, request, id, str(exc), form, 400)
         answer = await rewind(RepairStore(store.db), id, entry)
         refused = refusal(f"instance {id}", answer)
         if refused is not None:
-            return await _refused(dashboard, request, id, refused, form, 409)
+            return await _refused(site, request, id, refused, form, 409)
         return _back(request, id, "rewind")
 
     return [
@@ -147,37 +143,22 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     ]
 
 
-async def _accepted(dashboard: Dashboard, request: Request) -> tuple[int, dict[str, str]]:
+async def _accepted(site: Site, request: Request) -> tuple[int, dict[str, str]]:
     """The instance id and form of an action that passed the switch and the CSRF check."""
-    dashboard.require_actions()
+    site.require_actions()
     id = path_id(request)
-    return id, await _checked_form(dashboard, request)
+    return id, await site.posted_form(request)
 
 
-async def accepted_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
+async def accepted_form(site: Site, request: Request) -> dict[str, str]:
     """The form of an action post (not about one instance) that passed the switch and the
     CSRF check."""
-    dashboard.require_actions()
-    return await _checked_form(dashboard, request)
-
-
-async def _checked_form(dashboard: Dashboard, request: Request) -> dict[str, str]:
-    """The form of a post, once it is one and carries its CSRF token."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != FORM_TYPE:
-        raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
-    form = parse_form(await read_body(request))
-    csrf.check(
-        dashboard.settings.secret,
-        cookie=request.cookies.get(csrf.COOKIE),
-        form_token=form.pop(csrf.FIELD, None),
-        headers=request.headers,
-    )
-    return form
+    site.require_actions()
+    return await site.posted_form(request)
 
 
 async def _refused(
-    dashboard: Dashboard,
+    site: Site,
     request: Request,
     id: int,
     message: str,
@@ -185,18 +166,9 @@ async def _refused(
     status: int,
 ) -> Response:
     if status == 404:
-        return dashboard.error_page(request, 404, "Not found", message)
-    base = request.scope.get("root_path", "").rstrip("/")
-    response = RedirectResponse(f"{base}/instances/{id}", status_code=303)
-    response.set_cookie(
-        flash.COOKIE,
-        flash.encode(dashboard.settings.secret, flash.Refusal(id, message, form)),
-        max_age=flash.MAX_AGE,
-        path=base or "/",
-        httponly=True,
-        samesite="strict",
-    )
-    return response
+        return site.error_page(request, 404, "Not found", message)
+    refusal = flash.Refusal(id, message, form)
+    return flash.redirect(request, f"/instances/{id}", site.settings.secret, refusal)
 
 
 def _back(request: Request, id: int, done: str) -> Response:

@@ -11,20 +11,17 @@ passes the CSRF check first, as the instance actions do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..bulk import CANCEL, RETRY, BulkRun, acted_on
 from ..db.repair_store import Match, RepairStore
-from . import csrf, flash
-from .params import FORM_TYPE, BadInput, ListFilter, parse_form, read_body
-
-if TYPE_CHECKING:
-    from .dashboard import Dashboard
+from . import flash
+from .params import BadInput, ListFilter
+from .site import Site
 
 PER_POST = 10_000
 """The most instances one post acts on (a request stays short); post again for more."""
@@ -44,22 +41,22 @@ def match(action: str, page: ListFilter) -> Match | None:
     )
 
 
-def routes(dashboard: Dashboard) -> list[BaseRoute]:
+def routes(site: Site) -> list[BaseRoute]:
     """`GET /bulk/{action}` (the count and the form) and `POST /bulk/{action}`."""
 
     async def confirm(request: Request) -> Response:
-        dashboard.require_actions()
+        site.require_actions()
         action = _action(request)
         query = {k: request.query_params.getlist(k) for k in request.query_params}
         page = ListFilter.parse(query)
         chosen = match(action, page)
         count = 0
         if chosen is not None:
-            store = await dashboard.store()
+            store = await site.store()
             count = await RepairStore(store.db).instances_matching_count(
                 chosen, limit=None, now=None
             )
-        return dashboard.render(
+        return site.render(
             request,
             "bulk.html",
             {
@@ -74,24 +71,15 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         )
 
     async def run(request: Request) -> Response:
-        dashboard.require_actions()
+        site.require_actions()
         action = _action(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != FORM_TYPE:
-            raise BadInput(f"an action is a form post ({FORM_TYPE}), not {content_type[:60]!r}")
-        form = parse_form(await read_body(request))
-        csrf.check(
-            dashboard.settings.secret,
-            cookie=request.cookies.get(csrf.COOKIE),
-            form_token=form.pop(csrf.FIELD, None),
-            headers=request.headers,
-        )
+        form = await site.posted_form(request)
         page = ListFilter.parse(parse_qs(form.get("filter", "")))
         chosen = match(action, page)
         if chosen is None:
             message = f"the filter selects no instance a {action} can act on; nothing was done"
         else:
-            store = await dashboard.store()
+            store = await site.store()
             bulk = BulkRun(RepairStore(store.db), action, chosen, limit=PER_POST)
             report = await bulk.run()
             message = f"{action.capitalize()}: {report.summary()}."
@@ -100,7 +88,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                     f" It stopped after {PER_POST} instances: more may match, confirm again to "
                     f"go on (or run gendurable {action} --workflow ... for all of them)."
                 )
-        return _back(dashboard, request, page, message)
+        return _back(site, request, page, message)
 
     return [
         Route("/bulk/{action}", confirm, methods=["GET"], name="bulk"),
@@ -115,19 +103,12 @@ def _action(request: Request) -> str:
     return action
 
 
-def _back(dashboard: Dashboard, request: Request, page: ListFilter, message: str) -> Response:
-    base = request.scope.get("root_path", "").rstrip("/")
+def _back(site: Site, request: Request, page: ListFilter, message: str) -> Response:
     query = page.query(before=None)
-    response = RedirectResponse(f"{base}/instances" + (f"?{query}" if query else ""), 303)
-    response.set_cookie(
-        flash.COOKIE,
-        flash.encode(dashboard.settings.secret, flash.Refusal(LIST_PAGE, message, {})),
-        max_age=flash.MAX_AGE,
-        path=base or "/",
-        httponly=True,
-        samesite="strict",
+    path = "/instances" + (f"?{query}" if query else "")
+    return flash.redirect(
+        request, path, site.settings.secret, flash.Refusal(LIST_PAGE, message, {})
     )
-    return response
 
 
 __all__ = ["LIST_PAGE", "PER_POST", "match", "routes"]

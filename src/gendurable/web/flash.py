@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
 
 COOKIE = "gendurable_refused"
 MAX_AGE = 120
@@ -47,6 +49,21 @@ def encode(secret: bytes, refusal: Refusal) -> str:
         form.pop("state", None)
         value = _sign(secret, {"id": refusal.id, "message": message, "form": form})
     return value
+
+
+def redirect(request: Request, path: str, secret: bytes, refusal: Refusal) -> RedirectResponse:
+    """A redirect (303) to `path`, below the application's root path, carrying `refusal`."""
+    base = request.scope.get("root_path", "").rstrip("/")
+    response = RedirectResponse(f"{base}{path}", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        encode(secret, refusal),
+        max_age=MAX_AGE,
+        path=base or "/",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
 
 
 def decode(secret: bytes, value: str | None, id: int) -> Refusal | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,7 @@ import msgspec
 
 from ..attempts import attempt_of, error_where
 from ..blocked import format_utc
-from ..durations import age as age
+from ..durations import format_duration
 
 MAX_JSON_SHOWN = 256 * 1024
 """Bytes of stored JSON a page shows before cutting it (a huge state stays readable)."""
@@ -56,7 +57,7 @@ def path_part(value: Any) -> str:
 FILTERS: dict[str, Callable[..., Any]] = {
     "utc": utc,
     "minute": minute,
-    "age": age,
+    "age": functools.partial(format_duration, approximate=True),
     "pretty": pretty,
     "compact": compact,
     "path_part": path_part,

@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import msgspec
 from starlette.requests import Request
@@ -27,9 +26,7 @@ from ..db.schedule_store import ScheduleStore
 from ..records import ALL_STATUSES, QueuePause
 from .chart import Throughput, throughput, throughput_svg
 from .params import text
-
-if TYPE_CHECKING:
-    from .dashboard import Dashboard
+from .site import Site
 
 NOTICES = {
     "pause": "Queue paused: no engine starts a new step of it until it is resumed.",
@@ -138,14 +135,14 @@ class OverviewData:
 class Overview:
     """Reads the overview's numbers, at most once per refresh interval for all viewers."""
 
-    def __init__(self, dashboard: Dashboard) -> None:
-        self.dashboard = dashboard
+    def __init__(self, site: Site) -> None:
+        self.site = site
         self._cached: tuple[float, OverviewData] | None = None
         self._reading: asyncio.Lock | None = None
 
     async def get(self) -> OverviewData:
         """The numbers, read now or shared from a read less than `refresh` seconds old."""
-        ttl = self.dashboard.settings.refresh
+        ttl = self.site.settings.refresh
         if self._cached is not None and time.monotonic() - self._cached[0] < ttl:
             return self._cached[1]
         if self._reading is None:
@@ -162,7 +159,7 @@ class Overview:
         self._cached = None
 
     async def _read(self) -> OverviewData:
-        store = await self.dashboard.store()
+        store = await self.site.store()
         counts = await store.status_counts(now=None)
         nodes = await store.nodes_page(now=None, after_id=None, limit=NODES_SHOWN + 1)
         due_queues = sorted({r.queue for r in counts if r.oldest_due is not None})
@@ -230,21 +227,21 @@ def _node(row: NodeSummary) -> NodeRow:
     )
 
 
-def routes(dashboard: Dashboard) -> list[BaseRoute]:
+def routes(site: Site, overview: Overview) -> list[BaseRoute]:
     """`/` (the page) and `/overview/live` (its refreshed part)."""
 
     async def page(request: Request) -> Response:
-        data = await dashboard.overview.get()
+        data = await overview.get()
         done = text(request.query_params.get("done"), "done")
-        return dashboard.render(
+        return site.render(
             request,
             "overview.html",
             {"data": data, "page": "overview", "notice": NOTICES.get(done or "")},
         )
 
     async def live(request: Request) -> Response:
-        data = await dashboard.overview.get()
-        return dashboard.render(request, "overview_live.html", {"data": data})
+        data = await overview.get()
+        return site.render(request, "overview_live.html", {"data": data})
 
     return [
         Route("/", page, methods=["GET"], name="overview"),

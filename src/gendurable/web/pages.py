@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -16,21 +16,19 @@ from ..blocked import BlockedBy
 from ..bulk import CANCEL, RETRY
 from ..db.rows import ExplainedInstance
 from ..db.schedule_store import ScheduleStore
-from ..docgen import type_label
 from ..errors import NoTarget
 from ..records import LIVE_STATUSES, TERMINAL_STATUSES
 from ..rewind import REWINDABLE
 from ..signal_check import payload_labels_by_nodes
 from ..spec import WorkflowSpec
+from ..type_labels import type_label
 from ..workflow_records import recorded
 from . import bulk, flash
 from .diagram import diagram_svg
 from .overview import ScheduleRow, schedule_rows
 from .params import ListFilter, identifier, text
+from .site import Site
 from .spec_page import spec_html
-
-if TYPE_CHECKING:
-    from .dashboard import Dashboard
 
 INBOX_PAGE = 20
 CHILDREN_PAGE = 20
@@ -56,13 +54,13 @@ class SignalChoice:
     awaited_now: bool
 
 
-def routes(dashboard: Dashboard) -> list[BaseRoute]:
+def routes(site: Site) -> list[BaseRoute]:
     """`/instances`, `/instances/{id}`, `/workflows` and `/workflows/{name}`."""
 
     async def instances(request: Request) -> Response:
         query = {k: request.query_params.getlist(k) for k in request.query_params}
         page = ListFilter.parse(query)
-        store = await dashboard.store()
+        store = await site.store()
         rows = await store.instances_list(
             workflow=page.workflow,
             statuses=list(page.statuses) or None,
@@ -73,9 +71,9 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         )
         shown = rows[: page.limit]
         more = len(rows) > page.limit
-        secret = dashboard.settings.secret
+        secret = site.settings.secret
         report = flash.decode(secret, request.cookies.get(flash.COOKIE), bulk.LIST_PAGE)
-        response = dashboard.render(
+        response = site.render(
             request,
             "instances.html",
             {
@@ -84,7 +82,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 "rows": shown,
                 "next_query": page.query(before=shown[-1].id) if more else None,
                 "first_query": page.query(before=None) if page.before else None,
-                "workflows": sorted(dashboard.settings.specs),
+                "workflows": sorted(site.settings.specs),
                 "bulk_query": page.query(before=None, limit=None),
                 "bulk_actions": [a for a in (RETRY, CANCEL) if bulk.match(a, page) is not None],
                 "notice": None if report is None else report.message,
@@ -97,19 +95,17 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
 
     async def instance(request: Request) -> Response:
         id = path_id(request)
-        refused = flash.decode(dashboard.settings.secret, request.cookies.get(flash.COOKIE), id)
+        refused = flash.decode(site.settings.secret, request.cookies.get(flash.COOKIE), id)
         if refused is None:
-            return await instance_page(dashboard, request, id)
-        response = await instance_page(
-            dashboard, request, id, error=refused.message, form=refused.form
-        )
+            return await instance_page(site, request, id)
+        response = await instance_page(site, request, id, error=refused.message, form=refused.form)
         base = request.scope.get("root_path", "").rstrip("/")
         response.delete_cookie(flash.COOKIE, path=base or "/", httponly=True, samesite="strict")
         return response
 
     async def workflows(request: Request) -> Response:
-        specs = dashboard.settings.specs
-        return dashboard.render(
+        specs = site.settings.specs
+        return site.render(
             request,
             "workflows.html",
             {"page": "workflows", "specs": [specs[n] for n in sorted(specs)]},
@@ -117,15 +113,15 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
 
     async def workflow(request: Request) -> Response:
         name = request.path_params["name"]
-        spec = dashboard.settings.specs.get(name)
+        spec = site.settings.specs.get(name)
         if spec is None:
             raise NoTarget(f"this dashboard serves no workflow named {name[:100]!r}")
-        schedules = [s for s in dashboard.settings.schedules if s.workflow == name]
+        schedules = [s for s in site.settings.schedules if s.workflow == name]
         live: list[ScheduleRow] = []
         if schedules:  # their next and last ticks; a page without schedules needs no database
-            store = await dashboard.store()
+            store = await site.store()
             live = schedule_rows(await ScheduleStore(store.db).schedules_list(workflow=name))
-        return dashboard.render(
+        return site.render(
             request,
             "workflow.html",
             {
@@ -151,7 +147,7 @@ def path_id(request: Request) -> int:
 
 
 async def instance_page(
-    dashboard: Dashboard,
+    site: Site,
     request: Request,
     id: int,
     *,
@@ -166,7 +162,7 @@ async def instance_page(
     inbox_after = identifier(query.get("inbox_after"), "inbox_after")
     children_after = identifier(query.get("children_after"), "children_after")
     done = text(query.get("done"), "done")
-    store = await dashboard.store()
+    store = await site.store()
     row = await store.instance_explain(id=id, now=None)
     if row is None:
         raise NoTarget(f"no instance with id {id}")
@@ -174,8 +170,8 @@ async def instance_page(
     children = await store.children_page(
         parent_id=id, after_id=children_after, limit=CHILDREN_PAGE + 1
     )
-    spec = dashboard.settings.specs.get(row.workflow)
-    return dashboard.render(
+    spec = site.settings.specs.get(row.workflow)
+    return site.render(
         request,
         "instance.html",
         {
@@ -196,8 +192,8 @@ async def instance_page(
             ),
             "children_after": children_after,
             "diagram": (diagram_svg(spec, current=row.step, status=row.status) if spec else None),
-            "signals": await _signal_choices(dashboard, spec, row),
-            "steps": await _step_choices(dashboard, spec, row),
+            "signals": await _signal_choices(site, spec, row),
+            "steps": await _step_choices(site, spec, row),
             # Drawn with the page: the signal form sent twice stores its signal once.
             "signal_key": secrets.token_urlsafe(18),
             "notice": NOTICES.get(done or ""),
@@ -217,7 +213,7 @@ def _error(data: bytes | None) -> dict[str, Any] | None:
 
 
 async def _signal_choices(
-    dashboard: Dashboard, spec: WorkflowSpec | None, row: ExplainedInstance
+    site: Site, spec: WorkflowSpec | None, row: ExplainedInstance
 ) -> list[SignalChoice] | None:
     """The names the signal form offers (None: unknown, typed in freely)."""
     awaiting = set(row.await_names or ())
@@ -230,7 +226,7 @@ async def _signal_choices(
         return sorted(choices, key=lambda c: not c.awaited_now)
     if row.status not in LIVE_STATUSES:
         return []
-    labels = await payload_labels_by_nodes(await dashboard.store(), row.workflow)
+    labels = await payload_labels_by_nodes(await site.store(), row.workflow)
     if labels is None:
         return None
     return sorted(
@@ -240,7 +236,7 @@ async def _signal_choices(
 
 
 async def _step_choices(
-    dashboard: Dashboard, spec: WorkflowSpec | None, row: ExplainedInstance
+    site: Site, spec: WorkflowSpec | None, row: ExplainedInstance
 ) -> list[str] | None:
     """The steps the rewind form offers (None: unknown, typed in freely); only asked of the
     live nodes for an instance that can be rewound."""
@@ -248,7 +244,7 @@ async def _step_choices(
         return list(spec.steps)
     if row.status not in REWINDABLE:
         return []
-    found = await recorded(await dashboard.store(), row.workflow)
+    found = await recorded(await site.store(), row.workflow)
     if found is None:
         return None
     return sorted({s for d in found.descriptions for s in d.get("steps", {})})

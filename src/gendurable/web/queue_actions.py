@@ -8,8 +8,6 @@ statement as `gendurable pause` and `resume`. It redirects (303) to the overview
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -18,25 +16,24 @@ from ..db.queue_store import QueueStore
 from ..engine.pauses import check_queue
 from ..errors import ValidationError
 from .actions import accepted_form
+from .overview import Overview
 from .params import BadInput
-
-if TYPE_CHECKING:
-    from .dashboard import Dashboard
+from .site import Site
 
 
-def routes(dashboard: Dashboard) -> list[BaseRoute]:
+def routes(site: Site, overview: Overview) -> list[BaseRoute]:
     """`POST /queues/pause` and `/queues/resume`."""
 
     async def pause(request: Request) -> Response:
-        queue = _queue(await accepted_form(dashboard, request))
-        store = QueueStore((await dashboard.store()).db)
+        queue = _queue(await accepted_form(site, request))
+        store = QueueStore((await site.store()).db)
         await store.queue_pause(queue=queue, by=_who(request), now=None)
-        return _back(dashboard, request, "pause")
+        return _back(overview, request, "pause")
 
     async def resume(request: Request) -> Response:
-        queue = _queue(await accepted_form(dashboard, request))
-        await QueueStore((await dashboard.store()).db).queue_resume(queue=queue)
-        return _back(dashboard, request, "resume")
+        queue = _queue(await accepted_form(site, request))
+        await QueueStore((await site.store()).db).queue_resume(queue=queue)
+        return _back(overview, request, "resume")
 
     return [
         Route("/queues/pause", pause, methods=["POST"], name="queue_pause"),
@@ -58,7 +55,7 @@ def _who(request: Request) -> str:
     return f"dashboard ({client})"
 
 
-def _back(dashboard: Dashboard, request: Request, done: str) -> Response:
-    dashboard.overview.forget()  # the next view shows the change at once
+def _back(overview: Overview, request: Request, done: str) -> Response:
+    overview.forget()  # the next view shows the change at once
     base = request.scope.get("root_path", "").rstrip("/")
     return RedirectResponse(f"{base}/?done={done}", status_code=303)

@@ -10,13 +10,11 @@ outage; `--log-level debug` adds tracebacks.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
-from typing import Any
 
-from .engine.engine import Engine
-from .errors import ConfigError
+from ..engine.engine import Engine
+from ..errors import ConfigError
 
 READY = "gendurable worker ready"
 """Printed (and flushed) on stdout once the engine runs; supervisors and tests wait for it."""
@@ -33,28 +31,6 @@ def configure_logging(level: str = "warning") -> None:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-
-
-def load_engine(target: str) -> Engine:
-    """Import `module:attribute` and return the Engine it names (or a factory's result)."""
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigError(f"expected MODULE:ENGINE (e.g. app.workers:engine), got {target!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
-    obj: Any = module
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(f"{module_name!r} has no attribute {attribute!r}") from None
-    if callable(obj) and not isinstance(obj, Engine):
-        obj = obj()
-    if not isinstance(obj, Engine):
-        raise ConfigError(f"{target!r} is {obj!r}, not a gendurable Engine")
-    return obj
 
 
 async def serve(engine: Engine, *, drain_timeout: float = 30.0) -> None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
-from ..db.engine_store import InstanceColumns
-from ..errors import DuplicateKey, ValidationError
-from ..limit import Limit
-from ..outcome import ChildEntry
-from ..records import ALL_STATUSES, LIVE_STATUSES
-from ..spec import StepSpec, WorkflowSpec
 from .codec import encode_typed
+from .errors import DuplicateKey, ValidationError
+from .limit import Limit
+from .outcome import ChildEntry
+from .records import ALL_STATUSES, LIVE_STATUSES
+from .spec import StepSpec, WorkflowSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +100,27 @@ def new_rows(
             seen.add((entry.workflow, entry.key))
         rows.append(new_row(spec, entry))
     return rows
+
+
+class InstanceColumns(TypedDict):
+    """Instances to insert as parallel arrays (`columns`), by parameter name
+    of `instance_insert_many`."""
+
+    workflows: list[str]
+    queues: list[str]
+    steps: list[str]
+    states: list[bytes]
+    max_attempts: list[int]
+    priorities: list[int]
+    run_ats: list[datetime | None]
+    delays: list[timedelta | None]
+    keys: list[str | None]
+    scopes: list[str]
+    concurrency_keys: list[str | None]
+    rate_limits: list[str | None]
+    rate_partitions: list[str | None]
+    weights: list[int]
+    state_versions: list[int]
 
 
 def columns(rows: Sequence[NewRow]) -> InstanceColumns:

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ValidationError
+from .errors import ValidationError
 
 _encoder = msgspec.json.Encoder()
 _plain: msgspec.json.Decoder[Any] = msgspec.json.Decoder()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from .entries import NO_LIMIT, StepLimit
+from ..entries import NO_LIMIT, StepLimit
 
 
 class ClaimSource(Protocol):
