@@ -63,7 +63,7 @@ async def test_a_kept_connection_that_closed_is_not_used_even_by_a_statement_not
     assert name in NOT_IDEMPOTENT
     pool_db.sql[name] = Statement(name, PID, ())
     killed = (await pool_db.column(name))[0]
-    kept = pool_db._idle[-1]
+    kept = pool_db._idle[-1][0]
     assert await db.fetchval("SELECT pg_terminate_backend($1)", killed)
 
     async def noticed() -> bool:
@@ -78,6 +78,30 @@ async def test_a_kept_connection_that_closed_is_not_used_even_by_a_statement_not
     await pool_db.close()
 
 
+async def at_once(pool_db: Database, db: asyncpg.Connection, n: int) -> None:
+    """Run `n` statements of `pool_db` at the same time (each on a connection of its own)."""
+    await db.execute("SELECT pg_advisory_lock(4242)")
+    running = [
+        asyncio.create_task(
+            pool_db.retrying(
+                lambda conn: conn.execute("SELECT pg_advisory_xact_lock_shared(4242)"),
+                idempotent=True,
+            )
+        )
+        for _ in range(n)
+    ]
+
+    async def all_waiting() -> bool:
+        waiting: int = await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+        return waiting == n
+
+    await eventually(all_waiting, what=f"{n} statements waiting on the lock")
+    await db.execute("SELECT pg_advisory_unlock(4242)")
+    await asyncio.gather(*running)
+
+
 async def test_a_pool_user_gets_a_connection_after_more_statements_ran_than_are_kept(
     open_db: Callable[..., Any], db: asyncpg.Connection
 ) -> None:
@@ -85,28 +109,23 @@ async def test_a_pool_user_gets_a_connection_after_more_statements_ran_than_are_
     # Two statements at once use both connections; afterwards one stays with the Database
     # and the other goes back to the pool, for `pool.acquire()` callers (engine start-up,
     # the dashboard, the command line).
-    await db.execute("SELECT pg_advisory_lock(4242)")
-    both = [
-        asyncio.create_task(
-            pool_db.retrying(
-                lambda conn: conn.execute("SELECT pg_advisory_xact_lock_shared(4242)"),
-                idempotent=True,
-            )
-        )
-        for _ in range(2)
-    ]
-
-    async def both_waiting() -> bool:
-        waiting: int = await db.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        )
-        return waiting == 2
-
-    await eventually(both_waiting, what="both statements waiting on the lock")
-    await db.execute("SELECT pg_advisory_unlock(4242)")
-    await asyncio.gather(*both)
+    await at_once(pool_db, db, 2)
     async with pool_db.pool.acquire(timeout=2) as conn:
         assert await conn.fetchval("SELECT 1") == 1
+    await pool_db.close()
+
+
+async def test_a_kept_connection_unused_for_a_while_goes_back_to_the_pool(
+    open_db: Callable[..., Any], db: asyncpg.Connection
+) -> None:
+    pool_db = await open_db(max_size=4)
+    await at_once(pool_db, db, 2)
+    assert len(pool_db._idle) == 2
+    await pid(pool_db)  # statements one at a time use the most recent one only
+    pool_db.kept_for = 0.0  # (60 s by default)
+    await pid(pool_db)
+    # The other one went back to the pool, whose inactivity timer closes it in time.
+    assert len(pool_db._idle) == 1
     await pool_db.close()
 
 

@@ -31,6 +31,10 @@ IDLE_KEPT = 4
 """Connections a `Database` keeps between statements instead of releasing them to the pool
 (fewer when the pool is smaller)."""
 
+KEPT_FOR = 60.0
+"""Seconds a kept connection may go unused before it goes back to the pool (whose own
+inactivity timer then closes it: an idle engine's connections still shrink)."""
+
 TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -144,11 +148,13 @@ class Database:
         """Every named statement, by name (tests may swap one for a variant)."""
         self.channel = channel(schema)
         """The schema's NOTIFY channel, for the listener."""
-        # Connections kept out of the pool between statements (see `retrying`), most
-        # recently used last; at most `_keep`, so that one of the pool's connections is
-        # never held idle here (`pool.acquire()` callers still get theirs).
-        self._idle: list[Any] = []
+        # Connections kept out of the pool between statements (see `retrying`), with the
+        # loop time each came back, most recently used last; at most `_keep`, so that one
+        # of the pool's connections is never held idle here (`pool.acquire()` callers
+        # still get theirs).
+        self._idle: list[tuple[Any, float]] = []
         self._keep = min(IDLE_KEPT, pool.get_max_size() - 1)
+        self.kept_for = KEPT_FOR
 
     @classmethod
     async def open(
@@ -196,7 +202,7 @@ class Database:
         self._keep = 0
         try:
             async with asyncio.timeout(grace):
-                for conn in idle:
+                for conn, _ in idle:
                     await self.pool.release(conn)
                 await self.pool.close()
         except TimeoutError:
@@ -276,7 +282,10 @@ class Database:
                     await self.pool.release(conn)
                     raise
                 if len(self._idle) < self._keep and _reusable(conn):
-                    self._idle.append(conn)
+                    now = loop.time()
+                    self._idle.append((conn, now))
+                    if now - self._idle[0][1] > self.kept_for:  # the least recently used
+                        await self.pool.release(self._idle.pop(0)[0])
                 else:
                     await self.pool.release(conn)
             except RETRYABLE as exc:
@@ -303,7 +312,7 @@ class Database:
         which drops it, as the pool's own acquire would.
         """
         while self._idle:
-            conn = self._idle.pop()
+            conn, _ = self._idle.pop()
             if _reusable(conn):
                 return conn
             await self.pool.release(conn)
