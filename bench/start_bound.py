@@ -9,7 +9,11 @@ trip in three settings, with floor(1) and floor(8) beside them:
 - `nothing_running`: the same 2,000 starts from a client-only engine (no queue runs here),
   so each insert meets no other statement of ours on the server;
 - `floor(1)`: single-row update transactions from one connection, the cheapest durable
-  write (its latency is 1 / its rate).
+  write (its latency is 1 / its rate);
+- `roundtrip_cpu_us`: the client CPU (`time.thread_time()`) of one `SELECT` round trip,
+  answered at once, and answered after the server slept 1 ms: the same work on the client,
+  but in the second the process goes idle while it waits and wakes up when the answer
+  comes, as a start loop does at each insert.
 
 Each round prints one JSON line: the mean and p50 of a start's latency (the insert's round
 trip is all of it but a few microseconds), the steps/s w1 reached, and their ratios to the
@@ -27,6 +31,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -65,6 +71,25 @@ async def nothing_running(env: BenchEnv, instances: int) -> list[float]:
         return await starts(engine, instances, "i")
 
 
+async def roundtrip_cpu(dsn: str, count: int = 1000) -> dict[str, float]:
+    """Client CPU (us) of one round trip, answered at once and after 1 ms on the server."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        cpu = {}
+        for name, sql in (
+            ("answered_at_once", "SELECT $1::int"),
+            ("answered_after_1ms", "SELECT $1::int, pg_sleep(0.001)"),
+        ):
+            await conn.fetchrow(sql, 0)
+            began = time.thread_time()
+            for i in range(count):
+                await conn.fetchrow(sql, i)
+            cpu[name] = round((time.thread_time() - began) * 1e6 / count, 1)
+        return cpu
+    finally:
+        await conn.close()
+
+
 def summary(latencies: list[float]) -> dict[str, float]:
     return {
         "mean_ms": round(1000 * statistics.mean(latencies), 3),
@@ -93,6 +118,7 @@ async def main(argv: list[str]) -> None:
             floor8 = await floor(dsn, 8, seconds=2.0)
             running, rate = await engine_running(env, args.instances)
             idle = await nothing_running(env, args.instances)
+            roundtrip = await roundtrip_cpu(dsn)
             line = {
                 "bench": "start_bound",
                 "round": r,
@@ -106,6 +132,7 @@ async def main(argv: list[str]) -> None:
                 "w1_bound_steps_per_s": round(3 / statistics.mean(running)),
                 "running_over_floor1_latency": round(statistics.mean(running) * floor1, 2),
                 "idle_over_floor1_latency": round(statistics.mean(idle) * floor1, 2),
+                "roundtrip_cpu_us": roundtrip,
             }
             lines.append(line)
             print(json.dumps(line), flush=True)
