@@ -9,6 +9,13 @@ under py-spy instead, with `--no-profiler`:
     py-spy record --native -r 1000 -f raw -o bench/profiles/w1.raw -- \
         .venv/bin/python bench/profile_w1.py --no-profiler
     python bench/profile_w1.py --summarize bench/profiles/w1.raw
+
+Both are wall-clock samplers: a thread that is runnable but waits for a CPU counts as busy.
+On a loaded machine that skews the picture towards the system calls that wake another
+process: `send` took a third of the samples while it cost 11 us of CPU (and 230 us of wall
+time) per call. For the CPU itself, compare `time.process_time()` (what `bench/run.py`
+reports), `bench/step_cpu.py` (the engine's Python per step, no database) and
+`bench/start_bound.py` (what a round trip costs the client, answered at once or late).
 """
 
 from __future__ import annotations
@@ -95,6 +102,8 @@ def summarize(path: Path) -> None:
         frames = stack.split(";")
         if frames[-1].startswith(("epoll_wait", "EpollSelector.select")):
             continue  # waiting, not working
+        if any("Thread._bootstrap" in f for f in frames):
+            continue  # other threads (the watchdog, the thread pool): idle in a lock wait
         if any("_find_and_load" in f or "Connection.prepare" in f for f in frames):
             continue  # imports and statement preparation: start-up, not the workload
         all_samples += n

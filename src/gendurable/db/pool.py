@@ -28,6 +28,14 @@ R = TypeVar("R")
 
 JSONB_VERSION = b"\x01"
 
+IDLE_KEPT = 4
+"""Connections a `Database` keeps between statements instead of releasing them to the pool
+(fewer when the pool is smaller)."""
+
+KEPT_FOR = 60.0
+"""Seconds a kept connection may go unused before it goes back to the pool (whose own
+inactivity timer then closes it: an idle engine's connections still shrink)."""
+
 TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -85,6 +93,16 @@ def _stuck(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InternalClientError) and str(exc).startswith(
         "cannot switch to state"
     )
+
+
+def _reusable(conn: Any) -> bool:
+    """Whether a pool connection that ran a statement may run the next one as it is: still
+    open, in no transaction. A connection that closed has been taken back by the pool
+    already (asyncpg then refuses every call on it)."""
+    try:
+        return not conn.is_closed() and not conn.is_in_transaction()
+    except asyncpg.InterfaceError:
+        return False
 
 
 def _encode_jsonb(value: bytes | str) -> bytes:
@@ -150,6 +168,13 @@ class Database:
         """Every named statement, by name (tests may swap one for a variant)."""
         self.channel = channel(schema)
         """The schema's NOTIFY channel, for the listener."""
+        # Connections kept out of the pool between statements (see `retrying`), with the
+        # loop time each came back, most recently used last; at most `_keep`, so that one
+        # of the pool's connections is never held idle here (`pool.acquire()` callers
+        # still get theirs).
+        self._idle: list[tuple[Any, float]] = []
+        self._keep = min(IDLE_KEPT, pool.get_max_size() - 1)
+        self.kept_for = KEPT_FOR
 
     @classmethod
     async def open(
@@ -204,8 +229,12 @@ class Database:
 
     async def close(self, grace: float | None = None) -> None:
         """Close the pool; after `grace` seconds (an unreachable server), terminate it."""
+        idle, self._idle = self._idle, []
+        self._keep = 0
         try:
             async with asyncio.timeout(grace):
+                for conn, _ in idle:
+                    await self.pool.release(conn)
                 await self.pool.close()
         except TimeoutError:
             self.pool.terminate()
@@ -272,13 +301,24 @@ class Database:
         while True:
             sent = False
             try:
-                async with self.pool.acquire(timeout=self.timeout) as conn:
-                    sent = True
-                    try:
-                        result = await action(conn)
-                    except asyncpg.InternalClientError as exc:
+                conn = await self._take()
+                sent = True
+                try:
+                    result = await action(conn)
+                except BaseException as exc:
+                    if isinstance(exc, asyncpg.InternalClientError):
                         sent = not _stuck(exc)  # asyncpg closed it, having sent nothing
-                        raise
+                    # The pool cleans up what a failure may leave: a transaction, a
+                    # cancelled query, a connection gone.
+                    await self.pool.release(conn)
+                    raise
+                if len(self._idle) < self._keep and _reusable(conn):
+                    now = loop.time()
+                    self._idle.append((conn, now))
+                    if now - self._idle[0][1] > self.kept_for:  # the least recently used
+                        await self.pool.release(self._idle.pop(0)[0])
+                else:
+                    await self.pool.release(conn)
             except RETRYABLE as exc:
                 if not _transient(exc):
                     raise
@@ -293,3 +333,18 @@ class Database:
                 if self.outage.active:
                     self.outage.recovered()
                 return result
+
+    async def _take(self) -> Any:
+        """A connection for one statement: the last one kept idle, else the pool's.
+
+        Keeping a connection between statements, rather than releasing it to the pool each
+        time, saves asyncpg's release (a task and a loop iteration per statement) and its
+        acquire. A kept connection that closed meanwhile (an outage) goes back to the pool,
+        which drops it, as the pool's own acquire would.
+        """
+        while self._idle:
+            conn, _ = self._idle.pop()
+            if _reusable(conn):
+                return conn
+            await self.pool.release(conn)
+        return await self.pool.acquire(timeout=self.timeout)

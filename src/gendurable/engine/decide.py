@@ -277,6 +277,16 @@ def _commit(
 def _with_attempts(spec: WorkflowSpec, decision: Decision) -> Decision:
     """`decision` with the attempts of the step it puts the row on, when it moves the row to
     a step (the row stores them: the reaper's limit, what `show` displays)."""
+    if type(decision) is MoveTo:  # the common case, built directly (replace() is slow)
+        return MoveTo(
+            decision.step,
+            decision.state,
+            decision.delay,
+            decision.keep_claim,
+            decision.consumed,
+            decision.limit,
+            spec.max_attempts(decision.step),
+        )
     if isinstance(decision, MoveTo | Park):
         return replace(decision, max_attempts=spec.max_attempts(decision.step))
     if isinstance(decision, SpawnChildren):

@@ -229,7 +229,7 @@ class Executor:
         except Exception as exc:  # stored state or a payload no longer decodes (a deploy
             produced = exc  # changed its type): the error path decides, not the reaper
             ctx = self._context(spec, step, replace(claim, inbox=(), children=()))
-        awaited = tuple(s.id for s in ctx.awaited)
+        awaited = tuple([s.id for s in ctx.awaited]) if ctx.awaited else ()
         if not isinstance(produced, BaseException):
             produced = await self._call(step, step.fn, (self.objects.get(spec.name), state, ctx))
         decision = self._decide(spec, step, claim, state, produced, awaited=awaited)
@@ -271,11 +271,11 @@ class Executor:
         return decision, state
 
     def _context(self, spec: WorkflowSpec, step: StepSpec, claim: Claimed) -> Context:
-        inbox = tuple(_signal(spec, s) for s in claim.inbox)
+        inbox = tuple([_signal(spec, s) for s in claim.inbox]) if claim.inbox else ()
         names = step.awaits.names if step.awaits else ()
-        children = tuple(self._child(c) for c in claim.children)
+        children = tuple([self._child(c) for c in claim.children]) if claim.children else ()
         return Context(
-            awaited=tuple(s for s in inbox if s.name in names),
+            awaited=tuple([s for s in inbox if s.name in names]) if inbox else (),
             inbox=inbox,
             id=claim.id,
             key=claim.key,
@@ -309,12 +309,16 @@ class Executor:
         never warns that it was not awaited, and becomes an `InvalidOutcome` saying so.
         """
         timeout = step.timeout.total_seconds() if step.timeout else None
+        is_async = step.is_async if fn is step.fn else inspect.iscoroutinefunction(fn)
         try:
-            async with asyncio.timeout(timeout):
-                if inspect.iscoroutinefunction(fn):
-                    returned = await fn(*args)
-                else:
-                    returned = await asyncio.to_thread(fn, *args)
+            if timeout is None:
+                returned = await fn(*args) if is_async else await asyncio.to_thread(fn, *args)
+            else:
+                async with asyncio.timeout(timeout):
+                    if is_async:
+                        returned = await fn(*args)
+                    else:
+                        returned = await asyncio.to_thread(fn, *args)
             if inspect.isawaitable(returned):
                 return _not_awaited(step, fn, returned)
             return returned
@@ -351,6 +355,8 @@ def _fresh(step: StepSpec, claim: Claimed) -> bool:
 def _signal_trace_contexts(step: StepSpec, claim: Claimed) -> tuple[str, ...]:
     """Trace contexts of the awaited signals newer than a reawait saw: the sends that woke
     this step."""
+    if not claim.inbox:
+        return ()
     names = step.awaits.names if step.awaits else ()
     return tuple(
         s.trace_context
@@ -363,8 +369,15 @@ def _outcome(decision: Decision) -> str:
     """The outcome a decision commits, as telemetry names it: goto, park, retry, done, failed."""
     if isinstance(decision, Finish):
         return decision.status
-    names = {MoveTo: "goto", Park: "park", RetryLater: "retry", SpawnChildren: "spawn"}
-    return names.get(type(decision), type(decision).__name__)
+    return _OUTCOMES.get(type(decision), type(decision).__name__)
+
+
+_OUTCOMES: dict[type, str] = {
+    MoveTo: "goto",
+    Park: "park",
+    RetryLater: "retry",
+    SpawnChildren: "spawn",
+}
 
 
 def _stored_state(spec: WorkflowSpec, data: bytes | None) -> Any:
