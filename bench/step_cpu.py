@@ -30,7 +30,7 @@ from harness.flows import ThreeSteps
 
 import gendurable
 from gendurable.clock import SystemClock
-from gendurable.engine.claim import Claimed
+from gendurable.engine.claimed import Claimed
 from gendurable.engine.committer import Committer
 from gendurable.engine.executor import Executor
 from gendurable.telemetry import Telemetry

@@ -174,3 +174,41 @@ async def test_close_gives_the_kept_connections_back_so_the_pool_closes(
     async with asyncio.timeout(10):  # the pool waits for every connection it handed out
         await pool_db.close()
     assert pool_db.pool._closed
+
+
+async def test_a_statement_waiting_for_the_pool_gets_the_next_connection_that_comes_back(
+    open_db: Callable[..., Any],
+) -> None:
+    # Three statements hold the pool's three connections; a fourth waits for one. The first
+    # to finish must go to the waiter: kept idle instead, no waiter would ever see it, and
+    # the fourth would time out (2 s here) while the database sat on a free connection.
+    db = await open_db(max_size=3)
+    holding = 0
+    all_held, first_may_finish, others_may_finish = (asyncio.Event() for _ in range(3))
+
+    async def hold(conn: Any, release: asyncio.Event) -> int:
+        nonlocal holding
+        holding += 1
+        if holding == 3:
+            all_held.set()
+        await release.wait()
+        value: int = await conn.fetchval(PID)
+        return value
+
+    first = asyncio.ensure_future(db.retrying(lambda c: hold(c, first_may_finish), idempotent=True))
+    others = [
+        asyncio.ensure_future(db.retrying(lambda c: hold(c, others_may_finish), idempotent=True))
+        for _ in range(2)
+    ]
+    await all_held.wait()
+    fourth = asyncio.ensure_future(pid(db))
+
+    async def fourth_queued() -> bool:  # in the pool's acquire
+        return db._waiting == 1
+
+    await eventually(fourth_queued, what="the fourth statement waiting for the pool")
+    first_may_finish.set()
+    assert await fourth == await first  # on the connection the first gave back
+    others_may_finish.set()
+    await asyncio.gather(*others)
+    await db.close()

@@ -5,6 +5,7 @@ the stores the inspection tools open (dashboard, command line, deploy check)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -32,13 +33,25 @@ async def test_engine_plans_are_set_on_every_connection_of_the_engines_pool(
 ) -> None:
     assert await plans(db) != ENGINE_PLANS  # the server's own settings differ
     engine = await make_engine(workflows=[Quick], pool_size=3)
-    # Three at once: the connections opened after start get them too.
-    async with (
-        engine.store.db.pool.acquire() as a,
-        engine.store.db.pool.acquire() as b,
-        engine.store.db.pool.acquire() as c,
-    ):
-        assert [await plans(conn) for conn in (a, b, c)] == [ENGINE_PLANS] * 3
+    database = engine.store.db
+    # Three statements at once, each holding its connection until all three hold one: the
+    # connections opened after start get them too, and those the database keeps between
+    # statements as well as those it takes from the pool.
+    holding: list[object] = []
+    all_held = asyncio.Event()
+    seen: list[tuple[str, str]] = []
+
+    async def show(conn: asyncpg.Connection) -> None:
+        holding.append(conn)
+        if len(holding) == 3:
+            all_held.set()
+        await all_held.wait()
+        seen.append(await plans(conn))
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(database.retrying(show, idempotent=True) for _ in range(3)))
+    assert len({id(conn) for conn in holding}) == 3
+    assert seen == [ENGINE_PLANS] * 3
     await Quick.start(key="k", engine=engine)
     await engine.drain()
     assert (await Quick.get("k", engine=engine)).result == "k"

@@ -174,6 +174,10 @@ class Database:
         # still get theirs).
         self._idle: list[tuple[Any, float]] = []
         self._keep = min(IDLE_KEPT, pool.get_max_size() - 1)
+        # Statements of this database waiting for one of the pool's connections: while any
+        # waits, a connection coming back goes to the pool (to them), never to `_idle`,
+        # where no waiter would see it.
+        self._waiting = 0
         self.kept_for = KEPT_FOR
 
     @classmethod
@@ -312,7 +316,7 @@ class Database:
                     # cancelled query, a connection gone.
                     await self.pool.release(conn)
                     raise
-                if len(self._idle) < self._keep and _reusable(conn):
+                if not self._waiting and len(self._idle) < self._keep and _reusable(conn):
                     now = loop.time()
                     self._idle.append((conn, now))
                     if now - self._idle[0][1] > self.kept_for:  # the least recently used
@@ -347,4 +351,8 @@ class Database:
             if _reusable(conn):
                 return conn
             await self.pool.release(conn)
-        return await self.pool.acquire(timeout=self.timeout)
+        self._waiting += 1
+        try:
+            return await self.pool.acquire(timeout=self.timeout)
+        finally:
+            self._waiting -= 1
