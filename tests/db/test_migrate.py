@@ -158,7 +158,9 @@ async def test_migrate_engine_without_migrate_refuses_a_missing_schema(
     engine = gd.Engine(
         gendurable_dsn, workflows=[noop], schema=gendurable_schema, migrate=False, name="nomig"
     )
-    with pytest.raises(gd.ConfigError, match="does not exist, this gendurable needs version 1"):
+    with pytest.raises(
+        gd.ConfigError, match=f"does not exist, this gendurable needs version {LATEST}"
+    ):
         await engine.start()
     await gd.migrate(gendurable_dsn, schema=gendurable_schema)
     async with engine:

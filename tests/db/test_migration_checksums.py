@@ -16,6 +16,9 @@ from gendurable.db.migrator import check_version, migrate, migrate_connection
 from gendurable.errors import ConfigError
 from gendurable.sql import migration, migrations
 
+LATEST = len(migrations("gendurable"))
+"""The version the packaged migrations leave."""
+
 
 @gd.job(name="checksums.noop")
 async def noop(args: object, ctx: gd.Context) -> None:
@@ -134,7 +137,7 @@ async def test_migrate_refuses_an_edited_copy_of_a_migration(
         with pytest.raises(ConfigError, match=r"migration 0001_initial\.sql differs"):
             await migrate_connection(conn, schema=gendurable_schema, steps=[edited])
         # The packaged file itself still passes.
-        assert await migrate_connection(conn, schema=gendurable_schema) == 1
+        assert await migrate_connection(conn, schema=gendurable_schema) == LATEST
     finally:
         await conn.close()
 
@@ -145,7 +148,11 @@ async def test_a_schema_from_before_the_record_is_refused_by_engines_until_migra
     # What a pre-release build left: schema version 1, no record, and (an older 0001) a
     # table missing.
     schema = gendurable_schema
-    await migrate(gendurable_dsn, schema=schema)
+    conn = await connect(gendurable_dsn)
+    try:
+        await migrate_connection(conn, schema=schema, steps=migrations(schema)[:1])
+    finally:
+        await conn.close()
     await _execute(
         gendurable_dsn, f'DROP TABLE "{schema}".migrations; DROP TABLE "{schema}".paused_queues'
     )
@@ -157,10 +164,12 @@ async def test_a_schema_from_before_the_record_is_refused_by_engines_until_migra
     finally:
         await conn.close()
 
-    assert await migrate(gendurable_dsn, schema=schema) == 1
+    assert await migrate(gendurable_dsn, schema=schema) == LATEST
 
-    rows = await _fetch(gendurable_dsn, f'SELECT version, checksum FROM "{schema}".migrations')
-    assert [tuple(r) for r in rows] == [(1, migrations(schema)[0].checksum)]
+    rows = await _fetch(
+        gendurable_dsn, f'SELECT version, checksum FROM "{schema}".migrations ORDER BY version'
+    )
+    assert [tuple(r) for r in rows] == [(m.version, m.checksum) for m in migrations(schema)]
     tables = await _fetch(
         gendurable_dsn,
         "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 "
@@ -186,17 +195,18 @@ async def test_migrations_of_a_later_release_are_left_to_it(
     # A newer release migrated the schema during a rolling deploy: this (older) code runs
     # on, judging only the migrations it packages.
     schema = gendurable_schema
+    later = len(migrations(schema)) + 1
     await migrate(gendurable_dsn, schema=schema)
     await _execute(
         gendurable_dsn,
         f'INSERT INTO "{schema}".migrations (version, name, checksum, applied_by) '
-        f"VALUES (2, '0002_later.sql', 'later', 'gendurable 9.9'); "
-        f'UPDATE "{schema}".meta SET version = 2',
+        f"VALUES ({later}, '{later:04d}_later.sql', 'later', 'gendurable 9.9'); "
+        f'UPDATE "{schema}".meta SET version = {later}',
     )
 
-    assert await migrate(gendurable_dsn, schema=schema) == 2
+    assert await migrate(gendurable_dsn, schema=schema) == later
     conn = await connect(gendurable_dsn)
     try:
-        assert await check_version(conn, schema=schema) == 2
+        assert await check_version(conn, schema=schema) == later
     finally:
         await conn.close()

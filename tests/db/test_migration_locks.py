@@ -40,8 +40,14 @@ GUARD = 60.0
 """Seconds after which a statement that should not be blocked counts as blocked for good."""
 
 
+LATEST = len(migrations("gendurable"))
+"""The version the packaged migrations leave."""
+PROBE = LATEST + 1
+"""The version of the test's migration, played as the next release's."""
+
+
 def _later(schema: str, text: str) -> list[Migration]:
-    return [*migrations(schema), migration("0002_probe.sql", text, schema)]
+    return [*migrations(schema), migration(f"{PROBE:04d}_probe.sql", text, schema)]
 
 
 @pytest.fixture
@@ -126,7 +132,7 @@ async def test_a_migration_gives_up_a_table_lock_instead_of_queueing_workers_the
     assert not migrating.done()
 
     await long.rollback()
-    assert await migrating == 2  # a later try got the lock
+    assert await migrating == PROBE  # a later try got the lock
     assert await _column(conns.observer, schema)
 
 
@@ -139,7 +145,8 @@ async def test_a_migration_that_never_gets_its_lock_fails_naming_the_file_and_ke
     await conns.long.fetchval(f'SELECT count(*) FROM "{schema}".instances')
 
     with pytest.raises(
-        EngineError, match=r"migration 0002_probe\.sql could not take its locks within 20 ms in 3"
+        EngineError,
+        match=rf"migration {PROBE:04d}_probe\.sql could not take its locks within 20 ms in 3",
     ):
         await migrate_connection(
             conns.migrator,
@@ -151,7 +158,7 @@ async def test_a_migration_that_never_gets_its_lock_fails_naming_the_file_and_ke
 
     await long.rollback()
     assert not await _column(conns.observer, schema)
-    assert await conns.observer.fetchval(f'SELECT version FROM "{schema}".meta') == 1
+    assert await conns.observer.fetchval(f'SELECT version FROM "{schema}".meta') == LATEST
 
 
 async def test_an_index_is_built_concurrently_outside_a_transaction_for_as_long_as_it_takes(
@@ -189,12 +196,12 @@ async def test_an_index_is_built_concurrently_outside_a_transaction_for_as_long_
     assert not migrating.done()
 
     await snapshot.commit()
-    assert await migrating == 2
+    assert await migrating == PROBE
     assert await _index_valid(conns.observer, schema) is True
     rows = await conns.observer.fetch(f'SELECT version, checksum FROM "{schema}".migrations')
     assert [tuple(r) for r in rows] == [(m.version, m.checksum) for m in steps]
     # Applied once: a second run finds nothing to do.
-    assert await migrate_connection(conns.migrator, schema=schema, steps=steps) == 2
+    assert await migrate_connection(conns.migrator, schema=schema, steps=steps) == PROBE
 
 
 async def test_an_interrupted_concurrent_build_is_dropped_and_built_again(
@@ -214,9 +221,9 @@ async def test_an_interrupted_concurrent_build_is_dropped_and_built_again(
         await migrating
     await snapshot.commit()
     assert await _index_valid(conns.observer, schema) is False  # what the cut build left
-    assert await conns.observer.fetchval(f'SELECT version FROM "{schema}".meta') == 1
+    assert await conns.observer.fetchval(f'SELECT version FROM "{schema}".meta') == LATEST
 
-    assert await migrate_connection(conns.migrator, schema=schema, steps=steps) == 2
+    assert await migrate_connection(conns.migrator, schema=schema, steps=steps) == PROBE
 
     assert await _index_valid(conns.observer, schema) is True
 
@@ -226,18 +233,54 @@ async def test_an_up_to_date_schema_needs_no_migration_lock(
 ) -> None:
     schema = gendurable_schema
     # Another migrator at work (a long concurrent index build of a later release).
-    lock = statements(schema)["migrate_lock_session"]
-    await conns.long.execute(lock.sql, *lock.args(schema=schema))
+    lock = statements(schema)["migrate_try_lock_session"]
+    assert await conns.long.fetchval(lock.sql, *lock.args(schema=schema)) is True
 
     async with asyncio.timeout(GUARD):
-        assert await migrate(gendurable_dsn, schema=schema) == 1
+        assert await migrate(gendurable_dsn, schema=schema) == LATEST
         await make_engine(workflows=[noop], queues=None)  # starts: migrate="auto"
 
-    # What is pending waits for the lock.
+    # What is pending waits for the lock, trying it again and again.
     migrating = asyncio.create_task(
         migrate_connection(conns.migrator, schema=schema, steps=_later(schema, ADD_COLUMN))
     )
-    await eventually(lambda: conns.migrator_waits("pg_advisory_xact_lock"))
+    await eventually(lambda: _tried_the_lock(conns), what="the migrator to try the lock")
+    assert not migrating.done()
+    assert await conns.observer.fetchval(f'SELECT version FROM "{schema}".meta') == LATEST
     unlock = statements(schema)["migrate_unlock_session"]
     await conns.long.execute(unlock.sql, *unlock.args(schema=schema))
-    assert await migrating == 2
+    assert await migrating == PROBE
+
+
+async def _tried_the_lock(conns: Conns) -> bool:
+    """Whether the migrator's last statement asked for the migration lock."""
+    query = await conns.observer.fetchval(
+        "SELECT query FROM pg_stat_activity WHERE pid = $1", conns.migrator.get_server_pid()
+    )
+    return "'gendurable:migrate:'" in (query or "")
+
+
+async def test_a_migrator_waiting_for_the_lock_holds_back_no_concurrent_build(
+    conns: Conns, gendurable_schema: str
+) -> None:
+    # The migrator holding the lock builds an index concurrently, which waits for every
+    # transaction with an older snapshot. Another migrator waiting for the lock inside a
+    # statement would be one, and the two would deadlock (the build's wait for it, its wait
+    # for the lock). A waiting migrator only tries the lock, between pauses in no transaction.
+    schema = gendurable_schema
+    lock = statements(schema)["migrate_try_lock_session"]
+    assert await conns.long.fetchval(lock.sql, *lock.args(schema=schema)) is True
+    migrating = asyncio.create_task(
+        migrate_connection(conns.migrator, schema=schema, steps=_later(schema, ADD_COLUMN))
+    )
+    await eventually(lambda: _tried_the_lock(conns), what="the migrator to try the lock")
+
+    async with asyncio.timeout(GUARD):
+        await conns.long.execute(
+            f'CREATE INDEX CONCURRENTLY probe_build ON "{schema}".instances (updated_at)'
+        )
+
+    assert not migrating.done()
+    unlock = statements(schema)["migrate_unlock_session"]
+    await conns.long.execute(unlock.sql, *unlock.args(schema=schema))
+    assert await migrating == PROBE

@@ -10,7 +10,11 @@ from pathlib import Path
 
 from test_check import old_rows
 
+from gendurable.sql import migrations
 from gendurable.testing import MakeEngine
+
+LATEST = len(migrations("gendurable"))
+"""The schema version this code needs."""
 
 HERE = Path(__file__).resolve().parent
 
@@ -147,6 +151,6 @@ async def test_check_command_missing_schema_is_one_line_and_exit_1(gendurable_ds
     assert (code, out) == (1, "")
     assert err.startswith(
         "gendurable check: error: schema 'never_migrated_here' does not exist, this "
-        "gendurable needs version 1: run `gendurable migrate"
+        f"gendurable needs version {LATEST}: run `gendurable migrate"
     )
     assert len(err.splitlines()) == 1

@@ -12,13 +12,18 @@ A schema with nothing to apply costs a few reads and takes no lock, so engines s
 while another process migrates start at once. Otherwise each pending migration runs under the
 schema's migration lock (an advisory lock, so concurrent migrators take turns) and under a
 `lock_timeout`: a table lock it cannot get in time is given up, so its wait never queues the
-workers' statements behind a long transaction, and it is tried again after a backoff.
+workers' statements behind a long transaction, and it is tried again after a backoff. The
+migration lock itself is tried, never waited for in a statement (the pause between tries is
+the migrator's own): a concurrent index build by the migrator holding it waits for every
+transaction with an older snapshot, a waiting statement's included, and the two would
+deadlock.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -38,6 +43,10 @@ DEFAULT_LOCK_ATTEMPTS = 5
 """How many times a migration (or a statement of one run outside a transaction) is tried."""
 
 _MAX_BACKOFF = 60.0
+_LOCK_POLL_FIRST = 0.01
+_LOCK_POLL_MAX = 0.5
+"""Seconds between tries of the migration lock another migrator holds: doubling from the
+first, up to the last."""
 _INDEX_TOKEN = "__index__"
 
 
@@ -205,6 +214,22 @@ def _verify(applied: _Applied, steps: Sequence[Migration], schema: str, *, adopt
             )
 
 
+@asynccontextmanager
+async def _migration_lock(
+    conn: asyncpg.Connection, named: dict[str, Statement], schema: str
+) -> AsyncIterator[None]:
+    """The schema's migration lock, held by this session until the block ends. Tried, with a
+    pause between tries, never waited for in a statement (see `migrate_try_lock_session`)."""
+    pause = _LOCK_POLL_FIRST
+    while not await conn.fetchval(*_call(named, "migrate_try_lock_session", schema=schema)):
+        await asyncio.sleep(pause)
+        pause = min(_LOCK_POLL_MAX, pause * 2)
+    try:
+        yield
+    finally:
+        await conn.execute(*_call(named, "migrate_unlock_session", schema=schema))
+
+
 async def _apply_in_transaction(
     conn: asyncpg.Connection,
     named: dict[str, Statement],
@@ -213,24 +238,23 @@ async def _apply_in_transaction(
     step: Migration,
     policy: _Policy,
 ) -> None:
-    for attempt in range(policy.attempts):
-        try:
-            async with conn.transaction():
-                # Taken before the lock timeout is set: other migrators may take long.
-                await conn.execute(*_call(named, "migrate_lock", schema=schema))
-                applied = await _read_applied(conn, named, schema)
-                _verify(applied, steps, schema, adopting=True)
-                if not _pending(applied, step):
-                    return  # another process applied it while we waited for the lock
-                await conn.execute(
-                    *_call(named, "lock_timeout_local", timeout=str(policy.lock_timeout_ms))
-                )
-                await conn.execute(step.sql)
-                await conn.execute(*_call(named, "migration_record", **_record(step)))
-            return
-        except asyncpg.LockNotAvailableError:
-            if attempt + 1 < policy.attempts:
-                await asyncio.sleep(policy.backoff(attempt))
+    async with _migration_lock(conn, named, schema):
+        for attempt in range(policy.attempts):
+            try:
+                async with conn.transaction():
+                    applied = await _read_applied(conn, named, schema)
+                    _verify(applied, steps, schema, adopting=True)
+                    if not _pending(applied, step):
+                        return  # another process applied it while we waited for the lock
+                    await conn.execute(
+                        *_call(named, "lock_timeout_local", timeout=str(policy.lock_timeout_ms))
+                    )
+                    await conn.execute(step.sql)
+                    await conn.execute(*_call(named, "migration_record", **_record(step)))
+                return
+            except asyncpg.LockNotAvailableError:
+                if attempt + 1 < policy.attempts:
+                    await asyncio.sleep(policy.backoff(attempt))
     raise _locked_out(schema, step, policy)
 
 
@@ -242,19 +266,18 @@ async def _apply_statements(
     step: Migration,
     policy: _Policy,
 ) -> None:
-    await conn.execute(*_call(named, "migrate_lock_session", schema=schema))
-    try:
-        applied = await _read_applied(conn, named, schema)
-        _verify(applied, steps, schema, adopting=True)
-        if not _pending(applied, step):
-            return
-        for statement in split_statements(step.sql):
-            await _run_statement(conn, named, schema, step, statement, policy)
-        async with conn.transaction():
-            await conn.execute(*_call(named, "migration_record", **_record(step)))
-    finally:
-        await conn.execute(*_call(named, "lock_timeout_reset"))
-        await conn.execute(*_call(named, "migrate_unlock_session", schema=schema))
+    async with _migration_lock(conn, named, schema):
+        try:
+            applied = await _read_applied(conn, named, schema)
+            _verify(applied, steps, schema, adopting=True)
+            if not _pending(applied, step):
+                return
+            for statement in split_statements(step.sql):
+                await _run_statement(conn, named, schema, step, statement, policy)
+            async with conn.transaction():
+                await conn.execute(*_call(named, "migration_record", **_record(step)))
+        finally:
+            await conn.execute(*_call(named, "lock_timeout_reset"))
 
 
 async def _run_statement(

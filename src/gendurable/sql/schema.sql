@@ -1,14 +1,14 @@
 -- Schema bookkeeping used by db/migrator.py.
 
--- name: migrate_lock
+-- name: migrate_try_lock_session
 -- Serialises migrations of one schema across processes; the key space is namespaced so it
--- never meets the concurrency-key or id spaces.
-SELECT pg_advisory_xact_lock(hashtextextended('gendurable:migrate:' || :schema::text, 0));
-
--- name: migrate_lock_session
--- The same lock held across the statements of a migration that runs outside a transaction
--- (on the migrator's own connection, released by `migrate_unlock_session`).
-SELECT pg_advisory_lock(hashtextextended('gendurable:migrate:' || :schema::text, 0));
+-- never meets the concurrency-key or id spaces. Held by the migrator's session (its own
+-- connection) across the transaction or the statements of a migration, released by
+-- `migrate_unlock_session`. Tried, never waited for: a statement waiting for it would hold
+-- a snapshot, and a concurrent index build of the migrator holding the lock waits for every
+-- older snapshot to end, so the two would deadlock. A migrator that misses it tries again
+-- after a pause, outside any transaction.
+SELECT pg_try_advisory_lock(hashtextextended('gendurable:migrate:' || :schema::text, 0));
 
 -- name: migrate_unlock_session
 SELECT pg_advisory_unlock(hashtextextended('gendurable:migrate:' || :schema::text, 0));
