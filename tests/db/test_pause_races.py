@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from raw_rows import Blocker, Leaf, insert, lock_waiter, row
 
 import gendurable as gd
 from commit_support import commit, move
 from gendurable.db.queue_store import QueueStore
 from gendurable.engine.entries import new_row
 from gendurable.testing import MakeEngine
+from raw_rows import Blocker, Leaf, insert, lock_waiter, row
 
 T = TypeVar("T")
 LEASE = timedelta(seconds=30)

@@ -1,5 +1,5 @@
 """Engine options reach the parts that use them: the schedulers' demand, the pool's size and
-the statements' timeout (the checks themselves are in tests/unit/test_engine_config.py)."""
+the statements' timeout (the checks themselves are in tests/engine/test_engine_config.py)."""
 
 from __future__ import annotations
 
