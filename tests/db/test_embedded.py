@@ -21,6 +21,8 @@ import pytest
 from gendurable.embedded import PGSERVER_LOGGER, EmbeddedPostgres, _pgserver, embedded_dsn, sweep
 from gendurable.errors import ConfigError, EngineError
 
+pytestmark = pytest.mark.database
+
 DEADLINE = 30.0
 
 # A process that starts a server, reports where, and then waits to be killed.

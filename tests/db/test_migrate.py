@@ -62,6 +62,7 @@ async def test_migrate_twice_keeps_version_and_tables(
     assert [r["version"] for r in rows] == [LATEST]
 
 
+@pytest.mark.race
 @pytest.mark.parametrize("attempt", range(20))
 @pytest.mark.parametrize("racers", [4, 8])
 async def test_migrate_concurrent_on_fresh_schema_all_succeed(

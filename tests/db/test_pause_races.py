@@ -349,6 +349,7 @@ class Race:
             after += self.paused.is_set()
 
 
+@pytest.mark.race
 async def test_claims_and_local_starts_racing_a_pause_start_nothing_once_it_has_returned(
     engine: gd.Engine, gendurable_dsn: str, gendurable_schema: str, db: asyncpg.Connection
 ) -> None:

@@ -56,6 +56,8 @@ from standby_pair import StandbyPair, standby_pair
 
 import gendurable as gd
 
+pytestmark = [pytest.mark.crash, pytest.mark.database]
+
 HERE = Path(__file__).resolve().parent
 
 CONFIG = ChaosConfig(

@@ -25,12 +25,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import pytest
-from e2e_support import eventually, unique_name
+from e2e_support import eventually
 
 import gendurable as gd
 from gendurable.db.connect import asyncpg_dsn, hosts_of
 from gendurable.db.listener import Listener
 from gendurable.db.pool import Database
+from polling import unique_name
+
+pytestmark = pytest.mark.crash
 
 QUEUE = "multi-host"
 

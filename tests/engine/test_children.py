@@ -11,13 +11,9 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-seen_children: list[tuple[gd.ChildResult, ...]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    seen_children.clear()
+seen_children: list[tuple[gd.ChildResult, ...]] = recorded([])
 
 
 @gd.job(name="children.double", max_attempts=1)

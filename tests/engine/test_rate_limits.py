@@ -12,14 +12,10 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
 MINUTE = timedelta(minutes=1)
-ran: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ran.clear()
+ran: list[str] = recorded([])
 
 
 @gd.workflow(name="limits.call")

@@ -18,9 +18,12 @@ from collections import Counter
 from typing import Any
 
 import msgspec
+import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
+
+pytestmark = pytest.mark.race
 
 PARK_RACES = 1000
 PACKS = 5

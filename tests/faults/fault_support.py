@@ -13,16 +13,10 @@ from typing import Any
 import asyncpg
 
 import gendurable as gd
-import polling
 from polling import eventually as eventually
 
 Engines = Callable[..., Awaitable[gd.Engine]]
 """The `engines` fixture: `await engines(workflows=..., queues=..., dsn=None, **options)`."""
-
-
-def unique_name(prefix: str = "fault") -> str:
-    """An engine name no other engine of this process has used."""
-    return polling.unique_name(prefix)
 
 
 class Backends:

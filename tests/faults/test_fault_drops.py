@@ -22,20 +22,15 @@ from fault_support import Backends, Engines, Rows, commits_blocked, eventually, 
 
 import gendurable as gd
 from gendurable.sql import statements
+from recordings import Gate, recorded
 
-RUNS: list[tuple[str, str]] = []
+pytestmark = pytest.mark.crash
+
+RUNS: list[tuple[str, str]] = recorded([])
 """(key, step) of every step body that ran to its end."""
-HELD: list[str] = []
+HELD: list[str] = recorded([])
 """Keys whose step waits at the gate."""
-GATE = asyncio.Event()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    RUNS.clear()
-    HELD.clear()
-    GATE = asyncio.Event()  # an Event binds to the loop that first waits on it: one per test
+GATE = Gate()
 
 
 async def at_gate(key: str | None) -> None:

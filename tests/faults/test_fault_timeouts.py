@@ -8,7 +8,6 @@ sent again until it gets through, and commits once; a start or a signal raises
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,19 +20,12 @@ from fault_support import Backends, Engines, Rows, commits_blocked, eventually, 
 
 import gendurable as gd
 from gendurable.sql import statements
+from recordings import Gate, recorded
 
 TIMEOUT = timedelta(seconds=0.5)
-RUNS: list[tuple[str, str]] = []
-HELD: list[str] = []
-GATE = asyncio.Event()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    RUNS.clear()
-    HELD.clear()
-    GATE = asyncio.Event()
+RUNS: list[tuple[str, str]] = recorded([])
+HELD: list[str] = recorded([])
+GATE = Gate()
 
 
 class Tally(msgspec.Struct):

@@ -338,6 +338,7 @@ async def test_gc_skips_rows_another_transaction_holds(
     assert (await collector(engine).run_once()).instances == 1
 
 
+@pytest.mark.race
 async def test_gc_on_several_nodes_deletes_each_row_exactly_once(
     make_engine: MakeEngine,
     manual_clock: ManualClock,
