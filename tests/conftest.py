@@ -14,12 +14,14 @@ loads through its `pytest11` entry point; naming it in `pytest_plugins` as well 
 register it twice.
 """
 
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from recordings import reset_recordings
+from schemas import SchemaPool
 
 # pytester runs small inner test sessions, to test the plugin's own fixtures.
 pytest_plugins = ["pytester"]
@@ -36,6 +38,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
         if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
             item.add_marker(pytest.mark.property)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fresh-schemas",
+        action="store_true",
+        help="give every test a schema of its own, created by the test and dropped after it "
+        "(instead of a migrated one reused from test to test)",
+    )
+
+
+@pytest.fixture(scope="session")
+def schema_pool(gendurable_dsn: str) -> Iterator[SchemaPool]:
+    """Migrated schemas, emptied between the tests that use them (see schemas.py)."""
+    pool = SchemaPool(gendurable_dsn)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def gendurable_schema(request: pytest.FixtureRequest, schema_pool: SchemaPool) -> Iterator[str]:
+    """The test's schema: a migrated one with empty tables, that the test has to itself.
+
+    It overrides the plugin's fixture (a name nobody used, nothing created, dropped after the
+    test), which a test marked `fresh_schema` gets, as every test does under
+    `--fresh-schemas`: tests of migrations, deploys and query plans.
+    """
+    pool = schema_pool
+    if request.config.getoption("--fresh-schemas") or request.node.get_closest_marker(
+        "fresh_schema"
+    ):
+        schema = f"t_{secrets.token_hex(6)}"
+        yield schema
+        pool.drop(schema)
+        return
+    schema = pool.take()
+    yield schema
+    pool.give_back(schema)
 
 
 @pytest.fixture(autouse=True)

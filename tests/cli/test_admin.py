@@ -30,6 +30,8 @@ from gendurable.sql import migrations
 from gendurable.testing import MakeEngine
 from gendurable.worker import READY
 
+pytestmark = pytest.mark.fresh_schema
+
 LATEST = max(m.version for m in migrations("gendurable"))
 
 

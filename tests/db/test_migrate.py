@@ -15,6 +15,8 @@ from gendurable.db.schema_admin import drop_schema
 from gendurable.errors import ConfigError
 from gendurable.sql import migrations
 
+pytestmark = pytest.mark.fresh_schema
+
 LATEST = max(m.version for m in migrations("gendurable"))
 TABLES = {"instances", "signals", "rate_configs", "rate_buckets", "meta"}
 

@@ -16,6 +16,8 @@ from gendurable.db.migrator import check_version, migrate, migrate_connection
 from gendurable.errors import ConfigError
 from gendurable.sql import migration, migrations
 
+pytestmark = pytest.mark.fresh_schema
+
 
 @gd.job(name="checksums.noop")
 async def noop(args: object, ctx: gd.Context) -> None:

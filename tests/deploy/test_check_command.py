@@ -8,9 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from test_check import old_rows
 
 from gendurable.testing import MakeEngine
+
+pytestmark = pytest.mark.fresh_schema
 
 HERE = Path(__file__).resolve().parent
 

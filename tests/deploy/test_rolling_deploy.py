@@ -34,6 +34,8 @@ from gendurable.sql import migrations
 from polling import eventually
 from venvs import clean_env
 
+pytestmark = pytest.mark.fresh_schema
+
 HERE = Path(__file__).resolve().parent
 PATIENCE = 90.0
 """Seconds an engine of a loaded machine gets to do what the test waits for."""

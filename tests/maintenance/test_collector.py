@@ -272,6 +272,7 @@ async def test_gc_run_sweeps_every_due_row_in_bounded_batches(
     assert await ids(db, gendurable_schema) == {parent, *kept}
 
 
+@pytest.mark.fresh_schema
 async def test_gc_sweep_is_an_index_range_of_one_batch(
     make_engine: MakeEngine,
     manual_clock: ManualClock,
