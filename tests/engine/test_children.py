@@ -169,6 +169,7 @@ class Wide:
         return gd.done({"count": len(ctx.children), "sum": sum(c.result for c in ctx.children)})
 
 
+@pytest.mark.slow
 async def test_ten_thousand_children_in_one_spawn(make_engine: MakeEngine) -> None:
     engine = await make_engine(workflows=[Wide, double], queues={"default": 64})
     handle = await Wide.start(key="wide", state=Wide.State(n=10_000))

@@ -196,6 +196,7 @@ async def _stranded(rows: Any) -> list[Any]:
     )
 
 
+@pytest.mark.slow
 async def test_signal_race_with_park_never_strands_an_instance(
     make_engine: MakeEngine, rows: Any
 ) -> None:

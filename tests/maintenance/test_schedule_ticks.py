@@ -113,6 +113,7 @@ async def test_schedules_skip_still_starts_a_tick_that_is_barely_late(
     assert await rows.keys() == [KEY.format(1)]
 
 
+@pytest.mark.slow
 async def test_schedules_tick_on_both_dst_days_of_their_zone_once(
     make_engine: MakeEngine, manual_clock: ManualClock, rows: Rows
 ) -> None:
