@@ -165,6 +165,7 @@ async def deploy(
     await running.stop()
 
 
+@pytest.mark.slow
 async def test_a_rolling_deploy_from_the_previous_release_keeps_every_instance_going(
     deploy: Deploy, gendurable_dsn: str, gendurable_schema: str, db: asyncpg.Connection
 ) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from chaos_run import ChaosConfig, ChaosServer, run_batch
 
-pytestmark = [pytest.mark.crash, pytest.mark.database]
+pytestmark = [pytest.mark.crash, pytest.mark.database, pytest.mark.slow]
 
 
 @pytest.fixture

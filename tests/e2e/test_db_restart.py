@@ -282,6 +282,7 @@ async def stop_within(server: Server, engine: gd.Engine, timeout: float, bound: 
     stopping.result()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_db_restart_stop_with_steps_running_while_database_is_down_keeps_its_timeout(
     server: Server,
@@ -302,6 +303,7 @@ async def test_db_restart_stop_with_steps_running_while_database_is_down_keeps_i
     await stop_within(server, engine, timeout=1, bound=10)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_db_restart_stop_with_commits_retrying_while_database_is_down_keeps_its_timeout(
     server: Server, unretrieved_errors: Unretrieved

@@ -55,7 +55,7 @@ from standby_pair import StandbyPair, standby_pair
 
 import gendurable as gd
 
-pytestmark = [pytest.mark.crash, pytest.mark.database]
+pytestmark = [pytest.mark.crash, pytest.mark.database, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 
