@@ -8,10 +8,11 @@ needs no database, wherever it is. `unit`, `database` and `property` are set her
 a test uses; `crash`, `race` and `slow` are set by the modules themselves (`pytestmark`),
 and `database` too where a test starts a server of its own.
 
-The gendurable fixtures (`gendurable_dsn`, `gendurable_schema`, `manual_clock`,
-`no_task_leaks`, `make_engine`) come from the `gendurable.testing` plugin, which pytest
-loads through its `pytest11` entry point; naming it in `pytest_plugins` as well would
-register it twice.
+The gendurable fixtures (`gendurable_dsn`, `manual_clock`, `no_task_leaks`, `make_engine`)
+come from the `gendurable.testing` plugin, which pytest loads through its `pytest11` entry
+point; naming it in `pytest_plugins` as well would register it twice. `gendurable_schema` is
+overridden here: a migrated schema reused from test to test (schemas.py), unless the test is
+marked `fresh_schema` or the run is given `--fresh-schemas`.
 """
 
 import secrets
