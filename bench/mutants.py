@@ -46,26 +46,26 @@ SKIPS = "tests/db/test_skip_locked.py"
 MACHINE = "tests/props/test_state_machine.py"
 GRANT = "tests/props/test_rate_grant_props.py"
 DECIDE_PROPS = "tests/props/test_decide_props.py"
-DECIDE_TABLE = "tests/unit/test_decide.py"
+DECIDE_TABLE = "tests/engine/test_decide.py"
 EFFECTS = "tests/engine/test_terminal_effects.py"
 CASCADE = "tests/engine/test_cancel_cascade.py"
 START = "tests/engine/test_start.py"
 OUTCOMES = "tests/engine/test_outcomes.py"
 CHILDREN = "tests/engine/test_children.py"
 RESULT = "tests/engine/test_result.py"
-GC = "tests/engine/test_gc.py"
+GC = "tests/maintenance/test_collector.py"
 LIMITS = "tests/engine/test_rate_limits.py"
 CONCURRENCY = "tests/engine/test_concurrency_keys.py"
-AWAITS = "tests/signals/test_awaits.py"
-DELIVERY = "tests/signals/test_signal_delivery.py"
-RACES = "tests/signals/test_signal_races.py"
-SIGNAL_GUARDS = "tests/signals/test_signal_guards.py"
+AWAITS = "tests/engine/test_awaits.py"
+DELIVERY = "tests/engine/test_signal_delivery.py"
+RACES = "tests/engine/test_signal_races.py"
+SIGNAL_GUARDS = "tests/engine/test_signal_guards.py"
 LEASES = "tests/e2e/test_leases.py"
 STALE = "tests/e2e/test_stale.py"
 ACT = "tests/cli/test_act.py"
 # The read side and the edges (issue K, item 6).
 BLOCKED = "tests/engine/test_blocked_by.py"
-NODES = "tests/engine/test_nodes.py"
+NODES = "tests/maintenance/test_nodes.py"
 BAD_KEYS = "tests/engine/test_bad_keys.py"
 INSPECT = "tests/cli/test_inspect.py"
 DEPLOY = "tests/deploy/test_check.py"
@@ -73,14 +73,14 @@ DEPLOY_COMMAND = "tests/deploy/test_check_command.py"
 DEPLOY_UPGRADES = "tests/deploy/test_check_upgrades.py"
 WEB_PAGES = "tests/web/test_web_pages.py"
 WEB_ACTIONS = "tests/web/test_web_actions.py"
-WEB_INPUTS = "tests/unit/test_web_inputs.py"
+WEB_INPUTS = "tests/web/test_web_inputs.py"
 LISTENER = "tests/faults/test_fault_listener.py"
 DASH_STATEMENTS = "tests/db/test_dashboard_plans.py"
 RECHECKS = "tests/db/test_lock_rechecks.py"
 # Queue pause and idempotent signals (issue N, items 2 and 3).
 PAUSE_RACES = "tests/db/test_pause_races.py"
 PAUSE = "tests/engine/test_queue_pause.py"
-IDEM = "tests/signals/test_idempotent_signals.py"
+IDEM = "tests/engine/test_idempotent_signals.py"
 ACKS = "tests/faults/test_fault_lost_acks.py"
 QUEUES_CLI = "tests/cli/test_queues.py"
 WEB_QUEUES = "tests/web/test_web_queue_actions.py"
@@ -563,7 +563,7 @@ MUTANTS: list[Mutant] = [
         "park recheck: only a signal of an awaited name wakes",
         SIGNAL_GUARDS,
         AWAITS,
-        "tests/signals/test_signal_later_step.py",
+        "tests/engine/test_signal_later_step.py",
     ),
     m(
         "recheck.newer",
@@ -842,7 +842,7 @@ MUTANTS: list[Mutant] = [
         "if item.id in busy:",
         "if False:",
         "a busy outcome is sent again, not reported stale",
-        "tests/unit/test_group_commit.py",
+        "tests/engine/test_group_commit.py",
         SKIPS,
     ),
     # -- spawn, children --------------------------------------------------------------------

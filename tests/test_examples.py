@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import asyncpg
+import pytest
 
 from example_runner import EXAMPLES, run_script
 
@@ -45,6 +46,7 @@ async def test_examples_hello_runs_three_steps_to_completion(
     }
 
 
+@pytest.mark.database
 async def test_examples_hello_runs_on_the_embedded_server_without_a_dsn() -> None:
     env = {k: v for k, v in os.environ.items() if k != "GENDURABLE_DSN"}
 

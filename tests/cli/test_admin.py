@@ -30,6 +30,8 @@ from gendurable.embedded import EmbeddedPostgres, sweep
 from gendurable.sql import migrations
 from gendurable.testing import MakeEngine
 
+pytestmark = pytest.mark.fresh_schema
+
 LATEST = max(m.version for m in migrations("gendurable"))
 
 
@@ -101,6 +103,7 @@ def test_cli_without_a_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture
     assert "COMMAND" in capsys.readouterr().err
 
 
+@pytest.mark.database
 def test_cli_dev_serves_a_migrated_schema_until_interrupted() -> None:
     env = {k: v for k, v in os.environ.items() if k != "GENDURABLE_DSN"}
     with subprocess.Popen(
@@ -255,6 +258,7 @@ async def _sql(dsn: str, *statements: str) -> object:
         await conn.close()
 
 
+@pytest.mark.database
 async def test_cli_wrong_password_is_one_line_and_exit_1_without_the_password(
     password_server: str,
 ) -> None:

@@ -16,8 +16,6 @@ from cli_support import HERE, Cli, cli_env
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
-
-sys.path.insert(0, str(HERE.parent / "db"))
 from raw_rows import Blocker, lock_waiter
 
 

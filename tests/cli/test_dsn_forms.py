@@ -21,6 +21,8 @@ from cli_support import cli_env, run_cli
 import gendurable as gd
 from gendurable.embedded import EmbeddedPostgres, sweep
 
+pytestmark = pytest.mark.database
+
 ROLE = "dsn_carol"
 SECRET = "it's a p@ss:w/rd\\ &x=1+%"
 QUOTED = "'it\\'s a p@ss:w/rd\\\\ &x=1+%'"  # SECRET as libpq quotes it

@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from raw_rows import Blocker, Leaf, insert, instance_locked, lock_waiter, row, without_waiting
 
 import gendurable as gd
 from gendurable.bulk import CANCEL, RETRY, BulkRun
 from gendurable.db.repair_store import Match, RepairStore
 from gendurable.testing import MakeEngine
+from raw_rows import Blocker, Leaf, insert, instance_locked, lock_waiter, row, without_waiting
 
 
 @pytest.fixture

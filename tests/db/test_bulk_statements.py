@@ -10,12 +10,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from raw_rows import Leaf, insert
 
 import gendurable as gd
 from gendurable.bulk import retry_verdict
 from gendurable.db.repair_store import Match, RepairStore
 from gendurable.testing import MakeEngine
+from raw_rows import Leaf, insert
 
 
 @pytest.fixture

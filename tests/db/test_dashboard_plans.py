@@ -14,6 +14,8 @@ from gendurable.db.migrator import migrate
 from gendurable.db.pool import init_connection
 from gendurable.sql import statements
 
+pytestmark = pytest.mark.fresh_schema
+
 ROWS = 20_000
 
 

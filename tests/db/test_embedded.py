@@ -21,6 +21,8 @@ import pytest
 from gendurable.embedded import PGSERVER_LOGGER, EmbeddedPostgres, _pgserver, embedded_dsn, sweep
 from gendurable.errors import ConfigError, EngineError
 
+pytestmark = pytest.mark.database
+
 DEADLINE = 30.0
 
 # A process that starts a server, reports where, and then waits to be killed.
@@ -187,6 +189,7 @@ def test_sweep_leaves_a_live_owners_server_alone(base_dir: Path) -> None:
         assert pid_running(server.pid)
 
 
+@pytest.mark.slow
 def test_start_sweeps_the_server_of_a_killed_owner(
     base_dir: Path, killed_owner: Callable[[str], tuple[Path, int]]
 ) -> None:

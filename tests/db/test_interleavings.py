@@ -1352,7 +1352,7 @@ async def test_interleaving(schemas: Schemas, case: Case, plan: str, size: str) 
 TABLES = ("instances", "signals", "rate_buckets", "rate_configs")
 WRITERS = ("instances_ended", "instances_parked")
 
-_SCHEDULES = "locks or writes only `schedules` (tests/schedules: held rows, racing processes)"
+_SCHEDULES = "locks or writes only `schedules` (tests/maintenance: held rows, racing processes)"
 _PAUSES = (
     "writes only `paused_queues`; what it locks is the queue's advisory lock, which the "
     "statements starting steps try shared (tests/db/test_pause_races.py: claims held mid-way, "

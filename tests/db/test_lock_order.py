@@ -21,6 +21,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+
+import gendurable as gd
+from commit_support import commit, finish
+from gendurable.db.operator_store import OperatorStore
+from gendurable.testing import MakeEngine
 from raw_rows import (
     Blocker,
     Leaf,
@@ -31,11 +36,6 @@ from raw_rows import (
     row,
     without_waiting,
 )
-
-import gendurable as gd
-from commit_support import commit, finish
-from gendurable.db.operator_store import OperatorStore
-from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
 

@@ -30,12 +30,12 @@ from urllib.parse import urlencode
 
 import asyncpg
 import pytest
-from raw_rows import Leaf, insert, lock_waiter, row
 
 import gendurable as gd
 from commit_support import commit, finish, move
 from gendurable.clock import ManualClock
 from gendurable.db.pool import init_connection
+from raw_rows import Leaf, insert, lock_waiter, row
 
 ROUNDS = 8
 LEASE = timedelta(seconds=30)

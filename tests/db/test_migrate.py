@@ -15,6 +15,8 @@ from gendurable.db.schema_admin import drop_schema
 from gendurable.errors import ConfigError
 from gendurable.sql import migrations
 
+pytestmark = pytest.mark.fresh_schema
+
 LATEST = max(m.version for m in migrations("gendurable"))
 TABLES = {"instances", "signals", "rate_configs", "rate_buckets", "meta"}
 
@@ -62,6 +64,7 @@ async def test_migrate_twice_keeps_version_and_tables(
     assert [r["version"] for r in rows] == [LATEST]
 
 
+@pytest.mark.race
 @pytest.mark.parametrize("attempt", range(20))
 @pytest.mark.parametrize("racers", [4, 8])
 async def test_migrate_concurrent_on_fresh_schema_all_succeed(

@@ -18,6 +18,7 @@ from gendurable.sql import migration, migrations
 
 LATEST = len(migrations("gendurable"))
 """The version the packaged migrations leave."""
+pytestmark = pytest.mark.fresh_schema
 
 
 @gd.job(name="checksums.noop")

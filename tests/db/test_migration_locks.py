@@ -21,6 +21,8 @@ from gendurable.sql import Migration, migration, migrations, statements
 from gendurable.testing import MakeEngine
 from polling import eventually
 
+pytestmark = pytest.mark.fresh_schema
+
 ADD_COLUMN = "ALTER TABLE __schema__.instances ADD COLUMN IF NOT EXISTS probe text;\n"
 BUILD_INDEX = (
     "-- gendurable: no-transaction\n"

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from raw_rows import Blocker, Leaf, insert, lock_waiter, row
 
 import gendurable as gd
 from commit_support import commit, move
 from gendurable.db.queue_store import QueueStore
 from gendurable.entries import new_row
 from gendurable.testing import MakeEngine
+from raw_rows import Blocker, Leaf, insert, lock_waiter, row
 
 T = TypeVar("T")
 LEASE = timedelta(seconds=30)
@@ -349,6 +349,7 @@ class Race:
             after += self.paused.is_set()
 
 
+@pytest.mark.race
 async def test_claims_and_local_starts_racing_a_pause_start_nothing_once_it_has_returned(
     engine: gd.Engine, gendurable_dsn: str, gendurable_schema: str, db: asyncpg.Connection
 ) -> None:

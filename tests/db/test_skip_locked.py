@@ -13,11 +13,11 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from raw_rows import Blocker, Leaf, insert, row, without_waiting
 
 import gendurable as gd
 from commit_support import commit, finish
 from gendurable.testing import MakeEngine
+from raw_rows import Blocker, Leaf, insert, row, without_waiting
 
 LEASE = timedelta(seconds=30)
 HOUR = timedelta(hours=1)

@@ -16,6 +16,8 @@ from gendurable.engine.engine import Engine
 from gendurable.errors import ConfigError, EngineError
 from gendurable.testing import MakeEngine
 
+pytestmark = pytest.mark.fresh_schema
+
 
 @gd.workflow(name="batch.leaf")
 class Leaf:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from test_check import old_rows
 
 from gendurable.sql import migrations
@@ -15,6 +16,7 @@ from gendurable.testing import MakeEngine
 
 LATEST = len(migrations("gendurable"))
 """The schema version this code needs."""
+pytestmark = pytest.mark.fresh_schema
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from deploy_flows import ExpenseV1, ExpenseV3, ExpenseV3Buggy, ExpenseV3From2, Report
 from test_check import old_rows
 from test_check_command import gendurable
 
 from gendurable.deploy_check import CheckReport, Problem, Upgrade, check_engine
 from gendurable.testing import MakeEngine
+
+pytestmark = pytest.mark.fresh_schema
 
 
 async def test_check_counts_the_rows_an_upgrade_will_carry_and_passes(

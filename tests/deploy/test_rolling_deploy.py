@@ -34,6 +34,8 @@ from gendurable.sql import migrations
 from polling import eventually
 from venvs import clean_env
 
+pytestmark = pytest.mark.fresh_schema
+
 HERE = Path(__file__).resolve().parent
 PATIENCE = 90.0
 """Seconds an engine of a loaded machine gets to do what the test waits for."""
@@ -163,6 +165,7 @@ async def deploy(
     await running.stop()
 
 
+@pytest.mark.slow
 async def test_a_rolling_deploy_from_the_previous_release_keeps_every_instance_going(
     deploy: Deploy, gendurable_dsn: str, gendurable_schema: str, db: asyncpg.Connection
 ) -> None:

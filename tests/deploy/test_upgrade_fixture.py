@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import upgrade_flows as flows
 from make_fixture import DUMP, EXPECTED, INFO
 
@@ -21,6 +22,8 @@ import gendurable as gd
 from gendurable.cli import main
 from gendurable.sql import migrations
 from gendurable.testing import MakeEngine
+
+pytestmark = pytest.mark.fresh_schema
 
 HERE = Path(__file__).resolve().parent
 FIXTURE: dict[str, Any] = json.loads(INFO.read_text())

@@ -15,13 +15,7 @@ from typing import Any
 
 import pytest
 
-import polling
 from polling import eventually as eventually
-
-
-def unique_name(prefix: str = "e2e") -> str:
-    """An engine name no other engine of this process has used."""
-    return polling.unique_name(prefix)
 
 
 async def row(db: Any, schema: str, id: int) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from chaos_run import ChaosConfig, ChaosServer, run_batch
 
+pytestmark = [pytest.mark.crash, pytest.mark.database, pytest.mark.slow]
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[ChaosServer]:

@@ -11,10 +11,13 @@ import signal
 from datetime import timedelta
 
 import asyncpg
+import pytest
 from e2e_app import QUEUE, Chore
 from e2e_support import Marks, SpawnWorker, eventually, row
 
 from gendurable.testing import MakeEngine, RecorderFactory
+
+pytestmark = pytest.mark.crash
 
 LEASE = 1.5
 

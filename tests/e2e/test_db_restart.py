@@ -24,29 +24,24 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import msgspec
 import pytest
-from e2e_support import Unretrieved, eventually, unique_name
+from e2e_support import Unretrieved, eventually
 
 import gendurable as gd
 from gendurable.embedded import EmbeddedPostgres
 from gendurable.testing import TelemetryRecorder
+from polling import unique_name
+from recordings import Gate, recorded
+
+pytestmark = [pytest.mark.crash, pytest.mark.database]
 
 COUNT = 120
 SCHEMA = "restart"
-BODIES: list[str] = []
+BODIES: list[str] = recorded([])
 """One entry per step body that ran to its end (in memory: it works with the server down)."""
-HELD: list[str] = []
+HELD: list[str] = recorded([])
 """One entry per step body that found the gate closed and waited at it."""
-GATE = asyncio.Event()
+GATE = Gate(open=True)
 """Open: step bodies run through. Closed by the test to hold bodies while the server stops."""
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    BODIES.clear()
-    HELD.clear()
-    GATE = asyncio.Event()  # an Event binds to the loop it is first awaited in: one per test
-    GATE.set()
 
 
 @gd.workflow(name="e2e.restart.counter")
@@ -287,6 +282,7 @@ async def stop_within(server: Server, engine: gd.Engine, timeout: float, bound: 
     stopping.result()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_db_restart_stop_with_steps_running_while_database_is_down_keeps_its_timeout(
     server: Server,
@@ -307,6 +303,7 @@ async def test_db_restart_stop_with_steps_running_while_database_is_down_keeps_i
     await stop_within(server, engine, timeout=1, bound=10)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_db_restart_stop_with_commits_retrying_while_database_is_down_keeps_its_timeout(
     server: Server, unretrieved_errors: Unretrieved

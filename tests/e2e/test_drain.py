@@ -14,13 +14,13 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from e2e_app import QUEUE, Chore
 from e2e_support import Marks, SpawnWorker, row
 
 import gendurable as gd
 from gendurable.cli.runner import READY
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
 DRAIN_TIMEOUT = 1.0
 LEASE = 60.0
@@ -84,14 +84,8 @@ async def test_drain_sigterm_on_an_idle_worker_exits_at_once(spawn_worker: Spawn
 
 # --- in process --------------------------------------------------------------------------------
 
-ENTERED: dict[str, asyncio.Event] = {}
-NAP: dict[str, float] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ENTERED.clear()
-    NAP.clear()
+ENTERED: dict[str, asyncio.Event] = recorded({})
+NAP: dict[str, float] = recorded({})
 
 
 @gd.workflow(name="e2e.drain.napper")

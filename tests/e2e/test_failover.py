@@ -30,7 +30,6 @@ How long the engines took to resume is printed (`pytest -s` shows it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -40,7 +39,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,8 @@ from failover_checks import Snapshot, check_reruns_in_flight, check_snapshot_kep
 from standby_pair import StandbyPair, standby_pair
 
 import gendurable as gd
+
+pytestmark = [pytest.mark.crash, pytest.mark.database, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 
@@ -157,30 +158,21 @@ async def _submit(
     await client.settle()
 
 
-class Noticed(logging.Handler):
-    """Counts this process's records of an unreachable database, and its errors."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.unavailable: dict[str, int] = {}
-        self.errors: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            self.errors.append(self.format(record))
-        elif " unavailable" in record.getMessage():
-            self.unavailable[record.name] = self.unavailable.get(record.name, 0) + 1
+def _gendurable_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.split(".")[0] == "gendurable"]
 
 
-@contextlib.contextmanager
-def noticing() -> Iterator[Noticed]:
-    handler = Noticed()
-    logger = logging.getLogger("gendurable")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
+def _said_unavailable(caplog: pytest.LogCaptureFixture, logger: str) -> bool:
+    """Whether this process's `logger` warned that the database was unreachable."""
+    return any(
+        r.name == logger and r.levelno < logging.ERROR and " unavailable" in r.getMessage()
+        for r in _gendurable_records(caplog)
+    )
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """This process's gendurable errors."""
+    return [r.getMessage() for r in _gendurable_records(caplog) if r.levelno >= logging.ERROR]
 
 
 def _stderr(workers: list[Workers]) -> list[str]:
@@ -189,7 +181,7 @@ def _stderr(workers: list[Workers]) -> list[str]:
 
 @pytest.mark.timeout(300)
 async def test_failover_to_the_synchronous_standby_loses_nothing_and_every_engine_resumes(
-    pair: StandbyPair, tmp_path: Path
+    pair: StandbyPair, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed = random.randrange(2**32)
     print(f"seed {seed}")
@@ -239,7 +231,7 @@ async def test_failover_to_the_synchronous_standby_loses_nothing_and_every_engin
     submitting: asyncio.Task[None] | None = None
     snapshot = Snapshot()
     marks: dict[str, float] = {}
-    with noticing() as noticed:
+    with caplog.at_level(logging.WARNING, logger="gendurable"):
         await client_engine.start()  # migrates the schema before the workers come
         try:
             await asyncio.gather(*(w.start_all() for w in workers))
@@ -262,7 +254,7 @@ async def test_failover_to_the_synchronous_standby_loses_nothing_and_every_engin
                 # connections, the second is not writable (target_session_attrs). Claims
                 # outlive their lease meanwhile: steps in flight at the kill get rescued.
                 logs = _stderr(workers)
-                return "gendurable.listener" in noticed.unavailable and all(
+                return _said_unavailable(caplog, "gendurable.listener") and all(
                     max(map(int, _DOWN_FOR.findall(text)), default=0) >= CONFIG.lease + 2
                     for text in logs
                 )
@@ -325,7 +317,7 @@ async def test_failover_to_the_synchronous_standby_loses_nothing_and_every_engin
         assert "reachable again" in text
         assert "Traceback" not in text
         assert " ERROR " not in text
-    assert noticed.errors == []
+    assert _errors(caplog) == []
     rows = await _fetch(
         pair.standby.dsn,
         f"SELECT id, workflow, key, status::text AS status, step, state, result, error, "

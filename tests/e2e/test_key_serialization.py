@@ -12,10 +12,13 @@ import itertools
 import random
 from pathlib import Path
 
+import pytest
 from e2e_app import Serial
 from e2e_support import Marks, SpawnWorker
 
 from gendurable.testing import MakeEngine
+
+pytestmark = pytest.mark.race
 
 # More keys than one worker has slots (4): both workers always have keys to run.
 KEYS = ["A", "B", "C", "D", "E", "F"]

@@ -24,18 +24,13 @@ from gendurable.events import REAPER_RESCUED
 from gendurable.maintenance.reaper import Reaper
 from gendurable.telemetry import Telemetry
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
 LEASE = timedelta(minutes=5)
 BRIEF = timedelta(minutes=1)
 
-ENTERED: dict[str, asyncio.Event] = {}
-GATES: dict[str, asyncio.Event] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ENTERED.clear()
-    GATES.clear()
+ENTERED: dict[str, asyncio.Event] = recorded({})
+GATES: dict[str, asyncio.Event] = recorded({})
 
 
 def gate(*keys: str) -> None:
@@ -297,6 +292,7 @@ async def test_leases_reaper_fails_an_instance_that_keeps_crashing_its_worker(
     assert await fake_claim(engine, "w:default@host-9-x", 1, Held) == []
 
 
+@pytest.mark.race
 async def test_leases_concurrent_reapers_rescue_each_row_once(
     make_engine: MakeEngine,
     manual_clock: gd.ManualClock,

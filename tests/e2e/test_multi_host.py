@@ -25,12 +25,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import pytest
-from e2e_support import eventually, unique_name
+from e2e_support import eventually
 
 import gendurable as gd
 from gendurable.db.connect import asyncpg_dsn, hosts_of
 from gendurable.db.listener import Listener
 from gendurable.db.pool import Database
+from polling import unique_name
+
+pytestmark = pytest.mark.crash
 
 QUEUE = "multi-host"
 
@@ -89,6 +92,7 @@ def with_hosts(dsn: str, before: list[tuple[str, int]], **extra: str) -> str:
     return " ".join(f"{k}='{v}'" for k, v in quoted.items())
 
 
+@pytest.mark.slow
 async def test_multi_host_a_first_host_that_never_answers_is_skipped_and_then_tried_last(
     gendurable_dsn: str,
 ) -> None:
@@ -110,6 +114,7 @@ async def test_multi_host_a_first_host_that_never_answers_is_skipped_and_then_tr
     assert hung.accepted == 2  # the listener learnt on its own
 
 
+@pytest.mark.slow
 async def test_multi_host_an_engine_runs_with_a_hung_first_host(
     gendurable_dsn: str, gendurable_schema: str
 ) -> None:
@@ -148,6 +153,7 @@ async def read_only_role(gendurable_dsn: str) -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.mark.fresh_schema
 async def test_multi_host_while_no_host_accepts_writes_a_start_waits_and_the_listener_retries(
     gendurable_dsn: str, gendurable_schema: str, read_only_role: str
 ) -> None:

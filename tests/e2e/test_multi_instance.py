@@ -12,13 +12,9 @@ from e2e_support import eventually
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
+from recordings import recorded
 
-RUNS: list[tuple[str | None, str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    RUNS.clear()
+RUNS: list[tuple[str | None, str]] = recorded([])
 
 
 @gd.workflow(name="e2e.multi.echo")

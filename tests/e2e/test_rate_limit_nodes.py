@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
+import pytest
 from e2e_support import Marks, SpawnWorker, eventually
 from limits_app import SHARED, Limited
 
 from gendurable.testing import MakeEngine
+
+pytestmark = pytest.mark.race
 
 INSTANCES = 40
 # A step starts a little after the claim that granted its token: the windows measured from

@@ -19,24 +19,15 @@ from datetime import timedelta
 
 import asyncpg
 import msgspec
-import pytest
 from e2e_support import row
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import Gate
 
 LEASE = timedelta(minutes=10)
-ENTERED: dict[int, asyncio.Event] = {}
-GATES: dict[int, asyncio.Event] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ENTERED.clear()
-    GATES.clear()
-    for attempt in (0, 1):
-        ENTERED[attempt] = asyncio.Event()
-        GATES[attempt] = asyncio.Event()
+ENTERED = {attempt: Gate() for attempt in (0, 1)}
+GATES = {attempt: Gate() for attempt in (0, 1)}
 
 
 @gd.workflow(name="e2e.reclaim.twice")

@@ -19,19 +19,15 @@ from e2e_support import row
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
+
+pytestmark = pytest.mark.crash
 
 LEASE = timedelta(minutes=10)  # the heartbeat (every lease/3 of real time) never fires here
 
-ENTERED: dict[str, asyncio.Event] = {}
-GATES: dict[str, asyncio.Event] = {}
-RUNS: list[tuple[str | None, str, str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ENTERED.clear()
-    GATES.clear()
-    RUNS.clear()
+ENTERED: dict[str, asyncio.Event] = recorded({})
+GATES: dict[str, asyncio.Event] = recorded({})
+RUNS: list[tuple[str | None, str, str]] = recorded([])
 
 
 @gd.workflow(name="e2e.stale.contested")

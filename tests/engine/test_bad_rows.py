@@ -20,13 +20,9 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-HANDLED: list[tuple[str, Any]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    HANDLED.clear()
+HANDLED: list[tuple[str, Any]] = recorded([])
 
 
 class Amount(msgspec.Struct):

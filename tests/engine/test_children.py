@@ -11,13 +11,9 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-seen_children: list[tuple[gd.ChildResult, ...]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    seen_children.clear()
+seen_children: list[tuple[gd.ChildResult, ...]] = recorded([])
 
 
 @gd.job(name="children.double", max_attempts=1)
@@ -173,6 +169,7 @@ class Wide:
         return gd.done({"count": len(ctx.children), "sum": sum(c.result for c in ctx.children)})
 
 
+@pytest.mark.slow
 async def test_ten_thousand_children_in_one_spawn(make_engine: MakeEngine) -> None:
     engine = await make_engine(workflows=[Wide, double], queues={"default": 64})
     handle = await Wide.start(key="wide", state=Wide.State(n=10_000))

@@ -305,6 +305,8 @@ def overlaps(runs: list[tuple[float, float, str]]) -> list[tuple[Any, Any]]:
     return [(a, b) for a, b in itertools.pairwise(ordered) if b[0] < a[1]]
 
 
+@pytest.mark.slow
+@pytest.mark.race
 async def test_concurrency_keys_never_overlap_across_engines_over_many_rounds(
     make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
 ) -> None:

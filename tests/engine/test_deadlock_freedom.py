@@ -19,6 +19,8 @@ from deadlock_load import WORKFLOWS, broken_counts, fast_deadlocks, run, use_var
 import gendurable as gd
 from gendurable.testing import MakeEngine
 
+pytestmark = [pytest.mark.race, pytest.mark.slow]
+
 ROUNDS = 200
 VARIANT_ROUNDS = 400
 

@@ -1,9 +1,8 @@
 """Engine options reach the parts that use them: the schedulers' demand, the pool's size and
-the statements' timeout (the checks themselves are in tests/unit/test_engine_config.py)."""
+the statements' timeout (the checks themselves are in tests/engine/test_engine_config.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -11,8 +10,9 @@ import asyncpg
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import Gate
 
-RELEASE: asyncio.Event | None = None
+RELEASE = Gate()
 SEVEN_SECONDS = timedelta(seconds=7)
 
 
@@ -20,7 +20,6 @@ SEVEN_SECONDS = timedelta(seconds=7)
 class Hold:
     @gd.step
     async def only(self, state: Any, ctx: gd.Context) -> gd.Outcome:
-        assert RELEASE is not None
         await RELEASE.wait()
         return gd.done()
 
@@ -43,8 +42,6 @@ async def test_engine_options_min_demand_waits_for_that_many_free_slots(
     db: asyncpg.Connection,
     gendurable_schema: str,
 ) -> None:
-    global RELEASE
-    RELEASE = asyncio.Event()
     engine = await make_engine(workflows=[Hold], queues={"default": 4}, min_demand=3, start=False)
     rec = recorder(engine)
     await engine.start()

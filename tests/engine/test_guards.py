@@ -20,16 +20,11 @@ import gendurable as gd
 from commit_support import commit, move, park
 from gendurable.entries import NO_LIMIT, columns, new_row, new_rows
 from gendurable.testing import MakeEngine
+from recordings import recorded
 
 LEASE = timedelta(seconds=30)
-attempts: list[tuple[str, int]] = []
-children_seen: list[tuple[str, int]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    attempts.clear()
-    children_seen.clear()
+attempts: list[tuple[str, int]] = recorded([])
+children_seen: list[tuple[str, int]] = recorded([])
 
 
 @gd.workflow(name="guards.flow", lease=LEASE)

@@ -15,21 +15,15 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import pytest
 
 import gendurable as gd
 from gendurable.engine.poller import Poller
 from gendurable.sql import Statement
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-ran: list[tuple[str, str, int]] = []
-inboxes: list[list[Any]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ran.clear()
-    inboxes.clear()
+ran: list[tuple[str, str, int]] = recorded([])
+inboxes: list[list[Any]] = recorded([])
 
 
 @gd.workflow(name="local.plain")

@@ -15,17 +15,11 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
+from recordings import recorded
 
-threads_seen: list[threading.Thread] = []
-attempts: list[int] = []
-handler_calls: list[tuple[type[BaseException], str, int]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    threads_seen.clear()
-    attempts.clear()
-    handler_calls.clear()
+threads_seen: list[threading.Thread] = recorded([])
+attempts: list[int] = recorded([])
+handler_calls: list[tuple[type[BaseException], str, int]] = recorded([])
 
 
 @gd.workflow(name="outcomes.pipeline")

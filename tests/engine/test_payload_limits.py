@@ -12,14 +12,10 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
+from recordings import recorded
 
 LIMIT = 1000
-HANDLED: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    HANDLED.clear()
+HANDLED: list[str] = recorded([])
 
 
 class Blob(msgspec.Struct):

@@ -19,17 +19,11 @@ import pytest
 import gendurable as gd
 from gendurable.engine.poller import Poller
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-ran: list[tuple[str, str]] = []
-RUNNING: dict[str, asyncio.Event] = {}
-RELEASE: dict[str, asyncio.Event] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ran.clear()
-    RUNNING.clear()
-    RELEASE.clear()
+ran: list[tuple[str, str]] = recorded([])
+RUNNING: dict[str, asyncio.Event] = recorded({})
+RELEASE: dict[str, asyncio.Event] = recorded({})
 
 
 @gd.workflow(name="pause.mail", queue="mail")

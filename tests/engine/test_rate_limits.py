@@ -12,14 +12,10 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
 MINUTE = timedelta(minutes=1)
-ran: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ran.clear()
+ran: list[str] = recorded([])
 
 
 @gd.workflow(name="limits.call")
@@ -252,6 +248,7 @@ async def test_tokens_refill_from_the_engine_clock_up_to_the_burst(
     assert row["refreshed_at"] == manual_clock.now()
 
 
+@pytest.mark.fresh_schema
 async def test_a_claim_without_rate_limited_rows_pays_nothing_for_the_limiter(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:

@@ -12,17 +12,12 @@ import pytest
 import gendurable as gd
 from gendurable.records import TERMINAL_STATUSES
 from gendurable.testing import MakeEngine
+from recordings import recorded
 
-GATES: dict[str, asyncio.Event] = {}
-SENT: list[tuple[str, int]] = []
+GATES: dict[str, asyncio.Event] = recorded({})
+SENT: list[tuple[str, int]] = recorded([])
 SLOW_POLL = timedelta(seconds=60)
 """A poll interval no test waits out: work and results must arrive through NOTIFY."""
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    GATES.clear()
-    SENT.clear()
 
 
 @gd.workflow(name="result.gated")

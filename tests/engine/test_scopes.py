@@ -246,6 +246,7 @@ class Racer:
 ROUNDS = 20
 
 
+@pytest.mark.race
 async def test_scopes_concurrent_starts_batches_and_spawns_of_one_key_create_one_instance(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:

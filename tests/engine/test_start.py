@@ -14,8 +14,9 @@ import pytest
 import gendurable as gd
 from gendurable.records import LIVE_STATUSES
 from gendurable.testing import MakeEngine
+from recordings import recorded
 
-RAN: list[str] = []
+RAN: list[str] = recorded([])
 
 
 @gd.workflow(name="start.order")
@@ -42,11 +43,6 @@ class Loose:
     @gd.step
     async def run(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.done(state)
-
-
-@pytest.fixture(autouse=True)
-def _clear_ran() -> None:
-    RAN.clear()
 
 
 async def _rows(db: asyncpg.Connection, schema: str, where: str = "true") -> list[asyncpg.Record]:
@@ -545,6 +541,7 @@ async def test_start_many_inserts_twenty_thousand_entries_in_one_call(
     assert amount == 12_345
 
 
+@pytest.mark.race
 async def test_start_many_racing_engines_over_overlapping_keys_never_deadlock(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:
@@ -581,6 +578,7 @@ async def test_start_many_racing_engines_over_overlapping_keys_never_deadlock(
     assert {r["n"] for r in per_key} == {1}
 
 
+@pytest.mark.race
 async def test_start_racing_engines_on_one_key_create_exactly_one_instance(
     make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:

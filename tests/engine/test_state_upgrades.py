@@ -12,15 +12,11 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
 NAME = "upgrades.order"
 LATER = timedelta(hours=1)
-seen: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    seen.clear()
+seen: list[Any] = recorded([])
 
 
 @gd.workflow(name=NAME, max_attempts=1)

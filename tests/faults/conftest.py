@@ -16,9 +16,10 @@ from typing import Any
 import asyncpg
 import pytest
 from fault_proxy import FaultProxy
-from fault_support import Backends, Engines, unique_name
+from fault_support import Backends, Engines
 
 import gendurable as gd
+from polling import unique_name
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ async def engines(
             dsn or gendurable_dsn,
             workflows=workflows,
             queues=queues,
-            name=unique_name(),
+            name=unique_name("fault"),
             **options,
         )
         made.append(engine)

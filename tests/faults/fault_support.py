@@ -6,23 +6,29 @@ bounded deadline and fails the test with what it last saw.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import pytest
 
 import gendurable as gd
-import polling
 from polling import eventually as eventually
 
 Engines = Callable[..., Awaitable[gd.Engine]]
 """The `engines` fixture: `await engines(workflows=..., queues=..., dsn=None, **options)`."""
 
 
-def unique_name(prefix: str = "fault") -> str:
-    """An engine name no other engine of this process has used."""
-    return polling.unique_name(prefix)
+def store_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The store's warnings captured so far in the test ("... unavailable; retrying ..."), as
+    text."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "gendurable.store" and r.levelno >= logging.WARNING
+    ]
 
 
 class Backends:

@@ -11,31 +11,33 @@ gets the connection error, nothing is stored, and sending again delivers it once
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
-from fault_support import Backends, Engines, Rows, commits_blocked, eventually, holding
+from fault_support import (
+    Backends,
+    Engines,
+    Rows,
+    commits_blocked,
+    eventually,
+    holding,
+    store_warnings,
+)
 
 import gendurable as gd
 from gendurable.sql import statements
+from recordings import Gate, recorded
 
-RUNS: list[tuple[str, str]] = []
+pytestmark = pytest.mark.crash
+
+RUNS: list[tuple[str, str]] = recorded([])
 """(key, step) of every step body that ran to its end."""
-HELD: list[str] = []
+HELD: list[str] = recorded([])
 """Keys whose step waits at the gate."""
-GATE = asyncio.Event()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    RUNS.clear()
-    HELD.clear()
-    GATE = asyncio.Event()  # an Event binds to the loop that first waits on it: one per test
+GATE = Gate()
 
 
 async def at_gate(key: str | None) -> None:
@@ -128,26 +130,6 @@ class Parent:
         return gd.done(sorted(c.result for c in ctx.children))
 
 
-class StoreRetries(logging.Handler):
-    """Counts the store's "database unavailable; retrying" warnings."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append(record.getMessage())
-
-
-@pytest.fixture
-def retries() -> Any:
-    handler = StoreRetries()
-    logger = logging.getLogger("gendurable.store")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 async def kill_while_blocked(backends: Backends, sql: str, *, count: int = 1) -> None:
     """Terminate the backends blocked in `sql`, then wait until the engine sent it again
     (blocked once more, since the lock is still held)."""
@@ -173,7 +155,7 @@ async def test_fault_drop_during_a_claim_retries_the_claim_and_runs_each_step_on
     gendurable_schema: str,
     backends: Backends,
     db: asyncpg.Connection,
-    retries: StoreRetries,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     limits = {"drops.generous": gd.Limit(1000, per=timedelta(seconds=1))}
     worker = await engines(workflows=[Limited], queues={"default": 8}, rate_limits=limits)
@@ -191,7 +173,8 @@ async def test_fault_drop_during_a_claim_retries_the_claim_and_runs_each_step_on
     await eventually(all_done, what="every instance done")
     assert_settled(await Rows(db, gendurable_schema).all())
     assert sorted(RUNS) == sorted((f"k{i}", "only") for i in range(6))
-    assert any("administrator command" in m for m in retries.seen), retries.seen
+    warnings = store_warnings(caplog)
+    assert any("administrator command" in m for m in warnings), warnings
 
 
 async def test_fault_drop_during_a_group_commit_commits_every_outcome_of_the_batch_once(
@@ -200,7 +183,7 @@ async def test_fault_drop_during_a_group_commit_commits_every_outcome_of_the_bat
     gendurable_schema: str,
     backends: Backends,
     db: asyncpg.Connection,
-    retries: StoreRetries,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     worker = await engines(workflows=[TwoSteps], queues={"default": 8})
     sql = statements(gendurable_schema)
@@ -222,7 +205,8 @@ async def test_fault_drop_during_a_group_commit_commits_every_outcome_of_the_bat
     assert_settled(found)
     assert [r["result"] for r in found] == ["2"] * len(keys)  # each step's effect once
     assert sorted(RUNS) == sorted([(k, "one") for k in keys] + [(k, "two") for k in keys])
-    assert any("administrator command" in m for m in retries.seen), retries.seen
+    warnings = store_warnings(caplog)
+    assert any("administrator command" in m for m in warnings), warnings
 
 
 async def test_fault_drop_during_a_park_parks_once_and_a_racing_signal_still_wakes_it(
@@ -307,7 +291,7 @@ async def test_fault_drop_during_a_spawn_inserts_every_child_once(
     gendurable_schema: str,
     backends: Backends,
     db: asyncpg.Connection,
-    retries: StoreRetries,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     worker = await engines(workflows=[Parent, Child], queues={"default": 8})
     sql = statements(gendurable_schema)
@@ -331,4 +315,5 @@ async def test_fault_drop_during_a_spawn_inserts_every_child_once(
     assert sorted(RUNS) == sorted(
         [("p", "fan_out"), ("p", "join")] + [(r["key"] or f"#{r['id']}", "work") for r in children]
     )
-    assert any("administrator command" in m for m in retries.seen), retries.seen
+    warnings = store_warnings(caplog)
+    assert any("administrator command" in m for m in warnings), warnings

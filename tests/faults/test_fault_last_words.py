@@ -15,6 +15,8 @@ from fault_support import Engines
 
 import gendurable as gd
 
+pytestmark = pytest.mark.crash
+
 
 @gd.workflow(name="fault.last_words.noted", queue="last-words")
 class Noted:

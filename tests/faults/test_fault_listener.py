@@ -18,6 +18,8 @@ from fault_support import Backends, Engines, eventually
 
 import gendurable as gd
 
+pytestmark = pytest.mark.crash
+
 
 @gd.workflow(name="listener.flow")
 class Flow:

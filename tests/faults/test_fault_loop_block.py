@@ -20,16 +20,12 @@ from fault_support import Engines, Rows
 
 import gendurable as gd
 from gendurable.testing import TelemetryRecorder
+from recordings import recorded
 
 LEASE = timedelta(seconds=4.5)  # heartbeat (and watchdog threshold) every 1.5 s
 BLOCK = 2.2  # longer than a heartbeat interval, shorter than two thirds of the lease
 SHORT_LEASE = timedelta(seconds=1.5)
-RUNS: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    RUNS.clear()
+RUNS: list[str] = recorded([])
 
 
 @gd.workflow(name="loopblock.sleepy")

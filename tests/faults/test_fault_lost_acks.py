@@ -9,7 +9,6 @@ expires after its lease and the reaper hands them out again.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -22,21 +21,15 @@ from fault_support import Engines, Rows, eventually
 import gendurable as gd
 from gendurable.sql import statements
 from gendurable.testing import TelemetryRecorder
+from recordings import Gate, recorded
 
-RUNS: list[tuple[str, str, int]] = []
+pytestmark = pytest.mark.crash
+
+RUNS: list[tuple[str, str, int]] = recorded([])
 """(key, step, attempt) of every step body that ran."""
-HELD: list[str] = []
-GATE = asyncio.Event()
-HANDLED: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    RUNS.clear()
-    HELD.clear()
-    HANDLED.clear()
-    GATE = asyncio.Event()
+HELD: list[str] = recorded([])
+GATE = Gate()
+HANDLED: list[str] = recorded([])
 
 
 def ran(ctx: gd.Context, step: str) -> None:
@@ -318,13 +311,7 @@ async def test_fault_lost_before_sending_a_signal_stores_nothing(
     assert await Parker.result("p", timeout=15, engine=client) == ["resent"]
 
 
-CHILD_GATE = asyncio.Event()
-
-
-@pytest.fixture(autouse=True)
-def _reset_child_gate() -> None:
-    global CHILD_GATE
-    CHILD_GATE = asyncio.Event()
+CHILD_GATE = Gate()
 
 
 @gd.workflow(name="acks.slow_child")

@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 from fault_proxy import FaultProxy
-from fault_support import Engines, eventually, unique_name
+from fault_support import Engines, eventually
 
 import gendurable as gd
 from gendurable.db.outage import REMINDERS
 from gendurable.embedded import EmbeddedPostgres
+from polling import unique_name
+
+pytestmark = pytest.mark.crash
 
 FAST = {
     "poll_interval": timedelta(seconds=0.2),
@@ -59,12 +62,13 @@ def assert_one_line_each_without_traceback(records: list[logging.LogRecord]) -> 
     assert [r.getMessage() for r in records if r.name.startswith("asyncpg")] == []
 
 
+@pytest.mark.database
 async def test_fault_outage_a_stopped_server_is_a_few_lines_without_tracebacks(
     no_task_leaks: None, own_server: EmbeddedPostgres, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     engine = gd.Engine(
-        own_server.dsn, workflows=[Flow], queues={"default": 2}, name=unique_name(), **FAST
+        own_server.dsn, workflows=[Flow], queues={"default": 2}, name=unique_name("fault"), **FAST
     )
     await engine.start()
     try:

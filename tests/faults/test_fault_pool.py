@@ -8,30 +8,21 @@ statement timeout, after which the waiting callers get it in turn.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from fault_support import Engines, Rows, eventually, holding
 
 import gendurable as gd
 from gendurable.testing import TelemetryRecorder
+from recordings import Gate, recorded
 
 SLOW = 24
 POOL = 4
-HELD: list[str] = []
-GATE = asyncio.Event()
-FAST_RUNS: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    HELD.clear()
-    FAST_RUNS.clear()
-    GATE = asyncio.Event()
+HELD: list[str] = recorded([])
+GATE = Gate()
+FAST_RUNS: list[str] = recorded([])
 
 
 @gd.workflow(name="pool.slow", queue="slow")

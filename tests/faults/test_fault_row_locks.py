@@ -9,29 +9,20 @@ cannot be extended while locked; past its lease, once free, the reaper may hand 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from fault_support import Engines, Rows, eventually, holding
 
 import gendurable as gd
 from gendurable.testing import TelemetryRecorder
+from recordings import Gate, recorded
 
 LEASE = timedelta(seconds=1.5)
-RUNS: list[str] = []
-HELD: list[str] = []
-GATE = asyncio.Event()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    RUNS.clear()
-    HELD.clear()
-    GATE = asyncio.Event()
+RUNS: list[str] = recorded([])
+HELD: list[str] = recorded([])
+GATE = Gate()
 
 
 @gd.workflow(name="rowlocks.long")

@@ -8,32 +8,30 @@ sent again until it gets through, and commits once; a start or a signal raises
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
-from fault_support import Backends, Engines, Rows, commits_blocked, eventually, holding
+from fault_support import (
+    Backends,
+    Engines,
+    Rows,
+    commits_blocked,
+    eventually,
+    holding,
+    store_warnings,
+)
 
 import gendurable as gd
 from gendurable.sql import statements
+from recordings import Gate, recorded
 
 TIMEOUT = timedelta(seconds=0.5)
-RUNS: list[tuple[str, str]] = []
-HELD: list[str] = []
-GATE = asyncio.Event()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    global GATE
-    RUNS.clear()
-    HELD.clear()
-    GATE = asyncio.Event()
+RUNS: list[tuple[str, str]] = recorded([])
+HELD: list[str] = recorded([])
+GATE = Gate()
 
 
 class Tally(msgspec.Struct):
@@ -69,30 +67,12 @@ class Waiter:
         return gd.done([s.payload for s in ctx.awaited])
 
 
-class Warnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append(record.getMessage())
-
-
-@pytest.fixture
-def store_warnings() -> Iterator[Warnings]:
-    handler = Warnings()
-    logger = logging.getLogger("gendurable.store")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 async def test_fault_statement_timeout_on_a_held_commit_retries_until_it_commits_once(
     engines: Engines,
     gendurable_dsn: str,
     gendurable_schema: str,
     db: asyncpg.Connection,
-    store_warnings: Warnings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     worker = await engines(workflows=[Steps], queues={"default": 4}, statement_timeout=TIMEOUT)
     keys = ["a", "b", "c"]
@@ -106,7 +86,7 @@ async def test_fault_statement_timeout_on_a_held_commit_retries_until_it_commits
         GATE.set()
 
         async def timed_out_twice() -> bool:
-            return sum("TimeoutError" in m for m in store_warnings.seen) >= 2
+            return sum("TimeoutError" in m for m in store_warnings(caplog)) >= 2
 
         await eventually(timed_out_twice, what="the held commit timing out twice")
 

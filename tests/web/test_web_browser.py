@@ -113,6 +113,7 @@ async def _an_hour_of_receipts(scene: Scene, rows: Rows) -> int:
     return minutes
 
 
+@pytest.mark.slow
 async def test_web_in_chromium_overview_list_instance_and_a_signal_the_workflow_acts_on(
     scene: Scene,
     rows: Rows,

@@ -463,6 +463,7 @@ async def test_web_pages_forbid_framing_and_foreign_scripts(scene: Scene, web: W
     assert "https://" not in response.text  # nothing loaded from elsewhere
 
 
+@pytest.mark.fresh_schema
 async def test_web_unmigrated_schema_is_a_503_that_names_the_fix(web: WebFactory) -> None:
     # Nothing migrated the test's schema.
     w = await web()

@@ -3,7 +3,7 @@
 `decide()` takes the compiled spec, the step that ran, its attempt, the (mutated) state and
 what the step produced (an outcome or an exception) and returns a `Decision` value. It does
 no I/O; the committer applies the decision in one guarded statement. Every rule is tested as
-a table in `tests/unit/test_decide.py`.
+a table in `tests/engine/test_decide.py`.
 """
 
 from __future__ import annotations

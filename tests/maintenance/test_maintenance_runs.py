@@ -17,13 +17,9 @@ from gendurable import events
 from gendurable.engine.poller import Poller
 from gendurable.maintenance.loop import every
 from gendurable.testing import MakeEngine, RecorderFactory, TelemetryRecorder
+from recordings import recorded
 
-GATE: dict[str, asyncio.Event] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    GATE.clear()
+GATE: dict[str, asyncio.Event] = recorded({})
 
 
 @gd.workflow(name="runs.approval")

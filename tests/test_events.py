@@ -17,7 +17,7 @@ from gendurable.events import CATALOGUE, Event, dotted
 from gendurable.otel import UNMAPPED, Instrumentation
 from gendurable.telemetry import Telemetry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "gendurable"
 EVENT_TABLE = ROOT / "docs" / "guide" / "engine.md"
 CONSTANTS = {

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from svg_edges import drawn_edges, mermaid_edges
 
 import gendurable as gd
 from gendurable.compiler import RESERVED
 from gendurable.docgen import workflow_page
 from gendurable.spec import END, WorkflowSpec
 from gendurable.web.diagram import diagram_svg
+from svg_edges import drawn_edges, mermaid_edges
 
 # Names the generated class body itself uses; a step called `gd` would shadow the module.
 CLASS_BODY_NAMES = frozenset({"gd", "timedelta"})

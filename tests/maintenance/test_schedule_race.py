@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 import gendurable as gd
+
+pytestmark = pytest.mark.race
 
 RACER = Path(__file__).with_name("race_ticks.py")
 SCHEDULES = 10

@@ -15,13 +15,9 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-SEEN: dict[str, list[gd.Context]] = {}
-
-
-@pytest.fixture(autouse=True)
-def _clear_seen() -> None:
-    SEEN.clear()
+SEEN: dict[str, list[gd.Context]] = recorded({})
 
 
 def _saw(ctx: gd.Context) -> None:

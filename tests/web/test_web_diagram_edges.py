@@ -16,11 +16,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from svg_edges import MARKER, drawn_edges, mermaid_edges
 
 import gendurable as gd
 from gendurable.spec import WorkflowSpec
 from gendurable.web.diagram import diagram_svg
+from svg_edges import MARKER, drawn_edges, mermaid_edges
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -272,6 +272,7 @@ async def test_gc_run_sweeps_every_due_row_in_bounded_batches(
     assert await ids(db, gendurable_schema) == {parent, *kept}
 
 
+@pytest.mark.fresh_schema
 async def test_gc_sweep_is_an_index_range_of_one_batch(
     make_engine: MakeEngine,
     manual_clock: ManualClock,
@@ -338,6 +339,7 @@ async def test_gc_skips_rows_another_transaction_holds(
     assert (await collector(engine).run_once()).instances == 1
 
 
+@pytest.mark.race
 async def test_gc_on_several_nodes_deletes_each_row_exactly_once(
     make_engine: MakeEngine,
     manual_clock: ManualClock,

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import msgspec
-from schedule_support import Rows
+import pytest
 
 import gendurable as gd
 from gendurable.db.pool import Database
 from gendurable.db.schedule_store import ScheduleStore
+from schedule_support import Rows
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 SPEC = msgspec.json.encode({"every": 60})
+
+
+@pytest.fixture
+def rows(db: asyncpg.Connection, gendurable_schema: str) -> Rows:
+    """SQL views of the test's schema."""
+    return Rows(db, gendurable_schema)
 
 
 async def test_schedule_first_leaves_a_row_someone_moved_since_its_declaration(

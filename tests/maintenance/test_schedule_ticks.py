@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from schedule_support import Nightly, Rows, day_of
 
 import gendurable as gd
 from gendurable import events
 from gendurable.maintenance.ticker import GRACE
 from gendurable.sql import Statement, bind_names
 from gendurable.testing import MakeEngine, ManualClock, RecorderFactory
+from schedule_support import Nightly, Rows, day_of
 
 DAY = timedelta(days=1)
 KEY = "sched.nightly@2030-01-{:02d}T02:00:00Z"  # 03:00 in Paris, in winter
@@ -113,6 +113,7 @@ async def test_schedules_skip_still_starts_a_tick_that_is_barely_late(
     assert await rows.keys() == [KEY.format(1)]
 
 
+@pytest.mark.slow
 async def test_schedules_tick_on_both_dst_days_of_their_zone_once(
     make_engine: MakeEngine, manual_clock: ManualClock, rows: Rows
 ) -> None:

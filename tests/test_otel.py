@@ -24,15 +24,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 import gendurable as gd
 from gendurable.otel import Instrumentation, instrument
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-FAILS: dict[str, int] = {}
-GATE: dict[str, asyncio.Event] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    FAILS.clear()
-    GATE.clear()
+FAILS: dict[str, int] = recorded({})
+GATE: dict[str, asyncio.Event] = recorded({})
 
 
 @gd.workflow(name="otel.order")

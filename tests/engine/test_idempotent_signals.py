@@ -20,16 +20,12 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
 RACES = 60
 SENDERS = 6
 
-runs: list[list[tuple[str, Any]]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    runs.clear()
+runs: list[list[tuple[str, Any]]] = recorded([])
 
 
 @gd.workflow(name="idem.inbox")
@@ -214,6 +210,8 @@ async def test_a_bad_idempotency_key_is_refused_before_anything_is_stored(
     assert await Inbox.signal("a", "item", None, idempotency_key="k" * 255) > 0
 
 
+@pytest.mark.slow
+@pytest.mark.race
 async def test_concurrent_sends_of_one_key_store_one_signal_and_all_get_its_id(
     make_engine: MakeEngine, rows: Any
 ) -> None:

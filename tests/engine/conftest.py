@@ -1,4 +1,5 @@
-"""Fixtures for the signal and await tests: SQL access and telemetry recorders.
+"""Fixtures of the engine tests: `rows`, SQL views of the signals and awaits of the test's
+schema (for the signal and await tests).
 
 `make_engine` comes from the gendurable pytest plugin."""
 

@@ -14,13 +14,9 @@ import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine, RecorderFactory
+from recordings import recorded
 
-SEEN: list[tuple[str, list[str], list[str]]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    SEEN.clear()
+SEEN: list[tuple[str, list[str], list[str]]] = recorded([])
 
 
 @gd.workflow(name="later.flow")

@@ -24,6 +24,8 @@ import pytest
 import gendurable as gd
 from gendurable.testing import MakeEngine
 
+pytestmark = pytest.mark.race
+
 ROUNDS = 60
 
 

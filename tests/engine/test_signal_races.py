@@ -18,9 +18,12 @@ from collections import Counter
 from typing import Any
 
 import msgspec
+import pytest
 
 import gendurable as gd
 from gendurable.testing import MakeEngine
+
+pytestmark = pytest.mark.race
 
 PARK_RACES = 1000
 PACKS = 5
@@ -193,6 +196,7 @@ async def _stranded(rows: Any) -> list[Any]:
     )
 
 
+@pytest.mark.slow
 async def test_signal_race_with_park_never_strands_an_instance(
     make_engine: MakeEngine, rows: Any
 ) -> None:
