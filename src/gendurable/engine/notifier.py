@@ -60,14 +60,13 @@ class Notifier:
             if self.pause_changed is not None:
                 self.pause_changed(value, kind == "p")
         elif kind == "t":
-            for part in value.split(","):
-                try:
-                    id = int(part)
-                except ValueError:
-                    continue
-                for fut in list(self._waiters.get(id, ())):
-                    if not fut.done():
-                        fut.set_result(None)
+            try:
+                id = int(value)
+            except ValueError:
+                return
+            for fut in list(self._waiters.get(id, ())):
+                if not fut.done():
+                    fut.set_result(None)
 
     def _wake_all(self) -> None:
         """After a reconnect anything may have happened: every waiter rechecks."""

@@ -440,7 +440,7 @@ consumed AS (
 -- the other way round, the DELETE above would meet a row this same statement had deleted,
 -- and that fails the whole batch.
 ended AS (
-    SELECT __schema__.instances_ended_batched(array_agg(upd.id), min(now.t), __channel__) AS cascaded
+    SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), __channel__) AS cascaded
     FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first
     WHERE upd.kind = 'finish' AND consumed_first.n >= 0
     HAVING count(*) > 0
