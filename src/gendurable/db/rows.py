@@ -94,6 +94,17 @@ class PickedRow(Row, frozen=True):
     """Concurrency keys this claim took that have more due rows waiting (every row)."""
 
 
+class PlainOutcome(Row, frozen=True):
+    """One outcome of a plain group commit: applied (`released` for a kept-claim move made a
+    plain goto), `busy` (its row was locked by someone else), or `general` (a finish of a
+    child: for `outcome_batch`)."""
+
+    id: int
+    busy: bool
+    general: bool
+    released: bool | None
+
+
 class CommittedOutcome(Row, frozen=True):
     """One outcome of a group commit: applied, or `busy` (its row or parent was locked by
     someone else: not applied, to send again)."""

@@ -24,7 +24,7 @@ from ..events import AWAIT_TIMEOUT, OUTCOME_STALE
 from ..telemetry import Telemetry
 from .claim import Claimed
 from .decide import Decision, Finish, MoveTo, Park, RetryLater, SpawnChildren
-from .entries import columns
+from .entries import NO_LIMIT, columns
 from .group_commit import STALE, BatchItem, GroupCommit
 
 _encoder = msgspec.json.Encoder()
@@ -125,6 +125,33 @@ class Committer:
     async def _flush(
         self, items: Sequence[BatchItem]
     ) -> tuple[dict[int, bool | str | None], set[int]]:
+        if not all(_plain(it) for it in items):
+            return await self._general(items)
+        done, busy, general = await self.store.outcome_plain(
+            ids=[it.id for it in items],
+            locked_bys=[it.locked_by for it in items],
+            kinds=[it.kind for it in items],
+            steps=[it.step for it in items],
+            states=[it.state for it in items],
+            state_versions=[it.state_version for it in items],
+            delays=[None if it.delay is None else it.delay.total_seconds() for it in items],
+            leases=[None if it.lease is None else it.lease.total_seconds() for it in items],
+            statuses=[it.status for it in items],
+            results=[it.result for it in items],
+            errors=[it.error for it in items],
+            max_attempts=[it.max_attempts for it in items],
+            queues=[it.queue for it in items],
+            now=self.clock.now(),
+        )
+        if general:
+            more, more_busy = await self._general([it for it in items if it.id in general])
+            done.update(more)
+            busy |= more_busy
+        return done, busy
+
+    async def _general(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
         fields: list[dict[str, Any]] = []
         states: list[bytes | None] = []
         results: list[bytes | None] = []
@@ -163,6 +190,15 @@ class Committer:
             errors=errors,
             now=self.clock.now(),
         )
+
+
+def _plain(item: BatchItem) -> bool:
+    """Whether `outcome_plain` can commit `item`: a goto, continue or finish that consumed no
+    signal and enters no rate limit."""
+    return item.kind in _PLAIN_KINDS and not item.consumed and item.limit == NO_LIMIT
+
+
+_PLAIN_KINDS = frozenset({"goto", "continue", "finish"})
 
 
 def _batch_item(
