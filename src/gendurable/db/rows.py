@@ -95,14 +95,13 @@ class PickedRow(Row, frozen=True):
 
 
 class PlainOutcome(Row, frozen=True):
-    """One outcome of a plain group commit: applied (`released` for a kept-claim move made a
-    plain goto), `busy` (its row was locked by someone else), or `general` (a finish of a
-    child: for `outcome_batch`)."""
+    """One outcome of a plain group commit (`outcome_plain`): applied, or `busy` (its row or
+    parent was locked by someone else: not applied, to send again)."""
 
     id: int
     busy: bool
-    general: bool
-    released: bool | None
+    released: bool
+    """A kept-claim move committed as a plain goto: its queue is paused."""
 
 
 class CommittedOutcome(Row, frozen=True):

@@ -1,10 +1,11 @@
 """Apply a `Decision` to the database, guarded by ownership of the claim.
 
 Goto, continue, retry, park and terminal outcomes go through group commit (one guarded
-statement per batch of outcomes that finished together; a park's recheck of the inbox runs in
-it, see `instances_parked`); a spawn is its own transaction (children first, then the
-parent). A guard that
-no longer holds means the claim was lost: the outcome is dropped and reported as
+statement per batch of outcomes that finished together: `outcome_plain` when every one of
+them is a goto, continue or end that consumed no signal and enters no rate limit, else
+`outcome_batch`, which also retries and parks, a park's recheck of the inbox in it, see
+`instances_parked`); a spawn is its own transaction (children first, then the parent). A
+guard that no longer holds means the claim was lost: the outcome is dropped and reported as
 `outcome.stale`. Every state written goes with its workflow's version (`versions`); an outcome
 that keeps the stored state keeps its version too.
 """
@@ -125,9 +126,16 @@ class Committer:
     async def _flush(
         self, items: Sequence[BatchItem]
     ) -> tuple[dict[int, bool | str | None], set[int]]:
-        if not all(_plain(it) for it in items):
-            return await self._general(items)
-        done, busy, general = await self.store.outcome_plain(
+        # The general statement parses and plans for every kind of outcome; most batches
+        # (steps that go on, or end) need only the lean one's part of it.
+        if all(_plain(it) for it in items):
+            return await self._flush_plain(items)
+        return await self._flush_general(items)
+
+    async def _flush_plain(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
+        return await self.store.outcome_plain(
             ids=[it.id for it in items],
             locked_bys=[it.locked_by for it in items],
             kinds=[it.kind for it in items],
@@ -143,13 +151,8 @@ class Committer:
             queues=[it.queue for it in items],
             now=self.clock.now(),
         )
-        if general:
-            more, more_busy = await self._general([it for it in items if it.id in general])
-            done.update(more)
-            busy |= more_busy
-        return done, busy
 
-    async def _general(
+    async def _flush_general(
         self, items: Sequence[BatchItem]
     ) -> tuple[dict[int, bool | str | None], set[int]]:
         fields: list[dict[str, Any]] = []

@@ -457,19 +457,23 @@ SELECT b.id, NULL, NULL, true, false FROM b WHERE b.id NOT IN (SELECT id FROM re
 
 -- name: outcome_plain
 -- The group commit of the common case: a batch of plain gotos, continues and finishes (no
--- signals consumed, no rate limit entered), as parallel arrays. Each row is guarded by
--- ownership and locked in id order with SKIP LOCKED exactly as in `outcome_batch` (a row
--- someone else holds comes back `busy`); a continue in a paused queue is committed as a
--- plain goto (`released`). A finish of a row with a parent is not written here: it comes back
--- `general`, for `outcome_batch`, which locks and counts down the parent. Terminal effects
--- are `instances_ended`'s, as in `outcome_batch`.
+-- signal consumed, no rate limit entered, no park, no retry), as parallel arrays, written as
+-- `outcome_batch` writes them, with less to parse and plan. The same guards: each row only
+-- for the worker holding its claim; rows, and the parents that finishing children count
+-- down, locked with SKIP LOCKED (a row or parent someone else holds comes back `busy`, to be
+-- sent again; the statement never waits for one, so the order it takes them in closes no
+-- cycle), each through an id array (see `instance_cancel`); a continue in a paused queue
+-- (`queue_paused`, asked once per queue of continues) committed as a plain goto, `released`.
+-- Terminal effects are `instances_ended`'s. :leases and :delays are in seconds.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 b AS (
-    SELECT u.*
+    SELECT u.id, u.locked_by, u.kind, u.step, u.state, u.state_version,
+           make_interval(secs => u.delay_s) AS delay, make_interval(secs => u.lease_s) AS lease,
+           u.status, u.result, u.error, u.max_attempts, u.queue
     FROM unnest(:ids::bigint[], :locked_bys::text[], :kinds::text[], :steps::text[],
-                :states::jsonb[], :state_versions::int[], :delays::float8[], :leases::float8[],
-                :statuses::text[], :results::jsonb[], :errors::jsonb[], :max_attempts::int[],
-                :queues::text[])
+                :states::jsonb[], :state_versions::int[], :delays::float8[],
+                :leases::float8[], :statuses::text[], :results::jsonb[], :errors::jsonb[],
+                :max_attempts::int[], :queues::text[])
          AS u(id, locked_by, kind, step, state, state_version, delay_s, lease_s, status,
               result, error, max_attempts, queue)
 ),
@@ -481,45 +485,57 @@ paused AS (
 locked AS (
     SELECT i.id, i.parent_id
     FROM __schema__.instances i
-    WHERE i.id = ANY (:ids::bigint[])
+    WHERE i.id = ANY ((SELECT array_agg(b.id) FROM b)::bigint[])
     ORDER BY i.id
     FOR UPDATE OF i SKIP LOCKED
 ),
-moved AS (
-    SELECT b.*, (b.kind = 'continue' AND b.queue NOT IN (SELECT queue FROM paused)) AS kept
-    FROM b
+parents AS (
+    SELECT p.id
+    FROM __schema__.instances p
+    WHERE p.id = ANY ((SELECT array_agg(locked.parent_id) FROM locked JOIN b ON b.id = locked.id
+                       WHERE b.kind = 'finish' AND locked.parent_id IS NOT NULL)::bigint[])
+    ORDER BY p.id
+    FOR UPDATE OF p SKIP LOCKED
+),
+ready AS (
+    SELECT b.*,
+           b.kind = 'continue' AND NOT coalesce(b.queue IN (SELECT queue FROM paused), false)
+               AS kept
+    FROM b JOIN locked ON locked.id = b.id
+    WHERE b.kind <> 'finish' OR locked.parent_id IS NULL
+       OR locked.parent_id IN (SELECT id FROM parents)
 ),
 upd AS (
     UPDATE __schema__.instances i
-    SET step = CASE WHEN m.kind = 'finish' THEN i.step ELSE m.step END,
-        state = coalesce(m.state, i.state),
-        state_version = CASE WHEN m.state IS NULL THEN i.state_version ELSE m.state_version END,
-        status = CASE WHEN m.kind = 'finish' THEN m.status::__schema__.status
-                      WHEN m.kept THEN 'executing'::__schema__.status
+    SET step = CASE WHEN r.kind = 'finish' THEN i.step ELSE r.step END,
+        state = coalesce(r.state, i.state),
+        state_version = CASE WHEN r.state IS NULL THEN i.state_version
+                             ELSE r.state_version END,
+        status = CASE WHEN r.kind = 'finish' THEN r.status::__schema__.status
+                      WHEN r.kept THEN 'executing'::__schema__.status
                       ELSE 'available'::__schema__.status END,
-        attempt = CASE WHEN m.kind = 'finish' THEN i.attempt ELSE 0 END,
-        max_attempts = coalesce(m.max_attempts, i.max_attempts),
-        run_at = CASE WHEN m.kind = 'finish' OR m.kept THEN i.run_at
-                      ELSE now.t + make_interval(secs => coalesce(m.delay_s, 0)) END,
-        locked_by = CASE WHEN m.kept THEN i.locked_by END,
-        locked_until = CASE WHEN m.kept THEN now.t + make_interval(secs => m.lease_s) END,
-        timed_out = m.kind = 'finish' AND i.timed_out,
-        await_seen = CASE WHEN m.kind = 'finish' THEN i.await_seen ELSE 0 END,
+        attempt = CASE WHEN r.kind = 'finish' THEN i.attempt ELSE 0 END,
+        max_attempts = coalesce(r.max_attempts, i.max_attempts),
+        run_at = CASE WHEN r.kind = 'finish' OR r.kept THEN i.run_at
+                      ELSE now.t + coalesce(r.delay, interval '0') END,
+        locked_by = CASE WHEN r.kept THEN i.locked_by END,
+        locked_until = CASE WHEN r.kept THEN now.t + r.lease END,
+        timed_out = r.kind = 'finish' AND i.timed_out,
+        await_seen = CASE WHEN r.kind = 'finish' THEN i.await_seen ELSE 0 END,
         await_names = NULL,
         await_deadline = NULL,
-        rate_limit = CASE WHEN m.kind = 'finish' THEN i.rate_limit END,
-        rate_partition = CASE WHEN m.kind = 'finish' THEN i.rate_partition END,
-        weight = CASE WHEN m.kind = 'finish' THEN i.weight ELSE 1 END,
-        children_from = CASE WHEN m.kind = 'finish' THEN i.children_from END,
-        result = CASE WHEN m.kind = 'finish' THEN m.result ELSE i.result END,
-        error = CASE WHEN m.kind = 'finish' THEN m.error ELSE i.error END,
-        finished_at = CASE WHEN m.kind = 'finish' THEN now.t END,
+        rate_limit = CASE WHEN r.kind = 'finish' THEN i.rate_limit END,
+        rate_partition = CASE WHEN r.kind = 'finish' THEN i.rate_partition END,
+        weight = CASE WHEN r.kind = 'finish' THEN i.weight ELSE 1 END,
+        children_from = CASE WHEN r.kind = 'finish' THEN i.children_from END,
+        result = CASE WHEN r.kind = 'finish' THEN r.result ELSE i.result END,
+        error = CASE WHEN r.kind = 'finish' THEN r.error ELSE i.error END,
+        finished_at = CASE WHEN r.kind = 'finish' THEN now.t END,
         updated_at = now.t
-    FROM moved m, now, locked
-    WHERE i.id = m.id AND locked.id = i.id
-      AND i.locked_by = m.locked_by AND i.status = 'executing'
-      AND (m.kind <> 'finish' OR locked.parent_id IS NULL)
-    RETURNING i.id, m.kind, m.kind = 'continue' AND NOT m.kept AS released
+    FROM ready r, now
+    WHERE i.id = r.id
+      AND i.locked_by = r.locked_by AND i.status = 'executing'
+    RETURNING i.id, r.kind, r.kind = 'continue' AND NOT r.kept AS released
 ),
 ended AS (
     SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), __channel__) AS cascaded
@@ -527,14 +543,10 @@ ended AS (
     WHERE upd.kind = 'finish'
     HAVING count(*) > 0
 )
-SELECT upd.id, false AS busy, false AS general, upd.released
-FROM upd
-LEFT JOIN ended ON true
+SELECT upd.id, false AS busy, upd.released
+FROM upd LEFT JOIN ended ON true
 UNION ALL
-SELECT b.id, locked.id IS NULL, locked.id IS NOT NULL AND b.kind = 'finish'
-       AND locked.parent_id IS NOT NULL, false
-FROM b LEFT JOIN locked ON locked.id = b.id
-WHERE b.id NOT IN (SELECT id FROM upd);
+SELECT b.id, true, false FROM b WHERE b.id NOT IN (SELECT id FROM ready);
 
 -- name: outcome_spawn
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
