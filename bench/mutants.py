@@ -719,6 +719,7 @@ MUTANTS: list[Mutant] = [
         "WHEN 'finish' THEN i.attempt ELSE 0 END",
         "WHEN 'finish' THEN i.attempt ELSE i.attempt END",
         "attempt counting: a goto starts the next step at attempt 0",
+        PLAIN,
         OUTCOMES,
         GUARDS,
     ),
@@ -934,16 +935,6 @@ MUTANTS: list[Mutant] = [
         "a row someone else held comes back busy from the plain commit (sent again)",
         SKIPS,
         LOCKS,
-    ),
-    m(
-        "plain.lock_shape",
-        I,
-        "outcome_plain",
-        "WHERE i.id = ANY ((SELECT array_agg(b.id) FROM b)::bigint[])",
-        "WHERE i.id IN (SELECT b.id FROM b)",
-        "lock shape: the plain commit locks its rows through an id array, so a row a heartbeat "
-        "updated after its snapshot is locked and committed, not reported busy",
-        RECHECKS,
     ),
     m(
         "plain.continue_lease",
