@@ -136,12 +136,12 @@ def _items(kind: str, id: int) -> list[BatchItem]:
         "park": [plain, BatchItem(id + 1, "w1", "park", step="wait", await_names=("go",))],
         "retry": [plain, BatchItem(id + 1, "w1", "retry", delay=LEASE)],
         "consumed": [BatchItem(id, "w1", "goto", step="wait", consumed=(1,))],
-        "rate limit": [BatchItem(id, "w1", "goto", step="wait", limit=StepLimit("api"))],
+        "limit": [BatchItem(id, "w1", "goto", step="wait", limit=StepLimit("api"))],
         "weight": [BatchItem(id, "w1", "goto", step="wait", limit=StepLimit(weight=2))],
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["plain", "park", "retry", "consumed", "rate limit", "weight"])
+@pytest.mark.parametrize("kind", ["plain", "park", "retry", "consumed", "limit", "weight"])
 async def test_a_batch_goes_through_the_plain_commit_only_when_all_its_outcomes_are_plain(
     engine: gd.Engine, kind: str
 ) -> None:
