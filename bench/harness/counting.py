@@ -43,7 +43,7 @@ class StatementCounter:
 
     def notified(self) -> dict[str, Any]:
         """Notifications received by kind, the ends they announced, and per group commit."""
-        commits = self.counts.get("outcome_batch", 0)
+        commits = self.counts.get("outcome_batch", 0) + self.counts.get("outcome_plain", 0)
         total = sum(self.notifications.values())
         return {
             "notifications": dict(self.notifications.most_common()),
