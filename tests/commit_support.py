@@ -1,5 +1,6 @@
-"""Group commits written by hand in tests: outcomes sent through `outcome_batch` as the
-engine's committer encodes them (`Committer._flush`), busy ones sent again."""
+"""Group commits written by hand in tests: outcomes sent through `outcome_batch`, or through
+`outcome_plain` (the lean statement of plain gotos, continues and ends), as the engine's
+committer encodes them (`Committer._flush`), busy ones sent again."""
 
 from __future__ import annotations
 
@@ -65,18 +66,25 @@ def finish(id: int, locked_by: str, status: str) -> dict[str, Any]:
     return {"id": id, "locked_by": locked_by, "kind": "finish", "status": status}
 
 
+GROUP_COMMITS = ("outcome_batch", "outcome_plain")
+"""The two group-commit statements, for tests that hold for both."""
+
+
 async def commit(
     engine: gd.Engine,
     outcomes: Sequence[dict[str, Any]],
     *,
     now: datetime | Any | None = ...,
     conn: asyncpg.Connection | None = None,
-) -> tuple[dict[int, bool | None], set[int]]:
-    """One `outcome_batch` statement: for each committed id, whether a park among them was
-    woken at once by its deadline (True), by a signal (False) or not (None); and the ids
-    whose row someone else held (busy). On `conn` (a transaction the test holds open) when
-    given, else through the store."""
+    statement: str = "outcome_batch",
+) -> tuple[dict[int, bool | str | None], set[int]]:
+    """One group commit (`statement`): for each committed id, whether a park among them was
+    woken at once by its deadline (True), by a signal (False) or not (None), `"released"`
+    for a kept-claim move made a plain goto; and the ids whose row someone else held (busy).
+    On `conn` (a transaction the test holds open) when given, else through the store."""
     when = engine.clock.now() if now is ... else now
+    if statement == "outcome_plain":
+        return await _commit_plain(engine, outcomes, when, conn)
     fields = [{**o, "n": n} for n, o in enumerate(outcomes, 1)]
     nulls: list[bytes | None] = [None] * len(fields)
     results: list[bytes | None] = [b"null" if o["kind"] == "finish" else None for o in fields]
@@ -91,7 +99,46 @@ async def commit(
         statement.sql,
         *statement.args(outcomes=encoded, states=nulls, results=results, errors=nulls, now=when),
     )
-    done = {int(r["id"]): r["woken_by_deadline"] for r in rows if not r["busy"]}
+    done: dict[int, bool | str | None] = {
+        int(r["id"]): "released" if r["released"] else r["woken_by_deadline"]
+        for r in rows
+        if not r["busy"]
+    }
+    return done, {int(r["id"]) for r in rows if r["busy"]}
+
+
+async def _commit_plain(
+    engine: gd.Engine,
+    outcomes: Sequence[dict[str, Any]],
+    when: datetime | None,
+    conn: asyncpg.Connection | None,
+) -> tuple[dict[int, bool | str | None], set[int]]:
+    for o in outcomes:
+        if o["kind"] not in ("goto", "continue", "finish") or o.get("consumed"):
+            raise ValueError(f"outcome_plain commits no {o['kind']} and consumes nothing: {o}")
+    args: dict[str, Any] = {
+        "ids": [o["id"] for o in outcomes],
+        "locked_bys": [o["locked_by"] for o in outcomes],
+        "kinds": [o["kind"] for o in outcomes],
+        "steps": [o.get("step") for o in outcomes],
+        "states": [None for _ in outcomes],
+        "state_versions": [o.get("state_version", 1) for o in outcomes],
+        "delays": [o.get("delay_s") for o in outcomes],
+        "leases": [o.get("lease_s") for o in outcomes],
+        "statuses": [o.get("status") for o in outcomes],
+        "results": [b"null" if o["kind"] == "finish" else None for o in outcomes],
+        "errors": [None for _ in outcomes],
+        "max_attempts": [o.get("max_attempts") for o in outcomes],
+        "queues": [o.get("queue") for o in outcomes],
+        "now": when,
+    }
+    if conn is None:
+        return await engine.store.outcome_plain(**args)
+    statement = engine.store.db.sql["outcome_plain"]
+    rows = await conn.fetch(statement.sql, *statement.args(**args))
+    done: dict[int, bool | str | None] = {
+        int(r["id"]): "released" if r["released"] else None for r in rows if not r["busy"]
+    }
     return done, {int(r["id"]) for r in rows if r["busy"]}
 
 
@@ -100,6 +147,7 @@ async def finish_batch(
     outcomes: Sequence[tuple[int, str, str]],
     *,
     now: datetime | Any | None = ...,
+    statement: str = "outcome_batch",
 ) -> set[int]:
     """Commit `(id, locked_by, status)` terminal outcomes in one group commit; the ids
     committed. Outcomes whose rows someone held for a moment (a claim of the parent, say)
@@ -107,7 +155,9 @@ async def finish_batch(
     pending = list(outcomes)
     committed: set[int] = set()
     while pending:
-        done, busy = await commit(engine, [finish(*o) for o in pending], now=now)
+        done, busy = await commit(
+            engine, [finish(*o) for o in pending], now=now, statement=statement
+        )
         committed |= set(done)
         pending = [o for o in pending if o[0] in busy]
     return committed

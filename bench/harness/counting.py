@@ -24,11 +24,15 @@ class StatementCounter:
         self.counts: Counter[str] = Counter()
         self.seconds: defaultdict[str, list[float]] = defaultdict(list)
         self.transactions = 0  # explicit BEGIN/COMMIT pairs (parks)
+        self.notifications: Counter[str] = Counter()
+        self.ends_announced = 0
 
     def reset(self) -> None:
         self.counts.clear()
         self.seconds.clear()
         self.transactions = 0
+        self.notifications.clear()
+        self.ends_announced = 0
 
     @property
     def total(self) -> int:
@@ -36,6 +40,16 @@ class StatementCounter:
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.counts.most_common())
+
+    def notified(self) -> dict[str, Any]:
+        """Notifications received by kind, the ends they announced, and per group commit."""
+        commits = self.counts.get("outcome_batch", 0) + self.counts.get("outcome_plain", 0)
+        total = sum(self.notifications.values())
+        return {
+            "notifications": dict(self.notifications.most_common()),
+            "ends_announced": self.ends_announced,
+            "notifications_per_commit": round(total / commits, 3) if commits else None,
+        }
 
     def install(self) -> None:
         """Wrap the statement runner and the spawn of every store of this process.
@@ -50,8 +64,29 @@ class StatementCounter:
             from gendurable.db.store import Store
 
             self._wrap(Store, Store, lambda name, *args: name)
+            self._listen()
             return
         self._wrap(Database, EngineStore, lambda statement, args: statement.name)
+        self._listen()
+
+    def _listen(self) -> None:
+        try:
+            from gendurable.db.listener import Listener
+        except ImportError:  # an engine without its own listener module: not counted
+            return
+        notified = getattr(Listener, "_notified", None)
+        if notified is None:
+            return
+        counter = self
+
+        def counted(owner: Any, conn: Any, pid: int, channel: str, payload: object) -> None:
+            kind, _, value = str(payload).partition(":")
+            counter.notifications[kind] += 1
+            if kind == "t":
+                counter.ends_announced += value.count(",") + 1
+            notified(owner, conn, pid, channel, payload)
+
+        Listener._notified = counted  # type: ignore[method-assign]
 
     def _wrap(self, runner: Any, spawner: Any, name_of: Any) -> None:
         counter = self

@@ -34,6 +34,7 @@ def _costs(cpu: CpuWindow, steps: int) -> dict[str, Any]:
         "statements": COUNTER.total,
         "statements_per_step": round(COUNTER.total / steps, 3),
         "statement_breakdown": COUNTER.snapshot(),
+        **COUNTER.notified(),
         "client_cpu_ms_per_step": per["client_cpu_ms_per"],
         "server_cpu_ms_per_step": per["server_cpu_ms_per"],
     }

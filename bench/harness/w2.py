@@ -62,6 +62,7 @@ async def run(env: BenchEnv, jobs: int, concurrency: int) -> None:
         "statements": COUNTER.total,
         "statements_per_step": round(COUNTER.total / jobs, 3),
         "statement_breakdown": COUNTER.snapshot(),
+        **COUNTER.notified(),
         "client_cpu_ms_per_step": per["client_cpu_ms_per"],
         "server_cpu_ms_per_step": per["server_cpu_ms_per"],
     }

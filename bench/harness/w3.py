@@ -59,5 +59,6 @@ async def run(env: BenchEnv, signals: int, concurrency: int, seed: int = 7) -> N
             "max_ms": round(max(latencies) * 1000, 2),
             "statements_per_signal": round(COUNTER.total / (signals + 1), 3),
             "statement_breakdown": COUNTER.snapshot(),
+            **COUNTER.notified(),
         }
     )

@@ -150,6 +150,35 @@ async def batch(store: Store, outcomes: Sequence[dict[str, Any]]) -> Any:
     )
 
 
+async def plain(store: Store, outcomes: Sequence[dict[str, Any]]) -> Any:
+    """One lean group commit (`outcome_plain`), encoded as the committer does (each outcome
+    writes a new state)."""
+    failed = [o.get("status") == "failed" for o in outcomes]
+    return await store.outcome_plain(
+        ids=[o["id"] for o in outcomes],
+        locked_bys=[o["locked_by"] for o in outcomes],
+        kinds=[o["kind"] for o in outcomes],
+        steps=[o.get("step") for o in outcomes],
+        states=[b'{"n": 2}'] * len(outcomes),
+        state_versions=[1] * len(outcomes),
+        delays=[o.get("delay_s") for o in outcomes],
+        leases=[o.get("lease_s") for o in outcomes],
+        statuses=[o.get("status") for o in outcomes],
+        results=[b'{"r": 1}' if o["kind"] == "finish" else None for o in outcomes],
+        errors=[b'{"type": "boom"}' if f else None for f in failed],
+        max_attempts=[None] * len(outcomes),
+        queues=[o.get("queue") for o in outcomes],
+        now=T,
+    )
+
+
+GROUP_COMMITS: dict[str, tuple[Callable[[Store, Sequence[dict[str, Any]]], Any], set[str]]] = {
+    "outcome_batch": (batch, {"goto", "continue", "retry", "park", "done", "stop"}),
+    "outcome_plain": (plain, {"goto", "continue", "done", "stop"}),
+}
+"""The two group-commit statements: how to send a batch, and the kinds each commits."""
+
+
 async def spawn(
     store: Store, r: Rows, children: Sequence[NewRow], consumed: Sequence[str] = ()
 ) -> Any:
@@ -231,19 +260,22 @@ KINDS: dict[str, tuple[Callable[[int], dict[str, Any]], str, tuple[str, ...]]] =
 """Each kind of outcome: its fields for a row, the status it leaves, the functions it calls."""
 
 
-def outcome_cases() -> list[Case]:
-    """Each kind of outcome for a top-level row and for a child (whose end counts its
-    parent down), with the row held, and for a child with its parent held; and for a row
-    whose claim another worker took meanwhile (stale: nothing changes)."""
+def outcome_cases(statement: str) -> list[Case]:
+    """Each kind of outcome `statement` commits, for a top-level row and for a child (whose
+    end counts its parent down), with the row held, and for a child with its parent held;
+    and for a row whose claim another worker took meanwhile (stale: nothing changes)."""
+    commit, kinds = GROUP_COMMITS[statement]
     cases = []
     for kind, (fields, status, reaches) in KINDS.items():
+        if kind not in kinds:
+            continue
         ends = status in ("done", "failed")
         cases.append(
             Case(
-                f"outcome_batch.{kind}",
-                ("outcome_batch",),
+                f"{statement}.{kind}",
+                (statement,),
                 rows(i("r", **EXECUTING), sig("s", "r", "other")),
-                lambda st, r, fields=fields: batch(st, [fields(r.id("r"))]),
+                lambda st, r, fields=fields, commit=commit: commit(st, [fields(r.id("r"))]),
                 hold="r",
                 skips=True,
                 skipped=busy("r"),
@@ -260,10 +292,10 @@ def outcome_cases() -> list[Case]:
         if kind in ("continue", "park", "done"):
             cases.append(
                 Case(
-                    f"outcome_batch.{kind}_claim_lost",
-                    ("outcome_batch",),
+                    f"{statement}.{kind}_claim_lost",
+                    (statement,),
                     rows(i("r", **EXECUTING)),
-                    lambda st, r, fields=fields: batch(st, [fields(r.id("r"))]),
+                    lambda st, r, fields=fields, commit=commit: commit(st, [fields(r.id("r"))]),
                     hold="r",
                     skips=True,
                     skipped=busy("r"),
@@ -274,13 +306,13 @@ def outcome_cases() -> list[Case]:
         for held in ("child", "parent"):
             cases.append(
                 Case(
-                    f"outcome_batch.{kind}_child" + ("_parent_held" if held == "parent" else ""),
-                    ("outcome_batch",),
+                    f"{statement}.{kind}_child" + ("_parent_held" if held == "parent" else ""),
+                    (statement,),
                     rows(
                         i("parent", status="waiting", pending=1),
                         i("child", parent="parent", **EXECUTING),
                     ),
-                    lambda st, r, fields=fields: batch(st, [fields(r.id("child"))]),
+                    lambda st, r, fields=fields, commit=commit: commit(st, [fields(r.id("child"))]),
                     hold=held,
                     skips=True,
                     # a row that does not end needs no parent: it commits at once
@@ -306,6 +338,79 @@ def mixed(st: Store, r: Rows) -> Any:
     return batch(
         st,
         [fields(r.id(kind)) for kind, (fields, _, _) in KINDS.items()]
+        + [finish(r.id("child"), TOKEN, "done")],
+    )
+
+
+def end_cases(statement: str) -> list[Case]:
+    """Ends of siblings whose parent, or one of which, is held; the end of a parent whose
+    live child is held (the cascade waits for it)."""
+    commit = GROUP_COMMITS[statement][0]
+    return [
+        Case(
+            f"{statement}.finish_siblings_parent_held",
+            (statement,),
+            rows(
+                i("parent", status="waiting", pending=2),
+                i("c1", parent="parent", **EXECUTING),
+                i("c2", parent="parent", **EXECUTING),
+            ),
+            lambda st, r: commit(
+                st, [finish(r.id("c1"), TOKEN, "done"), finish(r.id("c2"), TOKEN, "failed")]
+            ),
+            hold="parent",
+            skips=True,
+            skipped=busy("c1", "c2"),
+            reaches=("instances_ended",),
+            expect=lambda o: (
+                o.result == [{"c1": None, "c2": None}, []]
+                and o.status("parent") == "available"
+                and o.row("parent")["pending_children"] == 0
+            ),
+        ),
+        Case(
+            f"{statement}.finish_siblings_one_held",
+            (statement,),
+            rows(
+                i("parent", status="waiting", pending=2),
+                i("c1", parent="parent", **EXECUTING),
+                i("c2", parent="parent", **EXECUTING),
+            ),
+            lambda st, r: commit(
+                st, [finish(r.id("c1"), TOKEN, "done"), finish(r.id("c2"), TOKEN, "done")]
+            ),
+            hold="c1",
+            skips=True,
+            skipped=lambda o: (
+                o.result == [{"c2": None}, ["c1"]] and o.row("parent")["pending_children"] == 1
+            ),
+            touch=HEARTBEAT,
+            reaches=("instances_ended",),
+            expect=lambda o: (
+                o.status("parent") == "available" and o.row("parent")["pending_children"] == 0
+            ),
+        ),
+        Case(
+            f"{statement}.finish_parent_child_held",
+            (statement,),
+            rows(
+                i("parent", **EXECUTING),
+                i("child", status="awaiting", parent="parent", await_names=["go"]),
+            ),
+            lambda st, r: commit(st, [finish(r.id("parent"), TOKEN, "done")]),
+            hold="child",
+            reaches=("instances_ended",),
+            expect=lambda o: o.status("parent") == "done" and o.status("child") == "cancelled",
+        ),
+    ]
+
+
+def plain_mixed(st: Store, r: Rows) -> Any:
+    """One lean batch holding every kind of outcome it commits, of top-level rows and a child."""
+    kinds = GROUP_COMMITS["outcome_plain"][1]
+    return plain(
+        st,
+        [fields(r.id(kind)) for kind, (fields, _, _) in KINDS.items() if kind in kinds]
         + [finish(r.id("child"), TOKEN, "done")],
     )
 
@@ -845,7 +950,8 @@ CASES: list[Case] = [
     ),
     # outcome_batch: rows and the parents they count down SKIP LOCKED (busy, sent again);
     # the consumed signals and the cascade's descendants are waited for.
-    *outcome_cases(),
+    *outcome_cases("outcome_batch"),
+    *outcome_cases("outcome_plain"),
     Case(
         "outcome_batch.mixed_one_held",
         ("outcome_batch",),
@@ -863,6 +969,27 @@ CASES: list[Case] = [
         expect=lambda o: (
             len(o.result[0]) == len(KINDS) + 1
             and [o.status(kind) for kind in KINDS] == [s for _, s, _ in KINDS.values()]
+            and o.status("parent") == "available"
+        ),
+    ),
+    Case(
+        "outcome_plain.mixed_one_held",
+        ("outcome_plain",),
+        rows(
+            *(i(kind, **EXECUTING) for kind in GROUP_COMMITS["outcome_plain"][1]),
+            i("parent", status="waiting", pending=1),
+            i("child", parent="parent", **EXECUTING),
+        ),
+        plain_mixed,
+        hold="done",
+        skips=True,
+        skipped=lambda o: o.result[1] == ["done"] and len(o.result[0]) == 4,
+        touch=HEARTBEAT,
+        reaches=("instances_ended",),
+        expect=lambda o: (
+            len(o.result[0]) == 5
+            and [o.status(k) for k in ("goto", "continue", "done", "stop")]
+            == ["available", "executing", "done", "failed"]
             and o.status("parent") == "available"
         ),
     ),
@@ -920,61 +1047,8 @@ CASES: list[Case] = [
         hold="seen",
         expect=lambda o: o.status("r") == "available" and list(o.signals) == ["late"],
     ),
-    Case(
-        "outcome_batch.finish_siblings_parent_held",
-        ("outcome_batch",),
-        rows(
-            i("parent", status="waiting", pending=2),
-            i("c1", parent="parent", **EXECUTING),
-            i("c2", parent="parent", **EXECUTING),
-        ),
-        lambda st, r: batch(
-            st, [finish(r.id("c1"), TOKEN, "done"), finish(r.id("c2"), TOKEN, "failed")]
-        ),
-        hold="parent",
-        skips=True,
-        skipped=busy("c1", "c2"),
-        reaches=("instances_ended",),
-        expect=lambda o: (
-            o.result == [{"c1": None, "c2": None}, []]
-            and o.status("parent") == "available"
-            and o.row("parent")["pending_children"] == 0
-        ),
-    ),
-    Case(
-        "outcome_batch.finish_siblings_one_held",
-        ("outcome_batch",),
-        rows(
-            i("parent", status="waiting", pending=2),
-            i("c1", parent="parent", **EXECUTING),
-            i("c2", parent="parent", **EXECUTING),
-        ),
-        lambda st, r: batch(
-            st, [finish(r.id("c1"), TOKEN, "done"), finish(r.id("c2"), TOKEN, "done")]
-        ),
-        hold="c1",
-        skips=True,
-        skipped=lambda o: (
-            o.result == [{"c2": None}, ["c1"]] and o.row("parent")["pending_children"] == 1
-        ),
-        touch=HEARTBEAT,
-        reaches=("instances_ended",),
-        expect=lambda o: (
-            o.status("parent") == "available" and o.row("parent")["pending_children"] == 0
-        ),
-    ),
-    Case(
-        "outcome_batch.finish_parent_child_held",
-        ("outcome_batch",),
-        rows(
-            i("parent", **EXECUTING),
-            i("child", status="awaiting", parent="parent", await_names=["go"]),
-        ),
-        lambda st, r: batch(st, [finish(r.id("parent"), TOKEN, "done")]),
-        hold="child",
-        reaches=("instances_ended",),
-        expect=lambda o: o.status("parent") == "done" and o.status("child") == "cancelled",
-    ),
+    *end_cases("outcome_batch"),
+    *end_cases("outcome_plain"),
     # signal_deliver: locks the live target (waits); flips an awaiting one.
     Case(
         "signal_deliver.wakes",

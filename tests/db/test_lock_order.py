@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from commit_support import commit, finish
+from commit_support import GROUP_COMMITS, commit, finish
 from gendurable.db.operator_store import OperatorStore
 from gendurable.testing import MakeEngine
 from raw_rows import (
@@ -166,12 +166,14 @@ async def test_cancel_locks_the_parent_before_the_row_it_ends(
     assert (counted["status"], counted["pending_children"]) == ("available", 0)
 
 
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
 async def test_group_commit_ends_a_row_only_while_it_holds_the_parent(
     engine: gd.Engine,
     db: asyncpg.Connection,
     gendurable_dsn: str,
     gendurable_schema: str,
     blocker: Blocker,
+    statement: str,
 ) -> None:
     # A finishing row counts its parent down, so the group commit takes the parent's lock
     # in the same step as the row's (SKIP LOCKED, in id order) and ends the row only when it
@@ -184,13 +186,14 @@ async def test_group_commit_ends_a_row_only_while_it_holds_the_parent(
     )  # fmt: skip
     await blocker.hold(lock_row(gendurable_schema), parent)
 
-    held = await without_waiting(db, commit(engine, [finish(child, "w1", "done")]))
+    ended = [finish(child, "w1", "done")]
+    held = await without_waiting(db, commit(engine, ended, statement=statement))
 
     assert held == ({}, {child})
     assert (await row(db, gendurable_schema, child))["status"] == "executing"
     assert not await instance_locked(gendurable_dsn, gendurable_schema, child)
     await blocker.release()
-    assert await commit(engine, [finish(child, "w1", "done")]) == ({child: None}, set())
+    assert await commit(engine, ended, statement=statement) == ({child: None}, set())
     assert (await row(db, gendurable_schema, child))["status"] == "done"
     counted = await row(db, gendurable_schema, parent)
     assert (counted["status"], counted["pending_children"]) == ("available", 0)

@@ -32,7 +32,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from commit_support import commit, finish, move
+from commit_support import GROUP_COMMITS, commit, finish, move
 from gendurable.clock import ManualClock
 from gendurable.db.pool import init_connection
 from raw_rows import Leaf, insert, lock_waiter, row
@@ -189,11 +189,13 @@ async def paused_connection(dsn: str, schema: str, plan: Plan) -> asyncpg.Connec
     return conn
 
 
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
 @pytest.mark.parametrize("updated", ["rows", "parent"])
 async def test_group_commit_commits_rows_a_heartbeat_updated_after_its_snapshot(
     planned: gd.Engine,
     plan: Plan,
     updated: str,
+    statement: str,
     heartbeats: list[asyncpg.Connection],
     db: asyncpg.Connection,
     gendurable_dsn: str,
@@ -222,7 +224,9 @@ async def test_group_commit_commits_rows_a_heartbeat_updated_after_its_snapshot(
             async with pause.transaction():
                 await pause.execute("SELECT pg_advisory_xact_lock($1)", PAUSE_KEY)
                 outcomes = [finish(child, "beat#1", "done"), move(alone, "beat#1", "work")]
-                batch = asyncio.create_task(commit(planned, outcomes, conn=conn))
+                batch = asyncio.create_task(
+                    commit(planned, outcomes, conn=conn, statement=statement)
+                )
                 await lock_waiter(db)  # the statement has its snapshot and waits at the pause
                 beats = [child, alone] if updated == "rows" else [parent]
                 turn = heartbeats[n % 2 :] + heartbeats[: n % 2]

@@ -26,7 +26,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from commit_support import commit, move
+from commit_support import GROUP_COMMITS, commit, move
 from gendurable.db.queue_store import QueueStore
 from gendurable.entries import new_row
 from gendurable.testing import MakeEngine
@@ -157,8 +157,9 @@ async def test_a_signal_does_not_claim_what_it_wakes_in_a_paused_queue(
     assert (await row(db, s, asleep[1]))["locked_by"] == "w#2"
 
 
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
 async def test_a_kept_claim_move_in_a_paused_queue_is_committed_as_a_plain_goto(
-    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str
+    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str, statement: str
 ) -> None:
     s, now = gendurable_schema, now_of(engine)
     held = [await insert(db, s, now, status="executing", locked_by="w#1") for _ in "abc"]
@@ -171,6 +172,7 @@ async def test_a_kept_claim_move_in_a_paused_queue_is_committed_as_a_plain_goto(
             move(held[1], "w#1", "work", lease=LEASE, queue="elsewhere"),  # not paused: kept
             move(held[2], "w#1", "work"),  # a plain goto stays one
         ],
+        statement=statement,
     )
 
     assert busy == set()

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from commit_support import commit, finish
+from commit_support import GROUP_COMMITS, commit, finish
 from gendurable.testing import MakeEngine
 from raw_rows import Blocker, Leaf, insert, row, without_waiting
 
@@ -76,8 +76,13 @@ async def test_claim_passes_over_a_row_another_transaction_holds(
     assert [r.id for r in claimed] == [held]
 
 
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
 async def test_group_commit_passes_over_a_row_another_transaction_holds_and_reports_it_busy(
-    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str, blocker: Blocker
+    engine: gd.Engine,
+    db: asyncpg.Connection,
+    gendurable_schema: str,
+    blocker: Blocker,
+    statement: str,
 ) -> None:
     now = engine.clock.now()
     assert now is not None
@@ -89,13 +94,13 @@ async def test_group_commit_passes_over_a_row_another_transaction_holds_and_repo
     await blocker.hold(lock_row(gendurable_schema), held)
     outcomes = [finish(held, "w1", "done"), finish(free, "w1", "done")]
 
-    committed = await without_waiting(db, commit(engine, outcomes))
+    committed = await without_waiting(db, commit(engine, outcomes, statement=statement))
 
     assert committed == ({free: None}, {held})
     assert (await row(db, gendurable_schema, held))["status"] == "executing"
     assert (await row(db, gendurable_schema, free))["status"] == "done"
     await blocker.release()
-    assert await commit(engine, outcomes[:1]) == ({held: None}, set())
+    assert await commit(engine, outcomes[:1], statement=statement) == ({held: None}, set())
     assert (await row(db, gendurable_schema, held))["status"] == "done"
 
 

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 import gendurable as gd
-from commit_support import commit, move, park
+from commit_support import GROUP_COMMITS, commit, move, park
 from gendurable.entries import NO_LIMIT, columns, new_row, new_rows
 from gendurable.testing import MakeEngine
 from recordings import recorded
@@ -314,12 +314,16 @@ async def test_a_claim_lasts_its_lease_and_the_reaper_leaves_it_until_then(rig: 
     assert (await rig.row(id))["locked_by"] == "w1"
 
 
-async def test_a_step_chained_on_its_claim_keeps_it_for_a_fresh_lease(rig: Rig) -> None:
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
+async def test_a_step_chained_on_its_claim_keeps_it_for_a_fresh_lease(
+    rig: Rig, statement: str
+) -> None:
     id = (await Flow.start()).id
     assert await rig.claim("w1") == [id]
     rig.engine.clock.advance(LEASE - timedelta(seconds=1))  # type: ignore[attr-defined]
 
-    assert await commit(rig.engine, [move(id, "w1", "after", lease=LEASE)]) == ({id: None}, set())
+    chained = [move(id, "w1", "after", lease=LEASE)]
+    assert await commit(rig.engine, chained, statement=statement) == ({id: None}, set())
 
     after = await rig.row(id)
     assert (after["status"], after["step"], after["locked_by"]) == ("executing", "after", "w1")

@@ -270,13 +270,18 @@ async def test_a_step_running_when_its_queue_is_paused_finishes_and_its_next_ste
 ) -> None:
     engine = await make_engine(workflows=FLOWS, queues=QUEUES)
     sent: list[str] = []
-    batch = engine.store.outcome_batch
+    batch, plain = engine.store.outcome_batch, engine.store.outcome_plain
 
     async def spy(*, outcomes: bytes, **kwargs: Any) -> Any:
         sent.extend(o["kind"] for o in __import__("msgspec").json.decode(outcomes))
         return await batch(outcomes=outcomes, **kwargs)
 
+    async def spy_plain(*, kinds: list[str], **kwargs: Any) -> Any:
+        sent.extend(kinds)
+        return await plain(kinds=kinds, **kwargs)
+
     engine.store.outcome_batch = spy  # type: ignore[method-assign]
+    engine.store.outcome_plain = spy_plain  # type: ignore[method-assign]
     RUNNING["c"], RELEASE["c"] = asyncio.Event(), asyncio.Event()
     await Chain.start(key="c")
     draining = asyncio.create_task(engine.drain())

@@ -14,9 +14,10 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 import gendurable as gd
-from commit_support import commit, finish, finish_batch, move
+from commit_support import GROUP_COMMITS, commit, finish, finish_batch, move
 from gendurable.testing import MakeEngine
 
 LEASE = timedelta(seconds=30)
@@ -61,10 +62,17 @@ class Announcements:
 class Rig:
     """The engine, SQL access and hand-played workers of the side queue."""
 
-    def __init__(self, engine: gd.Engine, db: asyncpg.Connection, schema: str) -> None:
+    def __init__(
+        self,
+        engine: gd.Engine,
+        db: asyncpg.Connection,
+        schema: str,
+        statement: str = "outcome_batch",
+    ) -> None:
         self.engine = engine
         self.db = db
         self.schema = schema
+        self.statement = statement
 
     async def claim(self, locked_by: str, limit: int = 10) -> list[int]:
         spec = Child.spec
@@ -81,7 +89,7 @@ class Rig:
 
     async def commit(self, *outcomes: tuple[int, str, str]) -> set[int]:
         """Group-commit terminal outcomes (id, locked_by, status) in one statement."""
-        return await finish_batch(self.engine, outcomes)
+        return await finish_batch(self.engine, outcomes, statement=self.statement)
 
     async def row(self, id: int) -> asyncpg.Record:
         found = await self.db.fetchrow(
@@ -113,10 +121,14 @@ async def lock_waiter(db: asyncpg.Connection) -> None:
 
 
 async def rig_with_children(
-    make_engine: MakeEngine, db: asyncpg.Connection, schema: str, keys: list[str]
+    make_engine: MakeEngine,
+    db: asyncpg.Connection,
+    schema: str,
+    keys: list[str],
+    statement: str = "outcome_batch",
 ) -> tuple[Rig, int, dict[str, int]]:
     engine = await make_engine(workflows=[Parent, Child], queues={"default": 2}, lease=LEASE)
-    rig = Rig(engine, db, schema)
+    rig = Rig(engine, db, schema, statement)
     parent = await Parent.start(key="p", state={"keys": keys})
     await engine.drain()
     assert (await rig.row(parent.id))["status"] == "waiting"
@@ -126,10 +138,13 @@ async def rig_with_children(
     return rig, parent.id, ids
 
 
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
 async def test_group_commit_drops_a_stale_outcome_committed_beside_a_fresh_one(
-    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str, statement: str
 ) -> None:
-    rig, parent, ids = await rig_with_children(make_engine, db, gendurable_schema, ["a", "b"])
+    rig, parent, ids = await rig_with_children(
+        make_engine, db, gendurable_schema, ["a", "b"], statement
+    )
     heard = Announcements()
     await db.add_listener(rig.engine.store.db.channel, heard)
     assert await rig.claim("w1") == sorted(ids.values())
@@ -158,11 +173,12 @@ async def test_group_commit_drops_a_stale_outcome_committed_beside_a_fresh_one(
     assert heard.seen[f"t:{ids['a']}"] == 1
 
 
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
 async def test_every_terminal_path_counts_the_parent_down_once_and_purges_and_announces(
-    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str, statement: str
 ) -> None:
     keys = ["done", "failed", "cancelled", "crashed", "stale"]
-    rig, parent, ids = await rig_with_children(make_engine, db, gendurable_schema, keys)
+    rig, parent, ids = await rig_with_children(make_engine, db, gendurable_schema, keys, statement)
     heard = Announcements()
     await db.add_listener(rig.engine.store.db.channel, heard)
 

@@ -116,6 +116,16 @@ def commits_blocked(schema: str) -> str:
     return f'LOCK TABLE "{schema}".signals IN EXCLUSIVE MODE'
 
 
+def plain_commits_blocked(schema: str) -> str:
+    """A statement whose lock holds every plain group commit (`outcome_plain`) of `schema`.
+
+    A plain commit of steps that go on writes `instances` only (not `signals`, which it
+    touches only to purge an ending row's inbox): EXCLUSIVE on `instances` holds it, and
+    every other writer of the table (claims, heartbeats) with it; reads go on.
+    """
+    return f'LOCK TABLE "{schema}".instances IN EXCLUSIVE MODE'
+
+
 class Rows:
     """Plain-SQL checks of one schema's tables."""
 

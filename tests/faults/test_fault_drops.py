@@ -25,6 +25,7 @@ from fault_support import (
     eventually,
     holding,
     store_warnings,
+    plain_commits_blocked,
 )
 
 import gendurable as gd
@@ -195,10 +196,11 @@ async def test_fault_drop_during_a_group_commit_commits_every_outcome_of_the_bat
 
     await eventually(all_held, what="every first step at the gate")
     # Group commits skip locked rows (and send those outcomes again), so what holds them is
-    # the inbox table their statement writes to.
-    async with holding(gendurable_dsn, commits_blocked(gendurable_schema)):
+    # a table lock: these steps go on, so their batches are plain ones (`outcome_plain`),
+    # which write `instances` only.
+    async with holding(gendurable_dsn, plain_commits_blocked(gendurable_schema)):
         GATE.set()  # the steps end; their outcomes meet the lock in one or two batches
-        await kill_while_blocked(backends, sql["outcome_batch"].sql)
+        await kill_while_blocked(backends, sql["outcome_plain"].sql)
     await asyncio.gather(*(TwoSteps.result(k, timeout=15, engine=worker) for k in keys))
 
     found = await Rows(db, gendurable_schema).all()

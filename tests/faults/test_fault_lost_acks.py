@@ -170,7 +170,8 @@ async def test_fault_lost_group_commit_answer_is_retried_and_applied_once(
     # The first cut hits `one`'s continue (the claim is kept, so the repeat matches and
     # writes the same values again); the second lets that repeat through and hits `two`'s
     # finish (its repeat finds the row done: nothing changes, and it is reported stale).
-    sql = statements(gendurable_schema)["outcome_batch"].sql
+    # Both are plain outcomes: their batches go through `outcome_plain`.
+    sql = statements(gendurable_schema)["outcome_plain"].sql
     cuts = [proxy.cut(sql), proxy.cut(sql, skip=1)]
     await Steps.start(key="s", engine=client)
 

@@ -94,6 +94,16 @@ class PickedRow(Row, frozen=True):
     """Concurrency keys this claim took that have more due rows waiting (every row)."""
 
 
+class PlainOutcome(Row, frozen=True):
+    """One outcome of a plain group commit (`outcome_plain`): applied, or `busy` (its row or
+    parent was locked by someone else: not applied, to send again)."""
+
+    id: int
+    busy: bool
+    released: bool
+    """A kept-claim move committed as a plain goto: its queue is paused."""
+
+
 class CommittedOutcome(Row, frozen=True):
     """One outcome of a group commit: applied, or `busy` (its row or parent was locked by
     someone else: not applied, to send again)."""

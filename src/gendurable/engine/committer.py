@@ -1,10 +1,11 @@
 """Apply a `Decision` to the database, guarded by ownership of the claim.
 
 Goto, continue, retry, park and terminal outcomes go through group commit (one guarded
-statement per batch of outcomes that finished together; a park's recheck of the inbox runs in
-it, see `instances_parked`); a spawn is its own transaction (children first, then the
-parent). A guard that
-no longer holds means the claim was lost: the outcome is dropped and reported as
+statement per batch of outcomes that finished together: `outcome_plain` when every one of
+them is a goto, continue or end that consumed no signal and enters no rate limit, else
+`outcome_batch`, which also retries and parks, a park's recheck of the inbox in it, see
+`instances_parked`); a spawn is its own transaction (children first, then the parent). A
+guard that no longer holds means the claim was lost: the outcome is dropped and reported as
 `outcome.stale`. Every state written goes with its workflow's version (`versions`); an outcome
 that keeps the stored state keeps its version too.
 """
@@ -20,7 +21,7 @@ import msgspec
 
 from ..clock import Clock
 from ..db.engine_store import RELEASED, EngineStore
-from ..entries import columns
+from ..entries import NO_LIMIT, columns
 from ..events import AWAIT_TIMEOUT, OUTCOME_STALE
 from ..telemetry import Telemetry
 from .claimed import Claimed
@@ -125,6 +126,35 @@ class Committer:
     async def _flush(
         self, items: Sequence[BatchItem]
     ) -> tuple[dict[int, bool | str | None], set[int]]:
+        # The general statement parses and plans for every kind of outcome; most batches
+        # (steps that go on, or end) need only the lean one's part of it.
+        if all(_plain(it) for it in items):
+            return await self._flush_plain(items)
+        return await self._flush_general(items)
+
+    async def _flush_plain(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
+        return await self.store.outcome_plain(
+            ids=[it.id for it in items],
+            locked_bys=[it.locked_by for it in items],
+            kinds=[it.kind for it in items],
+            steps=[it.step for it in items],
+            states=[it.state for it in items],
+            state_versions=[it.state_version for it in items],
+            delays=[None if it.delay is None else it.delay.total_seconds() for it in items],
+            leases=[None if it.lease is None else it.lease.total_seconds() for it in items],
+            statuses=[it.status for it in items],
+            results=[it.result for it in items],
+            errors=[it.error for it in items],
+            max_attempts=[it.max_attempts for it in items],
+            queues=[it.queue for it in items],
+            now=self.clock.now(),
+        )
+
+    async def _flush_general(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[dict[int, bool | str | None], set[int]]:
         fields: list[dict[str, Any]] = []
         states: list[bytes | None] = []
         results: list[bytes | None] = []
@@ -163,6 +193,15 @@ class Committer:
             errors=errors,
             now=self.clock.now(),
         )
+
+
+def _plain(item: BatchItem) -> bool:
+    """Whether `outcome_plain` can commit `item`: a goto, continue or finish that consumed no
+    signal and enters no rate limit."""
+    return item.kind in _PLAIN_KINDS and not item.consumed and item.limit == NO_LIMIT
+
+
+_PLAIN_KINDS = frozenset({"goto", "continue", "finish"})
 
 
 def _batch_item(

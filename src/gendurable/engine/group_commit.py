@@ -24,7 +24,8 @@ from ..entries import NO_LIMIT, StepLimit
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
-    """One outcome in a batch (see the `outcome_batch` statement for the columns)."""
+    """One outcome in a batch (see the `outcome_batch` and `outcome_plain` statements for the
+    columns)."""
 
     id: int
     locked_by: str

@@ -455,6 +455,99 @@ FROM upd LEFT JOIN parked ON parked.woken_id = upd.id
 UNION ALL
 SELECT b.id, NULL, NULL, true, false FROM b WHERE b.id NOT IN (SELECT id FROM ready);
 
+-- name: outcome_plain
+-- The group commit of the common case: a batch of plain gotos, continues and finishes (no
+-- signal consumed, no rate limit entered, no park, no retry), as parallel arrays, written as
+-- `outcome_batch` writes them, with less to parse and plan. The same guards: each row only
+-- for the worker holding its claim; rows, and the parents that finishing children count
+-- down, locked with SKIP LOCKED (a row or parent someone else holds comes back `busy`, to be
+-- sent again; the statement never waits for one, so the order it takes them in closes no
+-- cycle), each through an id array (see `instance_cancel`); a continue in a paused queue
+-- (`queue_paused`, asked once per queue of continues) committed as a plain goto, `released`.
+-- Terminal effects are `instances_ended`'s. :leases and :delays are in seconds.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
+b AS (
+    SELECT u.id, u.locked_by, u.kind, u.step, u.state, u.state_version,
+           make_interval(secs => u.delay_s) AS delay, make_interval(secs => u.lease_s) AS lease,
+           u.status, u.result, u.error, u.max_attempts, u.queue
+    FROM unnest(:ids::bigint[], :locked_bys::text[], :kinds::text[], :steps::text[],
+                :states::jsonb[], :state_versions::int[], :delays::float8[],
+                :leases::float8[], :statuses::text[], :results::jsonb[], :errors::jsonb[],
+                :max_attempts::int[], :queues::text[])
+         AS u(id, locked_by, kind, step, state, state_version, delay_s, lease_s, status,
+              result, error, max_attempts, queue)
+),
+paused AS (
+    SELECT c.queue
+    FROM (SELECT DISTINCT b.queue FROM b WHERE b.kind = 'continue') c
+    WHERE __schema__.queue_paused(c.queue)
+),
+locked AS (
+    SELECT i.id, i.parent_id
+    FROM __schema__.instances i
+    WHERE i.id = ANY ((SELECT array_agg(b.id) FROM b)::bigint[])
+    ORDER BY i.id
+    FOR UPDATE OF i SKIP LOCKED
+),
+parents AS (
+    SELECT p.id
+    FROM __schema__.instances p
+    WHERE p.id = ANY ((SELECT array_agg(locked.parent_id) FROM locked JOIN b ON b.id = locked.id
+                       WHERE b.kind = 'finish' AND locked.parent_id IS NOT NULL)::bigint[])
+    ORDER BY p.id
+    FOR UPDATE OF p SKIP LOCKED
+),
+ready AS (
+    SELECT b.*,
+           b.kind = 'continue' AND NOT coalesce(b.queue IN (SELECT queue FROM paused), false)
+               AS kept
+    FROM b JOIN locked ON locked.id = b.id
+    WHERE b.kind <> 'finish' OR locked.parent_id IS NULL
+       OR locked.parent_id IN (SELECT id FROM parents)
+),
+upd AS (
+    UPDATE __schema__.instances i
+    SET step = CASE WHEN r.kind = 'finish' THEN i.step ELSE r.step END,
+        state = coalesce(r.state, i.state),
+        state_version = CASE WHEN r.state IS NULL THEN i.state_version
+                             ELSE r.state_version END,
+        status = CASE WHEN r.kind = 'finish' THEN r.status::__schema__.status
+                      WHEN r.kept THEN 'executing'::__schema__.status
+                      ELSE 'available'::__schema__.status END,
+        attempt = CASE WHEN r.kind = 'finish' THEN i.attempt ELSE 0 END,
+        max_attempts = coalesce(r.max_attempts, i.max_attempts),
+        run_at = CASE WHEN r.kind = 'finish' OR r.kept THEN i.run_at
+                      ELSE now.t + coalesce(r.delay, interval '0') END,
+        locked_by = CASE WHEN r.kept THEN i.locked_by END,
+        locked_until = CASE WHEN r.kept THEN now.t + r.lease END,
+        timed_out = r.kind = 'finish' AND i.timed_out,
+        await_seen = CASE WHEN r.kind = 'finish' THEN i.await_seen ELSE 0 END,
+        await_names = NULL,
+        await_deadline = NULL,
+        rate_limit = CASE WHEN r.kind = 'finish' THEN i.rate_limit END,
+        rate_partition = CASE WHEN r.kind = 'finish' THEN i.rate_partition END,
+        weight = CASE WHEN r.kind = 'finish' THEN i.weight ELSE 1 END,
+        children_from = CASE WHEN r.kind = 'finish' THEN i.children_from END,
+        result = CASE WHEN r.kind = 'finish' THEN r.result ELSE i.result END,
+        error = CASE WHEN r.kind = 'finish' THEN r.error ELSE i.error END,
+        finished_at = CASE WHEN r.kind = 'finish' THEN now.t END,
+        updated_at = now.t
+    FROM ready r, now
+    WHERE i.id = r.id
+      AND i.locked_by = r.locked_by AND i.status = 'executing'
+    RETURNING i.id, r.kind, r.kind = 'continue' AND NOT r.kept AS released
+),
+ended AS (
+    SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), __channel__) AS cascaded
+    FROM upd, now
+    WHERE upd.kind = 'finish'
+    HAVING count(*) > 0
+)
+SELECT upd.id, false AS busy, upd.released
+FROM upd LEFT JOIN ended ON true
+UNION ALL
+SELECT b.id, true, false FROM b WHERE b.id NOT IN (SELECT id FROM ready);
+
 -- name: outcome_spawn
 -- Second statement of the spawn transaction, after `instance_insert_many` put the children
 -- in (key locks first, then this row lock: the order every writer keeps). The parent waits
