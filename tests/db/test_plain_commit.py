@@ -15,15 +15,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from raw_rows import Leaf, insert
 
 import gendurable as gd
 from commit_support import GROUP_COMMITS, commit, finish
 from gendurable.engine.committer import Committer
-from gendurable.entries import StepLimit
 from gendurable.engine.group_commit import BatchItem
+from gendurable.entries import StepLimit
 from gendurable.records import TERMINAL_STATUSES
 from gendurable.testing import MakeEngine
+from raw_rows import Leaf, insert
 
 LEASE = timedelta(seconds=30)
 PAUSED = "held"

@@ -24,8 +24,8 @@ from fault_support import (
     commits_blocked,
     eventually,
     holding,
-    store_warnings,
     plain_commits_blocked,
+    store_warnings,
 )
 
 import gendurable as gd
