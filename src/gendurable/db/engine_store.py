@@ -322,14 +322,7 @@ class EngineStore:
             errors=list(errors),
             now=now,
         )
-        done: dict[int, bool | str | None] = {}
-        busy: set[int] = set()
-        for outcome in committed:
-            if outcome.busy:
-                busy.add(outcome.id)
-            else:
-                done[outcome.id] = RELEASED if outcome.released else outcome.woken_by_deadline
-        return done, busy
+        return _answers(committed)
 
     async def outcome_plain(
         self,
@@ -373,14 +366,7 @@ class EngineStore:
             queues=list(queues),
             now=now,
         )
-        done: dict[int, bool | str | None] = {}
-        busy: set[int] = set()
-        for outcome in committed:
-            if outcome.busy:
-                busy.add(outcome.id)
-            else:
-                done[outcome.id] = RELEASED if outcome.released else None
-        return done, busy
+        return _answers(committed)
 
     async def outcome_spawn(
         self,
@@ -586,3 +572,22 @@ class EngineStore:
             burst=list(burst),
             now=now,
         )
+
+
+def _answers(
+    committed: Sequence[CommittedOutcome] | Sequence[PlainOutcome],
+) -> tuple[dict[int, bool | str | None], set[int]]:
+    """A group commit's rows as its callers take them: what each committed id answers, and
+    the ids that were busy."""
+    done: dict[int, bool | str | None] = {}
+    busy: set[int] = set()
+    for outcome in committed:
+        if outcome.busy:
+            busy.add(outcome.id)
+        elif outcome.released:
+            done[outcome.id] = RELEASED
+        else:
+            done[outcome.id] = (
+                outcome.woken_by_deadline if isinstance(outcome, CommittedOutcome) else None
+            )
+    return done, busy
