@@ -549,6 +549,14 @@ def _close(windows: list[dict[str, Any]], wall: float) -> None:
     total = relations["instances total"]
     # Levelled off: the last k windows added at most a tenth of what the first k added.
     levelled = total["growth_last"] <= 0.1 * max(total["growth_first"], 0)
+    # Autovacuum truncates the heap's empty tail now and then, so a size goes down and up
+    # again between its visits, and windows shorter than its cadence (naptime) catch it on
+    # the way up. The highest size of the second half of the run against that of the first
+    # half does not depend on where a window falls in that cycle: at most 1.1 is level.
+    half = max(1, len(windows) // 2)
+    totals = [w["sizes"]["instances"]["total_bytes"] for w in windows]
+    peak_first, peak_second = max(totals[1 : half + 1] or totals), max(totals[half + 1 :] or totals)
+    peaks = round(peak_second / peak_first, 3) if peak_first > 0 else None
     final = windows[-1]["sizes"]["instances"]
     emit(
         bench="churn-summary",
@@ -571,6 +579,8 @@ def _close(windows: list[dict[str, Any]], wall: float) -> None:
         target_end_vs_start=0.9,
         throughput_held=end_ratio / start_ratio >= 0.9,
         sizes_levelled_off=levelled,
+        peak_second_half_vs_first=peaks,
+        peaks_levelled_off=peaks is not None and peaks <= 1.1,
         hot_update_ratio_run=_hot(final, {}),
         relations=relations,
     )
