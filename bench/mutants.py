@@ -169,8 +169,12 @@ MUTANTS: list[Mutant] = [
         "insert_many.scope",
         I,
         "instance_insert_many",
-        "r.key, r.scope::__schema__.status[],",
-        "r.key, '{available,executing,awaiting,waiting}'::__schema__.status[],",
+        "CASE WHEN :scope_rows::text[] IS NULL THEN :scope::text[]::__schema__.status[]\n"
+        "                ELSE u.scope::__schema__.status[] END AS scope,",
+        "CASE WHEN :scope_rows::text[] IS NULL OR :scope::text[] IS NULL\n"
+        "                THEN '{available,executing,awaiting,waiting}'::__schema__.status[]\n"
+        "                ELSE '{available,executing,awaiting,waiting}'::__schema__.status[] END"
+        " AS scope,",
         "start_many stores each key's scope",
         START,
         MACHINE,

@@ -8,10 +8,11 @@ refused before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from operator import attrgetter
+from typing import Any
 
 from .codec import encode_typed
 from .errors import DuplicateKey, ValidationError
@@ -102,46 +103,47 @@ def new_rows(
     return rows
 
 
-class InstanceColumns(TypedDict):
-    """Instances to insert as parallel arrays (`columns`), by parameter name
-    of `instance_insert_many`."""
+InstanceColumns = dict[str, Any]
+"""Instances to insert, as the parameters of `instance_insert_many` (`columns`)."""
 
-    workflows: list[str]
-    queues: list[str]
-    steps: list[str]
-    states: list[bytes]
-    max_attempts: list[int]
-    priorities: list[int]
-    run_ats: list[datetime | None]
-    delays: list[timedelta | None]
-    keys: list[str | None]
-    scopes: list[str]
-    concurrency_keys: list[str | None]
-    rate_limits: list[str | None]
-    rate_partitions: list[str | None]
-    weights: list[int]
-    state_versions: list[int]
+_SHARED: tuple[tuple[str, Callable[[NewRow], Any]], ...] = (
+    ("workflow", attrgetter("workflow")),
+    ("queue", attrgetter("queue")),
+    ("step", attrgetter("step")),
+    ("max_attempts", attrgetter("max_attempts")),
+    ("priority", attrgetter("priority")),
+    ("run_at", attrgetter("run_at")),
+    ("delay", attrgetter("delay")),
+    ("key", attrgetter("key")),
+    ("scope", attrgetter("scope")),
+    ("concurrency_key", attrgetter("concurrency_key")),
+    ("rate_limit", attrgetter("limit.name")),
+    ("rate_partition", attrgetter("limit.partition")),
+    ("weight", attrgetter("limit.weight")),
+    ("state_version", attrgetter("state_version")),
+)
+"""The columns `instance_insert_many` takes once for a batch, or as `<name>_rows` when the
+rows differ in it."""
 
 
 def columns(rows: Sequence[NewRow]) -> InstanceColumns:
-    """The parallel arrays `instance_insert_many` takes, by parameter name."""
-    return InstanceColumns(
-        workflows=[r.workflow for r in rows],
-        queues=[r.queue for r in rows],
-        steps=[r.step for r in rows],
-        states=[r.state for r in rows],
-        max_attempts=[r.max_attempts for r in rows],
-        priorities=[r.priority for r in rows],
-        run_ats=[r.run_at for r in rows],
-        delays=[r.delay for r in rows],
-        keys=[r.key for r in rows],
-        scopes=["{" + ",".join(r.scope) + "}" for r in rows],
-        concurrency_keys=[r.concurrency_key for r in rows],
-        rate_limits=[r.limit.name for r in rows],
-        rate_partitions=[r.limit.partition for r in rows],
-        weights=[r.limit.weight for r in rows],
-        state_versions=[r.state_version for r in rows],
-    )
+    """`rows` as the parameters of `instance_insert_many`: the states (`"states"`, one per
+    row), and each other column once when every row holds the same value, else as an
+    array."""
+    params: InstanceColumns = {"states": [r.state for r in rows]}
+    count = len(rows)
+    for name, get in _SHARED:
+        values = list(map(get, rows))
+        first = values[0] if values else None
+        if values.count(first) == count:
+            params[name] = list(first) if name == "scope" and first else first
+            params[f"{name}_rows"] = None
+        else:
+            params[name] = None
+            params[f"{name}_rows"] = (
+                ["{" + ",".join(s) + "}" for s in values] if name == "scope" else values
+            )
+    return params
 
 
 def step_limit(
