@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
+import msgspec
+
 from .codec import encode_typed
 from .errors import DuplicateKey, ValidationError
 from .limit import Limit
@@ -34,9 +36,14 @@ class StepLimit:
 NO_LIMIT = StepLimit()
 
 
-@dataclass(frozen=True, slots=True)
-class NewRow:
-    """One instance to insert, every column encoded."""
+class NewRow(msgspec.Struct, frozen=True, gc=False):
+    """One instance to insert, every column encoded.
+
+    A Struct, not a dataclass: `start_many` builds one per entry, and a Struct is made about
+    ten times faster than a frozen dataclass. Left out of the garbage collector's tracking
+    (`gc=False`): its fields are strings, numbers, times, a tuple of strings and a
+    `StepLimit`, none of which can lead back to it, so it is never part of a cycle.
+    """
 
     workflow: str
     queue: str
@@ -56,25 +63,28 @@ class NewRow:
 
 def new_row(spec: WorkflowSpec, entry: ChildEntry, *, run_at: datetime | None = None) -> NewRow:
     """Encode `entry` (an instance of `spec`) as a row, or raise `ValidationError`."""
-    check_key(entry.key, "key")
-    check_key(entry.concurrency_key, "concurrency_key")
-    check_timing(entry.delay, run_at)
+    if entry.key is not None:
+        check_key(entry.key, "key")
+    if entry.concurrency_key is not None:
+        check_key(entry.concurrency_key, "concurrency_key")
+    if entry.delay is not None or run_at is not None:
+        check_timing(entry.delay, run_at)
     state = encode_state(spec, entry.state)
     step = spec.steps[spec.start_step]
     return NewRow(
-        workflow=spec.name,
-        queue=_queue(entry.queue, spec.queue),
-        step=step.name,
-        state=state,
-        max_attempts=spec.max_attempts(step.name),
-        priority=spec.priority if entry.priority is None else check_priority(entry.priority),
-        run_at=run_at,
-        delay=entry.delay,
-        key=entry.key,
-        scope=check_scope(entry.scope),
-        concurrency_key=entry.concurrency_key,
-        limit=step_limit(spec, step, state),
-        state_version=spec.version,
+        spec.name,
+        spec.queue if entry.queue is None else _queue(entry.queue, spec.queue),
+        step.name,
+        state,
+        step.max_attempts or spec.retry.max_attempts,
+        spec.priority if entry.priority is None else check_priority(entry.priority),
+        run_at,
+        entry.delay,
+        entry.key,
+        LIVE_STATUSES if entry.scope is None else check_scope(entry.scope),
+        entry.concurrency_key,
+        NO_LIMIT if step.rate_limit is None else step_limit(spec, step, state),
+        spec.version,
     )
 
 
