@@ -6,6 +6,11 @@ the wall time, the client CPU (`time.process_time()`) split into building the ro
 Python before the statement) and the rest (encoding, the round trip, decoding), and the
 server's CPU. With `--profile`, one extra run under cProfile prints its top functions by
 own time (cProfile slows Python-heavy code, so read its shares, not its milliseconds).
+
+With `--explain`, the server's side: `EXPLAIN (ANALYZE, BUFFERS, WAL)` of the batch's
+`instance_insert_many` (each in a transaction rolled back), first as shipped, then once per
+index of `instances` with that index dropped (inside the same rolled-back transaction): one
+JSON line each, the difference to the first being what that index costs a row.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from harness.flows import QUEUE, bench_job
 from harness.meters import CpuWindow
 
 import gendurable.engine.client as client_module
+from gendurable.entries import columns, new_row
 
 
 async def enqueue_runs(dsn: str, jobs: int, repeat: int, profile: bool) -> None:
@@ -82,12 +88,99 @@ async def enqueue_runs(dsn: str, jobs: int, repeat: int, profile: bool) -> None:
             )
 
 
+async def explain(dsn: str, jobs: int, rounds: int) -> None:
+    """The insert's plan and cost, as shipped and without each index of `instances`."""
+    async with bench_engine(dsn, [bench_job], {QUEUE: 64}) as (engine, _finished):
+        engine.schedulers[QUEUE].stop_claiming()
+        db = engine.store.db
+        statement = db.sql["instance_insert_many"]
+        rows = [new_row(bench_job.spec, bench_job.new({"n": i})) for i in range(jobs)]
+        args = statement.args(**columns(rows), parent_id=None, now=None, trace_context=None)
+        await engine.start_many([bench_job.new({"n": i}) for i in range(jobs)])  # a table
+        async with db.pool.acquire() as conn:
+            indexes = [
+                r["indexname"]
+                for r in await conn.fetch(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = $1 "
+                    "AND tablename = 'instances' ORDER BY indexname",
+                    engine.schema,
+                )
+            ]
+            base: float | None = None
+            for dropped in [None, *indexes]:
+                if dropped in ("instances_key", "instances_pkey"):  # the arbiter, the key
+                    continue
+                times: list[float] = []
+                plan: dict[str, Any] = {}
+                for _ in range(rounds):
+                    tx = conn.transaction()
+                    await tx.start()
+                    try:
+                        if dropped is not None:
+                            await conn.execute(f'DROP INDEX "{engine.schema}"."{dropped}"')
+                        found = await conn.fetchval(
+                            "EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) " + statement.sql,
+                            *args,
+                        )
+                    finally:
+                        await tx.rollback()
+                    plan = json.loads(found)[0]
+                    times.append(plan["Execution Time"] + plan["Planning Time"])
+                best = min(times)
+                base = best if base is None else base
+                top = plan["Plan"]
+                if dropped is None:
+                    _print_tree(top, plan["Planning Time"])
+                print(
+                    json.dumps(
+                        {
+                            "bench": "profile_enqueue",
+                            "explain": "as shipped" if dropped is None else f"without {dropped}",
+                            "jobs": jobs,
+                            "ms": round(best, 1),
+                            "us_per_row": round(best * 1000 / jobs, 2),
+                            "saves_us_per_row": round((base - best) * 1000 / jobs, 2),
+                            "wal_bytes_per_row": round(_wal(top, "WAL Bytes") / jobs),
+                            "wal_records_per_row": round(_wal(top, "WAL Records") / jobs, 1),
+                            "shared_dirtied": _wal(top, "Shared Dirtied Blocks"),
+                        }
+                    ),
+                    flush=True,
+                )
+
+
+def _print_tree(node: dict[str, Any], planning_ms: float, depth: int = 0) -> None:
+    """The plan, one node a line on stderr: what it is, its time and rows."""
+    if depth == 0:
+        print(f"planning {planning_ms:.1f} ms", file=sys.stderr)
+    what = node["Node Type"] + "".join(
+        f" {node[k]}" for k in ("Subplan Name", "Function Name", "Alias") if k in node
+    )
+    print(
+        f"{'  ' * depth}{what}: {node['Actual Total Time']:.1f} ms, "
+        f"{node['Actual Rows']:.0f} rows, WAL {node.get('WAL Records', 0)} records",
+        file=sys.stderr,
+    )
+    for child in node.get("Plans", []):
+        _print_tree(child, planning_ms, depth + 1)
+
+
+def _wal(node: dict[str, Any], field: str) -> float:
+    """The largest figure `field` of the plan (a parent's figures include its children's,
+    but a CTE's insert is not under the top node's: take the maximum over the tree)."""
+    found = float(node.get(field, 0) or 0)
+    for child in node.get("Plans", []):
+        found = max(found, _wal(child, field))
+    return found
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dsn")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="one more run under cProfile")
+    parser.add_argument("--explain", action="store_true", help="the insert's plan, per index")
     args = parser.parse_args(argv)
     embedded = None
     dsn = args.dsn
@@ -97,7 +190,10 @@ async def main(argv: list[str]) -> None:
         embedded = EmbeddedPostgres()
         dsn = await embedded.astart()
     try:
-        await enqueue_runs(dsn, args.jobs, args.repeat, args.profile)
+        if args.explain:
+            await explain(dsn, args.jobs, args.repeat)
+        else:
+            await enqueue_runs(dsn, args.jobs, args.repeat, args.profile)
     finally:
         if embedded is not None:
             await embedded.astop()

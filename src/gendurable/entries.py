@@ -116,33 +116,42 @@ def new_rows(
 InstanceColumns = dict[str, Any]
 """Instances to insert, as the parameters of `instance_insert_many` (`columns`)."""
 
-_SHARED: tuple[tuple[str, Callable[[NewRow], Any]], ...] = (
-    ("workflow", attrgetter("workflow")),
-    ("queue", attrgetter("queue")),
-    ("step", attrgetter("step")),
-    ("max_attempts", attrgetter("max_attempts")),
-    ("priority", attrgetter("priority")),
-    ("run_at", attrgetter("run_at")),
-    ("delay", attrgetter("delay")),
-    ("key", attrgetter("key")),
-    ("scope", attrgetter("scope")),
-    ("concurrency_key", attrgetter("concurrency_key")),
-    ("rate_limit", attrgetter("limit.name")),
-    ("rate_partition", attrgetter("limit.partition")),
-    ("weight", attrgetter("limit.weight")),
-    ("state_version", attrgetter("state_version")),
+
+def _interval(delay: timedelta) -> str:
+    return f"{delay.days} days {delay.seconds} seconds {delay.microseconds} microseconds"
+
+
+def _texts(convert: Callable[[Any], str]) -> Callable[[list[Any]], list[str | None]]:
+    return lambda values: [None if v is None else convert(v) for v in values]
+
+
+_SHARED: tuple[tuple[str, Callable[[NewRow], Any], Callable[[list[Any]], list[Any]]], ...] = (
+    ("workflow", attrgetter("workflow"), list),
+    ("queue", attrgetter("queue"), list),
+    ("step", attrgetter("step"), list),
+    ("max_attempts", attrgetter("max_attempts"), _texts(str)),
+    ("priority", attrgetter("priority"), _texts(str)),
+    ("run_at", attrgetter("run_at"), _texts(datetime.isoformat)),
+    ("delay", attrgetter("delay"), _texts(_interval)),
+    ("key", attrgetter("key"), list),
+    ("scope", attrgetter("scope"), _texts(lambda s: "{" + ",".join(s) + "}")),
+    ("concurrency_key", attrgetter("concurrency_key"), list),
+    ("rate_limit", attrgetter("limit.name"), list),
+    ("rate_partition", attrgetter("limit.partition"), list),
+    ("weight", attrgetter("limit.weight"), _texts(str)),
+    ("state_version", attrgetter("state_version"), _texts(str)),
 )
-"""The columns `instance_insert_many` takes once for a batch, or as `<name>_rows` when the
-rows differ in it."""
+"""The columns `instance_insert_many` takes once for a batch, or as `<name>_rows` (text, the
+form PostgreSQL's input of the column's type reads) when the rows differ in it."""
 
 
 def columns(rows: Sequence[NewRow]) -> InstanceColumns:
     """`rows` as the parameters of `instance_insert_many`: the states (`"states"`, one per
     row), and each other column once when every row holds the same value, else as an
     array."""
-    params: InstanceColumns = {"states": [r.state for r in rows]}
+    params: InstanceColumns = {"states": [r.state.decode() for r in rows]}
     count = len(rows)
-    for name, get in _SHARED:
+    for name, get, texts in _SHARED:
         values = list(map(get, rows))
         first = values[0] if values else None
         if values.count(first) == count:
@@ -150,9 +159,7 @@ def columns(rows: Sequence[NewRow]) -> InstanceColumns:
             params[f"{name}_rows"] = None
         else:
             params[name] = None
-            params[f"{name}_rows"] = (
-                ["{" + ",".join(s) + "}" for s in values] if name == "scope" else values
-            )
+            params[f"{name}_rows"] = texts(values)
     return params
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 import gendurable as gd
+from gendurable.entries import columns, new_row
 from gendurable.outcome import ChildEntry
 from gendurable.records import LIVE_STATUSES
 from gendurable.testing import MakeEngine
@@ -579,6 +580,40 @@ async def test_start_many_rows_store_what_start_stores_whether_the_batch_shares_
 
         assert all(h.created for h in batch)
         assert await stored(batch, "many") == await stored(one_by_one, "one")
+
+
+async def test_a_batch_of_rows_each_with_its_own_run_at_or_delay_stores_each_exactly(
+    make_engine: MakeEngine,
+    manual_clock: gd.ManualClock,
+    db: asyncpg.Connection,
+    gendurable_schema: str,
+) -> None:
+    """Times and intervals that differ per row travel as text: each comes back to the
+    microsecond, whatever its zone (no entry of `start_many` has a `run_at` of its own, but
+    the batch insert takes one per row)."""
+    engine = await make_engine(workflows=[Loose], queues=None)
+    now = manual_clock.now()
+    zone = timezone(timedelta(hours=-3, minutes=-30))
+    at = [now + timedelta(days=400, microseconds=7), (now + timedelta(hours=5)).astimezone(zone)]
+    delays = [timedelta(days=2, seconds=5, microseconds=999_999), timedelta(microseconds=1)]
+    rows = [new_row(Loose.spec, Loose.new(f"at-{i}", {}), run_at=t) for i, t in enumerate(at)]
+    rows += [new_row(Loose.spec, Loose.new(f"in-{i}", {}, delay=d)) for i, d in enumerate(delays)]
+    params = columns(rows)
+    assert params["run_at_rows"] is not None  # the path under test: one value per row
+    assert params["delay_rows"] is not None
+
+    await engine.store.instance_insert_many(columns=params, parent_id=None, now=now)
+
+    stored = {
+        r["key"]: r["run_at"]
+        for r in await db.fetch(f'SELECT key, run_at FROM "{gendurable_schema}".instances')
+    }
+    assert stored == {
+        "at-0": at[0],
+        "at-1": at[1],
+        "in-0": now + delays[0],
+        "in-1": now + delays[1],
+    }
 
 
 async def test_start_many_bad_entry_writes_nothing(

@@ -48,9 +48,10 @@ FROM ins, now;
 -- column comes once for the whole batch (:workflow, :queue, ...) unless the rows differ in
 -- it: then its array holds a value per row (:workflow_rows, ...; NULL when not sent). A
 -- batch of one workflow's starts sends the states and little else per row: every array
--- element costs the client its encoding, and a value sent once is cast once. :states (JSON,
--- UTF-8 bytes) has one element per row, always; bytea travels without a codec of its own
--- on the client, and jsonb's own input turns it into jsonb here. Rows go in ordered by
+-- element costs the client its encoding, and a value sent once is cast once. Every array
+-- is text[] (the states JSON text, the numbers, times and intervals in their text form,
+-- cast here): asyncpg has a codec of its own for text[] only, and looks up any other array
+-- type with a catalog query on each connection's first use. Rows go in ordered by
 -- (workflow, key) in the C collation: two writers racing over the same new keys take the
 -- unique-index locks in the same order, so they cannot deadlock. ON CONFLICT DO NOTHING
 -- takes no row lock on an instance that holds a key already (it is returned by
@@ -60,19 +61,19 @@ FROM ins, now;
 -- spawn. :state_version is the workflow version of each row's state.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 rows AS (
-    SELECT u.ord, convert_from(u.state, 'UTF8')::jsonb AS state,
+    SELECT u.ord, u.state::jsonb AS state,
            CASE WHEN :workflow_rows::text[] IS NULL THEN :workflow::text
                 ELSE u.workflow END AS workflow,
            CASE WHEN :queue_rows::text[] IS NULL THEN :queue::text ELSE u.queue END AS queue,
            CASE WHEN :step_rows::text[] IS NULL THEN :step::text ELSE u.step END AS step,
-           CASE WHEN :max_attempts_rows::int[] IS NULL THEN :max_attempts::int
-                ELSE u.max_attempts END AS max_attempts,
-           CASE WHEN :priority_rows::int[] IS NULL THEN :priority::int
-                ELSE u.priority END AS priority,
-           CASE WHEN :run_at_rows::timestamptz[] IS NULL THEN :run_at::timestamptz
-                ELSE u.run_at END AS run_at,
-           CASE WHEN :delay_rows::interval[] IS NULL THEN :delay::interval
-                ELSE u.delay END AS delay,
+           CASE WHEN :max_attempts_rows::text[] IS NULL THEN :max_attempts::int
+                ELSE u.max_attempts::int END AS max_attempts,
+           CASE WHEN :priority_rows::text[] IS NULL THEN :priority::int
+                ELSE u.priority::int END AS priority,
+           CASE WHEN :run_at_rows::text[] IS NULL THEN :run_at::timestamptz
+                ELSE u.run_at::timestamptz END AS run_at,
+           CASE WHEN :delay_rows::text[] IS NULL THEN :delay::interval
+                ELSE u.delay::interval END AS delay,
            CASE WHEN :key_rows::text[] IS NULL THEN :key::text ELSE u.key END AS key,
            CASE WHEN :scope_rows::text[] IS NULL THEN :scope::text[]::__schema__.status[]
                 ELSE u.scope::__schema__.status[] END AS scope,
@@ -82,18 +83,18 @@ rows AS (
                 ELSE u.rate_limit END AS rate_limit,
            CASE WHEN :rate_partition_rows::text[] IS NULL THEN :rate_partition::text
                 ELSE u.rate_partition END AS rate_partition,
-           CASE WHEN :weight_rows::int[] IS NULL THEN :weight::int
-                ELSE u.weight END AS weight,
-           CASE WHEN :state_version_rows::int[] IS NULL THEN :state_version::int
-                ELSE u.state_version END AS state_version
-    FROM ROWS FROM (unnest(:states::bytea[]), unnest(:workflow_rows::text[]),
+           CASE WHEN :weight_rows::text[] IS NULL THEN :weight::int
+                ELSE u.weight::int END AS weight,
+           CASE WHEN :state_version_rows::text[] IS NULL THEN :state_version::int
+                ELSE u.state_version::int END AS state_version
+    FROM ROWS FROM (unnest(:states::text[]), unnest(:workflow_rows::text[]),
                     unnest(:queue_rows::text[]), unnest(:step_rows::text[]),
-                    unnest(:max_attempts_rows::int[]), unnest(:priority_rows::int[]),
-                    unnest(:run_at_rows::timestamptz[]), unnest(:delay_rows::interval[]),
+                    unnest(:max_attempts_rows::text[]), unnest(:priority_rows::text[]),
+                    unnest(:run_at_rows::text[]), unnest(:delay_rows::text[]),
                     unnest(:key_rows::text[]), unnest(:scope_rows::text[]),
                     unnest(:concurrency_key_rows::text[]), unnest(:rate_limit_rows::text[]),
-                    unnest(:rate_partition_rows::text[]), unnest(:weight_rows::int[]),
-                    unnest(:state_version_rows::int[]))
+                    unnest(:rate_partition_rows::text[]), unnest(:weight_rows::text[]),
+                    unnest(:state_version_rows::text[]))
          WITH ORDINALITY AS u(state, workflow, queue, step, max_attempts, priority, run_at,
                               delay, key, scope, concurrency_key, rate_limit,
                               rate_partition, weight, state_version, ord)
