@@ -190,6 +190,15 @@ MUTANTS: list[Mutant] = [
         START,
     ),
     m(
+        "insert_many.unkeyed_order",
+        I,
+        "instance_insert_many",
+        "    WHERE r.key IS NULL\n    ORDER BY r.ord",
+        "    WHERE r.key IS NULL\n    ORDER BY r.workflow, r.ord",
+        "start_many: unkeyed rows go in in entry order (their handles follow id order)",
+        START,
+    ),
+    m(
         "insert.local_status",
         I,
         "instance_insert",

@@ -493,6 +493,22 @@ async def test_start_many_unkeyed_entries_each_make_an_instance(
     assert [states[h.id] for h in handles] == [f'{{"i": {i}}}' for i in range(25)]
 
 
+async def test_start_many_unkeyed_entries_of_interleaved_workflows_get_their_own_handles(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    await make_engine(workflows=[Loose, Mailer], queues=None)
+    entries = [
+        (Loose if i % 3 else Mailer).new(None if i % 2 else f"k{i}", {"i": i}) for i in range(12)
+    ]
+
+    handles = await Loose.start_many(entries)
+
+    stored = {r["id"]: (r["workflow"], r["state"]) for r in await _rows(db, gendurable_schema)}
+    assert [stored[h.id] for h in handles] == [
+        (e.workflow, f'{{"i": {i}}}') for i, e in enumerate(entries)
+    ]
+
+
 async def test_start_many_entries_keep_their_options(
     make_engine: MakeEngine,
     manual_clock: gd.ManualClock,

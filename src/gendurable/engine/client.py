@@ -169,18 +169,13 @@ class Client:
             if key is not None and (entries[i].workflow, key) not in created:
                 held.append((entries[i].workflow, key))
         holders = await self.store.instances_holding_keys(keys=held) if held else {}
-        # Unkeyed rows go in after the keyed ones of their workflow, in entry order, and
-        # come back by id: within one workflow their ids ascend in entry order.
-        unkeyed: dict[str, list[int]] = {}
-        for r in inserted:
-            if r.key is None:
-                unkeyed.setdefault(r.workflow, []).append(r.id)
-        pending = {wf: iter(ids) for wf, ids in unkeyed.items()}
+        # Unkeyed rows go in in entry order and come back by id: their ids ascend in it.
+        unkeyed = iter([r.id for r in inserted if r.key is None])
         handles: dict[int, Handle] = {}
         for i in sent:
             entry = entries[i]
             if entry.key is None:
-                handles[i] = Handle(next(pending[entry.workflow]), None, True)
+                handles[i] = Handle(next(unkeyed), None, True)
             elif (entry.workflow, entry.key) in created:
                 handles[i] = Handle(created[(entry.workflow, entry.key)], entry.key, True)
             else:

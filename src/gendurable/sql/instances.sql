@@ -57,10 +57,15 @@ FROM ins, now;
 -- takes no row lock on an instance that holds a key already (it is returned by
 -- `instances_holding_keys` afterwards): a batch waits only on key locks, never on rows, so
 -- it closes no cycle with writers that lock rows (cancel, commits). Keys must be unique
--- within the batch (the caller dedupes). A child's `spawn_index` is its position in the
--- spawn. :state_version is the workflow version of each row's state.
+-- within the batch (the caller dedupes). Rows without a key go in by a plain insert:
+-- none can conflict (the arbiter covers keyed rows only), and ON CONFLICT would make
+-- each a speculative insertion (a lock taken and released, one more WAL record). Unkeyed
+-- rows go in in entry order, so their ids ascend in it. `rows` is read by both inserts,
+-- each taking only its own rows (NOT MATERIALIZED: each row's state is cast once). A
+-- child's `spawn_index` is its position in the spawn. :state_version is the workflow
+-- version of each row's state.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
-rows AS (
+rows AS NOT MATERIALIZED (
     SELECT u.ord, u.state::jsonb AS state,
            CASE WHEN :workflow_rows::text[] IS NULL THEN :workflow::text
                 ELSE u.workflow END AS workflow,
@@ -99,7 +104,7 @@ rows AS (
                               delay, key, scope, concurrency_key, rate_limit,
                               rate_partition, weight, state_version, ord)
 ),
-ins AS (
+keyed AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
         concurrency_key, rate_limit, rate_partition, weight, parent_id, spawn_index,
@@ -111,10 +116,32 @@ ins AS (
            CASE WHEN :parent_id::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t,
            :trace_context::text, r.state_version
     FROM rows r, now
+    WHERE r.key IS NOT NULL
     ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO NOTHING
     RETURNING i.id, i.workflow, i.key, i.queue, i.run_at
+),
+unkeyed AS (
+    INSERT INTO __schema__.instances AS i (
+        workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
+        concurrency_key, rate_limit, rate_partition, weight, parent_id, spawn_index,
+        inserted_at, updated_at, trace_context, state_version)
+    SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
+           coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
+           NULL, r.scope, r.concurrency_key, r.rate_limit,
+           r.rate_partition, r.weight, :parent_id::bigint,
+           CASE WHEN :parent_id::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t,
+           :trace_context::text, r.state_version
+    FROM rows r, now
+    WHERE r.key IS NULL
+    ORDER BY r.ord
+    RETURNING i.id, i.workflow, i.key, i.queue, i.run_at
+),
+ins AS (
+    SELECT * FROM keyed
+    UNION ALL
+    SELECT * FROM unkeyed
 ),
 woken AS (
     SELECT pg_notify(__channel__, 'q:' || q.queue)
