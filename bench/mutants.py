@@ -169,8 +169,12 @@ MUTANTS: list[Mutant] = [
         "insert_many.scope",
         I,
         "instance_insert_many",
-        "r.key, r.scope::__schema__.status[],",
-        "r.key, '{available,executing,awaiting,waiting}'::__schema__.status[],",
+        "CASE WHEN :scope_rows::text[] IS NULL THEN :scope::text[]::__schema__.status[]\n"
+        "                ELSE u.scope::__schema__.status[] END AS scope,",
+        "CASE WHEN :scope_rows::text[] IS NULL OR :scope::text[] IS NULL\n"
+        "                THEN '{available,executing,awaiting,waiting}'::__schema__.status[]\n"
+        "                ELSE '{available,executing,awaiting,waiting}'::__schema__.status[] END"
+        " AS scope,",
         "start_many stores each key's scope",
         START,
         MACHINE,
@@ -183,6 +187,15 @@ MUTANTS: list[Mutant] = [
         "ORDER BY r.ord",
         "lock order: batch inserts take key locks in key order",
         LOCKS,
+        START,
+    ),
+    m(
+        "insert_many.unkeyed_order",
+        I,
+        "instance_insert_many",
+        "    WHERE r.key IS NULL\n    ORDER BY r.ord",
+        "    WHERE r.key IS NULL\n    ORDER BY r.workflow, r.ord",
+        "start_many: unkeyed rows go in in entry order (their handles follow id order)",
         START,
     ),
     m(

@@ -8,10 +8,13 @@ refused before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from operator import attrgetter
+from typing import Any
+
+import msgspec
 
 from .codec import encode_typed
 from .errors import DuplicateKey, ValidationError
@@ -33,9 +36,14 @@ class StepLimit:
 NO_LIMIT = StepLimit()
 
 
-@dataclass(frozen=True, slots=True)
-class NewRow:
-    """One instance to insert, every column encoded."""
+class NewRow(msgspec.Struct, frozen=True, gc=False):
+    """One instance to insert, every column encoded.
+
+    A Struct, not a dataclass: `start_many` builds one per entry, and a Struct is made about
+    ten times faster than a frozen dataclass. Left out of the garbage collector's tracking
+    (`gc=False`): its fields are strings, numbers, times, a tuple of strings and a
+    `StepLimit`, none of which can lead back to it, so it is never part of a cycle.
+    """
 
     workflow: str
     queue: str
@@ -55,25 +63,28 @@ class NewRow:
 
 def new_row(spec: WorkflowSpec, entry: ChildEntry, *, run_at: datetime | None = None) -> NewRow:
     """Encode `entry` (an instance of `spec`) as a row, or raise `ValidationError`."""
-    check_key(entry.key, "key")
-    check_key(entry.concurrency_key, "concurrency_key")
-    check_timing(entry.delay, run_at)
+    if entry.key is not None:
+        check_key(entry.key, "key")
+    if entry.concurrency_key is not None:
+        check_key(entry.concurrency_key, "concurrency_key")
+    if entry.delay is not None or run_at is not None:
+        check_timing(entry.delay, run_at)
     state = encode_state(spec, entry.state)
     step = spec.steps[spec.start_step]
     return NewRow(
-        workflow=spec.name,
-        queue=_queue(entry.queue, spec.queue),
-        step=step.name,
-        state=state,
-        max_attempts=spec.max_attempts(step.name),
-        priority=spec.priority if entry.priority is None else check_priority(entry.priority),
-        run_at=run_at,
-        delay=entry.delay,
-        key=entry.key,
-        scope=check_scope(entry.scope),
-        concurrency_key=entry.concurrency_key,
-        limit=step_limit(spec, step, state),
-        state_version=spec.version,
+        spec.name,
+        spec.queue if entry.queue is None else _queue(entry.queue, spec.queue),
+        step.name,
+        state,
+        step.max_attempts or spec.retry.max_attempts,
+        spec.priority if entry.priority is None else check_priority(entry.priority),
+        run_at,
+        entry.delay,
+        entry.key,
+        LIVE_STATUSES if entry.scope is None else check_scope(entry.scope),
+        entry.concurrency_key,
+        NO_LIMIT if step.rate_limit is None else step_limit(spec, step, state),
+        spec.version,
     )
 
 
@@ -102,46 +113,54 @@ def new_rows(
     return rows
 
 
-class InstanceColumns(TypedDict):
-    """Instances to insert as parallel arrays (`columns`), by parameter name
-    of `instance_insert_many`."""
+InstanceColumns = dict[str, Any]
+"""Instances to insert, as the parameters of `instance_insert_many` (`columns`)."""
 
-    workflows: list[str]
-    queues: list[str]
-    steps: list[str]
-    states: list[bytes]
-    max_attempts: list[int]
-    priorities: list[int]
-    run_ats: list[datetime | None]
-    delays: list[timedelta | None]
-    keys: list[str | None]
-    scopes: list[str]
-    concurrency_keys: list[str | None]
-    rate_limits: list[str | None]
-    rate_partitions: list[str | None]
-    weights: list[int]
-    state_versions: list[int]
+
+def _interval(delay: timedelta) -> str:
+    return f"{delay.days} days {delay.seconds} seconds {delay.microseconds} microseconds"
+
+
+def _texts(convert: Callable[[Any], str]) -> Callable[[list[Any]], list[str | None]]:
+    return lambda values: [None if v is None else convert(v) for v in values]
+
+
+_SHARED: tuple[tuple[str, Callable[[NewRow], Any], Callable[[list[Any]], list[Any]]], ...] = (
+    ("workflow", attrgetter("workflow"), list),
+    ("queue", attrgetter("queue"), list),
+    ("step", attrgetter("step"), list),
+    ("max_attempts", attrgetter("max_attempts"), _texts(str)),
+    ("priority", attrgetter("priority"), _texts(str)),
+    ("run_at", attrgetter("run_at"), _texts(datetime.isoformat)),
+    ("delay", attrgetter("delay"), _texts(_interval)),
+    ("key", attrgetter("key"), list),
+    ("scope", attrgetter("scope"), _texts(lambda s: "{" + ",".join(s) + "}")),
+    ("concurrency_key", attrgetter("concurrency_key"), list),
+    ("rate_limit", attrgetter("limit.name"), list),
+    ("rate_partition", attrgetter("limit.partition"), list),
+    ("weight", attrgetter("limit.weight"), _texts(str)),
+    ("state_version", attrgetter("state_version"), _texts(str)),
+)
+"""The columns `instance_insert_many` takes once for a batch, or as `<name>_rows` (text, the
+form PostgreSQL's input of the column's type reads) when the rows differ in it."""
 
 
 def columns(rows: Sequence[NewRow]) -> InstanceColumns:
-    """The parallel arrays `instance_insert_many` takes, by parameter name."""
-    return InstanceColumns(
-        workflows=[r.workflow for r in rows],
-        queues=[r.queue for r in rows],
-        steps=[r.step for r in rows],
-        states=[r.state for r in rows],
-        max_attempts=[r.max_attempts for r in rows],
-        priorities=[r.priority for r in rows],
-        run_ats=[r.run_at for r in rows],
-        delays=[r.delay for r in rows],
-        keys=[r.key for r in rows],
-        scopes=["{" + ",".join(r.scope) + "}" for r in rows],
-        concurrency_keys=[r.concurrency_key for r in rows],
-        rate_limits=[r.limit.name for r in rows],
-        rate_partitions=[r.limit.partition for r in rows],
-        weights=[r.limit.weight for r in rows],
-        state_versions=[r.state_version for r in rows],
-    )
+    """`rows` as the parameters of `instance_insert_many`: the states (`"states"`, one per
+    row), and each other column once when every row holds the same value, else as an
+    array."""
+    params: InstanceColumns = {"states": [r.state.decode() for r in rows]}
+    count = len(rows)
+    for name, get, texts in _SHARED:
+        values = list(map(get, rows))
+        first = values[0] if values else None
+        if values.count(first) == count:
+            params[name] = list(first) if name == "scope" and first else first
+            params[f"{name}_rows"] = None
+        else:
+            params[name] = None
+            params[f"{name}_rows"] = texts(values)
+    return params
 
 
 def step_limit(

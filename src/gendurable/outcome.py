@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeAlias
 
+import msgspec
+
 StepRef: TypeAlias = "str | Callable[..., Any]"
 
 
@@ -51,12 +53,13 @@ class Reawait:
     state: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class ChildEntry:
+class ChildEntry(msgspec.Struct, frozen=True):
     """An instance to insert: built by `Flow.new(...)` for `spawn` or `start_many`.
 
     `scope` lists the statuses in which the instance keeps its key reserved (default: the
-    live ones), as for `Flow.start(scope=...)`.
+    live ones), as for `Flow.start(scope=...)`. A frozen value (a Struct: a batch of
+    `start_many` builds one per entry, and a Struct is made about ten times faster than a
+    frozen dataclass).
     """
 
     workflow: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -12,6 +12,8 @@ import msgspec
 import pytest
 
 import gendurable as gd
+from gendurable.entries import columns, new_row
+from gendurable.outcome import ChildEntry
 from gendurable.records import LIVE_STATUSES
 from gendurable.testing import MakeEngine
 from recordings import recorded
@@ -43,6 +45,23 @@ class Loose:
     @gd.step
     async def run(self, state: Any, ctx: gd.Context) -> gd.Outcome:
         return gd.done(state)
+
+
+@gd.workflow(name="start.metered", queue="metered", priority=5, max_attempts=7, version=2)
+class Metered:
+    """Every column a start writes differs from `Order`'s: queue, priority, start step, its
+    attempts and rate limit (partitioned by the state, weighted), the state's version."""
+
+    class State(msgspec.Struct):
+        tenant: str = "acme"
+
+    @gd.step(start=True, rate_limit="api", partition=lambda s: s.tenant, weight=2, max_attempts=3)
+    async def call(self, state: State, ctx: gd.Context) -> gd.Outcome:
+        return gd.done()
+
+    @gd.upgrade(from_version=1)
+    def up(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state
 
 
 async def _rows(db: asyncpg.Connection, schema: str, where: str = "true") -> list[asyncpg.Record]:
@@ -474,6 +493,22 @@ async def test_start_many_unkeyed_entries_each_make_an_instance(
     assert [states[h.id] for h in handles] == [f'{{"i": {i}}}' for i in range(25)]
 
 
+async def test_start_many_unkeyed_entries_of_interleaved_workflows_get_their_own_handles(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    await make_engine(workflows=[Loose, Mailer], queues=None)
+    entries = [
+        (Loose if i % 3 else Mailer).new(None if i % 2 else f"k{i}", {"i": i}) for i in range(12)
+    ]
+
+    handles = await Loose.start_many(entries)
+
+    stored = {r["id"]: (r["workflow"], r["state"]) for r in await _rows(db, gendurable_schema)}
+    assert [stored[h.id] for h in handles] == [
+        (e.workflow, f'{{"i": {i}}}') for i, e in enumerate(entries)
+    ]
+
+
 async def test_start_many_entries_keep_their_options(
     make_engine: MakeEngine,
     manual_clock: gd.ManualClock,
@@ -497,6 +532,104 @@ async def test_start_many_entries_keep_their_options(
         3,
         now + timedelta(minutes=5),
     )
+
+
+async def test_start_many_rows_store_what_start_stores_whether_the_batch_shares_a_column_or_not(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    """A batch sends a column once when all its rows hold the same value, else one value per
+    row: either way each row stores what `start` stores for the same entry."""
+    engine = await make_engine(workflows=[Order, Mailer, Metered], queues=None)
+    every = ("available", "executing", "awaiting", "waiting", "done")
+
+    def mixed(tag: str) -> list[ChildEntry]:  # rows differing in every column
+        return [
+            Order.new(f"{tag}-o", Order.State(amount=1)),
+            Metered.new(
+                f"{tag}-m",
+                Metered.State(tenant="t1"),
+                queue="q2",
+                priority=-4,
+                delay=timedelta(seconds=30),
+                concurrency_key="c-1",
+                scope=every,
+            ),
+            Mailer.new(None, {"x": 1}),
+            Metered.new(f"{tag}-m2", Metered.State(tenant="t2")),
+        ]
+
+    def shared(tag: str) -> list[ChildEntry]:  # rows alike but for key and state
+        return [
+            Metered.new(f"{tag}-{i}", Metered.State(tenant="t"), priority=9, scope=every)
+            for i in range(3)
+        ]
+
+    async def stored(handles: list[gd.Handle], tag: str) -> list[tuple[Any, ...]]:
+        rows = []
+        for h in handles:
+            row = await db.fetchrow(
+                "SELECT workflow, queue, step, state::text, max_attempts, priority, run_at, "
+                "key, scope::text[], concurrency_key, rate_limit, rate_partition, weight, "
+                f'state_version, parent_id, spawn_index FROM "{gendurable_schema}".instances '
+                "WHERE id = $1",
+                h.id,
+            )
+            assert row is not None
+            rows.append((*row.values(),))
+        return [tuple(v.replace(tag, "") if isinstance(v, str) else v for v in r) for r in rows]
+
+    for entries in (mixed, shared):
+        one_by_one = [
+            await engine.start_instance(
+                e.workflow,
+                key=e.key,
+                state=e.state,
+                queue=e.queue,
+                priority=e.priority,
+                delay=e.delay,
+                concurrency_key=e.concurrency_key,
+                scope=e.scope,
+            )
+            for e in entries("one")
+        ]
+        batch = await engine.start_many(entries("many"))
+
+        assert all(h.created for h in batch)
+        assert await stored(batch, "many") == await stored(one_by_one, "one")
+
+
+async def test_a_batch_of_rows_each_with_its_own_run_at_or_delay_stores_each_exactly(
+    make_engine: MakeEngine,
+    manual_clock: gd.ManualClock,
+    db: asyncpg.Connection,
+    gendurable_schema: str,
+) -> None:
+    """Times and intervals that differ per row travel as text: each comes back to the
+    microsecond, whatever its zone (no entry of `start_many` has a `run_at` of its own, but
+    the batch insert takes one per row)."""
+    engine = await make_engine(workflows=[Loose], queues=None)
+    now = manual_clock.now()
+    zone = timezone(timedelta(hours=-3, minutes=-30))
+    at = [now + timedelta(days=400, microseconds=7), (now + timedelta(hours=5)).astimezone(zone)]
+    delays = [timedelta(days=2, seconds=5, microseconds=999_999), timedelta(microseconds=1)]
+    rows = [new_row(Loose.spec, Loose.new(f"at-{i}", {}), run_at=t) for i, t in enumerate(at)]
+    rows += [new_row(Loose.spec, Loose.new(f"in-{i}", {}, delay=d)) for i, d in enumerate(delays)]
+    params = columns(rows)
+    assert params["run_at_rows"] is not None  # the path under test: one value per row
+    assert params["delay_rows"] is not None
+
+    await engine.store.instance_insert_many(columns=params, parent_id=None, now=now)
+
+    stored = {
+        r["key"]: r["run_at"]
+        for r in await db.fetch(f'SELECT key, run_at FROM "{gendurable_schema}".instances')
+    }
+    assert stored == {
+        "at-0": at[0],
+        "at-1": at[1],
+        "in-0": now + delays[0],
+        "in-1": now + delays[1],
+    }
 
 
 async def test_start_many_bad_entry_writes_nothing(

@@ -394,7 +394,7 @@ class EngineStore:
         written with `state_version`; `max_attempts` are those `then` may use (None: the row
         keeps its own).
         """
-        count = len(children["workflows"]) if children else 0
+        count = len(children["states"]) if children else 0
         insert = self.db.sql["instance_insert_many"]
         park = self.db.sql["outcome_spawn"]
         timeout = self.db.timeout

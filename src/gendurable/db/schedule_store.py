@@ -162,7 +162,7 @@ class ScheduleStore:
                 ]
                 work = plan(due)
                 started: dict[tuple[str, str], Started] = {}
-                if work.columns["workflows"]:
+                if work.columns["states"]:
                     for r in await conn.fetch(
                         insert.sql,
                         *insert.args(

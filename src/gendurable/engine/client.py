@@ -39,6 +39,9 @@ from .claimed import StoredSignal
 from .local import LocalRunner
 from .notifier import Notifier
 
+NO_HANDLE = Handle(0, None, False)
+"""A placeholder in `start_many`'s list of handles, every one replaced before it returns."""
+
 
 class Client:
     """Starts and inspects instances of the workflows in `specs`."""
@@ -136,6 +139,7 @@ class Client:
         first_of: dict[tuple[str, str], int] = {}
         duplicate_of: dict[int, int] = {}
         sent: list[int] = []
+        limit = self.max_payload_bytes
         for i, entry in enumerate(entries):
             if not isinstance(entry, ChildEntry):
                 raise ValidationError(
@@ -150,8 +154,10 @@ class Client:
                     duplicate_of[i] = first_of[ident]
                     continue
                 first_of[ident] = i
-            rows.append(new_row(spec, entry))
-            check_size(rows[-1].state, self.max_payload_bytes, f"entry {i}: {spec.name} state")
+            row = new_row(spec, entry)
+            if len(row.state) > limit:  # the message is built only for the refusal
+                check_size(row.state, limit, f"entry {i}: {spec.name} state")
+            rows.append(row)
             sent.append(i)
         if not sent:
             return []
@@ -169,25 +175,24 @@ class Client:
             if key is not None and (entries[i].workflow, key) not in created:
                 held.append((entries[i].workflow, key))
         holders = await self.store.instances_holding_keys(keys=held) if held else {}
-        # Unkeyed rows go in after the keyed ones of their workflow, in entry order, and
-        # come back by id: within one workflow their ids ascend in entry order.
-        unkeyed: dict[str, list[int]] = {}
-        for r in inserted:
-            if r.key is None:
-                unkeyed.setdefault(r.workflow, []).append(r.id)
-        pending = {wf: iter(ids) for wf, ids in unkeyed.items()}
-        handles: dict[int, Handle] = {}
+        # Unkeyed rows go in in entry order and come back by id: their ids ascend in it.
+        unkeyed = iter([r.id for r in inserted if r.key is None])
+        handles: list[Handle] = [NO_HANDLE] * len(entries)
         for i in sent:
             entry = entries[i]
-            if entry.key is None:
-                handles[i] = Handle(next(pending[entry.workflow]), None, True)
-            elif (entry.workflow, entry.key) in created:
-                handles[i] = Handle(created[(entry.workflow, entry.key)], entry.key, True)
+            key = entry.key
+            if key is None:
+                handles[i] = Handle(next(unkeyed), None, True)
             else:
-                handles[i] = Handle(holders[(entry.workflow, entry.key)], entry.key, False)
+                made = created.get((entry.workflow, key))
+                handles[i] = (
+                    Handle(made, key, True)
+                    if made is not None
+                    else Handle(holders[(entry.workflow, key)], key, False)
+                )
         for i, first in duplicate_of.items():
             handles[i] = Handle(handles[first].id, handles[first].key, False)
-        return [handles[i] for i in range(len(entries))]
+        return handles
 
     async def get(self, workflow: str, key_or_id: str | int) -> InstanceInfo:
         """A snapshot of one instance; `NoTarget` when there is none.

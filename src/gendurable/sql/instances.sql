@@ -44,43 +44,104 @@ SELECT ins.*, 0.0::float8 AS waited,
 FROM ins, now;
 
 -- name: instance_insert_many
--- A batch of starts, or the children of one spawn (:parent_id, NULL for start_many), as
--- parallel arrays. Rows go in ordered by (workflow, key) in the C collation: two writers
--- racing over the same new keys take the unique-index locks in the same order, so they
--- cannot deadlock. ON CONFLICT DO NOTHING takes no row lock on an instance that holds a key
--- already (it is returned by `instances_holding_keys` afterwards): a batch waits only on
--- key locks, never on rows, so it closes no cycle with writers that lock rows (cancel,
--- commits). Keys must be unique within the batch (the caller dedupes). A child's
--- `spawn_index` is its position in the spawn. :state_versions holds each row's workflow
--- version, parallel to the other arrays.
+-- A batch of starts, or the children of one spawn (:parent_id, NULL for start_many). Each
+-- column comes once for the whole batch (:workflow, :queue, ...) unless the rows differ in
+-- it: then its array holds a value per row (:workflow_rows, ...; NULL when not sent). A
+-- batch of one workflow's starts sends the states and little else per row: every array
+-- element costs the client its encoding, and a value sent once is cast once. Every array
+-- is text[] (the states JSON text, the numbers, times and intervals in their text form,
+-- cast here): asyncpg has a codec of its own for text[] only, and looks up any other array
+-- type with a catalog query on each connection's first use. Rows go in ordered by
+-- (workflow, key) in the C collation: two writers racing over the same new keys take the
+-- unique-index locks in the same order, so they cannot deadlock. ON CONFLICT DO NOTHING
+-- takes no row lock on an instance that holds a key already (it is returned by
+-- `instances_holding_keys` afterwards): a batch waits only on key locks, never on rows, so
+-- it closes no cycle with writers that lock rows (cancel, commits). Keys must be unique
+-- within the batch (the caller dedupes). Rows without a key go in by a plain insert:
+-- none can conflict (the arbiter covers keyed rows only), and ON CONFLICT would make
+-- each a speculative insertion (a lock taken and released, one more WAL record). Unkeyed
+-- rows go in in entry order, so their ids ascend in it. `rows` is read by both inserts,
+-- each taking only its own rows (NOT MATERIALIZED: each row's state is cast once). A
+-- child's `spawn_index` is its position in the spawn. :state_version is the workflow
+-- version of each row's state.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
-rows AS (
-    SELECT u.*
-    FROM unnest(:workflows::text[], :queues::text[], :steps::text[], :states::jsonb[],
-                :max_attempts::int[], :priorities::int[], :run_ats::timestamptz[],
-                :delays::interval[], :keys::text[], :scopes::text[],
-                :concurrency_keys::text[], :rate_limits::text[], :rate_partitions::text[],
-                :weights::int[])
-         WITH ORDINALITY AS u(workflow, queue, step, state, max_attempts, priority,
-                              run_at, delay, key, scope, concurrency_key, rate_limit,
-                              rate_partition, weight, ord)
+rows AS NOT MATERIALIZED (
+    SELECT u.ord, u.state::jsonb AS state,
+           CASE WHEN :workflow_rows::text[] IS NULL THEN :workflow::text
+                ELSE u.workflow END AS workflow,
+           CASE WHEN :queue_rows::text[] IS NULL THEN :queue::text ELSE u.queue END AS queue,
+           CASE WHEN :step_rows::text[] IS NULL THEN :step::text ELSE u.step END AS step,
+           CASE WHEN :max_attempts_rows::text[] IS NULL THEN :max_attempts::int
+                ELSE u.max_attempts::int END AS max_attempts,
+           CASE WHEN :priority_rows::text[] IS NULL THEN :priority::int
+                ELSE u.priority::int END AS priority,
+           CASE WHEN :run_at_rows::text[] IS NULL THEN :run_at::timestamptz
+                ELSE u.run_at::timestamptz END AS run_at,
+           CASE WHEN :delay_rows::text[] IS NULL THEN :delay::interval
+                ELSE u.delay::interval END AS delay,
+           CASE WHEN :key_rows::text[] IS NULL THEN :key::text ELSE u.key END AS key,
+           CASE WHEN :scope_rows::text[] IS NULL THEN :scope::text[]::__schema__.status[]
+                ELSE u.scope::__schema__.status[] END AS scope,
+           CASE WHEN :concurrency_key_rows::text[] IS NULL THEN :concurrency_key::text
+                ELSE u.concurrency_key END AS concurrency_key,
+           CASE WHEN :rate_limit_rows::text[] IS NULL THEN :rate_limit::text
+                ELSE u.rate_limit END AS rate_limit,
+           CASE WHEN :rate_partition_rows::text[] IS NULL THEN :rate_partition::text
+                ELSE u.rate_partition END AS rate_partition,
+           CASE WHEN :weight_rows::text[] IS NULL THEN :weight::int
+                ELSE u.weight::int END AS weight,
+           CASE WHEN :state_version_rows::text[] IS NULL THEN :state_version::int
+                ELSE u.state_version::int END AS state_version
+    FROM ROWS FROM (unnest(:states::text[]), unnest(:workflow_rows::text[]),
+                    unnest(:queue_rows::text[]), unnest(:step_rows::text[]),
+                    unnest(:max_attempts_rows::text[]), unnest(:priority_rows::text[]),
+                    unnest(:run_at_rows::text[]), unnest(:delay_rows::text[]),
+                    unnest(:key_rows::text[]), unnest(:scope_rows::text[]),
+                    unnest(:concurrency_key_rows::text[]), unnest(:rate_limit_rows::text[]),
+                    unnest(:rate_partition_rows::text[]), unnest(:weight_rows::text[]),
+                    unnest(:state_version_rows::text[]))
+         WITH ORDINALITY AS u(state, workflow, queue, step, max_attempts, priority, run_at,
+                              delay, key, scope, concurrency_key, rate_limit,
+                              rate_partition, weight, state_version, ord)
 ),
-ins AS (
+keyed AS (
     INSERT INTO __schema__.instances AS i (
         workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
         concurrency_key, rate_limit, rate_partition, weight, parent_id, spawn_index,
         inserted_at, updated_at, trace_context, state_version)
     SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
            coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
-           r.key, r.scope::__schema__.status[], r.concurrency_key, r.rate_limit,
+           r.key, r.scope, r.concurrency_key, r.rate_limit,
            r.rate_partition, r.weight, :parent_id::bigint,
            CASE WHEN :parent_id::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t,
-           :trace_context::text, (:state_versions::int[])[r.ord::int]
+           :trace_context::text, r.state_version
     FROM rows r, now
+    WHERE r.key IS NOT NULL
     ORDER BY r.workflow COLLATE "C", r.key COLLATE "C", r.ord
     ON CONFLICT (workflow, key) WHERE key IS NOT NULL AND status = ANY (scope)
     DO NOTHING
     RETURNING i.id, i.workflow, i.key, i.queue, i.run_at
+),
+unkeyed AS (
+    INSERT INTO __schema__.instances AS i (
+        workflow, queue, step, state, max_attempts, priority, run_at, key, scope,
+        concurrency_key, rate_limit, rate_partition, weight, parent_id, spawn_index,
+        inserted_at, updated_at, trace_context, state_version)
+    SELECT r.workflow, r.queue, r.step, r.state, r.max_attempts, r.priority,
+           coalesce(r.run_at, now.t + coalesce(r.delay, interval '0')),
+           NULL, r.scope, r.concurrency_key, r.rate_limit,
+           r.rate_partition, r.weight, :parent_id::bigint,
+           CASE WHEN :parent_id::bigint IS NOT NULL THEN r.ord::int - 1 END, now.t, now.t,
+           :trace_context::text, r.state_version
+    FROM rows r, now
+    WHERE r.key IS NULL
+    ORDER BY r.ord
+    RETURNING i.id, i.workflow, i.key, i.queue, i.run_at
+),
+ins AS (
+    SELECT * FROM keyed
+    UNION ALL
+    SELECT * FROM unkeyed
 ),
 woken AS (
     SELECT pg_notify(__channel__, 'q:' || q.queue)
