@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SQL = "src/gendurable/sql/"
 SCHEMA = SQL + "migrations/0001_initial.sql"
+ENDED = SQL + "migrations/0003_ended_fast_path.sql"
+"""Where `instances_ended` is defined last (the function the database runs)."""
 DECIDE = "src/gendurable/engine/decide.py"
 GROUP = "src/gendurable/engine/group_commit.py"
 
@@ -1565,7 +1567,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.cascade",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "WHERE c.parent_id = ANY (ended || cascaded)\n",
         "WHERE c.parent_id = ANY (ended || cascaded) AND false\n",
@@ -1575,7 +1577,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.cascade_live_only",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         [
             (
@@ -1608,7 +1610,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.cascade_rounds",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "EXIT WHEN cardinality(more) = 0;\n        cascaded := cascaded || more;",
         "cascaded := cascaded || more;\n        EXIT;",
@@ -1618,7 +1620,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.purge",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "    DELETE FROM __schema__.signals WHERE instance_id = ANY (everything);\n",
         "",
@@ -1628,7 +1630,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.count_by_n",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "SET pending_children = p.pending_children - parents.n,",
         "SET pending_children = p.pending_children - 1,",
@@ -1638,7 +1640,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.count_live_parents",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "        WHERE p.status IN ('available', 'executing', 'awaiting', 'waiting')\n"
         "        ORDER BY p.id",
@@ -1650,7 +1652,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.lock_order",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "ORDER BY i.id\n            FOR UPDATE OF i\n        ),\n        cancelled",
         "ORDER BY i.id DESC\n            FOR UPDATE OF i\n        ),\n        cancelled",
@@ -1659,12 +1661,50 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.announce",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
-        "    PERFORM pg_notify(channel, 't:' || e) FROM unnest(everything) AS e;\n",
+        [
+            ("    PERFORM pg_notify(channel, 't:' || e) FROM unnest(everything) AS e;\n", ""),
+            ("        PERFORM pg_notify(channel, 't:' || e) FROM unnest(ended) AS e;\n", ""),
+        ],
         "",
         "every end is announced to result() waiters",
         RESULT,
+        EFFECTS,
+    ),
+    m(
+        "ended.fast_children",
+        ENDED,
+        "fn:instances_ended",
+        "    IF NOT EXISTS (SELECT 1 FROM __schema__.instances c\n"
+        "                   WHERE c.parent_id = ANY (ended)\n"
+        "                     AND c.status IN ('available', 'executing', 'awaiting', 'waiting'))\n"
+        "       AND NOT EXISTS",
+        "    IF NOT EXISTS",
+        "the fast path is taken only when no live child is to be cancelled",
+        CASCADE,
+        CHILDREN,
+    ),
+    m(
+        "ended.fast_inbox",
+        ENDED,
+        "fn:instances_ended",
+        "       AND NOT EXISTS (SELECT 1 FROM __schema__.signals s "
+        "WHERE s.instance_id = ANY (ended))\n",
+        "",
+        "the fast path is taken only when no inbox is to be purged",
+        AWAITS,
+        EFFECTS,
+    ),
+    m(
+        "ended.fast_parent",
+        ENDED,
+        "fn:instances_ended",
+        "       AND NOT EXISTS (SELECT 1 FROM __schema__.instances e\n"
+        "                       WHERE e.id = ANY (ended) AND e.parent_id IS NOT NULL) THEN",
+        " THEN",
+        "the fast path is taken only when no parent is to be counted down",
+        CHILDREN,
         EFFECTS,
     ),
     # -- decide() ---------------------------------------------------------------------------
