@@ -35,7 +35,10 @@ from harness.flows import QUEUE, bench_job
 from harness.meters import CpuWindow
 from harness.report import Report
 
-from gendurable.sql import statements
+try:
+    from gendurable.sql import statements
+except ImportError:  # an engine from before named statements (run with its virtualenv)
+    statements = None
 
 STATS = """
 SELECT query, calls, plans, total_exec_time, total_plan_time, rows, shared_blks_hit,
@@ -55,7 +58,8 @@ def name_of(query: str, known: dict[str, str]) -> str:
 
 async def one_run(env: BenchEnv, jobs: int, concurrency: int) -> None:
     schema = new_schema()
-    known = {name: s.sql for name, s in statements(schema).items()}
+    # (before 0.1.0 a statement was its text)
+    known = {n: getattr(s, "sql", s) for n, s in statements(schema).items()} if statements else {}
     async with bench_engine(env.dsn, [bench_job], {QUEUE: concurrency}, schema=schema) as (
         engine,
         finished,
