@@ -80,6 +80,7 @@ LISTENER = "tests/faults/test_fault_listener.py"
 DASH_STATEMENTS = "tests/db/test_dashboard_plans.py"
 RECHECKS = "tests/db/test_lock_rechecks.py"
 PLAIN = "tests/db/test_plain_commit.py"
+INTERLEAVE = "tests/db/test_interleavings.py"
 COMMITTER = "src/gendurable/engine/committer.py"
 # Queue pause and idempotent signals (issue N, items 2 and 3).
 PAUSE_RACES = "tests/db/test_pause_races.py"
@@ -1684,6 +1685,7 @@ MUTANTS: list[Mutant] = [
         "the fast path is taken only when no live child is to be cancelled",
         CASCADE,
         CHILDREN,
+        INTERLEAVE,
     ),
     m(
         "ended.fast_inbox",
@@ -1695,6 +1697,7 @@ MUTANTS: list[Mutant] = [
         "the fast path is taken only when no inbox is to be purged",
         AWAITS,
         EFFECTS,
+        INTERLEAVE,
     ),
     m(
         "ended.fast_parent",
@@ -1706,6 +1709,7 @@ MUTANTS: list[Mutant] = [
         "the fast path is taken only when no parent is to be counted down",
         CHILDREN,
         EFFECTS,
+        INTERLEAVE,
     ),
     # -- decide() ---------------------------------------------------------------------------
     m(
