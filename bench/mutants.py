@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SQL = "src/gendurable/sql/"
 SCHEMA = SQL + "migrations/0001_initial.sql"
+ENDED = SQL + "migrations/0003_ended_fast_path.sql"
+"""Where `instances_ended` is defined last (the function the database runs)."""
 DECIDE = "src/gendurable/engine/decide.py"
 GROUP = "src/gendurable/engine/group_commit.py"
 
@@ -78,6 +80,7 @@ LISTENER = "tests/faults/test_fault_listener.py"
 DASH_STATEMENTS = "tests/db/test_dashboard_plans.py"
 RECHECKS = "tests/db/test_lock_rechecks.py"
 PLAIN = "tests/db/test_plain_commit.py"
+INTERLEAVE = "tests/db/test_interleavings.py"
 COMMITTER = "src/gendurable/engine/committer.py"
 # Queue pause and idempotent signals (issue N, items 2 and 3).
 PAUSE_RACES = "tests/db/test_pause_races.py"
@@ -1578,7 +1581,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.cascade",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "WHERE c.parent_id = ANY (ended || cascaded)\n",
         "WHERE c.parent_id = ANY (ended || cascaded) AND false\n",
@@ -1588,7 +1591,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.cascade_live_only",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         [
             (
@@ -1621,7 +1624,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.cascade_rounds",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "EXIT WHEN cardinality(more) = 0;\n        cascaded := cascaded || more;",
         "cascaded := cascaded || more;\n        EXIT;",
@@ -1631,7 +1634,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.purge",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "    DELETE FROM __schema__.signals WHERE instance_id = ANY (everything);\n",
         "",
@@ -1641,7 +1644,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.count_by_n",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "SET pending_children = p.pending_children - parents.n,",
         "SET pending_children = p.pending_children - 1,",
@@ -1651,7 +1654,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.count_live_parents",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "        WHERE p.status IN ('available', 'executing', 'awaiting', 'waiting')\n"
         "        ORDER BY p.id",
@@ -1663,7 +1666,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.lock_order",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
         "ORDER BY i.id\n            FOR UPDATE OF i\n        ),\n        cancelled",
         "ORDER BY i.id DESC\n            FOR UPDATE OF i\n        ),\n        cancelled",
@@ -1672,13 +1675,54 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "ended.announce",
-        SCHEMA,
+        ENDED,
         "fn:instances_ended",
-        "    PERFORM pg_notify(channel, 't:' || e) FROM unnest(everything) AS e;\n",
+        [
+            ("    PERFORM pg_notify(channel, 't:' || e) FROM unnest(everything) AS e;\n", ""),
+            ("        PERFORM pg_notify(channel, 't:' || e) FROM unnest(ended) AS e;\n", ""),
+        ],
         "",
         "every end is announced to result() waiters",
         RESULT,
         EFFECTS,
+    ),
+    m(
+        "ended.fast_children",
+        ENDED,
+        "fn:instances_ended",
+        "    IF NOT EXISTS (SELECT 1 FROM __schema__.instances c\n"
+        "                   WHERE c.parent_id = ANY (ended)\n"
+        "                     AND c.status IN ('available', 'executing', 'awaiting', 'waiting'))\n"
+        "       AND NOT EXISTS",
+        "    IF NOT EXISTS",
+        "the fast path is taken only when no live child is to be cancelled",
+        CASCADE,
+        CHILDREN,
+        INTERLEAVE,
+    ),
+    m(
+        "ended.fast_inbox",
+        ENDED,
+        "fn:instances_ended",
+        "       AND NOT EXISTS (SELECT 1 FROM __schema__.signals s "
+        "WHERE s.instance_id = ANY (ended))\n",
+        "",
+        "the fast path is taken only when no inbox is to be purged",
+        AWAITS,
+        EFFECTS,
+        INTERLEAVE,
+    ),
+    m(
+        "ended.fast_parent",
+        ENDED,
+        "fn:instances_ended",
+        "       AND NOT EXISTS (SELECT 1 FROM __schema__.instances e\n"
+        "                       WHERE e.id = ANY (ended) AND e.parent_id IS NOT NULL) THEN",
+        " THEN",
+        "the fast path is taken only when no parent is to be counted down",
+        CHILDREN,
+        EFFECTS,
+        INTERLEAVE,
     ),
     # -- decide() ---------------------------------------------------------------------------
     m(

@@ -402,6 +402,44 @@ def end_cases(statement: str) -> list[Case]:
             reaches=("instances_ended",),
             expect=lambda o: o.status("parent") == "done" and o.status("child") == "cancelled",
         ),
+        # `instances_ended`'s fast path (nothing but the announcement to do): a row whose only
+        # child has ended; and a batch where one row has an inbox, so nothing takes it.
+        Case(
+            f"{statement}.finish_child_ended_before",
+            (statement,),
+            rows(i("r", **EXECUTING), i("child", status="done", parent="r", finished_at=T)),
+            lambda st, r: commit(st, [finish(r.id("r"), TOKEN, "done")]),
+            hold="r",
+            skips=True,
+            skipped=busy("r"),
+            touch=HEARTBEAT,
+            reaches=("instances_ended",),
+            expect=lambda o: (
+                o.result == [{"r": None}, []]
+                and o.status("r") == "done"
+                and o.status("child") == "done"
+            ),
+        ),
+        Case(
+            f"{statement}.finish_plain_and_inbox",
+            (statement,),
+            rows(i("plain", **EXECUTING), i("inbox", **EXECUTING), sig("s", "inbox", "other")),
+            lambda st, r: commit(
+                st,
+                [finish(r.id("plain"), TOKEN, "done"), finish(r.id("inbox"), TOKEN, "failed")],
+            ),
+            hold="plain",
+            skips=True,
+            skipped=lambda o: o.result == [{"inbox": None}, ["plain"]] and o.signals == {},
+            touch=HEARTBEAT,
+            reaches=("instances_ended",),
+            expect=lambda o: (
+                o.result == [{"inbox": None, "plain": None}, []]
+                and o.status("plain") == "done"
+                and o.status("inbox") == "failed"
+                and o.signals == {}
+            ),
+        ),
     ]
 
 

@@ -36,9 +36,10 @@ async def test_a_slot_waiting_for_its_commit_is_claimed_for_again(
 ) -> None:
     started.clear()
     engine = await make_engine(workflows=[One], queues={QUEUE: 1})
-    # Holds every group commit of the schema: the first step's outcome cannot commit.
+    # Holds every group commit that ends an instance (its terminal effects read the inboxes):
+    # the first step's outcome cannot commit.
     await db.execute("BEGIN")
-    await db.execute(f'LOCK TABLE "{gendurable_schema}".signals IN EXCLUSIVE MODE')
+    await db.execute(f'LOCK TABLE "{gendurable_schema}".signals IN ACCESS EXCLUSIVE MODE')
     try:
         await One.start_many([One.new(key="a"), One.new(key="b")], engine=engine)
         await asyncio.wait_for(_event("a").wait(), timeout=30)

@@ -110,10 +110,12 @@ def commits_blocked(schema: str) -> str:
     """A statement whose lock holds every group commit (and signal delivery) of `schema`.
 
     A group commit skips rows someone else locked and sends those outcomes again, so a row
-    lock never holds it; the inbox table it writes to does (a commit's statement takes a
-    ROW EXCLUSIVE lock on `signals`, which EXCLUSIVE blocks; reads go on).
+    lock never holds it; the inbox table does: every commit that ends an instance reads
+    `signals` (the terminal effects look for an inbox to purge, and purge it), and one that
+    consumes a signal writes it. ACCESS EXCLUSIVE blocks reads too (an ending instance with
+    an empty inbox only reads the table).
     """
-    return f'LOCK TABLE "{schema}".signals IN EXCLUSIVE MODE'
+    return f'LOCK TABLE "{schema}".signals IN ACCESS EXCLUSIVE MODE'
 
 
 def plain_commits_blocked(schema: str) -> str:

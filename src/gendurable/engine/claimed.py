@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+import msgspec
+
 from ..entries import NO_LIMIT, StepLimit
 
 
@@ -70,9 +72,10 @@ class StoredChild:
     error: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """One row this worker owns while `locked_by` holds it."""
+class Claimed(msgspec.Struct, frozen=True, gc=False):
+    """One row this worker owns while `locked_by` holds it. A frozen msgspec Struct (one is
+    built for every claimed row and every chained step): its `__init__` costs a tenth of a
+    frozen dataclass's; `msgspec.structs.replace` copies it with changes."""
 
     id: int
     workflow: str
@@ -126,23 +129,18 @@ class Claimed:
         )
 
     def moved(self, step: str, state: bytes, state_version: int) -> Claimed:
-        """The same claim after a kept-claim move to `step` (its state at `state_version`).
-
-        Built field by field: `dataclasses.replace` costs several times more, on a path
-        every chained step takes.
-        """
-        return Claimed(
-            self.id,
-            self.workflow,
-            step,
-            state,
-            0,
-            self.priority,
-            self.key,
-            self.queue,
-            False,
-            0,
-            self.locked_by,
-            trace_context=self.trace_context,
+        """The same claim after a kept-claim move to `step` (its state at `state_version`):
+        a fresh attempt with nothing seen, its inbox, children and limit left behind."""
+        return msgspec.structs.replace(
+            self,
+            step=step,
+            state=state,
+            attempt=0,
+            timed_out=False,
+            await_seen=0,
+            inbox=(),
+            children=(),
+            limit=NO_LIMIT,
+            waited=None,
             state_version=state_version,
         )

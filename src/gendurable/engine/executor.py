@@ -157,7 +157,7 @@ class Executor:
             )
         except StateUpgradeError as exc:
             return claim, exc
-        return replace(claim, state=data, state_version=spec.version), None
+        return msgspec.structs.replace(claim, state=data, state_version=spec.version), None
 
     async def _on_error(
         self, spec: WorkflowSpec, step: StepSpec, claim: Claimed, state: Any, exc: Exception
@@ -228,7 +228,7 @@ class Executor:
             ctx = self._context(spec, step, claim)
         except Exception as exc:  # stored state or a payload no longer decodes (a deploy
             produced = exc  # changed its type): the error path decides, not the reaper
-            ctx = self._context(spec, step, replace(claim, inbox=(), children=()))
+            ctx = self._context(spec, step, msgspec.structs.replace(claim, inbox=(), children=()))
         awaited = tuple([s.id for s in ctx.awaited]) if ctx.awaited else ()
         if not isinstance(produced, BaseException):
             produced = await self._call(step, step.fn, (self.objects.get(spec.name), state, ctx))

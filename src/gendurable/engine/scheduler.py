@@ -150,6 +150,7 @@ class Scheduler:
             except asyncio.CancelledError:
                 await self._give_back(claim, token)
                 raise
+            loop = asyncio.get_running_loop()
             for row in claimed:
                 self._start(
                     Claimed.from_row(
@@ -157,7 +158,8 @@ class Scheduler:
                         token,
                         inboxes.get(row.id, ()),
                         children.get(row.id, ()),
-                    )
+                    ),
+                    loop,
                 )
             self.claimed_total += len(claimed)
             self.deferred_total += len(rows) - len(claimed)
@@ -188,7 +190,7 @@ class Scheduler:
         signal's wake-up; in the slot reserved for it."""
         self._reserved -= 1
         self.claimed_total += 1
-        self._start(Claimed.from_row(row, token, inbox))
+        self._start(Claimed.from_row(row, token, inbox), asyncio.get_running_loop())
 
     def _claim_token(self) -> str:
         """`<locked_by>#<n>`: the name the rows of this scheduler's n-th claim are locked by.
@@ -426,8 +428,8 @@ class Scheduler:
             task.cancel()
         return tasks
 
-    def _start(self, claim: Claimed) -> None:
-        task = asyncio.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
+    def _start(self, claim: Claimed, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._execute(claim), name=f"gendurable:{claim.id}")
         self._running.add(task)
         self._running_claims[task] = (claim.id, claim.locked_by)
         self._idle.clear()
