@@ -12,6 +12,12 @@ statement storing a signal and flipping its row, one updating the row: two trans
 are one JSON line each. With `pg_stat_statements` on the server (PostgreSQL with the
 extension preloaded), the mean execution time of each statement the workload ran is
 another.
+
+With `--commits N`, then: the woken step's commit alone, N times through each group-commit
+statement in turn (a goto of an executing row that consumed one signal, encoded by the
+committer: `outcome_batch` as before, `outcome_plain` since it takes consumed signals),
+client-timed, with a pause of 1 to 5 ms before each; the medians, and the median of the
+per-pair ratios plain / batch.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from gendurable.db.engine_store import EngineStore
 from gendurable.embedded import embedded_dsn
 from gendurable.engine.committer import Committer
 from gendurable.engine.executor import Executor
-from gendurable.engine.group_commit import GroupCommit
+from gendurable.engine.group_commit import BatchItem, GroupCommit
 from gendurable.engine.scheduler import Scheduler
 
 MARKS: dict[str, float] = {}
@@ -198,6 +204,63 @@ async def trace(
     return traces, raw_latencies
 
 
+async def commit_pairs(dsn: str, n: int, seed: int = 7) -> dict[str, Any]:
+    """The woken step's commit alone, through `outcome_batch` and `outcome_plain` in turn."""
+    rng = random.Random(seed)
+    times: dict[str, list[float]] = {"outcome_batch": [], "outcome_plain": []}
+    async with bench_engine(dsn, [AwaitThenNext], {}) as (engine, _):
+        committer = Committer(engine.store, engine.clock, engine.telemetry, {}, {})
+        flushes = {
+            "outcome_batch": committer._flush_general,
+            "outcome_plain": committer._flush_plain,
+        }
+        conn = await asyncpg.connect(dsn)
+        s = f'"{engine.schema}"'
+        try:
+            ids = [
+                r["id"]
+                for r in await conn.fetch(
+                    f"INSERT INTO {s}.instances (workflow, queue, step, state, status, run_at,"
+                    " locked_by, locked_until, inserted_at, updated_at)"
+                    " SELECT 'bench.await_then_next', 'elsewhere', 'wait', 'null', 'executing',"
+                    " now(), 'w1', now() + interval '1 hour', now(), now()"
+                    " FROM generate_series(1, $1) RETURNING id",
+                    2 * n,
+                )
+            ]
+            signals = [
+                r["id"]
+                for r in await conn.fetch(
+                    f"INSERT INTO {s}.signals (instance_id, name, payload, received_at)"
+                    " SELECT id, 'go', 'null', now() FROM unnest($1::bigint[]) id"
+                    " ORDER BY id RETURNING id",
+                    ids,
+                )
+            ]
+            await conn.execute(f"ANALYZE {s}.instances, {s}.signals")
+        finally:
+            await conn.close()
+        for k in range(2 * n):
+            name = ("outcome_batch", "outcome_plain")[(k + k // 2) % 2]  # ABBA
+            item = BatchItem(
+                ids[k], "w1", "goto", step="after", queue=QUEUE, consumed=(signals[k],)
+            )
+            await asyncio.sleep(rng.uniform(0.001, 0.005))
+            started = time.perf_counter()
+            done, busy = await flushes[name]([item])
+            times[name].append(time.perf_counter() - started)
+            if done != {ids[k]: None} or busy:
+                raise RuntimeError(f"the commit of {ids[k]} did not go through: {done}, {busy}")
+    pairs = [p / b for b, p in zip(times["outcome_batch"], times["outcome_plain"], strict=True)]
+    return {
+        "segment": "the woken step's commit alone",
+        "n": n,
+        "outcome_batch_p50_ms": round(statistics.median(times["outcome_batch"]) * 1000, 3),
+        "outcome_plain_p50_ms": round(statistics.median(times["outcome_plain"]) * 1000, 3),
+        "plain_over_batch": round(statistics.median(pairs), 3),
+    }
+
+
 async def statement_means(dsn: str, reset: bool) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -236,19 +299,29 @@ async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dsn")
     parser.add_argument("--signals", type=int, default=200)
+    parser.add_argument("--commits", type=int, default=0)
     args = parser.parse_args(argv)
     instrument()
     async with embedded_dsn(args.dsn) as dsn:
-        traces, raw = await trace(dsn, args.signals)
+        traces, raw = await trace(dsn, args.signals) if args.signals else ([], [])
         means = await statement_means(dsn, reset=False)
-    for label, start, end in SEGMENTS:
+        commits = commit_means = None
+        if args.commits:
+            await statement_means(dsn, reset=True)
+            commits = await commit_pairs(dsn, args.commits)
+            commit_means = await statement_means(dsn, reset=False)
+    for label, start, end in SEGMENTS if traces else ():
         spans = [t[end] - t[start] for t in traces if start in t and end in t]
         print(json.dumps({"segment": label, "n": len(spans), **quantiles(spans)}))
-    print(
-        json.dumps({"segment": "raw asyncpg pair, two statements (interleaved)", **quantiles(raw)})
-    )
+    if raw:
+        raw_pair = {"segment": "raw asyncpg pair, two statements (interleaved)", **quantiles(raw)}
+        print(json.dumps(raw_pair))
     for row in means:
         print(json.dumps(row))
+    if commits is not None:
+        print(json.dumps(commits))
+        for row in commit_means or ():
+            print(json.dumps(row))
 
 
 if __name__ == "__main__":
