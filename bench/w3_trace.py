@@ -153,12 +153,14 @@ class Raw:
             " SET step = 'after', status = 'executing' WHERE id = $1 AND locked_by = 'me'"
         )
 
-    async def one(self) -> float:
+    async def one(self) -> tuple[float, float]:
+        """The round trips of the delivery and of the commit."""
         self.n += 1
         sent = time.perf_counter()
         signal_id = await self.deliver.fetchval(self.n)
+        delivered = time.perf_counter()
         await self.commit.fetchval(self.n, signal_id)
-        return time.perf_counter() - sent
+        return delivered - sent, time.perf_counter() - delivered
 
     async def drop(self) -> None:
         await self.conn.execute("DROP TABLE w3raw_signals, w3raw_rows")
@@ -166,12 +168,12 @@ class Raw:
 
 async def trace(
     dsn: str, signals: int, seed: int = 7
-) -> tuple[list[dict[str, float]], list[float]]:
+) -> tuple[list[dict[str, float]], list[tuple[float, float]]]:
     """Each signal, then (after its own pause) one raw pair: the two interleaved, so the
     machine's load falls on both."""
     rng = random.Random(seed)
     traces: list[dict[str, float]] = []
-    raw_latencies: list[float] = []
+    raw_latencies: list[tuple[float, float]] = []
     conn = await asyncpg.connect(dsn)
     raw = Raw(conn)
     await raw.setup(signals + 1)
@@ -314,8 +316,12 @@ async def main(argv: list[str]) -> None:
         spans = [t[end] - t[start] for t in traces if start in t and end in t]
         print(json.dumps({"segment": label, "n": len(spans), **quantiles(spans)}))
     if raw:
-        raw_pair = {"segment": "raw asyncpg pair, two statements (interleaved)", **quantiles(raw)}
-        print(json.dumps(raw_pair))
+        for label, spans in (
+            ("raw asyncpg pair: the delivery", [d for d, _ in raw]),
+            ("raw asyncpg pair: the commit", [c for _, c in raw]),
+            ("raw asyncpg pair, both (interleaved with the signals)", [d + c for d, c in raw]),
+        ):
+            print(json.dumps({"segment": label, **quantiles(spans)}))
     for row in means:
         print(json.dumps(row))
     if commits is not None:
