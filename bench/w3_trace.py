@@ -18,6 +18,13 @@ statement in turn (a goto of an executing row that consumed one signal, encoded 
 committer: `outcome_batch` as before, `outcome_plain` since it takes consumed signals),
 client-timed, with a pause of 1 to 5 ms before each; the medians, and the median of the
 per-pair ratios plain / batch.
+
+With `--warm N`: N signals delivered and their woken steps committed straight through the
+store (no pause, no step: the two statements back to back on a warm connection), each
+followed by the raw pair; the round trips of each statement (the woken commits alternate
+between `outcome_batch` and `outcome_plain`) and the client CPU of each (`process_time`).
+Run it with `log_min_duration_statement = 0` on the server to read bind and execute times
+from its log.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import random
 import statistics
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +271,71 @@ async def commit_pairs(dsn: str, n: int, seed: int = 7) -> dict[str, Any]:
     }
 
 
+async def warm(dsn: str, n: int) -> dict[str, Any]:
+    """The engine's two statements and the raw pair, back to back (see the module)."""
+    times: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "deliver",
+            "outcome_batch",
+            "outcome_plain",
+            "raw_deliver",
+            "raw_commit",
+            "cpu_deliver",
+            "cpu_commit",
+            "cpu_raw_pair",
+        )
+    }
+    conn = await asyncpg.connect(dsn)
+    raw = Raw(conn)
+    await raw.setup(n)
+    try:
+        async with bench_engine(dsn, [AwaitThenNext], {}) as (engine, _):
+            committer = Committer(engine.store, engine.clock, engine.telemetry, {}, {})
+            keys = [f"w{i}" for i in range(n)]
+            await AwaitThenNext.start_many([AwaitThenNext.new(key=k) for k in keys], engine=engine)
+            await conn.execute(
+                f"UPDATE \"{engine.schema}\".instances SET status = 'awaiting',"
+                " await_names = ARRAY['go']"
+            )
+            for i, key in enumerate(keys):
+                cpu = time.process_time()
+                sent = time.perf_counter()
+                delivery = await engine.store.signal_deliver(
+                    workflow="bench.await_then_next", id=None, key=key, name="go",
+                    payload=b"null", now=None, locked_by="w#1", lease=timedelta(seconds=30),
+                    queue=QUEUE,
+                )  # fmt: skip
+                delivered = time.perf_counter()
+                cpu_delivered = time.process_time()
+                if delivery is None:
+                    raise RuntimeError(f"no instance {key} to signal")
+                item = BatchItem(
+                    delivery.instance_id, "w#1", "goto", step="after", queue=QUEUE,
+                    consumed=(delivery.signal_id,),
+                )  # fmt: skip
+                name = ("outcome_batch", "outcome_plain")[i % 2]
+                flush = committer._flush_plain if i % 2 else committer._flush_general
+                await flush([item])
+                times[name].append(time.perf_counter() - delivered)
+                times["cpu_commit"].append(time.process_time() - cpu_delivered)
+                times["deliver"].append(delivered - sent)
+                times["cpu_deliver"].append(cpu_delivered - cpu)
+                cpu = time.process_time()
+                raw_deliver, raw_commit = await raw.one()
+                times["cpu_raw_pair"].append(time.process_time() - cpu)
+                times["raw_deliver"].append(raw_deliver)
+                times["raw_commit"].append(raw_commit)
+        await raw.drop()
+    finally:
+        await conn.close()
+    return {
+        "segment": "back to back, warm",
+        "n": n,
+        **{f"{k}_p50_ms": round(statistics.median(v) * 1000, 3) for k, v in times.items()},
+    }
+
+
 async def statement_means(dsn: str, reset: bool) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -302,6 +375,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--dsn")
     parser.add_argument("--signals", type=int, default=200)
     parser.add_argument("--commits", type=int, default=0)
+    parser.add_argument("--warm", type=int, default=0)
     args = parser.parse_args(argv)
     instrument()
     async with embedded_dsn(args.dsn) as dsn:
@@ -312,6 +386,7 @@ async def main(argv: list[str]) -> None:
             await statement_means(dsn, reset=True)
             commits = await commit_pairs(dsn, args.commits)
             commit_means = await statement_means(dsn, reset=False)
+        warmed = await warm(dsn, args.warm) if args.warm else None
     for label, start, end in SEGMENTS if traces else ():
         spans = [t[end] - t[start] for t in traces if start in t and end in t]
         print(json.dumps({"segment": label, "n": len(spans), **quantiles(spans)}))
@@ -328,6 +403,8 @@ async def main(argv: list[str]) -> None:
         print(json.dumps(commits))
         for row in commit_means or ():
             print(json.dumps(row))
+    if warmed is not None:
+        print(json.dumps(warmed))
 
 
 if __name__ == "__main__":
