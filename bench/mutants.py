@@ -81,6 +81,7 @@ DASH_STATEMENTS = "tests/db/test_dashboard_plans.py"
 RECHECKS = "tests/db/test_lock_rechecks.py"
 PLAIN = "tests/db/test_plain_commit.py"
 INTERLEAVE = "tests/db/test_interleavings.py"
+INTERLEAVINGS = INTERLEAVE
 COMMITTER = "src/gendurable/engine/committer.py"
 # Queue pause and idempotent signals (issue N, items 2 and 3).
 PAUSE_RACES = "tests/db/test_pause_races.py"
@@ -1014,28 +1015,85 @@ MUTANTS: list[Mutant] = [
         "plain.ended",
         I,
         "outcome_plain",
-        "    WHERE upd.kind = 'finish'\n    HAVING count(*) > 0\n",
+        "    WHERE upd.kind = 'finish' AND consumed_first.n >= 0\n    HAVING count(*) > 0\n",
         "    WHERE upd.kind = 'finish' AND false\n    HAVING count(*) > 0\n",
         "terminal effects: the plain commit's ends count parents down, purge and announce",
         EFFECTS,
         PLAIN,
     ),
     m(
-        "plain.route_kinds",
-        COMMITTER,
-        "def _plain",
-        "return item.kind in _PLAIN_KINDS and not item.consumed",
-        "return not item.consumed",
-        "parks and retries go through outcome_batch, never the plain commit",
+        "plain.consume_exact",
+        I,
+        "outcome_plain",
+        "\n      AND s.instance_id = c.instance_id AND s.id = c.signal_id\n",
+        "\n      AND s.instance_id = c.instance_id\n",
+        "consumption: the plain commit deletes exactly the signals the step saw, not one "
+        "that arrived since",
+        PLAIN,
+        INTERLEAVINGS,
+        AWAITS,
+    ),
+    m(
+        "plain.consume_own",
+        I,
+        "outcome_plain",
+        "AND s.instance_id = c.instance_id AND",
+        "AND",
+        "consumption: the plain commit deletes a consumed signal only from the inbox of the "
+        "instance it is paired with",
         PLAIN,
     ),
     m(
-        "plain.route_consumed",
+        "plain.consume_taken",
+        I,
+        "outcome_plain",
+        "WHERE upd.kind IN ('goto', 'continue') AND c.instance_id = upd.id\n",
+        "WHERE upd.kind IN ('goto', 'continue')\n",
+        "consumption: only a row the plain commit moved on loses the signals its step saw "
+        "(a busy or stale outcome's stay)",
+        PLAIN,
+        INTERLEAVINGS,
+    ),
+    m(
+        "plain.consume_kind",
+        I,
+        "outcome_plain",
+        "WHERE upd.kind IN ('goto', 'continue') AND c.instance_id",
+        "WHERE c.instance_id",
+        "consumption: only a goto or continue consumes in the plain commit",
+        PLAIN,
+        EFFECTS,
+        equivalent="the committer passes consumed signal ids only with goto, continue and park "
+        "items (`_batch_item`): ends carry none, so there is nothing to filter",
+    ),
+    m(
+        "plain.consume_first",
+        I,
+        "outcome_plain",
+        "    FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first\n"
+        "    WHERE upd.kind = 'finish' AND consumed_first.n >= 0\n",
+        "    FROM upd, now\n    WHERE upd.kind = 'finish'\n",
+        "the plain commit consumes signals before the cascade purges the inboxes of the "
+        "descendants it cancels (else the batch fails whole on a signal deleted twice)",
+        EFFECTS,
+    ),
+    m(
+        "plain.pass_consumed",
+        COMMITTER,
+        "",
+        "consumed_signals=[signal for it in items for signal in it.consumed],",
+        "consumed_signals=[],",
+        "the committer hands the plain commit the signals its outcomes consumed",
+        PLAIN,
+        AWAITS,
+    ),
+    m(
+        "plain.route_kinds",
         COMMITTER,
         "def _plain",
-        " and not item.consumed and",
-        " and",
-        "an outcome that consumed signals goes through outcome_batch (which deletes them)",
+        "return item.kind in _PLAIN_KINDS and item.limit",
+        "return item.limit",
+        "parks and retries go through outcome_batch, never the plain commit",
         PLAIN,
     ),
     m(

@@ -114,8 +114,8 @@ async def _commit_plain(
     conn: asyncpg.Connection | None,
 ) -> tuple[dict[int, bool | str | None], set[int]]:
     for o in outcomes:
-        if o["kind"] not in ("goto", "continue", "finish") or o.get("consumed"):
-            raise ValueError(f"outcome_plain commits no {o['kind']} and consumes nothing: {o}")
+        if o["kind"] not in ("goto", "continue", "finish"):
+            raise ValueError(f"outcome_plain commits no {o['kind']}: {o}")
     args: dict[str, Any] = {
         "ids": [o["id"] for o in outcomes],
         "locked_bys": [o["locked_by"] for o in outcomes],
@@ -131,6 +131,8 @@ async def _commit_plain(
         "max_attempts": [o.get("max_attempts") for o in outcomes],
         "queues": [o.get("queue") for o in outcomes],
         "now": when,
+        "consumed_instances": [o["id"] for o in outcomes for _ in o.get("consumed", ())],
+        "consumed_signals": [s for o in outcomes for s in o.get("consumed", ())],
     }
     if conn is None:
         return await engine.store.outcome_plain(**args)

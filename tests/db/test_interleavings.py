@@ -169,6 +169,8 @@ async def plain(store: Store, outcomes: Sequence[dict[str, Any]]) -> Any:
         max_attempts=[None] * len(outcomes),
         queues=[o.get("queue") for o in outcomes],
         now=T,
+        consumed_instances=[o["id"] for o in outcomes for _ in o.get("consumed", ())],
+        consumed_signals=[s for o in outcomes for s in o.get("consumed", ())],
     )
 
 
@@ -1084,6 +1086,57 @@ CASES: list[Case] = [
         lambda st, r: batch(st, [{**move(r.id("r"), TOKEN, "next"), "consumed": [r.id("seen")]}]),
         hold="seen",
         expect=lambda o: o.status("r") == "available" and list(o.signals) == ["late"],
+    ),
+    *(
+        Case(
+            f"outcome_plain.{kind}_consumed_signal_held",
+            ("outcome_plain",),
+            rows(i("r", **EXECUTING), sig("seen", "r"), sig("late", "r")),
+            lambda st, r, lease=lease: plain(
+                st, [{**move(r.id("r"), TOKEN, "next", lease=lease), "consumed": [r.id("seen")]}]
+            ),
+            hold="seen",
+            expect=lambda o, status=status: o.status("r") == status and list(o.signals) == ["late"],
+        )
+        for kind, lease, status in (
+            ("goto", None, "available"),
+            ("continue", LEASE, "executing"),
+        )
+    ),
+    Case(
+        # a row the commit could not take keeps the signals its step saw, for the resend
+        "outcome_plain.consumed_one_held",
+        ("outcome_plain",),
+        rows(i("a", **EXECUTING), i("b", **EXECUTING), sig("sa", "a"), sig("sb", "b")),
+        lambda st, r: plain(
+            st,
+            [{**move(r.id(x), TOKEN, "next"), "consumed": [r.id(f"s{x}")]} for x in ("a", "b")],
+        ),
+        hold="a",
+        skips=True,
+        skipped=lambda o: o.result == [{"b": None}, ["a"]] and list(o.signals) == ["sa"],
+        touch=HEARTBEAT,
+        expect=lambda o: o.status("a") == o.status("b") == "available" and o.signals == {},
+    ),
+    Case(
+        # a claim lost meanwhile: the commit is stale, and the new owner's step will see the
+        # signal the stale step saw
+        "outcome_plain.consumed_claim_lost",
+        ("outcome_plain",),
+        rows(i("a", **EXECUTING), i("b", **EXECUTING), sig("sa", "a"), sig("sb", "b")),
+        lambda st, r: plain(
+            st,
+            [{**move(r.id(x), TOKEN, "next"), "consumed": [r.id(f"s{x}")]} for x in ("a", "b")],
+        ),
+        hold="a",
+        skips=True,
+        skipped=lambda o: o.result == [{"b": None}, ["a"]] and list(o.signals) == ["sa"],
+        touch=CLAIM_LOST,
+        expect=lambda o: (
+            o.result == [{"b": None}, []]
+            and o.status("a") == "executing"
+            and list(o.signals) == ["sa"]
+        ),
     ),
     *end_cases("outcome_batch"),
     *end_cases("outcome_plain"),

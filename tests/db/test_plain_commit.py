@@ -1,9 +1,10 @@
-"""The lean group commit, `outcome_plain`: batches of plain gotos, continues and ends go
-through it, everything else through `outcome_batch`, and it writes exactly what
-`outcome_batch` writes for the outcomes it takes. Its guards (ownership, SKIP LOCKED, the
-parent it counts down, a paused queue) are also in the tests of both statements:
-test_skip_locked, test_lock_order, test_lock_rechecks, test_pause_races, test_guards and
-test_terminal_effects.
+"""The lean group commit, `outcome_plain`: batches of plain gotos, continues and ends
+(whether or not they consumed signals) go through it, everything else through
+`outcome_batch`, and it writes exactly what `outcome_batch` writes for the outcomes it
+takes, inboxes included. Its guards (ownership, SKIP LOCKED, the parent it counts down, a
+paused queue, the signals it deletes) are also in the tests of both statements:
+test_interleavings, test_skip_locked, test_lock_order, test_lock_rechecks, test_pause_races,
+test_guards and test_terminal_effects.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def _items(kind: str, id: int) -> list[BatchItem]:
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["plain", "park", "retry", "consumed", "limit", "weight"])
+@pytest.mark.parametrize("kind", ["plain", "consumed", "park", "retry", "limit", "weight"])
 async def test_a_batch_goes_through_the_plain_commit_only_when_all_its_outcomes_are_plain(
     engine: gd.Engine, kind: str
 ) -> None:
@@ -161,7 +162,102 @@ async def test_a_batch_goes_through_the_plain_commit_only_when_all_its_outcomes_
 
     await commits._flush(_items(kind, 1))
 
-    assert sent == ["outcome_plain" if kind == "plain" else "outcome_batch"]
+    assert sent == ["outcome_plain" if kind in ("plain", "consumed") else "outcome_batch"]
+
+
+async def signal(db: asyncpg.Connection, schema: str, instance: int, name: str) -> int:
+    id: int = await db.fetchval(
+        f'INSERT INTO "{schema}".signals (instance_id, name, payload, received_at) '
+        "VALUES ($1, $2, 'null', now()) RETURNING id",
+        instance,
+        name,
+    )
+    return id
+
+
+async def inboxes(db: asyncpg.Connection, schema: str, ids: Sequence[int]) -> list[list[str]]:
+    """The names of the signals left in each row's inbox, in arrival order."""
+    left = []
+    for id in ids:
+        rows = await db.fetch(
+            f'SELECT name FROM "{schema}".signals WHERE instance_id = $1 ORDER BY id', id
+        )
+        left.append([r["name"] for r in rows])
+    return left
+
+
+async def test_the_plain_commit_deletes_the_consumed_signals_the_general_one_deletes(
+    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    """A goto, a continue and a continue made a goto (its queue paused) each delete the
+    signal their step saw, not one that arrived since; a stale outcome (its claim taken by
+    another worker) deletes nothing."""
+    await engine.pause(PAUSED)
+    commits = committer(engine)
+    answers = []
+    left = []
+    for flush in (commits._flush_general, commits._flush_plain):
+        now = engine.clock.now()
+        assert now is not None
+        ids = [
+            await insert(db, gendurable_schema, now, status="executing",
+                         locked_by="w2" if n == 3 else "w1", locked_until=now + LEASE)
+            for n in range(4)
+        ]  # fmt: skip
+        seen = [await signal(db, gendurable_schema, id, "seen") for id in ids]
+        for id in ids:
+            await signal(db, gendurable_schema, id, "late")
+        goto, kept, released, stale = ids
+        items = [
+            BatchItem(goto, "w1", "goto", step="wait", queue="default", consumed=(seen[0],)),
+            BatchItem(kept, "w1", "continue", step="wait", lease=LEASE, queue="default",
+                      consumed=(seen[1],)),
+            BatchItem(released, "w1", "continue", step="wait", lease=LEASE, queue=PAUSED,
+                      consumed=(seen[2],)),
+            BatchItem(stale, "w1", "goto", step="wait", queue="default", consumed=(seen[3],)),
+        ]  # fmt: skip
+        done, busy = await flush(items)
+        answers.append(([done.get(id, "stale") for id in ids], busy))
+        left.append(await inboxes(db, gendurable_schema, ids))
+
+    assert answers[0] == answers[1] == ([None, None, "released", "stale"], set())
+    assert left[0] == left[1] == [["late"], ["late"], ["late"], ["seen", "late"]]
+
+
+async def test_the_plain_commit_deletes_only_signals_of_the_instance_they_are_paired_with(
+    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    now = engine.clock.now()
+    assert now is not None
+    mover, other = [
+        await insert(db, gendurable_schema, now, status="executing", locked_by="w1",
+                     locked_until=now + LEASE)
+        for _ in range(2)
+    ]  # fmt: skip
+    its_own = await signal(db, gendurable_schema, mover, "go")
+    not_its = await signal(db, gendurable_schema, other, "go")
+
+    done, busy = await engine.store.outcome_plain(
+        ids=[mover],
+        locked_bys=["w1"],
+        kinds=["goto"],
+        steps=["wait"],
+        states=[None],
+        state_versions=[1],
+        delays=[None],
+        leases=[None],
+        statuses=[None],
+        results=[None],
+        errors=[None],
+        max_attempts=[None],
+        queues=["default"],
+        now=now,
+        consumed_instances=[mover, mover],
+        consumed_signals=[its_own, not_its],
+    )
+
+    assert (done, busy) == ({mover: None}, set())
+    assert await inboxes(db, gendurable_schema, [mover, other]) == [[], ["go"]]
 
 
 @pytest.mark.parametrize("statement", GROUP_COMMITS)

@@ -266,8 +266,9 @@ async def test_cancel_reaches_children_a_spawn_committed_while_it_waited(
     assert (await Child.get("y")).status == "cancelled"
 
 
+@pytest.mark.parametrize("statement", GROUP_COMMITS)
 async def test_one_batch_ending_a_parent_and_consuming_a_live_childs_signal_commits_both(
-    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str, statement: str
 ) -> None:
     # The engine never runs a parent while a child of it is live (a spawn makes it wait for
     # them all), so it never sends such a batch; the rows are forced by hand here. The
@@ -286,7 +287,7 @@ async def test_one_batch_ending_a_parent_and_consuming_a_live_childs_signal_comm
     )
     goto = {**move(ids["a"], "w2", "wait"), "consumed": [signal]}
 
-    done, busy = await commit(rig.engine, [finish(parent, "w1", "done"), goto])
+    done, busy = await commit(rig.engine, [finish(parent, "w1", "done"), goto], statement=statement)
 
     assert (set(done), busy) == ({parent, ids["a"]}, set())
     assert (await rig.row(parent))["status"] == "done"

@@ -341,12 +341,16 @@ class EngineStore:
         max_attempts: Sequence[int | None],
         queues: Sequence[str | None],
         now: datetime | None,
+        consumed_instances: Sequence[int] = (),
+        consumed_signals: Sequence[int] = (),
     ) -> tuple[dict[int, bool | str | None], set[int]]:
-        """Commit a batch of plain gotos, continues and finishes (no signal consumed, no
-        rate limit entered) in one statement, leaner than `outcome_batch`, which it answers
-        like: for each id whose guard held, `RELEASED` for a kept-claim move committed as a
-        plain goto because its queue is paused, else None; and the ids whose row (or parent)
-        someone else had locked: not committed, to send again.
+        """Commit a batch of plain gotos, continues and finishes (no rate limit entered) in
+        one statement, leaner than `outcome_batch`, which it answers like: for each id whose
+        guard held, `RELEASED` for a kept-claim move committed as a plain goto because its
+        queue is paused, else None; and the ids whose row (or parent) someone else had
+        locked: not committed, to send again. The signals the gotos and continues consumed
+        come as pairs (`consumed_instances[k]`, `consumed_signals[k]`): each is deleted if
+        its instance's outcome committed here.
         """
         committed = await self.db.rows(
             PlainOutcome,
@@ -365,6 +369,8 @@ class EngineStore:
             max_attempts=list(max_attempts),
             queues=list(queues),
             now=now,
+            consumed_instances=list(consumed_instances),
+            consumed_signals=list(consumed_signals),
         )
         return _answers(committed)
 

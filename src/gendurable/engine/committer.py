@@ -2,12 +2,12 @@
 
 Goto, continue, retry, park and terminal outcomes go through group commit (one guarded
 statement per batch of outcomes that finished together: `outcome_plain` when every one of
-them is a goto, continue or end that consumed no signal and enters no rate limit, else
-`outcome_batch`, which also retries and parks, a park's recheck of the inbox in it, see
-`instances_parked`); a spawn is its own transaction (children first, then the parent). A
-guard that no longer holds means the claim was lost: the outcome is dropped and reported as
-`outcome.stale`. Every state written goes with its workflow's version (`versions`); an outcome
-that keeps the stored state keeps its version too.
+them is a goto, continue or end that enters no rate limit, whether or not it consumed
+signals, else `outcome_batch`, which also retries and parks, a park's recheck of the inbox
+in it, see `instances_parked`); a spawn is its own transaction (children first, then the
+parent). A guard that no longer holds means the claim was lost: the outcome is dropped and
+reported as `outcome.stale`. Every state written goes with its workflow's version
+(`versions`); an outcome that keeps the stored state keeps its version too.
 """
 
 from __future__ import annotations
@@ -150,6 +150,8 @@ class Committer:
             max_attempts=[it.max_attempts for it in items],
             queues=[it.queue for it in items],
             now=self.clock.now(),
+            consumed_instances=[it.id for it in items for _ in it.consumed],
+            consumed_signals=[signal for it in items for signal in it.consumed],
         )
 
     async def _flush_general(
@@ -196,9 +198,9 @@ class Committer:
 
 
 def _plain(item: BatchItem) -> bool:
-    """Whether `outcome_plain` can commit `item`: a goto, continue or finish that consumed no
-    signal and enters no rate limit."""
-    return item.kind in _PLAIN_KINDS and not item.consumed and item.limit == NO_LIMIT
+    """Whether `outcome_plain` can commit `item`: a goto, continue or finish that enters no
+    rate limit."""
+    return item.kind in _PLAIN_KINDS and item.limit == NO_LIMIT
 
 
 _PLAIN_KINDS = frozenset({"goto", "continue", "finish"})

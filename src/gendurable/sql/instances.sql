@@ -518,13 +518,15 @@ SELECT b.id, NULL, NULL, true, false FROM b WHERE b.id NOT IN (SELECT id FROM re
 
 -- name: outcome_plain
 -- The group commit of the common case: a batch of plain gotos, continues and finishes (no
--- signal consumed, no rate limit entered, no park, no retry), as parallel arrays, written as
--- `outcome_batch` writes them, with less to parse and plan. The same guards: each row only
--- for the worker holding its claim; rows, and the parents that finishing children count
--- down, locked with SKIP LOCKED (a row or parent someone else holds comes back `busy`, to be
--- sent again; the statement never waits for one, so the order it takes them in closes no
--- cycle), each through an id array (see `instance_cancel`); a continue in a paused queue
--- (`queue_paused`, asked once per queue of continues) committed as a plain goto, `released`.
+-- rate limit entered, no park, no retry), as parallel arrays, written as `outcome_batch`
+-- writes them, with less to parse and plan. The same guards: each row only for the worker
+-- holding its claim; rows, and the parents that finishing children count down, locked with
+-- SKIP LOCKED (a row or parent someone else holds comes back `busy`, to be sent again; the
+-- statement never waits for one, so the order it takes them in closes no cycle), each
+-- through an id array (see `instance_cancel`); a continue in a paused queue (`queue_paused`,
+-- asked once per queue of continues) committed as a plain goto, `released`. The signals a
+-- goto or continue consumed come as pairs, :consumed_instances[k] and :consumed_signals[k]
+-- (a woken step's, say), and are deleted as `outcome_batch` deletes them.
 -- Terminal effects are `instances_ended`'s. :leases and :delays are in seconds.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 b AS (
@@ -598,10 +600,24 @@ upd AS (
       AND i.locked_by = r.locked_by AND i.status = 'executing'
     RETURNING i.id, r.kind, r.kind = 'continue' AND NOT r.kept AS released
 ),
+-- Only for a row this statement moved on (a row it could not take keeps its inbox: its
+-- outcome is sent again, or was stale), and only the signals of that row the step saw: one
+-- that arrived since is in no pair, and stays for the next step.
+consumed AS (
+    DELETE FROM __schema__.signals s
+    USING upd, unnest(:consumed_instances::bigint[], :consumed_signals::bigint[])
+               AS c(instance_id, signal_id)
+    WHERE upd.kind IN ('goto', 'continue') AND c.instance_id = upd.id
+      AND s.instance_id = c.instance_id AND s.id = c.signal_id
+    RETURNING s.id
+),
+-- After `consumed`, which it reads, as in `outcome_batch`: the cascade purges the inboxes
+-- of the descendants it cancels, and a signal this batch consumed for one of them must be
+-- gone by then.
 ended AS (
     SELECT __schema__.instances_ended(array_agg(upd.id), min(now.t), __channel__) AS cascaded
-    FROM upd, now
-    WHERE upd.kind = 'finish'
+    FROM upd, now, (SELECT count(*) AS n FROM consumed) AS consumed_first
+    WHERE upd.kind = 'finish' AND consumed_first.n >= 0
     HAVING count(*) > 0
 )
 SELECT upd.id, false AS busy, upd.released
