@@ -307,7 +307,7 @@ async def test_an_unkeyed_local_start_is_inserted_claimed_for_its_lease_and_told
     rig: Rig,
 ) -> None:
     # The same guards in the plain insert an unkeyed start takes: claimed (executing) for
-    # its lease only when a scheduler asked, announced only when it goes in unclaimed.
+    # its lease only when a scheduler asked, announced only when it goes in unclaimed and due.
     heard: list[str] = []
     await rig.db.add_listener(rig.store.db.channel, lambda *args: heard.append(args[3]))
 
@@ -320,6 +320,10 @@ async def test_an_unkeyed_local_start_is_inserted_claimed_for_its_lease_and_told
     after = await rig.row(local.id)
     assert (after["status"], after["locked_by"]) == ("executing", "s#1")
     assert after["locked_until"] == rig.now + LEASE
+    assert heard == []
+    later = Flow.new(delay=timedelta(minutes=1))  # due later: nothing to claim now
+    await rig.store.instance_insert(row=new_row(Flow.spec, later), now=rig.now)
+    await rig.db.execute("SELECT 1")
     assert heard == []
     queued = await rig.store.instance_insert(row=new_row(Flow.spec, Flow.new()), now=rig.now)
     await rig.db.execute("SELECT 1")
