@@ -47,8 +47,10 @@ async def one_by_one(
     *,
     schema: str | None = None,
     report: bool = True,
+    keyed: bool = True,
 ) -> dict[str, Any]:
-    """Start `instances` one by one while the same engine runs them (in `schema`, if given)."""
+    """Start `instances` one by one while the same engine runs them (in `schema`, if given);
+    each with a key of its own, or with none (`keyed=False`, `bench/start_unkeyed.py`)."""
     async with bench_engine(
         env.dsn, [ThreeSteps], {QUEUE: concurrency}, schema=schema, keep_schema=schema is not None
     ) as (engine, finished):
@@ -58,9 +60,9 @@ async def one_by_one(
             target = WARM_UP + instances
             COUNTER.reset()
             cpu = CpuWindow(env.postmaster).start()
-            first = await ThreeSteps.start(key="i0", engine=engine)
+            first = await ThreeSteps.start(key="i0" if keyed else None, engine=engine)
             for i in range(1, instances):
-                await ThreeSteps.start(key=f"i{i}", engine=engine)
+                await ThreeSteps.start(key=f"i{i}" if keyed else None, engine=engine)
             loop_s, loop_cpu_s = cpu.lap()
             await finished.wait(target)
             await wait_done_in_table(check, engine.schema, instances, first.id)
@@ -72,7 +74,7 @@ async def one_by_one(
     line = {
         "bench": "w1",
         "system": "gendurable",
-        "variant": f"one-by-one, concurrency {concurrency}",
+        "variant": f"one-by-one, concurrency {concurrency}" + ("" if keyed else ", unkeyed"),
         "instances": instances,
         "concurrency": concurrency,
         "steps": steps,

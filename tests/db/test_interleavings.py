@@ -726,6 +726,21 @@ CASES: list[Case] = [
         touch=ENDED,
         expect=lambda o: o.result["created"] is True and o.status("new1") == "executing",
     ),
+    # instance_insert_unkeyed: a plain insert locks no row it did not make, not even a live
+    # instance of the same workflow (an unkeyed start has no key to look for).
+    Case(
+        "instance_insert_unkeyed.instance_held",
+        ("instance_insert_unkeyed",),
+        rows(i("holder")),
+        lambda st, r: st.instance_insert(row=new(None), now=T, locked_by=TOKEN, lease=LEASE),
+        hold="holder",
+        may_wait=True,
+        expect=lambda o: (
+            o.result["created"] is True
+            and o.status("new1") == "executing"
+            and o.status("holder") == "available"
+        ),
+    ),
     # instance_insert_many: ON CONFLICT DO NOTHING waits for the holder's updater.
     Case(
         "instance_insert_many.key_held",

@@ -118,16 +118,17 @@ async def test_a_claim_of_a_paused_queue_takes_nothing(
     assert sorted(await claim(engine, "w#2")) == ids
 
 
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "unkeyed"])
 async def test_a_local_start_in_a_paused_queue_goes_in_unclaimed(
-    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str
+    keyed: bool, engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str
 ) -> None:
     await pause(engine)
-    entry = new_row(Leaf.spec, Leaf.new(key="paused"))
+    entry = new_row(Leaf.spec, Leaf.new(key="paused" if keyed else None))
     paused = await engine.store.instance_insert(
         row=entry, now=now_of(engine), locked_by="w#1", lease=LEASE
     )
     await QueueStore(engine.store.db).queue_resume(queue="default")
-    entry = new_row(Leaf.spec, Leaf.new(key="running"))
+    entry = new_row(Leaf.spec, Leaf.new(key="running" if keyed else None))
     running = await engine.store.instance_insert(
         row=entry, now=now_of(engine), locked_by="w#2", lease=LEASE
     )

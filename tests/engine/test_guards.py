@@ -303,6 +303,41 @@ async def test_a_local_start_is_inserted_claimed_for_its_lease_and_only_when_it_
     assert heard == ["q:default"]  # a start that goes through the queue is announced
 
 
+async def test_an_unkeyed_local_start_is_inserted_claimed_for_its_lease_and_told_to_nobody(
+    rig: Rig,
+) -> None:
+    # The same guards in the plain insert an unkeyed start takes: claimed (executing) for
+    # its lease only when a scheduler asked, announced only when it goes in unclaimed and due.
+    heard: list[str] = []
+    await rig.db.add_listener(rig.store.db.channel, lambda *args: heard.append(args[3]))
+
+    local = await rig.store.instance_insert(
+        row=new_row(Flow.spec, Flow.new()), now=rig.now, locked_by="s#1", lease=LEASE
+    )
+    await rig.db.execute("SELECT 1")  # delivers what was announced before it
+
+    assert (local.created, local.key, local.locked_by) == (True, None, "s#1")
+    after = await rig.row(local.id)
+    assert (after["status"], after["locked_by"]) == ("executing", "s#1")
+    assert after["locked_until"] == rig.now + LEASE
+    assert heard == []
+    later = Flow.new(delay=timedelta(minutes=1))  # due later: nothing to claim now
+    await rig.store.instance_insert(row=new_row(Flow.spec, later), now=rig.now)
+    await rig.db.execute("SELECT 1")
+    assert heard == []
+    queued = await rig.store.instance_insert(row=new_row(Flow.spec, Flow.new()), now=rig.now)
+    await rig.db.execute("SELECT 1")
+    assert (queued.created, queued.locked_by) == (True, None)
+    after = await rig.row(queued.id)
+    assert (after["status"], after["locked_by"], after["locked_until"]) == (
+        "available",
+        None,
+        None,
+    )
+    assert heard == ["q:default"]
+    assert await rig.claim("w1") == [queued.id]  # the local row is nobody else's
+
+
 async def test_a_claim_lasts_its_lease_and_the_reaper_leaves_it_until_then(rig: Rig) -> None:
     id = (await Flow.start()).id
     assert await rig.claim("w1") == [id]

@@ -111,6 +111,58 @@ async def test_start_on_conflict_raise_raises_duplicate_key(
     assert await _count(db, gendurable_schema) == 1
 
 
+async def test_a_start_without_a_key_takes_the_plain_insert_and_one_with_a_key_the_dedup(
+    make_engine: MakeEngine,
+) -> None:
+    """An unkeyed start cannot conflict: it goes in without ON CONFLICT (no speculative
+    insertion). A keyed one goes through the statement that finds the key's live holder."""
+    engine = await make_engine(workflows=[Order], queues=None)
+    ran: list[str] = []
+    row = engine.store.db.row
+
+    async def spy(kind: Any, name: str, /, **values: Any) -> Any:
+        ran.append(name)
+        return await row(kind, name, **values)
+
+    engine.store.db.row = spy  # type: ignore[method-assign]
+
+    await Order.start(state=Order.State(amount=1))
+    await Order.start(key="k", state=Order.State(amount=2))
+    await Order.start(key="k", state=Order.State(amount=3))
+
+    assert ran == ["instance_insert_unkeyed", "instance_insert", "instance_insert"]
+
+
+async def test_an_unkeyed_start_stores_every_column_a_keyed_start_stores(
+    make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str
+) -> None:
+    engine = await make_engine(workflows=[Metered], queues=None)
+    options: dict[str, Any] = {
+        "state": Metered.State(tenant="t1"),
+        "queue": "q2",
+        "priority": -4,
+        "delay": timedelta(seconds=30),
+        "concurrency_key": "c-1",
+        "scope": ("available", "executing", "awaiting", "waiting", "done"),
+    }
+    keyed = await engine.start_instance(Metered.spec.name, key="k", **options)
+    unkeyed = await engine.start_instance(Metered.spec.name, **options)
+
+    async def stored(id: int) -> tuple[Any, ...]:
+        row = await db.fetchrow(
+            "SELECT workflow, queue, step, status::text, state::text, max_attempts, priority, "
+            "run_at, scope::text[], concurrency_key, rate_limit, rate_partition, weight, "
+            "state_version, trace_context, locked_by, locked_until, attempt, parent_id "
+            f'FROM "{gendurable_schema}".instances WHERE id = $1',
+            id,
+        )
+        assert row is not None
+        return (*row.values(),)
+
+    assert (unkeyed.created, unkeyed.key) == (True, None)
+    assert await stored(unkeyed.id) == await stored(keyed.id)
+
+
 async def test_start_unkeyed_instances_never_conflict(make_engine: MakeEngine) -> None:
     await make_engine(workflows=[Order], queues=None)
 

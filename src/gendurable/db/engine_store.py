@@ -122,29 +122,55 @@ class EngineStore:
 
         With `locked_by` (and its `lease`) a created row is claimed by that worker already.
         """
-        inserted = await self.db.row(
-            InsertedInstance,
-            "instance_insert",
-            workflow=row.workflow,
-            queue=row.queue,
-            step=row.step,
-            state=row.state,
-            max_attempts=row.max_attempts,
-            priority=row.priority,
-            run_at=row.run_at,
-            delay=row.delay,
-            key=row.key,
-            scope=list(row.scope),
-            concurrency_key=row.concurrency_key,
-            rate_limit=row.limit.name,
-            rate_partition=row.limit.partition,
-            weight=row.limit.weight,
-            trace_context=trace_context,
-            state_version=row.state_version,
-            locked_by=locked_by,
-            lease=lease,
-            now=now,
-        )
+        limit = row.limit
+        if row.key is None:
+            # Nothing can conflict with it: a plain insert, not a speculative one.
+            inserted = await self.db.row(
+                InsertedInstance,
+                "instance_insert_unkeyed",
+                workflow=row.workflow,
+                queue=row.queue,
+                step=row.step,
+                state=row.state,
+                max_attempts=row.max_attempts,
+                priority=row.priority,
+                run_at=row.run_at,
+                delay=row.delay,
+                scope=list(row.scope),
+                concurrency_key=row.concurrency_key,
+                rate_limit=limit.name,
+                rate_partition=limit.partition,
+                weight=limit.weight,
+                trace_context=trace_context,
+                state_version=row.state_version,
+                locked_by=locked_by,
+                lease=lease,
+                now=now,
+            )
+        else:
+            inserted = await self.db.row(
+                InsertedInstance,
+                "instance_insert",
+                workflow=row.workflow,
+                queue=row.queue,
+                step=row.step,
+                state=row.state,
+                max_attempts=row.max_attempts,
+                priority=row.priority,
+                run_at=row.run_at,
+                delay=row.delay,
+                key=row.key,
+                scope=list(row.scope),
+                concurrency_key=row.concurrency_key,
+                rate_limit=limit.name,
+                rate_partition=limit.partition,
+                weight=limit.weight,
+                trace_context=trace_context,
+                state_version=row.state_version,
+                locked_by=locked_by,
+                lease=lease,
+                now=now,
+            )
         assert inserted is not None
         return inserted
 

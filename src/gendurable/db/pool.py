@@ -60,6 +60,7 @@ is one (`_transient`)."""
 NOT_IDEMPOTENT = frozenset(
     {
         "instance_insert",
+        "instance_insert_unkeyed",
         "instance_insert_many",
         "signal_deliver",
         "instance_cancel",

@@ -3,7 +3,7 @@
 -- (production); the manual clock passes its own time (tests).
 
 -- name: instance_insert
--- One start. ON CONFLICT DO UPDATE (a no-op assignment) rather than DO NOTHING so that the
+-- One start with a key (`instance_insert_unkeyed` makes one without). ON CONFLICT DO UPDATE (a no-op assignment) rather than DO NOTHING so that the
 -- existing row is returned even when it committed after this statement's snapshot; `created`
 -- tells a fresh insert (xmax = 0) from the live instance that already held the key. A single
 -- start holds no other lock, so waiting for that row's lock can close no cycle.
@@ -40,6 +40,40 @@ ins AS (
 )
 SELECT ins.*, 0.0::float8 AS waited,
        CASE WHEN ins.created AND ins.run_at <= now.t AND ins.locked_by IS NULL
+            THEN pg_notify(__channel__, 'q:' || ins.queue) END AS notified
+FROM ins, now;
+
+-- name: instance_insert_unkeyed
+-- One start without a key, as `instance_insert` makes it (the same columns, the same local
+-- claim, the same notification), by a plain insert: no row can conflict with it (the arbiter
+-- index holds keyed rows only), and under ON CONFLICT each insert is a speculative one (a
+-- lock taken and released, one more WAL record). Always a fresh row: `created` is true.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
+local AS (
+    SELECT CASE WHEN :locked_by::text IS NULL THEN false
+                ELSE NOT __schema__.queue_paused(:queue) END AS claimed
+),
+ins AS (
+    INSERT INTO __schema__.instances AS i (
+        workflow, queue, step, state, max_attempts, priority, run_at, scope,
+        concurrency_key, rate_limit, rate_partition, weight, inserted_at, updated_at,
+        trace_context, state_version, status, locked_by, locked_until)
+    SELECT :workflow, :queue, :step, :state::jsonb, :max_attempts, :priority,
+           coalesce(:run_at::timestamptz, now.t + coalesce(:delay::interval, interval '0')),
+           :scope::text[]::__schema__.status[], :concurrency_key, :rate_limit,
+           :rate_partition, :weight, now.t, now.t, :trace_context::text, :state_version::int,
+           CASE WHEN local.claimed THEN 'executing'::__schema__.status
+                ELSE 'available'::__schema__.status END,
+           CASE WHEN local.claimed THEN :locked_by::text END,
+           CASE WHEN local.claimed THEN now.t + :lease::interval END
+    FROM now, local
+    RETURNING i.id, i.key, i.queue, i.run_at, true AS created, i.workflow, i.step,
+              i.state, i.attempt, i.priority, i.timed_out, i.await_seen, i.children_from,
+              i.rate_limit, i.rate_partition, i.weight, i.trace_context, i.locked_by,
+              i.state_version
+)
+SELECT ins.*, 0.0::float8 AS waited,
+       CASE WHEN ins.run_at <= now.t AND ins.locked_by IS NULL
             THEN pg_notify(__channel__, 'q:' || ins.queue) END AS notified
 FROM ins, now;
 
