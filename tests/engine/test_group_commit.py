@@ -50,3 +50,27 @@ async def test_group_commit_sends_two_outcomes_of_one_instance_in_different_batc
     )
 
     assert statement.sent == [[1, 2], [1]]
+
+
+async def test_group_commit_close_ends_a_batch_resent_while_its_row_stays_locked() -> None:
+    # Its row is held by someone else for good: the batch is sent again after each pause.
+    # The step that submitted it is gone (a stop cancelled it); closing waits its grace,
+    # then ends the batch, so nothing of the group commit outlives the engine.
+    statement = Statement(*({1} for _ in range(10_000)))
+    resent = asyncio.Event()
+
+    async def flush(items: Sequence[BatchItem]) -> tuple[Mapping[int, Any], Set[int]]:
+        answer = await statement(items)
+        if len(statement.sent) == 2:  # sent, found busy, sent again
+            resent.set()
+        return answer
+
+    group = GroupCommit(flush)
+    step = asyncio.create_task(group.submit(BatchItem(1, "w#1", "finish", status="done")))
+    await asyncio.wait_for(resent.wait(), 10)
+    step.cancel()
+
+    await group.close(grace=0.01)
+
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "gendurable:commit"] == []
+    assert step.cancelled()

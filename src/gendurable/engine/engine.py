@@ -389,8 +389,10 @@ class Engine:
 
         Releasing and closing get a short grace on top of `timeout`; when the database is
         unreachable they give up then, and the leases of what could not be released expire
-        as after a crash; a claim in flight gets as long to give back what it took. So
-        `stop()` returns within about `timeout` + 3 x `CLOSE_GRACE`.
+        as after a crash; a claim in flight gets as long to give back what it took, and a
+        group commit still sending a cancelled step's outcome (its row locked by someone
+        else) as long to end. So `stop()` returns within about `timeout` + 4 x `CLOSE_GRACE`,
+        and leaves no task of the engine running.
         """
         if not self._started:
             return
@@ -412,6 +414,10 @@ class Engine:
                 running += scheduler.cancel_running()
             if running:
                 await asyncio.wait(running, timeout=CLOSE_GRACE)
+        if self._executor is not None:
+            # A step cancelled above may have left its outcome in a group commit that is
+            # still sending it (rows locked by someone else are resent after a pause).
+            await self._executor.committer.group.close(grace=CLOSE_GRACE)
         routing.unregister(self)
         await self._close()
         if running:  # releases still waiting on an unreachable database fail fast now

@@ -100,6 +100,17 @@ class GroupCommit:
             drain.add_done_callback(self._draining.discard)
         return await asyncio.shield(fut)
 
+    async def close(self, grace: float) -> None:
+        """Let the batches in flight finish within `grace` seconds, then cancel the rest: their
+        outcomes are not committed, as after a crash (the rows' leases expire). Nothing of
+        this group commit is left running once it returns."""
+        if not self._draining:
+            return
+        _, pending = await asyncio.wait(set(self._draining), timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     async def _drain(self) -> None:
         backoff = BUSY_BACKOFF[0]
         try:
