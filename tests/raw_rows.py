@@ -86,10 +86,17 @@ async def row(db: asyncpg.Connection, schema: str, id: int) -> asyncpg.Record:
     return found
 
 
-async def lock_waiter(db: asyncpg.Connection) -> None:
-    """Return once some backend waits for a lock (no event tells it; poll the server)."""
+async def lock_waiter(db: asyncpg.Connection, behind: Blocker | None = None) -> None:
+    """Return once some backend waits for a lock, or, given `behind`, for a lock that
+    blocker holds (so that a backend of another test waiting for something else does not
+    count). No event tells it; poll the server."""
+    if behind is None:
+        sql, args = "SELECT count(*) FROM pg_locks WHERE NOT granted", ()
+    else:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))"
+        args = (behind.conn.get_server_pid(),)
     async with asyncio.timeout(10):
-        while not await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):  # noqa: ASYNC110 (no event for a lock wait)
+        while not await db.fetchval(sql, *args):  # noqa: ASYNC110 (no event for a lock wait)
             await asyncio.sleep(0.01)
 
 

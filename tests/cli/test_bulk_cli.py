@@ -242,7 +242,7 @@ async def test_cli_bulk_interrupted_says_how_far_it_got_and_a_second_run_finishe
             "--schema", gendurable_schema, env=cli_env(gendurable_dsn), cwd=HERE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        await lock_waiter(db)
+        await lock_waiter(db, behind=blocker)
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
