@@ -9,7 +9,10 @@ client-timed medians and the median of the per-pair ratios (this ÷ REF); with
 `pg_stat_statements` on the server, also each version's mean execution time, which the
 machine's load moves far less. REF's statement is read with `git show`; parameters this
 tree's statement takes and REF's does not are sent empty (for 3e45c74: no consumed
-signals), so the figure is what the change costs the batches that do not use it.
+signals), so the figure is what the change costs the batches that do not use it. A
+statement that takes each column once or per row (since `outcome_plain` took `:kind`) gets
+them as `EngineStore.outcome_plain` sends them; every row's state differs, as in a real
+batch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from gendurable.db.engine_store import _once_or_rows
 from gendurable.db.migrator import migrate
 from gendurable.db.pool import init_engine_connection
 from gendurable.db.schema_admin import drop_schema
@@ -35,6 +39,23 @@ from gendurable.sql import Statement, _tokens, bind_names, statements
 ROOT = Path(__file__).resolve().parent.parent
 EMPTY: dict[str, Any] = {"consumed_instances": [], "consumed_signals": []}
 """Parameters of this tree's statement REF's may lack, and what they are sent as."""
+
+PER_ROW = {
+    "kinds": ("kind", None), "locked_bys": ("locked_by", None), "queues": ("queue", None),
+    "steps": ("step", None), "statuses": ("status", None), "states": ("state", bytes.decode),
+    "results": ("result", bytes.decode), "errors": ("error", bytes.decode),
+    "state_versions": ("state_version", repr), "max_attempts": ("max_attempts", repr),
+    "delays": ("delay", repr), "leases": ("lease", repr),
+}  # fmt: skip
+"""The per-row arrays of `outcome_plain` before e.g. ID, and the columns since (each sent
+once, or per row as text), as `EngineStore.outcome_plain` sends them."""
+
+
+def once_or_rows(values: dict[str, Any]) -> dict[str, Any]:
+    sent = {p: v for p, v in values.items() if p not in PER_ROW}
+    for old, (name, text) in PER_ROW.items():
+        _once_or_rows(sent, name, values[old], text)
+    return sent
 
 
 def statement_at(ref: str, schema: str) -> Statement:
@@ -93,17 +114,20 @@ async def main(args: argparse.Namespace) -> None:
                 ]
                 await conn.execute(f"ANALYZE {s}.instances")
                 times: dict[str, list[float]] = {"ref": [], "this": []}
+                states = [b'{"n": %d}' % j for j in range(k)]
                 for r in range(2 * args.reps):
                     side = ("ref", "this")[(r + r // 2) % 2]
                     statement = sides[side]
                     values: dict[str, Any] = {
                         "ids": ids, "locked_bys": ["me"] * k, "kinds": ["continue"] * k,
-                        "steps": ["b" if r % 2 else "a"] * k, "states": [b'{"n": 1}'] * k,
+                        "steps": ["b" if r % 2 else "a"] * k, "states": states,
                         "state_versions": [1] * k, "delays": [None] * k, "leases": [30.0] * k,
                         "statuses": [None] * k, "results": [None] * k, "errors": [None] * k,
                         "max_attempts": [None] * k, "queues": ["bench"] * k, "now": None,
                     }  # fmt: skip
                     values.update({p: v for p, v in EMPTY.items() if p in statement.params})
+                    if "kind" in statement.params:  # each column once, or per row as text
+                        values = once_or_rows(values)
                     started = time.perf_counter()
                     rows = await conn.fetch(statement.sql, *statement.bind(values))
                     times[side].append(time.perf_counter() - started)
