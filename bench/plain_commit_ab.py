@@ -5,7 +5,9 @@
 Batches of 1, 16 and 64 kept-claim moves (`continue`: the rows stay executing, so the same
 rows are committed again and again), sent through both versions of the statement in turn
 (ABBA), with the engine's plan settings, on one connection. Prints, per batch size, the
-client-timed medians and the median of the per-pair ratios (this ÷ REF); with
+client-timed medians and the median of the per-pair ratios (this ÷ REF), the client's mean
+CPU per commit (`process_time`: building the parameters as the store does, encoding them,
+reading the answer); with
 `pg_stat_statements` on the server, also each version's mean execution time, which the
 machine's load moves far less. REF's statement is read with `git show`; parameters this
 tree's statement takes and REF's does not are sent empty (for 3e45c74: no consumed
@@ -114,6 +116,7 @@ async def main(args: argparse.Namespace) -> None:
                 ]
                 await conn.execute(f"ANALYZE {s}.instances")
                 times: dict[str, list[float]] = {"ref": [], "this": []}
+                cpus: dict[str, list[float]] = {"ref": [], "this": []}
                 states = [b'{"n": %d}' % j for j in range(k)]
                 for r in range(2 * args.reps):
                     side = ("ref", "this")[(r + r // 2) % 2]
@@ -126,11 +129,13 @@ async def main(args: argparse.Namespace) -> None:
                         "max_attempts": [None] * k, "queues": ["bench"] * k, "now": None,
                     }  # fmt: skip
                     values.update({p: v for p, v in EMPTY.items() if p in statement.params})
+                    cpu = time.process_time()
                     if "kind" in statement.params:  # each column once, or per row as text
                         values = once_or_rows(values)
                     started = time.perf_counter()
                     rows = await conn.fetch(statement.sql, *statement.bind(values))
                     times[side].append(time.perf_counter() - started)
+                    cpus[side].append(time.process_time() - cpu)
                     if len(rows) != k or any(row["busy"] for row in rows):
                         raise RuntimeError(f"a commit of {k} did not go through: {rows}")
                 pairs = [b / a for a, b in zip(times["ref"], times["this"], strict=True)]
@@ -142,6 +147,8 @@ async def main(args: argparse.Namespace) -> None:
                             "ref_p50_ms": round(statistics.median(times["ref"]) * 1000, 3),
                             "this_p50_ms": round(statistics.median(times["this"]) * 1000, 3),
                             "this_over_ref": round(statistics.median(pairs), 3),
+                            "ref_client_cpu_us": round(statistics.mean(cpus["ref"]) * 1e6, 1),
+                            "this_client_cpu_us": round(statistics.mean(cpus["this"]) * 1e6, 1),
                         }
                     )
                 )
