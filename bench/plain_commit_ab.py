@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from gendurable.db.engine_store import _once_or_rows
+from gendurable.db.engine_store import plain_outcome_params
 from gendurable.db.migrator import migrate
 from gendurable.db.pool import init_engine_connection
 from gendurable.db.schema_admin import drop_schema
@@ -41,23 +41,6 @@ from gendurable.sql import Statement, _tokens, bind_names, statements
 ROOT = Path(__file__).resolve().parent.parent
 EMPTY: dict[str, Any] = {"consumed_instances": [], "consumed_signals": []}
 """Parameters of this tree's statement REF's may lack, and what they are sent as."""
-
-PER_ROW = {
-    "kinds": ("kind", None), "locked_bys": ("locked_by", None), "queues": ("queue", None),
-    "steps": ("step", None), "statuses": ("status", None), "states": ("state", bytes.decode),
-    "results": ("result", bytes.decode), "errors": ("error", bytes.decode),
-    "state_versions": ("state_version", repr), "max_attempts": ("max_attempts", repr),
-    "delays": ("delay", repr), "leases": ("lease", repr),
-}  # fmt: skip
-"""The per-row arrays of `outcome_plain` before e.g. ID, and the columns since (each sent
-once, or per row as text), as `EngineStore.outcome_plain` sends them."""
-
-
-def once_or_rows(values: dict[str, Any]) -> dict[str, Any]:
-    sent = {p: v for p, v in values.items() if p not in PER_ROW}
-    for old, (name, text) in PER_ROW.items():
-        _once_or_rows(sent, name, values[old], text)
-    return sent
 
 
 def statement_at(ref: str, schema: str) -> Statement:
@@ -131,7 +114,7 @@ async def main(args: argparse.Namespace) -> None:
                     values.update({p: v for p, v in EMPTY.items() if p in statement.params})
                     cpu = time.process_time()
                     if "kind" in statement.params:  # each column once, or per row as text
-                        values = once_or_rows(values)
+                        values = plain_outcome_params(**values)
                     started = time.perf_counter()
                     rows = await conn.fetch(statement.sql, *statement.bind(values))
                     times[side].append(time.perf_counter() - started)

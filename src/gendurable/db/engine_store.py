@@ -352,24 +352,24 @@ class EngineStore:
         come as pairs (`consumed_instances[k]`, `consumed_signals[k]`): each is deleted if
         its instance's outcome committed here.
         """
-        params: dict[str, Any] = {
-            "ids": list(ids),
-            "now": now,
-            "consumed_instances": list(consumed_instances),
-            "consumed_signals": list(consumed_signals),
-        }
-        _once_or_rows(params, "kind", kinds, None)
-        _once_or_rows(params, "locked_by", locked_bys, None)
-        _once_or_rows(params, "queue", queues, None)
-        _once_or_rows(params, "step", steps, None)
-        _once_or_rows(params, "status", statuses, None)
-        _once_or_rows(params, "state", states, _json_text)
-        _once_or_rows(params, "result", results, _json_text)
-        _once_or_rows(params, "error", errors, _json_text)
-        _once_or_rows(params, "state_version", state_versions, _number_text)
-        _once_or_rows(params, "max_attempts", max_attempts, _number_text)
-        _once_or_rows(params, "delay", delays, _number_text)
-        _once_or_rows(params, "lease", leases, _number_text)
+        params = plain_outcome_params(
+            ids=ids,
+            locked_bys=locked_bys,
+            kinds=kinds,
+            steps=steps,
+            states=states,
+            state_versions=state_versions,
+            delays=delays,
+            leases=leases,
+            statuses=statuses,
+            results=results,
+            errors=errors,
+            max_attempts=max_attempts,
+            queues=queues,
+            now=now,
+            consumed_instances=consumed_instances,
+            consumed_signals=consumed_signals,
+        )
         committed = await self.db.rows(PlainOutcome, "outcome_plain", **params)
         return _answers(committed)
 
@@ -577,6 +577,48 @@ class EngineStore:
             burst=list(burst),
             now=now,
         )
+
+
+def plain_outcome_params(
+    *,
+    ids: Sequence[int],
+    locked_bys: Sequence[str],
+    kinds: Sequence[str],
+    steps: Sequence[str | None],
+    states: Sequence[bytes | None],
+    state_versions: Sequence[int],
+    delays: Sequence[float | None],
+    leases: Sequence[float | None],
+    statuses: Sequence[str | None],
+    results: Sequence[bytes | None],
+    errors: Sequence[bytes | None],
+    max_attempts: Sequence[int | None],
+    queues: Sequence[str | None],
+    now: datetime | None,
+    consumed_instances: Sequence[int] = (),
+    consumed_signals: Sequence[int] = (),
+) -> dict[str, Any]:
+    """The parameters of `outcome_plain` for a batch given as parallel per-row sequences
+    (`EngineStore.outcome_plain`'s arguments): each column once or per row."""
+    params: dict[str, Any] = {
+        "ids": list(ids),
+        "now": now,
+        "consumed_instances": list(consumed_instances),
+        "consumed_signals": list(consumed_signals),
+    }
+    _once_or_rows(params, "kind", kinds, None)
+    _once_or_rows(params, "locked_by", locked_bys, None)
+    _once_or_rows(params, "queue", queues, None)
+    _once_or_rows(params, "step", steps, None)
+    _once_or_rows(params, "status", statuses, None)
+    _once_or_rows(params, "state", states, _json_text)
+    _once_or_rows(params, "result", results, _json_text)
+    _once_or_rows(params, "error", errors, _json_text)
+    _once_or_rows(params, "state_version", state_versions, _number_text)
+    _once_or_rows(params, "max_attempts", max_attempts, _number_text)
+    _once_or_rows(params, "delay", delays, _number_text)
+    _once_or_rows(params, "lease", leases, _number_text)
+    return params
 
 
 def _once_or_rows(

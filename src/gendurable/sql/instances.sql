@@ -530,18 +530,21 @@ SELECT b.id, NULL, NULL, true, false FROM b WHERE b.id NOT IN (SELECT id FROM re
 -- Every column but :ids comes once for the batch (:kind, :step, ...) when its rows share
 -- it, else as a text[] of a value per row (:kind_rows, ...; then the scalar is NULL), as
 -- `instance_insert_many` takes them: asyncpg checks each array element as it encodes it,
--- and has a codec of its own for text[] only. `ready` carries only what the guards read;
--- the other columns are read by position (`ord`) in the UPDATE, which copies the whole
--- row of `ready` for its recheck: a narrow row is cheaper to copy. :delay and :lease are
+-- and has a codec of its own for text[] only. `ready` carries only what the guards read
+-- and the intervals; the other columns are read by position (`ord`) in the UPDATE, which
+-- copies the whole row of `ready` for its recheck: a narrow row is cheaper to copy. :delay and :lease are
 -- in seconds; the states, results and errors are JSON text.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 b AS (
     SELECT u.id, u.ord, coalesce(u.kind, :kind::text) AS kind,
            coalesce(u.locked_by, :locked_by::text) AS locked_by,
-           coalesce(u.queue, :queue::text) AS queue
+           coalesce(u.queue, :queue::text) AS queue,
+           make_interval(secs => coalesce(u.delay::float8, :delay::float8)) AS delay,
+           make_interval(secs => coalesce(u.lease::float8, :lease::float8)) AS lease
     FROM ROWS FROM (unnest(:ids::bigint[]), unnest(:kind_rows::text[]),
-                    unnest(:locked_by_rows::text[]), unnest(:queue_rows::text[]))
-         WITH ORDINALITY AS u(id, kind, locked_by, queue, ord)
+                    unnest(:locked_by_rows::text[]), unnest(:queue_rows::text[]),
+                    unnest(:delay_rows::text[]), unnest(:lease_rows::text[]))
+         WITH ORDINALITY AS u(id, kind, locked_by, queue, delay, lease, ord)
 ),
 paused AS (
     SELECT c.queue
@@ -564,7 +567,7 @@ parents AS (
     FOR UPDATE OF p SKIP LOCKED
 ),
 ready AS (
-    SELECT b.id, b.ord, b.kind, b.locked_by,
+    SELECT b.id, b.ord, b.kind, b.locked_by, b.delay, b.lease,
            b.kind = 'continue' AND NOT coalesce(b.queue IN (SELECT queue FROM paused), false)
                AS kept
     FROM b JOIN locked ON locked.id = b.id
@@ -589,11 +592,9 @@ upd AS (
         max_attempts = coalesce((:max_attempts_rows::text[])[r.ord]::int, :max_attempts::int,
                                 i.max_attempts),
         run_at = CASE WHEN r.kind = 'finish' OR r.kept THEN i.run_at
-                      ELSE now.t + make_interval(secs => coalesce(
-                          (:delay_rows::text[])[r.ord]::float8, :delay::float8, 0)) END,
+                      ELSE now.t + coalesce(r.delay, interval '0') END,
         locked_by = CASE WHEN r.kept THEN i.locked_by END,
-        locked_until = CASE WHEN r.kept THEN now.t + make_interval(secs => coalesce(
-                           (:lease_rows::text[])[r.ord]::float8, :lease::float8)) END,
+        locked_until = CASE WHEN r.kept THEN now.t + r.lease END,
         timed_out = r.kind = 'finish' AND i.timed_out,
         await_seen = CASE WHEN r.kind = 'finish' THEN i.await_seen ELSE 0 END,
         await_names = NULL,
