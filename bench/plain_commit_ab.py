@@ -5,11 +5,16 @@
 Batches of 1, 16 and 64 kept-claim moves (`continue`: the rows stay executing, so the same
 rows are committed again and again), sent through both versions of the statement in turn
 (ABBA), with the engine's plan settings, on one connection. Prints, per batch size, the
-client-timed medians and the median of the per-pair ratios (this ÷ REF); with
+client-timed medians and the median of the per-pair ratios (this ÷ REF), the client's mean
+CPU per commit (`process_time`: building the parameters as the store does, encoding them,
+reading the answer); with
 `pg_stat_statements` on the server, also each version's mean execution time, which the
 machine's load moves far less. REF's statement is read with `git show`; parameters this
 tree's statement takes and REF's does not are sent empty (for 3e45c74: no consumed
-signals), so the figure is what the change costs the batches that do not use it.
+signals), so the figure is what the change costs the batches that do not use it. A
+statement that takes each column once or per row (since `outcome_plain` took `:kind`) gets
+them as `EngineStore.outcome_plain` sends them; every row's state differs, as in a real
+batch.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from gendurable.db.engine_store import plain_outcome_params
 from gendurable.db.migrator import migrate
 from gendurable.db.pool import init_engine_connection
 from gendurable.db.schema_admin import drop_schema
@@ -93,20 +99,26 @@ async def main(args: argparse.Namespace) -> None:
                 ]
                 await conn.execute(f"ANALYZE {s}.instances")
                 times: dict[str, list[float]] = {"ref": [], "this": []}
+                cpus: dict[str, list[float]] = {"ref": [], "this": []}
+                states = [b'{"n": %d}' % j for j in range(k)]
                 for r in range(2 * args.reps):
                     side = ("ref", "this")[(r + r // 2) % 2]
                     statement = sides[side]
                     values: dict[str, Any] = {
                         "ids": ids, "locked_bys": ["me"] * k, "kinds": ["continue"] * k,
-                        "steps": ["b" if r % 2 else "a"] * k, "states": [b'{"n": 1}'] * k,
+                        "steps": ["b" if r % 2 else "a"] * k, "states": states,
                         "state_versions": [1] * k, "delays": [None] * k, "leases": [30.0] * k,
                         "statuses": [None] * k, "results": [None] * k, "errors": [None] * k,
                         "max_attempts": [None] * k, "queues": ["bench"] * k, "now": None,
                     }  # fmt: skip
                     values.update({p: v for p, v in EMPTY.items() if p in statement.params})
+                    cpu = time.process_time()
+                    if "kind" in statement.params:  # each column once, or per row as text
+                        values = plain_outcome_params(**values)
                     started = time.perf_counter()
                     rows = await conn.fetch(statement.sql, *statement.bind(values))
                     times[side].append(time.perf_counter() - started)
+                    cpus[side].append(time.process_time() - cpu)
                     if len(rows) != k or any(row["busy"] for row in rows):
                         raise RuntimeError(f"a commit of {k} did not go through: {rows}")
                 pairs = [b / a for a, b in zip(times["ref"], times["this"], strict=True)]
@@ -118,6 +130,8 @@ async def main(args: argparse.Namespace) -> None:
                             "ref_p50_ms": round(statistics.median(times["ref"]) * 1000, 3),
                             "this_p50_ms": round(statistics.median(times["this"]) * 1000, 3),
                             "this_over_ref": round(statistics.median(pairs), 3),
+                            "ref_client_cpu_us": round(statistics.mean(cpus["ref"]) * 1e6, 1),
+                            "this_client_cpu_us": round(statistics.mean(cpus["this"]) * 1e6, 1),
                         }
                     )
                 )

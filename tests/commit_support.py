@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 
 import gendurable as gd
+from gendurable.db.engine_store import plain_outcome_params
 
 
 def park(
@@ -137,7 +138,7 @@ async def _commit_plain(
     if conn is None:
         return await engine.store.outcome_plain(**args)
     statement = engine.store.db.sql["outcome_plain"]
-    rows = await conn.fetch(statement.sql, *statement.args(**args))
+    rows = await conn.fetch(statement.sql, *statement.bind(plain_outcome_params(**args)))
     done: dict[int, bool | str | None] = {
         int(r["id"]): "released" if r["released"] else None for r in rows if not r["busy"]
     }

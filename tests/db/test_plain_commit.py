@@ -130,6 +130,66 @@ async def test_the_plain_commit_writes_what_the_general_one_writes(
     assert dict(stale) == {"status": "executing", "step": "work"}
 
 
+def shaped(shape: str, ids: Sequence[int]) -> list[BatchItem]:
+    """A batch whose rows share every column but the id (sent once each), or, for
+    `owners`, differ in their worker (sent per row; the third row is another worker's)."""
+    if shape == "owners":
+        owners = ["w1", "w2", "w1"]
+        return [
+            BatchItem(id, owner, "goto", step="wait", state=b'{"s": 1}', queue="default")
+            for id, owner in zip(ids, owners, strict=True)
+        ]
+    return [
+        {
+            "gotos": BatchItem(id, "w1", "goto", step="wait", state=b'{"s": 1}', state_version=2,
+                               delay=timedelta(seconds=30), max_attempts=9, queue="default"),
+            "continues": BatchItem(id, "w1", "continue", step="wait", state=b'{"s": 2}',
+                                   state_version=2, lease=timedelta(seconds=45),
+                                   max_attempts=4, queue="default"),
+            "ends": BatchItem(id, "w1", "finish", status="failed", state=b'{"s": 4}',
+                              state_version=2, result=b'{"r": 1}', error=b'{"type": "Boom"}'),
+        }[shape]
+        for id in ids
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", ["gotos", "continues", "ends", "owners"])
+async def test_the_plain_commit_writes_a_column_sent_once_or_per_row_as_the_general_one(
+    engine: gd.Engine, db: asyncpg.Connection, gendurable_schema: str, shape: str
+) -> None:
+    now = engine.clock.now()
+    assert now is not None
+    commits = committer(engine)
+    twins: list[list[int]] = []
+    for _ in range(2):
+        twins.append(
+            [
+                await insert(db, gendurable_schema, now, status="executing", locked_by=owner,
+                             locked_until=now + LEASE)
+                for owner in ("w1", "w2", "w2")
+            ]
+        )  # fmt: skip
+        await db.execute(f'UPDATE "{gendurable_schema}".instances {PRIOR} WHERE id = ANY($1)',
+                         twins[-1])  # fmt: skip
+    general, plain = twins
+    if shape != "owners":  # every row this worker's
+        await db.execute(
+            f"UPDATE \"{gendurable_schema}\".instances SET locked_by = 'w1' WHERE id = ANY($1)",
+            general + plain,
+        )
+
+    by_general = await commits._flush_general(shaped(shape, general))
+    by_plain = await commits._flush_plain(shaped(shape, plain))
+
+    committed = general[:2] if shape == "owners" else general
+    assert by_general == (dict.fromkeys(committed), set())
+    renamed = {g: p for g, p in zip(general, plain, strict=True)}
+    assert by_plain == ({renamed[id]: None for id in committed}, set())
+    assert await columns(db, gendurable_schema, general) == await columns(
+        db, gendurable_schema, plain
+    )
+
+
 def _items(kind: str, id: int) -> list[BatchItem]:
     plain = BatchItem(id, "w1", "goto", step="wait", queue="default")
     return {

@@ -7,7 +7,7 @@ Every method runs one named statement (`sql/instances.sql`, `signals.sql`, `expl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -378,26 +378,25 @@ class EngineStore:
         come as pairs (`consumed_instances[k]`, `consumed_signals[k]`): each is deleted if
         its instance's outcome committed here.
         """
-        committed = await self.db.rows(
-            PlainOutcome,
-            "outcome_plain",
-            ids=list(ids),
-            locked_bys=list(locked_bys),
-            kinds=list(kinds),
-            steps=list(steps),
-            states=list(states),
-            state_versions=list(state_versions),
-            delays=list(delays),
-            leases=list(leases),
-            statuses=list(statuses),
-            results=list(results),
-            errors=list(errors),
-            max_attempts=list(max_attempts),
-            queues=list(queues),
+        params = plain_outcome_params(
+            ids=ids,
+            locked_bys=locked_bys,
+            kinds=kinds,
+            steps=steps,
+            states=states,
+            state_versions=state_versions,
+            delays=delays,
+            leases=leases,
+            statuses=statuses,
+            results=results,
+            errors=errors,
+            max_attempts=max_attempts,
+            queues=queues,
             now=now,
-            consumed_instances=list(consumed_instances),
-            consumed_signals=list(consumed_signals),
+            consumed_instances=consumed_instances,
+            consumed_signals=consumed_signals,
         )
+        committed = await self.db.rows(PlainOutcome, "outcome_plain", **params)
         return _answers(committed)
 
     async def outcome_spawn(
@@ -604,6 +603,77 @@ class EngineStore:
             burst=list(burst),
             now=now,
         )
+
+
+def plain_outcome_params(
+    *,
+    ids: Sequence[int],
+    locked_bys: Sequence[str],
+    kinds: Sequence[str],
+    steps: Sequence[str | None],
+    states: Sequence[bytes | None],
+    state_versions: Sequence[int],
+    delays: Sequence[float | None],
+    leases: Sequence[float | None],
+    statuses: Sequence[str | None],
+    results: Sequence[bytes | None],
+    errors: Sequence[bytes | None],
+    max_attempts: Sequence[int | None],
+    queues: Sequence[str | None],
+    now: datetime | None,
+    consumed_instances: Sequence[int] = (),
+    consumed_signals: Sequence[int] = (),
+) -> dict[str, Any]:
+    """The parameters of `outcome_plain` for a batch given as parallel per-row sequences
+    (`EngineStore.outcome_plain`'s arguments): each column once or per row."""
+    params: dict[str, Any] = {
+        "ids": list(ids),
+        "now": now,
+        "consumed_instances": list(consumed_instances),
+        "consumed_signals": list(consumed_signals),
+    }
+    _once_or_rows(params, "kind", kinds, None)
+    _once_or_rows(params, "locked_by", locked_bys, None)
+    _once_or_rows(params, "queue", queues, None)
+    _once_or_rows(params, "step", steps, None)
+    _once_or_rows(params, "status", statuses, None)
+    _once_or_rows(params, "state", states, _json_text)
+    _once_or_rows(params, "result", results, _json_text)
+    _once_or_rows(params, "error", errors, _json_text)
+    _once_or_rows(params, "state_version", state_versions, _number_text)
+    _once_or_rows(params, "max_attempts", max_attempts, _number_text)
+    _once_or_rows(params, "delay", delays, _number_text)
+    _once_or_rows(params, "lease", leases, _number_text)
+    return params
+
+
+def _once_or_rows(
+    params: dict[str, Any],
+    name: str,
+    values: Sequence[Any],
+    text: Callable[[Any], str] | None,
+) -> None:
+    """Put column `name` of a statement's rows into `params`: once, as `name`, when every row
+    holds the same value; else per row, as the text[] `<name>_rows` (then `name` is NULL),
+    each value made text by `text` (None: it is text). JSON bytes are sent as their text."""
+    count = len(values)
+    first = values[0] if count else None
+    if count == 0 or values.count(first) == count:
+        params[name] = first.decode() if isinstance(first, bytes) else first
+        params[f"{name}_rows"] = None
+    else:
+        params[name] = None
+        params[f"{name}_rows"] = (
+            list(values) if text is None else [None if v is None else text(v) for v in values]
+        )
+
+
+def _json_text(value: bytes) -> str:
+    return value.decode()
+
+
+def _number_text(value: float) -> str:
+    return repr(value)
 
 
 def _answers(

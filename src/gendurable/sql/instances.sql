@@ -552,27 +552,33 @@ SELECT b.id, NULL, NULL, true, false FROM b WHERE b.id NOT IN (SELECT id FROM re
 
 -- name: outcome_plain
 -- The group commit of the common case: a batch of plain gotos, continues and finishes (no
--- rate limit entered, no park, no retry), as parallel arrays, written as `outcome_batch`
--- writes them, with less to parse and plan. The same guards: each row only for the worker
--- holding its claim; rows, and the parents that finishing children count down, locked with
--- SKIP LOCKED (a row or parent someone else holds comes back `busy`, to be sent again; the
--- statement never waits for one, so the order it takes them in closes no cycle), each
--- through an id array (see `instance_cancel`); a continue in a paused queue (`queue_paused`,
--- asked once per queue of continues) committed as a plain goto, `released`. The signals a
--- goto or continue consumed come as pairs, :consumed_instances[k] and :consumed_signals[k]
--- (a woken step's, say), and are deleted as `outcome_batch` deletes them.
--- Terminal effects are `instances_ended`'s. :leases and :delays are in seconds.
+-- rate limit entered, no park, no retry), written as `outcome_batch` writes them, with less
+-- to parse and plan. The same guards: each row only for the worker holding its claim; rows,
+-- and the parents that finishing children count down, locked with SKIP LOCKED (a row or
+-- parent someone else holds comes back `busy`, to be sent again; the statement never waits
+-- for one, so the order it takes them in closes no cycle), each through an id array (see
+-- `instance_cancel`); a continue in a paused queue (`queue_paused`, asked once per queue of
+-- continues) committed as a plain goto, `released`. The signals a goto or continue consumed
+-- come as pairs, :consumed_instances[k] and :consumed_signals[k] (a woken step's, say), and
+-- are deleted as `outcome_batch` deletes them. Terminal effects are `instances_ended`'s.
+-- Every column but :ids comes once for the batch (:kind, :step, ...) when its rows share
+-- it, else as a text[] of a value per row (:kind_rows, ...; then the scalar is NULL), as
+-- `instance_insert_many` takes them: asyncpg checks each array element as it encodes it,
+-- and has a codec of its own for text[] only. `ready` carries only what the guards read
+-- and the intervals; the other columns are read by position (`ord`) in the UPDATE, which
+-- copies the whole row of `ready` for its recheck: a narrow row is cheaper to copy. :delay and :lease are
+-- in seconds; the states, results and errors are JSON text.
 WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
 b AS (
-    SELECT u.id, u.locked_by, u.kind, u.step, u.state, u.state_version,
-           make_interval(secs => u.delay_s) AS delay, make_interval(secs => u.lease_s) AS lease,
-           u.status, u.result, u.error, u.max_attempts, u.queue
-    FROM unnest(:ids::bigint[], :locked_bys::text[], :kinds::text[], :steps::text[],
-                :states::jsonb[], :state_versions::int[], :delays::float8[],
-                :leases::float8[], :statuses::text[], :results::jsonb[], :errors::jsonb[],
-                :max_attempts::int[], :queues::text[])
-         AS u(id, locked_by, kind, step, state, state_version, delay_s, lease_s, status,
-              result, error, max_attempts, queue)
+    SELECT u.id, u.ord, coalesce(u.kind, :kind::text) AS kind,
+           coalesce(u.locked_by, :locked_by::text) AS locked_by,
+           coalesce(u.queue, :queue::text) AS queue,
+           make_interval(secs => coalesce(u.delay::float8, :delay::float8)) AS delay,
+           make_interval(secs => coalesce(u.lease::float8, :lease::float8)) AS lease
+    FROM ROWS FROM (unnest(:ids::bigint[]), unnest(:kind_rows::text[]),
+                    unnest(:locked_by_rows::text[]), unnest(:queue_rows::text[]),
+                    unnest(:delay_rows::text[]), unnest(:lease_rows::text[]))
+         WITH ORDINALITY AS u(id, kind, locked_by, queue, delay, lease, ord)
 ),
 paused AS (
     SELECT c.queue
@@ -595,7 +601,7 @@ parents AS (
     FOR UPDATE OF p SKIP LOCKED
 ),
 ready AS (
-    SELECT b.*,
+    SELECT b.id, b.ord, b.kind, b.locked_by, b.delay, b.lease,
            b.kind = 'continue' AND NOT coalesce(b.queue IN (SELECT queue FROM paused), false)
                AS kept
     FROM b JOIN locked ON locked.id = b.id
@@ -604,15 +610,21 @@ ready AS (
 ),
 upd AS (
     UPDATE __schema__.instances i
-    SET step = CASE WHEN r.kind = 'finish' THEN i.step ELSE r.step END,
-        state = coalesce(r.state, i.state),
-        state_version = CASE WHEN r.state IS NULL THEN i.state_version
-                             ELSE r.state_version END,
-        status = CASE WHEN r.kind = 'finish' THEN r.status::__schema__.status
+    SET step = CASE WHEN r.kind = 'finish' THEN i.step
+                    ELSE coalesce((:step_rows::text[])[r.ord], :step::text) END,
+        state = coalesce(coalesce((:state_rows::text[])[r.ord], :state::text)::jsonb, i.state),
+        state_version = CASE WHEN coalesce((:state_rows::text[])[r.ord], :state::text) IS NULL
+                             THEN i.state_version
+                             ELSE coalesce((:state_version_rows::text[])[r.ord]::int,
+                                           :state_version::int) END,
+        status = CASE WHEN r.kind = 'finish'
+                      THEN coalesce((:status_rows::text[])[r.ord],
+                                    :status::text)::__schema__.status
                       WHEN r.kept THEN 'executing'::__schema__.status
                       ELSE 'available'::__schema__.status END,
         attempt = CASE WHEN r.kind = 'finish' THEN i.attempt ELSE 0 END,
-        max_attempts = coalesce(r.max_attempts, i.max_attempts),
+        max_attempts = coalesce((:max_attempts_rows::text[])[r.ord]::int, :max_attempts::int,
+                                i.max_attempts),
         run_at = CASE WHEN r.kind = 'finish' OR r.kept THEN i.run_at
                       ELSE now.t + coalesce(r.delay, interval '0') END,
         locked_by = CASE WHEN r.kept THEN i.locked_by END,
@@ -625,8 +637,12 @@ upd AS (
         rate_partition = CASE WHEN r.kind = 'finish' THEN i.rate_partition END,
         weight = CASE WHEN r.kind = 'finish' THEN i.weight ELSE 1 END,
         children_from = CASE WHEN r.kind = 'finish' THEN i.children_from END,
-        result = CASE WHEN r.kind = 'finish' THEN r.result ELSE i.result END,
-        error = CASE WHEN r.kind = 'finish' THEN r.error ELSE i.error END,
+        result = CASE WHEN r.kind = 'finish'
+                      THEN coalesce((:result_rows::text[])[r.ord], :result::text)::jsonb
+                      ELSE i.result END,
+        error = CASE WHEN r.kind = 'finish'
+                     THEN coalesce((:error_rows::text[])[r.ord], :error::text)::jsonb
+                     ELSE i.error END,
         finished_at = CASE WHEN r.kind = 'finish' THEN now.t END,
         updated_at = now.t
     FROM ready r, now
