@@ -123,54 +123,31 @@ class EngineStore:
         With `locked_by` (and its `lease`) a created row is claimed by that worker already.
         """
         limit = row.limit
+        values: dict[str, Any] = dict(
+            workflow=row.workflow,
+            queue=row.queue,
+            step=row.step,
+            state=row.state,
+            max_attempts=row.max_attempts,
+            priority=row.priority,
+            run_at=row.run_at,
+            delay=row.delay,
+            scope=list(row.scope),
+            concurrency_key=row.concurrency_key,
+            rate_limit=limit.name,
+            rate_partition=limit.partition,
+            weight=limit.weight,
+            trace_context=trace_context,
+            state_version=row.state_version,
+            locked_by=locked_by,
+            lease=lease,
+            now=now,
+        )
         if row.key is None:
             # Nothing can conflict with it: a plain insert, not a speculative one.
-            inserted = await self.db.row(
-                InsertedInstance,
-                "instance_insert_unkeyed",
-                workflow=row.workflow,
-                queue=row.queue,
-                step=row.step,
-                state=row.state,
-                max_attempts=row.max_attempts,
-                priority=row.priority,
-                run_at=row.run_at,
-                delay=row.delay,
-                scope=list(row.scope),
-                concurrency_key=row.concurrency_key,
-                rate_limit=limit.name,
-                rate_partition=limit.partition,
-                weight=limit.weight,
-                trace_context=trace_context,
-                state_version=row.state_version,
-                locked_by=locked_by,
-                lease=lease,
-                now=now,
-            )
+            inserted = await self.db.row(InsertedInstance, "instance_insert_unkeyed", **values)
         else:
-            inserted = await self.db.row(
-                InsertedInstance,
-                "instance_insert",
-                workflow=row.workflow,
-                queue=row.queue,
-                step=row.step,
-                state=row.state,
-                max_attempts=row.max_attempts,
-                priority=row.priority,
-                run_at=row.run_at,
-                delay=row.delay,
-                key=row.key,
-                scope=list(row.scope),
-                concurrency_key=row.concurrency_key,
-                rate_limit=limit.name,
-                rate_partition=limit.partition,
-                weight=limit.weight,
-                trace_context=trace_context,
-                state_version=row.state_version,
-                locked_by=locked_by,
-                lease=lease,
-                now=now,
-            )
+            inserted = await self.db.row(InsertedInstance, "instance_insert", key=row.key, **values)
         assert inserted is not None
         return inserted
 
