@@ -248,12 +248,12 @@ async def test_cli_bulk_interrupted_says_how_far_it_got_and_a_second_run_finishe
     finally:
         await blocker.release()
 
-    assert proc.returncode == 130
-    assert out == b""
-    assert err.decode() == (
+    assert (proc.returncode, out, err.decode()) == (
+        130,
+        b"",
         "gendurable retry cli.flaky: interrupted after 4 matched, 3 retried, 1 not done yet; "
         "nothing is half "
-        "done: run the same command again to go on\n"
+        "done: run the same command again to go on\n",
     )
     assert await rows.statuses(*ids) == ["available", "failed", "available", "available"]
     again = await cli("retry", "--workflow", "cli.flaky", "--json")
