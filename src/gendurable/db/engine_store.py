@@ -101,11 +101,18 @@ class _Held(Exception):
         self.keys = keys
 
 
+GENERAL_CLAIMS = 16
+"""Claims of a queue that run `instance_claim` at once after its lean claim met a row with a
+concurrency key or a rate limit (so a queue of such rows is scanned twice once in 17 claims)."""
+
+
 class EngineStore:
     """The statements the engine runs on one schema (its client, schedulers and commits)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._general_claims: dict[str, int] = {}
+        """Per queue, how many claims still go straight to `instance_claim` (see there)."""
 
     # -- starts (instances.sql) --------------------------------------------------------------
 
@@ -212,18 +219,26 @@ class EngineStore:
         deferred (still available, `throttled`). A claim that met a concurrency key another
         claim took after this one's snapshot is retried at once (the unique index refused it).
         """
+        values: dict[str, object] = {
+            "queue": queue, "limit": limit, "locked_by": locked_by,
+            "workflows": list(workflows), "steps": list(steps), "leases": list(leases),
+            "now": now,
+        }  # fmt: skip
+        if self._general_claims.get(queue, 0) > 0:
+            self._general_claims[queue] -= 1
+        else:
+            rows = await self.db.rows(PickedRow, "instance_claim_lean", **values)
+            if not rows or rows[0].id is not None:
+                return rows
+            # A row with a key or a limit at the front: claim with the general statement,
+            # and keep doing so for a while rather than scan twice per claim.
+            self._general_claims[queue] = GENERAL_CLAIMS
         for attempt in range(3):
             try:
                 return await self.db.rows(
                     PickedRow,
                     "instance_claim",
-                    queue=queue,
-                    limit=limit,
-                    locked_by=locked_by,
-                    workflows=list(workflows),
-                    steps=list(steps),
-                    leases=list(leases),
-                    now=now,
+                    **values,
                     unknown_limit_wait=unknown_limit_wait,
                 )
             except asyncpg.UniqueViolationError:
