@@ -669,6 +669,16 @@ MUTANTS: list[Mutant] = [
         LEAN,
     ),
     m(
+        "claim_lean.store_falls_back",
+        "src/gendurable/db/engine_store.py",
+        "",
+        "            if not rows or rows[0].id is not None:\n                return rows\n",
+        "            return rows\n",
+        "the store claims with `instance_claim` when the lean claim fell back",
+        LEAN,
+        CONCURRENCY,
+    ),
+    m(
         "claim_lean.fallback_answer",
         I,
         "instance_claim_lean",
