@@ -174,7 +174,9 @@ async def run(env: BenchEnv, sizes: list[int], concurrency: int) -> None:
             after = await floor(env.dsn, 8, seconds=2.0)
             # Starts made by the executing engine are claimed by their insert, so w1 one by
             # one may claim nothing: the group commit's latency is the loaded statement then.
-            claims = COUNTER.seconds.get("instance_claim", [])
+            claims = COUNTER.seconds.get("instance_claim", []) + COUNTER.seconds.get(
+                "instance_claim_lean", []
+            )
             commits = COUNTER.seconds.get("outcome_batch", [])
             inserts = COUNTER.seconds.get("instance_insert", [])
         finally:

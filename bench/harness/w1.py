@@ -70,7 +70,7 @@ async def one_by_one(
         finally:
             await check.close()
     steps = instances * 3
-    claims = COUNTER.counts.get("instance_claim", 0)
+    claims = COUNTER.counts.get("instance_claim", 0) + COUNTER.counts.get("instance_claim_lean", 0)
     line = {
         "bench": "w1",
         "system": "gendurable",
@@ -130,7 +130,8 @@ async def bulk(env: BenchEnv, instances: int, concurrency: int) -> dict[str, Any
             "client_cpu_ms_per_start": round(
                 (insert_cpu.client_s + cpu.client_s) * 1000 / instances, 4
             ),
-            "claims": COUNTER.counts.get("instance_claim", 0),
+            "claims": COUNTER.counts.get("instance_claim", 0)
+            + COUNTER.counts.get("instance_claim_lean", 0),
             **_costs(cpu, steps),
         }
     )

@@ -58,7 +58,8 @@ async def run(env: BenchEnv, jobs: int, concurrency: int) -> None:
         "seconds": round(cpu.wall_s, 3),
         "rate": round(jobs / cpu.wall_s),
         "unit": "jobs/s",
-        "claims": COUNTER.counts.get("instance_claim", 0),
+        "claims": COUNTER.counts.get("instance_claim", 0)
+        + COUNTER.counts.get("instance_claim_lean", 0),
         "statements": COUNTER.total,
         "statements_per_step": round(COUNTER.total / jobs, 3),
         "statement_breakdown": COUNTER.snapshot(),

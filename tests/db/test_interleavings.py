@@ -203,7 +203,10 @@ async def spawn(
         return ("duplicate", Ids((held.existing_id,)))
 
 
-async def claim(store: Store, r: Rows) -> Any:
+async def claim(store: Store, r: Rows, *, lean: bool = False) -> Any:
+    """`instance_claim` itself, or (`lean`) the store's claim as the engine runs it: the lean
+    claim first, from a store that has not seen the queue fall back yet."""
+    store.general_claims.clear()
     return await store.instance_claim(
         queue="m",
         limit=10,
@@ -212,7 +215,12 @@ async def claim(store: Store, r: Rows) -> Any:
         now=T,
         workflows=["m.flow", "m.flow"],
         steps=["work", "next"],
+        lean=lean,
     )
+
+
+async def claim_lean(store: Store, r: Rows) -> Any:
+    return await claim(store, r, lean=True)
 
 
 async def deliver(store: Store, r: Rows, *, local: bool = False, by_key: bool = False) -> Any:
@@ -817,6 +825,30 @@ CASES: list[Case] = [
         skips=True,
         skipped=lambda o: [r["id"] for r in o.result] == ["b"] and o.status("a") == "available",
         expect=lambda o: o.status("a") == o.status("b") == "executing",
+    ),
+    # instance_claim_lean: rows SKIP LOCKED; a held row with a key is passed over (as the
+    # general claim passes over it), and claimed by the general claim once free.
+    Case(
+        "instance_claim_lean.row_held",
+        ("instance_claim_lean",),
+        rows(i("a"), i("b", run_at=T - timedelta(minutes=2))),
+        claim_lean,
+        hold="a",
+        skips=True,
+        skipped=lambda o: [r["id"] for r in o.result] == ["b"] and o.status("a") == "available",
+        expect=lambda o: o.status("a") == o.status("b") == "executing",
+    ),
+    Case(
+        "instance_claim_lean.keyed_row_held",
+        ("instance_claim_lean", "instance_claim"),
+        rows(i("keyed", concurrency_key="ck", run_at=T - timedelta(minutes=2)), i("plain")),
+        claim_lean,
+        hold="keyed",
+        skips=True,
+        skipped=lambda o: (
+            [r["id"] for r in o.result] == ["plain"] and o.status("keyed") == "available"
+        ),
+        expect=lambda o: o.status("keyed") == o.status("plain") == "executing",
     ),
     Case(
         "instance_claim.concurrency_head_held",

@@ -141,7 +141,8 @@ async def test_fault_lost_claim_answer_rows_expire_and_are_rescued_while_others_
         return HELD == ["long"]
 
     await eventually(long_runs, what="the long step running")
-    cut = proxy.cut(statements(gendurable_schema)["instance_claim"].sql)
+    # plain rows: claimed by the lean claim
+    cut = proxy.cut(statements(gendurable_schema)["instance_claim_lean"].sql)
     await Quick.start_many([Quick.new(key=k) for k in ("a", "b")], engine=client)
     await cut.event.wait()
 

@@ -330,6 +330,53 @@ claimed AS (
 SELECT claimed.*, (SELECT n FROM held_back) AS contended
 FROM claimed;
 
+-- name: instance_claim_lean
+-- `instance_claim` for a front of the queue that holds only plain rows (no concurrency
+-- key, no rate limit), without the work those features cost every claim: the same scan
+-- (known pairs, pause, order, SKIP LOCKED, limit) and the same claimed rows and columns
+-- (`go` true, `contended` 0). A row keeps the key and limit it was written with, whatever
+-- the deploy declares, so whether the front is plain is found in the scan itself: when any
+-- row the scan took carries a key or a limit, nothing is claimed (its locks end with the
+-- statement) and the answer is one row of NULLs, on which the caller runs `instance_claim`
+-- at once. Every row is therefore claimed in the order and under the rules of
+-- `instance_claim`.
+WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
+known AS (
+    SELECT *
+    FROM unnest(:workflows::text[], :steps::text[], :leases::interval[])
+         AS k(workflow, step, lease)
+),
+picked AS (
+    SELECT i.id, k.lease,
+           (i.concurrency_key IS NOT NULL OR i.rate_limit IS NOT NULL) AS general
+    FROM __schema__.instances i
+    JOIN known k ON k.workflow = i.workflow AND k.step = i.step, now
+    WHERE i.status = 'available' AND i.queue = :queue AND i.run_at <= now.t
+      AND NOT (SELECT __schema__.queue_paused(:queue))
+    ORDER BY i.priority DESC, i.run_at, i.id
+    LIMIT :limit
+    FOR UPDATE OF i SKIP LOCKED
+),
+general AS (SELECT EXISTS (SELECT 1 FROM picked WHERE general) AS met),
+claimed AS (
+    UPDATE __schema__.instances i
+    SET status = 'executing', locked_by = :locked_by, locked_until = now.t + p.lease,
+        throttled = false, updated_at = now.t
+    FROM picked p, now, general g
+    WHERE i.id = p.id AND NOT g.met
+    RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
+              i.timed_out, i.await_seen, i.children_from, true AS go, false AS unknown_limit,
+              i.rate_limit, i.rate_partition, i.weight, i.run_at,
+              extract(epoch FROM i.run_at - now.t)::float8 AS wait, i.trace_context,
+              extract(epoch FROM now.t - i.run_at)::float8 AS waited, i.state_version,
+              0::bigint AS contended
+)
+SELECT * FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM general WHERE general.met;
+
 -- name: instance_release
 -- Give a claim back untouched (drain, long chains): available again at once, and announced
 -- so that another node takes it now rather than at its next poll.
