@@ -17,7 +17,6 @@ a cancelled one no longer live).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -199,12 +198,6 @@ class BulkRun:
                 return Verdict(id, "cancelled")
             row = await store.instance_retry(id=id, now=self.now)
         except (TimeoutError, asyncpg.QueryCanceledError):
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # Interrupted (Ctrl-C) while waiting for the row: the wait may end as a
-                # timeout or a cancelled query rather than a cancellation, and a run that
-                # took it for a busy row would go on to the end instead of stopping.
-                raise asyncio.CancelledError from None
             return Verdict(id, "busy")
         return Verdict(id, retry_verdict(row.retried, row.status, row.holder))
 

@@ -224,6 +224,10 @@ async def test_cli_bulk_shows_progress_on_a_terminal_only(
     assert b"\r\x1b[Kretry cli.flaky: 3 matched, 3 retried" in shown
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_cli_bulk_interrupted_says_how_far_it_got_and_a_second_run_finishes(
     cli: Cli, make_engine: MakeEngine, db: asyncpg.Connection, gendurable_schema: str,
     gendurable_dsn: str,
@@ -241,6 +245,9 @@ async def test_cli_bulk_interrupted_says_how_far_it_got_and_a_second_run_finishe
             sys.executable, "-m", "gendurable", "retry", "--workflow", "cli.flaky",
             "--schema", gendurable_schema, env=cli_env(gendurable_dsn), cwd=HERE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            # As from a terminal: a suite started in the background (`pytest &` in a shell
+            # without job control) ignores SIGINT, and its children would inherit that.
+            preexec_fn=_default_sigint,
         )  # fmt: skip
         await lock_waiter(db, behind=blocker)
         proc.send_signal(signal.SIGINT)
