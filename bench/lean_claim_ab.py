@@ -6,10 +6,10 @@ Both statements claim `--limit` due rows of one queue in turn (ABBA), with the e
 settings, on one connection, from a queue of plain rows (as w2's: no key, no limit), each
 claim taking fresh rows off the front. Prints the client-timed medians, the median of the
 per-pair ratios (lean ÷ full) and, with `pg_stat_statements` on the server, each one's mean
-execution time. The lean statement is the prototype below: the general claim's scan without
-its per-row concurrency filter, its rate-limit CTEs and `held_back`; when a row with a key or
-a limit is among the rows it would take, it takes nothing and answers one row of NULLs (the
-caller then runs `instance_claim`).
+execution time. The lean statement is the shipped `instance_claim_lean` (the general claim's
+scan without its per-row concurrency filter, its rate-limit CTEs and `held_back`; when a row
+with a key or a limit is among the rows it would take, it takes nothing and answers one row
+of NULLs, and the store then runs `instance_claim`).
 """
 
 from __future__ import annotations
@@ -29,52 +29,7 @@ from gendurable.db.migrator import migrate
 from gendurable.db.pool import init_engine_connection
 from gendurable.db.schema_admin import drop_schema
 from gendurable.embedded import embedded_dsn
-from gendurable.sql import Statement, _tokens, bind_names, statements
-
-LEAN = """
-WITH now AS (SELECT coalesce(:now::timestamptz, now()) AS t),
-known AS (
-    SELECT *
-    FROM unnest(:workflows::text[], :steps::text[], :leases::interval[])
-         AS k(workflow, step, lease)
-),
-picked AS (
-    SELECT i.id, k.lease, (i.concurrency_key IS NOT NULL OR i.rate_limit IS NOT NULL) AS general
-    FROM __schema__.instances i
-    JOIN known k ON k.workflow = i.workflow AND k.step = i.step, now
-    WHERE i.status = 'available' AND i.queue = :queue AND i.run_at <= now.t
-      AND NOT (SELECT __schema__.queue_paused(:queue))
-    ORDER BY i.priority DESC, i.run_at, i.id
-    LIMIT :limit
-    FOR UPDATE OF i SKIP LOCKED
-),
-general AS (SELECT EXISTS (SELECT 1 FROM picked WHERE general) AS met),
-claimed AS (
-    UPDATE __schema__.instances i
-    SET status = 'executing', locked_by = :locked_by, locked_until = now.t + p.lease,
-        throttled = false, updated_at = now.t
-    FROM picked p, now, general g
-    WHERE i.id = p.id AND NOT g.met
-    RETURNING i.id, i.workflow, i.step, i.state, i.attempt, i.priority, i.key, i.queue,
-              i.timed_out, i.await_seen, i.children_from, true AS go, false AS unknown_limit,
-              i.rate_limit, i.rate_partition, i.weight, i.run_at,
-              extract(epoch FROM i.run_at - now.t)::float8 AS wait, i.trace_context,
-              extract(epoch FROM now.t - i.run_at)::float8 AS waited, i.state_version,
-              0::bigint AS contended
-)
-SELECT * FROM claimed
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM general WHERE general.met
-"""
-
-
-def lean_statement(schema: str) -> Statement:
-    sql, params = bind_names("instance_claim_lean", LEAN)
-    for token, value in _tokens(schema).items():
-        sql = sql.replace(token, value)
-    return Statement("instance_claim_lean", sql, params)
+from gendurable.sql import Statement, statements
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -87,7 +42,10 @@ async def main(args: argparse.Namespace) -> None:
             await init_engine_connection(conn, ours["engine_plans"].sql)
             sides = {
                 side: Statement(st.name, f"/* lean_claim_ab {side} */\n{st.sql}", st.params)
-                for side, st in (("full", ours["instance_claim"]), ("lean", lean_statement(schema)))
+                for side, st in (
+                    ("full", ours["instance_claim"]),
+                    ("lean", ours["instance_claim_lean"]),
+                )
             }
             try:
                 await conn.execute("SELECT pg_stat_statements_reset()")
