@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import asyncpg
 import msgspec
+from typing_extensions import Unpack
 
 from ..entries import InstanceColumns
 from ..errors import DuplicateKey
@@ -349,24 +350,7 @@ class EngineStore:
         return _answers(committed)
 
     async def outcome_plain(
-        self,
-        *,
-        ids: Sequence[int],
-        locked_bys: Sequence[str],
-        kinds: Sequence[str],
-        steps: Sequence[str | None],
-        states: Sequence[bytes | None],
-        state_versions: Sequence[int],
-        delays: Sequence[float | None],
-        leases: Sequence[float | None],
-        statuses: Sequence[str | None],
-        results: Sequence[bytes | None],
-        errors: Sequence[bytes | None],
-        max_attempts: Sequence[int | None],
-        queues: Sequence[str | None],
-        now: datetime | None,
-        consumed_instances: Sequence[int] = (),
-        consumed_signals: Sequence[int] = (),
+        self, **batch: Unpack[PlainBatch]
     ) -> tuple[dict[int, bool | str | None], set[int]]:
         """Commit a batch of plain gotos, continues and finishes (no rate limit entered) in
         one statement, leaner than `outcome_batch`, which it answers like: for each id whose
@@ -376,24 +360,7 @@ class EngineStore:
         come as pairs (`consumed_instances[k]`, `consumed_signals[k]`): each is deleted if
         its instance's outcome committed here.
         """
-        params = plain_outcome_params(
-            ids=ids,
-            locked_bys=locked_bys,
-            kinds=kinds,
-            steps=steps,
-            states=states,
-            state_versions=state_versions,
-            delays=delays,
-            leases=leases,
-            statuses=statuses,
-            results=results,
-            errors=errors,
-            max_attempts=max_attempts,
-            queues=queues,
-            now=now,
-            consumed_instances=consumed_instances,
-            consumed_signals=consumed_signals,
-        )
+        params = plain_outcome_params(**batch)
         committed = await self.db.rows(PlainOutcome, "outcome_plain", **params)
         return _answers(committed)
 
@@ -603,45 +570,49 @@ class EngineStore:
         )
 
 
-def plain_outcome_params(
-    *,
-    ids: Sequence[int],
-    locked_bys: Sequence[str],
-    kinds: Sequence[str],
-    steps: Sequence[str | None],
-    states: Sequence[bytes | None],
-    state_versions: Sequence[int],
-    delays: Sequence[float | None],
-    leases: Sequence[float | None],
-    statuses: Sequence[str | None],
-    results: Sequence[bytes | None],
-    errors: Sequence[bytes | None],
-    max_attempts: Sequence[int | None],
-    queues: Sequence[str | None],
-    now: datetime | None,
-    consumed_instances: Sequence[int] = (),
-    consumed_signals: Sequence[int] = (),
-) -> dict[str, Any]:
+class PlainBatch(TypedDict):
+    """A batch of plain outcomes as parallel per-row sequences (`outcome_plain`'s input):
+    delays and leases in seconds; consumed signals as pairs of instance and signal ids."""
+
+    ids: Sequence[int]
+    locked_bys: Sequence[str]
+    kinds: Sequence[str]
+    steps: Sequence[str | None]
+    states: Sequence[bytes | None]
+    state_versions: Sequence[int]
+    delays: Sequence[float | None]
+    leases: Sequence[float | None]
+    statuses: Sequence[str | None]
+    results: Sequence[bytes | None]
+    errors: Sequence[bytes | None]
+    max_attempts: Sequence[int | None]
+    queues: Sequence[str | None]
+    now: datetime | None
+    consumed_instances: NotRequired[Sequence[int]]
+    consumed_signals: NotRequired[Sequence[int]]
+
+
+def plain_outcome_params(**batch: Unpack[PlainBatch]) -> dict[str, Any]:
     """The parameters of `outcome_plain` for a batch given as parallel per-row sequences
     (`EngineStore.outcome_plain`'s arguments): each column once or per row."""
     params: dict[str, Any] = {
-        "ids": list(ids),
-        "now": now,
-        "consumed_instances": list(consumed_instances),
-        "consumed_signals": list(consumed_signals),
+        "ids": list(batch["ids"]),
+        "now": batch["now"],
+        "consumed_instances": list(batch.get("consumed_instances", ())),
+        "consumed_signals": list(batch.get("consumed_signals", ())),
     }
-    _once_or_rows(params, "kind", kinds, None)
-    _once_or_rows(params, "locked_by", locked_bys, None)
-    _once_or_rows(params, "queue", queues, None)
-    _once_or_rows(params, "step", steps, None)
-    _once_or_rows(params, "status", statuses, None)
-    _once_or_rows(params, "state", states, _json_text)
-    _once_or_rows(params, "result", results, _json_text)
-    _once_or_rows(params, "error", errors, _json_text)
-    _once_or_rows(params, "state_version", state_versions, _number_text)
-    _once_or_rows(params, "max_attempts", max_attempts, _number_text)
-    _once_or_rows(params, "delay", delays, _number_text)
-    _once_or_rows(params, "lease", leases, _number_text)
+    _once_or_rows(params, "kind", batch["kinds"], None)
+    _once_or_rows(params, "locked_by", batch["locked_bys"], None)
+    _once_or_rows(params, "queue", batch["queues"], None)
+    _once_or_rows(params, "step", batch["steps"], None)
+    _once_or_rows(params, "status", batch["statuses"], None)
+    _once_or_rows(params, "state", batch["states"], _json_text)
+    _once_or_rows(params, "result", batch["results"], _json_text)
+    _once_or_rows(params, "error", batch["errors"], _json_text)
+    _once_or_rows(params, "state_version", batch["state_versions"], _number_text)
+    _once_or_rows(params, "max_attempts", batch["max_attempts"], _number_text)
+    _once_or_rows(params, "delay", batch["delays"], _number_text)
+    _once_or_rows(params, "lease", batch["leases"], _number_text)
     return params
 
 
